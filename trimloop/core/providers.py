@@ -1,0 +1,179 @@
+"""How a call reaches a model: directly to an OpenAI-compatible endpoint, or through litellm.
+
+Both return a `RawReply` or raise `Retryable` (429, 5xx, timeout, malformed body) or `Fatal`
+(any other 4xx, a missing key). The retry policy lives in the gateway, not here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from trimloop.core.catalog import ResolvedModel, import_litellm
+
+
+@dataclass(frozen=True)
+class RawReply:
+    output: str
+    input_tokens: int | None
+    output_tokens: int | None
+
+
+class Retryable(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class Fatal(Exception):
+    def __init__(self, reason: str, hint: str | None = None):
+        super().__init__(reason)
+        self.hint = hint
+
+
+def api_key_for(model: ResolvedModel) -> str | None:
+    if not model.api_key_env:
+        return None
+    key = os.environ.get(model.api_key_env)
+    if not key:
+        raise Fatal(
+            f"no API key: environment variable {model.api_key_env} is not set",
+            hint=f"export {model.api_key_env}=… (keys are read from the environment only)",
+        )
+    return key
+
+
+class DirectProvider:
+    """OpenAI-compatible `/chat/completions` and `/completions` over one pooled aiohttp session."""
+
+    def __init__(self, timeout_s: float):
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+                timeout=self._timeout,
+                json_serialize=json.dumps,
+            )
+        return self._session
+
+    async def call(
+        self, model: ResolvedModel, prompt: list[dict[str, str]] | str, params: dict[str, Any]
+    ) -> RawReply:
+        chat = isinstance(prompt, list)
+        url = f"{model.api_base}/{'chat/completions' if chat else 'completions'}"
+        body = {"model": model.wire_model, **params}
+        body["messages" if chat else "prompt"] = prompt
+        headers = {}
+        key = api_key_for(model)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        try:
+            async with self._client().post(url, json=body, headers=headers) as resp:
+                status = resp.status
+                raw = await resp.read()
+                retry_after = _retry_after(resp.headers.get("Retry-After"))
+        except asyncio.TimeoutError:
+            raise Retryable(f"timed out after {self._timeout.total:.0f}s") from None
+        except aiohttp.ClientError as exc:
+            raise Retryable(f"connection failed: {exc.__class__.__name__}: {exc}") from None
+        if status == 429:
+            raise Retryable("429 rate limited", retry_after)
+        if status >= 500 or status == 408:
+            raise Retryable(f"{status} server error: {_snippet(raw)}", retry_after)
+        if status >= 400:
+            raise Fatal(f"{status} from {url}: {_snippet(raw)}", hint=_hint_for(status))
+        try:
+            data = json.loads(raw)
+            choice = data["choices"][0]
+            text = choice["message"]["content"] if chat else choice["text"]
+            if text is None:
+                text = ""
+            if not isinstance(text, str):
+                raise TypeError("content is not a string")
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise Retryable(f"malformed response body ({exc.__class__.__name__}): {_snippet(raw)}") from None
+        usage = data.get("usage") or {}
+        return RawReply(text, _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")))
+
+    async def aclose(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+
+class LiteLLMProvider:
+    """Every provider litellm knows (OpenAI, Anthropic, Gemini …), retries left to the gateway."""
+
+    def __init__(self, timeout_s: float):
+        self.timeout_s = timeout_s
+
+    async def call(
+        self, model: ResolvedModel, prompt: list[dict[str, str]] | str, params: dict[str, Any]
+    ) -> RawReply:
+        litellm = import_litellm()
+        kwargs: dict[str, Any] = dict(params, timeout=self.timeout_s, num_retries=0)
+        key = api_key_for(model)
+        if key:
+            kwargs["api_key"] = key
+        try:
+            if isinstance(prompt, list):
+                resp = await litellm.acompletion(model=model.wire_model, messages=prompt, **kwargs)
+                text = resp.choices[0].message.content or ""
+            else:
+                resp = await litellm.atext_completion(model=model.wire_model, prompt=prompt, **kwargs)
+                text = resp.choices[0].text or ""
+        except Exception as exc:  # litellm maps every provider's errors onto OpenAI's classes
+            status = getattr(exc, "status_code", None)
+            name = exc.__class__.__name__
+            if name in ("RateLimitError",) or status == 429:
+                raise Retryable(f"429 rate limited: {_first_line(exc)}") from None
+            if name in ("Timeout", "APIConnectionError", "InternalServerError",
+                        "ServiceUnavailableError", "APIError") or (status and status >= 500):
+                raise Retryable(f"{name}: {_first_line(exc)}") from None
+            if name == "AuthenticationError":
+                raise Fatal(f"authentication failed: {_first_line(exc)}",
+                            hint="check the provider's API key environment variable") from None
+            raise Fatal(f"{name}: {_first_line(exc)}") from None
+        usage = getattr(resp, "usage", None)
+        return RawReply(
+            text,
+            _int(getattr(usage, "prompt_tokens", None)),
+            _int(getattr(usage, "completion_tokens", None)),
+        )
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: fall back to exponential backoff
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and value >= 0 else None
+
+
+def _snippet(raw: bytes) -> str:
+    return raw[:200].decode("utf-8", "replace").replace("\n", " ")
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).splitlines() or [""])[0][:300]
+
+
+def _hint_for(status: int) -> str:
+    if status in (401, 403):
+        return "check the API key for this endpoint (set the variable named by api_key_env)"
+    if status == 404:
+        return "check the model name and api_base (it usually ends in /v1)"
+    return "the provider refused the request; check the model's params"

@@ -1,0 +1,168 @@
+"""Settings: `TRIMLOOP_*` environment variables over an optional `trimloop.toml` over defaults.
+
+The config file is `./trimloop.toml`, or the path in `TRIMLOOP_CONFIG`. Nested keys use `__` in
+the environment: `TRIMLOOP_GATEWAY__CONCURRENCY=16`. Secrets (API keys) are never read from the
+file: a model names the environment variable that holds its key (`api_key_env`).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from trimloop.core.errors import ConfigError
+
+CONFIG_ENV = "TRIMLOOP_CONFIG"
+DEFAULT_CONFIG_FILE = "trimloop.toml"
+
+
+class ModelConfig(BaseModel):
+    """One model a team may call. Unknown keys are refused so typos surface."""
+
+    model_config = {"extra": "forbid"}
+
+    api_base: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint (…/v1); calls take the direct path"
+    )
+    served_as: str | None = Field(default=None, description="model name sent to the endpoint")
+    api_key_env: str | None = Field(default=None, description="environment variable with the key")
+    input_per_mtok: float | None = Field(default=None, ge=0, description="USD per 1M input tokens")
+    output_per_mtok: float | None = Field(default=None, ge=0, description="USD per 1M output tokens")
+    price_note: str | None = None
+    concurrency: int | None = Field(default=None, ge=1)
+    completion_only: bool = Field(default=False, description="base model: plain-text templates only")
+
+
+class GatewaySettings(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    concurrency: int = Field(default=8, ge=1, description="in-flight calls per provider")
+    max_retries: int = Field(default=5, ge=0)
+    backoff_base_s: float = Field(default=0.5, ge=0)
+    backoff_max_s: float = Field(default=30.0, ge=0)
+    timeout_s: float = Field(default=120.0, gt=0)
+    cache: bool = True
+    default_max_tokens: int = Field(default=512, ge=1, description="sent when params omit it")
+    token_safety_factor: float = Field(
+        default=1.25, ge=1.0, description="prompt-token margin for non-OpenAI tokenizers in caps"
+    )
+
+
+class LocalModelSettings(BaseModel):
+    """The bundled llama.cpp models and their notional self-hosting prices."""
+
+    model_config = {"extra": "forbid"}
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8411, ge=1, le=65535, description="first port; one per model")
+    n_threads: int = Field(default=2, ge=1)
+    n_ctx: int = Field(default=2048, ge=256)
+    startup_timeout_s: float = Field(default=90.0, gt=0)
+    # One documented rate per billion parameters, so prices scale with model size the way
+    # hosted prices do (about $0.02/M input tokens per billion parameters for open 8B models).
+    usd_per_mtok_per_bparam_input: float = Field(default=0.02, ge=0)
+    usd_per_mtok_per_bparam_output: float = Field(default=0.06, ge=0)
+
+
+class ConnectorConfig(BaseModel):
+    """One configured store: `type` picks the connector; the other keys are its options."""
+
+    model_config = {"extra": "allow"}
+
+    type: str = Field(description="connector type registered under trimloop.connectors")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TRIMLOOP_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    environment: Literal["development", "production"] = "development"
+    home: Path = Field(default=Path(".trimloop"), description="folder for the database and pids")
+    database_url: str | None = Field(default=None, description="default: SQLite in `home`")
+    secret_key: SecretStr = SecretStr("changethis")
+    gateway: GatewaySettings = GatewaySettings()
+    local_models: LocalModelSettings = LocalModelSettings()
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    connectors: dict[str, ConnectorConfig] = Field(default_factory=dict)
+    # Per-prompt options (evaluators, margin, budgets), validated by the package that reads them.
+    prompts: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("use sqlite:///path.db or postgresql://user@host:port/db")
+        return value
+
+    @model_validator(mode="after")
+    def _safe_outside_development(self) -> "Settings":
+        if self.environment != "development" and self.secret_key.get_secret_value() == "changethis":
+            raise ValueError(
+                "secret_key is still 'changethis'; set TRIMLOOP_SECRET_KEY to a long random value "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return self
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url.replace("postgresql://", "postgresql+psycopg://", 1)
+        return f"sqlite:///{self.home / 'trimloop.db'}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, config_path()))
+
+
+def config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_FILE)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings, turning validation failures into a ConfigError that names the field."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(
+            f"invalid settings: {problems}",
+            where=str(config_path()) if config_path().exists() else "environment (TRIMLOOP_*)",
+            hint="fix the named keys in trimloop.toml or the TRIMLOOP_* variables; "
+            "see the README's Configuration section",
+        ) from None
+    except (OSError, ValueError) as exc:  # unreadable or malformed TOML
+        raise ConfigError(
+            f"cannot read the config file: {exc}",
+            where=str(config_path()),
+            hint="check the TOML syntax (strings in quotes, [sections] for tables)",
+        ) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

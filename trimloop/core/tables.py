@@ -1,0 +1,290 @@
+"""SQLModel tables for the whole vocabulary (see DESIGN.md).
+
+JSON columns hold structured values (templates, params, scores, evidence); everything that is
+queried or joined on is a real column with an index. Times are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _json(**kw: Any) -> Any:
+    return Field(sa_column=Column(JSON, nullable=kw.pop("nullable", False)), **kw)
+
+
+def _text(**kw: Any) -> Any:
+    return Field(sa_column=Column(Text, nullable=kw.pop("nullable", True)), **kw)
+
+
+class Prompt(SQLModel, table=True):
+    """A named LLM call configuration in a team's store."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True, max_length=200)
+    connector: str = Field(max_length=100)
+    external_id: str | None = Field(default=None, max_length=400)
+    description: str | None = _text()
+    config: dict[str, Any] = _json(default_factory=dict)  # evaluators, margin, budgets
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class PromptVersion(SQLModel, table=True):
+    """Immutable template + model + params. `sha` = sha256 of their canonical JSON."""
+
+    __table_args__ = (UniqueConstraint("prompt_id", "sha"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    prompt_id: int = Field(foreign_key="prompt.id", index=True)
+    sha: str = Field(index=True, max_length=64)
+    template: dict[str, Any] = _json()
+    model: str = Field(max_length=200)
+    params: dict[str, Any] = _json(default_factory=dict)
+    connector: str = Field(max_length=100)
+    external_id: str | None = Field(default=None, max_length=400)
+    external_version: str | None = Field(default=None, max_length=200)
+    labels: list[str] = _json(default_factory=list)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class LogRecord(SQLModel, table=True):
+    """One production call. Idempotent on (connector, external_id)."""
+
+    __table_args__ = (
+        UniqueConstraint("connector", "external_id"),
+        Index("ix_logrecord_prompt_time", "prompt_id", "called_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    connector: str = Field(max_length=100)
+    external_id: str = Field(max_length=400)
+    prompt_id: int | None = Field(default=None, foreign_key="prompt.id")
+    version_id: int | None = Field(default=None, foreign_key="promptversion.id", index=True)
+    inputs: dict[str, Any] = _json(default_factory=dict)
+    output: str | None = _text()
+    model: str | None = Field(default=None, max_length=200)
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost: float | None = None
+    latency_s: float | None = None
+    called_at: datetime = Field(default_factory=utcnow)
+    feedback: list[dict[str, Any]] = _json(default_factory=list)  # {name, value, source}
+    meta: dict[str, Any] = _json(default_factory=dict)
+
+
+class ConnectorCursor(SQLModel, table=True):
+    """Where a connector's last sync stopped, per stream (prompts, logs)."""
+
+    __table_args__ = (UniqueConstraint("connector", "stream"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    connector: str = Field(max_length=100)
+    stream: str = Field(max_length=50)
+    cursor: str | None = _text()
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Dataset(SQLModel, table=True):
+    """Frozen items for one prompt, split into search and holdout parts."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    prompt_id: int = Field(foreign_key="prompt.id", index=True)
+    version_id: int | None = Field(default=None, foreign_key="promptversion.id")
+    name: str = Field(max_length=200)
+    source: str = Field(max_length=20)  # logs | import
+    content_hash: str = Field(index=True, unique=True, max_length=64)
+    seed: int = 0
+    config: dict[str, Any] = _json(default_factory=dict)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DatasetItem(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("dataset_id", "position"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    dataset_id: int = Field(foreign_key="dataset.id", index=True)
+    position: int
+    split: str = Field(max_length=10)  # search | holdout
+    inputs: dict[str, Any] = _json(default_factory=dict)
+    expected: str | None = _text()
+    baseline_output: str | None = _text()
+    feedback: list[dict[str, Any]] = _json(default_factory=list)
+    log_id: int | None = Field(default=None, foreign_key="logrecord.id")
+
+
+class OptimizationRun(SQLModel, table=True):
+    """One search for one prompt: config, budget, status, spend, results."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    prompt_id: int = Field(foreign_key="prompt.id", index=True)
+    status: str = Field(default="queued", max_length=20, index=True)
+    config: dict[str, Any] = _json(default_factory=dict)
+    budget_calls: int | None = None
+    budget_dollars: float | None = None
+    calls_made: int = 0
+    spent_dollars: float = 0.0
+    results: dict[str, Any] = _json(default_factory=dict)
+    error: str | None = _text()
+    worker: str | None = Field(default=None, max_length=200)
+    heartbeat_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class RunEvent(SQLModel, table=True):
+    """The timeline of a run (candidate proposed, eliminated, certified …), for the event stream."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="optimizationrun.id", index=True)
+    at: datetime = Field(default_factory=utcnow)
+    kind: str = Field(max_length=50)
+    data: dict[str, Any] = _json(default_factory=dict)
+
+
+class Candidate(SQLModel, table=True):
+    """A variant PromptVersion plus its lineage."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="optimizationrun.id", index=True)
+    version_id: int = Field(foreign_key="promptversion.id")
+    parent_version_id: int | None = Field(default=None, foreign_key="promptversion.id")
+    moves: list[dict[str, Any]] = _json(default_factory=list)
+    status: str = Field(default="proposed", max_length=20)  # racing|eliminated|front|certified
+    scores: dict[str, Any] = _json(default_factory=dict)
+    cost_per_call: float | None = None
+    latency_p50_s: float | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class EvalRun(SQLModel, table=True):
+    """One version evaluated on a set of items."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    version_id: int = Field(foreign_key="promptversion.id", index=True)
+    dataset_id: int = Field(foreign_key="dataset.id", index=True)
+    run_id: int | None = Field(default=None, foreign_key="optimizationrun.id")
+    split: str = Field(max_length=10)
+    samples: int = 1
+    status: str = Field(default="running", max_length=20)
+    summary: dict[str, Any] = _json(default_factory=dict)
+    created_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class EvalResult(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("eval_run_id", "item_id", "sample"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    eval_run_id: int = Field(foreign_key="evalrun.id", index=True)
+    item_id: int = Field(foreign_key="datasetitem.id")
+    sample: int = 0
+    output: str | None = _text()
+    scores: dict[str, Any] = _json(default_factory=dict)
+    reasons: dict[str, Any] = _json(default_factory=dict)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    latency_s: float = 0.0
+    cached: bool = False
+    error: str | None = _text()
+
+
+class Suggestion(SQLModel, table=True):
+    """A certified candidate awaiting a decision, with all its evidence."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    prompt_id: int = Field(foreign_key="prompt.id", index=True)
+    run_id: int | None = Field(default=None, foreign_key="optimizationrun.id")
+    candidate_id: int | None = Field(default=None, foreign_key="candidate.id")
+    baseline_version_id: int = Field(foreign_key="promptversion.id")
+    candidate_version_id: int = Field(foreign_key="promptversion.id")
+    candidate_sha: str = Field(index=True, max_length=64)
+    status: str = Field(default="pending", max_length=20, index=True)
+    evidence: dict[str, Any] = _json(default_factory=dict)
+    baseline_cost_per_call: float | None = None
+    candidate_cost_per_call: float | None = None
+    baseline_latency_p50_s: float | None = None
+    candidate_latency_p50_s: float | None = None
+    projected_monthly_savings: float | None = None
+    savings_low: float | None = None
+    savings_high: float | None = None
+    optimization_spend: float = 0.0
+    payback_days: float | None = None
+    reason: str | None = _text()
+    created_at: datetime = Field(default_factory=utcnow)
+    decided_at: datetime | None = None
+
+
+class Review(SQLModel, table=True):
+    """A person's decision on a suggestion."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    suggestion_id: int = Field(foreign_key="suggestion.id", index=True)
+    reviewer: str = Field(max_length=200)
+    decision: str = Field(max_length=20)  # approved | rejected
+    reason: str | None = _text()
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Deployment(SQLModel, table=True):
+    """The result of writing a version back through a connector."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    suggestion_id: int = Field(foreign_key="suggestion.id", index=True)
+    connector: str = Field(max_length=100)
+    label: str = Field(max_length=50)
+    action: str = Field(max_length=20)  # deploy | promote | rollback
+    external_version: str | None = Field(default=None, max_length=200)
+    status: str = Field(default="done", max_length=20)
+    actor: str = Field(max_length=200)
+    error: str | None = _text()
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who did what, when, before and after."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str = Field(max_length=200)
+    action: str = Field(max_length=100)
+    object_type: str = Field(max_length=50)
+    object_id: str | None = Field(default=None, max_length=100)
+    before: dict[str, Any] | None = _json(default=None, nullable=True)
+    after: dict[str, Any] | None = _json(default=None, nullable=True)
+
+
+class CachedResponse(SQLModel, table=True):
+    """Content-addressed LLM response: key = sha256(model, messages/text, params, seed)."""
+
+    key: str = Field(primary_key=True, max_length=64)
+    model: str = Field(max_length=200)
+    output: str = _text(nullable=False)
+    input_tokens: int
+    output_tokens: int
+    cost: float
+    latency_s: float
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiToken(SQLModel, table=True):
+    """An API token: only a salted hash is stored; the clear token is shown once."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    role: str = Field(max_length=20)  # viewer | reviewer | engineer | admin
+    prefix: str = Field(index=True, max_length=16)
+    salt: str = Field(max_length=64)
+    token_hash: str = Field(max_length=128)
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
