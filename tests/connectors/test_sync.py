@@ -1,0 +1,196 @@
+"""sync: idempotent, incremental, crash-safe; bad log lines reported with file:line and skipped."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from tests.connectors.helpers import TRIAGE_V1, dump_store, log_line, make_store, write_logs
+from trimloop.connectors.base import Checkpoint, LogItem, Problem
+from trimloop.connectors.files import FilesConnector
+from trimloop.connectors.sync import sync, sync_connector
+from trimloop.core.settings import load_settings
+from trimloop.core.templates import Template
+
+
+def files(root: Path) -> FilesConnector:
+    return FilesConnector(name="local", options={"path": str(root)})
+
+
+def rows(engine: Engine, sql: str) -> list[tuple]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(sql))]
+
+
+def test_sync_stores_every_field_and_second_sync_adds_nothing(engine: Engine, tmp_path: Path) -> None:
+    root = make_store(tmp_path)
+    write_logs(root / "logs" / "calls.jsonl", [log_line(i) for i in range(3)])
+    report = sync_connector(engine=engine, connector=files(root))
+    assert (report.prompts_added, report.versions_added, report.logs_added) == (1, 1, 3)
+    assert report.skipped_total == 0 and report.fatal is None
+    log = rows(engine, "select external_id, inputs, output, model, input_tokens, output_tokens, cost, "
+                       "latency_s, called_at, feedback, version_id from logrecord order by external_id")[0]
+    assert log[:8] == ("call-0", '{"ticket": "t0"}', "billing", "gpt-4o-mini", 20, 1, 0.00001, 0.2)
+    assert str(log[8]).startswith("2025-06-01 12:00:00")
+    assert json.loads(log[9]) == [{"name": "thumbs_up", "value": 1, "source": "user"}]
+    assert rows(engine, "select labels from promptversion") == [('["production"]',)]
+    before = dump_store(engine)
+    again = sync_connector(engine=engine, connector=files(root))
+    assert (again.prompts_added, again.versions_added, again.logs_added, again.labels_changed) == (0, 0, 0, 0)
+    assert dump_store(engine) == before
+    full = sync_connector(engine=engine, connector=files(root), full=True)
+    assert (full.logs_added, full.logs_already_synced) == (0, 3)
+
+
+def test_sync_is_incremental_from_the_cursor(engine: Engine, tmp_path: Path) -> None:
+    root = make_store(tmp_path)
+    log = root / "logs" / "calls.jsonl"
+    write_logs(log, [log_line(i) for i in range(2)])
+    sync_connector(engine=engine, connector=files(root))
+    write_logs(log, [log_line(i) for i in range(2, 5)])
+    report = sync_connector(engine=engine, connector=files(root))
+    assert (report.logs_added, report.logs_already_synced) == (3, 0)  # old lines not reread
+
+
+def test_bad_lines_are_reported_and_good_ones_around_them_kept(engine: Engine, tmp_path: Path) -> None:
+    root = make_store(tmp_path)
+    write_logs(root / "logs" / "calls.jsonl", [
+        log_line(1),
+        "{not json",
+        b'{"id": "x", "ticket": "\xff\xfe"}',
+        "[1, 2]",
+        log_line(2, input_tokens="many"),
+        log_line(3, called_at=None) .replace('"called_at": null, ', ""),
+        json.dumps({"id": "c4", "prompt": "triage", "called_at": "2025-01-01T00:00:00Z"}),
+        log_line(5, prompt="no-such-prompt"),
+        log_line(6, version="7"),
+        log_line(7, colour="red"),
+        "",
+        log_line(8),
+    ])
+    report = sync_connector(engine=engine, connector=files(root))
+    assert report.logs_added == 2
+    assert report.skipped == {"invalid_json": 1, "not_utf8": 1, "wrong_type": 3, "missing_field": 2,
+                              "unknown_prompt": 1, "unknown_version": 1}
+    where = {p.where: p.message for p in report.problems}
+    assert "invalid JSON" in where["logs/calls.jsonl:2"]
+    assert "not UTF-8" in where["logs/calls.jsonl:3"]
+    assert "input_tokens" in where["logs/calls.jsonl:5"]
+    assert "called_at" in where["logs/calls.jsonl:6"]
+    assert "'no-such-prompt'" in where["logs/calls.jsonl:8"]
+    assert "unknown field" in where["logs/calls.jsonl:10"]
+    assert rows(engine, "select external_id from logrecord order by external_id") == [("call-1",), ("call-8",)]
+
+
+def test_openai_shape_recovers_prompt_version_and_inputs(engine: Engine, tmp_path: Path) -> None:
+    root = make_store(tmp_path)
+    messages = [{"role": "system", "content": "You sort support tickets into billing, bug or other."},
+                {"role": "user", "content": "Ticket: card declined"}]
+    record = {"request": {"model": "gpt-4o-mini", "messages": messages, "temperature": 0},
+              "response": {"id": "chatcmpl-9", "object": "chat.completion", "created": 1717243200,
+                           "model": "gpt-4o-mini-2024-07-18",
+                           "choices": [{"index": 0, "message": {"role": "assistant", "content": "billing"},
+                                        "finish_reason": "stop"}],
+                           "usage": {"prompt_tokens": 31, "completion_tokens": 1, "total_tokens": 32}},
+              "latency_s": 0.3}
+    stranger = json.loads(json.dumps(record))
+    stranger["response"]["id"] = "chatcmpl-10"
+    stranger["request"]["messages"] = [{"role": "user", "content": "something else"}]
+    write_logs(root / "logs" / "openai.jsonl", [json.dumps(record), json.dumps(stranger)])
+    report = sync_connector(engine=engine, connector=files(root))
+    assert report.logs_added == 1 and report.skipped == {"no_prompt": 1}
+    got = rows(engine, "select external_id, inputs, output, model, input_tokens, output_tokens, version_id, "
+                       "meta from logrecord")
+    assert got == [("chatcmpl-9", '{"ticket": "card declined"}', "billing", "gpt-4o-mini-2024-07-18",
+                    31, 1, 1, '{"finish_reason": "stop"}')]
+
+
+def test_labels_in_store_follow_the_connector(engine: Engine, tmp_path: Path) -> None:
+    root = make_store(tmp_path)
+    sync_connector(engine=engine, connector=files(root))
+    files(root).write_version(prompt="triage", template=Template.plain("{{ticket}}"), model="m",
+                              params={}, label="staging")
+    files(root).move_label(prompt="triage", external_version="2", label="production")
+    report = sync_connector(engine=engine, connector=files(root))
+    assert report.versions_added == 1 and report.labels_changed == 1
+    assert rows(engine, "select external_version, labels from promptversion order by id") == [
+        ("1", "[]"), ("2", '["production", "staging"]')]
+
+
+def test_a_damaged_prompt_file_does_not_strip_labels(engine: Engine, tmp_path: Path) -> None:
+    root = make_store(tmp_path, {"triage/1.md": TRIAGE_V1, "triage/2.md": TRIAGE_V1.replace("{{ticket}}", "{{x}}")})
+    sync_connector(engine=engine, connector=files(root))
+    (root / "prompts/triage/2.md").write_text("---\nmodel: [\n---\n", encoding="utf-8")
+    report = sync_connector(engine=engine, connector=files(root))
+    assert report.skipped == {"bad_prompt_file": 1} and report.labels_changed == 0
+
+
+class Crashing(FilesConnector):
+    """Dies (like a killed process) after yielding `after` items of the log stream."""
+
+    after = 2500
+
+    def read_logs(self, *, cursor: str | None) -> Iterator[LogItem | Problem | Checkpoint]:
+        for n, item in enumerate(super().read_logs(cursor=cursor)):
+            if n == self.after:
+                raise KeyboardInterrupt
+            yield item
+
+
+def test_a_crash_midway_then_rerun_gives_the_same_store(engine: Engine, tmp_path: Path,
+                                                        sqlite_url: str) -> None:
+    root = make_store(tmp_path / "store")
+    write_logs(root / "logs" / "a.jsonl", [log_line(i) for i in range(3000)])
+    write_logs(root / "logs" / "b.jsonl", [log_line(i + 5000) for i in range(1200)])
+    crashing = Crashing(name="local", options={"path": str(root)})
+    try:
+        sync_connector(engine=engine, connector=crashing, batch_size=1000)
+    except KeyboardInterrupt:
+        pass
+    assert rows(engine, "select count(*) from logrecord") == [(2000,)]  # committed batches only
+    sync_connector(engine=engine, connector=files(root), batch_size=1000)
+
+    from trimloop.core.db import make_engine, upgrade
+
+    clean_url = sqlite_url.replace("test.db", "clean.db")
+    upgrade(clean_url)
+    clean = make_engine(clean_url)
+    sync_connector(engine=clean, connector=files(root), batch_size=1000)
+    assert dump_store(engine) == dump_store(clean)
+    assert rows(engine, "select count(*) from logrecord") == [(4200,)]
+    clean.dispose()
+
+
+def test_a_line_still_being_written_waits_for_the_next_sync(engine: Engine, tmp_path: Path) -> None:
+    root = make_store(tmp_path)
+    log = root / "logs" / "calls.jsonl"
+    write_logs(log, [log_line(1)])
+    with log.open("a", encoding="utf-8") as handle:
+        handle.write(log_line(2)[:30])
+    assert sync_connector(engine=engine, connector=files(root)).logs_added == 1
+    with log.open("a", encoding="utf-8") as handle:
+        handle.write(log_line(2)[30:] + "\n")
+    report = sync_connector(engine=engine, connector=files(root))
+    assert report.logs_added == 1 and report.skipped_total == 0
+
+
+def test_sync_from_settings_reports_a_missing_folder(engine: Engine, tmp_path: Path) -> None:
+    settings = load_settings(connectors={"local": {"type": "files", "path": str(tmp_path / "nope")}})
+    [report] = sync(engine=engine, settings=settings)
+    assert report.fatal is not None and "does not exist" in report.fatal
+
+
+def test_sync_works_on_postgres(pg_url: str, tmp_path: Path) -> None:
+    from trimloop.core.db import make_engine, upgrade
+
+    upgrade(pg_url)
+    engine = make_engine(pg_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    root = make_store(tmp_path)
+    write_logs(root / "logs" / "calls.jsonl", [log_line(i) for i in range(5)])
+    assert sync_connector(engine=engine, connector=files(root)).logs_added == 5
+    assert sync_connector(engine=engine, connector=files(root), full=True).logs_already_synced == 5
+    engine.dispose()

@@ -1,0 +1,168 @@
+"""The connector interface: what a prompt store or log source offers trimloop.
+
+A connector reads prompt versions (with their labels) and call logs, and writes an approved
+version back under a label. It yields plain records; `connectors.sync` turns them into store rows.
+Bad records are yielded as `Problem`s (with file:line, record id or URL) so the good ones around
+them are kept. Log streams yield `Checkpoint`s: a cursor that is safe to resume from.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ValidationError
+
+from trimloop.core.errors import ConfigError, UserError
+from trimloop.core.templates import Template
+
+
+@dataclass
+class PromptItem:
+    """One version of one prompt as the store holds it."""
+
+    name: str
+    template: Template
+    model: str
+    params: dict[str, Any]
+    external_version: str
+    labels: list[str] = field(default_factory=list)
+    external_id: str | None = None
+    description: str | None = None
+    where: str | None = None
+
+
+@dataclass
+class LogItem:
+    """One production call. `prompt`/`version` name what produced it, if the source knows.
+
+    `rendered` (the messages or text actually sent) lets sync recover the prompt version and the
+    input variables by matching it against known templates when the source does not say.
+    """
+
+    external_id: str
+    called_at: datetime
+    prompt: str | None = None
+    version: str | None = None
+    version_sha: str | None = None
+    inputs: dict[str, Any] | None = None
+    rendered: list[dict[str, Any]] | str | None = None
+    output: str | None = None
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost: float | None = None
+    latency_s: float | None = None
+    feedback: list[dict[str, Any]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    where: str | None = None
+
+
+@dataclass
+class Problem:
+    """A record that was skipped: where it is, what is wrong, how to fix it."""
+
+    where: str
+    message: str
+    reason: str = "invalid"  # a short code used to count problems in the report
+    hint: str | None = None
+    stream: str = "logs"
+    prompt: str | None = None  # the prompt it belongs to, when known (its labels stay untouched)
+
+    def __str__(self) -> str:
+        text = f"{self.where}: {self.message}"
+        return f"{text} (hint: {self.hint})" if self.hint else text
+
+
+@dataclass
+class Checkpoint:
+    """Everything yielded before this point is covered by `cursor`."""
+
+    cursor: str
+
+
+@dataclass
+class WriteResult:
+    """What a write-back produced in the store."""
+
+    prompt: str
+    external_version: str
+    label: str
+    created: bool  # False when an identical version already existed and only the label moved
+    external_id: str | None = None
+    where: str | None = None
+
+
+class Connector(ABC):
+    """Base of every connector. Subclasses set `type`, `Options`, and the read/write methods."""
+
+    type: ClassVar[str] = ""
+    read_only: ClassVar[bool] = False
+
+    class Options(BaseModel):
+        model_config = {"extra": "forbid"}
+
+    def __init__(self, *, name: str, options: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.options = parse_options(self.Options, options or {}, name=name)
+
+    @abstractmethod
+    def read_prompts(self) -> Iterator[PromptItem | Problem]:
+        """Every prompt version in the store, with its current labels."""
+
+    @abstractmethod
+    def read_logs(self, *, cursor: str | None) -> Iterator[LogItem | Problem | Checkpoint]:
+        """Calls logged after `cursor` (None: from the start); ends with a Checkpoint."""
+
+    def write_version(
+        self,
+        *,
+        prompt: str,
+        template: Template,
+        model: str,
+        params: dict[str, Any],
+        label: str,
+        description: str | None = None,
+    ) -> WriteResult:
+        """Store a new version of `prompt` and point `label` at it."""
+        raise self.read_only_error("write a version")
+
+    def move_label(self, *, prompt: str, external_version: str, label: str) -> None:
+        """Point `label` at an existing version (promote, roll back)."""
+        raise self.read_only_error("move a label")
+
+    def close(self) -> None:
+        """Release clients and files."""
+
+    def __enter__(self) -> "Connector":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read_only_error(self, action: str) -> UserError:
+        return UserError(
+            f"the {self.type} connector is read-only: it cannot {action}",
+            where=f"[connectors.{self.name}]",
+            hint=f"{self.type} sources have no prompt store; deploy through the connector that "
+            "holds the prompt (files, mlflow, phoenix, langfuse)",
+        )
+
+
+def parse_options(model: type[BaseModel], options: dict[str, Any], *, name: str) -> Any:
+    """Validate a connector's options, naming the bad key in `[connectors.NAME]`."""
+    try:
+        return model.model_validate(options)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}" for e in exc.errors()
+        )
+        known = ", ".join(model.model_fields) or "none"
+        raise ConfigError(
+            f"invalid connector options: {problems}",
+            where=f"[connectors.{name}]",
+            hint=f"options of this connector: {known}; secrets come from environment variables",
+        ) from None

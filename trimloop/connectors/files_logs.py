@@ -1,0 +1,150 @@
+"""JSONL log lines for the files connector, in trimloop's own shape or OpenAI's request/response.
+
+trimloop shape (one call per line; `called_at`, a prompt reference and inputs are required):
+
+    {"id": "call-1", "prompt": "support-triage", "version": "2", "inputs": {"ticket": "..."},
+     "output": "billing", "model": "gpt-4o-mini", "input_tokens": 52, "output_tokens": 1,
+     "cost": 0.0000084, "latency_s": 0.41, "called_at": "2025-06-01T12:00:00Z",
+     "feedback": [{"name": "thumbs_up", "value": 1, "source": "user"}], "meta": {}}
+
+OpenAI shape: `{"request": {chat.completions.create params}, "response": {ChatCompletion}}`
+plus optional `prompt`, `version`, `inputs`, `latency_s`, `feedback`, `meta`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from trimloop.connectors.base import LogItem
+
+Scalar = bool | int | float | str | None
+
+
+class Feedback(BaseModel):
+    model_config = {"extra": "forbid"}
+    name: str = Field(min_length=1)
+    value: Scalar
+    source: str = "user"
+
+
+class _Common(BaseModel):
+    prompt: str | None = Field(default=None, min_length=1)
+    version: str | None = None
+    version_sha: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    inputs: dict[str, Any] | None = None
+    latency_s: float | None = Field(default=None, ge=0)
+    cost: float | None = Field(default=None, ge=0)
+    feedback: list[Feedback] = Field(default_factory=list)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class TrimloopLine(_Common):
+    model_config = {"extra": "forbid"}
+    id: str | None = Field(default=None, min_length=1)
+    called_at: datetime
+    messages: list[dict[str, Any]] | None = None
+    output: str | None = None
+    model: str | None = None
+    input_tokens: int | None = Field(default=None, ge=0)
+    output_tokens: int | None = Field(default=None, ge=0)
+
+
+class OpenAIRequest(BaseModel):
+    model: str | None = None
+    messages: list[dict[str, Any]] = Field(min_length=1)
+
+
+class OpenAIUsage(BaseModel):
+    prompt_tokens: int | None = Field(default=None, ge=0)
+    completion_tokens: int | None = Field(default=None, ge=0)
+
+
+class OpenAIMessage(BaseModel):
+    content: str | None = None
+
+
+class OpenAIChoice(BaseModel):
+    message: OpenAIMessage
+    finish_reason: str | None = None
+
+
+class OpenAIResponse(BaseModel):
+    id: str = Field(min_length=1)
+    created: int | float
+    model: str | None = None
+    choices: list[OpenAIChoice] = Field(min_length=1)
+    usage: OpenAIUsage | None = None
+
+
+class OpenAILine(_Common):
+    model_config = {"extra": "forbid"}
+    request: OpenAIRequest
+    response: OpenAIResponse
+    called_at: datetime | None = None
+
+
+def parse_line(data: dict[str, Any], raw: bytes, where: str) -> LogItem:
+    """A LogItem from one decoded JSON object; ValueError names the bad field."""
+    if "request" in data or "response" in data:
+        return _from_openai(OpenAILine.model_validate(data), where)
+    line = TrimloopLine.model_validate(data)
+    if line.inputs is None and line.messages is None:
+        raise ValueError("inputs: required (or 'messages', the rendered chat, to match a template)")
+    return LogItem(
+        external_id=line.id or "sha256:" + hashlib.sha256(raw.strip()).hexdigest(),
+        called_at=_utc(line.called_at), prompt=line.prompt, version=line.version,
+        version_sha=line.version_sha, inputs=line.inputs, rendered=line.messages,
+        output=line.output, model=line.model, input_tokens=line.input_tokens,
+        output_tokens=line.output_tokens, cost=line.cost, latency_s=line.latency_s,
+        feedback=[f.model_dump() for f in line.feedback], meta=line.meta, where=where,
+    )
+
+
+def _from_openai(line: OpenAILine, where: str) -> LogItem:
+    response, usage = line.response, line.response.usage or OpenAIUsage()
+    choice = response.choices[0]
+    meta = dict(line.meta)
+    if choice.finish_reason:
+        meta.setdefault("finish_reason", choice.finish_reason)
+    called = line.called_at or datetime.fromtimestamp(response.created, tz=timezone.utc)
+    return LogItem(
+        external_id=response.id, called_at=_utc(called), prompt=line.prompt, version=line.version,
+        version_sha=line.version_sha, inputs=line.inputs,
+        rendered=[_flat_message(m) for m in line.request.messages], output=choice.message.content,
+        model=response.model or line.request.model, input_tokens=usage.prompt_tokens,
+        output_tokens=usage.completion_tokens, cost=line.cost, latency_s=line.latency_s,
+        feedback=[f.model_dump() for f in line.feedback], meta=meta, where=where,
+    )
+
+
+def _flat_message(message: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI content may be a list of parts; keep the text so it can match a template."""
+    content = message.get("content")
+    if isinstance(content, list):
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return {"role": message.get("role"), "content": content}
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def describe(exc: ValidationError | ValueError) -> str:
+    """A one-line summary of what is wrong with a record."""
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors()[:3]:
+            loc = ".".join(str(p) for p in err["loc"]) or "record"
+            msg = "unknown field (put extra data under \"meta\")" if err["type"] == "extra_forbidden" else err["msg"]
+            parts.append(f"{loc}: {msg}")
+        return "; ".join(parts)
+    return str(exc)

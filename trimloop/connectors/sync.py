@@ -1,0 +1,231 @@
+"""Pull prompts and logs from connectors into the store: idempotent, crash-safe, incremental.
+
+- Idempotent: versions are unique on (prompt, sha) and logs on (connector, external id); inserts
+  use `ON CONFLICT DO NOTHING`, so a second sync adds nothing.
+- Crash-safe: logs are written in batches, each in one transaction with the cursor that covers
+  it; a sync killed midway resumes from the last committed batch and duplicates nothing.
+- Incremental: each connector's log stream resumes from its cursor (`full=True` rereads all).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from trimloop.connectors import registry
+from trimloop.connectors.base import Checkpoint, Connector, LogItem, Problem, PromptItem
+from trimloop.connectors.resolve import Resolver
+from trimloop.core.errors import TrimloopError
+from trimloop.core.identity import version_identity
+from trimloop.core.settings import Settings
+from trimloop.core.tables import ConnectorCursor, LogRecord, Prompt, PromptVersion, utcnow
+
+LOGS_STREAM = "logs"
+MAX_KEPT_PROBLEMS = 200
+
+
+@dataclass
+class SyncReport:
+    """What one connector's sync added, skipped, and why."""
+
+    connector: str
+    prompts_added: int = 0
+    versions_added: int = 0
+    labels_changed: int = 0
+    logs_added: int = 0
+    logs_already_synced: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)  # reason code → count
+    problems: list[Problem] = field(default_factory=list)  # the first MAX_KEPT_PROBLEMS
+    fatal: str | None = None  # the connector could not be read at all
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+    def add_problem(self, problem: Problem) -> None:
+        self.skipped[problem.reason] += 1
+        if len(self.problems) < MAX_KEPT_PROBLEMS:
+            self.problems.append(problem)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "connector": self.connector,
+            "prompts_added": self.prompts_added,
+            "versions_added": self.versions_added,
+            "labels_changed": self.labels_changed,
+            "logs_added": self.logs_added,
+            "logs_already_synced": self.logs_already_synced,
+            "skipped": dict(self.skipped),
+            "problems": [str(p) for p in self.problems],
+            "fatal": self.fatal,
+        }
+
+
+def sync(
+    *,
+    engine: Engine,
+    settings: Settings,
+    only: list[str] | None = None,
+    full: bool = False,
+    batch_size: int = 5000,
+) -> list[SyncReport]:
+    """Sync every configured connector (or those named in `only`); one report each."""
+    reports = []
+    for name, connector in registry.from_settings(settings, only).items():
+        with connector:
+            reports.append(sync_connector(engine=engine, connector=connector, full=full,
+                                          batch_size=batch_size))
+    return reports
+
+
+def sync_connector(
+    *, engine: Engine, connector: Connector, full: bool = False, batch_size: int = 5000
+) -> SyncReport:
+    """Sync one connector: its prompts (all, labels refreshed), then its logs since the cursor."""
+    report = SyncReport(connector=connector.name)
+    try:
+        _sync_prompts(engine, connector, report)
+        _sync_logs(engine, connector, report, full=full, batch_size=batch_size)
+    except TrimloopError as exc:
+        report.fatal = str(exc)
+    return report
+
+
+def _sync_prompts(engine: Engine, connector: Connector, report: SyncReport) -> None:
+    items: list[PromptItem] = []
+    damaged: set[str] = set()  # prompts with an unreadable version: leave their labels alone
+    for item in connector.read_prompts():
+        if isinstance(item, Problem):
+            item.stream = "prompts"
+            report.add_problem(item)
+            damaged.add(item.prompt or "")
+        else:
+            items.append(item)
+    with engine.begin() as conn:
+        prompts = {n: (i, c) for i, n, c in conn.execute(select(Prompt.id, Prompt.name, Prompt.connector))}
+        wanted: dict[int, dict[int, set[str]]] = {}  # prompt id → version id → labels
+        for item in items:
+            owner = prompts.get(item.name)
+            if owner is not None and owner[1] != connector.name:
+                report.add_problem(Problem(
+                    item.where or item.name, f"prompt {item.name!r} already comes from connector "
+                    f"{owner[1]!r}", "name_taken", "rename one of them; prompt names are global",
+                    stream="prompts"))
+                continue
+            if owner is None:
+                pid = conn.execute(insert(Prompt).values(
+                    name=item.name, connector=connector.name, external_id=item.external_id,
+                    description=item.description, config={}, created_at=utcnow())).inserted_primary_key[0]
+                prompts[item.name] = (pid, connector.name)
+                report.prompts_added += 1
+            pid = prompts[item.name][0]
+            vid = _upsert_version(conn, connector.name, pid, item, report)
+            wanted.setdefault(pid, {}).setdefault(vid, set()).update(item.labels)
+        names = {pid: name for name, (pid, _) in prompts.items()}
+        for pid, versions in wanted.items():
+            if names[pid] not in damaged:
+                _apply_labels(conn, pid, versions, report)
+
+
+def _upsert_version(conn: Connection, connector: str, pid: int, item: PromptItem,
+                    report: SyncReport) -> int:
+    template = item.template.dump()
+    sha = version_identity(template=template, model=item.model, params=item.params)
+    vid = conn.execute(select(PromptVersion.id).where(
+        PromptVersion.prompt_id == pid, PromptVersion.sha == sha)).scalar()
+    if vid is not None:
+        return vid
+    report.versions_added += 1
+    return conn.execute(insert(PromptVersion).values(
+        prompt_id=pid, sha=sha, template=template, model=item.model, params=item.params,
+        connector=connector, external_id=item.external_id, external_version=item.external_version,
+        labels=sorted(set(item.labels)), created_at=utcnow())).inserted_primary_key[0]
+
+
+def _apply_labels(conn: Connection, pid: int, versions: dict[int, set[str]], report: SyncReport) -> None:
+    """Make the store's labels for one prompt equal the connector's (a label lives on one version)."""
+    rows = conn.execute(select(PromptVersion.id, PromptVersion.labels).where(PromptVersion.prompt_id == pid))
+    for vid, labels in rows.all():
+        want = sorted(versions.get(vid, set()))
+        if sorted(labels or []) != want:
+            conn.execute(update(PromptVersion).where(PromptVersion.id == vid).values(labels=want))
+            report.labels_changed += 1
+
+
+def _sync_logs(engine: Engine, connector: Connector, report: SyncReport, *, full: bool,
+               batch_size: int) -> None:
+    with engine.connect() as conn:
+        cursor = None if full else read_cursor(conn, connector.name, LOGS_STREAM)
+        resolver = Resolver.load(conn)
+    batch: list[dict[str, Any]] = []
+    last_cursor: str | None = None
+    for item in connector.read_logs(cursor=cursor):
+        if isinstance(item, LogItem):
+            resolved = resolver.resolve(item)
+            if isinstance(resolved, Problem):
+                report.add_problem(resolved)
+            else:
+                batch.append(_row(connector.name, item, *resolved))
+        elif isinstance(item, Checkpoint):
+            last_cursor = item.cursor
+            if len(batch) >= batch_size:
+                _flush(engine, connector.name, batch, last_cursor, report)
+                batch = []
+        else:
+            report.add_problem(item)
+    if last_cursor is not None or batch:
+        _flush(engine, connector.name, batch, last_cursor, report)
+
+
+def _row(connector: str, item: LogItem, prompt_id: int, version_id: int | None,
+         inputs: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "connector": connector, "external_id": item.external_id, "prompt_id": prompt_id,
+        "version_id": version_id, "inputs": inputs, "output": item.output, "model": item.model,
+        "input_tokens": item.input_tokens, "output_tokens": item.output_tokens, "cost": item.cost,
+        "latency_s": item.latency_s, "called_at": item.called_at, "feedback": item.feedback,
+        "meta": item.meta,
+    }
+
+
+def _flush(engine: Engine, connector: str, rows: list[dict[str, Any]], cursor: str | None,
+           report: SyncReport) -> None:
+    """Insert one batch and move the cursor, in one transaction."""
+    with engine.begin() as conn:
+        if rows:
+            statement = _insert_ignore(conn, LogRecord.__table__)
+            if conn.dialect.name == "sqlite":  # sqlite3 counts executemany's inserted rows
+                added = conn.execute(statement, rows).rowcount
+            else:  # psycopg does not: count what RETURNING gives back
+                added = len(conn.execute(statement.returning(LogRecord.__table__.c.id), rows).all())
+            report.logs_added += added
+            report.logs_already_synced += len(rows) - added
+        if cursor is not None:
+            write_cursor(conn, connector, LOGS_STREAM, cursor)
+
+
+def _insert_ignore(conn: Connection, table: Any) -> Any:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing(index_elements=["connector", "external_id"])
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing(index_elements=["connector", "external_id"])
+
+
+def read_cursor(conn: Connection, connector: str, stream: str) -> str | None:
+    return conn.execute(select(ConnectorCursor.cursor).where(
+        ConnectorCursor.connector == connector, ConnectorCursor.stream == stream)).scalar()
+
+
+def write_cursor(conn: Connection, connector: str, stream: str, cursor: str) -> None:
+    values = {"cursor": cursor, "updated_at": utcnow()}
+    done = conn.execute(update(ConnectorCursor).where(
+        ConnectorCursor.connector == connector, ConnectorCursor.stream == stream).values(**values))
+    if done.rowcount == 0:
+        conn.execute(insert(ConnectorCursor).values(connector=connector, stream=stream, **values))
