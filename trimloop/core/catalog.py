@@ -124,7 +124,7 @@ def resolve_model(settings: Settings, model_id: str) -> ResolvedModel:
         )
         return _apply_config(resolved, config) if config else resolved
 
-    if config is not None and config.api_base:
+    if config is not None and config.api_base and not config.via_litellm:
         wire = config.served_as or model_id.split("/", 1)[-1]
         base = ResolvedModel(
             id=model_id,
@@ -148,7 +148,7 @@ def resolve_model(settings: Settings, model_id: str) -> ResolvedModel:
         id=model_id,
         route="litellm",
         wire_model=config.served_as if config and config.served_as else model_id,
-        api_base=None,
+        api_base=config.api_base.rstrip("/") if config and config.api_base else None,
         api_key_env=config.api_key_env if config else None,
         provider=provider,
         concurrency=concurrency,

@@ -78,8 +78,19 @@ def _check_prompt(messages: list[dict[str, str]] | None, text: str | None) -> Pr
 
 
 class Gateway:
-    def __init__(self, settings: Settings, *, engine: Engine | None = None, cache: bool | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: Engine | None = None,
+        cache: bool | None = None,
+        before_first_call: Callable[[str], None] | None = None,
+    ):
+        """`before_first_call(model_id)` runs (in a thread) before a model's first real call,
+        e.g. `local_models.LazyStarter` to start a bundled model only when a call needs it."""
         self.settings = settings
+        self._before_first_call = before_first_call
+        self._prepared: dict[str, asyncio.Task[None]] = {}
         use_cache = settings.gateway.cache if cache is None else cache
         self.cache = ResponseCache(engine) if engine is not None and use_cache else None
         self.stats = GatewayStats()
@@ -153,6 +164,7 @@ class Gateway:
         if ledger:
             ledger.reserve(worst)
         try:
+            await self._prepare(model.id)
             reply, latency, attempts = await self._with_retries(model, prompt, wire)
         except BaseException:
             if ledger:
@@ -181,6 +193,20 @@ class Gateway:
             key=key,
             attempts=attempts,
         )
+
+    async def _prepare(self, model_id: str) -> None:
+        if self._before_first_call is None:
+            return
+        task = self._prepared.get(model_id)
+        if task is None:
+            hook = self._before_first_call
+            task = self._prepared[model_id] = asyncio.ensure_future(asyncio.to_thread(hook, model_id))
+        try:
+            await asyncio.shield(task)
+        except BaseException:
+            if task.done():
+                self._prepared.pop(model_id, None)  # let a later call try again
+            raise
 
     def worst_case_cost(self, model: ResolvedModel, prompt: Prompt, max_tokens: int) -> float:
         tokens = count_message_tokens(prompt) if isinstance(prompt, list) else count_tokens(prompt)

@@ -123,6 +123,9 @@ class LiteLLMProvider:
         key = api_key_for(model)
         if key:
             kwargs["api_key"] = key
+        if model.api_base:
+            kwargs["api_base"] = model.api_base
+            kwargs.setdefault("api_key", "none")  # OpenAI-compatible servers often need no key
         try:
             if isinstance(prompt, list):
                 resp = await litellm.acompletion(model=model.wire_model, messages=prompt, **kwargs)

@@ -41,6 +41,9 @@ class ModelConfig(BaseModel):
     price_note: str | None = None
     concurrency: int | None = Field(default=None, ge=1)
     completion_only: bool = Field(default=False, description="base model: plain-text templates only")
+    via_litellm: bool = Field(
+        default=False, description="call api_base through litellm instead of the direct path"
+    )
 
 
 class GatewaySettings(BaseModel):

