@@ -160,7 +160,7 @@ class Gateway:
     async def _call_uncached(
         self, model: ResolvedModel, prompt: Prompt, wire: dict[str, Any], key: str, ledger: Ledger | None
     ) -> CallResult:
-        worst = self.worst_case_cost(model, prompt, int(wire["max_tokens"]))
+        worst = self.worst_case_cost(model, prompt, int(wire["max_tokens"])) if ledger else 0.0
         if ledger:
             ledger.reserve(worst)
         try:
@@ -271,8 +271,15 @@ class Gateway:
             attempts=0,
         )
 
+    def flush(self) -> None:
+        """Write pending cache entries now (they are otherwise written within 50 ms)."""
+        if self.cache is not None:
+            self.cache.flush()
+
     async def aclose(self) -> None:
         await self._direct.aclose()
+        if self.cache is not None:
+            await self.cache.aclose()
 
     async def __aenter__(self) -> "Gateway":
         return self
