@@ -6,6 +6,8 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from datetime import datetime, timezone
+
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
@@ -14,7 +16,9 @@ from trimloop.connectors.base import Checkpoint, LogItem, Problem
 from trimloop.connectors.files import FilesConnector
 from trimloop.connectors.sync import sync, sync_connector
 from trimloop.core.settings import load_settings
+from trimloop.core.tables import LogRecord
 from trimloop.core.templates import Template
+from sqlmodel import Session, select
 
 
 def files(root: Path) -> FilesConnector:
@@ -34,10 +38,15 @@ def test_sync_stores_every_field_and_second_sync_adds_nothing(engine: Engine, tm
     assert report.skipped_total == 0 and report.fatal is None
     log = rows(engine, "select external_id, inputs, output, model, input_tokens, output_tokens, cost, "
                        "latency_s, called_at, feedback, version_id from logrecord order by external_id")[0]
-    assert log[:8] == ("call-0", '{"ticket": "t0"}', "billing", "gpt-4o-mini", 20, 1, 0.00001, 0.2)
+    assert json.loads(log[1]) == {"ticket": "t0"}
+    assert (log[0], *log[2:8]) == ("call-0", "billing", "gpt-4o-mini", 20, 1, 0.00001, 0.2)
     assert str(log[8]).startswith("2025-06-01 12:00:00")
     assert json.loads(log[9]) == [{"name": "thumbs_up", "value": 1, "source": "user"}]
     assert rows(engine, "select labels from promptversion") == [('["production"]',)]
+    with Session(engine) as session:  # the ORM reads what the bulk path wrote
+        record = session.exec(select(LogRecord).where(LogRecord.external_id == "call-0")).one()
+        assert record.inputs == {"ticket": "t0"} and record.feedback[0]["source"] == "user"
+        assert record.called_at == datetime(2025, 6, 1, 12, tzinfo=timezone.utc)
     before = dump_store(engine)
     again = sync_connector(engine=engine, connector=files(root))
     assert (again.prompts_added, again.versions_added, again.logs_added, again.labels_changed) == (0, 0, 0, 0)
@@ -105,8 +114,9 @@ def test_openai_shape_recovers_prompt_version_and_inputs(engine: Engine, tmp_pat
     assert report.logs_added == 1 and report.skipped == {"no_prompt": 1}
     got = rows(engine, "select external_id, inputs, output, model, input_tokens, output_tokens, version_id, "
                        "meta from logrecord")
-    assert got == [("chatcmpl-9", '{"ticket": "card declined"}', "billing", "gpt-4o-mini-2024-07-18",
-                    31, 1, 1, '{"finish_reason": "stop"}')]
+    assert [(*r[:1], json.loads(r[1]), *r[2:7], json.loads(r[7])) for r in got] == [
+        ("chatcmpl-9", {"ticket": "card declined"}, "billing", "gpt-4o-mini-2024-07-18", 31, 1, 1,
+         {"finish_reason": "stop"})]
 
 
 def test_labels_in_store_follow_the_connector(engine: Engine, tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ class PromptItem:
     where: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class LogItem:
     """One production call. `prompt`/`version` name what produced it, if the source knows.
 

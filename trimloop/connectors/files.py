@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from trimloop.connectors.base import Checkpoint, Connector, LogItem, Problem, PromptItem, WriteResult
 from trimloop.connectors.files_format import PromptFile, parse_prompt_file, render_prompt_file
-from trimloop.connectors.files_logs import describe, parse_line
+from trimloop.connectors.files_logs import classify, describe, parse_line
 from trimloop.core.errors import ConfigError, NotFound, UserError
 from trimloop.core.identity import version_identity
 from trimloop.core.templates import Template
@@ -255,21 +255,17 @@ class FilesConnector(Connector):
 
 def _parse(raw: bytes, where: str) -> LogItem | Problem:
     try:
-        data = json.loads(raw)
-    except UnicodeDecodeError as exc:
-        return Problem(where, f"not UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}",
-                       "not_utf8", "write log files as UTF-8")
-    except ValueError as exc:
-        return Problem(where, f"invalid JSON: {exc}", "invalid_json", "one JSON object per line")
-    if not isinstance(data, dict):
-        return Problem(where, f"a log line must be a JSON object, not {type(data).__name__}",
-                       "wrong_type", "one JSON object per line")
-    try:
-        return parse_line(data, raw, where)
+        return parse_line(raw, where)
     except ValidationError as exc:
-        missing = any(e["type"] == "missing" for e in exc.errors())
-        return Problem(where, describe(exc), "missing_field" if missing else "wrong_type",
-                       "see docs/connectors.md for the log line shapes")
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            return Problem(where, f"not UTF-8: byte 0x{raw[bad.start]:02x} at column {bad.start + 1}",
+                           "not_utf8", "write log files as UTF-8")
+        reason = classify(exc)
+        hint = "one JSON object per line" if reason == "invalid_json" else \
+            "see docs/connectors.md for the log line shapes"
+        return Problem(where, describe(exc), reason, hint)
     except ValueError as exc:
         return Problem(where, str(exc), "missing_field", "see docs/connectors.md for the log line shapes")
 

@@ -15,20 +15,24 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from typing_extensions import NotRequired, TypedDict
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from trimloop.connectors.base import LogItem
 
 Scalar = bool | int | float | str | None
 
 
-class Feedback(BaseModel):
-    model_config = {"extra": "forbid"}
-    name: str = Field(min_length=1)
+class Feedback(TypedDict):
+    """One piece of feedback on a call: a thumbs-up, a rating, a correction."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    name: Annotated[str, Field(min_length=1)]
     value: Scalar
-    source: str = "user"
+    source: NotRequired[str]
 
 
 class _Common(BaseModel):
@@ -92,11 +96,14 @@ class OpenAILine(_Common):
     called_at: datetime | None = None
 
 
-def parse_line(data: dict[str, Any], raw: bytes, where: str) -> LogItem:
-    """A LogItem from one decoded JSON object; ValueError names the bad field."""
-    if "request" in data or "response" in data:
-        return _from_openai(OpenAILine.model_validate(data), where)
-    line = TrimloopLine.model_validate(data)
+def parse_line(raw: bytes, where: str) -> LogItem:
+    """A LogItem from one JSON line (parsed and validated in one pass by pydantic).
+
+    Raises ValidationError (bad JSON, wrong type, missing field) or ValueError.
+    """
+    if b'"response"' in raw:
+        return _from_openai(OpenAILine.model_validate_json(raw), where)
+    line = TrimloopLine.model_validate_json(raw)
     if line.inputs is None and line.messages is None:
         raise ValueError("inputs: required (or 'messages', the rendered chat, to match a template)")
     return LogItem(
@@ -105,7 +112,7 @@ def parse_line(data: dict[str, Any], raw: bytes, where: str) -> LogItem:
         version_sha=line.version_sha, inputs=line.inputs, rendered=line.messages,
         output=line.output, model=line.model, input_tokens=line.input_tokens,
         output_tokens=line.output_tokens, cost=line.cost, latency_s=line.latency_s,
-        feedback=[f.model_dump() for f in line.feedback], meta=line.meta, where=where,
+        feedback=_feedback(line.feedback), meta=line.meta, where=where,
     )
 
 
@@ -122,8 +129,12 @@ def _from_openai(line: OpenAILine, where: str) -> LogItem:
         rendered=[_flat_message(m) for m in line.request.messages], output=choice.message.content,
         model=response.model or line.request.model, input_tokens=usage.prompt_tokens,
         output_tokens=usage.completion_tokens, cost=line.cost, latency_s=line.latency_s,
-        feedback=[f.model_dump() for f in line.feedback], meta=meta, where=where,
+        feedback=_feedback(line.feedback), meta=meta, where=where,
     )
+
+
+def _feedback(items: list[Feedback]) -> list[dict[str, Any]]:
+    return [{"name": f["name"], "value": f["value"], "source": f.get("source", "user")} for f in items]
 
 
 def _flat_message(message: dict[str, Any]) -> dict[str, Any]:
@@ -138,11 +149,25 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
+def classify(exc: ValidationError) -> str:
+    """The report's reason code for a validation failure."""
+    kinds = {e["type"] for e in exc.errors()}
+    if "json_invalid" in kinds:
+        return "invalid_json"
+    if "missing" in kinds:
+        return "missing_field"
+    return "wrong_type"
+
+
 def describe(exc: ValidationError | ValueError) -> str:
     """A one-line summary of what is wrong with a record."""
     if isinstance(exc, ValidationError):
         parts = []
         for err in exc.errors()[:3]:
+            if err["type"] == "json_invalid":
+                return f"invalid JSON: {err['ctx'].get('error', err['msg']) if err.get('ctx') else err['msg']}"
+            if err["type"] == "model_type" and not err["loc"]:
+                return f"a log line must be a JSON object, not {type(err['input']).__name__}"
             loc = ".".join(str(p) for p in err["loc"]) or "record"
             msg = "unknown field (put extra data under \"meta\")" if err["type"] == "extra_forbidden" else err["msg"]
             parts.append(f"{loc}: {msg}")

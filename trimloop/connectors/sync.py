@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
+import orjson
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
@@ -161,7 +163,7 @@ def _sync_logs(engine: Engine, connector: Connector, report: SyncReport, *, full
     with engine.connect() as conn:
         cursor = None if full else read_cursor(conn, connector.name, LOGS_STREAM)
         resolver = Resolver.load(conn)
-    batch: list[dict[str, Any]] = []
+    batch: list[tuple[LogItem, int, int | None, dict[str, Any]]] = []
     last_cursor: str | None = None
     for item in connector.read_logs(cursor=cursor):
         if isinstance(item, LogItem):
@@ -169,7 +171,7 @@ def _sync_logs(engine: Engine, connector: Connector, report: SyncReport, *, full
             if isinstance(resolved, Problem):
                 report.add_problem(resolved)
             else:
-                batch.append(_row(connector.name, item, *resolved))
+                batch.append((item, *resolved))
         elif isinstance(item, Checkpoint):
             last_cursor = item.cursor
             if len(batch) >= batch_size:
@@ -192,30 +194,54 @@ def _row(connector: str, item: LogItem, prompt_id: int, version_id: int | None,
     }
 
 
-def _flush(engine: Engine, connector: str, rows: list[dict[str, Any]], cursor: str | None,
-           report: SyncReport) -> None:
+def _flush(engine: Engine, connector: str, rows: list[tuple[LogItem, int, int | None, dict[str, Any]]],
+           cursor: str | None, report: SyncReport) -> None:
     """Insert one batch and move the cursor, in one transaction."""
     with engine.begin() as conn:
         if rows:
-            statement = _insert_ignore(conn, LogRecord.__table__)
-            if conn.dialect.name == "sqlite":  # sqlite3 counts executemany's inserted rows
-                added = conn.execute(statement, rows).rowcount
-            else:  # psycopg does not: count what RETURNING gives back
-                added = len(conn.execute(statement.returning(LogRecord.__table__.c.id), rows).all())
+            if conn.dialect.name == "sqlite":
+                added = _insert_sqlite(conn, connector, rows)
+            else:  # psycopg reports no executemany rowcount: count what RETURNING gives back
+                statement = _insert_ignore(conn, LogRecord.__table__).returning(LogRecord.__table__.c.id)
+                added = len(conn.execute(statement, [_row(connector, *r) for r in rows]).all())
             report.logs_added += added
             report.logs_already_synced += len(rows) - added
         if cursor is not None:
             write_cursor(conn, connector, LOGS_STREAM, cursor)
 
 
+_COLUMNS = ("connector", "external_id", "prompt_id", "version_id", "inputs", "output", "model",
+            "input_tokens", "output_tokens", "cost", "latency_s", "called_at", "feedback", "meta")
+_SQLITE_INSERT = (f"INSERT INTO logrecord ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
+                  "ON CONFLICT (connector, external_id) DO NOTHING")
+
+
+def _insert_sqlite(conn: Connection, connector: str,
+                   rows: list[tuple[LogItem, int, int | None, dict[str, Any]]]) -> int:
+    """The hot path of a big sync: values serialised here as SQLAlchemy would, one executemany."""
+    params = [
+        (connector, i.external_id, pid, vid, _json(inputs), i.output, i.model, i.input_tokens,
+         i.output_tokens, i.cost, i.latency_s, _sqlite_time(i.called_at), _json(i.feedback), _json(i.meta))
+        for i, pid, vid, inputs in rows
+    ]
+    return conn.exec_driver_sql(_SQLITE_INSERT, params).rowcount  # sqlite3 sums executemany rows
+
+
+def _sqlite_time(value: datetime) -> str:
+    """How SQLAlchemy stores an aware datetime in SQLite: UTC, no zone, microseconds."""
+    if value.tzinfo is not timezone.utc:
+        value = value.astimezone(timezone.utc)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _json(value: Any) -> str:
+    return "{}" if value == {} else "[]" if value == [] else orjson.dumps(value).decode()
+
+
 def _insert_ignore(conn: Connection, table: Any) -> Any:
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        return pg_insert(table).on_conflict_do_nothing(index_elements=["connector", "external_id"])
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(table).on_conflict_do_nothing(index_elements=["connector", "external_id"])
+    return pg_insert(table).on_conflict_do_nothing(index_elements=["connector", "external_id"])
 
 
 def read_cursor(conn: Connection, connector: str, stream: str) -> str | None:
