@@ -1,0 +1,195 @@
+"""Datasets: frozen items for one prompt, built from its logs or imported from a gold set.
+
+From logs: one version (default: the one labelled `production`), deduplicated by inputs,
+stratified (by output label when the outputs look like labels, else by input length), capped, and
+split with a seed into a **search** part and a **holdout** part that search never sees. The same
+logs and seed give the same content hash, and an existing dataset with that hash is reused.
+Import: CSV or JSONL with a column mapping; bad rows are reported by line and the rest kept.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlmodel import Session, col, select
+
+from trimloop.core.errors import NotFound, UserError
+from trimloop.core.identity import canonical_json, sha256_of
+from trimloop.core.tables import Dataset, DatasetItem, LogRecord, Prompt, PromptVersion
+
+MAX_LABEL_CLASSES = 20
+
+
+@dataclass
+class Row:
+    """One candidate item before it is frozen."""
+
+    inputs: dict[str, Any]
+    expected: str | None = None
+    baseline_output: str | None = None
+    feedback: list[dict[str, Any]] = field(default_factory=list)
+    log_id: int | None = None
+
+    @property
+    def key(self) -> str:
+        return sha256_of(self.inputs)
+
+
+def looks_like_labels(outputs: Sequence[str | None]) -> bool:
+    """True when outputs are few short classes ("positive", "Billing Disputes"), not free text."""
+    present = [" ".join(o.split()).casefold() for o in outputs if o and o.strip()]
+    if len(present) < 4:
+        return False
+    distinct = set(present)
+    return (len(distinct) <= MAX_LABEL_CLASSES and len(distinct) <= len(present) / 2
+            and all(len(o.split()) <= 4 for o in distinct))
+
+
+def strata(rows: Sequence[Row], by: str = "auto") -> list[str]:
+    """A stratum per row: the normalised label (expected, else baseline) or an input-length quartile."""
+    labels = [r.expected if r.expected is not None else r.baseline_output for r in rows]
+    if by == "label" or (by == "auto" and looks_like_labels(labels)):
+        return [" ".join((lab or "").split()).casefold() for lab in labels]
+    if by not in ("auto", "length", "label"):
+        raise UserError(f"unknown stratify {by!r}", where="dataset build",
+                        hint="use auto, label or length")
+    lengths = np.array([len(canonical_json(r.inputs)) for r in rows])
+    if len(rows) == 0:
+        return []
+    cuts = np.quantile(lengths, [0.25, 0.5, 0.75])
+    return [f"len-q{int(np.searchsorted(cuts, n, side='right'))}" for n in lengths]
+
+
+def sample_and_split(
+    rows: Sequence[Row], *, size: int | None, holdout_fraction: float, seed: int, stratify: str = "auto"
+) -> list[tuple[Row, str]]:
+    """Deterministic stratified sample (proportional allocation) and search/holdout split."""
+    if not 0.0 <= holdout_fraction < 1.0:
+        raise UserError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}",
+                        where="dataset build", hint="e.g. 0.3 keeps 30 % of items for certification")
+    ordered = sorted(rows, key=lambda r: r.key)  # independent of log order
+    keys = strata(ordered, stratify)
+    groups: dict[str, list[Row]] = defaultdict(list)
+    for row, key in zip(ordered, keys):
+        groups[key].append(row)
+    rng = np.random.default_rng(seed)
+    total = len(ordered)
+    cap = total if size is None else min(size, total)
+    names = sorted(groups)
+    quotas = {k: cap * len(groups[k]) / total if total else 0 for k in names}
+    counts = {k: int(np.floor(q)) for k, q in quotas.items()}
+    for k in sorted(names, key=lambda k: (-(quotas[k] - counts[k]), k))[: cap - sum(counts.values())]:
+        counts[k] += 1  # largest remainders
+    chosen: list[tuple[Row, str]] = []
+    for k in names:
+        picked = [groups[k][i] for i in rng.permutation(len(groups[k]))[: counts[k]]]
+        n_hold = int(round(len(picked) * holdout_fraction))
+        chosen += [(row, "holdout" if i < n_hold else "search") for i, row in enumerate(picked)]
+    order = rng.permutation(len(chosen))
+    return [chosen[i] for i in order]
+
+
+def production_version(session: Session, prompt_id: int, label: str = "production") -> PromptVersion:
+    """The newest version of the prompt carrying `label`."""
+    versions = session.exec(
+        select(PromptVersion).where(PromptVersion.prompt_id == prompt_id)
+        .order_by(col(PromptVersion.created_at).desc(), col(PromptVersion.id).desc())
+    ).all()
+    for version in versions:
+        if label in (version.labels or []):
+            return version
+    raise NotFound(
+        f"prompt {prompt_id} has no version labelled {label!r}",
+        where=f"prompt id {prompt_id}",
+        hint="pass version_id= explicitly, or label a version in your prompt store and run sync",
+    )
+
+
+def build_from_logs(
+    session: Session,
+    *,
+    prompt_id: int,
+    version_id: int | None = None,
+    label: str = "production",
+    size: int | None = 500,
+    holdout_fraction: float = 0.3,
+    seed: int = 0,
+    stratify: str = "auto",
+    name: str | None = None,
+) -> Dataset:
+    """A dataset from one version's logs (reused when the same content already exists)."""
+    prompt = session.get(Prompt, prompt_id)
+    if prompt is None:
+        raise NotFound(f"no prompt with id {prompt_id}", where="dataset build",
+                       hint="list prompts with `trimloop prompts`, or run `trimloop sync` first")
+    version = session.get(PromptVersion, version_id) if version_id else production_version(
+        session, prompt_id, label)
+    if version is None or version.prompt_id != prompt_id:
+        raise NotFound(f"no version {version_id} of prompt {prompt.name!r}", where="dataset build",
+                       hint="pick a version id of this prompt")
+    logs = session.exec(
+        select(LogRecord).where(LogRecord.version_id == version.id, col(LogRecord.output).is_not(None))
+        .order_by(col(LogRecord.called_at), col(LogRecord.id))
+    ).all()
+    if not logs:
+        raise NotFound(
+            f"version {version.id} of prompt {prompt.name!r} has no logged outputs",
+            where=f"prompt {prompt.name!r} version {version.sha[:12]}",
+            hint="sync logs for this version first, or import a gold set with import_file()",
+        )
+    rows: dict[str, Row] = {}
+    for log in logs:  # keep the earliest call per inputs; gather every duplicate's feedback
+        row = Row(inputs=log.inputs, baseline_output=log.output, feedback=list(log.feedback or []),
+                  log_id=log.id)
+        if row.key in rows:
+            rows[row.key].feedback.extend(log.feedback or [])
+        else:
+            rows[row.key] = row
+    config = {"label": label, "size": size, "holdout_fraction": holdout_fraction,
+              "stratify": stratify, "logs": len(logs), "unique_inputs": len(rows)}
+    chosen = sample_and_split(list(rows.values()), size=size, holdout_fraction=holdout_fraction,
+                              seed=seed, stratify=stratify)
+    return _store(session, prompt_id=prompt_id, version=version, source="logs", seed=seed,
+                  chosen=chosen, config=config,
+                  name=name or f"{prompt.name}@{version.sha[:8]} logs (seed {seed})")
+
+
+def _store(session: Session, *, prompt_id: int, version: PromptVersion | None, source: str,
+           seed: int, chosen: list[tuple[Row, str]], config: dict[str, Any], name: str) -> Dataset:
+    content = {
+        "prompt_id": prompt_id, "version": version.sha if version else None, "source": source,
+        "seed": seed,
+        "items": [[r.inputs, r.expected, r.baseline_output, split] for r, split in chosen],
+    }
+    digest = sha256_of(content)
+    existing = session.exec(select(Dataset).where(Dataset.content_hash == digest)).first()
+    if existing is not None:
+        return existing
+    dataset = Dataset(prompt_id=prompt_id, version_id=version.id if version else None, name=name,
+                      source=source, content_hash=digest, seed=seed,
+                      config=config | {"search": sum(s == "search" for _, s in chosen),
+                                       "holdout": sum(s == "holdout" for _, s in chosen)})
+    session.add(dataset)
+    session.flush()
+    for position, (row, split) in enumerate(chosen):
+        session.add(DatasetItem(dataset_id=dataset.id, position=position, split=split,
+                                inputs=row.inputs, expected=row.expected,
+                                baseline_output=row.baseline_output, feedback=row.feedback,
+                                log_id=row.log_id))
+    session.flush()
+    return dataset
+
+
+def dataset_items(session: Session, dataset_id: int, split: str | None = None) -> list[DatasetItem]:
+    """The items of a dataset in position order, optionally one split."""
+    query = select(DatasetItem).where(DatasetItem.dataset_id == dataset_id)
+    if split is not None:
+        if split not in ("search", "holdout"):
+            raise UserError(f"unknown split {split!r}", where=f"dataset {dataset_id}",
+                            hint="use 'search' or 'holdout'")
+        query = query.where(DatasetItem.split == split)
+    return list(session.exec(query.order_by(col(DatasetItem.position))).all())

@@ -1,0 +1,136 @@
+"""Import a gold set (inputs and expected answers) from CSV or JSONL with a column mapping.
+
+Rows with a problem (bad JSON, a missing column, an empty input) are reported with their line
+number and skipped; the valid rows are kept. Duplicated inputs keep their first row.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session
+
+from trimloop.core.errors import NotFound, UserError
+from trimloop.core.tables import Dataset, Prompt, PromptVersion
+from trimloop.evals.datasets import Row, _store, sample_and_split
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """Template variable → column for inputs; columns for the expected and baseline outputs."""
+
+    inputs: dict[str, str]
+    expected: str | None = None
+    baseline: str | None = None
+
+    @classmethod
+    def same_names(cls, *variables: str, expected: str | None = None) -> "ColumnMapping":
+        return cls(inputs={v: v for v in variables}, expected=expected)
+
+
+@dataclass
+class RowProblem:
+    line: int
+    message: str
+
+
+@dataclass
+class ImportResult:
+    dataset: Dataset | None
+    rows: int
+    problems: list[RowProblem] = field(default_factory=list)
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def read_rows(path: Path, mapping: ColumnMapping) -> tuple[list[Row], list[RowProblem]]:
+    """Rows from a .csv/.tsv or .jsonl file, and the problems of the rows left out."""
+    if not path.exists():
+        raise NotFound(f"no such file {path}", where="gold set import", hint="check the path")
+    suffix = path.suffix.lower()
+    records: list[tuple[int, dict[str, Any] | None, str | None]] = []
+    with path.open(encoding="utf-8", newline="") as handle:
+        if suffix in (".csv", ".tsv"):
+            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
+            line = 1
+            for record in reader:
+                records.append((line + 1, dict(record), None))
+                line = reader.line_num
+        elif suffix in (".jsonl", ".ndjson"):
+            for number, text in enumerate(handle, 1):
+                if not text.strip():
+                    continue
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    records.append((number, None, f"invalid JSON: {exc.msg} at column {exc.colno}"))
+                    continue
+                if not isinstance(value, dict):
+                    records.append((number, None, f"expected a JSON object, got {type(value).__name__}"))
+                else:
+                    records.append((number, value, None))
+        else:
+            raise UserError(f"unsupported file type {suffix or '(none)'}", where=str(path),
+                            hint="give a .csv, .tsv or .jsonl file")
+    rows: list[Row] = []
+    problems: list[RowProblem] = []
+    seen: dict[str, int] = {}
+    wanted = [*mapping.inputs.values(), *(c for c in (mapping.expected, mapping.baseline) if c)]
+    for line, record, error in records:
+        if record is None:
+            problems.append(RowProblem(line, error or "unreadable row"))
+            continue
+        missing = [c for c in wanted if c not in record or (c in mapping.inputs.values() and record[c] in (None, ""))]
+        if missing:
+            problems.append(RowProblem(line, f"missing or empty column(s): {', '.join(missing)}"))
+            continue
+        row = Row(inputs={var: record[column] for var, column in mapping.inputs.items()},
+                  expected=_as_text(record.get(mapping.expected)) if mapping.expected else None,
+                  baseline_output=_as_text(record.get(mapping.baseline)) if mapping.baseline else None)
+        if row.key in seen:
+            problems.append(RowProblem(line, f"duplicate inputs of line {seen[row.key]}: skipped"))
+            continue
+        seen[row.key] = line
+        rows.append(row)
+    return rows, problems
+
+
+def import_file(
+    session: Session,
+    *,
+    prompt_id: int,
+    path: str | Path,
+    mapping: ColumnMapping,
+    version_id: int | None = None,
+    size: int | None = None,
+    holdout_fraction: float = 0.3,
+    seed: int = 0,
+    name: str | None = None,
+) -> ImportResult:
+    """Import a gold set as a dataset of the prompt; an identical import reuses the dataset."""
+    prompt = session.get(Prompt, prompt_id)
+    if prompt is None:
+        raise NotFound(f"no prompt with id {prompt_id}", where="gold set import",
+                       hint="sync or create the prompt first")
+    version = session.get(PromptVersion, version_id) if version_id else None
+    path = Path(path)
+    rows, problems = read_rows(path, mapping)
+    if not rows:
+        first = f"; line {problems[0].line}: {problems[0].message}" if problems else ""
+        raise UserError(f"no valid rows in {path.name}{first}", where=str(path),
+                        hint=f"check the column mapping {mapping.inputs} against the file's header")
+    chosen = sample_and_split(rows, size=size, holdout_fraction=holdout_fraction, seed=seed)
+    config = {"file": path.name, "mapping": {"inputs": mapping.inputs, "expected": mapping.expected,
+                                             "baseline": mapping.baseline},
+              "size": size, "holdout_fraction": holdout_fraction, "skipped_rows": len(problems)}
+    dataset = _store(session, prompt_id=prompt_id, version=version, source="import", seed=seed,
+                     chosen=chosen, config=config, name=name or f"{prompt.name}: {path.name}")
+    return ImportResult(dataset=dataset, rows=len(chosen), problems=problems)
