@@ -140,9 +140,11 @@ class Resolver:
 
     def _finish(self, item: LogItem, prompt_id: int, version: _Version | None,
                 where: str) -> tuple[int, int | None, dict[str, Any]] | Problem:
-        inputs = item.inputs
-        if inputs is None and version is not None and item.rendered is not None:
+        inputs = None  # what was sent, matched against the template, beats a source's guess
+        if version is not None and item.rendered is not None:
             inputs = version.extract(item.rendered)
+        if inputs is None:
+            inputs = item.inputs
         if inputs is None:
             return Problem(where, "cannot recover the input variables of this call", "no_inputs",
                            "log \"inputs\": {...} beside the messages, or name the prompt version "

@@ -1,0 +1,79 @@
+"""A small JSON-over-HTTP client for connectors: every failure becomes a ConnectorError naming
+the URL, so a server that is down or answers garbage gives a clear message, not a traceback."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+from trimloop.core.errors import ConfigError, ConnectorError
+
+
+class JsonClient:
+    """httpx with a base URL, optional auth from an environment variable, and clear errors."""
+
+    def __init__(self, *, base_url: str, service: str, connector: str, timeout_s: float = 30.0,
+                 headers: dict[str, str] | None = None, auth: httpx.Auth | None = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.service, self.connector = service, connector
+        self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s,
+                                   headers=headers or {}, auth=auth, transport=transport)
+
+    def get(self, path: str, **params: Any) -> dict[str, Any]:
+        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", path, json=body)
+
+    def request(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        url = f"{self.client.base_url}{path}"
+        try:
+            response = self.client.request(method, path, **kw)
+        except httpx.TimeoutException:
+            raise ConnectorError(f"{self.service} did not answer in time", where=f"{method} {url}",
+                                 hint="check the server's health or raise timeout_s in "
+                                 f"[connectors.{self.connector}]") from None
+        except httpx.HTTPError as exc:
+            raise ConnectorError(f"cannot reach {self.service}: {exc.__class__.__name__}: {exc}",
+                                 where=f"{method} {url}", hint="is the server running? check url in "
+                                 f"[connectors.{self.connector}]") from None
+        if response.status_code >= 400:
+            raise ConnectorError(
+                f"{self.service} answered HTTP {response.status_code}: {_excerpt(response.text)}",
+                where=f"{method} {url}",
+                hint="check the credentials" if response.status_code in (401, 403)
+                else f"check [connectors.{self.connector}] and the server's logs",
+            )
+        if not response.content:
+            return {}
+        try:
+            data = response.json()
+        except ValueError:
+            raise ConnectorError(f"{self.service} answered something that is not JSON: "
+                                 f"{_excerpt(response.text)}", where=f"{method} {url}",
+                                 hint="is url pointing at the right server?") from None
+        if not isinstance(data, dict):
+            raise ConnectorError(f"{self.service} answered JSON of an unexpected shape ({type(data).__name__})",
+                                 where=f"{method} {url}", hint="is url pointing at the right server?")
+        return data
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def secret_from_env(name: str | None, *, connector: str, option: str) -> str | None:
+    """The value of the environment variable an option names; secrets never live in the file."""
+    if not name:
+        return None
+    value = os.environ.get(name)
+    if not value:
+        raise ConfigError(f"environment variable {name} is not set", where=f"[connectors.{connector}] {option}",
+                          hint=f"export {name}=... before running trimloop")
+    return value
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text[:limit] + ("…" if len(text) > limit else "") if text else "(empty body)"

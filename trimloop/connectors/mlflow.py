@@ -1,0 +1,300 @@
+"""The mlflow connector: MLflow's prompt registry and traces over its REST API (no mlflow package).
+
+Prompts are registered models tagged `mlflow.prompt.is_prompt`; each version keeps its template in
+the `mlflow.prompt.text` tag (JSON messages when `_mlflow_prompt_type` is `chat`) and its model and
+params in `_mlflow_prompt_model_config`. Labels are MLflow aliases. Traces come from
+`POST /api/3.0/mlflow/traces/search`, ordered by time, resumed from a (timestamp, ids) cursor.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, Field
+
+from trimloop.connectors.base import Checkpoint, Connector, LogItem, Problem, PromptItem, WriteResult
+from trimloop.connectors.http import JsonClient, secret_from_env
+from trimloop.connectors.otlp import attributes
+from trimloop.core.errors import ConnectorError, UserError
+from trimloop.core.templates import Template
+
+IS_PROMPT = "mlflow.prompt.is_prompt"
+TEXT_TAG, TYPE_TAG, CONFIG_TAG = "mlflow.prompt.text", "_mlflow_prompt_type", "_mlflow_prompt_model_config"
+FORMAT_TAG = "_mlflow_prompt_response_format"
+CONFIG_FIELDS = ("temperature", "max_tokens", "top_p", "top_k", "frequency_penalty", "presence_penalty")
+PROMPT_FILTER = f"tags.`{IS_PROMPT}` = 'true'"
+
+
+class MlflowConnector(Connector):
+    """Prompts (registry + aliases) and traces (with usage, cost, linked prompt, assessments)."""
+
+    type = "mlflow"
+
+    class Options(BaseModel):
+        model_config = {"extra": "forbid"}
+        url: str = Field(description="tracking server, e.g. http://127.0.0.1:5000")
+        experiment_ids: list[str] = Field(default_factory=lambda: ["0"])
+        token_env: str | None = Field(default=None, description="env var with a bearer token")
+        default_model: str | None = Field(default=None, description="for versions with no model config")
+        timeout_s: float = 30.0
+        page_size: int = Field(default=100, ge=1, le=1000)
+
+    def __init__(self, *, name: str, options: dict[str, Any] | None = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        super().__init__(name=name, options=options)
+        token = secret_from_env(self.options.token_env, connector=name, option="token_env")
+        self.http = JsonClient(base_url=self.options.url, service="MLflow", connector=name,
+                               timeout_s=self.options.timeout_s, transport=transport,
+                               headers={"Authorization": f"Bearer {token}"} if token else None)
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -- prompts ---------------------------------------------------------------------------
+    def read_prompts(self) -> Iterator[PromptItem | Problem]:
+        for model in self._pages("/api/2.0/mlflow/registered-models/search", "registered_models",
+                                 filter=PROMPT_FILTER):
+            name = model.get("name")
+            if not isinstance(name, str):
+                raise ConnectorError("a registered model has no name", where=self._url("registered-models/search"))
+            aliases: dict[str, list[str]] = {}
+            for alias in model.get("aliases") or []:
+                aliases.setdefault(str(alias.get("version")), []).append(alias.get("alias"))
+            for version in self._pages("/api/2.0/mlflow/model-versions/search", "model_versions",
+                                       filter=f"name='{_quote(name)}' AND {PROMPT_FILTER}"):
+                yield self._prompt_item(name, version, aliases, model.get("description"))
+
+    def _prompt_item(self, name: str, version: dict[str, Any], aliases: dict[str, list[str]],
+                     description: str | None) -> PromptItem | Problem:
+        number = str(version.get("version"))
+        where = f"{self.options.url} prompt {name!r} version {number}"
+        tags = {t.get("key"): t.get("value") for t in version.get("tags") or []}
+        try:
+            template = _template(tags)
+            template.variables()  # refuses syntax trimloop cannot render, e.g. {{ a.b }}
+            model, params = _model_and_params(tags, self.options.default_model)
+        except (UserError, ValueError, TypeError) as exc:
+            return Problem(where, getattr(exc, "message", str(exc)), "bad_prompt_version",
+                           getattr(exc, "hint", None), prompt=name)
+        return PromptItem(name=name, template=template, model=model, params=params,
+                          external_version=number, external_id=name, labels=sorted(aliases.get(number, [])),
+                          description=description or None, where=where)
+
+    def write_version(self, *, prompt: str, template: Template, model: str, params: dict[str, Any],
+                      label: str, description: str | None = None) -> WriteResult:
+        for item in self.read_prompts():
+            if isinstance(item, PromptItem) and item.name == prompt and item.template == template \
+                    and item.model == model and item.params == params:
+                self.move_label(prompt=prompt, external_version=item.external_version, label=label)
+                return WriteResult(prompt, item.external_version, label, created=False, external_id=prompt)
+        body = {"name": prompt, "source": "dummy-source", "description": description or "",
+                "tags": [{"key": k, "value": v} for k, v in _version_tags(template, model, params).items()]}
+        created = self.http.post("/api/2.0/mlflow/model-versions/create", body).get("model_version") or {}
+        version = str(created.get("version") or "")
+        if not version:
+            raise ConnectorError("MLflow created a version but did not say its number",
+                                 where=self._url("model-versions/create"))
+        self.move_label(prompt=prompt, external_version=version, label=label)
+        return WriteResult(prompt, version, label, created=True, external_id=prompt,
+                           where=f"{self.options.url} prompt {prompt!r} version {version}")
+
+    def move_label(self, *, prompt: str, external_version: str, label: str) -> None:
+        self.http.post("/api/2.0/mlflow/registered-models/alias",
+                       {"name": prompt, "alias": label, "version": str(external_version)})
+
+    # -- traces ----------------------------------------------------------------------------
+    def read_logs(self, *, cursor: str | None) -> Iterator[LogItem | Problem | Checkpoint]:
+        state = json.loads(cursor) if cursor else {"ts": 0, "ids": []}
+        since, seen = int(state["ts"]), set(state["ids"])
+        body: dict[str, Any] = {
+            "locations": [{"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": e}}
+                          for e in self.options.experiment_ids],
+            "filter": f"trace.timestamp_ms >= {since}", "order_by": ["timestamp_ms ASC"],
+            "max_results": self.options.page_size,
+        }
+        while True:
+            page = self.http.post("/api/3.0/mlflow/traces/search", body)
+            for info in page.get("traces") or []:
+                trace_id = str(info.get("trace_id"))
+                ts = _millis(info.get("request_time"))
+                if trace_id in seen and ts == since:
+                    continue
+                yield self._log_item(info)
+                since, seen = (ts, seen | {trace_id}) if ts == since else (ts, {trace_id})
+            yield Checkpoint(json.dumps({"ts": since, "ids": sorted(seen)}))
+            token = page.get("next_page_token")
+            if not token:
+                return
+            body["page_token"] = token
+
+    def _log_item(self, info: dict[str, Any]) -> LogItem | Problem:
+        trace_id = str(info.get("trace_id"))
+        where = f"{self.options.url} trace {trace_id}"
+        meta, tags = info.get("trace_metadata") or {}, info.get("tags") or {}
+        try:
+            inputs, outputs = self._io(trace_id, meta)
+            usage = json.loads(meta.get("mlflow.trace.tokenUsage") or "{}")
+            cost = json.loads(meta.get("mlflow.trace.cost") or "{}")
+            linked = json.loads(tags.get("mlflow.linkedPrompts") or "[]")
+            called_at = datetime.fromtimestamp(_millis(info.get("request_time")) / 1000, tz=timezone.utc)
+        except (ValueError, TypeError, AttributeError) as exc:
+            return Problem(where, f"unreadable trace: {exc}", "bad_trace", "look at the trace in the MLflow UI")
+        link = linked[0] if linked and isinstance(linked[0], dict) else {}
+        messages = inputs.get("messages") if isinstance(inputs, dict) else None
+        variables = inputs if isinstance(inputs, dict) and messages is None else None
+        return LogItem(
+            external_id=trace_id, called_at=called_at, prompt=link.get("name"),
+            version=str(link["version"]) if link.get("version") is not None else None,
+            inputs=variables, rendered=_messages(messages), output=_output_text(outputs),
+            model=(inputs.get("model") if isinstance(inputs, dict) else None) or _output_model(outputs),
+            input_tokens=usage.get("input_tokens"), output_tokens=usage.get("output_tokens"),
+            cost=cost.get("total_cost"), latency_s=_seconds(info.get("execution_duration")),
+            feedback=[f for a in info.get("assessments") or [] if (f := _feedback(a))],
+            meta={"trace_state": info.get("state"), "linked_prompts": linked} if len(linked) > 1
+            else {"trace_state": info.get("state")},
+            where=where,
+        )
+
+    def _io(self, trace_id: str, meta: dict[str, Any]) -> tuple[Any, Any]:
+        """Root span inputs/outputs: from the trace metadata, or the spans when it is truncated."""
+        try:
+            return json.loads(meta["mlflow.traceInputs"]), json.loads(meta.get("mlflow.traceOutputs") or "null")
+        except (KeyError, ValueError):
+            pass
+        trace = self.http.get("/api/3.0/mlflow/traces/get", trace_id=trace_id).get("trace") or {}
+        for span in trace.get("spans") or []:
+            if not span.get("parent_span_id"):
+                attrs = attributes(span.get("attributes"))
+                return _decoded(attrs.get("mlflow.spanInputs")), _decoded(attrs.get("mlflow.spanOutputs"))
+        return None, None
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _pages(self, path: str, key: str, **params: Any) -> Iterator[dict[str, Any]]:
+        token = None
+        while True:
+            page = self.http.get(path, max_results=self.options.page_size, page_token=token, **params)
+            items = page.get(key) or []
+            if not isinstance(items, list):
+                raise ConnectorError(f"MLflow answered an unexpected '{key}'", where=self._url(path))
+            yield from items
+            token = page.get("next_page_token")
+            if not token:
+                return
+
+    def _url(self, path: str) -> str:
+        return f"{self.options.url.rstrip('/')}/{path.lstrip('/')}"
+
+
+def _decoded(value: Any) -> Any:
+    """MLflow keeps span inputs/outputs as JSON text (even a plain string is quoted)."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _template(tags: dict[str, Any]) -> Template:
+    text = tags.get(TEXT_TAG)
+    if not isinstance(text, str):
+        raise ValueError(f"version has no '{TEXT_TAG}' tag")
+    if tags.get(TYPE_TAG) == "chat":
+        messages = json.loads(text)
+        if not isinstance(messages, list) or not all(isinstance(m.get("content"), str) for m in messages):
+            raise ValueError("chat template is not a list of {role, content: text} messages")
+        return Template.chat(*((m.get("role"), m["content"]) for m in messages))
+    return Template.plain(text)
+
+
+def _model_and_params(tags: dict[str, Any], default_model: str | None) -> tuple[str, dict[str, Any]]:
+    config = json.loads(tags.get(CONFIG_TAG) or "{}")
+    model = config.get("model_name") or default_model
+    if not model:
+        raise UserError("version has no model", hint="register it with model_config={'model_name': ...} "
+                        "or set default_model in the connector's options")
+    if config.get("provider") and "/" not in model:
+        model = f"{config['provider']}/{model}"
+    params = {k: config[k] for k in CONFIG_FIELDS if config.get(k) is not None}
+    if config.get("stop_sequences"):
+        params["stop"] = config["stop_sequences"]
+    params.update(config.get("extra_params") or {})
+    if tags.get(FORMAT_TAG):
+        params["response_format"] = json.loads(tags[FORMAT_TAG])
+    return model, params
+
+
+def _version_tags(template: Template, model: str, params: dict[str, Any]) -> dict[str, str]:
+    provider, _, model_name = model.rpartition("/")
+    config: dict[str, Any] = {"model_name": model_name}
+    if provider:
+        config["provider"] = provider
+    extra = {}
+    for key, value in params.items():
+        if key in CONFIG_FIELDS:
+            config[key] = value
+        elif key == "stop":
+            config["stop_sequences"] = value if isinstance(value, list) else [value]
+        elif key != "response_format":
+            extra[key] = value
+    if extra:
+        config["extra_params"] = extra
+    tags = {IS_PROMPT: "true", CONFIG_TAG: json.dumps(config)}
+    if template.kind == "chat":
+        tags[TEXT_TAG] = json.dumps([{"role": m.role, "content": m.content} for m in template.messages or []])
+        tags[TYPE_TAG] = "chat"
+    else:
+        tags[TEXT_TAG], tags[TYPE_TAG] = template.text or "", "text"
+    if "response_format" in params:
+        tags[FORMAT_TAG] = json.dumps(params["response_format"])
+    return tags
+
+
+def _feedback(assessment: dict[str, Any]) -> dict[str, Any] | None:
+    if "feedback" not in assessment:
+        return None
+    source = assessment.get("source") or {}
+    return {"name": assessment.get("assessment_name"), "value": (assessment["feedback"] or {}).get("value"),
+            "source": source.get("source_id") or str(source.get("source_type", "unknown")).lower()}
+
+
+def _messages(messages: Any) -> list[dict[str, Any]] | None:
+    if not isinstance(messages, list):
+        return None
+    return [{"role": m.get("role"), "content": m.get("content")} for m in messages if isinstance(m, dict)]
+
+
+def _output_text(outputs: Any) -> str | None:
+    if isinstance(outputs, str) or outputs is None:
+        return outputs
+    if isinstance(outputs, dict) and outputs.get("choices"):
+        message = outputs["choices"][0].get("message") or {}
+        return message.get("content")
+    return json.dumps(outputs)
+
+
+def _output_model(outputs: Any) -> str | None:
+    return outputs.get("model") if isinstance(outputs, dict) else None
+
+
+def _millis(value: Any) -> int:
+    """RFC 3339 time (what the v3 API returns) or epoch milliseconds, as epoch milliseconds."""
+    if isinstance(value, (int, float)) or (isinstance(value, str) and value.isdigit()):
+        return int(value)
+    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return int(parsed.timestamp() * 1000)
+
+
+def _seconds(value: Any) -> float | None:
+    """A protobuf Duration in JSON ("0.055s") as seconds."""
+    if isinstance(value, str) and value.endswith("s"):
+        return float(value[:-1])
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _quote(name: str) -> str:
+    return name.replace("'", "\\'")
