@@ -1,0 +1,211 @@
+"""The otel connector (read-only): LLM spans from OTLP JSON files, in the OpenTelemetry GenAI
+semantic conventions (`gen_ai.*`, old and new attribute names) and OpenInference (`llm.*`).
+
+    <path>/**/*.jsonl   one ExportTraceServiceRequest per line (the collector's file exporter)
+    <path>/**/*.json    one ExportTraceServiceRequest per file (may be pretty-printed)
+
+A span is an LLM call when it has `gen_ai.operation.name`/`gen_ai.system` or OpenInference kind
+LLM. It names its prompt with `trimloop.prompt`, `trimloop.prompt.version` and `trimloop.inputs`
+(JSON) on itself or an ancestor span, or OpenInference's `llm.prompt_template.*`; otherwise sync
+matches its input messages against the known templates.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from trimloop.connectors.base import Checkpoint, Connector, LogItem, Problem, PromptItem
+from trimloop.connectors.otlp import attributes, maybe_json
+from trimloop.core.errors import ConfigError
+
+INPUT_TOKENS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
+OUTPUT_TOKENS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion")
+MODEL = ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name")
+COST = ("gen_ai.usage.cost", "llm.cost.total")
+PARAMS = ("temperature", "max_tokens", "top_p", "frequency_penalty", "presence_penalty", "seed")
+
+
+class OtelConnector(Connector):
+    """Read-only: it has no prompt store, so write-back raises a clear error."""
+
+    type = "otel"
+    read_only = True
+
+    class Options(BaseModel):
+        model_config = {"extra": "forbid"}
+        path: Path
+
+    def read_prompts(self) -> Iterator[PromptItem | Problem]:
+        return iter(())
+
+    def read_logs(self, *, cursor: str | None) -> Iterator[LogItem | Problem | Checkpoint]:
+        root = self.options.path.expanduser().resolve()
+        if not root.exists():
+            raise ConfigError(f"{root} does not exist", where=f"[connectors.{self.name}] path",
+                              hint="point path at the folder your OTLP file exporter writes to")
+        state: dict[str, list[int]] = json.loads(cursor)["files"] if cursor else {}
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix in (".json", ".jsonl"))
+        for path in files:
+            rel = str(path.relative_to(root.parent if root.is_file() else root))
+            if path.is_symlink() or not path.resolve().is_relative_to(root if root.is_dir() else root.parent):
+                yield Problem(rel, "file leaves the connector folder (symlink)", "outside_folder")
+                continue
+            yield from self._read_file(path, rel, state)
+            yield Checkpoint(json.dumps({"files": state}, sort_keys=True))
+        yield Checkpoint(json.dumps({"files": state}, sort_keys=True))
+
+    def _read_file(self, path: Path, rel: str, state: dict[str, list[int]]) -> Iterator[LogItem | Problem]:
+        offset, lineno = state.get(rel, [0, 0])
+        size = path.stat().st_size
+        if size < offset:
+            offset, lineno = 0, 0
+        if path.suffix == ".json":  # one document per file, read again only if it changed
+            if offset != size:
+                yield from self._document(path.read_bytes(), f"{rel}:1")
+            state[rel] = [size, 1]
+            return
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            for raw in handle:
+                if not raw.endswith(b"\n"):
+                    break  # still being written
+                lineno += 1
+                offset += len(raw)
+                if raw.strip():
+                    yield from self._document(raw, f"{rel}:{lineno}")
+        state[rel] = [offset, lineno]
+
+    def _document(self, raw: bytes, where: str) -> Iterator[LogItem | Problem]:
+        try:
+            data = json.loads(raw)
+        except UnicodeDecodeError:
+            yield Problem(where, "not UTF-8", "not_utf8", "OTLP JSON files are UTF-8")
+            return
+        except ValueError as exc:
+            yield Problem(where, f"invalid JSON: {exc}", "invalid_json", "one OTLP JSON export per line")
+            return
+        if not isinstance(data, dict) or not isinstance(data.get("resourceSpans", data.get("resource_spans")), list):
+            yield Problem(where, "not an OTLP trace export (no resourceSpans list)", "wrong_type",
+                          "export spans with the OTLP JSON file exporter")
+            return
+        spans = [s for rs in data.get("resourceSpans") or data.get("resource_spans") or []
+                 for ss in rs.get("scopeSpans") or rs.get("scope_spans") or [] for s in ss.get("spans") or []]
+        by_id = {_hex(s.get("spanId") or s.get("span_id")): s for s in spans if isinstance(s, dict)}
+        for span in by_id.values():
+            attrs = attributes(span.get("attributes"))
+            if _is_llm(attrs):
+                try:
+                    yield self._item(span, attrs, by_id, where)
+                except (ValueError, TypeError, KeyError) as exc:
+                    yield Problem(f"{where} span {_hex(span.get('spanId') or span.get('span_id'))}",
+                                  f"unreadable span: {exc}", "bad_span")
+
+    def _item(self, span: dict[str, Any], attrs: dict[str, Any], by_id: dict[str, Any], where: str) -> LogItem:
+        trace_id, span_id = _hex(span.get("traceId") or span.get("trace_id")), _hex(span.get("spanId") or span.get("span_id"))
+        start = int(span.get("startTimeUnixNano") or span.get("start_time_unix_nano"))
+        end = int(span.get("endTimeUnixNano") or span.get("end_time_unix_nano") or start)
+        link = _inherited(span, attrs, by_id)
+        inputs = maybe_json(link.get("trimloop.inputs") or attrs.get("llm.prompt_template.variables"))
+        return LogItem(
+            external_id=f"{trace_id}:{span_id}",
+            called_at=datetime.fromtimestamp(start / 1e9, tz=timezone.utc),
+            prompt=link.get("trimloop.prompt"),
+            version=_text(link.get("trimloop.prompt.version") or attrs.get("llm.prompt_template.version")),
+            inputs=inputs if isinstance(inputs, dict) else None,
+            rendered=_input_messages(attrs), output=_output(attrs), model=_first(attrs, MODEL),
+            input_tokens=_int(_first(attrs, INPUT_TOKENS)), output_tokens=_int(_first(attrs, OUTPUT_TOKENS)),
+            cost=_first(attrs, COST), latency_s=(end - start) / 1e9,
+            meta={"trace_id": trace_id, "span_id": span_id, "span_name": span.get("name"), **_params(attrs)},
+            where=f"{where} span {span_id}",
+        )
+
+
+def _is_llm(attrs: dict[str, Any]) -> bool:
+    return ("gen_ai.operation.name" in attrs or "gen_ai.system" in attrs or "gen_ai.provider.name" in attrs
+            or attrs.get("openinference.span.kind") == "LLM")
+
+
+def _inherited(span: dict[str, Any], attrs: dict[str, Any], by_id: dict[str, Any]) -> dict[str, Any]:
+    """trimloop.* attributes from the span or its nearest ancestor that has them."""
+    current, seen = attrs, set()
+    while True:
+        found = {k: v for k, v in current.items() if k.startswith("trimloop.")}
+        if found:
+            return found
+        parent = _hex(span.get("parentSpanId") or span.get("parent_span_id") or "")
+        if not parent or parent in seen or parent not in by_id:
+            return {}
+        seen.add(parent)
+        span = by_id[parent]
+        current = attributes(span.get("attributes"))
+
+
+def _input_messages(attrs: dict[str, Any]) -> list[dict[str, Any]] | None:
+    new = maybe_json(attrs.get("gen_ai.input.messages"))
+    if isinstance(new, list):  # current semconv: [{role, parts: [{type: text, content}]}]
+        return [{"role": m.get("role"), "content": "".join(p.get("content", "") for p in m.get("parts", [])
+                                                             if p.get("type") == "text")} for m in new]
+    for prefix, role, content in (("gen_ai.prompt.", "role", "content"),
+                                  ("llm.input_messages.", "message.role", "message.content")):
+        messages = _indexed(attrs, prefix, role, content)
+        if messages:
+            return messages
+    return None
+
+
+def _output(attrs: dict[str, Any]) -> str | None:
+    new = maybe_json(attrs.get("gen_ai.output.messages"))
+    if isinstance(new, list) and new:
+        return "".join(p.get("content", "") for p in new[0].get("parts", []) if p.get("type") == "text")
+    for prefix, role, content in (("gen_ai.completion.", "role", "content"),
+                                  ("llm.output_messages.", "message.role", "message.content")):
+        messages = _indexed(attrs, prefix, role, content)
+        if messages:
+            return messages[0]["content"]
+    return None
+
+
+def _indexed(attrs: dict[str, Any], prefix: str, role: str, content: str) -> list[dict[str, Any]]:
+    out, i = [], 0
+    while f"{prefix}{i}.{role}" in attrs or f"{prefix}{i}.{content}" in attrs:
+        out.append({"role": attrs.get(f"{prefix}{i}.{role}"), "content": attrs.get(f"{prefix}{i}.{content}")})
+        i += 1
+    return out
+
+
+def _params(attrs: dict[str, Any]) -> dict[str, Any]:
+    params = {p: attrs[f"gen_ai.request.{p}"] for p in PARAMS if f"gen_ai.request.{p}" in attrs}
+    invocation = maybe_json(attrs.get("llm.invocation_parameters"))
+    if isinstance(invocation, dict):
+        params.update({k: v for k, v in invocation.items() if k in PARAMS})
+    return {"params": params} if params else {}
+
+
+def _first(attrs: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    return next((attrs[k] for k in keys if attrs.get(k) is not None), None)
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if value is not None else None
+
+
+def _text(value: Any) -> str | None:
+    return str(value) if value is not None else None
+
+
+def _hex(value: Any) -> str:
+    """Span and trace ids: hex in OTLP/JSON, base64 in protobuf's JSON mapping; hex either way."""
+    text = str(value or "")
+    if text and all(c in "0123456789abcdefABCDEF" for c in text) and len(text) in (16, 32):
+        return text.lower()
+    try:
+        return base64.b64decode(text, validate=True).hex()
+    except ValueError:
+        return text
