@@ -89,6 +89,36 @@ class ConnectorConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+WEBHOOK_EVENTS = ("suggestion.created", "suggestion.approved", "suggestion.deployed", "run.failed")
+
+
+class ApiSettings(BaseModel):
+    """The REST API server (`trimloop serve`)."""
+
+    model_config = {"extra": "forbid"}
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    public_url: str = Field(default="http://127.0.0.1:8000", description="base of links in webhooks")
+    failed_logins_per_minute: int = Field(default=10, ge=1, description="per client, then 429")
+
+
+class WebhookConfig(BaseModel):
+    """One webhook: where to POST which events. The signing secret comes from the environment."""
+
+    model_config = {"extra": "forbid"}
+
+    url: str = Field(description="http(s) URL that receives a POST per event")
+    events: list[Literal["suggestion.created", "suggestion.approved", "suggestion.deployed",
+                         "run.failed"]] = Field(default_factory=lambda: list(WEBHOOK_EVENTS))
+    format: Literal["json", "slack"] = Field(default="json", description="slack: text + blocks")
+    secret_env: str | None = Field(
+        default=None, description="variable holding the HMAC secret; default: secret_key")
+    max_retries: int = Field(default=3, ge=0)
+    backoff_base_s: float = Field(default=1.0, ge=0)
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TRIMLOOP_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -104,6 +134,8 @@ class Settings(BaseSettings):
     connectors: dict[str, ConnectorConfig] = Field(default_factory=dict)
     # Per-prompt options (evaluators, margin, budgets), validated by the package that reads them.
     prompts: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    api: ApiSettings = ApiSettings()
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
 
     @field_validator("database_url")
     @classmethod

@@ -24,12 +24,14 @@ err = Console(stderr=True)
 
 
 def _register() -> None:
-    from trimloop.api.cli import call, init, models, sync
+    from trimloop.api.cli import call, init, models, serve, sync, tokens
 
     app.command("init")(init.init)
     app.command("call")(call.call)
     app.add_typer(models.app, name="models")
     app.command("sync")(sync.sync)
+    app.add_typer(tokens.app, name="tokens")
+    app.command("serve")(serve.serve)
 
 
 def main() -> None:

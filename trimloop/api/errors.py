@@ -1,0 +1,112 @@
+"""One error body everywhere: `{"error": {"code", "message", "where", "hint"}}`.
+
+TrimloopError subclasses map to statuses (NotFound 404, Conflict 409, other UserError 400,
+ProviderError 502); request validation errors are 422 and name the field; anything unexpected
+is a 500 that shows no internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from trimloop.core.errors import Conflict, NotFound, ProviderError, TrimloopError, UserError
+
+log = logging.getLogger("trimloop.api")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["not_found"])
+    message: str = Field(examples=["no suggestion with id 42"])
+    where: str | None = Field(default=None, examples=["suggestions"])
+    hint: str | None = Field(default=None, examples=["list them: GET /suggestions?status=pending"])
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class ApiError(TrimloopError):
+    """An HTTP-level refusal (no token, wrong role, too many attempts) with its status."""
+
+    def __init__(self, status: int, code: str, message: str, *, where: str | None = None,
+                 hint: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message, where=where, hint=hint)
+        self.status, self.code, self.headers = status, code, headers
+
+
+def _response(status: int, code: str, message: str, where: str | None = None, hint: str | None = None,
+              headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "where": where, "hint": hint}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def status_of(exc: TrimloopError) -> int:
+    if isinstance(exc, ApiError):
+        return exc.status
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, Conflict):
+        return 409
+    if isinstance(exc, UserError):
+        return 400
+    if isinstance(exc, ProviderError):
+        return 502
+    return 500
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        return f"{parts[0]} field '{'.'.join(parts[1:]) or parts[0]}'"
+    return ".".join(parts)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every failure into the one error body."""
+
+    @app.exception_handler(TrimloopError)
+    async def _trimloop(_: Request, exc: TrimloopError) -> JSONResponse:
+        return _response(status_of(exc), exc.code, exc.message, exc.where, exc.hint,
+                         getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        where = _field(tuple(first.get("loc", ())))
+        message = "; ".join(f"{_field(tuple(e.get('loc', ())))}: {e.get('msg')}" for e in errors[:5])
+        return _response(422, "invalid_request", message or "invalid request", where,
+                         "fix the named field; the OpenAPI document at /openapi.json shows every field")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}
+        hint = "see /docs for the routes" if exc.status_code in (404, 405) else None
+        return _response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
+                         f"{request.method} {request.url.path}", hint, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _response(500, "internal", "an unexpected error happened on the server",
+                         f"{request.method} {request.url.path}",
+                         "retry; if it persists, report it with the server log's traceback")
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "no token, or an unknown or revoked token"},
+    403: {"model": ErrorBody, "description": "the token's role may not do this"},
+    404: {"model": ErrorBody, "description": "an id that does not exist"},
+    409: {"model": ErrorBody, "description": "the state changed under you (decided, deployed)"},
+    422: {"model": ErrorBody, "description": "a field of the request is invalid; `where` names it"},
+    429: {"model": ErrorBody, "description": "too many failed logins from this client"},
+    400: {"model": ErrorBody, "description": "bad input the request schema cannot express"},
+    502: {"model": ErrorBody, "description": "a prompt store or an LLM provider failed"},
+}

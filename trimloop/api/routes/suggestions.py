@@ -1,0 +1,95 @@
+"""`/suggestions`: the review queue, the evidence, decisions, and deploy / promote / rollback."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, BackgroundTasks, Query, Request
+from sqlmodel import col, select
+
+from trimloop.api import deploy as write_back
+from trimloop.api import webhooks
+from trimloop.api.auth import Operator, Reader, Reviewer, SessionDep, SettingsDep
+from trimloop.api.runner import suggestion_event
+from trimloop.api.schemas import (
+    DeploymentPublic,
+    PromptVersionPublic,
+    RejectRequest,
+    SuggestionDetail,
+    SuggestionPublic,
+)
+from trimloop.core import store
+from trimloop.core.tables import Candidate, Deployment, Prompt, PromptVersion, Review, Suggestion
+
+router = APIRouter(prefix="/suggestions", tags=["suggestions"])
+STATUSES = "^(pending|approved|deployed|rolled_back|rejected|superseded|expired)$"
+
+
+def _announce(tasks: BackgroundTasks, request: Request, event: str, suggestion: Suggestion) -> None:
+    tasks.add_task(webhooks.notify, engine=request.app.state.engine, settings=request.app.state.settings,
+                   event=event, data=suggestion_event(suggestion))
+
+
+@router.get("", response_model=list[SuggestionPublic], summary="the queue, biggest savings first")
+def list_suggestions(session: SessionDep, _: Reader,
+                     status: str | None = Query(None, pattern=STATUSES, examples=["pending"]),
+                     prompt_id: int | None = None,
+                     min_savings: float | None = Query(None, description="projected USD per month", examples=[100]),
+                     limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> list[Suggestion]:
+    return store.list_suggestions(session=session, status=status, prompt_id=prompt_id,
+                                  min_savings=min_savings, limit=limit, offset=offset)
+
+
+@router.get("/{suggestion_id}", response_model=SuggestionDetail, summary="one suggestion with all its evidence")
+def get_suggestion(suggestion_id: int, session: SessionDep, _: Reader) -> SuggestionDetail:
+    s = store.get_suggestion(session=session, suggestion_id=suggestion_id)
+    prompt = session.get(Prompt, s.prompt_id)
+    candidate = session.get(Candidate, s.candidate_id) if s.candidate_id else None
+    reviews = session.exec(select(Review).where(Review.suggestion_id == s.id).order_by(col(Review.id))).all()
+    deployments = session.exec(select(Deployment).where(Deployment.suggestion_id == s.id)
+                               .order_by(col(Deployment.id))).all()
+    return SuggestionDetail.model_validate({
+        **SuggestionPublic.model_validate(s).model_dump(), "evidence": s.evidence,
+        "prompt_name": prompt.name if prompt else "?",
+        "baseline": PromptVersionPublic.model_validate(session.get(PromptVersion, s.baseline_version_id)),
+        "candidate": PromptVersionPublic.model_validate(session.get(PromptVersion, s.candidate_version_id)),
+        "moves": candidate.moves if candidate else [], "reviews": reviews, "deployments": deployments})
+
+
+@router.post("/{suggestion_id}/approve", response_model=SuggestionPublic, summary="approve (idempotent)")
+def approve(suggestion_id: int, request: Request, tasks: BackgroundTasks, session: SessionDep,
+            who: Reviewer) -> Suggestion:
+    before = store.get_suggestion(session=session, suggestion_id=suggestion_id).status
+    suggestion = store.approve_suggestion(session=session, suggestion_id=suggestion_id, reviewer=who.actor)
+    if before == "pending":
+        _announce(tasks, request, "suggestion.approved", suggestion)
+    return suggestion
+
+
+@router.post("/{suggestion_id}/reject", response_model=SuggestionPublic, summary="reject, with a reason")
+def reject(suggestion_id: int, body: RejectRequest, session: SessionDep, who: Reviewer) -> Suggestion:
+    return store.reject_suggestion(session=session, suggestion_id=suggestion_id, reviewer=who.actor,
+                                   reason=body.reason)
+
+
+@router.post("/{suggestion_id}/deploy", response_model=DeploymentPublic,
+             summary="write the version to the prompt store under `staging` (idempotent)")
+def deploy(suggestion_id: int, request: Request, tasks: BackgroundTasks, session: SessionDep,
+           settings: SettingsDep, who: Operator) -> Deployment:
+    before = store.get_suggestion(session=session, suggestion_id=suggestion_id).status
+    deployment = write_back.deploy(session=session, settings=settings, suggestion_id=suggestion_id,
+                                   actor=who.actor)
+    if before == "approved":
+        _announce(tasks, request, "suggestion.deployed",
+                  store.get_suggestion(session=session, suggestion_id=suggestion_id))
+    return deployment
+
+
+@router.post("/{suggestion_id}/promote", response_model=DeploymentPublic,
+             summary="move `production` to the deployed version (idempotent)")
+def promote(suggestion_id: int, session: SessionDep, settings: SettingsDep, who: Operator) -> Deployment:
+    return write_back.promote(session=session, settings=settings, suggestion_id=suggestion_id, actor=who.actor)
+
+
+@router.post("/{suggestion_id}/rollback", response_model=DeploymentPublic,
+             summary="move `production` back to the baseline version")
+def rollback(suggestion_id: int, session: SessionDep, settings: SettingsDep, who: Operator) -> Deployment:
+    return write_back.rollback(session=session, settings=settings, suggestion_id=suggestion_id, actor=who.actor)

@@ -1,0 +1,100 @@
+"""Runs in the background: POST /runs schedules `optimizer.run.execute_run` on the server's loop.
+
+After a run ends, the webhooks hear `suggestion.created` for each new suggestion or `run.failed`.
+A run whose task dies unexpectedly is marked failed with the reason, so it never hangs `running`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+from sqlmodel import col, select
+
+from trimloop.api import webhooks
+from trimloop.core.db import session_scope
+from trimloop.core.settings import Settings
+from trimloop.core.store import RUN_ACTIVE
+from trimloop.core.tables import OptimizationRun, Suggestion, utcnow
+
+log = logging.getLogger("trimloop.api.runner")
+
+
+class RunScheduler:
+    """Starts runs as asyncio tasks and keeps them referenced until they end."""
+
+    def __init__(self, *, engine: Engine, settings: Settings, gateway: Any | None = None):
+        self.engine, self.settings, self.gateway = engine, settings, gateway
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+
+    def schedule(self, run_id: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._execute(run_id), name=f"run-{run_id}")
+        self.tasks[run_id] = task
+        task.add_done_callback(lambda _: self.tasks.pop(run_id, None))
+
+    async def wait(self, run_id: int) -> None:
+        task = self.tasks.get(run_id)
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def close(self) -> None:
+        for task in list(self.tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+    def _gateway(self) -> Any:
+        if self.gateway is None:
+            from trimloop.core.gateway import Gateway
+            from trimloop.core.local_models import LazyStarter
+
+            self.gateway = Gateway(self.settings, engine=self.engine, before_first_call=LazyStarter(self.settings))
+        return self.gateway
+
+    async def _execute(self, run_id: int) -> None:
+        try:
+            from trimloop.optimizer.run import execute_run  # the optimizer may not be installed yet
+        except ImportError as exc:
+            await asyncio.to_thread(self._fail, run_id, f"the optimizer is not available: {exc}")
+        else:
+            try:
+                await execute_run(engine=self.engine, settings=self.settings, run_id=run_id, gateway=self._gateway())
+            except asyncio.CancelledError:
+                await asyncio.to_thread(self._fail, run_id, "the server stopped during the run")
+                raise
+            except Exception as exc:  # the run's own failure handling missed it: never leave it running
+                log.exception("run %s crashed", run_id)
+                await asyncio.to_thread(self._fail, run_id, f"{exc.__class__.__name__}: {exc}")
+        await self._announce(run_id)
+
+    def _fail(self, run_id: int, error: str) -> None:
+        with session_scope(self.engine) as session:
+            session.execute(update(OptimizationRun).where(
+                OptimizationRun.id == run_id, col(OptimizationRun.status).in_(RUN_ACTIVE)).values(
+                status="failed", error=error, finished_at=utcnow()))
+
+    async def _announce(self, run_id: int) -> None:
+        def read() -> tuple[OptimizationRun | None, list[Suggestion]]:
+            with session_scope(self.engine) as session:
+                return (session.get(OptimizationRun, run_id),
+                        list(session.exec(select(Suggestion).where(Suggestion.run_id == run_id)).all()))
+
+        run, suggestions = await asyncio.to_thread(read)
+        if run is None:
+            return
+        if run.status == "failed":
+            await webhooks.notify(engine=self.engine, settings=self.settings, event="run.failed",
+                                  data={"run_id": run_id, "prompt_id": run.prompt_id,
+                                        "summary": f"run {run_id} failed: {run.error or 'unknown error'}"})
+        for s in suggestions:
+            await webhooks.notify(engine=self.engine, settings=self.settings, event="suggestion.created",
+                                  data=suggestion_event(s))
+
+
+def suggestion_event(s: Suggestion) -> dict[str, Any]:
+    saving = f"${s.projected_monthly_savings:,.2f}/month" if s.projected_monthly_savings is not None else "n/a"
+    return {"suggestion_id": s.id, "prompt_id": s.prompt_id, "run_id": s.run_id, "status": s.status,
+            "projected_monthly_savings": s.projected_monthly_savings,
+            "summary": f"suggestion {s.id} for prompt {s.prompt_id}: projected savings {saving}"}

@@ -1,0 +1,294 @@
+"""Request and response schemas (XBase / XCreate / XPublic beside the tables), with examples."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Public(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+# -- prompts ------------------------------------------------------------------------------------
+class PromptPublic(Public):
+    id: int = Field(examples=[1])
+    name: str = Field(examples=["support-triage"])
+    connector: str = Field(examples=["local"])
+    description: str | None = None
+    created_at: datetime
+
+
+class PromptVersionPublic(Public):
+    id: int
+    prompt_id: int
+    sha: str = Field(examples=["9f2c…"])
+    template: dict[str, Any] = Field(examples=[{"messages": [{"role": "user", "content": "Ticket: {{ticket}}"}]}])
+    model: str = Field(examples=["gpt-4o-mini"])
+    params: dict[str, Any] = Field(examples=[{"temperature": 0}])
+    external_version: str | None = Field(examples=["2"])
+    labels: list[str] = Field(examples=[["production"]])
+    created_at: datetime
+
+
+class TrafficSummary(BaseModel):
+    prompt_id: int
+    days: int = Field(examples=[30])
+    calls: int = Field(examples=[12000])
+    calls_per_day: float
+    total_cost: float = Field(examples=[4.2])
+    cost_per_call: float | None
+    latency_p50_s: float | None = None
+    by_version: list[dict[str, Any]] = Field(examples=[[{"version_id": 2, "calls": 11000, "cost": 3.9}]])
+    by_model: list[dict[str, Any]] = Field(examples=[[{"model": "gpt-4o-mini", "calls": 12000, "cost": 4.2}]])
+
+
+# -- connectors ---------------------------------------------------------------------------------
+class ConnectorPublic(BaseModel):
+    name: str = Field(examples=["local"])
+    type: str = Field(examples=["files"])
+    read_only: bool = False
+
+
+class ConnectorTest(BaseModel):
+    name: str
+    ok: bool
+    prompts: int = Field(description="prompt versions readable right now")
+    problems: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+
+class SyncRequest(BaseModel):
+    connectors: list[str] | None = Field(default=None, examples=[["local"]], description="default: all")
+    full: bool = Field(default=False, description="reread all logs, ignoring cursors")
+
+
+class SyncReportPublic(BaseModel):
+    connector: str
+    prompts_added: int
+    versions_added: int
+    labels_changed: int
+    logs_added: int
+    logs_already_synced: int
+    skipped: dict[str, int]
+    problems: list[str]
+    fatal: str | None
+    superseded: list[int] = Field(default_factory=list, description="suggestions superseded by moved labels")
+
+
+# -- datasets -----------------------------------------------------------------------------------
+class DatasetPublic(Public):
+    id: int
+    prompt_id: int
+    version_id: int | None
+    name: str
+    source: str = Field(examples=["logs"])
+    content_hash: str
+    seed: int
+    config: dict[str, Any]
+    created_at: datetime
+
+
+class DatasetItemPublic(Public):
+    id: int
+    position: int
+    split: str = Field(examples=["holdout"])
+    inputs: dict[str, Any] = Field(examples=[{"ticket": "I was charged twice"}])
+    expected: str | None = Field(examples=["billing"])
+    baseline_output: str | None
+
+
+class GoldImport(BaseModel):
+    """A gold set sent inline: the file's text, its format and the column mapping."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "prompt_id": 1, "format": "jsonl", "content": '{"ticket": "charged twice", "label": "billing"}\n',
+        "inputs": {"ticket": "ticket"}, "expected": "label", "holdout_fraction": 0.3}]})
+
+    prompt_id: int = Field(ge=1)
+    format: Literal["csv", "tsv", "jsonl"]
+    content: str = Field(min_length=1, max_length=20_000_000)
+    inputs: dict[str, str] = Field(min_length=1, description="template variable → column")
+    expected: str | None = None
+    baseline: str | None = None
+    version_id: int | None = None
+    size: int | None = Field(default=None, ge=1)
+    holdout_fraction: float = Field(default=0.3, ge=0, lt=1)
+    seed: int = 0
+    name: str | None = Field(default=None, max_length=200)
+
+
+class GoldImportResult(BaseModel):
+    dataset: DatasetPublic
+    rows: int
+    problems: list[str]
+
+
+# -- runs ---------------------------------------------------------------------------------------
+class RunCreate(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "prompt_id": 1, "budget_dollars": 2.0, "config": {"moves": ["retarget", "shorten"]}}]})
+
+    prompt_id: int = Field(ge=1)
+    budget_calls: int | None = Field(default=None, ge=1)
+    budget_dollars: float | None = Field(default=None, gt=0)
+    config: dict[str, Any] = Field(default_factory=dict, description="optimizer options")
+
+
+class RunPublic(Public):
+    id: int = Field(examples=[7])
+    prompt_id: int
+    status: str = Field(examples=["running"])
+    config: dict[str, Any]
+    budget_calls: int | None
+    budget_dollars: float | None
+    calls_made: int
+    spent_dollars: float
+    results: dict[str, Any]
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class RunStatus(RunPublic):
+    events: int = Field(description="run events so far")
+    last_event: str | None = None
+    budget_used: float | None = Field(description="share of the budget spent (0–1)", examples=[0.35])
+
+
+class RunEventPublic(Public):
+    id: int
+    run_id: int
+    at: datetime
+    kind: str = Field(examples=["candidate.eliminated"])
+    data: dict[str, Any]
+
+
+# -- suggestions --------------------------------------------------------------------------------
+class SuggestionPublic(Public):
+    id: int = Field(examples=[42])
+    prompt_id: int
+    run_id: int | None
+    baseline_version_id: int
+    candidate_version_id: int
+    status: str = Field(examples=["pending"])
+    baseline_cost_per_call: float | None
+    candidate_cost_per_call: float | None
+    baseline_latency_p50_s: float | None
+    candidate_latency_p50_s: float | None
+    projected_monthly_savings: float | None = Field(examples=[812.5])
+    savings_low: float | None
+    savings_high: float | None
+    optimization_spend: float
+    payback_days: float | None
+    reason: str | None
+    created_at: datetime
+    decided_at: datetime | None
+
+
+class ReviewPublic(Public):
+    reviewer: str
+    decision: str
+    reason: str | None
+    created_at: datetime
+
+
+class DeploymentPublic(Public):
+    id: int
+    connector: str
+    label: str = Field(examples=["staging"])
+    action: str = Field(examples=["deploy"])
+    external_version: str | None
+    status: str
+    actor: str
+    created_at: datetime
+
+
+class SuggestionDetail(SuggestionPublic):
+    evidence: dict[str, Any] = Field(description="certification: n, intervals, verdicts per evaluator")
+    prompt_name: str
+    baseline: PromptVersionPublic
+    candidate: PromptVersionPublic
+    moves: list[dict[str, Any]] = Field(default_factory=list)
+    reviews: list[ReviewPublic]
+    deployments: list[DeploymentPublic]
+
+
+class RejectRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "drops the order id from replies"}]})
+    reason: str = Field(min_length=1, max_length=2000, description="why (required)")
+
+
+# -- reports, audit, tokens ---------------------------------------------------------------------
+class SpendRow(BaseModel):
+    day: date | None = None
+    prompt_id: int | None = None
+    prompt: str | None = None
+    model: str | None = None
+    calls: int
+    cost: float
+
+
+class SavingsRow(BaseModel):
+    suggestion_id: int
+    prompt: str
+    status: str
+    projected_monthly_savings: float | None
+    savings_low: float | None = None
+    savings_high: float | None = None
+    baseline_cost_per_call: float | None = None
+    realized_cost_per_call: float | None = None
+    realized_calls: int | None = None
+    realized_savings_to_date: float | None = None
+    realized_monthly_savings: float | None = Field(default=None, description="run rate of the post-deploy logs")
+    since: datetime | None = None
+
+
+class SavingsReport(BaseModel):
+    since: datetime
+    spend_by_day: list[SpendRow]
+    spend_by_prompt: list[SpendRow]
+    spend_by_model: list[SpendRow]
+    projected: list[SavingsRow]
+    realized: list[SavingsRow]
+    total_projected_monthly: float
+    total_realized_monthly: float
+
+
+class AuditPublic(Public):
+    id: int
+    at: datetime
+    actor: str = Field(examples=["ana (reviewer)"])
+    action: str = Field(examples=["suggestion.approve"])
+    object_type: str
+    object_id: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "finance-dashboard", "role": "viewer"}]})
+    name: str = Field(min_length=1, max_length=200, pattern=r"\S")
+    role: Literal["viewer", "reviewer", "engineer", "admin"]
+
+
+class TokenPublic(Public):
+    id: int
+    name: str
+    role: str
+    prefix: str = Field(description="the public part of the token, for recognising it")
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenCreated(TokenPublic):
+    token: str = Field(description="the clear token: shown this once, never again")
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str = Field(examples=["0.1.0"])

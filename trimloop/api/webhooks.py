@@ -1,0 +1,118 @@
+"""Webhooks: POST an event to each configured URL, signed, retried with backoff, recorded.
+
+Signature: `X-Trimloop-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">` with the
+timestamp in `X-Trimloop-Timestamp`, keyed by the secret in `secret_env` (default: secret_key).
+Every delivery (its attempts and outcome) is recorded as an AuditEvent `webhook.delivery`;
+only the URL's host is recorded, since incoming-webhook URLs carry their secret in the path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy.engine import Engine
+
+from trimloop.core.db import session_scope
+from trimloop.core.settings import Settings, WebhookConfig
+from trimloop.core.store import record_audit
+
+RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The signature header value a receiver recomputes to trust the body."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
+    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
+def _secret(settings: Settings, hook: WebhookConfig) -> str:
+    if hook.secret_env:
+        return os.environ.get(hook.secret_env, "")
+    return settings.secret_key.get_secret_value()
+
+
+def link(settings: Settings, data: dict[str, Any]) -> str:
+    base = settings.api.public_url.rstrip("/")
+    if "suggestion_id" in data:
+        return f"{base}/ui/suggestions/{data['suggestion_id']}"
+    return f"{base}/runs/{data.get('run_id', '')}"
+
+
+def body_for(settings: Settings, hook: WebhookConfig, event: str, data: dict[str, Any]) -> dict[str, Any]:
+    """The JSON body: trimloop's shape, or Slack's (`text` + blocks) for incoming webhooks."""
+    url = link(settings, data)
+    if hook.format == "slack":
+        text = f"trimloop: {event.replace('.', ' ')}: {data.get('summary') or ''}".strip()
+        return {"text": f"{text} <{url}|open>", "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"*{event}*\n{data.get('summary') or ''}"}},
+            {"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "Open"},
+                                              "url": url}]}]}
+    return {"event": event, "id": str(uuid.uuid4()), "at": time.time(), "link": url, "data": data}
+
+
+@dataclass
+class Delivery:
+    host: str
+    event: str
+    ok: bool = False
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def _send(client: httpx.AsyncClient, settings: Settings, hook: WebhookConfig, event: str,
+                data: dict[str, Any]) -> Delivery:
+    payload = body_for(settings, hook, event, data)
+    body = json.dumps(payload, separators=(",", ":"), default=str).encode()
+    delivery = Delivery(host=urlsplit(hook.url).hostname or "?", event=event)
+    for attempt in range(hook.max_retries + 1):
+        if attempt:
+            await asyncio.sleep(hook.backoff_base_s * 2 ** (attempt - 1))
+        stamp = str(int(time.time()))
+        headers = {"Content-Type": "application/json", "X-Trimloop-Event": event,
+                   "X-Trimloop-Delivery": str(payload.get("id", uuid.uuid4())),
+                   "X-Trimloop-Timestamp": stamp, "X-Trimloop-Signature": sign(_secret(settings, hook), stamp, body)}
+        try:
+            reply = await client.post(hook.url, content=body, headers=headers, timeout=hook.timeout_s)
+        except httpx.HTTPError as exc:
+            delivery.attempts.append({"attempt": attempt + 1, "error": exc.__class__.__name__})
+            continue
+        delivery.attempts.append({"attempt": attempt + 1, "status": reply.status_code})
+        if reply.is_success:
+            delivery.ok = True
+            break
+        if reply.status_code not in RETRY_STATUSES:
+            break
+    return delivery
+
+
+async def notify(*, engine: Engine, settings: Settings, event: str, data: dict[str, Any],
+                 transport: httpx.AsyncBaseTransport | None = None) -> list[Delivery]:
+    """Deliver `event` to every webhook subscribed to it and record each delivery."""
+    hooks = [h for h in settings.webhooks if event in h.events]
+    if not hooks:
+        return []
+    async with httpx.AsyncClient(transport=transport) as client:
+        deliveries = await asyncio.gather(*(_send(client, settings, h, event, data) for h in hooks))
+    await asyncio.to_thread(_record, engine, deliveries, data)
+    return list(deliveries)
+
+
+def _record(engine: Engine, deliveries: list[Delivery], data: dict[str, Any]) -> None:
+    with session_scope(engine) as session:
+        for d in deliveries:
+            record_audit(session=session, actor="trimloop", action="webhook.delivery", object_type="webhook",
+                         object_id=d.host, after={"event": d.event, "ok": d.ok, "attempts": d.attempts,
+                                                  "subject": {k: v for k, v in data.items() if k.endswith("_id")}})

@@ -1,0 +1,378 @@
+"""Store functions the API calls: tokens, audit, runs and the suggestion lifecycle.
+
+Every function takes keyword-only arguments and a session it does not commit (the caller's unit
+of work does). State changes are conditional UPDATEs (`WHERE status IN (...)`), so two concurrent
+requests cannot both move one suggestion or run, on SQLite and on PostgreSQL alike; the loser
+sees the new state and gets `Conflict`, or the same answer again when it asked for that state
+(approve, deploy and promote are idempotent). Every change writes an AuditEvent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from trimloop.core.errors import Conflict, NotFound, UserError
+from trimloop.core.tables import (
+    ApiToken,
+    AuditEvent,
+    Deployment,
+    OptimizationRun,
+    Prompt,
+    PromptVersion,
+    Review,
+    Suggestion,
+    utcnow,
+)
+
+ROLES = ("viewer", "reviewer", "engineer", "admin")
+TOKEN_PREFIX = "tlk"
+PBKDF2_ITERATIONS = 60_000
+RUN_ACTIVE = ("queued", "running")
+RUN_DONE = ("succeeded", "failed", "cancelled")
+OPEN_SUGGESTION = ("pending", "approved")
+
+
+# -- audit ----------------------------------------------------------------------------------
+def record_audit(*, session: Session, actor: str, action: str, object_type: str,
+                 object_id: Any = None, before: dict[str, Any] | None = None,
+                 after: dict[str, Any] | None = None) -> AuditEvent:
+    """One line of who did what, when, before and after."""
+    event = AuditEvent(actor=actor, action=action, object_type=object_type,
+                       object_id=None if object_id is None else str(object_id),
+                       before=before, after=after)
+    session.add(event)
+    session.flush()
+    return event
+
+
+# -- tokens -----------------------------------------------------------------------------------
+def _hash(secret: str, salt: str) -> str:
+    return hashlib.pbkdf2_hmac("sha256", secret.encode(), bytes.fromhex(salt), PBKDF2_ITERATIONS).hex()
+
+
+def create_token(*, session: Session, name: str, role: str, actor: str) -> tuple[ApiToken, str]:
+    """A new token; returns the row and the clear token, which is never stored or shown again."""
+    if role not in ROLES:
+        raise UserError(f"unknown role {role!r}", where="token role",
+                        hint=f"use one of {', '.join(ROLES)}")
+    if not name.strip():
+        raise UserError("a token needs a name", where="token name", hint="e.g. --name ci-bot")
+    prefix, secret, salt = secrets.token_hex(4), secrets.token_urlsafe(32), secrets.token_hex(16)
+    token = ApiToken(name=name.strip(), role=role, prefix=prefix, salt=salt, token_hash=_hash(secret, salt))
+    session.add(token)
+    session.flush()
+    record_audit(session=session, actor=actor, action="token.create", object_type="token",
+                 object_id=token.id, after={"name": token.name, "role": role, "prefix": prefix})
+    return token, f"{TOKEN_PREFIX}_{prefix}_{secret}"
+
+
+_verified: OrderedDict[str, int] = OrderedDict()  # sha256(token) → token id; skips pbkdf2 on reuse
+
+
+def verify_token(*, session: Session, token: str) -> ApiToken | None:
+    """The live token row for a clear token, or None (malformed, unknown, wrong, revoked)."""
+    parts = token.split("_", 2)
+    if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
+        return None
+    _, prefix, secret = parts
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    known = _verified.get(digest)
+    if known is not None:
+        row = session.get(ApiToken, known)
+        if row is not None and row.revoked_at is None:
+            return row
+    for row in session.exec(select(ApiToken).where(ApiToken.prefix == prefix)).all():
+        if row.revoked_at is None and hmac.compare_digest(_hash(secret, row.salt), row.token_hash):
+            _verified[digest] = row.id  # type: ignore[assignment]
+            while len(_verified) > 1024:
+                _verified.popitem(last=False)
+            return row
+    return None
+
+
+def list_tokens(*, session: Session) -> list[ApiToken]:
+    return list(session.exec(select(ApiToken).order_by(col(ApiToken.id))).all())
+
+
+def revoke_token(*, session: Session, token_id: int, actor: str) -> ApiToken:
+    """Revoke a token (idempotent)."""
+    token = session.get(ApiToken, token_id)
+    if token is None:
+        raise NotFound(f"no token with id {token_id}", where="tokens", hint="list them: GET /tokens")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        session.add(token)
+        record_audit(session=session, actor=actor, action="token.revoke", object_type="token",
+                     object_id=token_id, before={"revoked": False}, after={"revoked": True})
+    return token
+
+
+# -- runs -------------------------------------------------------------------------------------
+def create_run(*, session: Session, prompt_id: int, config: dict[str, Any],
+               budget_calls: int | None, budget_dollars: float | None, actor: str = "system") -> OptimizationRun:
+    """A queued optimization run for one prompt."""
+    if session.get(Prompt, prompt_id) is None:
+        raise NotFound(f"no prompt with id {prompt_id}", where="prompt_id",
+                       hint="list prompts with GET /prompts, or sync a connector first")
+    if budget_calls is None and budget_dollars is None:
+        raise UserError("a run needs a budget", where="budget_calls / budget_dollars",
+                        hint="set budget_dollars (e.g. 1.0) or budget_calls (e.g. 500)")
+    run = OptimizationRun(prompt_id=prompt_id, config=config, budget_calls=budget_calls,
+                          budget_dollars=budget_dollars)
+    session.add(run)
+    session.flush()
+    record_audit(session=session, actor=actor, action="run.create", object_type="run", object_id=run.id,
+                 after={"prompt_id": prompt_id, "budget_calls": budget_calls,
+                        "budget_dollars": budget_dollars, "status": "queued"})
+    return run
+
+
+def get_run(*, session: Session, run_id: int) -> OptimizationRun:
+    run = session.get(OptimizationRun, run_id)
+    if run is None:
+        raise NotFound(f"no run with id {run_id}", where="runs", hint="list runs: GET /runs")
+    return run
+
+
+def cancel_run(*, session: Session, run_id: int, actor: str) -> OptimizationRun:
+    """Mark a queued or running run `cancelled`; the runner stops at its next step. Idempotent."""
+    run = get_run(session=session, run_id=run_id)
+    before = run.status
+    done = session.execute(update(OptimizationRun).where(
+        OptimizationRun.id == run_id, col(OptimizationRun.status).in_(RUN_ACTIVE)).values(
+        status="cancelled", finished_at=utcnow()))
+    session.refresh(run)
+    if done.rowcount == 1:  # type: ignore[attr-defined]
+        record_audit(session=session, actor=actor, action="run.cancel", object_type="run",
+                     object_id=run_id, before={"status": before}, after={"status": "cancelled"})
+    elif run.status != "cancelled":
+        raise Conflict(f"run {run_id} already {run.status}", where=f"run {run_id}",
+                       hint="only queued or running runs can be cancelled")
+    return run
+
+
+# -- suggestions ------------------------------------------------------------------------------
+def get_suggestion(*, session: Session, suggestion_id: int) -> Suggestion:
+    suggestion = session.get(Suggestion, suggestion_id)
+    if suggestion is None:
+        raise NotFound(f"no suggestion with id {suggestion_id}", where="suggestions",
+                       hint="list them: GET /suggestions?status=pending")
+    return suggestion
+
+
+def list_suggestions(*, session: Session, status: str | None = None, prompt_id: int | None = None,
+                     min_savings: float | None = None, limit: int = 100, offset: int = 0) -> list[Suggestion]:
+    query = select(Suggestion)
+    if status:
+        query = query.where(Suggestion.status == status)
+    if prompt_id is not None:
+        query = query.where(Suggestion.prompt_id == prompt_id)
+    if min_savings is not None:
+        query = query.where(col(Suggestion.projected_monthly_savings) >= min_savings)
+    query = query.order_by(col(Suggestion.projected_monthly_savings).desc(), col(Suggestion.id).desc())
+    return list(session.exec(query.offset(offset).limit(limit)).all())
+
+
+def production_version_id(*, session: Session, prompt_id: int) -> int | None:
+    """The id of the newest version of the prompt labelled `production`, if any."""
+    rows = session.exec(select(PromptVersion.id, PromptVersion.labels)
+                        .where(PromptVersion.prompt_id == prompt_id)
+                        .order_by(col(PromptVersion.created_at).desc(), col(PromptVersion.id).desc())).all()
+    return next((vid for vid, labels in rows if "production" in (labels or [])), None)
+
+
+def _move(session: Session, suggestion: Suggestion, *, allowed: tuple[str, ...], to: str,
+          actor: str, action: str, **values: Any) -> bool:
+    """Conditionally move the status; True when this call made the change."""
+    before = suggestion.status
+    done = session.execute(update(Suggestion).where(
+        Suggestion.id == suggestion.id, col(Suggestion.status).in_(allowed)).values(status=to, **values))
+    session.refresh(suggestion)
+    if done.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    record_audit(session=session, actor=actor, action=action, object_type="suggestion",
+                 object_id=suggestion.id, before={"status": before},
+                 after={"status": to, **{k: v for k, v in values.items() if k == "reason"}})
+    return True
+
+
+def supersede_stale(*, session: Session, prompt_id: int | None = None, actor: str = "system") -> list[int]:
+    """Mark open suggestions whose baseline is no longer production `superseded`; their ids."""
+    query = select(Suggestion).where(col(Suggestion.status).in_(OPEN_SUGGESTION))
+    if prompt_id is not None:
+        query = query.where(Suggestion.prompt_id == prompt_id)
+    production: dict[int, int | None] = {}
+    changed = []
+    for suggestion in session.exec(query).all():
+        pid = suggestion.prompt_id
+        if pid not in production:
+            production[pid] = production_version_id(session=session, prompt_id=pid)
+        if production[pid] is not None and production[pid] != suggestion.baseline_version_id:
+            if _move(session, suggestion, allowed=OPEN_SUGGESTION, to="superseded", actor=actor,
+                     action="suggestion.supersede", decided_at=utcnow()):
+                changed.append(suggestion.id)
+    return changed
+
+
+class Superseded(Conflict):
+    """The suggestion's baseline is no longer production; the caller commits the new status."""
+
+    code = "superseded"
+
+
+def _check_baseline(session: Session, suggestion: Suggestion, actor: str) -> None:
+    if suggestion.id in supersede_stale(session=session, prompt_id=suggestion.prompt_id, actor=actor):
+        raise Superseded(
+            f"suggestion {suggestion.id} is superseded: its baseline is no longer the production version",
+            where=f"suggestion {suggestion.id}",
+            hint="run a new optimization for this prompt against the current production version")
+
+
+def _refuse(suggestion: Suggestion, wanted: str) -> Conflict:
+    return Conflict(f"suggestion {suggestion.id} is {suggestion.status}; cannot {wanted} it",
+                    where=f"suggestion {suggestion.id}",
+                    hint="reload it: someone else may have decided first (GET /suggestions/{id})")
+
+
+def _decision(session: Session, suggestion_id: int) -> Review | None:
+    return session.exec(select(Review).where(Review.suggestion_id == suggestion_id)
+                        .order_by(col(Review.id).desc())).first()
+
+
+def approve_suggestion(*, session: Session, suggestion_id: int, reviewer: str) -> Suggestion:
+    """pending → approved. Repeating one's own approval is a no-op; anyone else's is a Conflict."""
+    suggestion = get_suggestion(session=session, suggestion_id=suggestion_id)
+    if suggestion.status == "pending":
+        _check_baseline(session, suggestion, reviewer)
+    if _move(session, suggestion, allowed=("pending",), to="approved", actor=reviewer,
+             action="suggestion.approve", decided_at=utcnow()):
+        session.add(Review(suggestion_id=suggestion_id, reviewer=reviewer, decision="approved"))
+        session.flush()
+        return suggestion
+    last = _decision(session, suggestion_id)
+    if suggestion.status in ("approved", "deployed") and last and last.reviewer == reviewer \
+            and last.decision == "approved":
+        return suggestion
+    raise _refuse(suggestion, "approve")
+
+
+def reject_suggestion(*, session: Session, suggestion_id: int, reviewer: str, reason: str) -> Suggestion:
+    """pending or approved → rejected, with a reason (required). Idempotent for the same reviewer."""
+    if not reason or not reason.strip():
+        raise UserError("a rejection needs a reason", where="reason",
+                        hint="say what is wrong, e.g. 'outputs lose the ticket id'")
+    suggestion = get_suggestion(session=session, suggestion_id=suggestion_id)
+    if _move(session, suggestion, allowed=OPEN_SUGGESTION, to="rejected", actor=reviewer,
+             action="suggestion.reject", decided_at=utcnow(), reason=reason.strip()):
+        session.add(Review(suggestion_id=suggestion_id, reviewer=reviewer, decision="rejected",
+                           reason=reason.strip()))
+        session.flush()
+        return suggestion
+    last = _decision(session, suggestion_id)
+    if suggestion.status == "rejected" and last and last.reviewer == reviewer:
+        return suggestion
+    raise _refuse(suggestion, "reject")
+
+
+@dataclass
+class DeployPlan:
+    """What the API must write through the connector for a deploy, promote or rollback."""
+
+    suggestion: Suggestion
+    prompt: Prompt
+    version: PromptVersion  # the version to write or to point the label at
+    done: Deployment | None  # set when the step already happened (idempotent repeat)
+
+
+def _latest_deployment(session: Session, suggestion_id: int, action: str) -> Deployment | None:
+    return session.exec(select(Deployment).where(
+        Deployment.suggestion_id == suggestion_id, Deployment.action == action,
+        Deployment.status == "done").order_by(col(Deployment.id).desc())).first()
+
+
+def plan_deploy(*, session: Session, suggestion_id: int, actor: str) -> DeployPlan:
+    """Check a deploy may happen (approved, baseline still production) and what to write."""
+    suggestion = get_suggestion(session=session, suggestion_id=suggestion_id)
+    done = _latest_deployment(session, suggestion_id, "deploy")
+    if suggestion.status == "deployed" and done:
+        return _plan(session, suggestion, suggestion.candidate_version_id, done)
+    if suggestion.status != "approved":
+        raise Conflict(f"suggestion {suggestion_id} is {suggestion.status}; only approved ones deploy",
+                       where=f"suggestion {suggestion_id}", hint="approve it first (POST .../approve)")
+    _check_baseline(session, suggestion, actor)
+    return _plan(session, suggestion, suggestion.candidate_version_id, None)
+
+
+def _plan(session: Session, suggestion: Suggestion, version_id: int, done: Deployment | None) -> DeployPlan:
+    prompt = session.get(Prompt, suggestion.prompt_id)
+    version = session.get(PromptVersion, version_id)
+    assert prompt is not None and version is not None  # foreign keys
+    return DeployPlan(suggestion, prompt, version, done)
+
+
+def _set_label(session: Session, prompt_id: int, version_id: int, label: str) -> None:
+    """Make `label` sit on `version_id` alone among the prompt's versions (as the store now has it)."""
+    for version in session.exec(select(PromptVersion).where(PromptVersion.prompt_id == prompt_id)).all():
+        labels = [x for x in (version.labels or []) if x != label]
+        if version.id == version_id:
+            labels.append(label)
+        if sorted(labels) != sorted(version.labels or []):
+            version.labels = sorted(labels)
+            session.add(version)
+
+
+def record_deployment(*, session: Session, plan: DeployPlan, action: str, label: str, actor: str,
+                      external_version: str, external_id: str | None = None) -> Deployment:
+    """After a successful write-back: the Deployment row, labels, status and audit."""
+    suggestion, version = plan.suggestion, plan.version
+    if action == "deploy":
+        version.external_version = external_version
+        version.external_id = external_id or version.external_id
+        version.connector = plan.prompt.connector
+        session.add(version)
+    _set_label(session, plan.prompt.id, version.id, label)  # type: ignore[arg-type]
+    deployment = Deployment(suggestion_id=suggestion.id, connector=plan.prompt.connector, label=label,
+                            action=action, external_version=external_version, actor=actor)
+    session.add(deployment)
+    session.flush()
+    to = {"deploy": "deployed", "rollback": "rolled_back"}.get(action)
+    if to is None or not _move(session, suggestion, allowed=("approved",) if to == "deployed" else ("deployed",),
+                               to=to, actor=actor, action=f"suggestion.{action}"):
+        record_audit(session=session, actor=actor, action=f"suggestion.{action}", object_type="suggestion",
+                     object_id=suggestion.id, after={"label": label, "external_version": external_version})
+    if action == "promote":
+        supersede_stale(session=session, prompt_id=plan.prompt.id, actor=actor)
+    return deployment
+
+
+def plan_promote(*, session: Session, suggestion_id: int) -> DeployPlan:
+    """Check a promote may happen (deployed to staging) and what to point `production` at."""
+    suggestion = get_suggestion(session=session, suggestion_id=suggestion_id)
+    deployed = _latest_deployment(session, suggestion_id, "deploy")
+    if suggestion.status != "deployed" or deployed is None:
+        raise Conflict(f"suggestion {suggestion_id} is {suggestion.status}; promote needs a deployed one",
+                       where=f"suggestion {suggestion_id}", hint="deploy it to staging first (POST .../deploy)")
+    done = _latest_deployment(session, suggestion_id, "promote")
+    live = production_version_id(session=session, prompt_id=suggestion.prompt_id)
+    return _plan(session, suggestion, suggestion.candidate_version_id,
+                 done if done and live == suggestion.candidate_version_id else None)
+
+
+def plan_rollback(*, session: Session, suggestion_id: int) -> DeployPlan:
+    """Check a rollback may happen and which version (the baseline) gets `production` back."""
+    suggestion = get_suggestion(session=session, suggestion_id=suggestion_id)
+    done = _latest_deployment(session, suggestion_id, "rollback")
+    if suggestion.status == "rolled_back" and done:
+        return _plan(session, suggestion, suggestion.baseline_version_id, done)
+    if suggestion.status != "deployed":
+        raise Conflict(f"suggestion {suggestion_id} is {suggestion.status}; only deployed ones roll back",
+                       where=f"suggestion {suggestion_id}", hint="nothing to undo")
+    return _plan(session, suggestion, suggestion.baseline_version_id, None)
