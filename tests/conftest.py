@@ -108,9 +108,9 @@ def local_models(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-u
     Pass these settings explicitly (`Gateway(local_models, …)`): per-test env isolation does not
     reach a session fixture.
     """
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip("llama-cpp-python is not installed: pip install -e '.[dev]'")
     from trimloop.core.local_models import ensure_running
     from trimloop.core.settings import LocalModelSettings, Settings

@@ -302,12 +302,14 @@ class FakeGateway:
     """A test double with Gateway's `call` signature: replays queued outputs, makes no request.
 
     Give it outputs to return in order, or a `responder(model, prompt) -> str`. Tokens are
-    counted with tiktoken and priced at `price_per_token`; a Ledger is honoured like the real one.
+    counted with tiktoken and priced at `price_per_token`, or by `price(model, tokens_in,
+    tokens_out)` when given; a Ledger is honoured like the real one.
     """
 
     outputs: Iterable[str] = ()
     responder: Responder | None = None
     price_per_token: float = 1e-6
+    price: Callable[[str, int, int], float] | None = None
     latency_s: float = 0.01
     cache: bool = True
     calls: list[dict[str, Any]] = field(default_factory=list)
@@ -339,7 +341,7 @@ class FakeGateway:
             return _as_hit(self._memo[key])
         tokens_in = count_message_tokens(prompt) if isinstance(prompt, list) else count_tokens(prompt)
         max_tokens = int(wire.get("max_tokens", 512))
-        worst = (tokens_in + max_tokens) * self.price_per_token
+        worst = self._price(model, tokens_in, max_tokens)
         if ledger:
             ledger.reserve(worst)
         if self.responder is not None:
@@ -352,7 +354,7 @@ class FakeGateway:
             raise AssertionError("FakeGateway: no queued output left for this call")
         self.calls.append({"model": model, "prompt": prompt, "params": wire, "seed": seed})
         tokens_out = min(count_tokens(output), max_tokens)
-        cost = (tokens_in + tokens_out) * self.price_per_token
+        cost = self._price(model, tokens_in, tokens_out)
         if ledger:
             ledger.settle(worst, cost)
         result = CallResult(
@@ -370,6 +372,11 @@ class FakeGateway:
         if self.cache:
             self._memo[key] = result
         return result
+
+    def _price(self, model: str, tokens_in: int, tokens_out: int) -> float:
+        if self.price is not None:
+            return self.price(model, tokens_in, tokens_out)
+        return (tokens_in + tokens_out) * self.price_per_token
 
     async def aclose(self) -> None:
         return None

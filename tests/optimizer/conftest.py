@@ -1,0 +1,101 @@
+"""A sentiment prompt with production logs in a real SQLite store, and a fake gateway that
+answers like a model: right on clear reviews, with a configurable way to be wrong."""
+
+from __future__ import annotations
+
+import random
+import re
+from datetime import timedelta
+
+import pytest
+
+from trimloop.core.catalog import resolve_model
+from trimloop.core.db import session_scope
+from trimloop.core.gateway import FakeGateway
+from trimloop.core.identity import version_identity
+from trimloop.core.settings import Settings
+from trimloop.core.tables import LogRecord, Prompt, PromptVersion, utcnow
+
+VERBOSE = """You are a **very** careful sentiment classifier. Please read the review carefully.
+It is very important that you answer with one word: positive or negative. Thank you!
+
+Here are some examples:
+
+Review: A wonderful, moving film with great performances.
+Sentiment: positive
+
+Review: Dull, slow and far too long.
+Sentiment: negative
+
+Review: I loved every minute of it, a great ride.
+Sentiment: positive
+
+Review: The plot made no sense and the acting was bad.
+Sentiment: negative
+
+Review: {{text}}
+Sentiment:"""
+
+GOOD = ["great", "wonderful", "loved", "moving", "fun", "delight", "superb"]
+BAD = ["bad", "dull", "boring", "awful", "mess", "tedious", "worst"]
+
+
+def review(rng: random.Random, i: int) -> tuple[str, str]:
+    label = "positive" if i % 2 == 0 else "negative"
+    words = rng.sample(GOOD if label == "positive" else BAD, 2)
+    return f"Review {i}: it was {words[0]} and {words[1]} from start to end.", label
+
+
+def classify(text: str) -> str:
+    last = re.findall(r"(?:Review|Input): (.*)", text)[-1] if re.findall(r"(?:Review|Input): (.*)", text) else text
+    return " positive" if any(w in last for w in GOOD) else " negative"
+
+
+def prompt_text(prompt) -> str:  # type: ignore[no-untyped-def]
+    return prompt if isinstance(prompt, str) else prompt[-1]["content"]
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(home=tmp_path / "home", prompts={"sentiment": {"rungs": [8, 24], "dataset_size": 200, "margin": 0.05,
+                                                                    "holdout_fraction": 0.6}})
+
+
+@pytest.fixture
+def priced(settings):  # type: ignore[no-untyped-def]
+    """Fake-gateway pricing with the catalog's real prices per model."""
+    return lambda model, tin, tout: resolve_model(settings, model).price(tin, tout)
+
+
+@pytest.fixture
+def seeded(engine, settings):  # type: ignore[no-untyped-def]
+    """The `sentiment` prompt: a verbose few-shot Gemma version labelled production, 200 logs."""
+    rng = random.Random(7)
+    now = utcnow()
+    template = {"kind": "text", "text": VERBOSE}
+    params = {"max_tokens": 3, "temperature": 0}
+    gemma = resolve_model(settings, "local/gemma3-270m")
+    with session_scope(engine) as session:
+        prompt = Prompt(name="sentiment", connector="files")
+        session.add(prompt)
+        session.flush()
+        version = PromptVersion(prompt_id=prompt.id, sha=version_identity(template=template, model="local/gemma3-270m",
+                                                                          params=params),
+                                template=template, model="local/gemma3-270m", params=params, connector="files",
+                                external_version="1", labels=["production"])
+        session.add(version)
+        session.flush()
+        for i in range(200):
+            text, label = review(rng, i)
+            output = f" {label}"
+            session.add(LogRecord(connector="files", external_id=f"log-{i}", prompt_id=prompt.id,
+                                  version_id=version.id, inputs={"text": text}, output=output,
+                                  model="local/gemma3-270m", input_tokens=160, output_tokens=1,
+                                  cost=gemma.price(160, 1), latency_s=0.3,
+                                  called_at=now - timedelta(days=27) + timedelta(hours=3 * i)))
+        return prompt.id
+
+
+@pytest.fixture
+def good_gateway(priced):  # type: ignore[no-untyped-def]
+    return FakeGateway(responder=lambda model, prompt: classify(prompt_text(prompt)), price=priced, latency_s=0.1)

@@ -1,0 +1,90 @@
+"""A whole optimization run on a real SQLite store with a fake gateway."""
+
+from __future__ import annotations
+
+from sqlmodel import select
+
+from trimloop.core.db import session_scope
+from trimloop.core.gateway import FakeGateway
+from trimloop.core.tables import Candidate, OptimizationRun, RunEvent, Suggestion
+from trimloop.optimizer.run import create_run, execute_run
+
+
+async def _run(engine, settings, prompt_id, gateway, **config):
+    with session_scope(engine) as session:
+        run_id = create_run(session=session, prompt_id=prompt_id, config=config).id
+    return await execute_run(engine=engine, settings=settings, run_id=run_id, gateway=gateway)
+
+
+async def test_a_run_certifies_a_cheaper_version_and_suggests_it(engine, settings, seeded, good_gateway):
+    run = await _run(engine, settings, seeded, good_gateway)
+    assert run.status == "succeeded", run.error
+    assert "suggestion_id" in run.results, (run.results.get("no_suggestion"), run.results["certifications"])
+    with session_scope(engine) as session:
+        suggestion = session.exec(select(Suggestion)).one()
+        kinds = [e.kind for e in session.exec(select(RunEvent).where(RunEvent.run_id == run.id))]
+        candidates = session.exec(select(Candidate).where(Candidate.run_id == run.id)).all()
+    assert suggestion.status == "pending" and suggestion.candidate_cost_per_call < suggestion.baseline_cost_per_call
+    evidence = suggestion.evidence
+    for stats in evidence["evaluators"].values():
+        assert stats["verdict"] == "non-inferior" and stats["lower"] > -0.05
+    assert evidence["savings"]["calls_per_day"] > 5 and suggestion.projected_monthly_savings > 0
+    assert evidence["changes"]["template_diff"] and evidence["lineage"]
+    assert run.results["suggestion_id"] == suggestion.id and run.calls_made == len(good_gateway.calls)
+    assert {"run.started", "dataset.ready", "candidate.proposed", "certify.finished", "suggestion.created"} <= set(kinds)
+    assert any(c.status == "certified" for c in candidates)
+
+
+async def test_negative_control_makes_no_suggestion_and_says_why(engine, settings, seeded, priced):
+    hopeless = FakeGateway(responder=lambda model, prompt: "I cannot help with that.", price=priced)
+    run = await _run(engine, settings, seeded, hopeless, models=["local/smollm2-135m"])
+    assert run.status == "succeeded"
+    assert run.results["no_suggestion"].startswith("no suggestion, because")
+    with session_scope(engine) as session:
+        assert session.exec(select(Suggestion)).all() == []
+        statuses = {c.status for c in session.exec(select(Candidate))}
+    assert "certified" not in statuses
+
+
+async def test_budget_caps_the_calls(engine, settings, seeded, good_gateway):
+    run = await _run(engine, settings, seeded, good_gateway, budget_calls=30)
+    assert run.status == "succeeded" and run.calls_made <= 30 and len(good_gateway.calls) <= 30
+
+
+async def test_rerun_repays_nothing_and_rejected_candidates_are_not_reproposed(engine, settings, seeded, good_gateway):
+    first = await _run(engine, settings, seeded, good_gateway)
+    with session_scope(engine) as session:
+        suggestion = session.exec(select(Suggestion)).one()
+        suggestion.status = "rejected"
+        rejected_sha = suggestion.candidate_sha
+    calls_before = len(good_gateway.calls)
+    second = await _run(engine, settings, seeded, good_gateway)
+    assert second.status == "succeeded"
+    with session_scope(engine) as session:
+        shas = [s.candidate_sha for s in session.exec(select(Suggestion).where(Suggestion.run_id == second.id))]
+    assert rejected_sha not in shas
+    # the second run re-evaluates what the first did from the cache: only new candidates cost calls
+    assert second.results["cache_hits"] > 0
+    assert len(good_gateway.calls) - calls_before < first.calls_made
+
+
+async def test_bad_options_fail_the_run_with_a_clear_reason(engine, settings, seeded, good_gateway):
+    run = await _run(engine, settings, seeded, good_gateway, margin=-1)
+    assert run.status == "failed" and "margin" in run.error
+
+
+async def test_cancelled_run_stops(engine, settings, seeded, good_gateway):
+    with session_scope(engine) as session:
+        run_id = create_run(session=session, prompt_id=seeded).id
+    calls = {"n": 0}
+
+    def cancel_midway(model, prompt):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            with session_scope(engine) as session:
+                session.get(OptimizationRun, run_id).status = "cancelled"
+        return " positive"
+
+    gateway = FakeGateway(responder=cancel_midway)
+    run = await execute_run(engine=engine, settings=settings, run_id=run_id, gateway=gateway)
+    assert run.status == "cancelled" and calls["n"] < 60

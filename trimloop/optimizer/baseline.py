@@ -1,0 +1,108 @@
+"""The baseline's side of every comparison, from its logs: outputs, scores, tokens, cost, latency.
+
+The baseline is never re-run: its logged outputs are scored (free, unless an evaluator is an LLM
+judge), its cost per item is its logged tokens at catalog prices (so candidate and baseline are
+priced the same way), and its latency is the logged one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from trimloop.core.catalog import ResolvedModel, count_message_tokens, count_tokens
+from trimloop.core.errors import TemplateError
+from trimloop.core.tables import DatasetItem, LogRecord
+from trimloop.core.templates import render
+from trimloop.evals.datasets import looks_like_labels
+from trimloop.evals.evaluators import EvalContext, NamedEvaluator, score_output
+from trimloop.evals.runner import ItemResult
+from trimloop.optimizer.spec import VersionSpec
+
+
+@dataclass
+class LogFacts:
+    """What the logs say: per-item tokens/latency, and the prompt's traffic for savings."""
+
+    per_item: dict[int, LogRecord] = field(default_factory=dict)
+    call_times: list[datetime] = field(default_factory=list)
+    logged_costs: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+
+
+def log_facts(session: Session, rows: Sequence[DatasetItem], *, prompt_id: int) -> LogFacts:
+    facts = LogFacts()
+    ids = [r.log_id for r in rows if r.log_id is not None]
+    for start in range(0, len(ids), 500):
+        for log in session.exec(select(LogRecord).where(col(LogRecord.id).in_(ids[start:start + 500]))):
+            facts.per_item[log.id] = log  # type: ignore[index]
+    by_log = {r.log_id: r.id for r in rows if r.log_id is not None}
+    facts.per_item = {by_log[k]: v for k, v in facts.per_item.items() if k in by_log}
+    baseline_ids = {r.version_id for r in facts.per_item.values()}
+    query = select(LogRecord.called_at, LogRecord.cost, LogRecord.latency_s, LogRecord.version_id).where(
+        LogRecord.prompt_id == prompt_id)
+    for called_at, cost, latency, version_id in session.exec(query):
+        facts.call_times.append(called_at)
+        if version_id in baseline_ids:
+            if cost is not None:
+                facts.logged_costs.append(float(cost))
+            if latency is not None:
+                facts.latencies.append(float(latency))
+    return facts
+
+
+def default_evaluators(rows: Sequence[DatasetItem]) -> Any:
+    """`label` against gold answers when there are any, else agreement with the baseline."""
+    expected = [r.expected for r in rows if r.expected is not None]
+    if expected:
+        if looks_like_labels(expected):
+            return {"label": {"labels": _labels(expected)}}
+        return ["exact"]
+    outputs = [r.baseline_output for r in rows]
+    if looks_like_labels(outputs):
+        return {"matches_baseline": {"labels": _labels(outputs)}}
+    return ["matches_baseline"]
+
+
+def _labels(values: Sequence[str | None]) -> list[str]:
+    return sorted({" ".join(v.split()).casefold() for v in values if v and v.strip()})
+
+
+def item_cost(model: ResolvedModel, version: VersionSpec, row: DatasetItem, log: LogRecord | None) -> tuple[float, int, int]:
+    """(cost, input tokens, output tokens) of the baseline on this item at catalog prices."""
+    tin = log.input_tokens if log is not None else None
+    tout = log.output_tokens if log is not None else None
+    if tin is None:
+        try:
+            prompt = render(version.template, row.inputs)
+            tin = count_message_tokens(prompt) if isinstance(prompt, list) else count_tokens(prompt)
+        except TemplateError:
+            tin = 0
+    if tout is None:
+        tout = count_tokens(row.baseline_output or "")
+    return model.price(tin, tout), tin, tout
+
+
+async def baseline_results(rows: Sequence[DatasetItem], facts: LogFacts, version: VersionSpec,
+                           evaluators: Sequence[NamedEvaluator], *, resolve: Callable[[str], ResolvedModel],
+                           gateway: Any, ledger: Any) -> dict[int, ItemResult]:
+    model = resolve(version.model)
+    out: dict[int, ItemResult] = {}
+    for row in rows:
+        log = facts.per_item.get(row.id)  # type: ignore[arg-type]
+        output = row.baseline_output or ""
+        ctx = EvalContext(output=output, inputs=row.inputs, expected=row.expected,
+                          baseline_output=row.baseline_output, item_id=row.id, gateway=gateway, ledger=ledger)
+        scores = await score_output(list(evaluators), ctx)
+        cost, tin, tout = item_cost(model, version, row, log)
+        out[row.id] = ItemResult(  # type: ignore[index]
+            item_id=row.id, sample=0, output=output, scores={k: s.value for k, s in scores.items()},
+            input_tokens=tin, output_tokens=tout, cost=cost,
+            latency_s=float(log.latency_s) if log is not None and log.latency_s is not None else 0.0,
+            cached=True,
+        )
+    return out

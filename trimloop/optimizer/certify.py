@@ -1,0 +1,121 @@
+"""Certification: the best few candidates of the search are tested on the holdout with the
+non-inferiority gate, every evaluator. Only those that pass become Suggestions. The holdout
+never influences which candidates are chosen: they arrive already ranked by the search.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from trimloop.core.errors import SpendCapReached
+from trimloop.evals.evaluators import NamedEvaluator
+from trimloop.evals.runner import EvalItem, ItemResult, evaluate_items
+from trimloop.evals.stats import NonInferiority, items_needed, non_inferiority
+from trimloop.optimizer.race import Arm
+
+
+@dataclass
+class Certification:
+    arm: Arm
+    n_planned: int
+    n_wanted: int
+    results: dict[Any, list[ItemResult]] = field(default_factory=dict)
+    evidence: dict[str, NonInferiority] = field(default_factory=dict)
+    passed: bool = False
+    reason: str = ""
+
+    def add(self, result: ItemResult) -> None:
+        self.results.setdefault(result.item_id, []).append(result)
+
+    @property
+    def calls(self) -> int:
+        return sum(len(v) for v in self.results.values())
+
+    def cost_per_call(self) -> float | None:
+        costs = [r.cost for rs in self.results.values() for r in rs if r.error is None]
+        return statistics.fmean(costs) if costs else None
+
+
+def planned_items(arm: Arm, baseline: dict[Any, ItemResult], keys: list[str], *, margin: float,
+                  alpha: float, power: float) -> int:
+    """The power helper on what the search saw: items needed on the holdout for this arm."""
+    needed = 2
+    for key in keys:
+        pairs = [(baseline[i].scores.get(key, 0.0), statistics.fmean(r.scores.get(key, 0.0) for r in rs))
+                 for i, rs in arm.results.items() if i in baseline and rs]
+        if len(pairs) < 2:
+            continue
+        b, c = np.array(pairs).T
+        binary = set(np.unique(np.concatenate([b, c]))) <= {0.0, 1.0}
+        if binary:
+            discordance = max(float(np.mean(b != c)), 2 * margin, 0.02)
+            needed = max(needed, items_needed(margin=margin, discordance=discordance, alpha=alpha, power=power))
+        else:
+            sd = max(float(np.std(c - b, ddof=1)), 0.05)
+            needed = max(needed, items_needed(margin=margin, sd=sd, alpha=alpha, power=power))
+    return needed
+
+
+async def certify(
+    *,
+    ranked: Sequence[Arm],
+    items: Sequence[EvalItem],
+    baseline_results: dict[Any, ItemResult],
+    search_baseline: dict[Any, ItemResult],
+    evaluators: Sequence[NamedEvaluator],
+    gateway: Any,
+    margin: float,
+    alpha: float,
+    power: float = 0.8,
+    top: int = 2,
+    concurrency: int = 4,
+    ledger: Any = None,
+    seed: int = 0,
+    emit: Any = None,
+) -> list[Certification]:
+    """Test the first `top` ranked arms on the holdout; return one Certification each."""
+    say = emit or (lambda kind, data: None)
+    keys = [n.key for n in evaluators]
+    order = [items[i] for i in np.random.default_rng(seed + 1).permutation(len(items))]
+    out: list[Certification] = []
+    for arm in list(ranked)[:top]:
+        wanted = planned_items(arm, search_baseline, keys, margin=margin, alpha=alpha, power=power)
+        n = min(wanted, len(order))
+        cert = Certification(arm=arm, n_planned=n, n_wanted=wanted)
+        say("certify.started", {"sha": arm.candidate.sha, "label": arm.candidate.label, "items": n,
+                                "wanted": wanted})
+        try:
+            await evaluate_items(
+                template=arm.candidate.version.template, model=arm.candidate.version.model,
+                params=arm.candidate.version.params, items=order[:n], evaluators=evaluators,
+                gateway=gateway, concurrency=concurrency, ledger=ledger, on_result=cert.add,
+            )
+        except SpendCapReached as exc:
+            cert.reason = f"budget ran out during certification: {exc.message}"
+        for key in keys:
+            base = {i: [baseline_results[i].scores.get(key, 0.0)] for i in cert.results if i in baseline_results}
+            cand = {i: [r.scores.get(key, 0.0) for r in rs] for i, rs in cert.results.items() if i in base}
+            if len(base) >= 2:
+                cert.evidence[key] = non_inferiority(base, cand, margin=margin, alpha=alpha)
+        failing = [k for k in keys if k not in cert.evidence or not cert.evidence[k].passed]
+        cert.passed = not failing and not cert.reason
+        if not cert.reason:
+            if cert.passed:
+                cert.reason = f"non-inferior on every evaluator at margin {margin} (n={n})"
+            else:
+                parts = []
+                for k in failing:
+                    e = cert.evidence.get(k)
+                    parts.append(f"{k}: lower bound {e.lower:+.3f} ≤ −{margin} (n={e.n})" if e else f"{k}: too few items")
+                cert.reason = "; ".join(parts)
+                if wanted > len(order):
+                    cert.reason += f"; the holdout has {len(order)} items, the power helper wanted {wanted}"
+        say("certify.finished", {"sha": arm.candidate.sha, "passed": cert.passed, "reason": cert.reason,
+                                 "evidence": {k: e.to_dict() for k, e in cert.evidence.items()}})
+        out.append(cert)
+    return out

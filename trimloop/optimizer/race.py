@@ -1,0 +1,104 @@
+"""Arms of a race: one candidate's results so far, and the paired evidence against the baseline."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from trimloop.evals.runner import ItemResult
+from trimloop.evals.stats import NonInferiority, non_inferiority
+from trimloop.optimizer.spec import Candidate
+
+
+@dataclass
+class Arm:
+    candidate: Candidate
+    est_cost: float  # estimated cost per call before any evaluation, for ordering
+    results: dict[Any, list[ItemResult]] = field(default_factory=dict)
+    status: str = "racing"  # racing | qualified | eliminated | stopped
+    reason: str = ""
+    evidence: dict[str, NonInferiority] = field(default_factory=dict)
+    rung: int = 0
+
+    def add(self, result: ItemResult) -> None:
+        self.results.setdefault(result.item_id, []).append(result)
+
+    @property
+    def n(self) -> int:
+        return len(self.results)
+
+    @property
+    def calls(self) -> int:
+        return sum(len(rs) for rs in self.results.values())
+
+    @property
+    def cost_per_call(self) -> float | None:
+        costs = [r.cost for rs in self.results.values() for r in rs if r.error is None]
+        return statistics.fmean(costs) if costs else None
+
+    @property
+    def latency_p50(self) -> float | None:
+        values = [r.latency_s for rs in self.results.values() for r in rs if r.error is None]
+        return statistics.median(values) if values else None
+
+    def scores(self, key: str) -> dict[Any, list[float]]:
+        return {item: [r.scores.get(key, 0.0) for r in rs] for item, rs in self.results.items()}
+
+    def mean_score(self, key: str) -> float | None:
+        per_item = [statistics.fmean(v) for v in self.scores(key).values() if v]
+        return statistics.fmean(per_item) if per_item else None
+
+    def worst_lower(self) -> float:
+        return min((e.lower for e in self.evidence.values()), default=float("-inf"))
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "sha": self.candidate.sha,
+            "label": self.candidate.label,
+            "lineage": list(self.candidate.lineage),
+            "model": self.candidate.version.model,
+            "status": self.status,
+            "reason": self.reason,
+            "n": self.n,
+            "calls": self.calls,
+            "est_cost": self.est_cost,
+            "cost_per_call": self.cost_per_call,
+            "latency_p50_s": self.latency_p50,
+            "evidence": {k: e.to_dict() for k, e in self.evidence.items()},
+        }
+
+
+def compare(
+    baseline: dict[Any, list[float]], candidate: dict[Any, list[float]], *, margin: float, alpha: float
+) -> NonInferiority | None:
+    """Paired evidence on the items both arms have; None with fewer than 2 common items."""
+    common = [k for k in candidate if k in baseline]
+    if len(common) < 2:
+        return None
+    b = {k: baseline[k] for k in common}
+    c = {k: candidate[k] for k in common}
+    return non_inferiority(b, c, margin=margin, alpha=alpha)
+
+
+def pareto_front(arms: list[Arm], keys: list[str]) -> list[Arm]:
+    """Arms not dominated on (mean score over evaluators ↑, cost per call ↓, latency p50 ↓)."""
+    def point(arm: Arm) -> tuple[float, float, float]:
+        means = [arm.mean_score(k) for k in keys]
+        score = statistics.fmean(m for m in means if m is not None) if any(m is not None for m in means) else 0.0
+        return score, arm.cost_per_call or float("inf"), arm.latency_p50 or float("inf")
+
+    points = {id(a): point(a) for a in arms if a.n}
+    front = []
+    for arm in arms:
+        if id(arm) not in points:
+            continue
+        s, c, lat = points[id(arm)]
+        dominated = any(
+            (s2 >= s and c2 <= c and l2 <= lat) and (s2 > s or c2 < c or l2 < lat)
+            for other, (s2, c2, l2) in ((o, points[id(o)]) for o in arms if id(o) in points)
+            if other is not arm
+        )
+        if not dominated:
+            front.append(arm)
+    return front

@@ -1,0 +1,102 @@
+"""Store what a run found: candidate versions with their lineage, and the Suggestion's evidence."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, select
+
+from trimloop.core.catalog import ResolvedModel
+from trimloop.core.tables import Candidate as CandidateRow
+from trimloop.core.tables import PromptVersion, Suggestion
+from trimloop.evals.evaluators import NamedEvaluator
+from trimloop.evals.runner import EvalItem, ItemResult
+from trimloop.optimizer.baseline import LogFacts
+from trimloop.optimizer.certify import Certification
+from trimloop.optimizer.evidence import changes, differing_items
+from trimloop.optimizer.race import Arm
+from trimloop.optimizer.savings import project
+from trimloop.optimizer.spec import VersionSpec
+
+
+def version_row(session: Session, *, prompt_id: int, version: VersionSpec) -> PromptVersion:
+    """The PromptVersion with this content (created, unlabelled, when new)."""
+    row = session.exec(select(PromptVersion).where(PromptVersion.prompt_id == prompt_id,
+                                                   PromptVersion.sha == version.sha)).first()
+    if row is None:
+        row = PromptVersion(prompt_id=prompt_id, sha=version.sha, template=version.template.dump(),
+                            model=version.model, params=version.params, connector="trimloop", labels=[])
+        session.add(row)
+        session.flush()
+    return row
+
+
+def record_candidates(session: Session, *, run_id: int, prompt_id: int, baseline_id: int,
+                      arms: Sequence[Arm], certified: dict[str, Certification]) -> dict[str, int]:
+    """One Candidate row per raced arm; returns sha → candidate id."""
+    ids = {}
+    for arm in arms:
+        version = version_row(session, prompt_id=prompt_id, version=arm.candidate.version)
+        cert = certified.get(arm.candidate.sha)
+        status = ("certified" if cert.passed else "not_certified") if cert else arm.status
+        row = CandidateRow(
+            run_id=run_id, version_id=version.id, parent_version_id=baseline_id,
+            moves=list(arm.candidate.lineage), status=status,
+            scores=arm.summary() | ({"certification": {"passed": cert.passed, "reason": cert.reason}} if cert else {}),
+            cost_per_call=arm.cost_per_call, latency_p50_s=arm.latency_p50,
+        )
+        session.add(row)
+        session.flush()
+        ids[arm.candidate.sha] = row.id
+    return ids
+
+
+def record_suggestion(
+    session: Session, *, run_id: int, prompt_id: int, baseline_id: int, baseline: VersionSpec,
+    cert: Certification, candidate_id: int, base: dict[Any, ItemResult], holdout: list[EvalItem],
+    facts: LogFacts, evaluators: Sequence[NamedEvaluator], spend: float, now: datetime,
+    window_days: int, search_summary: dict[str, Any], resolve: Callable[[str], ResolvedModel],
+) -> Suggestion:
+    candidate = cert.arm.candidate
+    version = version_row(session, prompt_id=prompt_id, version=candidate.version)
+    items = [i for i in holdout if i.id in cert.results]
+    pairs = [(base[i.id].cost, sum(r.cost for r in cert.results[i.id]) / len(cert.results[i.id])) for i in items]
+    logged = facts.logged_costs or [b for b, _ in pairs]
+    savings = project(
+        call_times=facts.call_times, logged_costs=logged, baseline_latencies=facts.latencies or
+        [base[i.id].latency_s for i in items], paired_costs=pairs,
+        candidate_latencies=[r.latency_s for i in items for r in cert.results[i.id] if r.error is None],
+        optimization_spend=spend, now=now, window_days=window_days,
+    )
+    tokens_before = sum(base[i.id].input_tokens for i in items) / max(1, len(items))
+    tokens_after = sum(r.input_tokens for i in items for r in cert.results[i.id]) / max(
+        1, sum(len(cert.results[i.id]) for i in items))
+    evidence = {
+        "changes": changes(baseline, candidate.version),
+        "lineage": list(candidate.lineage),
+        "evaluators": {k: e.to_dict() for k, e in cert.evidence.items()},
+        "verdict": cert.reason,
+        "n": cert.n_planned,
+        "n_wanted": cert.n_wanted,
+        "prompt_tokens": [tokens_before, tokens_after],
+        "differing_items": differing_items(items, base, cert.results),
+        "savings": savings.to_dict(),
+        "search": {k: search_summary.get(k) for k in ("search_calls", "candidates", "budget_exhausted", "notes")},
+        "price_sources": {m: resolve(m).price_source for m in {baseline.model, candidate.version.model}},
+        "evaluator_config": [n.key for n in evaluators],
+    }
+    suggestion = Suggestion(
+        prompt_id=prompt_id, run_id=run_id, candidate_id=candidate_id, baseline_version_id=baseline_id,
+        candidate_version_id=version.id, candidate_sha=candidate.sha, status="pending", evidence=evidence,
+        baseline_cost_per_call=savings.baseline_cost_per_call,
+        candidate_cost_per_call=savings.candidate_cost_per_call,
+        baseline_latency_p50_s=savings.baseline_latency_p50_s,
+        candidate_latency_p50_s=savings.candidate_latency_p50_s,
+        projected_monthly_savings=savings.monthly, savings_low=savings.monthly_low,
+        savings_high=savings.monthly_high, optimization_spend=spend, payback_days=savings.payback_days,
+    )
+    session.add(suggestion)
+    session.flush()
+    return suggestion

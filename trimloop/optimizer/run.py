@@ -1,0 +1,212 @@
+"""One optimization run for one prompt, from queued to a Suggestion (or a reason why not).
+
+build the dataset from the production version's logs → score the baseline's logged outputs
+(free) → search on the search split → certify the best on the holdout → project savings → store
+candidates, events and at most one Suggestion (the cheapest certified candidate). The run is
+resumable: a rerun after a crash repays nothing, thanks to the gateway's cache. Cancellation
+(status set to `cancelled`) is honoured between steps.
+"""
+
+from __future__ import annotations
+
+import socket
+import traceback
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from trimloop.core.catalog import resolve_model
+from trimloop.core.db import session_scope
+from trimloop.core.errors import Conflict, NotFound, TrimloopError
+from trimloop.core.ledger import Ledger
+from trimloop.core.settings import Settings
+from trimloop.core.tables import OptimizationRun, Prompt, PromptVersion, RunEvent, Suggestion, utcnow
+from trimloop.evals.datasets import build_from_logs, dataset_items, production_version
+from trimloop.evals.evaluators import build_evaluators
+from trimloop.evals.runner import EvalItem
+from trimloop.optimizer.baseline import baseline_results, default_evaluators, log_facts
+from trimloop.optimizer.certify import certify
+from trimloop.optimizer.config import default_candidate_models, run_config
+from trimloop.optimizer.record import record_candidates, record_suggestion
+from trimloop.optimizer.search import SearchConfig, search
+from trimloop.optimizer.spec import MoveContext, VersionSpec
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class Cancelled(Exception):
+    pass
+
+
+def create_run(*, session: Session, prompt_id: int, config: dict[str, Any] | None = None,
+               budget_calls: int | None = None, budget_dollars: float | None = None) -> OptimizationRun:
+    """A queued run; refused (Conflict) while another run of the prompt is queued or running."""
+    busy = session.exec(select(OptimizationRun).where(
+        OptimizationRun.prompt_id == prompt_id, OptimizationRun.status.in_(("queued", "running")))).first()
+    if busy is not None:
+        raise Conflict(f"run {busy.id} of this prompt is already {busy.status}", where=f"prompt {prompt_id}",
+                       hint="wait for it, or cancel it first")
+    run = OptimizationRun(prompt_id=prompt_id, config=dict(config or {}), budget_calls=budget_calls,
+                          budget_dollars=budget_dollars)
+    session.add(run)
+    session.flush()
+    session.add(RunEvent(run_id=run.id, kind="run.queued", data={"config": run.config}))
+    return run
+
+
+class _Recorder:
+    """Writes run events and progress; raises Cancelled when someone cancelled the run."""
+
+    def __init__(self, engine: Engine, run_id: int, ledger: Ledger):
+        self.engine, self.run_id, self.ledger = engine, run_id, ledger
+
+    def __call__(self, kind: str, data: dict[str, Any]) -> None:
+        with session_scope(self.engine) as session:
+            run = session.get(OptimizationRun, self.run_id)
+            session.add(RunEvent(run_id=self.run_id, kind=kind, data=_jsonable(data)))
+            if run is not None:
+                run.calls_made, run.spent_dollars = self.ledger.calls, self.ledger.spent
+                run.heartbeat_at = utcnow()
+                status = run.status
+        if status == "cancelled":
+            raise Cancelled()
+
+
+async def execute_run(*, engine: Engine, settings: Settings, run_id: int, gateway: Any,
+                      now: datetime | None = None) -> OptimizationRun:
+    """Run (or resume) one optimization run; never raises for a run that fails: it records why."""
+    with session_scope(engine) as session:
+        run = session.get(OptimizationRun, run_id)
+        if run is None:
+            raise NotFound(f"no optimization run {run_id}", hint="list runs with GET /runs")
+        if run.status in TERMINAL:
+            return run
+        run.status, run.started_at = "running", run.started_at or utcnow()
+        run.worker, run.heartbeat_at = f"{socket.gethostname()}", utcnow()
+        prompt = session.get(Prompt, run.prompt_id)
+        assert prompt is not None
+        prompt_name, prompt_id, overrides = prompt.name, prompt.id, dict(run.config)
+        budget_calls, budget_dollars = run.budget_calls, run.budget_dollars
+    ledger = Ledger(name=f"run {run_id}")
+    emit = _Recorder(engine, run_id, ledger)
+    try:
+        config = run_config(settings, prompt_name, overrides)
+        ledger.max_calls = budget_calls if budget_calls is not None else config.budget_calls
+        ledger.max_dollars = budget_dollars if budget_dollars is not None else config.budget_dollars
+        emit("run.started", {"prompt": prompt_name, "config": config.model_dump(mode="json"),
+                             "budget_calls": ledger.max_calls, "budget_dollars": ledger.max_dollars})
+        results = await _optimize(engine=engine, settings=settings, run_id=run_id, prompt_id=prompt_id,
+                                  prompt_name=prompt_name, config=config, gateway=gateway,
+                                  ledger=ledger, emit=emit, now=now or utcnow())
+        status, error = "succeeded", None
+    except Cancelled:
+        status, error, results = "cancelled", None, {"note": "cancelled"}
+    except TrimloopError as exc:
+        status, error, results = "failed", str(exc), {}
+    except Exception as exc:  # a bug: keep the traceback with the run, for the report
+        status, error, results = "failed", f"{exc.__class__.__name__}: {exc}\n{traceback.format_exc()}", {}
+    with session_scope(engine) as session:
+        run = session.get(OptimizationRun, run_id)
+        assert run is not None
+        if run.status == "cancelled":
+            status = "cancelled"
+        run.status, run.error, run.results = status, error, _jsonable(results)
+        run.calls_made, run.spent_dollars = ledger.calls, ledger.spent
+        run.finished_at = utcnow()
+        session.add(RunEvent(run_id=run_id, kind=f"run.{status}",
+                             data={"error": error, "calls": ledger.calls, "spent": ledger.spent,
+                                   "cache_hits": ledger.cache_hits}))
+    with session_scope(engine) as session:
+        return session.get(OptimizationRun, run_id)  # type: ignore[return-value]
+
+
+async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_id: int, prompt_name: str,
+                    config: Any, gateway: Any, ledger: Ledger, emit: Any, now: datetime) -> dict[str, Any]:
+    with session_scope(engine) as session:
+        version_row = production_version(session, prompt_id)
+        dataset = build_from_logs(session, prompt_id=prompt_id, version_id=version_row.id,
+                                  size=config.dataset_size, holdout_fraction=config.holdout_fraction,
+                                  seed=config.seed)
+        rows = dataset_items(session, dataset.id)
+        facts = log_facts(session, rows, prompt_id=prompt_id)
+        rejected = frozenset(session.exec(select(Suggestion.candidate_sha).where(
+            Suggestion.prompt_id == prompt_id, Suggestion.status == "rejected")).all())
+        baseline = VersionSpec.of(version_row)
+        baseline_id, dataset_id = version_row.id, dataset.id
+    items = {split: [EvalItem(id=r.id, inputs=r.inputs, expected=r.expected, baseline_output=r.baseline_output)
+                     for r in rows if r.split == split] for split in ("search", "holdout")}
+    evaluators = build_evaluators(config.evaluators or default_evaluators(rows),
+                                  where=f"[prompts.{prompt_name}].evaluators")
+    resolve = lambda model_id: resolve_model(settings, model_id)  # noqa: E731
+    emit("dataset.ready", {"dataset_id": dataset_id, "search": len(items["search"]),
+                           "holdout": len(items["holdout"]), "evaluators": [n.key for n in evaluators]})
+    base = await baseline_results(rows, facts, baseline, evaluators, resolve=resolve, gateway=gateway,
+                                  ledger=ledger)
+    context = MoveContext(models=config.models or default_candidate_models(settings), resolve=resolve,
+                          seed=config.seed, gateway=gateway, ledger=ledger)
+    found = await search(
+        baseline=baseline, items=items["search"],
+        baseline_results={i.id: base[i.id] for i in items["search"]}, evaluators=evaluators,
+        gateway=gateway, context=context, ledger=ledger, emit=emit, exclude=rejected,
+        config=SearchConfig(margin=config.margin, alpha=config.alpha, rungs=config.rungs, eta=config.eta,
+                            max_candidates=config.max_candidates, concurrency=config.concurrency,
+                            seed=config.seed),
+    )
+    search_calls = ledger.calls
+    certs = await certify(
+        ranked=found.ranked, items=items["holdout"],
+        baseline_results={i.id: base[i.id] for i in items["holdout"]},
+        search_baseline={i.id: base[i.id] for i in items["search"]}, evaluators=evaluators,
+        gateway=gateway, margin=config.margin, alpha=config.alpha, power=config.power,
+        top=config.certify_top, concurrency=config.concurrency, ledger=ledger, seed=config.seed, emit=emit,
+    )
+    with session_scope(engine) as session:
+        ids = record_candidates(session, run_id=run_id, prompt_id=prompt_id, baseline_id=baseline_id,
+                                arms=found.arms, certified={c.arm.candidate.sha: c for c in certs})
+    passed = [c for c in certs if c.passed]
+    summary: dict[str, Any] = {
+        "dataset_id": dataset_id, "search_calls": search_calls, "certify_calls": ledger.calls - search_calls,
+        "calls": ledger.calls, "spent": ledger.spent, "cache_hits": ledger.cache_hits,
+        "candidates": len(found.arms), "budget_exhausted": found.budget_exhausted,
+        "front": [a.candidate.sha for a in found.front], "notes": found.notes,
+        "certifications": [{"sha": c.arm.candidate.sha, "label": c.arm.candidate.label, "passed": c.passed,
+                            "reason": c.reason, "n": c.n_planned, "wanted": c.n_wanted} for c in certs],
+        "baseline_scores": {n.key: _mean([base[i.id].scores.get(n.key, 0.0) for i in items["holdout"]])
+                            for n in evaluators},
+    }
+    if not passed:
+        why = found.notes or [c.reason for c in certs] or ["no candidate survived the search"]
+        summary["no_suggestion"] = "no suggestion, because " + "; ".join(why)
+        emit("run.no_suggestion", {"reason": summary["no_suggestion"]})
+        return summary
+    best = passed[0]
+    with session_scope(engine) as session:
+        suggestion = record_suggestion(
+            session, run_id=run_id, prompt_id=prompt_id, baseline_id=baseline_id, baseline=baseline,
+            cert=best, candidate_id=ids[best.arm.candidate.sha], base=base, holdout=items["holdout"],
+            facts=facts, evaluators=evaluators, spend=ledger.spent, now=now,
+            window_days=config.window_days, search_summary=summary, resolve=resolve,
+        )
+        summary["suggestion_id"] = suggestion.id
+    emit("suggestion.created", {"suggestion_id": summary["suggestion_id"], "sha": best.arm.candidate.sha})
+    return summary
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and value != value:  # NaN is not JSON
+        return None
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

@@ -1,0 +1,93 @@
+"""Savings from real traffic: calls per day over a trailing window × (baseline − candidate) cost
+per call, with a bootstrap interval over days and items; latency before and after; payback."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+DAYS_PER_MONTH = 30.0
+
+
+@dataclass(frozen=True)
+class Savings:
+    window_days: int
+    calls_per_day: float
+    baseline_cost_per_call: float
+    candidate_cost_per_call: float
+    cost_ratio: float
+    monthly: float
+    monthly_low: float
+    monthly_high: float
+    baseline_latency_p50_s: float | None
+    baseline_latency_p95_s: float | None
+    candidate_latency_p50_s: float | None
+    candidate_latency_p95_s: float | None
+    optimization_spend: float
+    payback_days: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def project(
+    *,
+    call_times: list[datetime],
+    logged_costs: list[float],
+    baseline_latencies: list[float],
+    paired_costs: list[tuple[float, float]],
+    candidate_latencies: list[float],
+    optimization_spend: float,
+    now: datetime,
+    window_days: int = 28,
+    seed: int = 0,
+    n_boot: int = 2000,
+) -> Savings:
+    """`paired_costs` = (baseline, candidate) cost of the same items at catalog prices; their
+    ratio scales the baseline's logged cost per call, so real bills stay the reference."""
+    if window_days < 1:
+        raise ValueError("window_days must be ≥ 1")
+    start = now - timedelta(days=window_days)
+    recent = [t for t in call_times if start <= t <= now]
+    first = min(recent) if recent else now
+    days = max(1, min(window_days, math.ceil((now - first).total_seconds() / 86400)))
+    daily = np.zeros(days)
+    for t in recent:
+        daily[min(days - 1, int((now - t).total_seconds() // 86400))] += 1
+    base_cpc = statistics.fmean(logged_costs) if logged_costs else 0.0
+    pairs = np.array(paired_costs or [(1.0, 1.0)], dtype=float)
+    base_mean = pairs[:, 0].mean()
+    ratio = float(pairs[:, 1].mean() / base_mean) if base_mean > 0 else 1.0
+    cand_cpc = base_cpc * ratio
+    per_day = float(daily.mean())
+    monthly = per_day * DAYS_PER_MONTH * (base_cpc - cand_cpc)
+
+    rng = np.random.default_rng(seed)
+    day_idx = rng.integers(0, days, size=(n_boot, days))
+    item_idx = rng.integers(0, len(pairs), size=(n_boot, len(pairs)))
+    boot_days = daily[day_idx].mean(axis=1)
+    b = pairs[:, 0][item_idx].mean(axis=1)
+    c = pairs[:, 1][item_idx].mean(axis=1)
+    boot_ratio = np.divide(c, b, out=np.ones_like(c), where=b > 0)
+    boot = boot_days * DAYS_PER_MONTH * base_cpc * (1 - boot_ratio)
+    low, high = (float(v) for v in np.percentile(boot, [5, 95]))
+    daily_saving = monthly / DAYS_PER_MONTH
+    payback = optimization_spend / daily_saving if daily_saving > 0 else None
+    return Savings(
+        window_days=days, calls_per_day=per_day, baseline_cost_per_call=base_cpc,
+        candidate_cost_per_call=cand_cpc, cost_ratio=ratio, monthly=monthly, monthly_low=low,
+        monthly_high=high, baseline_latency_p50_s=_percentile(baseline_latencies, 50),
+        baseline_latency_p95_s=_percentile(baseline_latencies, 95),
+        candidate_latency_p50_s=_percentile(candidate_latencies, 50),
+        candidate_latency_p95_s=_percentile(candidate_latencies, 95),
+        optimization_spend=optimization_spend, payback_days=payback,
+    )

@@ -1,0 +1,249 @@
+"""Budgeted racing search: propose candidates with moves, race them on growing slices of the
+search split (successive halving; the sequential test's futility side stops losers early), and
+keep the score–cost–latency Pareto front. Deterministic for a seed; never sees the holdout.
+
+Objectives, in order: non-inferior on every evaluator, then cost per call, then latency p50.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from trimloop.core.catalog import count_message_tokens, count_tokens
+from trimloop.core.errors import SpendCapReached, TemplateError
+from trimloop.core.templates import render
+from trimloop.evals.evaluators import NamedEvaluator
+from trimloop.evals.runner import EvalItem, ItemResult, evaluate_items
+from trimloop.evals.sequential import sequential_design
+from trimloop.optimizer.moves import DETERMINISTIC
+from trimloop.optimizer.race import Arm, compare, pareto_front
+from trimloop.optimizer.spec import Candidate, MoveContext, VersionSpec, start
+
+Emit = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    margin: float = 0.02
+    alpha: float = 0.05
+    rungs: tuple[int, ...] = (16, 48, 144)  # cumulative items per look
+    eta: int = 3  # keep 1/eta of the racing arms after each look
+    max_candidates: int = 12
+    concurrency: int = 4
+    seed: int = 0
+    compose: bool = True  # also shorten / prune the retargeted versions
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 0.5:
+            raise ValueError(f"alpha must be in (0, 0.5), got {self.alpha}")
+        if not 0 <= self.margin < 1:
+            raise ValueError(f"margin must be in [0, 1), got {self.margin}")
+        if not self.rungs or list(self.rungs) != sorted(set(self.rungs)) or self.rungs[0] < 2:
+            raise ValueError(f"rungs must be increasing item counts ≥ 2, got {self.rungs}")
+        if self.eta < 2:
+            raise ValueError("eta must be ≥ 2")
+
+
+@dataclass
+class SearchResult:
+    arms: list[Arm]
+    front: list[Arm]
+    ranked: list[Arm]  # best first, for certification
+    baseline_cost: float
+    calls: int = 0
+    budget_exhausted: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def propose_candidates(baseline: VersionSpec, context: MoveContext, *, compose: bool) -> list[Candidate]:
+    """Every deterministic move on the baseline, then shorten/prune on top of the first ones."""
+    root = start(baseline)
+    moves = [cls() for cls in DETERMINISTIC]
+    first: list[Candidate] = []
+    for move in moves:
+        first += move.propose(root, context=context)
+    found = {c.sha: c for c in first}
+    if compose:
+        for parent in first:
+            for move in moves:
+                if move.name == "retarget" or move.name in {s["move"] for s in parent.lineage}:
+                    continue
+                for child in move.propose(parent, context=context):
+                    found.setdefault(child.sha, child)
+    found.pop(baseline.sha, None)
+    return list(found.values())
+
+
+def estimate_cost(version: VersionSpec, context: MoveContext, inputs: Sequence[dict[str, Any]],
+                  output_tokens: float) -> float:
+    """Cost per call from the rendered prompt's tokens and the baseline's typical output length."""
+    model = context.resolve(version.model)
+    tokens = []
+    for values in inputs:
+        try:
+            prompt = render(version.template, values)
+        except TemplateError:
+            continue
+        tokens.append(count_message_tokens(prompt) if isinstance(prompt, list) else count_tokens(prompt))
+    mean_in = statistics.fmean(tokens) if tokens else 0.0
+    return model.price(round(mean_in), round(output_tokens))
+
+
+def select_arms(candidates: list[Candidate], estimates: dict[str, float], baseline_cost: float,
+                limit: int) -> list[Arm]:
+    """Cheaper-than-baseline candidates, spread evenly over the cost ranking when there are many."""
+    cheaper = sorted((c for c in candidates if estimates[c.sha] < baseline_cost),
+                     key=lambda c: (estimates[c.sha], c.sha))
+    if len(cheaper) > limit:
+        picks = np.unique(np.linspace(0, len(cheaper) - 1, limit).round().astype(int))
+        cheaper = [cheaper[i] for i in picks]
+    return [Arm(c, estimates[c.sha]) for c in cheaper]
+
+
+def rank(arms: list[Arm]) -> list[Arm]:
+    """Qualified (non-inferior so far) arms by cost then latency; then the rest by evidence."""
+    def key(arm: Arm) -> tuple[Any, ...]:
+        ok = arm.status in ("qualified", "racing", "stopped") and arm.n > 0
+        good = ok and all(e.lower > -e.margin for e in arm.evidence.values()) and bool(arm.evidence)
+        return (not good, arm.cost_per_call if good else -arm.worst_lower(),
+                arm.latency_p50 or math.inf, arm.candidate.sha)
+
+    return sorted((a for a in arms if a.status != "eliminated" and a.n), key=key)
+
+
+async def search(
+    *,
+    baseline: VersionSpec,
+    items: Sequence[EvalItem],
+    baseline_results: dict[Any, ItemResult],
+    evaluators: Sequence[NamedEvaluator],
+    gateway: Any,
+    context: MoveContext,
+    config: SearchConfig = SearchConfig(),
+    ledger: Any = None,
+    emit: Emit | None = None,
+    candidates: list[Candidate] | None = None,
+    exclude: frozenset[str] = frozenset(),
+) -> SearchResult:
+    """Race candidates against the baseline's logged results on the search items."""
+    say = emit or (lambda kind, data: None)
+    rng = np.random.default_rng(config.seed)
+    order = [items[i] for i in rng.permutation(len(items))]
+    keys = [n.key for n in evaluators]
+    base_scores = {k: {i: [r.scores.get(k, 0.0)] for i, r in baseline_results.items()} for k in keys}
+    out_tokens = statistics.fmean([r.output_tokens for r in baseline_results.values()] or [0])
+    sample_inputs = [it.inputs for it in order[:20]]
+    baseline_cost = estimate_cost(baseline, context, sample_inputs, out_tokens)
+
+    proposed = candidates if candidates is not None else propose_candidates(baseline, context, compose=config.compose)
+    proposed = [c for c in proposed if c.sha not in exclude]
+    estimates = {c.sha: estimate_cost(c.version, context, sample_inputs, out_tokens) for c in proposed}
+    arms = select_arms(proposed, estimates, baseline_cost, config.max_candidates)
+    result = SearchResult(arms=arms, front=[], ranked=[], baseline_cost=baseline_cost)
+    say("search.started", {"proposed": len(proposed), "racing": len(arms), "baseline_est_cost": baseline_cost,
+                           "excluded": len(exclude)})
+    for arm in arms:
+        say("candidate.proposed", {"sha": arm.candidate.sha, "label": arm.candidate.label,
+                                   "lineage": list(arm.candidate.lineage), "est_cost": arm.est_cost})
+    if not arms:
+        result.notes.append("no move produced a candidate cheaper than the baseline")
+        return result
+
+    rungs = [min(r, len(order)) for r in config.rungs]
+    rungs = sorted(set(r for r in rungs if r >= 2))
+    design = _design(config, base_scores, keys)
+    done = 0
+    for look, size in enumerate(rungs, 1):
+        racing = [a for a in arms if a.status == "racing"]
+        if not racing:
+            break
+        new_items = order[done:size]
+        remaining = ledger.remaining_calls if ledger is not None else None
+        if remaining is not None:
+            affordable = remaining // max(1, len(new_items))
+            if affordable < len(racing):
+                for arm in racing[affordable:]:
+                    arm.status, arm.reason = "stopped", f"budget: stopped after {arm.n} items"
+                racing = racing[:affordable]
+                result.budget_exhausted = True
+        if not racing:
+            break
+        for arm in racing:
+            try:
+                await evaluate_items(
+                    template=arm.candidate.version.template, model=arm.candidate.version.model,
+                    params=arm.candidate.version.params, items=new_items, evaluators=evaluators,
+                    gateway=gateway, concurrency=config.concurrency, ledger=ledger, on_result=arm.add,
+                )
+            except SpendCapReached as exc:
+                arm.status, arm.reason = "stopped", f"budget: {exc.message}"
+                result.budget_exhausted = True
+            arm.rung = look
+            _judge(arm, base_scores, keys, config, design, look, len(rungs))
+            say("candidate.scored", arm.summary() | {"look": look})
+        done = size
+        _halve(arms, config.eta, say)
+        if result.budget_exhausted:
+            break
+    result.calls = sum(a.calls for a in arms)
+    result.front = pareto_front([a for a in arms if a.status != "eliminated"], keys)
+    result.ranked = rank(arms)
+    say("search.finished", {"calls": result.calls, "front": [a.candidate.sha for a in result.front],
+                            "ranked": [a.candidate.sha for a in result.ranked]})
+    return result
+
+
+def _design(config: SearchConfig, base_scores: dict[str, dict[Any, list[float]]], keys: list[str]) -> Any:
+    """The sequential design for racing; discordance guessed from the baseline's error rate."""
+    values = [v[0] for k in keys for v in base_scores[k].values()]
+    binary = values and all(v in (0.0, 1.0) for v in values)
+    if not binary:
+        return None
+    error = 1 - statistics.fmean(values)
+    discordance = min(0.9, max(0.05, 2 * error, config.margin * 2))
+    return sequential_design(margin=max(config.margin, 1e-3), discordance=discordance,
+                             alpha=config.alpha, looks=len(config.rungs))
+
+
+def _judge(arm: Arm, base: dict[str, dict[Any, list[float]]], keys: list[str], config: SearchConfig,
+           design: Any, look: int, looks: int) -> None:
+    """Update the arm's evidence; eliminate it when an evaluator is clearly inferior."""
+    race_alpha = config.alpha / looks  # several looks at the same data: Bonferroni for eliminations
+    verdicts = []
+    for key in keys:
+        evidence = compare(base[key], arm.scores(key), margin=config.margin, alpha=config.alpha)
+        if evidence is None:
+            continue
+        arm.evidence[key] = evidence
+        strict = compare(base[key], arm.scores(key), margin=config.margin, alpha=race_alpha)
+        if strict is not None and strict.upper < -config.margin:
+            arm.status = "eliminated"
+            arm.reason = (f"{key}: inferior after {evidence.n} items (delta {evidence.delta:+.3f}, "
+                          f"upper bound {strict.upper:+.3f} < −{config.margin})")
+            return
+        if design is not None:
+            decision = design.test({i: v[0] for i, v in base[key].items() if i in arm.results},
+                                   {i: statistics.fmean(v) for i, v in arm.scores(key).items()})
+            verdicts.append(decision.decision)
+            if decision.decision == "inferior" and decision.look and decision.look < len(design.looks):
+                arm.status = "eliminated"
+                arm.reason = f"{key}: crossed the sequential futility bound at {decision.n} items"
+                return
+    if verdicts and all(v == "non-inferior" for v in verdicts):
+        arm.status, arm.reason = "qualified", f"non-inferior on every evaluator after {arm.n} items"
+
+
+def _halve(arms: list[Arm], eta: int, say: Emit) -> None:
+    racing = [a for a in arms if a.status == "racing"]
+    keep = max(1, math.ceil(len(racing) / eta))
+    for arm in rank(racing)[keep:]:
+        arm.status = "eliminated"
+        arm.reason = arm.reason or f"successive halving: not in the best {keep} after {arm.n} items"
+        say("candidate.eliminated", {"sha": arm.candidate.sha, "reason": arm.reason, "n": arm.n})
