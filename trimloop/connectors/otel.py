@@ -119,12 +119,22 @@ class OtelConnector(Connector):
             prompt=link.get("trimloop.prompt"),
             version=_text(link.get("trimloop.prompt.version") or attrs.get("llm.prompt_template.version")),
             inputs=inputs if isinstance(inputs, dict) else None,
-            rendered=_input_messages(attrs), output=_output(attrs), model=_first(attrs, MODEL),
-            input_tokens=_int(_first(attrs, INPUT_TOKENS)), output_tokens=_int(_first(attrs, OUTPUT_TOKENS)),
-            cost=_first(attrs, COST), latency_s=(end - start) / 1e9,
+            latency_s=(end - start) / 1e9, **llm_fields(attrs),
             meta={"trace_id": trace_id, "span_id": span_id, "span_name": span.get("name"), **_params(attrs)},
             where=f"{where} span {span_id}",
         )
+
+
+def llm_fields(attrs: dict[str, Any]) -> dict[str, Any]:
+    """LogItem fields from flat span attributes in either convention (also used by phoenix)."""
+    return {"rendered": _input_messages(attrs), "output": _output(attrs), "model": _first(attrs, MODEL),
+            "input_tokens": _int(_first(attrs, INPUT_TOKENS)), "output_tokens": _int(_first(attrs, OUTPUT_TOKENS)),
+            "cost": _first(attrs, COST)}
+
+
+def params_meta(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Request parameters worth keeping in a LogRecord's meta."""
+    return _params(attrs)
 
 
 def _is_llm(attrs: dict[str, Any]) -> bool:

@@ -18,6 +18,7 @@ BUILTINS: tuple[tuple[str, str], ...] = (
     ("files", "trimloop.connectors.files:FilesConnector"),
     ("mlflow", "trimloop.connectors.mlflow:MlflowConnector"),
     ("otel", "trimloop.connectors.otel:OtelConnector"),
+    ("phoenix", "trimloop.connectors.phoenix:PhoenixConnector"),
 )
 
 

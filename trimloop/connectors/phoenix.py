@@ -1,0 +1,202 @@
+"""The phoenix connector: Arize Phoenix's prompts, version tags, LLM spans and span annotations
+over its REST API (`/v1/...`).
+
+Phoenix's rules are kept, not hidden: chat templates only (a string template is reported and
+skipped), lowercase identifiers for prompt and tag names, and opaque version ids
+(`UHJvbXB0VmVyc2lvbjox`), which become `external_version` as they are. Tags are the labels.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, Field
+
+from trimloop.connectors.base import Checkpoint, Connector, LogItem, Problem, PromptItem, WriteResult
+from trimloop.connectors.http import JsonClient, secret_from_env
+from trimloop.connectors.otel import llm_fields, params_meta
+from trimloop.core.errors import ConnectorError, UserError
+from trimloop.core.templates import ROLES, Template
+
+IDENTIFIER = re.compile(r"^[a-z0-9]([_a-z0-9-]*[a-z0-9])?$")
+PROVIDERS = {"openai": "OPENAI", "azure": "AZURE_OPENAI", "anthropic": "ANTHROPIC", "gemini": "GOOGLE",
+             "google": "GOOGLE", "deepseek": "DEEPSEEK", "xai": "XAI", "ollama": "OLLAMA", "groq": "GROQ"}
+
+
+class PhoenixConnector(Connector):
+    """Prompts with tags, and LLM spans with their annotations, from one Phoenix project."""
+
+    type = "phoenix"
+
+    class Options(BaseModel):
+        model_config = {"extra": "forbid"}
+        url: str = Field(description="Phoenix server, e.g. http://127.0.0.1:6006")
+        project: str = "default"
+        api_key_env: str | None = Field(default=None, description="env var with a Phoenix API key")
+        lookback_s: float = Field(default=300.0, ge=0, description="re-read window for late spans")
+        timeout_s: float = 30.0
+        page_size: int = Field(default=100, ge=1, le=1000)
+
+    def __init__(self, *, name: str, options: dict[str, Any] | None = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        super().__init__(name=name, options=options)
+        key = secret_from_env(self.options.api_key_env, connector=name, option="api_key_env")
+        self.http = JsonClient(base_url=self.options.url, service="Phoenix", connector=name,
+                               timeout_s=self.options.timeout_s, transport=transport,
+                               headers={"Authorization": f"Bearer {key}"} if key else None)
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -- prompts ---------------------------------------------------------------------------
+    def read_prompts(self) -> Iterator[PromptItem | Problem]:
+        for prompt in self._pages("/v1/prompts"):
+            name = prompt.get("name")
+            for version in self._pages(f"/v1/prompts/{name}/versions"):
+                yield self._prompt_item(str(name), version, prompt.get("description"))
+
+    def _prompt_item(self, name: str, version: dict[str, Any], description: str | None) -> PromptItem | Problem:
+        vid = str(version.get("id"))
+        where = f"{self.options.url} prompt {name!r} version {vid}"
+        template = version.get("template") or {}
+        if template.get("type") != "chat":
+            return Problem(where, "string templates are not supported by the phoenix connector",
+                           "unsupported_template", "use a chat template in Phoenix", prompt=name)
+        if version.get("template_format") == "F_STRING":
+            return Problem(where, "f-string templates ({var}) are not supported", "unsupported_template",
+                           "switch the version to mustache ({{var}}) in Phoenix", prompt=name)
+        try:
+            messages = [(_role(m.get("role")), _content(m.get("content"))) for m in template.get("messages") or []]
+            parsed = Template.chat(*messages)
+            parsed.variables()
+        except (UserError, ValueError) as exc:
+            return Problem(where, getattr(exc, "message", str(exc)), "bad_prompt_version",
+                           getattr(exc, "hint", None), prompt=name)
+        provider = str(version.get("model_provider") or "OPENAI")
+        model = str(version.get("model_name"))
+        if provider != "OPENAI":
+            model = f"{provider.lower()}/{model}"
+        invocation = version.get("invocation_parameters") or {}
+        params = dict(invocation.get(invocation.get("type"), {}) or {})
+        tags = [t.get("name") for t in self._pages(f"/v1/prompt_versions/{vid}/tags")]
+        return PromptItem(name=name, template=parsed, model=model, params=params, external_version=vid,
+                          external_id=name, labels=sorted(tags), description=description, where=where)
+
+    def write_version(self, *, prompt: str, template: Template, model: str, params: dict[str, Any],
+                      label: str, description: str | None = None) -> WriteResult:
+        for value, what in ((prompt, "prompt name"), (label, "label")):
+            if not IDENTIFIER.match(value):
+                raise UserError(f"Phoenix refuses the {what} {value!r}", where=f"[connectors.{self.name}]",
+                                hint="Phoenix identifiers are lowercase letters, digits, '_' and '-'")
+        if template.kind != "chat":
+            raise UserError("Phoenix prompts are chat templates; this version is plain text",
+                            where=f"prompt {prompt!r}", hint="deploy text prompts through another connector")
+        prefix, _, model_name = model.rpartition("/")
+        provider = PROVIDERS.get(prefix or "openai")
+        if provider is None:
+            raise UserError(f"Phoenix has no model provider for {model!r}", where=f"prompt {prompt!r}",
+                            hint=f"known prefixes: {', '.join(PROVIDERS)}")
+        for item in self.read_prompts():
+            if isinstance(item, PromptItem) and item.name == prompt and item.template == template \
+                    and item.model == model and item.params == params:
+                self.move_label(prompt=prompt, external_version=item.external_version, label=label)
+                return WriteResult(prompt, item.external_version, label, created=False, external_id=prompt)
+        body = {"prompt": {"name": prompt, "description": description},
+                "version": {"model_provider": provider, "model_name": model_name,
+                            "template": {"type": "chat", "messages": [m.model_dump() for m in template.messages or []]},
+                            "template_type": "CHAT", "template_format": "MUSTACHE",
+                            "invocation_parameters": {"type": provider.lower(), provider.lower(): params}}}
+        created = (self.http.post("/v1/prompts", body).get("data") or {}).get("id")
+        if not created:
+            raise ConnectorError("Phoenix created a version but did not return its id", where=f"{self.options.url}/v1/prompts")
+        self.move_label(prompt=prompt, external_version=str(created), label=label)
+        return WriteResult(prompt, str(created), label, created=True, external_id=prompt,
+                           where=f"{self.options.url} prompt {prompt!r} version {created}")
+
+    def move_label(self, *, prompt: str, external_version: str, label: str) -> None:
+        self.http.post(f"/v1/prompt_versions/{external_version}/tags", {"name": label})
+
+    # -- spans -----------------------------------------------------------------------------
+    def read_logs(self, *, cursor: str | None) -> Iterator[LogItem | Problem | Checkpoint]:
+        state = json.loads(cursor) if cursor else {"ts": None, "ids": []}
+        since = state["ts"]
+        newest, seen = since, set(state["ids"])
+        start = (datetime.fromisoformat(since) - timedelta(seconds=self.options.lookback_s)).isoformat() if since else None
+        path = f"/v1/projects/{self.options.project}/spans"
+        spans = [s for s in self._pages(path, span_kind="LLM", start_time=start)
+                 if s.get("context", {}).get("span_id") not in seen]
+        annotations = self._annotations([s["context"]["span_id"] for s in spans])
+        for span in sorted(spans, key=lambda s: s.get("start_time", "")):
+            yield self._log_item(span, annotations)
+            if newest is None or span.get("start_time", "") > newest:
+                newest, seen = span.get("start_time"), set()
+            if span.get("start_time") == newest:
+                seen.add(span["context"]["span_id"])
+        yield Checkpoint(json.dumps({"ts": newest, "ids": sorted(seen)}))
+
+    def _log_item(self, span: dict[str, Any], annotations: dict[str, list[dict[str, Any]]]) -> LogItem | Problem:
+        span_id = span.get("context", {}).get("span_id")
+        where = f"{self.options.url} span {span_id}"
+        try:
+            attrs = span.get("attributes") or {}
+            started = datetime.fromisoformat(span["start_time"])
+            ended = datetime.fromisoformat(span.get("end_time") or span["start_time"])
+            variables = attrs.get("llm.prompt_template.variables")
+            inputs = json.loads(variables) if isinstance(variables, str) else variables
+        except (KeyError, TypeError, ValueError) as exc:
+            return Problem(where, f"unreadable span: {exc}", "bad_span", "look at the span in Phoenix")
+        return LogItem(
+            external_id=str(span_id), called_at=started, inputs=inputs if isinstance(inputs, dict) else None,
+            version=None, latency_s=(ended - started).total_seconds(), **llm_fields(attrs),
+            feedback=[_feedback(a) for a in annotations.get(str(span_id), [])],
+            meta={"trace_id": span.get("context", {}).get("trace_id"), "status": span.get("status_code"),
+                  **params_meta(attrs)},
+            where=where,
+        )
+
+    def _annotations(self, span_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        found: dict[str, list[dict[str, Any]]] = {}
+        path = f"/v1/projects/{self.options.project}/span_annotations"
+        for chunk in range(0, len(span_ids), 50):
+            for note in self._pages(path, span_ids=span_ids[chunk : chunk + 50]):
+                found.setdefault(str(note.get("span_id")), []).append(note)
+        return found
+
+    def _pages(self, path: str, **params: Any) -> Iterator[dict[str, Any]]:
+        cursor = None
+        while True:
+            page = self.http.get(path, limit=self.options.page_size, cursor=cursor, **params)
+            data = page.get("data")
+            if not isinstance(data, list):
+                raise ConnectorError("Phoenix answered without a 'data' list", where=f"{self.options.url}{path}")
+            yield from data
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+
+def _role(role: Any) -> str:
+    mapped = {"ai": "assistant", "model": "assistant", "developer": "system"}.get(role, role)
+    if mapped not in ROLES:
+        raise ValueError(f"message role {role!r} is not supported (only system, user, assistant)")
+    return str(mapped)
+
+
+def _content(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+        return "".join(p.get("text", "") for p in content)
+    raise ValueError("message content has tool calls or non-text parts")
+
+
+def _feedback(note: dict[str, Any]) -> dict[str, Any]:
+    result = note.get("result") or {}
+    value = result.get("score") if result.get("score") is not None else result.get("label")
+    return {"name": note.get("name"), "value": value,
+            "source": note.get("user_id") or str(note.get("annotator_kind", "unknown")).lower()}
