@@ -119,6 +119,19 @@ class WebhookConfig(BaseModel):
     timeout_s: float = Field(default=10.0, gt=0)
 
 
+class SchedulerSettings(BaseModel):
+    """`trimloop worker`: how often it syncs and optimizes, and when a prompt is due again."""
+
+    model_config = {"extra": "forbid"}
+
+    interval_minutes: float = Field(default=60.0, gt=0, description="minutes between passes")
+    min_new_logs: int = Field(default=200, ge=1, description="new logs since the last run that make a prompt due")
+    max_days_between_runs: float = Field(default=7.0, gt=0, description="a prompt not run for this long is due")
+    stale_after_minutes: float = Field(
+        default=10.0, gt=0, description="a running run with an older heartbeat is reclaimed and resumed")
+    heartbeat_seconds: float = Field(default=30.0, gt=0, description="how often a worker marks its run alive")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TRIMLOOP_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -136,6 +149,7 @@ class Settings(BaseSettings):
     prompts: dict[str, dict[str, Any]] = Field(default_factory=dict)
     api: ApiSettings = ApiSettings()
     webhooks: list[WebhookConfig] = Field(default_factory=list)
+    scheduler: SchedulerSettings = SchedulerSettings()
 
     @field_validator("database_url")
     @classmethod

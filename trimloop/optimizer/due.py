@@ -1,0 +1,176 @@
+"""Which prompts are due for an optimization run, and why (or why not).
+
+A prompt is due when it has enough new traffic since its last run, when its candidate models or
+their prices changed since then, or when it has not been run for a while. It is never due while a
+suggestion awaits review or a run is queued or running, nor without a production version and
+logs. `decide` is pure (facts + policy + clock in, decision out); `due_prompts` reads the facts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from trimloop.core.catalog import resolve_model
+from trimloop.core.errors import TrimloopError
+from trimloop.core.settings import Settings
+from trimloop.core.tables import LogRecord, OptimizationRun, Prompt, PromptVersion, RunEvent, Suggestion
+from trimloop.optimizer.config import default_candidate_models, run_config
+
+FINGERPRINT_EVENT = "run.candidates"  # a RunEvent holding the candidate models and prices a run saw
+
+
+@dataclass(frozen=True)
+class DueDecision:
+    prompt_id: int
+    due: bool
+    reason: str
+    prompt_name: str = ""
+
+
+@dataclass(frozen=True)
+class DuePolicy:
+    min_new_logs: int = 200
+    max_days_between_runs: float = 7.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> "DuePolicy":
+        return cls(min_new_logs=settings.scheduler.min_new_logs,
+                   max_days_between_runs=settings.scheduler.max_days_between_runs)
+
+
+@dataclass(frozen=True)
+class PromptFacts:
+    """What the due rules look at, for one prompt."""
+
+    prompt_id: int
+    name: str
+    has_production: bool
+    logs: int
+    pending_suggestion: int | None = None
+    active_run: tuple[int, str] | None = None  # (run id, status)
+    last_run: tuple[int, datetime] | None = None  # (run id, created_at)
+    new_logs: int = 0  # logs called after the last run was created
+    last_candidates: dict[str, Any] | None = None  # the models → prices the last run saw, if recorded
+    candidates: dict[str, Any] | None = None  # the models → prices a run would see now
+    config_error: str | None = None
+
+
+def decide(facts: PromptFacts, policy: DuePolicy, *, now: datetime) -> DueDecision:
+    """Due or not, with the reason a person would want to read."""
+    def no(reason: str) -> DueDecision:
+        return DueDecision(facts.prompt_id, False, reason, facts.name)
+
+    def yes(reason: str) -> DueDecision:
+        return DueDecision(facts.prompt_id, True, reason, facts.name)
+
+    if not facts.has_production:
+        return no("no version labelled production: label one in your prompt store, then sync")
+    if facts.logs == 0:
+        return no("no logs for this prompt yet: sync a connector that has its calls")
+    if facts.config_error:
+        return no(f"invalid optimization options: {facts.config_error}")
+    if facts.active_run is not None:
+        return no(f"run {facts.active_run[0]} is {facts.active_run[1]}")
+    if facts.pending_suggestion is not None:
+        return no(f"suggestion {facts.pending_suggestion} is pending review")
+    if facts.last_run is None:
+        return yes(f"never optimized ({facts.logs} logs)")
+    run_id, at = facts.last_run
+    if facts.new_logs >= policy.min_new_logs:
+        return yes(f"{facts.new_logs} new logs since run {run_id} (threshold {policy.min_new_logs})")
+    changed = candidates_changed(facts.last_candidates, facts.candidates)
+    if changed:
+        return yes(f"candidate models changed since run {run_id}: {changed}")
+    age = now - at
+    if age >= timedelta(days=policy.max_days_between_runs):
+        return yes(f"no run for {age.total_seconds() / 86400:.1f} days (limit {policy.max_days_between_runs:g})")
+    return no(f"up to date: {facts.new_logs} new logs since run {run_id} (< {policy.min_new_logs}), "
+              f"last run {age.total_seconds() / 86400:.1f} days ago")
+
+
+def candidates_changed(before: dict[str, Any] | None, now: dict[str, Any] | None) -> str:
+    """'' when unchanged or unknown, else what changed: added, removed and repriced models."""
+    if before is None or now is None or before == now:
+        return ""
+    parts = []
+    added = sorted(set(now) - set(before))
+    removed = sorted(set(before) - set(now))
+    repriced = sorted(m for m in set(now) & set(before) if now[m] != before[m])
+    if added:
+        parts.append("new " + ", ".join(added))
+    if removed:
+        parts.append("removed " + ", ".join(removed))
+    if repriced:
+        parts.append("new price for " + ", ".join(repriced))
+    return "; ".join(parts)
+
+
+def candidate_prices(settings: Settings, prompt_name: str) -> dict[str, Any]:
+    """The candidate models a run of this prompt would try, each with its [input, output] $/token."""
+    models = run_config(settings, prompt_name).models or default_candidate_models(settings)
+    prices: dict[str, Any] = {}
+    for model_id in sorted(models):
+        try:
+            resolved = resolve_model(settings, model_id)
+            prices[model_id] = [resolved.input_per_token, resolved.output_per_token]
+        except TrimloopError:
+            prices[model_id] = None
+    return prices
+
+
+def fingerprint(prices: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(prices, sort_keys=True).encode()).hexdigest()
+
+
+def record_candidates(session: Session, *, run_id: int, prices: dict[str, Any]) -> None:
+    """Remember which candidate models and prices a run saw, so a later change makes it due."""
+    session.add(RunEvent(run_id=run_id, kind=FINGERPRINT_EVENT,
+                         data={"models": prices, "fingerprint": fingerprint(prices)}))
+
+
+def prompt_facts(session: Session, settings: Settings, prompt: Prompt) -> PromptFacts:
+    """Read the facts `decide` needs for one prompt."""
+    pid = prompt.id
+    assert pid is not None
+    labels = session.exec(select(PromptVersion.labels).where(PromptVersion.prompt_id == pid)).all()
+    logs = session.exec(select(func.count()).select_from(LogRecord).where(LogRecord.prompt_id == pid)).one()
+    pending = session.exec(select(Suggestion.id).where(
+        Suggestion.prompt_id == pid, Suggestion.status == "pending").order_by(col(Suggestion.id))).first()
+    active = session.exec(select(OptimizationRun.id, OptimizationRun.status).where(
+        OptimizationRun.prompt_id == pid, col(OptimizationRun.status).in_(("queued", "running")))).first()
+    last = session.exec(select(OptimizationRun.id, OptimizationRun.created_at).where(
+        OptimizationRun.prompt_id == pid).order_by(col(OptimizationRun.created_at).desc(),
+                                                   col(OptimizationRun.id).desc())).first()
+    new_logs, last_candidates = 0, None
+    if last is not None:
+        new_logs = session.exec(select(func.count()).select_from(LogRecord).where(
+            LogRecord.prompt_id == pid, LogRecord.called_at > last[1])).one()
+        event = session.exec(select(RunEvent.data).where(
+            RunEvent.run_id == last[0], RunEvent.kind == FINGERPRINT_EVENT).order_by(col(RunEvent.id).desc())).first()
+        last_candidates = event.get("models") if event else None
+    candidates, config_error = None, None
+    try:
+        candidates = candidate_prices(settings, prompt.name)
+    except TrimloopError as exc:
+        config_error = f"{exc.message} ({exc.where})" if exc.where else exc.message
+    return PromptFacts(
+        prompt_id=pid, name=prompt.name, has_production=any("production" in (ls or []) for ls in labels),
+        logs=int(logs), pending_suggestion=pending, active_run=tuple(active) if active else None,  # type: ignore[arg-type]
+        last_run=tuple(last) if last else None, new_logs=int(new_logs),  # type: ignore[arg-type]
+        last_candidates=last_candidates, candidates=candidates, config_error=config_error,
+    )
+
+
+def due_prompts(session: Session, settings: Settings, *, now: datetime,
+                policy: DuePolicy | None = None) -> list[DueDecision]:
+    """A decision for every prompt in the store, in name order."""
+    policy = policy or DuePolicy.of(settings)
+    prompts = session.exec(select(Prompt).order_by(col(Prompt.name))).all()
+    return [decide(prompt_facts(session, settings, p), policy, now=now) for p in prompts]
