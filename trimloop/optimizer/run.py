@@ -75,8 +75,10 @@ class _Recorder:
 
 
 async def execute_run(*, engine: Engine, settings: Settings, run_id: int, gateway: Any,
-                      now: datetime | None = None) -> OptimizationRun:
-    """Run (or resume) one optimization run; never raises for a run that fails: it records why."""
+                      now: datetime | None = None, worker: str | None = None) -> OptimizationRun:
+    """Run (or resume) one optimization run; never raises for a run that fails: it records why.
+
+    `worker` names the claimant (see optimizer.queue); default: this host's name."""
     with session_scope(engine) as session:
         run = session.get(OptimizationRun, run_id)
         if run is None:
@@ -84,7 +86,7 @@ async def execute_run(*, engine: Engine, settings: Settings, run_id: int, gatewa
         if run.status in TERMINAL:
             return run
         run.status, run.started_at = "running", run.started_at or utcnow()
-        run.worker, run.heartbeat_at = f"{socket.gethostname()}", utcnow()
+        run.worker, run.heartbeat_at = worker or socket.gethostname(), utcnow()
         prompt = session.get(Prompt, run.prompt_id)
         assert prompt is not None
         prompt_name, prompt_id, overrides = prompt.name, prompt.id, dict(run.config)
@@ -128,7 +130,7 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
         version_row = production_version(session, prompt_id)
         dataset = build_from_logs(session, prompt_id=prompt_id, version_id=version_row.id,
                                   size=config.dataset_size, holdout_fraction=config.holdout_fraction,
-                                  seed=config.seed)
+                                  seed=config.seed, expected_from=config.expected_from)
         rows = dataset_items(session, dataset.id)
         facts = log_facts(session, rows, prompt_id=prompt_id)
         rejected = frozenset(session.exec(select(Suggestion.candidate_sha).where(
@@ -150,7 +152,8 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
         baseline=baseline, items=items["search"],
         baseline_results={i.id: base[i.id] for i in items["search"]}, evaluators=evaluators,
         gateway=gateway, context=context, ledger=ledger, emit=emit, exclude=rejected,
-        config=SearchConfig(margin=config.margin, alpha=config.alpha, rungs=config.rungs, eta=config.eta,
+        config=SearchConfig(margin=config.margin, alpha=config.alpha, margins=tuple(config.margins.items()),
+                            rungs=config.rungs, eta=config.eta,
                             max_candidates=config.max_candidates, concurrency=config.concurrency,
                             seed=config.seed),
     )
@@ -161,6 +164,7 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
         search_baseline={i.id: base[i.id] for i in items["search"]}, evaluators=evaluators,
         gateway=gateway, margin=config.margin, alpha=config.alpha, power=config.power,
         top=config.certify_top, concurrency=config.concurrency, ledger=ledger, seed=config.seed, emit=emit,
+        margins=config.margins, samples=config.samples,
     )
     with session_scope(engine) as session:
         ids = record_candidates(session, run_id=run_id, prompt_id=prompt_id, baseline_id=baseline_id,
