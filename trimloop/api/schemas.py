@@ -132,9 +132,9 @@ class RunCreate(BaseModel):
         "prompt_id": 1, "budget_dollars": 2.0, "config": {"moves": ["retarget", "shorten"]}}]})
 
     prompt_id: int = Field(ge=1)
-    budget_calls: int | None = Field(default=None, ge=1)
-    budget_dollars: float | None = Field(default=None, gt=0)
-    config: dict[str, Any] = Field(default_factory=dict, description="optimizer options")
+    budget_calls: int | None = Field(default=None, ge=1, description="default: the prompt's config")
+    budget_dollars: float | None = Field(default=None, gt=0, description="default: the prompt's config")
+    config: dict[str, Any] = Field(default_factory=dict, description="optimizer options for this run")
 
 
 class RunPublic(Public):

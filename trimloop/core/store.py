@@ -116,23 +116,13 @@ def revoke_token(*, session: Session, token_id: int, actor: str) -> ApiToken:
 
 
 # -- runs -------------------------------------------------------------------------------------
-def create_run(*, session: Session, prompt_id: int, config: dict[str, Any],
-               budget_calls: int | None, budget_dollars: float | None, actor: str = "system") -> OptimizationRun:
-    """A queued optimization run for one prompt."""
-    if session.get(Prompt, prompt_id) is None:
+def check_prompt(*, session: Session, prompt_id: int) -> Prompt:
+    """The prompt, or NotFound naming the field (runs and imports refer to it by id)."""
+    prompt = session.get(Prompt, prompt_id)
+    if prompt is None:
         raise NotFound(f"no prompt with id {prompt_id}", where="prompt_id",
                        hint="list prompts with GET /prompts, or sync a connector first")
-    if budget_calls is None and budget_dollars is None:
-        raise UserError("a run needs a budget", where="budget_calls / budget_dollars",
-                        hint="set budget_dollars (e.g. 1.0) or budget_calls (e.g. 500)")
-    run = OptimizationRun(prompt_id=prompt_id, config=config, budget_calls=budget_calls,
-                          budget_dollars=budget_dollars)
-    session.add(run)
-    session.flush()
-    record_audit(session=session, actor=actor, action="run.create", object_type="run", object_id=run.id,
-                 after={"prompt_id": prompt_id, "budget_calls": budget_calls,
-                        "budget_dollars": budget_dollars, "status": "queued"})
-    return run
+    return prompt
 
 
 def get_run(*, session: Session, run_id: int) -> OptimizationRun:

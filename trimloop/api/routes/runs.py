@@ -15,6 +15,7 @@ from trimloop.api.auth import Operator, Reader, SessionDep
 from trimloop.api.schemas import RunCreate, RunEventPublic, RunPublic, RunStatus
 from trimloop.core import store
 from trimloop.core.tables import OptimizationRun, RunEvent
+from trimloop.optimizer.run import create_run as queue_run
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 POLL_S = 0.5
@@ -22,8 +23,12 @@ POLL_S = 0.5
 
 @router.post("", response_model=RunPublic, status_code=202, summary="start a run; returns at once")
 async def create_run(body: RunCreate, request: Request, session: SessionDep, who: Operator) -> OptimizationRun:
-    run = store.create_run(session=session, prompt_id=body.prompt_id, config=body.config,
-                           budget_calls=body.budget_calls, budget_dollars=body.budget_dollars, actor=who.actor)
+    store.check_prompt(session=session, prompt_id=body.prompt_id)
+    run = queue_run(session=session, prompt_id=body.prompt_id, config=body.config,
+                    budget_calls=body.budget_calls, budget_dollars=body.budget_dollars)
+    store.record_audit(session=session, actor=who.actor, action="run.create", object_type="run", object_id=run.id,
+                       after={"prompt_id": body.prompt_id, "budget_calls": body.budget_calls,
+                              "budget_dollars": body.budget_dollars, "status": run.status})
     session.commit()  # the run must exist before its task looks for it
     request.app.state.runs.schedule(run.id)
     return run

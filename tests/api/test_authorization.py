@@ -1,0 +1,129 @@
+"""The authorization matrix, generated from the app's route table: every route × every role.
+
+A new route fails `test_every_route_has_a_declared_permission` until it is added to EXPECTED,
+so no route can skip the matrix.
+"""
+
+import re
+
+import pytest
+from fastapi.routing import APIRoute, iter_route_contexts
+
+from trimloop.api.auth import PERMISSIONS
+from trimloop.core import store
+from trimloop.core.db import session_scope
+
+from tests.api.conftest import ROLES
+
+# (method, path) → permission needed; None = open (health only).
+EXPECTED = {
+    ("GET", "/health"): None,
+    ("GET", "/openapi.json"): "read",
+    ("GET", "/prompts"): "read",
+    ("GET", "/prompts/{prompt_id}"): "read",
+    ("GET", "/prompts/{prompt_id}/versions"): "read",
+    ("GET", "/prompts/{prompt_id}/traffic"): "read",
+    ("GET", "/connectors"): "read",
+    ("POST", "/connectors/{name}/test"): "operate",
+    ("POST", "/connectors/sync"): "operate",
+    ("GET", "/datasets"): "read",
+    ("GET", "/datasets/{dataset_id}"): "read",
+    ("GET", "/datasets/{dataset_id}/items"): "read",
+    ("POST", "/datasets/import"): "operate",
+    ("POST", "/runs"): "operate",
+    ("GET", "/runs"): "read",
+    ("GET", "/runs/{run_id}"): "read",
+    ("POST", "/runs/{run_id}/cancel"): "operate",
+    ("GET", "/runs/{run_id}/events"): "read",
+    ("GET", "/suggestions"): "read",
+    ("GET", "/suggestions/{suggestion_id}"): "read",
+    ("POST", "/suggestions/{suggestion_id}/approve"): "review",
+    ("POST", "/suggestions/{suggestion_id}/reject"): "review",
+    ("POST", "/suggestions/{suggestion_id}/deploy"): "operate",
+    ("POST", "/suggestions/{suggestion_id}/promote"): "operate",
+    ("POST", "/suggestions/{suggestion_id}/rollback"): "operate",
+    ("GET", "/reports/savings"): "read",
+    ("GET", "/audit"): "read",
+    ("POST", "/tokens"): "admin",
+    ("GET", "/tokens"): "admin",
+    ("POST", "/tokens/{token_id}/revoke"): "admin",
+}
+
+
+def routes(app):  # type: ignore[no-untyped-def]
+    """(method, path) of every route the app serves, read from its route table."""
+    found = set()
+    for context in iter_route_contexts(app.routes):
+        for method in context.methods or ():
+            if method != "HEAD":
+                found.add((method, context.path))
+    return found
+
+
+def concrete(path: str) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: "nope" if m.group(1) == "name" else "999999", path)
+
+
+def test_every_route_has_a_declared_permission(client):
+    assert routes(client.app) == set(EXPECTED)
+    assert any(isinstance(c.route, APIRoute) for c in iter_route_contexts(client.app.routes))
+
+
+@pytest.mark.parametrize("method,path", sorted(EXPECTED))
+def test_route_answers_each_role_as_declared(client, headers, method, path):
+    need = EXPECTED[(method, path)]
+    url = concrete(path)
+    anonymous = client.request(method, url, json={})
+    if need is None:
+        assert anonymous.status_code == 200
+        return
+    assert anonymous.status_code == 401, anonymous.text
+    assert anonymous.json()["error"]["code"] == "unauthorized"
+    bogus = client.request(method, url, json={}, headers={"Authorization": "Bearer tlk_00000000_nope"})
+    assert bogus.status_code == 401
+    for role in ROLES:
+        reply = client.request(method, url, json={}, headers=headers[role])
+        assert reply.status_code < 500, (role, reply.text)
+        if need in PERMISSIONS[role]:
+            assert reply.status_code not in (401, 403), (role, reply.text)
+        else:
+            assert reply.status_code == 403, (role, reply.text)
+            assert reply.json()["error"]["code"] == "forbidden"
+
+
+def test_revoked_token_is_refused(client, headers, engine):
+    assert client.get("/prompts", headers=headers["viewer"]).status_code == 200
+    with session_scope(engine) as session:
+        token = next(t for t in store.list_tokens(session=session) if t.role == "viewer")
+        store.revoke_token(session=session, token_id=token.id, actor="test")
+    assert client.get("/prompts", headers=headers["viewer"]).status_code == 401
+
+
+def test_tokens_are_stored_hashed_and_shown_once(client, headers, engine):
+    created = client.post("/tokens", json={"name": "finance", "role": "viewer"}, headers=headers["admin"])
+    assert created.status_code == 201
+    clear = created.json()["token"]
+    assert client.get("/reports/savings", headers={"Authorization": f"Bearer {clear}"}).status_code == 200
+    listed = client.get("/tokens", headers=headers["admin"]).text
+    assert clear not in listed and clear.split("_")[2] not in listed
+    with session_scope(engine) as session:
+        row = next(t for t in store.list_tokens(session=session) if t.name == "finance")
+        assert clear.split("_")[2] not in (row.token_hash, row.salt) and len(row.token_hash) == 64
+    audit = client.get("/audit", params={"action": "token.create"}, headers=headers["viewer"]).text
+    assert clear not in audit
+
+
+def test_failed_logins_are_rate_limited_per_client(settings, engine):
+    from fastapi.testclient import TestClient
+
+    from trimloop.api.app import create_app
+
+    strict = settings.model_copy(update={"api": settings.api.model_copy(update={"failed_logins_per_minute": 3})})
+    with TestClient(create_app(strict, engine)) as client:
+        codes = [client.get("/prompts", headers={"Authorization": "Bearer tlk_00000000_wrong"}).status_code
+                 for _ in range(5)]
+        assert codes == [401, 401, 401, 429, 429]
+        limited = client.get("/prompts", headers={"Authorization": "Bearer tlk_00000000_wrong"})
+        assert int(limited.headers["Retry-After"]) > 0
+        assert limited.json()["error"]["code"] == "too_many_failed_logins"
+        assert client.get("/health").status_code == 200

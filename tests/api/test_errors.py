@@ -1,0 +1,50 @@
+"""One error body everywhere; bad input is 4xx naming the field; the OpenAPI document is complete."""
+
+from tests.api.conftest import synced
+
+SHAPE = {"code", "message", "where", "hint"}
+
+
+def test_not_found_validation_and_unknown_route_share_one_shape(client, headers):
+    h = headers["engineer"]
+    missing = client.get("/suggestions/424242", headers=h)
+    assert missing.status_code == 404 and set(missing.json()["error"]) == SHAPE
+    assert "424242" in missing.json()["error"]["message"] and missing.json()["error"]["hint"]
+    bad_query = client.get("/suggestions", params={"limit": "lots"}, headers=h)
+    assert bad_query.status_code == 422 and bad_query.json()["error"]["where"] == "query field 'limit'"
+    bad_body = client.post("/runs", json={"prompt_id": "x", "budget_dollars": -1}, headers=h)
+    assert bad_body.status_code == 422
+    assert "body field 'prompt_id'" in bad_body.json()["error"]["message"]
+    assert "body field 'budget_dollars'" in bad_body.json()["error"]["message"]
+    not_json = client.post("/runs", content=b"{nope", headers={**h, "Content-Type": "application/json"})
+    assert not_json.status_code == 422 and set(not_json.json()["error"]) == SHAPE
+    nowhere = client.get("/nowhere", headers=h)
+    assert nowhere.status_code == 404 and set(nowhere.json()["error"]) == SHAPE
+
+
+def test_user_errors_from_the_store_are_400_with_a_hint(client, headers, engine, settings):
+    prompt_id = synced(engine, settings)
+    bad_option = client.post("/runs", json={"prompt_id": prompt_id, "budget_calls": 5, "config": {"nope": 1}},
+                             headers=headers["engineer"])
+    assert bad_option.status_code == 202  # options are checked by the run itself, which fails with the reason
+    no_prompt = client.post("/runs", json={"prompt_id": 999, "budget_calls": 5}, headers=headers["engineer"])
+    assert no_prompt.status_code == 404 and no_prompt.json()["error"]["where"] == "prompt_id"
+    empty_gold = client.post("/datasets/import", headers=headers["engineer"], json={
+        "prompt_id": prompt_id, "format": "jsonl", "content": "not json\n", "inputs": {"ticket": "ticket"}})
+    assert empty_gold.status_code == 400 and "line 1" in empty_gold.json()["error"]["message"]
+
+
+def test_openapi_document_is_complete(client, headers):
+    assert client.get("/openapi.json").status_code == 401
+    spec = client.get("/openapi.json", headers=headers["viewer"]).json()
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    for path, operations in spec["paths"].items():
+        for method, op in operations.items():
+            assert op.get("summary"), (method, path)
+            if path != "/health":
+                assert {"401", "403", "422"} <= set(op["responses"]), (method, path)
+                assert op["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    schemas = spec["components"]["schemas"]
+    for name in ("RunCreate", "GoldImport", "TokenCreate", "RejectRequest"):
+        assert schemas[name].get("examples"), name
+    assert "HTTPValidationError" not in schemas
