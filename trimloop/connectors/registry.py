@@ -19,6 +19,7 @@ BUILTINS: tuple[tuple[str, str], ...] = (
     ("mlflow", "trimloop.connectors.mlflow:MlflowConnector"),
     ("otel", "trimloop.connectors.otel:OtelConnector"),
     ("phoenix", "trimloop.connectors.phoenix:PhoenixConnector"),
+    ("langfuse", "trimloop.connectors.langfuse:LangfuseConnector"),
 )
 
 

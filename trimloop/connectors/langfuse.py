@@ -1,0 +1,189 @@
+"""The langfuse connector: Langfuse's public API — v2 prompts (text and chat, labels) and v2
+observations (generations with usage, cost, linked prompt) — with Basic auth from the environment.
+
+Contract-tested, not tested against a live server: a Langfuse server cannot run here, so the tests
+validate every request and response against Langfuse's OpenAPI spec with a local stub server.
+Model and params live in the prompt's `config` (`{"model": ..., "temperature": ...}`), the
+convention of Langfuse's SDKs. The `latest` label is Langfuse's own and is left to it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, Field
+
+from trimloop.connectors.base import Checkpoint, Connector, LogItem, Problem, PromptItem, WriteResult
+from trimloop.connectors.http import JsonClient, secret_from_env
+from trimloop.core.errors import ConnectorError, UserError
+from trimloop.core.templates import ROLES, Template
+
+MANAGED_LABEL = "latest"
+FIELDS = "core,basic,time,io,model,usage,prompt"
+
+
+class LangfuseConnector(Connector):
+    """Prompts with labels and generation observations from one Langfuse project."""
+
+    type = "langfuse"
+
+    class Options(BaseModel):
+        model_config = {"extra": "forbid"}
+        url: str = Field(description="e.g. https://cloud.langfuse.com")
+        public_key_env: str = "LANGFUSE_PUBLIC_KEY"
+        secret_key_env: str = "LANGFUSE_SECRET_KEY"
+        default_model: str | None = None
+        lookback_s: float = Field(default=300.0, ge=0)
+        timeout_s: float = 30.0
+        page_size: int = Field(default=50, ge=1, le=1000)
+
+    def __init__(self, *, name: str, options: dict[str, Any] | None = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        super().__init__(name=name, options=options)
+        public = secret_from_env(self.options.public_key_env, connector=name, option="public_key_env")
+        secret = secret_from_env(self.options.secret_key_env, connector=name, option="secret_key_env")
+        self.http = JsonClient(base_url=self.options.url, service="Langfuse", connector=name,
+                               timeout_s=self.options.timeout_s, transport=transport,
+                               auth=httpx.BasicAuth(public or "", secret or ""))
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -- prompts ---------------------------------------------------------------------------
+    def read_prompts(self) -> Iterator[PromptItem | Problem]:
+        page = 1
+        while True:
+            body = self.http.get("/api/public/v2/prompts", page=page, limit=self.options.page_size)
+            metas, meta = body.get("data"), body.get("meta") or {}
+            if not isinstance(metas, list):
+                raise ConnectorError("Langfuse answered without a 'data' list", where=f"{self.options.url}/api/public/v2/prompts")
+            for prompt in metas:
+                for version in prompt.get("versions") or []:
+                    yield self._prompt_item(str(prompt.get("name")), int(version))
+            if page >= int(meta.get("totalPages") or 1):
+                return
+            page += 1
+
+    def _prompt_item(self, name: str, version: int) -> PromptItem | Problem:
+        where = f"{self.options.url} prompt {name!r} version {version}"
+        data = self.http.get(f"/api/public/v2/prompts/{quote(name, safe='')}", version=version)
+        try:
+            template = _template(data)
+            template.variables()
+            config = dict(data.get("config") or {})
+            model = config.pop("model", None) or self.options.default_model
+            if not model:
+                raise UserError("version has no model", hint="put \"model\" in the prompt's config in Langfuse "
+                                "or set default_model in the connector's options")
+        except (UserError, ValueError, TypeError, AttributeError) as exc:
+            return Problem(where, getattr(exc, "message", str(exc)), "bad_prompt_version",
+                           getattr(exc, "hint", None), prompt=name)
+        labels = sorted(label for label in data.get("labels") or [] if label != MANAGED_LABEL)
+        return PromptItem(name=name, template=template, model=str(model), params=config,
+                          external_version=str(version), external_id=name, labels=labels, where=where)
+
+    def write_version(self, *, prompt: str, template: Template, model: str, params: dict[str, Any],
+                      label: str, description: str | None = None) -> WriteResult:
+        if label == MANAGED_LABEL:
+            raise UserError("'latest' is managed by Langfuse", hint="deploy under staging or production")
+        for item in self.read_prompts():
+            if isinstance(item, PromptItem) and item.name == prompt and item.template == template \
+                    and item.model == model and item.params == params:
+                self.move_label(prompt=prompt, external_version=item.external_version, label=label)
+                return WriteResult(prompt, item.external_version, label, created=False, external_id=prompt)
+        body: dict[str, Any] = {"type": template.kind, "name": prompt, "config": {"model": model, **params},
+                                "labels": [label], "commitMessage": description or "deployed by trimloop"}
+        body["prompt"] = template.text if template.kind == "text" else [
+            {"type": "chatmessage", "role": m.role, "content": m.content} for m in template.messages or []]
+        created = self.http.post("/api/public/v2/prompts", body)
+        if not isinstance(created.get("version"), int):
+            raise ConnectorError("Langfuse created a version but did not say its number",
+                                 where=f"{self.options.url}/api/public/v2/prompts")
+        return WriteResult(prompt, str(created["version"]), label, created=True, external_id=prompt,
+                           where=f"{self.options.url} prompt {prompt!r} version {created['version']}")
+
+    def move_label(self, *, prompt: str, external_version: str, label: str) -> None:
+        path = f"/api/public/v2/prompts/{quote(prompt, safe='')}"
+        current = self.http.get(path, version=int(external_version)).get("labels") or []
+        labels = sorted({*current, label} - {MANAGED_LABEL})
+        self.http.request("PATCH", f"{path}/versions/{int(external_version)}", json={"newLabels": labels})
+
+    # -- observations ----------------------------------------------------------------------
+    def read_logs(self, *, cursor: str | None) -> Iterator[LogItem | Problem | Checkpoint]:
+        state = json.loads(cursor) if cursor else {"ts": None, "ids": []}
+        newest, seen = state["ts"], set(state["ids"])
+        params: dict[str, Any] = {"type": "GENERATION", "fields": FIELDS, "parseIoAsJson": "true",
+                                  "limit": self.options.page_size}
+        if newest:
+            start = datetime.fromisoformat(newest.replace("Z", "+00:00")) - timedelta(seconds=self.options.lookback_s)
+            params["fromStartTime"] = start.isoformat().replace("+00:00", "Z")
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self.http.get("/api/public/v2/observations", **params)
+            data = page.get("data")
+            if not isinstance(data, list):
+                raise ConnectorError("Langfuse answered without a 'data' list",
+                                     where=f"{self.options.url}/api/public/v2/observations")
+            items.extend(o for o in data if isinstance(o, dict) and o.get("id") not in seen)
+            next_cursor = (page.get("meta") or {}).get("cursor")
+            if not next_cursor:
+                break
+            params["cursor"] = next_cursor
+        for obs in sorted(items, key=lambda o: str(o.get("startTime"))):
+            yield self._log_item(obs)
+            start_time = str(obs.get("startTime"))
+            if newest is None or start_time > newest:
+                newest, seen = start_time, set()
+            if start_time == newest:
+                seen.add(str(obs.get("id")))
+        yield Checkpoint(json.dumps({"ts": newest, "ids": sorted(seen)}))
+
+    def _log_item(self, obs: dict[str, Any]) -> LogItem | Problem:
+        where = f"{self.options.url} observation {obs.get('id')}"
+        try:
+            started = datetime.fromisoformat(str(obs["startTime"]).replace("Z", "+00:00"))
+            ended = datetime.fromisoformat(str(obs.get("endTime") or obs["startTime"]).replace("Z", "+00:00"))
+            usage = obs.get("usageDetails") or {}
+            version = obs.get("promptVersion")
+            return LogItem(
+                external_id=str(obs["id"]), called_at=started, prompt=obs.get("promptName"),
+                version=str(version) if version is not None else None, rendered=_messages(obs.get("input")),
+                output=_output(obs.get("output")), model=obs.get("providedModelName"),
+                input_tokens=usage.get("input"), output_tokens=usage.get("output"), cost=obs.get("totalCost"),
+                latency_s=(ended - started).total_seconds(), where=where,
+                meta={"trace_id": obs.get("traceId"), "params": obs.get("modelParameters") or {}},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            return Problem(where, f"unreadable observation: {exc}", "bad_observation", "look at it in Langfuse")
+
+
+def _template(data: dict[str, Any]) -> Template:
+    if data.get("type") == "text":
+        return Template.plain(str(data["prompt"]))
+    messages = []
+    for message in data.get("prompt") or []:
+        if message.get("type") == "placeholder":
+            raise ValueError(f"message placeholder {message.get('name')!r} is not supported")
+        if message.get("role") not in ROLES:
+            raise ValueError(f"message role {message.get('role')!r} is not supported")
+        messages.append((message["role"], message["content"]))
+    return Template.chat(*messages)
+
+
+def _messages(value: Any) -> list[dict[str, Any]] | str | None:
+    if isinstance(value, dict) and isinstance(value.get("messages"), list):
+        value = value["messages"]
+    if isinstance(value, list) and all(isinstance(m, dict) for m in value):
+        return [{"role": m.get("role"), "content": m.get("content")} for m in value]
+    return value if isinstance(value, str) else None
+
+
+def _output(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return value.get("content") if isinstance(value.get("content"), str) else json.dumps(value)
+    return value if isinstance(value, str) or value is None else json.dumps(value)
