@@ -1,4 +1,6 @@
-"""Runs in the background: POST /runs schedules `optimizer.run.execute_run` on the server's loop.
+"""Runs in the background: POST /runs claims the new run for this server (`optimizer.queue`) and
+executes it on the server's loop with heartbeats, so a `trimloop worker` never runs it twice; a
+run this server cannot claim (another run of the prompt is live) stays queued for a worker.
 
 After a run ends, the webhooks hear `suggestion.created` for each new suggestion or `run.failed`.
 A run whose task dies unexpectedly is marked failed with the reason, so it never hangs `running`.
@@ -29,6 +31,7 @@ class RunScheduler:
     def __init__(self, *, engine: Engine, settings: Settings, gateway: Any | None = None):
         self.engine, self.settings, self.gateway = engine, settings, gateway
         self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.worker: str | None = None
 
     def schedule(self, run_id: int) -> None:
         task = asyncio.get_running_loop().create_task(self._execute(run_id), name=f"run-{run_id}")
@@ -54,19 +57,23 @@ class RunScheduler:
         return self.gateway
 
     async def _execute(self, run_id: int) -> None:
-        try:
-            from trimloop.optimizer.run import execute_run  # the optimizer may not be installed yet
+        try:  # the optimizer is a sibling package that may be absent from a slim install
+            from trimloop.optimizer.queue import claim_run, execute_claimed, worker_id
         except ImportError as exc:
             await asyncio.to_thread(self._fail, run_id, f"the optimizer is not available: {exc}")
-        else:
-            try:
-                await execute_run(engine=self.engine, settings=self.settings, run_id=run_id, gateway=self._gateway())
-            except asyncio.CancelledError:
-                await asyncio.to_thread(self._fail, run_id, "the server stopped during the run")
-                raise
-            except Exception as exc:  # the run's own failure handling missed it: never leave it running
-                log.exception("run %s crashed", run_id)
-                await asyncio.to_thread(self._fail, run_id, f"{exc.__class__.__name__}: {exc}")
+            await self._announce(run_id)
+            return
+        self.worker = self.worker or f"api:{worker_id()}"
+        if not await asyncio.to_thread(claim_run, self.engine, run_id=run_id, worker=self.worker):
+            return  # cancelled already, or another run of this prompt is live: a worker takes it later
+        try:
+            await execute_claimed(engine=self.engine, settings=self.settings, run_id=run_id,
+                                  gateway=self._gateway(), worker=self.worker)
+        except asyncio.CancelledError:
+            raise  # the server is stopping: the run's heartbeat goes stale and a worker resumes it
+        except Exception as exc:  # the run's own failure handling missed it: never leave it running
+            log.exception("run %s crashed", run_id)
+            await asyncio.to_thread(self._fail, run_id, f"{exc.__class__.__name__}: {exc}")
         await self._announce(run_id)
 
     def _fail(self, run_id: int, error: str) -> None:
