@@ -120,8 +120,13 @@ def build_from_logs(
     seed: int = 0,
     stratify: str = "auto",
     name: str | None = None,
+    expected_from: str | None = None,
 ) -> Dataset:
-    """A dataset from one version's logs (reused when the same content already exists)."""
+    """A dataset from one version's logs (reused when the same content already exists).
+
+    `expected_from` names a feedback entry (e.g. a reviewer's corrected label) whose value is
+    the item's expected output; without it items have no gold answer.
+    """
     prompt = session.get(Prompt, prompt_id)
     if prompt is None:
         raise NotFound(f"no prompt with id {prompt_id}", where="dataset build",
@@ -144,18 +149,28 @@ def build_from_logs(
     rows: dict[str, Row] = {}
     for log in logs:  # keep the earliest call per inputs; gather every duplicate's feedback
         row = Row(inputs=log.inputs, baseline_output=log.output, feedback=list(log.feedback or []),
-                  log_id=log.id)
+                  log_id=log.id, expected=_expected(log.feedback, expected_from))
         if row.key in rows:
             rows[row.key].feedback.extend(log.feedback or [])
         else:
             rows[row.key] = row
-    config = {"label": label, "size": size, "holdout_fraction": holdout_fraction,
+    config = {"label": label, "size": size, "expected_from": expected_from, "holdout_fraction": holdout_fraction,
               "stratify": stratify, "logs": len(logs), "unique_inputs": len(rows)}
     chosen = sample_and_split(list(rows.values()), size=size, holdout_fraction=holdout_fraction,
                               seed=seed, stratify=stratify)
     return _store(session, prompt_id=prompt_id, version=version, source="logs", seed=seed,
                   chosen=chosen, config=config,
                   name=name or f"{prompt.name}@{version.sha[:8]} logs (seed {seed})")
+
+
+def _expected(feedback: list[dict[str, Any]] | None, name: str | None) -> str | None:
+    if not name:
+        return None
+    for entry in feedback or []:
+        if isinstance(entry, dict) and entry.get("name") == name and entry.get("value") is not None:
+            value = entry["value"]
+            return value if isinstance(value, str) else canonical_json(value)
+    return None
 
 
 def _store(session: Session, *, prompt_id: int, version: PromptVersion | None, source: str,

@@ -77,14 +77,20 @@ async def certify(
     ledger: Any = None,
     seed: int = 0,
     emit: Any = None,
+    margins: dict[str, float] | None = None,
+    samples: int | None = None,
 ) -> list[Certification]:
-    """Test the first `top` ranked arms on the holdout; return one Certification each."""
+    """Test the first `top` ranked arms on the holdout; return one Certification each.
+
+    `margins` overrides `margin` per evaluator key."""
     say = emit or (lambda kind, data: None)
+    margin_of = dict(margins or {})
     keys = [n.key for n in evaluators]
     order = [items[i] for i in np.random.default_rng(seed + 1).permutation(len(items))]
     out: list[Certification] = []
     for arm in list(ranked)[:top]:
-        wanted = planned_items(arm, search_baseline, keys, margin=margin, alpha=alpha, power=power)
+        wanted = max(planned_items(arm, search_baseline, [k], margin=margin_of.get(k, margin), alpha=alpha,
+                                   power=power) for k in keys)
         n = min(wanted, len(order))
         cert = Certification(arm=arm, n_planned=n, n_wanted=wanted)
         say("certify.started", {"sha": arm.candidate.sha, "label": arm.candidate.label, "items": n,
@@ -93,7 +99,7 @@ async def certify(
             await evaluate_items(
                 template=arm.candidate.version.template, model=arm.candidate.version.model,
                 params=arm.candidate.version.params, items=order[:n], evaluators=evaluators,
-                gateway=gateway, concurrency=concurrency, ledger=ledger, on_result=cert.add,
+                gateway=gateway, concurrency=concurrency, ledger=ledger, on_result=cert.add, samples=samples,
             )
         except SpendCapReached as exc:
             cert.reason = f"budget ran out during certification: {exc.message}"
@@ -101,7 +107,7 @@ async def certify(
             base = {i: [baseline_results[i].scores.get(key, 0.0)] for i in cert.results if i in baseline_results}
             cand = {i: [r.scores.get(key, 0.0) for r in rs] for i, rs in cert.results.items() if i in base}
             if len(base) >= 2:
-                cert.evidence[key] = non_inferiority(base, cand, margin=margin, alpha=alpha)
+                cert.evidence[key] = non_inferiority(base, cand, margin=margin_of.get(key, margin), alpha=alpha)
         failing = [k for k in keys if k not in cert.evidence or not cert.evidence[k].passed]
         cert.passed = not failing and not cert.reason
         if not cert.reason:
@@ -111,7 +117,7 @@ async def certify(
                 parts = []
                 for k in failing:
                     e = cert.evidence.get(k)
-                    parts.append(f"{k}: lower bound {e.lower:+.3f} ≤ −{margin} (n={e.n})" if e else f"{k}: too few items")
+                    parts.append(f"{k}: lower bound {e.lower:+.3f} ≤ −{e.margin} (n={e.n})" if e else f"{k}: too few items")
                 cert.reason = "; ".join(parts)
                 if wanted > len(order):
                     cert.reason += f"; the holdout has {len(order)} items, the power helper wanted {wanted}"

@@ -17,6 +17,8 @@ class RunConfig(BaseModel):
 
     evaluators: Any = None  # default: matches_baseline (labels when the outputs look like labels)
     margin: float = Field(default=0.02, ge=0, lt=1)
+    margins: dict[str, float] = Field(default_factory=dict, description="per-evaluator margins")
+    samples: int | None = Field(default=None, ge=1, description="samples per item at temperature > 0")
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
     power: float = Field(default=0.8, gt=0.5, lt=1)
     models: list[str] | None = None  # candidate models; default: bundled + configured with keys
@@ -31,6 +33,9 @@ class RunConfig(BaseModel):
     budget_calls: int | None = Field(default=2000, ge=1)
     budget_dollars: float | None = Field(default=None, gt=0)
     window_days: int = Field(default=28, ge=1)
+    expected_from: str | None = Field(
+        default=None, description="feedback name whose value is the gold answer (e.g. 'expected')"
+    )
 
     @model_validator(mode="after")
     def _rungs(self) -> "RunConfig":

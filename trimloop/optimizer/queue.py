@@ -2,9 +2,9 @@
 
 A worker claims a run with one conditional UPDATE (`status='queued'`, or `running` with a
 heartbeat older than `stale_after`), refused while another run of the same prompt is running with
-a fresh heartbeat. On PostgreSQL the prompt's row is locked first (`SELECT … FOR UPDATE`), so two
-workers claiming two runs of one prompt serialize; on SQLite the single UPDATE statement takes the
-database's write lock, which does the same. A reclaimed stale run is simply executed again: the
+a fresh heartbeat. Enqueue and claim first write the prompt's row (a no-op UPDATE), which locks it
+on PostgreSQL and takes the write lock on SQLite, so two workers busy with one prompt serialize.
+A reclaimed stale run is simply executed again: the
 gateway's response cache makes the repeated calls free.
 """
 
@@ -38,9 +38,9 @@ def worker_id() -> str:
 
 
 def _lock_prompt(session: Session, prompt_id: int) -> None:
-    """Serialize work on one prompt across PostgreSQL sessions (SQLite serializes writers itself)."""
-    if session.get_bind().dialect.name != "sqlite":
-        session.exec(select(Prompt.id).where(Prompt.id == prompt_id).with_for_update()).first()
+    """Serialize work on one prompt: a no-op write locks its row (PostgreSQL) or the database (SQLite,
+    whose driver would otherwise run the check's SELECT outside the transaction) until commit."""
+    session.execute(update(Prompt).where(col(Prompt.id) == prompt_id).values(name=Prompt.name))
 
 
 def enqueue(engine: Engine, *, prompt_id: int, config: dict | None = None, budget_calls: int | None = None,

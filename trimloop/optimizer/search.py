@@ -33,11 +33,13 @@ Emit = Callable[[str, dict[str, Any]], None]
 class SearchConfig:
     margin: float = 0.02
     alpha: float = 0.05
+    margins: tuple[tuple[str, float], ...] = ()  # per-evaluator overrides of margin
     rungs: tuple[int, ...] = (16, 48, 144)  # cumulative items per look
     eta: int = 3  # keep 1/eta of the racing arms after each look
     max_candidates: int = 12
     concurrency: int = 4
     seed: int = 0
+    samples: int | None = None  # per item at temperature > 0 (runner default: 3)
     compose: bool = True  # also shorten / prune the retargeted versions
 
     def __post_init__(self) -> None:
@@ -181,6 +183,7 @@ async def search(
                     template=arm.candidate.version.template, model=arm.candidate.version.model,
                     params=arm.candidate.version.params, items=new_items, evaluators=evaluators,
                     gateway=gateway, concurrency=config.concurrency, ledger=ledger, on_result=arm.add,
+                    samples=config.samples,
                 )
             except SpendCapReached as exc:
                 arm.status, arm.reason = "stopped", f"budget: {exc.message}"
@@ -216,19 +219,21 @@ def _judge(arm: Arm, base: dict[str, dict[Any, list[float]]], keys: list[str], c
            design: Any, look: int, looks: int) -> None:
     """Update the arm's evidence; eliminate it when an evaluator is clearly inferior."""
     race_alpha = config.alpha / looks  # several looks at the same data: Bonferroni for eliminations
+    margins = dict(config.margins)
     verdicts = []
     for key in keys:
-        evidence = compare(base[key], arm.scores(key), margin=config.margin, alpha=config.alpha)
+        margin = margins.get(key, config.margin)
+        evidence = compare(base[key], arm.scores(key), margin=margin, alpha=config.alpha)
         if evidence is None:
             continue
         arm.evidence[key] = evidence
-        strict = compare(base[key], arm.scores(key), margin=config.margin, alpha=race_alpha)
-        if strict is not None and strict.upper < -config.margin:
+        strict = compare(base[key], arm.scores(key), margin=margin, alpha=race_alpha)
+        if strict is not None and strict.upper < -margin:
             arm.status = "eliminated"
             arm.reason = (f"{key}: inferior after {evidence.n} items (delta {evidence.delta:+.3f}, "
-                          f"upper bound {strict.upper:+.3f} < −{config.margin})")
+                          f"upper bound {strict.upper:+.3f} < −{margin})")
             return
-        if design is not None:
+        if design is not None and margin == config.margin:
             decision = design.test({i: v[0] for i, v in base[key].items() if i in arm.results},
                                    {i: statistics.fmean(v) for i, v in arm.scores(key).items()})
             verdicts.append(decision.decision)
