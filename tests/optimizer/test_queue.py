@@ -56,6 +56,24 @@ def test_enqueue_refuses_a_second_run_of_the_same_prompt(any_engine):
     assert enqueue(any_engine, prompt_id=other) not in (None, first)
 
 
+def test_racing_schedulers_queue_one_run_per_prompt(any_engine):
+    pid = _prompt(any_engine)
+    barrier, queued = threading.Barrier(6), []
+
+    def work() -> None:
+        barrier.wait()
+        queued.append(enqueue(any_engine, prompt_id=pid))
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len([q for q in queued if q is not None]) == 1, queued
+    with session_scope(any_engine) as session:
+        assert len(session.exec(select(OptimizationRun)).all()) == 1
+
+
 def test_racing_workers_claim_one_run_per_prompt(any_engine):
     pid = _prompt(any_engine)
     runs = _queued(any_engine, pid, n=3)

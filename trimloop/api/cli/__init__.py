@@ -24,7 +24,7 @@ err = Console(stderr=True)
 
 
 def _register() -> None:
-    from trimloop.api.cli import call, init, models, serve, sync, tokens
+    from trimloop.api.cli import call, init, models, optimize, serve, sync, tokens, worker
 
     app.command("init")(init.init)
     app.command("call")(call.call)
@@ -32,6 +32,8 @@ def _register() -> None:
     app.command("sync")(sync.sync)
     app.add_typer(tokens.app, name="tokens")
     app.command("serve")(serve.serve)
+    app.command("optimize")(optimize.optimize)
+    app.command("worker")(worker.worker)
 
 
 def main() -> None:

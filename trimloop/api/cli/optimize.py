@@ -1,0 +1,137 @@
+"""`trimloop optimize PROMPT`: run one optimization now and show the suggestion, or why there is none."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlmodel import col, select
+
+from trimloop.api.cli.common import money, settings_and_engine
+from trimloop.api.scheduler import real_gateway
+from trimloop.core.db import session_scope
+from trimloop.core.errors import Conflict, NotFound
+from trimloop.core.tables import OptimizationRun, Prompt, Suggestion
+from trimloop.optimizer.due import candidate_prices, record_candidates
+from trimloop.optimizer.queue import claim_run, enqueue, execute_claimed, worker_id
+
+
+def optimize(
+    prompt: str = typer.Argument(..., help="the prompt's name, as `trimloop sync` stored it"),
+    budget_calls: int = typer.Option(None, "--budget-calls", min=1, help="cap on LLM calls (default 2000)"),
+    margin: float = typer.Option(None, "--margin", min=0, max=0.99, help="non-inferiority margin (default 0.02)"),
+    as_json: bool = typer.Option(False, "--json", help="print the run and suggestion as JSON"),
+) -> None:
+    """Search for a cheaper version of PROMPT now, certify it on the holdout, and print the verdict."""
+    settings, engine = settings_and_engine()
+    with session_scope(engine) as session:
+        row = session.exec(select(Prompt).where(Prompt.name == prompt)).first()
+        if row is None:
+            known = session.exec(select(Prompt.name).order_by(col(Prompt.name)).limit(20)).all()
+            raise NotFound(f"no prompt named {prompt!r}", where="the store",
+                           hint=("known prompts: " + ", ".join(known)) if known else
+                           "run `trimloop sync` first to pull prompts from your connectors")
+        prompt_id = row.id
+        assert prompt_id is not None
+    config: dict[str, Any] = {"margin": margin} if margin is not None else {}
+    run_id = enqueue(engine, prompt_id=prompt_id, config=config, budget_calls=budget_calls,
+                     reason="requested with `trimloop optimize`")
+    if run_id is None:
+        raise Conflict(f"a run of {prompt!r} is already queued or running", where=f"prompt {prompt}",
+                       hint="wait for it (a `trimloop worker` may be running it), or cancel it: POST /runs/ID/cancel")
+    me = worker_id()
+    with session_scope(engine) as session:
+        record_candidates(session, run_id=run_id, prices=candidate_prices(settings, prompt))
+    if not claim_run(engine, run_id=run_id, worker=me):
+        raise Conflict(f"run {run_id} was taken by another worker", where=f"prompt {prompt}",
+                       hint="watch it with GET /runs/{run_id}")
+    gateway, starter = real_gateway(settings, engine)
+
+    async def go() -> OptimizationRun:
+        try:
+            return await execute_claimed(engine=engine, settings=settings, run_id=run_id, gateway=gateway, worker=me)
+        finally:
+            await gateway.aclose()
+
+    try:
+        run = asyncio.run(go())
+    finally:
+        starter.stop()
+    with session_scope(engine) as session:
+        suggestion = session.exec(select(Suggestion).where(Suggestion.run_id == run_id)).first()
+    if as_json:
+        typer.echo(json.dumps(run_summary(prompt, run, suggestion), indent=2, default=str))
+    else:
+        print_run(prompt, run, suggestion, Console())
+    if run.status != "succeeded":
+        raise typer.Exit(1)
+
+
+def run_summary(prompt: str, run: OptimizationRun, suggestion: Suggestion | None) -> dict[str, Any]:
+    """The run and its suggestion as plain data (what `--json` prints)."""
+    results = run.results or {}
+    out: dict[str, Any] = {"prompt": prompt, "run_id": run.id, "status": run.status, "error": run.error,
+                           "calls": run.calls_made, "spent": run.spent_dollars,
+                           "search_calls": results.get("search_calls"), "certify_calls": results.get("certify_calls"),
+                           "no_suggestion": results.get("no_suggestion"), "suggestion": None}
+    if suggestion is not None:
+        out["suggestion"] = {
+            "id": suggestion.id, "model": suggestion.evidence.get("changes", {}).get("model"),
+            "lineage": suggestion.evidence.get("lineage"), "evaluators": suggestion.evidence.get("evaluators"),
+            "cost_per_call": [suggestion.baseline_cost_per_call, suggestion.candidate_cost_per_call],
+            "latency_p50_s": [suggestion.baseline_latency_p50_s, suggestion.candidate_latency_p50_s],
+            "projected_monthly_savings": [suggestion.savings_low, suggestion.projected_monthly_savings,
+                                          suggestion.savings_high],
+            "optimization_spend": suggestion.optimization_spend, "payback_days": suggestion.payback_days,
+        }
+    return out
+
+
+def _change(suggestion: Suggestion) -> str:
+    changes = suggestion.evidence.get("changes", {})
+    before, after = (changes.get("model") or [None, None])[:2]
+    parts = [f"model {before} → {after}"] if before != after else []
+    chars = changes.get("template_chars")
+    if chars and chars[0] != chars[1]:
+        parts.append(f"template {chars[0]} → {chars[1]} chars")
+    moves = [m.get("move", "") if isinstance(m, dict) else str(m) for m in suggestion.evidence.get("lineage") or []]
+    if moves:
+        parts.append("moves: " + ", ".join(filter(None, moves)))
+    return "; ".join(parts) or "same prompt"
+
+
+def print_run(prompt: str, run: OptimizationRun, suggestion: Suggestion | None, out: Console) -> None:
+    """A table for a suggestion; otherwise the reason there is none (or why the run failed)."""
+    results = run.results or {}
+    spend = f"{money(run.spent_dollars)} in {run.calls_made} calls"
+    if run.status != "succeeded":
+        out.print(f"[bold red]run {run.id} {run.status}[/]: {run.error or results.get('note', '')}", highlight=False)
+        return
+    if suggestion is None:
+        out.print(results.get("no_suggestion") or "no suggestion, because no candidate was certified", highlight=False)
+        out.print(f"optimization spend: {spend}", highlight=False)
+        return
+    table = Table(title=f"suggestion {suggestion.id} for {prompt} (run {run.id})", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("prompt", prompt)
+    table.add_row("change", _change(suggestion))
+    for key, e in (suggestion.evidence.get("evaluators") or {}).items():
+        table.add_row(f"verdict: {key}",
+                      f"{e.get('verdict')} (Δ {e.get('delta', 0):+.3f}, {100 * (1 - 2 * e.get('alpha', 0.05)):.0f}% "
+                      f"interval [{e.get('lower', 0):+.3f}, {e.get('upper', 0):+.3f}], margin {e.get('margin')}, "
+                      f"n {e.get('n')})")
+    before, after = suggestion.baseline_cost_per_call, suggestion.candidate_cost_per_call
+    cut = f" (−{100 * (1 - after / before):.0f}%)" if before and after is not None else ""
+    table.add_row("cost per call", f"{money(before)} → {money(after)}{cut}")
+    table.add_row("projected $/month", f"{money(suggestion.projected_monthly_savings)} "
+                  f"[{money(suggestion.savings_low)}, {money(suggestion.savings_high)}]")
+    table.add_row("optimization spend", spend)
+    payback = suggestion.payback_days
+    table.add_row("payback", "n/a" if payback is None else f"{payback:.1f} days")
+    out.print(table)
+    out.print(f"review it: GET /suggestions/{suggestion.id}", highlight=False)
