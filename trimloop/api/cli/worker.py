@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 
 import typer
@@ -40,6 +41,7 @@ def worker(
         else:
             print_pass(report, out)
         return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")  # each pass's summary
     scheduler = build_scheduler(engine=engine, settings=settings)
     scheduler.start()
     minutes = settings.scheduler.interval_minutes
