@@ -92,6 +92,11 @@ def install(app: FastAPI) -> None:
         return _response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
                          f"{request.method} {request.url.path}", hint, getattr(exc, "headers", None))
 
+    @app.exception_handler(OverflowError)
+    async def _overflow(request: Request, exc: OverflowError) -> JSONResponse:
+        return _response(422, "invalid_request", "a number in the request is out of range",
+                         f"{request.method} {request.url.path}", "ids and counts fit in 64 bits")
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
