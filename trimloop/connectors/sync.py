@@ -28,6 +28,7 @@ from trimloop.core.tables import ConnectorCursor, LogRecord, Prompt, PromptVersi
 
 LOGS_STREAM = "logs"
 MAX_KEPT_PROBLEMS = 200
+SQLITE_CACHE_KB = 16 * 1024
 
 
 @dataclass
@@ -200,6 +201,8 @@ def _flush(engine: Engine, connector: str, rows: list[tuple[LogItem, int, int | 
     with engine.begin() as conn:
         if rows:
             if conn.dialect.name == "sqlite":
+                # a bigger page cache keeps index inserts fast once the table outgrows the default 2 MB
+                conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KB}")
                 added = _insert_sqlite(conn, connector, rows)
             else:  # psycopg reports no executemany rowcount: count what RETURNING gives back
                 statement = _insert_ignore(conn, LogRecord.__table__).returning(LogRecord.__table__.c.id)
