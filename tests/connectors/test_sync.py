@@ -204,3 +204,47 @@ def test_sync_works_on_postgres(pg_url: str, tmp_path: Path) -> None:
     assert sync_connector(engine=engine, connector=files(root)).logs_added == 5
     assert sync_connector(engine=engine, connector=files(root), full=True).logs_already_synced == 5
     engine.dispose()
+
+
+KILLABLE = """
+import sys
+from trimloop.connectors.files import FilesConnector
+from trimloop.connectors.sync import sync_connector
+from trimloop.core.db import make_engine
+sync_connector(engine=make_engine(sys.argv[1]), connector=FilesConnector(name="local", options={"path": sys.argv[2]}),
+               batch_size=500)
+"""
+
+
+def test_a_sync_killed_with_sigkill_resumes_to_the_same_store(engine: Engine, tmp_path: Path,
+                                                              sqlite_url: str) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = make_store(tmp_path / "store")
+    write_logs(root / "logs" / "a.jsonl", [log_line(i) for i in range(40000)])
+    sync_connector(engine=engine, connector=files(root), batch_size=500)  # the expected store
+    expected = dump_store(engine)
+    from trimloop.core.db import make_engine, upgrade
+
+    url = sqlite_url.replace("test.db", "killed.db")
+    upgrade(url)
+    killed = make_engine(url)
+    proc = subprocess.Popen([sys.executable, "-c", KILLABLE, url, str(root)],
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if rows(killed, "select count(*) from logrecord")[0][0] >= 1000:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = rows(killed, "select count(*) from logrecord")[0][0]
+    assert 0 < partial < 40000  # killed midway, after some committed batches
+    report = sync_connector(engine=killed, connector=files(root), batch_size=500)
+    assert report.logs_added == 40000 - partial and report.logs_already_synced <= 500
+    assert dump_store(killed) == expected
+    killed.dispose()
