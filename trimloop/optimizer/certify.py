@@ -53,7 +53,8 @@ def planned_items(arm: Arm, baseline: dict[Any, ItemResult], keys: list[str], *,
         b, c = np.array(pairs).T
         binary = set(np.unique(np.concatenate([b, c]))) <= {0.0, 1.0}
         if binary:
-            discordance = max(float(np.mean(b != c)), 2 * margin, 0.02)
+            # Laplace's estimate: zero disagreements on a small slice is not zero discordance.
+            discordance = max((float(np.sum(b != c)) + 1) / (len(b) + 2), 0.02)
             needed = max(needed, items_needed(margin=margin, discordance=discordance, alpha=alpha, power=power))
         else:
             sd = max(float(np.std(c - b, ddof=1)), 0.05)

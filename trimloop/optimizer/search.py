@@ -110,11 +110,13 @@ def select_arms(candidates: list[Candidate], estimates: dict[str, float], baseli
 
 
 def rank(arms: list[Arm]) -> list[Arm]:
-    """Qualified (non-inferior so far) arms by cost then latency; then the rest by evidence."""
+    """Best first: arms whose point estimate is within the margin on every evaluator, cheapest
+    first (then faster); then the others by their worst delta. Small slices give wide intervals,
+    so racing ranks on point estimates and leaves proof to later looks and certification."""
     def key(arm: Arm) -> tuple[Any, ...]:
-        ok = arm.status in ("qualified", "racing", "stopped") and arm.n > 0
-        good = ok and all(e.lower > -e.margin for e in arm.evidence.values()) and bool(arm.evidence)
-        return (not good, arm.cost_per_call if good else -arm.worst_lower(),
+        deltas = [e.delta + e.margin for e in arm.evidence.values()]
+        plausible = bool(deltas) and min(deltas) >= 0
+        return (not plausible, (arm.cost_per_call or math.inf) if plausible else -min(deltas or [-math.inf]),
                 arm.latency_p50 or math.inf, arm.candidate.sha)
 
     return sorted((a for a in arms if a.status != "eliminated" and a.n), key=key)

@@ -24,8 +24,9 @@ err = Console(stderr=True)
 
 
 def _register() -> None:
-    from trimloop.api.cli import call, init, models, optimize, serve, sync, tokens, worker
+    from trimloop.api.cli import call, demo, init, models, optimize, serve, sync, tokens, worker
 
+    app.command("demo")(demo.demo)
     app.command("init")(init.init)
     app.command("call")(call.call)
     app.add_typer(models.app, name="models")
