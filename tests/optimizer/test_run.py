@@ -88,3 +88,20 @@ async def test_cancelled_run_stops(engine, settings, seeded, good_gateway):
     gateway = FakeGateway(responder=cancel_midway)
     run = await execute_run(engine=engine, settings=settings, run_id=run_id, gateway=gateway)
     assert run.status == "cancelled" and calls["n"] < 60
+
+
+async def test_a_run_reclaimed_by_another_worker_is_left_to_it(engine, settings, seeded):
+    with session_scope(engine) as session:
+        run_id = create_run(session=session, prompt_id=seeded).id
+    calls = {"n": 0}
+
+    def taken_over_midway(model, prompt):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            with session_scope(engine) as session:
+                session.get(OptimizationRun, run_id).worker = "worker-b"
+        return " positive"
+
+    run = await execute_run(engine=engine, settings=settings, run_id=run_id,
+                            gateway=FakeGateway(responder=taken_over_midway), worker="worker-a")
+    assert run.status == "running" and run.worker == "worker-b" and run.finished_at is None

@@ -40,6 +40,10 @@ class Cancelled(Exception):
     pass
 
 
+class Reclaimed(Exception):
+    """Another worker took the run over (this one looked dead); it carries on there."""
+
+
 def create_run(*, session: Session, prompt_id: int, config: dict[str, Any] | None = None,
                budget_calls: int | None = None, budget_dollars: float | None = None) -> OptimizationRun:
     """A queued run; refused (Conflict) while another run of the prompt is queued or running."""
@@ -59,12 +63,14 @@ def create_run(*, session: Session, prompt_id: int, config: dict[str, Any] | Non
 class _Recorder:
     """Writes run events and progress; raises Cancelled when someone cancelled the run."""
 
-    def __init__(self, engine: Engine, run_id: int, ledger: Ledger):
-        self.engine, self.run_id, self.ledger = engine, run_id, ledger
+    def __init__(self, engine: Engine, run_id: int, ledger: Ledger, worker: str):
+        self.engine, self.run_id, self.ledger, self.worker = engine, run_id, ledger, worker
 
     def __call__(self, kind: str, data: dict[str, Any]) -> None:
         with session_scope(self.engine) as session:
             run = session.get(OptimizationRun, self.run_id)
+            if run is not None and run.worker not in (None, self.worker):
+                raise Reclaimed(f"run {self.run_id} was reclaimed by {run.worker}")
             session.add(RunEvent(run_id=self.run_id, kind=kind, data=_jsonable(data)))
             if run is not None:
                 run.calls_made, run.spent_dollars = self.ledger.calls, self.ledger.spent
@@ -86,13 +92,14 @@ async def execute_run(*, engine: Engine, settings: Settings, run_id: int, gatewa
         if run.status in TERMINAL:
             return run
         run.status, run.started_at = "running", run.started_at or utcnow()
-        run.worker, run.heartbeat_at = worker or socket.gethostname(), utcnow()
+        me = run.worker = worker or socket.gethostname()
+        run.heartbeat_at = utcnow()
         prompt = session.get(Prompt, run.prompt_id)
         assert prompt is not None
         prompt_name, prompt_id, overrides = prompt.name, prompt.id, dict(run.config)
         budget_calls, budget_dollars = run.budget_calls, run.budget_dollars
     ledger = Ledger(name=f"run {run_id}")
-    emit = _Recorder(engine, run_id, ledger)
+    emit = _Recorder(engine, run_id, ledger, me)
     try:
         config = run_config(settings, prompt_name, overrides)
         ledger.max_calls = budget_calls if budget_calls is not None else config.budget_calls
@@ -105,6 +112,9 @@ async def execute_run(*, engine: Engine, settings: Settings, run_id: int, gatewa
         status, error = "succeeded", None
     except Cancelled:
         status, error, results = "cancelled", None, {"note": "cancelled"}
+    except Reclaimed:
+        with session_scope(engine) as session:
+            return session.get(OptimizationRun, run_id)  # type: ignore[return-value]
     except TrimloopError as exc:
         status, error, results = "failed", str(exc), {}
     except Exception as exc:  # a bug: keep the traceback with the run, for the report
