@@ -17,6 +17,7 @@ from trimloop.api import errors
 from trimloop.api.auth import LoginLimiter, Reader
 from trimloop.api.routes import audit, connectors, datasets, health, prompts, reports, runs, suggestions, tokens
 from trimloop.api.runner import RunScheduler
+from trimloop.api.ui import routes as ui
 from trimloop.core.db import get_engine, upgrade
 from trimloop.core.settings import Settings, load_settings
 
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, g
     app.include_router(health.router)
     for module in (prompts, connectors, datasets, runs, suggestions, reports, audit, tokens):
         app.include_router(module.router, responses=errors.ERROR_RESPONSES)
+    ui.install(app)
 
     @app.get("/openapi.json", include_in_schema=False, responses=errors.ERROR_RESPONSES)
     def openapi_document(_: Reader) -> dict[str, Any]:

@@ -1,0 +1,93 @@
+"""The UI without a browser: sign-in, CSRF, role-dependent controls, escaping, every page renders."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from tests.ui.conftest import csrf_of, sign_in
+from tests.ui.seed import HOSTILE
+
+
+def test_pages_need_a_session_and_root_redirects(app_client: TestClient) -> None:
+    assert app_client.get("/").headers["location"] == "/ui/"
+    assert app_client.get("/ui").headers["location"] == "/ui/"
+    for path in ("/ui/", "/ui/dashboard", "/ui/runs", "/ui/suggestions/1", "/ui/dashboard.csv"):
+        response = app_client.get(path)
+        assert response.status_code == 303 and response.headers["location"].startswith("/ui/login?next=")
+
+
+def test_login_cookie_is_httponly_strict_and_holds_no_token(app_client: TestClient, seeded: dict) -> None:
+    token = seeded["tokens"]["reviewer"]
+    page = app_client.get("/ui/login")
+    response = app_client.post("/ui/login", data={"csrf": csrf_of(page.text), "token": token, "next": "/ui"})
+    cookie = response.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict") and token not in cookie
+    queue = app_client.get("/ui/")
+    assert queue.status_code == 200 and token not in queue.text
+    assert "Content-Security-Policy" in queue.headers
+
+
+def test_wrong_token_and_missing_csrf_are_refused(app_client: TestClient, seeded: dict) -> None:
+    page = app_client.get("/ui/login")
+    bad = app_client.post("/ui/login", data={"csrf": csrf_of(page.text), "token": "nope"})
+    assert bad.status_code == 401 and "Unknown or revoked token" in bad.text
+    forged = app_client.post("/ui/login", data={"csrf": "forged", "token": seeded["tokens"]["admin"]})
+    assert forged.status_code == 403 and app_client.get("/ui/").status_code == 303
+
+
+def test_decisions_need_the_session_csrf_token(app_client: TestClient, seeded: dict) -> None:
+    sign_in(app_client, seeded["tokens"]["reviewer"])
+    sid = seeded["triage"][0]
+    response = app_client.post(f"/ui/suggestions/{sid}/approve", data={"csrf": "wrong"})
+    assert response.status_code == 303
+    page = app_client.get(f"/ui/suggestions/{sid}")
+    assert "The form expired" in page.text and "status-pending" in page.text
+
+
+def test_reject_needs_a_reason_and_approve_works(app_client: TestClient, seeded: dict) -> None:
+    sign_in(app_client, seeded["tokens"]["reviewer"])
+    first, second = seeded["triage"][:2]
+    csrf = csrf_of(app_client.get(f"/ui/suggestions/{first}").text)
+    app_client.post(f"/ui/suggestions/{first}/reject", data={"csrf": csrf, "reason": "  "})
+    assert "needs a reason" in app_client.get(f"/ui/suggestions/{first}").text
+    app_client.post(f"/ui/suggestions/{first}/reject", data={"csrf": csrf, "reason": "drops <the> order id"})
+    page = app_client.get(f"/ui/suggestions/{first}").text
+    assert "status-rejected" in page and "drops &lt;the&gt; order id" in page
+    app_client.post(f"/ui/suggestions/{second}/approve", data={"csrf": csrf})
+    assert "status-approved" in app_client.get(f"/ui/suggestions/{second}").text
+
+
+def test_controls_follow_the_role(app_client: TestClient, seeded: dict) -> None:
+    sid = seeded["triage"][0]
+    sign_in(app_client, seeded["tokens"]["viewer"])
+    page = app_client.get(f"/ui/suggestions/{sid}").text
+    assert "Approve</button>" not in page and "Reject</button>" not in page
+    csrf = csrf_of(page)
+    app_client.post(f"/ui/suggestions/{sid}/approve", data={"csrf": csrf})
+    assert "may not approve" in app_client.get(f"/ui/suggestions/{sid}").text
+    app_client.post("/ui/logout", data={"csrf": csrf})
+    assert app_client.get("/ui/").status_code == 303
+    sign_in(app_client, seeded["tokens"]["engineer"])
+    page = app_client.get(f"/ui/suggestions/{sid}").text
+    assert "Approve</button>" not in page and "Deploy" not in page  # pending: nothing to deploy yet
+
+
+def test_hostile_prompt_name_is_escaped_everywhere(app_client: TestClient, seeded: dict) -> None:
+    sign_in(app_client, seeded["tokens"]["viewer"])
+    for path in ("/ui/", f"/ui/suggestions/{seeded['hostile']}", "/ui/dashboard"):
+        html = app_client.get(path).text
+        assert "<script>alert" not in html and "&lt;script&gt;alert" in html, path
+        assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; {{7*7}}" in html, path
+
+
+def test_dashboard_runs_and_csv_render(app_client: TestClient, seeded: dict) -> None:
+    sign_in(app_client, seeded["tokens"]["viewer"])
+    dash = app_client.get("/ui/dashboard", params={"start": "2000-01-01", "end": "bad"})
+    assert dash.status_code == 200 and "<svg" in dash.text and "billing-triage" in dash.text
+    csv = app_client.get("/ui/dashboard.csv")
+    assert csv.headers["content-type"].startswith("text/csv") and "projected," in csv.text
+    assert app_client.get("/ui/runs").status_code == 200
+    assert app_client.get("/ui/runs/999").status_code == 404
+    assert app_client.get("/ui/suggestions/999").status_code == 404
+    assert app_client.get("/ui/static/app.css").status_code == 200
+    assert HOSTILE not in app_client.get("/ui/runs").text

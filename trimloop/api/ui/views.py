@@ -1,0 +1,129 @@
+"""What the pages show, computed from the store: queue cards, one suggestion's evidence, the
+finance dashboard's series. Pure data for the templates; no HTML is built here."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from trimloop.api.ui import charts
+from trimloop.core.tables import LogRecord, Prompt, Suggestion
+
+PASSING = ("non-inferior", "pass", "passed")
+
+
+def short_model(model: str | None) -> str:
+    return (model or "?").rsplit("/", 1)[-1]
+
+
+def change_in_words(evidence: dict[str, Any], before_model: str | None = None,
+                    after_model: str | None = None) -> str:
+    """"−62 % prompt tokens, gemma3-270m → smollm2-135m, temperature 0 → 0.2"."""
+    parts = []
+    tokens = evidence.get("prompt_tokens") or []
+    if len(tokens) == 2 and tokens[0]:
+        change = (tokens[1] - tokens[0]) / tokens[0] * 100
+        if abs(change) >= 0.5:
+            parts.append(f"{'−' if change < 0 else '+'}{abs(change):.0f} % prompt tokens")
+    elif (chars := (evidence.get("changes") or {}).get("template_chars")) and len(chars) == 2 and chars[0]:
+        change = (chars[1] - chars[0]) / chars[0] * 100
+        if abs(change) >= 0.5:
+            parts.append(f"{'−' if change < 0 else '+'}{abs(change):.0f} % prompt text")
+    models = (evidence.get("changes") or {}).get("model") or [before_model, after_model]
+    if len(models) == 2 and models[0] and models[1] and models[0] != models[1]:
+        parts.append(f"{short_model(models[0])} → {short_model(models[1])}")
+    for name, (old, new) in sorted(((evidence.get("changes") or {}).get("params") or {}).items()):
+        parts.append(f"{name} {old if old is not None else 'unset'} → {new if new is not None else 'unset'}")
+    return ", ".join(parts) or "same prompt and model, cheaper settings"
+
+
+def verdict(evidence: dict[str, Any]) -> tuple[str, bool]:
+    """("quality holds on 2 of 2 evaluators", True), in words for the card."""
+    rows = evidence.get("evaluators") or {}
+    if not rows:
+        return "no quality evidence recorded", False
+    passed = sum(1 for r in rows.values() if r.get("passed") is True or r.get("verdict") in PASSING)
+    if passed == len(rows):
+        return f"quality holds on {passed} of {len(rows)} evaluator{'s' if len(rows) > 1 else ''}", True
+    return f"quality not shown on {len(rows) - passed} of {len(rows)} evaluators", False
+
+
+def queue_cards(session: Session, limit: int = 200) -> list[dict[str, Any]]:
+    """Pending suggestions, biggest projected monthly savings first."""
+    names = dict(session.exec(select(Prompt.id, Prompt.name)).all())
+    rows = session.exec(select(Suggestion).where(Suggestion.status == "pending")
+                        .order_by(col(Suggestion.projected_monthly_savings).desc().nulls_last(), col(Suggestion.id))
+                        .limit(limit)).all()
+    cards = []
+    for s in rows:
+        words, ok = verdict(s.evidence or {})
+        cards.append({"id": s.id, "prompt": names.get(s.prompt_id, "?"), "change": change_in_words(s.evidence or {}),
+                      "monthly": charts.money(s.projected_monthly_savings),
+                      "range": f"{charts.money(s.savings_low)} – {charts.money(s.savings_high)}",
+                      "verdict": words, "ok": ok})
+    return cards
+
+
+def evidence_rows(evidence: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for key, row in sorted((evidence.get("evaluators") or {}).items()):
+        out.append({"key": key, "row": row, "plot": charts.interval_plot(row),
+                    "ok": row.get("passed") is True or row.get("verdict") in PASSING})
+    return out
+
+
+def margin_of(evidence: dict[str, Any]) -> float | None:
+    margins = [r.get("margin") for r in (evidence.get("evaluators") or {}).values() if r.get("margin") is not None]
+    return max(margins) if margins else None
+
+
+def template_text(template: dict[str, Any]) -> str:
+    if template.get("kind") == "chat":
+        return "\n\n".join(f"[{m.get('role')}]\n{m.get('content')}" for m in template.get("messages") or [])
+    return str(template.get("text") or "")
+
+
+def template_diff(evidence: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> list[list[str]]:
+    """The recorded word diff, or a whole-text before/after when none was recorded."""
+    diff = (evidence.get("changes") or {}).get("template_diff")
+    if diff:
+        return [[str(op), str(text)] for op, text in diff]
+    a, b = template_text(before), template_text(after)
+    return [["equal", a]] if a == b else [["delete", a], ["insert", b]]
+
+
+def parse_day(value: str | None, default: date) -> date:
+    try:
+        return date.fromisoformat(value) if value else default
+    except ValueError:
+        return default
+
+
+def spend_series(session: Session, start: date, end: date) -> dict[str, Any]:
+    """Cost per day, split by prompt and by model, for [start, end]."""
+    since = datetime.combine(start, time.min, tzinfo=timezone.utc)
+    until = datetime.combine(end + timedelta(days=1), time.min, tzinfo=timezone.utc)
+    day = func.date(LogRecord.called_at)
+    cost = func.coalesce(func.sum(LogRecord.cost), 0.0)
+    window = (LogRecord.called_at >= since, LogRecord.called_at < until)  # type: ignore[operator]
+    by_prompt: dict[str, dict[str, float]] = defaultdict(dict)
+    by_model: dict[str, dict[str, float]] = defaultdict(dict)
+    table: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    for d, name, n, c in session.exec(
+            select(day, Prompt.name, func.count(), cost).join(Prompt, col(Prompt.id) == LogRecord.prompt_id,
+                                                              isouter=True)
+            .where(*window).group_by(day, Prompt.name)).all():
+        by_prompt[name or "(unknown prompt)"][str(d)] = float(c)
+        table[name or "(unknown prompt)"][0] += n
+        table[name or "(unknown prompt)"][1] += float(c)
+    for d, model, c in session.exec(select(day, LogRecord.model, cost).where(*window)
+                                    .group_by(day, LogRecord.model)).all():
+        by_model[short_model(model)][str(d)] = by_model[short_model(model)].get(str(d), 0.0) + float(c)
+    days = [str(start + timedelta(days=i)) for i in range((end - start).days + 1)]
+    return {"by_prompt": charts.stacked_bars(days, by_prompt), "by_model": charts.stacked_bars(days, by_model),
+            "table": sorted(((k, int(v[0]), v[1]) for k, v in table.items()), key=lambda r: -r[2]),
+            "total": sum(v[1] for v in table.values())}
