@@ -73,6 +73,12 @@ class ResolvedModel:
     completion_only: bool
     openai_tokenizer: bool  # tiktoken counts are exact for it
 
+    @property
+    def takes_text(self) -> bool:
+        """Plain-text (completion) prompts work: base models, and OpenAI-compatible servers
+        (llama.cpp, vLLM) that serve /completions for chat models too."""
+        return self.completion_only or self.route == "direct"
+
     def price(self, input_tokens: int, output_tokens: int) -> float:
         return input_tokens * (self.input_per_token or 0.0) + output_tokens * (
             self.output_per_token or 0.0

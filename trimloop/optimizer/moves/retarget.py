@@ -2,7 +2,9 @@
 
 A base (completion-only) target gets a plain-text version of a chat template: the system text,
 then each few-shot user/assistant pair as `Input:`/`Output:` lines, then the last user message
-with an `Output:` cue. A chat target gets a text template as one user message.
+with an `Output:` cue. A text template stays text where the target serves plain-text completions
+(any OpenAI-compatible server, e.g. the bundled llama.cpp models: small instruct models often do
+better completion-style); a chat-only target gets it as one user message.
 """
 
 from __future__ import annotations
@@ -48,8 +50,7 @@ def text_to_chat(template: Template) -> Template:
 def convert_for(template: Template, model: ResolvedModel) -> Template:
     if model.completion_only and template.kind == "chat":
         return chat_to_text(template)
-    if not model.completion_only and template.kind == "text":
-        # Instruction-tuned chat models answer plain text as a user turn.
+    if template.kind == "text" and not model.takes_text:
         return text_to_chat(template)
     return template
 

@@ -1,0 +1,94 @@
+"""Moves: each proposes valid, cheaper-looking variants that keep every placeholder."""
+
+from __future__ import annotations
+
+import pytest
+
+from trimloop.core.catalog import resolve_model
+from trimloop.core.settings import ModelConfig, Settings
+from trimloop.core.templates import Template
+from trimloop.optimizer.moves import PruneExamples, Retarget, Shorten
+from trimloop.optimizer.moves.retarget import chat_to_text
+from trimloop.optimizer.moves.shorten import label_descriptions
+from trimloop.optimizer.spec import MoveContext, VersionSpec, start
+from tests.optimizer.conftest import VERBOSE
+
+
+@pytest.fixture
+def context():
+    settings = Settings(models={"acme/chat-only": ModelConfig(via_litellm=True, api_base="http://127.0.0.1:9/v1",
+                                                              input_per_mtok=0.0001, output_per_mtok=0.0001)})
+    return MoveContext(models=["local/smollm2-135m", "local/gemma3-270m", "acme/chat-only"],
+                       resolve=lambda m: resolve_model(settings, m))
+
+
+def root(template, model="local/gemma3-270m"):
+    return start(VersionSpec(template, model, {"max_tokens": 3}))
+
+
+def test_retarget_proposes_only_cheaper_models_and_keeps_text_where_served(context):
+    proposals = Retarget().propose(root(Template.plain(VERBOSE)), context=context)
+    by_model = {p.version.model: p for p in proposals}
+    assert set(by_model) == {"local/smollm2-135m", "acme/chat-only"}  # gemma is the baseline itself
+    assert by_model["local/smollm2-135m"].version.template.kind == "text"  # llama.cpp serves completions
+    chat = by_model["acme/chat-only"].version.template
+    assert chat.kind == "chat" and chat.messages[0].content == VERBOSE
+    assert by_model["acme/chat-only"].lineage[-1]["detail"].endswith("(text → chat template)")
+    assert Retarget().propose(root(Template.plain("x {{a}}"), "acme/chat-only"), context=context) == []
+
+
+def test_chat_to_text_turns_shots_into_input_output_lines():
+    template = Template.chat(("system", "Classify."), ("user", "great"), ("assistant", "positive"),
+                             ("user", "{{text}}"))
+    assert chat_to_text(template).text == "Classify.\n\nInput: great\nOutput: positive\n\nInput: {{text}}\nOutput:"
+
+
+def test_shorten_keeps_placeholders_rules_and_the_completion_cue(context):
+    proposals = Shorten().propose(root(Template.plain(VERBOSE)), context=context)
+    assert proposals, "the verbose prompt must get shorter"
+    for p in proposals:
+        text = p.version.template.text
+        assert "{{text}}" in text and text.rstrip().endswith("Review: {{text}}\nSentiment:")
+        assert "positive or negative" in text and len(text) < len(VERBOSE)
+    medium = next(p for p in proposals if p.lineage[-1]["detail"].startswith("medium"))
+    assert "Please" not in medium.version.template.text and "Thank you" not in medium.version.template.text
+
+
+def test_shorten_drops_a_repeated_sentence_across_messages(context):
+    template = Template.chat(("system", "Answer with one word only. Be brief."),
+                             ("user", "Answer with one word only. Text: {{t}}"))
+    proposals = Shorten().propose(root(template, "local/smollm2-135m"), context=context)
+    medium = next(p for p in proposals if p.lineage[-1]["detail"].startswith("medium"))
+    assert medium.version.template.messages[1].content == "Text: {{t}}"
+
+
+def test_long_label_descriptions_are_cut_to_their_first_clause():
+    text = "- billing: Questions about invoices, charges, refunds, payments and anything about money.\n- bug: Broken."
+    assert label_descriptions(text) == "- billing: Questions about invoices\n- bug: Broken."
+
+
+def test_prune_examples_finds_key_value_shots_and_keeps_label_diversity(context):
+    proposals = PruneExamples().propose(root(Template.plain(VERBOSE)), context=context)
+    details = [p.lineage[-1]["detail"] for p in proposals]
+    assert details == ["keep 0 of 4 examples", "keep 1 of 4 examples", "keep 2 of 4 examples"]
+    two = proposals[2].version.template.text
+    assert "Sentiment: positive" in two and "Sentiment: negative" in two
+    zero = proposals[0].version.template.text
+    assert "examples" not in zero and zero.endswith("Review: {{text}}\nSentiment:")
+
+
+def test_prune_examples_on_chat_pairs_and_tags(context):
+    chat = Template.chat(("system", "Classify."), ("user", "a"), ("assistant", "x"), ("user", "b"),
+                         ("assistant", "y"), ("user", "c"), ("assistant", "x"), ("user", "{{q}}"))
+    one = PruneExamples().propose(root(chat, "local/smollm2-135m"), context=context)[1]
+    assert [m.role for m in one.version.template.messages] == ["system", "user", "assistant", "user"]
+    tagged = Template.plain("Do it.\n<example>a → x</example>\n<example>b → y</example>\n<example>c → z</example>\n{{q}}")
+    pruned = PruneExamples().propose(root(tagged), context=context)
+    assert [p.version.template.text.count("<example>") for p in pruned] == [0, 1, 2]
+
+
+def test_moves_compose_with_lineage(context):
+    first = Retarget().propose(root(Template.plain(VERBOSE)), context=context)[0]
+    child = PruneExamples().propose(first, context=context)[0]
+    assert [s["move"] for s in child.lineage] == ["retarget", "prune_examples"]
+    assert child.parent_sha == root(Template.plain(VERBOSE)).sha != child.sha
