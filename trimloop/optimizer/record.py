@@ -12,6 +12,7 @@ from trimloop.core.catalog import ResolvedModel
 from trimloop.core.tables import Candidate as CandidateRow
 from trimloop.core.tables import PromptVersion, Suggestion
 from trimloop.evals.evaluators import NamedEvaluator
+from trimloop.evals.feedback import feedback_summary
 from trimloop.evals.runner import EvalItem, ItemResult
 from trimloop.optimizer.baseline import LogFacts
 from trimloop.optimizer.certify import Certification
@@ -58,6 +59,7 @@ def record_suggestion(
     cert: Certification, candidate_id: int, base: dict[Any, ItemResult], holdout: list[EvalItem],
     facts: LogFacts, evaluators: Sequence[NamedEvaluator], spend: float, now: datetime,
     window_days: int, search_summary: dict[str, Any], resolve: Callable[[str], ResolvedModel],
+    feedback: dict[Any, list[dict[str, Any]]] | None = None,
 ) -> Suggestion:
     candidate = cert.arm.candidate
     version = version_row(session, prompt_id=prompt_id, version=candidate.version)
@@ -86,6 +88,7 @@ def record_suggestion(
         "search": {k: search_summary.get(k) for k in ("search_calls", "candidates", "budget_exhausted", "notes")},
         "price_sources": {m: resolve(m).price_source for m in {baseline.model, candidate.version.model}},
         "evaluator_config": [n.key for n in evaluators],
+        "baseline_feedback": feedback_summary((feedback or {}).get(i.id) for i in items),
     }
     suggestion = Suggestion(
         prompt_id=prompt_id, run_id=run_id, candidate_id=candidate_id, baseline_version_id=baseline_id,

@@ -25,6 +25,7 @@ from trimloop.core.settings import Settings
 from trimloop.core.tables import OptimizationRun, Prompt, PromptVersion, RunEvent, Suggestion, utcnow
 from trimloop.evals.datasets import build_from_logs, dataset_items, production_version
 from trimloop.evals.evaluators import build_evaluators
+from trimloop.evals.feedback import feedback_summary
 from trimloop.evals.runner import EvalItem
 from trimloop.optimizer.baseline import baseline_results, default_evaluators, log_facts
 from trimloop.optimizer.certify import certify
@@ -147,6 +148,7 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
             Suggestion.prompt_id == prompt_id, Suggestion.status == "rejected")).all())
         baseline = VersionSpec.of(version_row)
         baseline_id, dataset_id = version_row.id, dataset.id
+        feedback = {r.id: list(r.feedback or []) for r in rows}
     items = {split: [EvalItem(id=r.id, inputs=r.inputs, expected=r.expected, baseline_output=r.baseline_output)
                      for r in rows if r.split == split] for split in ("search", "holdout")}
     evaluators = build_evaluators(config.evaluators or default_evaluators(rows),
@@ -189,6 +191,7 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
                             "reason": c.reason, "n": c.n_planned, "wanted": c.n_wanted} for c in certs],
         "baseline_scores": {n.key: _mean([base[i.id].scores.get(n.key, 0.0) for i in items["holdout"]])
                             for n in evaluators},
+        "baseline_feedback": feedback_summary(feedback.values()),
     }
     if not passed:
         why = found.notes or [c.reason for c in certs] or ["no candidate survived the search"]
@@ -202,6 +205,7 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
             cert=best, candidate_id=ids[best.arm.candidate.sha], base=base, holdout=items["holdout"],
             facts=facts, evaluators=evaluators, spend=ledger.spent, now=now,
             window_days=config.window_days, search_summary=summary, resolve=resolve,
+            feedback=feedback,
         )
         summary["suggestion_id"] = suggestion.id
     emit("suggestion.created", {"suggestion_id": summary["suggestion_id"], "sha": best.arm.candidate.sha})
