@@ -5,6 +5,7 @@ one of them with a hostile name (`<script>`, `{{7*7}}`)."""
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,10 @@ def optimized(engine: Engine, settings: Settings) -> int:
     with session_scope(engine) as session:
         prompt_id = session.exec(__import__("sqlmodel").select(Prompt.id).where(Prompt.name == "sentiment")).one()
         run_id = create_run(session=session, prompt_id=prompt_id, config={"margin": 0.05}, budget_dollars=5.0).id
-    asyncio.run(execute_run(engine=engine, settings=settings, run_id=run_id, gateway=gateway_for(settings)))
+    job = lambda: asyncio.run(execute_run(engine=engine, settings=settings, run_id=run_id,  # noqa: E731
+                                          gateway=gateway_for(settings)))
+    with ThreadPoolExecutor(1) as pool:  # its own thread: the caller may already run an event loop
+        pool.submit(job).result()
     with session_scope(engine) as session:
         run = session.get(OptimizationRun, run_id)
         assert run is not None and "suggestion_id" in run.results, (run.status if run else None, run and run.error)

@@ -6,6 +6,7 @@ scripts, and stay small; every label passes through Jinja's autoescape when draw
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,8 +41,8 @@ def money(value: float | None, digits: int = 2) -> str:
         return "—"
     if abs(value) >= 1000:
         return f"${value:,.0f}"
-    if value != 0 and abs(value) < 0.01:
-        return f"${value:.5f}"
+    if value != 0 and abs(value) < 0.01:  # two significant digits: $0.000024
+        return f"${value:.{1 - math.floor(math.log10(abs(value)))}f}"
     return f"${value:,.{digits}f}"
 
 

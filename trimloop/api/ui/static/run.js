@@ -7,7 +7,12 @@
   var NS = "http://www.w3.org/2000/svg";
   var candidates = {}, tried = 0, eliminated = 0;
   var $ = function (id) { return document.getElementById(id); };
-  var money = function (v, d) { return v == null ? "—" : "$" + Number(v).toFixed(d || 2); };
+  var money = function (v, d) {
+    if (v == null) { return "—"; }
+    var x = Number(v);
+    if (x !== 0 && Math.abs(x) < 0.01) { d = 1 - Math.floor(Math.log10(Math.abs(x))); }
+    return "$" + x.toFixed(Math.min(d || 2, 12));
+  };
 
   function note(kind, data) {
     var li = document.createElement("li");
