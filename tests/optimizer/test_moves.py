@@ -92,3 +92,36 @@ def test_moves_compose_with_lineage(context):
     child = PruneExamples().propose(first, context=context)[0]
     assert [s["move"] for s in child.lineage] == ["retarget", "prune_examples"]
     assert child.parent_sha == root(Template.plain(VERBOSE)).sha != child.sha
+
+
+async def test_rewrite_goes_through_the_gateway_via_dspy_and_keeps_examples():
+    from trimloop.core.gateway import FakeGateway
+    from trimloop.core.ledger import Ledger
+    from trimloop.optimizer.moves.rewrite import Rewrite
+
+    replies = iter([
+        "[[ ## shorter_instruction ## ]]\nClassify the review: answer positive or negative.\n\n[[ ## completed ## ]]",
+        "[[ ## new_instruction ## ]]\nSay positive or negative.\n\n[[ ## completed ## ]]",
+    ])
+    gateway = FakeGateway(responder=lambda model, prompt: next(replies))
+    ledger = Ledger(max_calls=5)
+    context = MoveContext(models=[], resolve=None, gateway=gateway, proposer_model="local/smollm2-135m",
+                          ledger=ledger, failures=[{"inputs": {"text": "meh"}, "expected": "negative"}])
+    proposals = await Rewrite().propose(root(Template.plain(VERBOSE)), context=context)
+    assert [p.lineage[-1]["detail"].split(" by ")[0] for p in proposals] == ["compress", "reflect"]
+    text = proposals[0].version.template.text
+    assert text.startswith("Classify the review: answer positive or negative.\n\nHere are some examples:")
+    assert text.endswith("Review: {{text}}\nSentiment:")
+    assert ledger.calls == 2 and len(gateway.calls) == 2  # priced and capped like every other call
+    assert "meh" in gateway.calls[1]["prompt"][-1]["content"]
+
+
+async def test_rewrite_is_off_without_a_proposer_and_drops_bad_proposals():
+    from trimloop.core.gateway import FakeGateway
+    from trimloop.optimizer.moves.rewrite import Rewrite
+
+    off = MoveContext(models=[], resolve=None, gateway=FakeGateway())
+    assert await Rewrite().propose(root(Template.plain(VERBOSE)), context=off) == []
+    sneaky = FakeGateway(responder=lambda m, p: "[[ ## shorter_instruction ## ]]\nUse {{other}}.\n\n[[ ## completed ## ]]")
+    on = MoveContext(models=[], resolve=None, gateway=sneaky, proposer_model="local/smollm2-135m")
+    assert await Rewrite().propose(root(Template.plain(VERBOSE)), context=on) == []

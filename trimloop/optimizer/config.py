@@ -22,6 +22,8 @@ class RunConfig(BaseModel):
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
     power: float = Field(default=0.8, gt=0.5, lt=1)
     models: list[str] | None = None  # candidate models; default: bundled + configured with keys
+    proposer_model: str | None = Field(
+        default=None, description="model that proposes instruction rewrites through DSPy (off when unset)")
     dataset_size: int = Field(default=600, ge=10)
     holdout_fraction: float = Field(default=0.6, gt=0, lt=1)
     rungs: tuple[int, ...] = (16, 48, 144)

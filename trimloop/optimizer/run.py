@@ -158,8 +158,11 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
                            "holdout": len(items["holdout"]), "evaluators": [n.key for n in evaluators]})
     base = await baseline_results(rows, facts, baseline, evaluators, resolve=resolve, gateway=gateway,
                                   ledger=ledger)
+    failures = [{"inputs": i.inputs, "expected": i.expected} for i in items["search"]
+                 if i.expected is not None and min(base[i.id].scores.values(), default=1.0) < 1.0]
     context = MoveContext(models=config.models or default_candidate_models(settings), resolve=resolve,
-                          seed=config.seed, gateway=gateway, ledger=ledger)
+                          seed=config.seed, gateway=gateway, ledger=ledger,
+                          proposer_model=config.proposer_model, failures=failures)
     found = await search(
         baseline=baseline, items=items["search"],
         baseline_results={i.id: base[i.id] for i in items["search"]}, evaluators=evaluators,

@@ -23,6 +23,7 @@ from trimloop.evals.evaluators import NamedEvaluator
 from trimloop.evals.runner import EvalItem, ItemResult, evaluate_items
 from trimloop.evals.sequential import sequential_design
 from trimloop.optimizer.moves import DETERMINISTIC
+from trimloop.optimizer.moves.rewrite import Rewrite
 from trimloop.optimizer.race import Arm, compare, pareto_front
 from trimloop.optimizer.spec import Candidate, MoveContext, VersionSpec, start
 
@@ -147,6 +148,10 @@ async def search(
     baseline_cost = estimate_cost(baseline, context, sample_inputs, out_tokens)
 
     proposed = candidates if candidates is not None else propose_candidates(baseline, context, compose=config.compose)
+    if candidates is None and context.proposer_model:
+        rewrites = await Rewrite().propose(start(baseline), context=context)
+        say("rewrite.proposed", {"proposer": context.proposer_model, "proposals": len(rewrites)})
+        proposed += rewrites
     proposed = [c for c in proposed if c.sha not in exclude]
     estimates = {c.sha: estimate_cost(c.version, context, sample_inputs, out_tokens) for c in proposed}
     arms = select_arms(proposed, estimates, baseline_cost, config.max_candidates)
