@@ -120,7 +120,8 @@ async def logout(request: Request, db: SessionDep) -> Response:
 @router.get("/")
 def queue(request: Request, db: SessionDep) -> Response:
     session = pages.signed_in(request, db)
-    return render(request, "queue.html", session, cards=views.queue_cards(db))
+    cards, count = views.queue_cards(db)
+    return render(request, "queue.html", session, cards=cards, count=count)
 
 
 @router.get("/suggestions/{suggestion_id}")
