@@ -1,12 +1,13 @@
 """A local Langfuse stub for contract tests: a real HTTP server on loopback that validates every
 request and every response it sends against Langfuse's OpenAPI spec (openapi-core), and keeps a
-small in-memory prompt store and a list of generation observations."""
+small in-memory prompt store, a list of generation observations and a list of scores."""
 
 from __future__ import annotations
 
 import base64
 import json
 import threading
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ class LangfuseStub:
         self.openapi = OpenAPI.from_file_path(str(SPEC))
         self.prompts: dict[str, list[dict[str, Any]]] = {}
         self.observations: list[dict[str, Any]] = []
+        self.scores: list[dict[str, Any]] = []
         self.violations: list[str] = []
         self.calls: list[str] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -83,6 +85,19 @@ class LangfuseStub:
             more = start + limit < len(rows)
             meta = {"cursor": base64.b64encode(str(start + limit).encode()).decode()} if more else {}
             return 200, {"data": rows[start : start + limit], "meta": meta}
+        if path == "/api/public/v2/scores" and method == "GET":
+            wanted_obs = set(query["observationId"].split(",")) if "observationId" in query else None
+            rows = sorted((s for s in self.scores
+                           if "fromTimestamp" not in query or _time(s.get("timestamp")) >= _time(query["fromTimestamp"])
+                           and query.get("traceId", s.get("traceId")) == s.get("traceId")
+                           and (wanted_obs is None or s.get("observationId") in wanted_obs)),
+                          key=lambda s: str(s.get("timestamp")), reverse=True)  # newest first, as Langfuse
+            if query.get("fields") == "score":
+                rows = [{k: v for k, v in s.items() if k != "trace"} for s in rows]
+            page, limit = int(query.get("page", 1)), int(query.get("limit", 50))
+            total_pages = max(1, -(-len(rows) // limit))
+            return 200, {"data": rows[(page - 1) * limit : page * limit],
+                         "meta": {"page": page, "limit": limit, "totalItems": len(rows), "totalPages": total_pages}}
         return 404, {"message": "not found"}
 
     # -- HTTP ------------------------------------------------------------------------------
@@ -127,3 +142,7 @@ class LangfuseStub:
                 pass
 
         return Handler
+
+
+def _time(value: Any) -> datetime:
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))

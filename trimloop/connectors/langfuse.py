@@ -1,5 +1,6 @@
-"""The langfuse connector: Langfuse's public API — v2 prompts (text and chat, labels) and v2
-observations (generations with usage, cost, linked prompt) — with Basic auth from the environment.
+"""The langfuse connector: Langfuse's public API — v2 prompts (text and chat, labels), v2
+observations (generations with usage, cost, linked prompt) and v2 scores (feedback on those
+generations or their traces) — with Basic auth from the environment.
 
 Contract-tested, not tested against a live server: a Langfuse server cannot run here, so the tests
 validate every request and response against Langfuse's OpenAPI spec with a local stub server.
@@ -10,6 +11,7 @@ convention of Langfuse's SDKs. The `latest` label is Langfuse's own and is left 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +27,9 @@ from trimloop.core.templates import ROLES, Template
 
 MANAGED_LABEL = "latest"
 FIELDS = "core,basic,time,io,model,usage,prompt"
+SCORES = "/api/public/v2/scores"
+# feedback by ("observation", id) or ("trace", id): (timestamp, score id, entry), sorted when attached
+Feedback = dict[tuple[str, str], list[tuple[str, str, dict[str, Any]]]]
 
 
 class LangfuseConnector(Connector):
@@ -134,8 +139,10 @@ class LangfuseConnector(Connector):
             if not next_cursor:
                 break
             params["cursor"] = next_cursor
+        feedback, problems = self._scores(items)
+        yield from problems
         for obs in sorted(items, key=lambda o: str(o.get("startTime"))):
-            yield self._log_item(obs)
+            yield self._log_item(obs, feedback)
             start_time = str(obs.get("startTime"))
             if newest is None or start_time > newest:
                 newest, seen = start_time, set()
@@ -143,8 +150,10 @@ class LangfuseConnector(Connector):
                 seen.add(str(obs.get("id")))
         yield Checkpoint(json.dumps({"ts": newest, "ids": sorted(seen)}))
 
-    def _log_item(self, obs: dict[str, Any]) -> LogItem | Problem:
+    def _log_item(self, obs: dict[str, Any], feedback: Feedback) -> LogItem | Problem:
         where = f"{self.options.url} observation {obs.get('id')}"
+        scores = sorted(feedback.get(("observation", str(obs.get("id"))), [])
+                        + feedback.get(("trace", str(obs.get("traceId"))), []), key=lambda s: s[:2])
         try:
             started = datetime.fromisoformat(str(obs["startTime"]).replace("Z", "+00:00"))
             ended = datetime.fromisoformat(str(obs.get("endTime") or obs["startTime"]).replace("Z", "+00:00"))
@@ -155,11 +164,96 @@ class LangfuseConnector(Connector):
                 version=str(version) if version is not None else None, rendered=_messages(obs.get("input")),
                 output=_output(obs.get("output")), model=obs.get("providedModelName"),
                 input_tokens=usage.get("input"), output_tokens=usage.get("output"), cost=obs.get("totalCost"),
-                latency_s=(ended - started).total_seconds(), where=where,
+                latency_s=(ended - started).total_seconds(), feedback=[entry for _, _, entry in scores], where=where,
                 meta={"trace_id": obs.get("traceId"), "params": obs.get("modelParameters") or {}},
             )
         except (KeyError, TypeError, ValueError) as exc:
             return Problem(where, f"unreadable observation: {exc}", "bad_observation", "look at it in Langfuse")
+
+    # -- scores ----------------------------------------------------------------------------
+    def _scores(self, observations: list[dict[str, Any]]) -> tuple[Feedback, list[Problem]]:
+        """Scores on these observations (by observation id) or on their traces (no observation id):
+        one paged read of `GET /api/public/v2/scores` from the earliest observation's start time
+        (less `lookback_s`, for clock skew). Bad scores on these calls become Problems."""
+        starts = []
+        for obs in observations:
+            try:
+                starts.append(datetime.fromisoformat(str(obs["startTime"]).replace("Z", "+00:00")))
+            except (KeyError, TypeError, ValueError):
+                pass  # reported as a bad observation
+        if not starts:
+            return {}, []
+        obs_ids = {str(o.get("id")) for o in observations}
+        trace_ids = {str(o["traceId"]) for o in observations if isinstance(o.get("traceId"), str)}
+        since = min(starts) - timedelta(seconds=self.options.lookback_s)
+        params: dict[str, Any] = {"fields": "score", "limit": self.options.page_size, "page": 1,
+                                  "fromTimestamp": since.isoformat().replace("+00:00", "Z")}
+        found: Feedback = {}
+        problems: list[Problem] = []
+        done: set[str] = set()
+        while True:
+            body = self.http.get(SCORES, **params)
+            data, meta = body.get("data"), body.get("meta")
+            if not isinstance(data, list) or not isinstance(meta, dict):
+                raise ConnectorError("Langfuse answered without a 'data' list and 'meta'",
+                                     where=f"{self.options.url}{SCORES}")
+            for index, score in enumerate(data):
+                if not isinstance(score, dict):
+                    problems.append(Problem(f"{self.options.url}{SCORES} page {params['page']} item {index}",
+                                            f"a score that is not an object: {score!r:.80}", "bad_score",
+                                            "the calls are kept without it"))
+                    continue
+                obs_id, trace_id = score.get("observationId"), score.get("traceId")
+                if obs_id is not None:  # an observation's score belongs to that observation only
+                    target = ("observation", str(obs_id)) if str(obs_id) in obs_ids else None
+                else:  # a trace's score belongs to every generation of the trace
+                    target = ("trace", trace_id) if isinstance(trace_id, str) and trace_id in trace_ids else None
+                if target is None or str(score.get("id")) in done:
+                    continue  # another call's score, a session score, or one already read on an earlier page
+                done.add(str(score.get("id")))
+                try:
+                    entry = _feedback(score)
+                except ValueError as exc:
+                    problems.append(Problem(f"{self.options.url}{SCORES} score {score.get('id')}",
+                                            f"unreadable score: {exc}", "bad_score",
+                                            "look at the score in Langfuse; the call is kept without it"))
+                    continue
+                found.setdefault(target, []).append((str(score.get("timestamp")), str(score.get("id")), entry))
+            try:
+                total_pages = int(meta.get("totalPages") or 1)
+            except (TypeError, ValueError):
+                raise ConnectorError(f"Langfuse answered a page count that is not a number: {meta.get('totalPages')!r}",
+                                     where=f"{self.options.url}{SCORES}") from None
+            if params["page"] >= total_pages:
+                return found, problems
+            params["page"] += 1
+
+
+def _feedback(score: dict[str, Any]) -> dict[str, Any]:
+    """A Langfuse score as a feedback entry: NUMERIC → number, BOOLEAN → bool, CATEGORICAL (and
+    CORRECTION, a corrected output) → its string; the source (API, ANNOTATION, EVAL) lowercased."""
+    name, source, kind = score.get("name"), score.get("source"), score.get("dataType")
+    value, text = score.get("value"), score.get("stringValue")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name {name!r} is not a non-empty string")
+    if not isinstance(source, str) or not source:
+        raise ValueError(f"source {source!r} is not a non-empty string")
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if kind == "NUMERIC":
+        if not numeric:
+            raise ValueError(f"NUMERIC score with value {value!r}, not a number")
+        result: Any = value
+    elif kind == "BOOLEAN":
+        if not numeric or value not in (0, 1):
+            raise ValueError(f"BOOLEAN score with value {value!r}, not 0 or 1")
+        result = value == 1
+    elif kind in ("CATEGORICAL", "CORRECTION"):
+        if not isinstance(text, str):
+            raise ValueError(f"{kind} score with stringValue {text!r}, not a string")
+        result = text
+    else:
+        raise ValueError(f"dataType {kind!r} is not NUMERIC, BOOLEAN, CATEGORICAL or CORRECTION")
+    return {"name": name, "value": result, "source": source.lower()}
 
 
 def _template(data: dict[str, Any]) -> Template:
