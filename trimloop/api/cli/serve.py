@@ -1,6 +1,8 @@
-"""`trimloop serve`: the REST API on uvicorn (the web UI and the scheduler join it later)."""
+"""`trimloop serve`: the REST API, the web UI and the scheduler in one process (uvicorn)."""
 
 from __future__ import annotations
+
+import logging
 
 import typer
 
@@ -8,12 +10,23 @@ from trimloop.api.cli.common import settings_and_engine
 
 
 def serve(host: str = typer.Option(None, help="default: api.host (127.0.0.1)"),
-          port: int = typer.Option(None, help="default: api.port (8000)")) -> None:
-    """Run the REST API until Ctrl-C. Create a token first: `trimloop tokens create`."""
+          port: int = typer.Option(None, help="default: api.port (8000)"),
+          no_scheduler: bool = typer.Option(False, "--no-scheduler",
+                                            help="only the API and the web UI; run `trimloop worker` elsewhere")
+          ) -> None:
+    """Run the REST API, the web UI and the scheduler (a pass now, then every
+    `scheduler.interval_minutes`) until Ctrl-C. Create a token first: `trimloop tokens create`."""
     import uvicorn
 
     from trimloop.api.app import create_app
+    from trimloop.api.scheduler import serve_lifespan, shared_gateway
 
     settings, engine = settings_and_engine()
-    app = create_app(settings, engine)
+    # the API's runs and the scheduler's passes share the bundled models: started once, stopped on exit
+    gateway, starter = shared_gateway(settings, engine)
+    app = create_app(settings, engine, gateway)
+    serve_lifespan(app, engine=engine, settings=settings, gateway=gateway, starter=starter,
+                   scheduler=not no_scheduler)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("trimloop").setLevel(logging.INFO)  # each pass's summary, without library chatter
     uvicorn.run(app, host=host or settings.api.host, port=port or settings.api.port, log_level="info")
