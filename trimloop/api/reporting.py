@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import func
+from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from trimloop.api.schemas import SavingsReport, SavingsRow, SpendRow
@@ -20,19 +21,27 @@ def _aware(value: datetime) -> datetime:
 
 
 def spend(session: Session, since: datetime) -> tuple[list[SpendRow], list[SpendRow], list[SpendRow]]:
-    """Calls and cost by day, by prompt and by model since `since`."""
-    recent = LogRecord.called_at >= since  # type: ignore[operator]
-    cost = func.coalesce(func.sum(LogRecord.cost), 0.0)
+    """Calls and cost by day, by prompt and by model since `since`: one scan of the window's logs,
+    grouped by (day, prompt, model), rolled up here (three scans took 3x as long)."""
     day = func.date(LogRecord.called_at)
-    by_day = [SpendRow(day=d, calls=n, cost=c) for d, n, c in session.exec(
-        select(day, func.count(), cost).where(recent).group_by(day).order_by(day)).all()]
-    by_prompt = [SpendRow(prompt_id=p, prompt=name, calls=n, cost=c) for p, name, n, c in session.exec(
-        select(LogRecord.prompt_id, Prompt.name, func.count(), cost)
-        .join(Prompt, Prompt.id == LogRecord.prompt_id, isouter=True).where(recent)
-        .group_by(LogRecord.prompt_id, Prompt.name).order_by(cost.desc())).all()]
-    by_model = [SpendRow(model=m, calls=n, cost=c) for m, n, c in session.exec(
-        select(LogRecord.model, func.count(), cost).where(recent)
-        .group_by(LogRecord.model).order_by(cost.desc())).all()]
+    rows = session.exec(
+        select(day, LogRecord.prompt_id, LogRecord.model, func.count(), func.coalesce(func.sum(LogRecord.cost), 0.0))
+        .where(LogRecord.called_at >= since)  # type: ignore[operator]
+        .group_by(day, LogRecord.prompt_id, LogRecord.model)).all()
+    days: dict[Any, list[Any]] = {}
+    prompts: dict[Any, list[Any]] = {}
+    models: dict[Any, list[Any]] = {}
+    for d, prompt_id, model, n, c in rows:
+        for totals, key in ((days, d), (prompts, prompt_id), (models, model)):
+            acc = totals.setdefault(key, [0, 0.0])
+            acc[0] += n
+            acc[1] += c
+    names = dict(session.exec(select(Prompt.id, Prompt.name).where(
+        col(Prompt.id).in_([p for p in prompts if p is not None]))).all()) if prompts else {}
+    by_day = [SpendRow(day=d, calls=n, cost=c) for d, (n, c) in sorted(days.items())]
+    by_prompt = [SpendRow(prompt_id=p, prompt=names.get(p) if p is not None else None, calls=n, cost=c)
+                 for p, (n, c) in sorted(prompts.items(), key=lambda kv: -kv[1][1])]
+    by_model = [SpendRow(model=m, calls=n, cost=c) for m, (n, c) in sorted(models.items(), key=lambda kv: -kv[1][1])]
     return by_day, by_prompt, by_model
 
 
@@ -77,13 +86,15 @@ def savings_report(session: Session, days: int = 30) -> SavingsReport:
     since = utcnow() - timedelta(days=days)
     by_day, by_prompt, by_model = spend(session, since)
     names = dict(session.exec(select(Prompt.id, Prompt.name)).all())
+    lean = defer(Suggestion.evidence)  # type: ignore[arg-type]  # the report never reads the evidence
     projected = [SavingsRow(suggestion_id=s.id, prompt=names.get(s.prompt_id, "?"), status=s.status,  # type: ignore[arg-type]
                             projected_monthly_savings=s.projected_monthly_savings, savings_low=s.savings_low,
                             savings_high=s.savings_high, baseline_cost_per_call=s.baseline_cost_per_call)
-                 for s in session.exec(select(Suggestion).where(col(Suggestion.status).in_(("pending", "approved")))
+                 for s in session.exec(select(Suggestion).options(lean)
+                                       .where(col(Suggestion.status).in_(("pending", "approved")))
                                        .order_by(col(Suggestion.projected_monthly_savings).desc())).all()]
     done = [realized(session, s, names.get(s.prompt_id, "?")) for s in session.exec(
-        select(Suggestion).where(col(Suggestion.status).in_(("deployed", "rolled_back")))
+        select(Suggestion).options(lean).where(col(Suggestion.status).in_(("deployed", "rolled_back")))
         .order_by(col(Suggestion.id))).all()]
     return SavingsReport(
         since=since, spend_by_day=by_day, spend_by_prompt=by_prompt, spend_by_model=by_model,
