@@ -19,13 +19,14 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from trimloop.api.errors import ApiError
 from trimloop.core.settings import Settings
 from trimloop.core.store import Superseded, verify_token
-from trimloop.core.tables import utcnow
+from trimloop.core.tables import ApiToken, utcnow
 
 PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": frozenset({"read"}),
@@ -118,8 +119,12 @@ def authenticate(
     now = utcnow()
     last = token.last_used_at
     if last is None or (now - (last if last.tzinfo else last.replace(tzinfo=now.tzinfo))).total_seconds() > 60:
-        token.last_used_at = now  # at most once a minute, so reads stay cheap
-        session.add(token)
+        # At most once a minute, in its own short transaction: written through the request's
+        # session, SQLite's write lock would be held until the request ends (a slow report
+        # would then block every writer, background runs included).
+        with Session(request.app.state.engine) as own:
+            own.execute(update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now))
+            own.commit()
     return Principal(name=token.name, role=token.role, token_id=token.id)  # type: ignore[arg-type]
 
 

@@ -139,7 +139,7 @@ def build_scheduler(*, engine: Engine, settings: Settings, job: Callable[[], Non
     scheduler = BackgroundScheduler(
         jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename=JOBS_TABLE)},
         job_defaults={"coalesce": True, "max_instances": 1,
-                      "misfire_grace_time": int(settings.scheduler.interval_minutes * 60)},
+                      "misfire_grace_time": max(1, int(settings.scheduler.interval_minutes * 60))},
         timezone="UTC",
     )
     first = {"next_run_time": utcnow()} if run_now else {}  # None would add the job paused

@@ -61,6 +61,8 @@ class LogRecord(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("connector", "external_id"),
         Index("ix_logrecord_prompt_time", "prompt_id", "called_at"),
+        Index("ix_logrecord_version_time", "version_id", "called_at"),  # realized savings per version
+        Index("ix_logrecord_time", "called_at"),  # spend per day across prompts
     )
 
     id: int | None = Field(default=None, primary_key=True)
