@@ -105,3 +105,17 @@ async def test_a_run_reclaimed_by_another_worker_is_left_to_it(engine, settings,
     run = await execute_run(engine=engine, settings=settings, run_id=run_id,
                             gateway=FakeGateway(responder=taken_over_midway), worker="worker-a")
     assert run.status == "running" and run.worker == "worker-b" and run.finished_at is None
+
+
+async def test_items_without_a_gold_answer_are_left_out_not_fatal(engine, settings, seeded, good_gateway):
+    from trimloop.core.tables import LogRecord
+
+    with session_scope(engine) as session:
+        for log in session.exec(select(LogRecord)):
+            if log.id % 3:  # two thirds of the calls were labelled by a reviewer
+                log.feedback = [{"name": "expected", "value": log.output.strip(), "source": "reviewer"}]
+    run = await _run(engine, settings, seeded, good_gateway, expected_from="expected")
+    assert run.status == "succeeded", run.error
+    with session_scope(engine) as session:
+        ready = session.exec(select(RunEvent).where(RunEvent.kind == "dataset.ready")).one()
+    assert ready.data["left_out_without_gold"] > 0 and ready.data["evaluators"] == ["label"]

@@ -80,6 +80,11 @@ def install(app: FastAPI) -> None:
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        if first.get("type") == "json_invalid":  # loc is ("body", character offset), not a field
+            detail = (first.get("ctx") or {}).get("error", "")
+            return _response(422, "invalid_request", f"the body is not valid JSON at character "
+                             f"{first['loc'][-1]}: {detail}".rstrip(": "), "body",
+                             "send a JSON object with Content-Type: application/json")
         where = _field(tuple(first.get("loc", ())))
         message = "; ".join(f"{_field(tuple(e.get('loc', ())))}: {e.get('msg')}" for e in errors[:5])
         return _response(422, "invalid_request", message or "invalid request", where,
@@ -88,7 +93,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}
-        hint = "see /docs for the routes" if exc.status_code in (404, 405) else None
+        hint = "the routes are listed in /openapi.json (with a token) and docs/api.md" if exc.status_code in (404, 405) else None
         return _response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
                          f"{request.method} {request.url.path}", hint, getattr(exc, "headers", None))
 

@@ -103,7 +103,7 @@ class DatasetItemPublic(Public):
 class GoldImport(BaseModel):
     """A gold set sent inline: the file's text, its format and the column mapping."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "prompt_id": 1, "format": "jsonl", "content": '{"ticket": "charged twice", "label": "billing"}\n',
         "inputs": {"ticket": "ticket"}, "expected": "label", "holdout_fraction": 0.3}]})
 
@@ -117,7 +117,7 @@ class GoldImport(BaseModel):
     size: int | None = Field(default=None, ge=1)
     holdout_fraction: float = Field(default=0.3, ge=0, lt=1)
     seed: int = 0
-    name: str | None = Field(default=None, max_length=200)
+    name: str | None = Field(default=None, max_length=200, pattern=r"^[^\x00-\x1f]*$")
 
 
 class GoldImportResult(BaseModel):
@@ -128,12 +128,12 @@ class GoldImportResult(BaseModel):
 
 # -- runs ---------------------------------------------------------------------------------------
 class RunCreate(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "prompt_id": 1, "budget_dollars": 2.0, "config": {"moves": ["retarget", "shorten"]}}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "prompt_id": 1, "budget_dollars": 2.0, "config": {"margin": 0.03, "models": ["local/smollm2-135m"]}}]})
 
     prompt_id: int = Field(ge=1)
-    budget_calls: int | None = Field(default=None, ge=1, description="default: the prompt's config")
-    budget_dollars: float | None = Field(default=None, gt=0, description="default: the prompt's config")
+    budget_calls: int | None = Field(default=None, ge=1, strict=True, description="default: the prompt's config")
+    budget_dollars: float | None = Field(default=None, gt=0, strict=True, description="default: the prompt's config")
     config: dict[str, Any] = Field(default_factory=dict, description="optimizer options for this run")
 
 
@@ -218,7 +218,7 @@ class SuggestionDetail(SuggestionPublic):
 
 
 class RejectRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "drops the order id from replies"}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"reason": "drops the order id from replies"}]})
     reason: str = Field(min_length=1, max_length=2000, description="why (required)")
 
 

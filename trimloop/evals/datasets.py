@@ -130,7 +130,7 @@ def build_from_logs(
     prompt = session.get(Prompt, prompt_id)
     if prompt is None:
         raise NotFound(f"no prompt with id {prompt_id}", where="dataset build",
-                       hint="list prompts with `trimloop prompts`, or run `trimloop sync` first")
+                       hint="list prompts with GET /prompts, or run `trimloop sync` first")
     version = session.get(PromptVersion, version_id) if version_id else production_version(
         session, prompt_id, label)
     if version is None or version.prompt_id != prompt_id:

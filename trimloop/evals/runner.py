@@ -155,7 +155,7 @@ async def run_eval(
         version = session.get(PromptVersion, version_id)
         if version is None:
             raise NotFound(f"no prompt version with id {version_id}", where="eval run",
-                           hint="pick a version id from `trimloop prompts show`")
+                           hint="pick a version id from GET /prompts/{id}/versions")
         items = dataset_items(session, dataset_id, split)
         if not items:
             raise NotFound(f"dataset {dataset_id} has no {split} items", where="eval run",

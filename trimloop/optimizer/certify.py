@@ -83,13 +83,17 @@ async def certify(
 ) -> list[Certification]:
     """Test the first `top` ranked arms on the holdout; return one Certification each.
 
+    The first that passes becomes the suggestion, so each is tested at α / (arms tested):
+    the chance that an inferior candidate gets through stays ≤ α for the run (Bonferroni).
     `margins` overrides `margin` per evaluator key."""
     say = emit or (lambda kind, data: None)
     margin_of = dict(margins or {})
+    tested = list(ranked)[:top]
+    alpha = alpha / max(1, len(tested))
     keys = [n.key for n in evaluators]
     order = [items[i] for i in np.random.default_rng(seed + 1).permutation(len(items))]
     out: list[Certification] = []
-    for arm in list(ranked)[:top]:
+    for arm in tested:
         wanted = max(planned_items(arm, search_baseline, [k], margin=margin_of.get(k, margin), alpha=alpha,
                                    power=power) for k in keys)
         n = min(wanted, len(order))

@@ -149,12 +149,22 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
         baseline = VersionSpec.of(version_row)
         baseline_id, dataset_id = version_row.id, dataset.id
         feedback = {r.id: list(r.feedback or []) for r in rows}
+    without_gold = [r for r in rows if r.expected is None]
+    if config.expected_from and without_gold:
+        # Items no one labelled cannot be scored against gold answers: leave them out, and say so.
+        rows = [r for r in rows if r.expected is not None]
+        if not rows:
+            raise NotFound(f"no log of prompt {prompt_name!r} carries feedback named {config.expected_from!r}",
+                           where=f"[prompts.{prompt_name}].expected_from",
+                           hint="check the feedback name in your logs, or remove expected_from to compare "
+                           "against the baseline's own outputs")
     items = {split: [EvalItem(id=r.id, inputs=r.inputs, expected=r.expected, baseline_output=r.baseline_output)
                      for r in rows if r.split == split] for split in ("search", "holdout")}
     evaluators = build_evaluators(config.evaluators or default_evaluators(rows),
                                   where=f"[prompts.{prompt_name}].evaluators")
     resolve = lambda model_id: resolve_model(settings, model_id)  # noqa: E731
     emit("dataset.ready", {"dataset_id": dataset_id, "search": len(items["search"]),
+                           "left_out_without_gold": len(without_gold) if config.expected_from else 0,
                            "holdout": len(items["holdout"]), "evaluators": [n.key for n in evaluators]})
     base = await baseline_results(rows, facts, baseline, evaluators, resolve=resolve, gateway=gateway,
                                   ledger=ledger)
