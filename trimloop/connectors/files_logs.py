@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from trimloop.connectors.base import LogItem
 
 Scalar = bool | int | float | str | None
+MAX_TOKENS = 2**31 - 1  # the store's token columns are 32-bit integers (PostgreSQL INTEGER)
 
 
 class Feedback(TypedDict):
@@ -59,8 +60,8 @@ class TrimloopLine(_Common):
     messages: list[dict[str, Any]] | None = None
     output: str | None = None
     model: str | None = None
-    input_tokens: int | None = Field(default=None, ge=0, strict=True)
-    output_tokens: int | None = Field(default=None, ge=0, strict=True)
+    input_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS, strict=True)
+    output_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS, strict=True)
 
 
 class OpenAIRequest(BaseModel):
@@ -69,8 +70,8 @@ class OpenAIRequest(BaseModel):
 
 
 class OpenAIUsage(BaseModel):
-    prompt_tokens: int | None = Field(default=None, ge=0)
-    completion_tokens: int | None = Field(default=None, ge=0)
+    prompt_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
+    completion_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
 
 
 class OpenAIMessage(BaseModel):
@@ -164,7 +165,7 @@ def _fast_path(raw: bytes, where: str) -> LogItem | None:
 
 
 def _count(value: Any) -> bool:
-    return value is None or (type(value) is int and value >= 0)
+    return value is None or (type(value) is int and 0 <= value <= MAX_TOKENS)
 
 
 def _amount(value: Any) -> bool:

@@ -69,7 +69,12 @@ class LangfuseConnector(Connector):
                 raise ConnectorError("Langfuse answered without a 'data' list", where=f"{self.options.url}/api/public/v2/prompts")
             for prompt in metas:
                 for version in prompt.get("versions") or []:
-                    yield self._prompt_item(str(prompt.get("name")), int(version))
+                    if isinstance(version, int) and not isinstance(version, bool):
+                        yield self._prompt_item(str(prompt.get("name")), version)
+                    else:
+                        yield Problem(f"{self.options.url} prompt {prompt.get('name')!r} version {version!r}",
+                                      "version is not a number", "bad_prompt_version",
+                                      "look at the prompt in Langfuse", prompt=str(prompt.get("name")))
             if page >= int(meta.get("totalPages") or 1):
                 return
             page += 1
@@ -142,7 +147,10 @@ class LangfuseConnector(Connector):
         feedback, problems = self._scores(items)
         yield from problems
         for obs in sorted(items, key=lambda o: str(o.get("startTime"))):
-            yield self._log_item(obs, feedback)
+            item = self._log_item(obs, feedback)
+            yield item
+            if isinstance(item, Problem):
+                continue  # an unreadable start time must not become the cursor
             start_time = str(obs.get("startTime"))
             if newest is None or start_time > newest:
                 newest, seen = start_time, set()

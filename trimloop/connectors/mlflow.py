@@ -63,6 +63,9 @@ class MlflowConnector(Connector):
                 raise ConnectorError("a registered model has no name", where=self._url("registered-models/search"))
             aliases: dict[str, list[str]] = {}
             for alias in model.get("aliases") or []:
+                if not isinstance(alias, dict):
+                    raise ConnectorError(f"MLflow answered aliases of {name!r} that are not {{alias, version}} "
+                                         "objects", where=self._url("/api/2.0/mlflow/registered-models/search"))
                 aliases.setdefault(str(alias.get("version")), []).append(alias.get("alias"))
             for version in self._pages("/api/2.0/mlflow/model-versions/search", "model_versions",
                                        filter=f"name='{_quote(name)}' AND {PROMPT_FILTER}"):
@@ -118,9 +121,17 @@ class MlflowConnector(Connector):
         }
         while True:
             page = self.http.post("/api/3.0/mlflow/traces/search", body)
-            for info in page.get("traces") or []:
+            traces = page.get("traces") or []
+            if not isinstance(traces, list) or not all(isinstance(t, dict) for t in traces):
+                raise ConnectorError("MLflow answered 'traces' that are not a list of objects",
+                                     where=self._url("/api/3.0/mlflow/traces/search"))
+            for info in traces:
                 trace_id = str(info.get("trace_id"))
-                ts = _millis(info.get("request_time"))
+                try:
+                    ts = _millis(info.get("request_time"))
+                except (ValueError, TypeError, OverflowError):
+                    yield self._log_item(info)  # a Problem naming the trace; the cursor stays put
+                    continue
                 if trace_id in seen and ts == since:
                     continue
                 yield self._log_item(info)

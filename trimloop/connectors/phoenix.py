@@ -64,7 +64,7 @@ class PhoenixConnector(Connector):
         vid = str(version.get("id"))
         where = f"{self.options.url} prompt {name!r} version {vid}"
         template = version.get("template") or {}
-        if template.get("type") != "chat":
+        if not isinstance(template, dict) or template.get("type") != "chat":
             return Problem(where, "string templates are not supported by the phoenix connector",
                            "unsupported_template", "use a chat template in Phoenix", prompt=name)
         if version.get("template_format") == "F_STRING":
@@ -128,11 +128,16 @@ class PhoenixConnector(Connector):
         newest, seen = since, set(state["ids"])
         start = (datetime.fromisoformat(since) - timedelta(seconds=self.options.lookback_s)).isoformat() if since else None
         path = f"/v1/projects/{self.options.project}/spans"
-        spans = [s for s in self._pages(path, span_kind="LLM", start_time=start)
-                 if s.get("context", {}).get("span_id") not in seen]
-        annotations = self._annotations([s["context"]["span_id"] for s in spans])
-        for span in sorted(spans, key=lambda s: s.get("start_time", "")):
-            yield self._log_item(span, annotations)
+        spans = list(self._pages(path, span_kind="LLM", start_time=start))
+        if not all(isinstance(s, dict) for s in spans):
+            raise ConnectorError("Phoenix answered spans that are not objects", where=f"{self.options.url}{path}")
+        spans = [s for s in spans if _span_id(s) is None or _span_id(s) not in seen]
+        annotations = self._annotations([sid for s in spans if (sid := _span_id(s)) is not None])
+        for span in sorted(spans, key=lambda s: str(s.get("start_time", ""))):
+            item = self._log_item(span, annotations)
+            yield item
+            if isinstance(item, Problem):
+                continue  # an unreadable span must not become the cursor
             if newest is None or span.get("start_time", "") > newest:
                 newest, seen = span.get("start_time"), set()
             if span.get("start_time") == newest:
@@ -140,8 +145,10 @@ class PhoenixConnector(Connector):
         yield Checkpoint(json.dumps({"ts": newest, "ids": sorted(seen)}))
 
     def _log_item(self, span: dict[str, Any], annotations: dict[str, list[dict[str, Any]]]) -> LogItem | Problem:
-        span_id = span.get("context", {}).get("span_id")
+        span_id = _span_id(span)
         where = f"{self.options.url} span {span_id}"
+        if span_id is None:
+            return Problem(where, "unreadable span: it has no context.span_id", "bad_span", "look at the span in Phoenix")
         try:
             attrs = span.get("attributes") or {}
             started = datetime.fromisoformat(span["start_time"])
@@ -178,6 +185,12 @@ class PhoenixConnector(Connector):
             cursor = page.get("next_cursor")
             if not cursor:
                 return
+
+
+def _span_id(span: dict[str, Any]) -> str | None:
+    context = span.get("context")
+    span_id = context.get("span_id") if isinstance(context, dict) else None
+    return str(span_id) if span_id is not None else None
 
 
 def _role(role: Any) -> str:

@@ -7,6 +7,7 @@ number and skipped; the valid rows are kept. Duplicated inputs keep their first 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,13 +52,28 @@ def _as_text(value: Any) -> str | None:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
+NUL_MESSAGE = "contains a NUL character, which no database column can hold"
+
+
+def _text(path: Path) -> str:
+    """The file as text (a leading byte-order mark dropped); an error names the first non-UTF-8 byte."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise UserError(f"not UTF-8: byte 0x{data[exc.start]:02x} on line {line}, column {col}",
+                        where=f"{path}:{line}", hint="save the file as UTF-8") from None
+
+
 def read_rows(path: Path, mapping: ColumnMapping) -> tuple[list[Row], list[RowProblem]]:
     """Rows from a .csv/.tsv or .jsonl file, and the problems of the rows left out."""
     if not path.exists():
         raise NotFound(f"no such file {path}", where="gold set import", hint="check the path")
     suffix = path.suffix.lower()
     records: list[tuple[int, dict[str, Any] | None, str | None]] = []
-    with path.open(encoding="utf-8", newline="") as handle:
+    with io.StringIO(_text(path), newline="") as handle:
         if suffix in (".csv", ".tsv"):
             reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
             line = 1
@@ -67,6 +83,9 @@ def read_rows(path: Path, mapping: ColumnMapping) -> tuple[list[Row], list[RowPr
         elif suffix in (".jsonl", ".ndjson"):
             for number, text in enumerate(handle, 1):
                 if not text.strip():
+                    continue
+                if "\x00" in text or "\\u0000" in text:
+                    records.append((number, None, NUL_MESSAGE))
                     continue
                 try:
                     value = json.loads(text)
@@ -88,9 +107,12 @@ def read_rows(path: Path, mapping: ColumnMapping) -> tuple[list[Row], list[RowPr
         if record is None:
             problems.append(RowProblem(line, error or "unreadable row"))
             continue
-        missing = [c for c in wanted if c not in record or (c in mapping.inputs.values() and record[c] in (None, ""))]
+        missing = [c for c in wanted if record.get(c) is None or (c in mapping.inputs.values() and record[c] == "")]
         if missing:
             problems.append(RowProblem(line, f"missing or empty column(s): {', '.join(missing)}"))
+            continue
+        if any(isinstance(record[c], str) and "\x00" in record[c] for c in wanted):
+            problems.append(RowProblem(line, NUL_MESSAGE))
             continue
         row = Row(inputs={var: record[column] for var, column in mapping.inputs.items()},
                   expected=_as_text(record.get(mapping.expected)) if mapping.expected else None,
