@@ -119,3 +119,9 @@ async def test_items_without_a_gold_answer_are_left_out_not_fatal(engine, settin
     with session_scope(engine) as session:
         ready = session.exec(select(RunEvent).where(RunEvent.kind == "dataset.ready")).one()
     assert ready.data["left_out_without_gold"] > 0 and ready.data["evaluators"] == ["label"]
+
+
+async def test_the_search_keeps_to_its_share_of_the_budget(engine, settings, seeded, good_gateway):
+    run = await _run(engine, settings, seeded, good_gateway, search_budget_calls=40)
+    assert run.status == "succeeded", run.error
+    assert run.results["search_calls"] <= 40 and run.results["budget_exhausted"]

@@ -33,6 +33,7 @@ class RunConfig(BaseModel):
     concurrency: int = Field(default=4, ge=1)
     seed: int = 0
     budget_calls: int | None = Field(default=2000, ge=1)
+    search_budget_calls: int | None = Field(default=None, ge=1, description="the search's share of budget_calls")
     budget_dollars: float | None = Field(default=None, gt=0)
     window_days: int = Field(default=28, ge=1)
     expected_from: str | None = Field(

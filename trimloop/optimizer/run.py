@@ -180,7 +180,7 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
         config=SearchConfig(margin=config.margin, alpha=config.alpha, margins=tuple(config.margins.items()),
                             rungs=config.rungs, eta=config.eta,
                             max_candidates=config.max_candidates, concurrency=config.concurrency,
-                            seed=config.seed, samples=config.samples),
+                            seed=config.seed, samples=config.samples, max_calls=config.search_budget_calls),
     )
     search_calls = ledger.calls
     certs = await certify(

@@ -42,6 +42,7 @@ class SearchConfig:
     seed: int = 0
     samples: int | None = None  # per item at temperature > 0 (runner default: 3)
     compose: bool = True  # also shorten / prune the retargeted versions
+    max_calls: int | None = None  # the search's own share of the run's budget
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 0.5:
@@ -111,13 +112,15 @@ def select_arms(candidates: list[Candidate], estimates: dict[str, float], baseli
 
 
 def rank(arms: list[Arm]) -> list[Arm]:
-    """Best first: arms whose point estimate is within the margin on every evaluator, cheapest
-    first (then faster); then the others by their worst delta. Small slices give wide intervals,
-    so racing ranks on point estimates and leaves proof to later looks and certification."""
+    """Best first, the way a race keeps its options open: arms that may still be non-inferior
+    (the interval's upper end is above −margin on every evaluator) cheapest first, then faster;
+    then the others by their worst point estimate. Small slices give wide intervals, so cheap
+    arms are not dropped on a few unlucky items; later looks and certification do the proving."""
     def key(arm: Arm) -> tuple[Any, ...]:
-        deltas = [e.delta + e.margin for e in arm.evidence.values()]
-        plausible = bool(deltas) and min(deltas) >= 0
-        return (not plausible, (arm.cost_per_call or math.inf) if plausible else -min(deltas or [-math.inf]),
+        evidence = list(arm.evidence.values())
+        plausible = bool(evidence) and all(e.upper > -e.margin for e in evidence)
+        worst = min((e.delta + e.margin for e in evidence), default=-math.inf)
+        return (not plausible, (arm.cost_per_call or math.inf) if plausible else -worst,
                 arm.latency_p50 or math.inf, arm.candidate.sha)
 
     return sorted((a for a in arms if a.status != "eliminated" and a.n), key=key)
@@ -174,16 +177,19 @@ async def search(
         if not racing:
             break
         new_items = order[done:size]
-        remaining = ledger.remaining_calls if ledger is not None else None
-        if remaining is not None:
-            affordable = remaining // max(1, len(new_items))
-            if affordable < len(racing):
-                for arm in racing[affordable:]:
+        limits = [ledger.remaining_calls if ledger is not None else None,
+                  config.max_calls - sum(a.calls for a in arms) if config.max_calls is not None else None]
+        remaining = min((x for x in limits if x is not None), default=None)
+        if remaining is not None and remaining < len(racing) * len(new_items):
+            # Not enough budget for the whole slice: a shorter slice for every racing arm.
+            per_arm = remaining // max(1, len(racing))
+            result.budget_exhausted = True
+            if per_arm < 2:
+                for arm in racing:
                     arm.status, arm.reason = "stopped", f"budget: stopped after {arm.n} items"
-                racing = racing[:affordable]
-                result.budget_exhausted = True
-        if not racing:
-            break
+                break
+            new_items = new_items[:per_arm]
+            size = done + per_arm
         for arm in racing:
             try:
                 await evaluate_items(
