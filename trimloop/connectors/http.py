@@ -16,8 +16,9 @@ class JsonClient:
 
     def __init__(self, *, base_url: str, service: str, connector: str, timeout_s: float = 30.0,
                  headers: dict[str, str] | None = None, auth: httpx.Auth | None = None,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None, secrets: tuple[str | None, ...] = ()) -> None:
         self.service, self.connector = service, connector
+        self.secrets = [s for s in secrets if s]  # never quoted in errors, even if the server echoes them
         self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s,
                                    headers=headers or {}, auth=auth, transport=transport)
 
@@ -41,7 +42,7 @@ class JsonClient:
                                  f"[connectors.{self.connector}]") from None
         if response.status_code >= 400:
             raise ConnectorError(
-                f"{self.service} answered HTTP {response.status_code}: {_excerpt(response.text)}",
+                f"{self.service} answered HTTP {response.status_code}: {self._excerpt(response.text)}",
                 where=f"{method} {url}",
                 hint="check the credentials" if response.status_code in (401, 403)
                 else f"check [connectors.{self.connector}] and the server's logs",
@@ -52,7 +53,7 @@ class JsonClient:
             data = response.json()
         except ValueError:
             raise ConnectorError(f"{self.service} answered something that is not JSON: "
-                                 f"{_excerpt(response.text)}", where=f"{method} {url}",
+                                 f"{self._excerpt(response.text)}", where=f"{method} {url}",
                                  hint="is url pointing at the right server?") from None
         if not isinstance(data, dict):
             raise ConnectorError(f"{self.service} answered JSON of an unexpected shape ({type(data).__name__})",
@@ -61,6 +62,11 @@ class JsonClient:
 
     def close(self) -> None:
         self.client.close()
+
+    def _excerpt(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "[redacted]")
+        return _excerpt(text)
 
 
 def secret_from_env(name: str | None, *, connector: str, option: str) -> str | None:

@@ -54,7 +54,7 @@ class LangfuseConnector(Connector):
         secret = secret_from_env(self.options.secret_key_env, connector=name, option="secret_key_env")
         self.http = JsonClient(base_url=self.options.url, service="Langfuse", connector=name,
                                timeout_s=self.options.timeout_s, transport=transport,
-                               auth=httpx.BasicAuth(public or "", secret or ""))
+                               auth=httpx.BasicAuth(public or "", secret or ""), secrets=(secret,))
 
     def close(self) -> None:
         self.http.close()

@@ -49,7 +49,8 @@ class MlflowConnector(Connector):
         token = secret_from_env(self.options.token_env, connector=name, option="token_env")
         self.http = JsonClient(base_url=self.options.url, service="MLflow", connector=name,
                                timeout_s=self.options.timeout_s, transport=transport,
-                               headers={"Authorization": f"Bearer {token}"} if token else None)
+                               headers={"Authorization": f"Bearer {token}"} if token else None,
+                               secrets=(token,))
 
     def close(self) -> None:
         self.http.close()

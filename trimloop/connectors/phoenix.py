@@ -48,7 +48,8 @@ class PhoenixConnector(Connector):
         key = secret_from_env(self.options.api_key_env, connector=name, option="api_key_env")
         self.http = JsonClient(base_url=self.options.url, service="Phoenix", connector=name,
                                timeout_s=self.options.timeout_s, transport=transport,
-                               headers={"Authorization": f"Bearer {key}"} if key else None)
+                               headers={"Authorization": f"Bearer {key}"} if key else None,
+                               secrets=(key,))
 
     def close(self) -> None:
         self.http.close()

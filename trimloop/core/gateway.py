@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -230,11 +231,12 @@ class Gateway:
                     reply = await provider.call(model, prompt, wire)
                     return reply, time.perf_counter() - started, attempt + 1
                 except Retryable as exc:
-                    last, retry_after = str(exc), exc.retry_after
+                    last, retry_after = redact(str(exc), model), exc.retry_after
                 except Fatal as exc:
                     self.stats.failures += 1
                     raise GatewayError(
-                        f"{model.id}: {exc}", where=model.api_base or model.provider, hint=exc.hint
+                        f"{model.id}: {redact(str(exc), model)}", where=model.api_base or model.provider,
+                        hint=exc.hint,
                     ) from None
             if attempt == config.max_retries:
                 break
@@ -286,6 +288,12 @@ class Gateway:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def redact(text: str, model: ResolvedModel) -> str:
+    """The text without the model's API key: providers may quote the key in their error bodies."""
+    key = os.environ.get(model.api_key_env) if model.api_key_env else None
+    return text.replace(key, "[redacted]") if key else text
 
 
 def _as_hit(result: CallResult) -> CallResult:
