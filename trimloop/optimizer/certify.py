@@ -19,6 +19,26 @@ from trimloop.evals.stats import NonInferiority, items_needed, non_inferiority
 from trimloop.optimizer.race import Arm
 
 
+LOOKS = 8  # certification evaluates in chunks and may stop early, for futility only
+
+
+def _futile(cert: "Certification", baseline: dict[Any, ItemResult], keys: list[str], margin_of: dict[str, float],
+            margin: float, strict_alpha: float) -> str | None:
+    """A reason to stop when some evaluator is already clearly inferior (upper bound at a strict
+    level below −margin). Stopping only to fail never raises the chance of a false pass."""
+    for key in keys:
+        base = {i: [baseline[i].scores.get(key, 0.0)] for i in cert.results if i in baseline}
+        if len(base) < 20:
+            return None
+        cand = {i: [r.scores.get(key, 0.0) for r in rs] for i, rs in cert.results.items() if i in base}
+        m = margin_of.get(key, margin)
+        e = non_inferiority(base, cand, margin=m, alpha=strict_alpha)
+        if e.upper < -m:
+            return (f"{key}: stopped early for futility after {e.n} items: delta {e.delta:+.3f}, "
+                    f"upper bound {e.upper:+.3f} < −{m} at level {strict_alpha:.4f}")
+    return None
+
+
 @dataclass
 class Certification:
     arm: Arm
@@ -100,12 +120,19 @@ async def certify(
         cert = Certification(arm=arm, n_planned=n, n_wanted=wanted)
         say("certify.started", {"sha": arm.candidate.sha, "label": arm.candidate.label, "items": n,
                                 "wanted": wanted})
+        chunk = max(50, -(-n // LOOKS))
         try:
-            await evaluate_items(
-                template=arm.candidate.version.template, model=arm.candidate.version.model,
-                params=arm.candidate.version.params, items=order[:n], evaluators=evaluators,
-                gateway=gateway, concurrency=concurrency, ledger=ledger, on_result=cert.add, samples=samples,
-            )
+            for start in range(0, n, chunk):
+                await evaluate_items(
+                    template=arm.candidate.version.template, model=arm.candidate.version.model,
+                    params=arm.candidate.version.params, items=order[start:min(n, start + chunk)],
+                    evaluators=evaluators, gateway=gateway, concurrency=concurrency, ledger=ledger,
+                    on_result=cert.add, samples=samples,
+                )
+                futile = _futile(cert, baseline_results, keys, margin_of, margin, alpha / LOOKS)
+                if futile and start + chunk < n:
+                    cert.reason = futile
+                    break
         except SpendCapReached as exc:
             cert.reason = f"budget ran out during certification: {exc.message}"
         for key in keys:
@@ -114,7 +141,7 @@ async def certify(
             if len(base) >= 2:
                 cert.evidence[key] = non_inferiority(base, cand, margin=margin_of.get(key, margin), alpha=alpha)
         failing = [k for k in keys if k not in cert.evidence or not cert.evidence[k].passed]
-        cert.passed = not failing and not cert.reason
+        cert.passed = not failing and not cert.reason and cert.calls >= n
         if not cert.reason:
             if cert.passed:
                 cert.reason = f"non-inferior on every evaluator at margin {margin} (n={n})"

@@ -75,12 +75,19 @@ def propose_candidates(baseline: VersionSpec, context: MoveContext, *, compose: 
         first += move.propose(root, context=context)
     found = {c.sha: c for c in first}
     if compose:
-        for parent in first:
-            for move in moves:
-                if move.name == "retarget" or move.name in {s["move"] for s in parent.lineage}:
-                    continue
-                for child in move.propose(parent, context=context):
-                    found.setdefault(child.sha, child)
+        level = first
+        for _ in range(len(moves) - 1):  # every order-free combination of the moves
+            children = []
+            for parent in level:
+                used = {s["move"] for s in parent.lineage}
+                for move in moves:
+                    if move.name == "retarget" or move.name in used:
+                        continue
+                    for child in move.propose(parent, context=context):
+                        if child.sha not in found:
+                            found[child.sha] = child
+                            children.append(child)
+            level = children
     found.pop(baseline.sha, None)
     return list(found.values())
 

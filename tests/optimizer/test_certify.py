@@ -1,0 +1,37 @@
+"""Certification on the holdout: the gate, the power helper, and stopping early only to fail."""
+
+from __future__ import annotations
+
+from trimloop.core.gateway import FakeGateway
+from trimloop.core.templates import Template
+from trimloop.evals.evaluators import build_evaluators
+from trimloop.evals.runner import EvalItem, ItemResult
+from trimloop.optimizer.certify import certify
+from trimloop.optimizer.race import Arm
+from trimloop.optimizer.spec import VersionSpec, start
+
+
+def _setup(n: int):
+    items = [EvalItem(id=i, inputs={"t": f"item {i}"}, expected="positive") for i in range(n)]
+    baseline = {i.id: ItemResult(item_id=i.id, sample=0, output="positive", scores={"exact": 1.0}) for i in items}
+    arm = Arm(start(VersionSpec(Template.plain("Say: {{t}}"), "local/smollm2-135m", {"max_tokens": 2})), est_cost=0.0)
+    for i in items[:30]:  # what the search saw: agreement on 30 items
+        arm.add(ItemResult(item_id=i.id, sample=0, output="positive", scores={"exact": 1.0}))
+    return items, baseline, arm
+
+
+async def test_a_clearly_worse_candidate_is_stopped_early_and_fails():
+    items, baseline, arm = _setup(800)
+    gateway = FakeGateway(responder=lambda model, prompt: "negative")
+    [cert] = await certify(ranked=[arm], items=items, baseline_results=baseline, search_baseline=baseline,
+                           evaluators=build_evaluators(["exact"]), gateway=gateway, margin=0.03, alpha=0.05, top=1)
+    assert not cert.passed and "futility" in cert.reason and cert.calls < cert.n_planned
+
+
+async def test_an_equal_candidate_passes_on_the_planned_items():
+    items, baseline, arm = _setup(800)
+    gateway = FakeGateway(responder=lambda model, prompt: "positive")
+    [cert] = await certify(ranked=[arm], items=items, baseline_results=baseline, search_baseline=baseline,
+                           evaluators=build_evaluators(["exact"]), gateway=gateway, margin=0.03, alpha=0.05, top=1)
+    assert cert.passed and cert.calls == cert.n_planned <= 800
+    assert cert.evidence["exact"].lower > -0.03
