@@ -54,12 +54,17 @@ def test_shorten_keeps_placeholders_rules_and_the_completion_cue(context):
     assert "Please" not in medium.version.template.text and "Thank you" not in medium.version.template.text
 
 
-def test_shorten_drops_a_repeated_sentence_across_messages(context):
-    template = Template.chat(("system", "Answer with one word only. Be brief."),
-                             ("user", "Answer with one word only. Text: {{t}}"))
+def test_shorten_compresses_instructions_but_never_examples_or_user_turns(context):
+    template = Template.chat(("system", "Answer with one word only. Be brief. Answer with one word only."),
+                             ("user", "Please, really: {{t}}"))
     proposals = Shorten().propose(root(template, "local/smollm2-135m"), context=context)
     medium = next(p for p in proposals if p.lineage[-1]["detail"].startswith("medium"))
-    assert medium.version.template.messages[1].content == "Text: {{t}}"
+    assert medium.version.template.messages[0].content == "Answer with one word only. Be brief."
+    assert medium.version.template.messages[1].content == "Please, really: {{t}}"
+    text = Template.plain("Please classify it. Thank you!\n\nReview: a very, very long and really dull film\n"
+                          "Sentiment: negative\n\nReview: {{text}}\nSentiment:")
+    for p in Shorten().propose(root(text), context=context):
+        assert "Review: a very, very long and really dull film\nSentiment: negative" in p.version.template.text
 
 
 def test_long_label_descriptions_are_cut_to_their_first_clause():

@@ -212,9 +212,9 @@ async def search(
             _judge(arm, base_scores, keys, config, design, look, len(rungs))
             say("candidate.scored", arm.summary() | {"look": look})
         done = size
+        if result.budget_exhausted or look == len(rungs):
+            break  # no halving after the last look: certification takes the best few from here
         _halve(arms, config.eta, say)
-        if result.budget_exhausted:
-            break
     result.calls = sum(a.calls for a in arms)
     result.front = pareto_front([a for a in arms if a.status != "eliminated"], keys)
     result.ranked = rank(arms)

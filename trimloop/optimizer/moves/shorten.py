@@ -92,14 +92,68 @@ def label_descriptions(text: str, max_words: int = 8) -> str:
     return "\n".join(out)
 
 
+_RULE = re.compile(r"\b(answer|respond|reply|output|return|format|json|one word|only|exactly|must|never|always|"
+                   r"label|classify|decide|choose|extract|positive|negative|yes|no)\b", re.IGNORECASE)
+
+
+_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
+
+
+def essentials(text: str) -> str:
+    """Keep only the instruction's rules: sentences about the task, labels or output format, the
+    label list itself (bullets) and its heading; persona and advice ("You are a careful
+    assistant", "read it carefully") go."""
+    lines = text.split("\n")
+    out: list[str] = []
+    dropped = False
+    for i, line in enumerate(lines):
+        if _BULLET.match(line):
+            out.append(line)
+            continue
+        if line.rstrip().endswith(":") and i + 1 < len(lines) and _BULLET.match(lines[i + 1]):
+            out.append(line)  # "The teams are:" before its list
+            continue
+        sentences = [x for x in _SENTENCE.split(line) if x.strip()]
+        kept = [x.strip() for x in sentences if _RULE.search(x)]
+        dropped = dropped or len(kept) < len(sentences)
+        if kept:
+            out.append(" ".join(kept))
+    return "\n".join(out) if dropped and out else text
+
+
 LEVELS: list[tuple[str, list[str]]] = [
     ("light", ["whitespace", "markup"]),
     ("medium", ["whitespace", "markup", "filler", "dedupe"]),
     ("aggressive", ["whitespace", "markup", "filler", "dedupe", "labels"]),
+    ("essentials", ["whitespace", "markup", "filler", "dedupe", "labels", "essentials"]),
 ]
 
 
+def protected_lines(text: str) -> set[int]:
+    """Lines that are content, not instruction: few-shot examples, `<example>` blocks, and the
+    block that holds the placeholders (from its first line to the end)."""
+    from trimloop.optimizer.moves.prune import text_examples
+
+    lines = text.split("\n")
+    keep: set[int] = set()
+    for example in text_examples(text):
+        keep.update(range(example.start, example.end))
+    inside = False
+    for i, line in enumerate(lines):
+        if "<example>" in line.lower():
+            inside = True
+        if inside:
+            keep.add(i)
+        if "</example>" in line.lower():
+            inside = False
+    first = next((i for i, line in enumerate(lines) if PLACEHOLDER.search(line)), None)
+    if first is not None:
+        keep.update(range(first, len(lines)))
+    return keep
+
+
 def compress(template: Template, passes: list[str]) -> Template:
+    """Apply the passes to instruction text only; examples and the placeholder block stay verbatim."""
     seen: set[str] = set()
     steps: dict[str, Callable[[str], str]] = {
         "whitespace": whitespace,
@@ -107,18 +161,50 @@ def compress(template: Template, passes: list[str]) -> Template:
         "filler": filler,
         "dedupe": lambda t: dedupe_sentences(t, seen),
         "labels": label_descriptions,
+        "essentials": essentials,
     }
 
-    def run(text: str) -> str:
+    def run(text: str, *, first: bool) -> str:
         for name in passes:
+            if name == "essentials" and not first:
+                continue  # persona trimming only before the first example
             text = steps[name](text)
         return text
 
+    def text_only(text: str) -> str:
+        lines = text.split("\n")
+        keep = protected_lines(text)
+        out: list[str] = []
+        segment: list[str] = []
+        first = True
+
+        def flush() -> None:
+            nonlocal first
+            if segment:
+                body = run("\n".join(segment), first=first)
+                if body.strip():
+                    out.append(body)
+                segment.clear()
+            first = False
+
+        for i, line in enumerate(lines):
+            if i in keep:
+                flush()
+                if out and out[-1] != "" and i > 0 and (i - 1) not in keep:
+                    out.append("")  # a blank line between instruction and examples
+                out.append(line)
+            else:
+                segment.append(line)
+        flush()
+        return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip("\n")
+
     if template.kind == "chat":
+        # Only system messages are instructions; user and assistant turns are content.
         return Template(kind="chat", messages=[
-            ChatMessage(role=m.role, content=run(m.content)) for m in template.messages or []
+            ChatMessage(role=m.role, content=run(m.content, first=True) if m.role == "system" else m.content)
+            for m in template.messages or []
         ])
-    return Template.plain(run(template.text or ""))
+    return Template.plain(text_only(template.text or ""))
 
 
 def same_placeholders(a: Template, b: Template) -> bool:
