@@ -229,6 +229,9 @@ def run_process(cmd: list[str], *, env: dict[str, str] | None, cwd: Path | None,
                            **_stats(root)}
     if proc.returncode != 0:
         out["error"] = f"exit code {proc.returncode}"
+        first = [line.strip() for line in stderr.splitlines() if "Error" in line or "error" in line.lower()]
+        if first:
+            out["error_line"] = first[0][:300]
         out["stderr_tail"] = stderr[-1500:]
     out["stdout"] = stdout
     return out
@@ -283,6 +286,7 @@ def promptfoo_peer(base: str, folder: Path, args: argparse.Namespace, root: str,
                PROMPTFOO_DISABLE_TELEMETRY="1", PROMPTFOO_DISABLE_UPDATE="1", OPENAI_API_KEY="none",
                PROMPTFOO_DISABLE_SHARING="1", NO_COLOR="1")
     output = folder / f"results-{run}.json"
+    output.unlink(missing_ok=True)  # never read an earlier run's results
     cmd = [str(binary), "eval", "-c", str(config), "--no-table", "--no-progress-bar", "--no-share",
            "-j", str(args.concurrency), "-o", str(output)]
     out = run_process(cmd, env=env, cwd=folder, timeout=args.timeout, root=root)
@@ -330,7 +334,7 @@ def summarize(tool: str, first: dict[str, Any], second: dict[str, Any] | None, i
     if second is not None:
         out["rerun"] = {k: v for k, v in second.items() if k in (
             "wall_s", "span_s", "eval_s", "calls", "results", "cached", "spent", "cache_entries", "error",
-            "stderr_tail")}
+            "error_line", "stderr_tail")}
     return out
 
 
