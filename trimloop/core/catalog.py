@@ -147,6 +147,8 @@ def resolve_model(settings: Settings, model_id: str) -> ResolvedModel:
             completion_only=config.completion_only,
             openai_tokenizer=False,
         )
+        if config.input_per_mtok is not None or config.output_per_mtok is not None:
+            return _apply_config(base, config)  # priced in settings: no need to load litellm's map
         return _apply_config(_with_map_price(base, wire), config)
 
     provider = model_id.split("/", 1)[0] if "/" in model_id else "openai"
