@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ def demo(
     scale: float = typer.Option(1.0, min=0.1, max=10.0, help="inputs per prompt, relative to the default"),
 ) -> None:
     """Create a demo workspace, produce real logs, sync, optimize every prompt, then serve the UI."""
-    out = Console()
+    out = Console(width=None if sys.stdout.isatty() else 160)  # a log file gets the whole table
     started = time.monotonic()
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
