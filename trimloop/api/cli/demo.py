@@ -183,7 +183,8 @@ def _serve(out: Console, settings, engine, port: int) -> None:  # type: ignore[n
     with session_scope(engine) as session:
         _, secret = create_token(session=session, name=f"demo-{int(time.time())}", role="admin", actor="trimloop demo")
     host = settings.api.host
-    out.print(f"\n[bold]web UI:[/] http://{host}:{port}/   (API docs: http://{host}:{port}/docs)")
+    out.print(f"\n[bold]web UI:[/] http://{host}:{port}/   (REST API: http://{host}:{port}/openapi.json with "
+              "the token as a Bearer header; see docs/api.md)")
     out.print(f"[bold]one-time login token[/] (admin; shown only now): {secret}")
     out.print("press Ctrl-C to stop")
     uvicorn.run(create_app(settings, engine), host=host, port=port, log_level="warning")
