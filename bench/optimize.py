@@ -73,7 +73,7 @@ TASKS = {
              "expected": lambda row: row["label"], "options": {
                  "evaluators": {"label": {"labels": ["positive", "negative"]}}, "margin": 0.03,
                  "dataset_size": 1821, "holdout_fraction": 0.85, "rungs": [24, 72, 144], "max_candidates": 10,
-                 "certify_top": 2, "budget_calls": 2000, "search_budget_calls": 400}},
+                 "certify_top": 4, "budget_calls": 2000, "search_budget_calls": 400}},
     "e2e": {"file": "e2e_extraction/test.jsonl", "prompt": E2E_PROMPT,
             "params": {"temperature": 0, "max_tokens": 80, "stop": ["\n"]},
             "expected": lambda row: json.dumps(row["fields"]), "options": {

@@ -127,10 +127,17 @@ def rank(arms: list[Arm]) -> list[Arm]:
         evidence = list(arm.evidence.values())
         plausible = bool(evidence) and all(e.upper > -e.margin for e in evidence)
         worst = min((e.delta + e.margin for e in evidence), default=-math.inf)
-        return (not plausible, (arm.cost_per_call or math.inf) if plausible else -worst,
+        return (arm.status == "dropped", not plausible, (arm.cost_per_call or math.inf) if plausible else -worst,
                 arm.latency_p50 or math.inf, arm.candidate.sha)
 
     return sorted((a for a in arms if a.status != "eliminated" and a.n), key=key)
+
+
+def final_ranking(arms: list[Arm]) -> list[Arm]:
+    """For certification: the arms still in the race, then those halving dropped for budget (not
+    shown inferior) that may still be non-inferior, so a futile first pick is not the end."""
+    ranked = rank(arms)
+    return [a for a in ranked if a.status != "dropped" or all(e.upper > -e.margin for e in a.evidence.values())]
 
 
 async def search(
@@ -216,8 +223,8 @@ async def search(
             break  # no halving after the last look: certification takes the best few from here
         _halve(arms, config.eta, say)
     result.calls = sum(a.calls for a in arms)
-    result.front = pareto_front([a for a in arms if a.status != "eliminated"], keys)
-    result.ranked = rank(arms)
+    result.front = pareto_front([a for a in arms if a.status not in ("eliminated", "dropped")], keys)
+    result.ranked = final_ranking(arms)
     say("search.finished", {"calls": result.calls, "front": [a.candidate.sha for a in result.front],
                             "ranked": [a.candidate.sha for a in result.ranked]})
     return result
@@ -269,6 +276,6 @@ def _halve(arms: list[Arm], eta: int, say: Emit) -> None:
     racing = [a for a in arms if a.status == "racing"]
     keep = max(1, math.ceil(len(racing) / eta))
     for arm in rank(racing)[keep:]:
-        arm.status = "eliminated"
+        arm.status = "dropped"  # out of the race for budget, not shown inferior
         arm.reason = arm.reason or f"successive halving: not in the best {keep} after {arm.n} items"
         say("candidate.eliminated", {"sha": arm.candidate.sha, "reason": arm.reason, "n": arm.n})
