@@ -41,7 +41,7 @@
       dot.setAttribute("r", "5");
       dot.setAttribute("stroke", "#2b6cb0");
       dot.setAttribute("stroke-width", "2");
-      dot.setAttribute("fill", c.status === "eliminated" ? "none" : "#2b6cb0");
+      dot.setAttribute("fill", (c.status === "eliminated" || c.status === "dropped") ? "none" : "#2b6cb0");
       title.textContent = c.label + ": score " + c.score.toFixed(2) + ", " + money(c.cost, 5) + " per call";
       dot.appendChild(title);
       dots.appendChild(dot);
