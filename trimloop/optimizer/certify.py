@@ -156,4 +156,6 @@ async def certify(
         say("certify.finished", {"sha": arm.candidate.sha, "passed": cert.passed, "reason": cert.reason,
                                  "evidence": {k: e.to_dict() for k, e in cert.evidence.items()}})
         out.append(cert)
+        if cert.passed:
+            break  # the first that passes is the suggestion; testing more would only spend
     return out
