@@ -15,18 +15,16 @@ import re
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import MetaData, select
 
-from trimloop.core.fake_openai import free_port
+from trimloop.core.fake_openai import free_port, running
 
 KEY = f"sk-test-PLANTED-{uuid.uuid4().hex}"
 TOKEN = f"mlflow-PLANTED-{uuid.uuid4().hex}"
@@ -76,22 +74,8 @@ def echo_server() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def fake_openai() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "trimloop.core.fake_openai", "--port", str(port)])
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/v1/models", timeout=0.5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("fake OpenAI server did not start")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    with running() as url:
+        yield url
 
 
 def _write_config(tmp_path: Path, fake_openai: str, echo: str) -> None:

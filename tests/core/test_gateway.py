@@ -1,15 +1,13 @@
 """The gateway against a fault-injecting OpenAI-compatible server on 127.0.0.1."""
 
 import asyncio
-import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 
 from trimloop.core.errors import ConfigError, GatewayError, SpendCapReached, UserError
-from trimloop.core.fake_openai import free_port
+from trimloop.core.fake_openai import running
 from trimloop.core.gateway import Gateway
 from trimloop.core.ledger import Ledger
 from trimloop.core.settings import GatewaySettings, ModelConfig, Settings
@@ -19,24 +17,8 @@ CHAT = [{"role": "user", "content": "Classify: I loved it"}]
 
 @pytest.fixture(scope="module")
 def fake_server():
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trimloop.core.fake_openai", "--port", str(port), "--count-tokens", "--timeout-s", "3"],
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/v1/models", timeout=0.5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("fake OpenAI server did not start")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    with running("--count-tokens", "--timeout-s", "3") as url:
+        yield url
 
 
 @pytest.fixture
