@@ -3,17 +3,36 @@
     python -m trimloop.core.fake_openai --port 8500 --latency-ms 50
 
 Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`, and control routes:
-`POST /_faults` with `{"faults": ["429:2", "500", "timeout", "malformed", "slow:300", "ok"]}` (applied
-to the next requests in order; `429:N` sends Retry-After N), `GET /_stats` (requests, completions
-answered, peak in-flight), `POST /_reset`. Usage reports prompt tokens by OpenAI's chat accounting
-when started with `--count-tokens`, and `completion_tokens = max_tokens` (as if the model used
-its whole allowance), so a caller's worst-case estimate and the bill agree.
+
+- `POST /_faults` with `{"faults": ["429:2", "500", "timeout", "malformed", "slow:300", "ok"]}`:
+  applied to the next requests in order (`429:N` sends Retry-After N). With `"cycle": [...]` the
+  list repeats forever once the queue is empty (`{"cycle": ["503"]}`: a provider that is down for
+  good; `{"cycle": ["ok", "ok", "500"]}`: one request in three fails). `{"cycle": []}` ends it.
+- `POST /_hold` with `{"on": true}`: requests that arrive from now wait (unanswered) until
+  `{"on": false}`, which answers them, or `{"on": false, "drop": true}`, which fails them (503).
+  A test can so crash a client while its calls are in flight at a moment it chooses.
+- `GET /_stats` (requests, answered, peak in-flight, held …; with `?bodies=1` and the server started
+  with `--track-bodies`, per distinct request body: received / answered / failed / abandoned, and
+  the model and usage of each answer), `POST /_reset`.
+
+"Answered" counts a 200 with a well-formed body written to a client that was still connected: the
+calls a provider would bill. An answer whose client had gone (timed out, killed) is "abandoned".
+
+Usage reports prompt tokens by OpenAI's chat accounting when started with `--count-tokens`, and
+`completion_tokens = max_tokens` (as if the model used its whole allowance), so a caller's
+worst-case estimate and the bill agree. Answers echo the prompt, unless `--replies FILE` gives
+rules: `{"after": "Review: ", "rules": [["regex", "reply"], …], "default": "reply"}` — the text
+after the last `after` in the prompt is searched with each regex in turn; the first match's reply
+is the answer (so a test can make the fake model answer a classification correctly).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import json
+import re
 import socket
 import subprocess
 import sys
@@ -21,21 +40,32 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import cycle
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 
 class FakeOpenAI:
-    def __init__(self, *, latency_ms: float = 0.0, count_tokens: bool = False, timeout_s: float = 30.0):
+    def __init__(self, *, latency_ms: float = 0.0, count_tokens: bool = False, timeout_s: float = 30.0,
+                 track_bodies: bool = False, replies: dict[str, Any] | None = None):
         self.latency = latency_ms / 1000
         self.count_tokens = count_tokens
         self.timeout_s = timeout_s
+        self.track_bodies = track_bodies
+        self.replies = _compile_replies(replies) if replies else None
         self.faults: deque[str] = deque()
-        self.requests = 0
-        self.answered = 0
-        self.inflight = 0
-        self.peak_inflight = 0
+        self._cycle: Iterator[str] | None = None
+        self._hold: asyncio.Event | None = None  # set = open; cleared = holding
+        self._drop_held = False
+        self.bodies: dict[str, dict[str, Any]] = {}
+        self._zero()
+
+    def _zero(self) -> None:
+        self.requests = self.answered = self.abandoned = self.failed = 0
+        self.inflight = self.peak_inflight = self.held = self.dropped = 0
+        self.bodies = {}
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -43,6 +73,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/_faults", self.set_faults)
+        app.router.add_post("/_hold", self.set_hold)
         app.router.add_get("/_stats", self.stats)
         app.router.add_post("/_reset", self.reset)
         return app
@@ -53,21 +84,43 @@ class FakeOpenAI:
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._answer(request, chat=False)
 
+    def _next_fault(self) -> str:
+        if self.faults:
+            return self.faults.popleft()
+        return next(self._cycle) if self._cycle is not None else "ok"
+
     async def _answer(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
         self.requests += 1
         self.inflight += 1
         self.peak_inflight = max(self.peak_inflight, self.inflight)
+        track: dict[str, Any] | None = None
         try:
-            body = await request.json()
-            fault = self.faults.popleft() if self.faults else "ok"
+            raw = await request.read()
+            body = json.loads(raw)
+            if self.track_bodies:
+                digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+                track = self.bodies.setdefault(digest, {"received": 0, "answered": 0, "failed": 0,
+                                                        "abandoned": 0, "answers": []})
+                track["received"] += 1
+            if self._hold is not None and not self._hold.is_set():
+                self.held += 1
+                try:
+                    await self._hold.wait()
+                finally:
+                    self.held -= 1
+                if self._drop_held:
+                    self.dropped += 1
+                    return self._failed(track, web.json_response({"error": {"message": "dropped"}}, status=503))
+            fault = self._next_fault()
             name, _, arg = fault.partition(":")
             if name == "429":
-                return web.json_response({"error": {"message": "rate limited"}}, status=429,
-                                         headers={"Retry-After": arg or "1"})
+                return self._failed(track, web.json_response({"error": {"message": "rate limited"}}, status=429,
+                                                             headers={"Retry-After": arg or "1"}))
             if name in ("500", "502", "503"):
-                return web.json_response({"error": {"message": "upstream failed"}}, status=int(name))
+                return self._failed(track, web.json_response({"error": {"message": "upstream failed"}},
+                                                             status=int(name)))
             if name == "400":
-                return web.json_response({"error": {"message": "bad request"}}, status=400)
+                return self._failed(track, web.json_response({"error": {"message": "bad request"}}, status=400))
             if name == "timeout":
                 await asyncio.sleep(self.timeout_s)
             if name == "slow":
@@ -75,18 +128,20 @@ class FakeOpenAI:
             elif self.latency:
                 await asyncio.sleep(self.latency)
             if name == "malformed":
-                return web.Response(text='{"choices": [ {"mess', content_type="application/json")
+                return self._failed(track, web.Response(text='{"choices": [ {"mess', content_type="application/json"))
             max_tokens = int(body.get("max_tokens") or 16)
             if chat:
                 last = body["messages"][-1]["content"]
                 prompt_tokens = _chat_tokens(body["messages"]) if self.count_tokens else 10
-                choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": f"echo: {last[:40]}"},
+                whole = "\n".join(str(m.get("content", "")) for m in body["messages"])
+                content = self._reply(whole) if self.replies else f"echo: {last[:40]}"
+                choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": content},
                                           "finish_reason": "length"}
             else:
                 prompt_tokens = _tokens(body["prompt"]) if self.count_tokens else 10
-                choice = {"index": 0, "text": f" echo: {body['prompt'][-40:]}", "finish_reason": "length"}
-            self.answered += 1
-            return web.json_response({
+                text = self._reply(body["prompt"]) if self.replies else f" echo: {body['prompt'][-40:]}"
+                choice = {"index": 0, "text": text, "finish_reason": "length"}
+            response = web.json_response({
                 "id": f"cmpl-{self.requests}",
                 "object": "chat.completion" if chat else "text_completion",
                 "model": body.get("model", "fake"),
@@ -94,8 +149,34 @@ class FakeOpenAI:
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": max_tokens,
                           "total_tokens": prompt_tokens + max_tokens},
             })
+            if request.transport is None or request.transport.is_closing():
+                self.abandoned += 1  # the client went away (timed out, was killed): nobody gets this
+                if track is not None:
+                    track["abandoned"] += 1
+                return response
+            self.answered += 1
+            if track is not None:
+                track["answered"] += 1
+                track["answers"].append({"model": body.get("model"), "prompt_tokens": prompt_tokens,
+                                         "completion_tokens": max_tokens})
+            return response
         finally:
             self.inflight -= 1
+
+    def _failed(self, track: dict[str, Any] | None, response: web.Response) -> web.Response:
+        self.failed += 1
+        if track is not None:
+            track["failed"] += 1
+        return response
+
+    def _reply(self, prompt: str) -> str:
+        assert self.replies is not None
+        after, rules, default = self.replies
+        subject = prompt.rsplit(after, 1)[-1] if after else prompt
+        for pattern, reply in rules:
+            if pattern.search(subject):
+                return reply
+        return default
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
@@ -103,16 +184,42 @@ class FakeOpenAI:
     async def set_faults(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.faults.extend(body.get("faults", []))
+        if "cycle" in body:
+            self._cycle = cycle(list(body["cycle"])) if body["cycle"] else None
         return web.json_response({"queued": len(self.faults)})
 
+    async def set_hold(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if self._hold is None:
+            self._hold = asyncio.Event()
+            self._hold.set()
+        if body.get("on"):
+            self._drop_held = False
+            self._hold.clear()
+        else:
+            self._drop_held = bool(body.get("drop"))
+            self._hold.set()
+            await asyncio.sleep(0)  # let the held requests see the flag before a later hold clears it
+        return web.json_response({"held": self.held})
+
     async def stats(self, request: web.Request) -> web.Response:
-        return web.json_response({"requests": self.requests, "answered": self.answered,
-                                  "peak_inflight": self.peak_inflight, "inflight": self.inflight})
+        out: dict[str, Any] = {"requests": self.requests, "answered": self.answered, "failed": self.failed,
+                               "abandoned": self.abandoned, "held": self.held, "dropped": self.dropped,
+                               "peak_inflight": self.peak_inflight, "inflight": self.inflight}
+        if request.query.get("bodies"):
+            out["bodies"] = self.bodies
+        return web.json_response(out)
 
     async def reset(self, request: web.Request) -> web.Response:
         self.faults.clear()
-        self.requests = self.answered = self.peak_inflight = 0
+        self._cycle = None
+        self._zero()
         return web.json_response({"ok": True})
+
+
+def _compile_replies(spec: dict[str, Any]) -> tuple[str, list[tuple[re.Pattern[str], str]], str]:
+    rules = [(re.compile(pattern), str(reply)) for pattern, reply in spec.get("rules", [])]
+    return str(spec.get("after") or ""), rules, str(spec.get("default", ""))
 
 
 def _tokens(text: str) -> int:
@@ -166,8 +273,14 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--count-tokens", action="store_true")
     parser.add_argument("--timeout-s", type=float, default=30.0)
+    parser.add_argument("--track-bodies", action="store_true", help="count requests per distinct body")
+    parser.add_argument("--replies", type=Path, help="JSON reply rules (see the module's docstring)")
     args = parser.parse_args()
-    server = FakeOpenAI(latency_ms=args.latency_ms, count_tokens=args.count_tokens, timeout_s=args.timeout_s)
+    replies = json.loads(args.replies.read_text()) if args.replies else None
+    if args.count_tokens:
+        _chat_tokens([{"role": "user", "content": "warm up"}])  # load the tokenizer before the first request
+    server = FakeOpenAI(latency_ms=args.latency_ms, count_tokens=args.count_tokens, timeout_s=args.timeout_s,
+                        track_bodies=args.track_bodies, replies=replies)
     web.run_app(server.app(), host="127.0.0.1", port=args.port, print=None, access_log=None,
                 backlog=1024)
 
