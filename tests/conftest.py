@@ -1,5 +1,21 @@
 """Shared fixtures: an isolated trimloop home per test, fresh databases, services and local models.
 
+Databases: the suite runs on SQLite (default) and on PostgreSQL, chosen by one switch,
+`TRIMLOOP_TEST_DB=sqlite|postgresql` (scripts/test.sh runs both passes). Tests ask for a database
+through these fixtures, which follow the switch:
+
+- `db_url`: a fresh, empty database (migrate it yourself); `make_db_url()` makes more of them;
+- `engine`: a fresh database at the newest schema;
+- `home_db`: the database the CLI and `load_settings()` open (SQLite in TRIMLOOP_HOME, or a fresh
+  PostgreSQL database through TRIMLOOP_DATABASE_URL);
+- `test_databases`: the session-wide factory behind them, for module-scoped fixtures.
+
+A test that uses any of them carries the `db` marker, which is how the PostgreSQL pass selects its
+tests (`-m db`): tests that touch no database run once. `sqlite_url` and `pg_url` stay for the few
+tests about one backend (schema comparison, the PostgreSQL driver's URL forms). A guard fails any
+test that leaves a SQLite database in its tmp folder without asking for one of these fixtures (it
+would never run on PostgreSQL), or that makes one during the PostgreSQL pass.
+
 Tests that need a service (PostgreSQL, the bundled models, MLflow …) skip with a clear reason
 where it is absent. With TRIMLOOP_REQUIRE_SERVICES=1 (set by .ci/run) such skips are failures,
 so CI never passes by skipping.
@@ -8,14 +24,44 @@ so CI never passes by skipping.
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REQUIRE_SERVICES = os.environ.get("TRIMLOOP_REQUIRE_SERVICES") == "1"
 PG_ADMIN_URL = os.environ.get("TRIMLOOP_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+BACKENDS = ("sqlite", "postgresql")
+BACKEND = os.environ.get("TRIMLOOP_TEST_DB", "sqlite").strip().lower() or "sqlite"
+KEPT_ENV = ("TRIMLOOP_REQUIRE_SERVICES", "TRIMLOOP_TEST_PG", "TRIMLOOP_TEST_DB")
+# Fixtures that follow TRIMLOOP_TEST_DB; a test using any of them (directly or through another
+# fixture) is marked `db` and runs in both passes.
+DB_FIXTURES = frozenset({"test_databases", "make_db_url", "db_url", "engine", "home_db"})
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if BACKEND not in BACKENDS:
+        raise pytest.UsageError(f"TRIMLOOP_TEST_DB={BACKEND!r}: use one of {', '.join(BACKENDS)}")
+    config.addinivalue_line("markers", "db: uses a database fixture that follows TRIMLOOP_TEST_DB "
+                                       "(set automatically; the PostgreSQL pass runs `-m db`)")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    where = f" ({PG_ADMIN_URL.rsplit('@', 1)[-1].rsplit('/', 1)[0]})" if BACKEND == "postgresql" else ""
+    return f"trimloop test database: {BACKEND}{where} (TRIMLOOP_TEST_DB)"
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if DB_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.db)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -28,11 +74,25 @@ def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
         report.longrepr = f"skipped, but TRIMLOOP_REQUIRE_SERVICES=1 forbids skips: {reason}"
 
 
+def _sqlite_files(folder: Path) -> list[Path]:
+    found = []
+    for path in folder.rglob("*.db"):
+        try:
+            with path.open("rb") as handle:
+                if handle.read(16) == SQLITE_MAGIC:
+                    found.append(path)
+        except OSError:
+            continue
+    return found
+
+
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Every test gets its own trimloop home and config path, and no stray TRIMLOOP_* settings."""
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                   request: pytest.FixtureRequest) -> Iterator[Path]:
+    """Every test gets its own trimloop home and config path, and no stray TRIMLOOP_* settings.
+    Afterwards, the database guard (see the module docstring)."""
     for key in list(os.environ):
-        if key.startswith("TRIMLOOP_") and key not in ("TRIMLOOP_REQUIRE_SERVICES", "TRIMLOOP_TEST_PG"):
+        if key.startswith("TRIMLOOP_") and key not in KEPT_ENV:
             monkeypatch.delenv(key)
     home = tmp_path / "home"
     monkeypatch.setenv("TRIMLOOP_HOME", str(home))
@@ -42,47 +102,200 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     get_settings.cache_clear()
     yield home
     get_settings.cache_clear()
+    names = set(request.fixturenames)
+    if "sqlite_url" in names:  # a test about SQLite itself
+        return
+    made = _sqlite_files(tmp_path)
+    if not made:
+        return
+    shown = ", ".join(str(p.relative_to(tmp_path)) for p in made)
+    if not names & DB_FIXTURES:
+        pytest.fail(f"this test made a SQLite database ({shown}) without asking for a database fixture, so "
+                    "the PostgreSQL pass would not run it: use `engine`, `db_url`, `make_db_url` or, for the "
+                    "CLI's default database, `home_db` (tests/conftest.py)", pytrace=False)
+    if BACKEND == "postgresql":
+        pytest.fail(f"this test made a SQLite database ({shown}) during the PostgreSQL pass: build database "
+                    "URLs with `db_url`/`make_db_url` (or `home_db` for the CLI's default) instead of "
+                    "sqlite:/// paths", pytrace=False)
+
+
+class TestDatabases:
+    """Fresh databases of one backend. PostgreSQL: `CREATE DATABASE` per database (migrated ones are
+    cloned from a template migrated once per session), `DROP DATABASE … WITH (FORCE)` afterwards.
+    SQLite: a file in the folder the caller gives (migrated ones copied from a migrated template)."""
+
+    __test__ = False  # not a test class
+
+    def __init__(self, backend: str, workdir: Path):
+        self.backend = backend
+        self.workdir = workdir
+        self._lock = threading.Lock()
+        self._admin: Any = None
+        self._template: str | None = None
+        self._unavailable: str | None = None
+        self._made: list[str] = []
+
+    # -- public ---------------------------------------------------------------------------------
+    def new(self, sqlite_path: Path, *, migrated: bool = False) -> str:
+        """The URL of a fresh database (at the newest schema with `migrated`)."""
+        if self.backend == "sqlite":
+            sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+            if sqlite_path.exists():
+                raise FileExistsError(f"{sqlite_path} exists: pick another name for this database")
+            if migrated:
+                shutil.copyfile(self._sqlite_template(), sqlite_path)
+            return f"sqlite:///{sqlite_path}"
+        name = f"trimloop_test_{uuid.uuid4().hex[:12]}"
+        template = f' TEMPLATE "{self._pg_template()}"' if migrated else ""
+        self._pg_execute(f'CREATE DATABASE "{name}"{template}')
+        self._made.append(name)
+        return self._pg_url(name)
+
+    def drop(self, url: str) -> None:
+        """Forget a database made by `new`: dispose the app's cached engine for it, drop it (PostgreSQL)."""
+        from trimloop.core.db import _engine_for
+
+        _engine_for(url).dispose()  # creating it, if absent, opens no connection
+        _engine_for.cache_clear()
+        if self.backend == "postgresql":
+            name = url.rsplit("/", 1)[-1]
+            self._pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            if name in self._made:
+                self._made.remove(name)
+
+    def close(self) -> None:
+        if self.backend == "postgresql" and self._admin is not None:
+            for name in [*self._made, *([self._template] if self._template else [])]:
+                self._pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            self._admin.dispose()
+
+    # -- PostgreSQL -----------------------------------------------------------------------------
+    def _pg_url(self, name: str) -> str:
+        return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+    def _pg_admin(self) -> Any:
+        if self._unavailable:
+            pytest.skip(self._unavailable)
+        if self._admin is None:
+            import sqlalchemy
+
+            self._admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+            try:
+                with self._admin.connect():
+                    pass
+            except Exception as exc:  # the server is absent (a laptop)
+                self._admin.dispose()
+                self._admin = None
+                self._unavailable = (f"PostgreSQL not reachable at {PG_ADMIN_URL.rsplit('@', 1)[-1]} "
+                                     f"({exc.__class__.__name__}); start it or set TRIMLOOP_TEST_PG")
+                pytest.skip(self._unavailable)
+        return self._admin
+
+    def _pg_execute(self, sql: str) -> None:
+        with self._pg_admin().connect() as conn:
+            conn.exec_driver_sql(sql)
+
+    def _pg_template(self) -> str:
+        with self._lock:
+            if self._template is None:
+                from trimloop.core.db import upgrade
+
+                name = f"trimloop_test_template_{uuid.uuid4().hex[:8]}"
+                self._pg_execute(f'CREATE DATABASE "{name}"')
+                upgrade(self._pg_url(name))  # its engine is disposed: a template must have no sessions
+                self._template = name
+            return self._template
+
+    # -- SQLite ---------------------------------------------------------------------------------
+    def _sqlite_template(self) -> Path:
+        with self._lock:
+            path = self.workdir / "template.db"
+            if not path.exists():
+                from trimloop.core.db import upgrade
+
+                building = self.workdir / "template-building.db"
+                upgrade(f"sqlite:///{building}")
+                with sqlite3.connect(building) as conn:  # one self-contained file to copy
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    conn.execute("PRAGMA journal_mode=DELETE")
+                conn.close()
+                building.rename(path)
+            return path
+
+
+@pytest.fixture(scope="session")
+def test_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestDatabases]:
+    """The session's database factory for the backend TRIMLOOP_TEST_DB selects."""
+    databases = TestDatabases(BACKEND, tmp_path_factory.mktemp("databases"))
+    yield databases
+    databases.close()
+
+
+@pytest.fixture
+def make_db_url(test_databases: TestDatabases, tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """`make_db_url(migrated=False)`: the URL of another fresh database, dropped after the test."""
+    made: list[str] = []
+
+    def make(*, migrated: bool = False) -> str:
+        url = test_databases.new(tmp_path / f"test-{len(made)}.db", migrated=migrated)
+        made.append(url)
+        return url
+
+    yield make
+    for url in made:
+        test_databases.drop(url)
+
+
+@pytest.fixture
+def db_url(make_db_url: Callable[..., str]) -> str:
+    """A fresh, empty database of the selected backend."""
+    return make_db_url()
+
+
+@pytest.fixture
+def engine(make_db_url: Callable[..., str]):  # type: ignore[no-untyped-def]
+    """A fresh database at the newest schema, of the selected backend."""
+    from trimloop.core.db import make_engine
+
+    eng = make_engine(make_db_url(migrated=True))
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def home_db(_isolated_home: Path, test_databases: TestDatabases, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The database the CLI and `load_settings()` open, empty: SQLite in TRIMLOOP_HOME (the default),
+    or a fresh PostgreSQL database named by TRIMLOOP_DATABASE_URL (inherited by subprocesses)."""
+    from trimloop.core.settings import get_settings
+
+    if test_databases.backend == "sqlite":
+        yield f"sqlite:///{_isolated_home / 'trimloop.db'}"
+        return
+    url = test_databases.new(_isolated_home / "trimloop.db")
+    monkeypatch.setenv("TRIMLOOP_DATABASE_URL", url)
+    get_settings.cache_clear()
+    try:
+        yield url
+    finally:
+        test_databases.drop(url)
 
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
+    """A SQLite URL whatever the backend switch says: for tests about SQLite itself."""
     return f"sqlite:///{tmp_path / 'test.db'}"
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test, dropped afterwards."""
-    sqlalchemy = pytest.importorskip("sqlalchemy")
-    admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"trimloop_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except Exception as exc:  # server absent on a laptop
-        admin.dispose()
-        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432 ({exc.__class__.__name__}); "
-                    "start it or set TRIMLOOP_TEST_PG")
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    """A fresh PostgreSQL database whatever the backend switch says (for tests about PostgreSQL itself)."""
+    databases = TestDatabases("postgresql", Path("."))
+    url = databases.new(Path("unused.db"))
     try:
         yield url
     finally:
-        from trimloop.core.db import _engine_for
-
-        _engine_for.cache_clear()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
-@pytest.fixture
-def engine(sqlite_url: str):  # type: ignore[no-untyped-def]
-    """A migrated SQLite database for one test."""
-    from trimloop.core.db import make_engine, upgrade
-
-    upgrade(sqlite_url)
-    eng = make_engine(sqlite_url)
-    yield eng
-    eng.dispose()
+        databases.drop(url)
+        databases.close()
 
 
 def _two_free_ports() -> int:

@@ -135,7 +135,7 @@ def _database_text(engine: object) -> str:
     return "\n".join(out)
 
 
-def test_planted_keys_appear_nowhere(tmp_path: Path, fake_openai: str, echo_server: str,
+def test_planted_keys_appear_nowhere(tmp_path: Path, fake_openai: str, echo_server: str, home_db: str,
                                      monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
                                      capfd: pytest.CaptureFixture[str]) -> None:
     from trimloop.api.app import create_app

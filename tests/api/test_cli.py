@@ -6,20 +6,26 @@ import subprocess
 import sys
 
 import pytest
+from sqlalchemy import inspect
 from typer.testing import CliRunner
 
 from trimloop.api.cli import _register, app
+from trimloop.core.db import make_engine
 from trimloop.core.fake_openai import free_port
 
 runner = CliRunner()
 _register()
 
 
-def test_init_writes_config_and_database(tmp_path, _isolated_home):
+def test_init_writes_config_and_database(tmp_path, home_db):
     result = runner.invoke(app, ["init"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "trimloop.toml").read_text().startswith("# trimloop configuration")
-    assert (_isolated_home / "trimloop.db").exists()
+    engine = make_engine(home_db)
+    try:
+        assert {"prompt", "optimizationrun", "alembic_version"} <= set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
     again = runner.invoke(app, ["init"])
     assert "kept existing" in again.output
 
@@ -38,7 +44,7 @@ def _cli(*args, env):
                           capture_output=True, text=True, env=env, timeout=300)
 
 
-def test_call_through_a_fake_server_then_cache(tmp_path):
+def test_call_through_a_fake_server_then_cache(tmp_path, home_db):
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "trimloop.core.fake_openai", "--port", str(port)])
     try:
@@ -61,7 +67,7 @@ def test_call_through_a_fake_server_then_cache(tmp_path):
         server.wait(timeout=10)
 
 
-def test_user_error_prints_hint_without_traceback():
+def test_user_error_prints_hint_without_traceback(home_db):
     result = _cli("call", "local/nope", "x", env=dict(os.environ))
     assert result.returncode == 1
     assert "unknown local model 'local/nope'" in result.stderr and "hint:" in result.stderr
@@ -76,7 +82,7 @@ def test_bad_config_is_reported_with_the_file(tmp_path):
 
 
 @pytest.mark.integration
-def test_call_the_bundled_model_twice(tmp_path):
+def test_call_the_bundled_model_twice(tmp_path, home_db):
     """The README's first command: a real completion, then a cache hit with no new spend."""
     env = dict(os.environ, TRIMLOOP_LOCAL_MODELS__PORT=str(free_port()))
     first = _cli("call", "local/smollm2-135m", "Say hi", "--max-tokens", "16", env=env)

@@ -1,13 +1,12 @@
-"""Consistency: concurrent approvals (one wins, one 409) on SQLite and PostgreSQL, idempotent
+"""Consistency: concurrent approvals (one wins, one 409) on either backend, idempotent
 steps, superseded suggestions, required reasons."""
 
 import threading
 
-import pytest
 import yaml
 
 from trimloop.core import store
-from trimloop.core.db import make_engine, session_scope, upgrade
+from trimloop.core.db import session_scope
 from trimloop.core.errors import Conflict
 
 from tests.api.conftest import make_suggestion, synced
@@ -53,18 +52,8 @@ def check_exactly_one_wins(engine, settings):
             assert reviews[0].reviewer == next(r for r, o in outcomes.items() if o == "approved")
 
 
-def test_concurrent_approvals_one_wins_on_sqlite(engine, settings):
+def test_concurrent_approvals_one_wins(engine, settings):  # SQLite, and PostgreSQL in its pass
     check_exactly_one_wins(engine, settings)
-
-
-@pytest.mark.postgres
-def test_concurrent_approvals_one_wins_on_postgresql(pg_url, settings):
-    upgrade(pg_url)
-    engine = make_engine(pg_url)
-    try:
-        check_exactly_one_wins(engine, settings)
-    finally:
-        engine.dispose()
 
 
 def test_second_reviewer_gets_409_and_the_first_can_repeat(client, headers, engine, settings, tmp_path):

@@ -9,22 +9,22 @@ from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.specs.openapi.checks import response_schema_conformance  # noqa: E402
 
 from trimloop.api.app import create_app  # noqa: E402
-from trimloop.core.db import make_engine, session_scope, upgrade  # noqa: E402
+from trimloop.core.db import make_engine, session_scope  # noqa: E402
 from trimloop.core.settings import Settings  # noqa: E402
 from trimloop.core import store  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory):
+def fuzzed(tmp_path_factory, test_databases):
     home = tmp_path_factory.mktemp("fuzz")
-    url = f"sqlite:///{home / 'fuzz.db'}"
-    upgrade(url)
+    url = test_databases.new(home / "fuzz.db", migrated=True)
     engine = make_engine(url)
     app = create_app(Settings(home=home, api={"failed_logins_per_minute": 100000}), engine)
     with session_scope(engine) as session:
         _, clear = store.create_token(session=session, name="fuzz", role="admin", actor="test")
     yield schemathesis.openapi.from_asgi("/openapi.json", app, headers={"Authorization": f"Bearer {clear}"}), app, clear
     engine.dispose()
+    test_databases.drop(url)
 
 
 @pytest.mark.integration

@@ -48,9 +48,10 @@ def _wait(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _serve(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], str, Path]:
-    """`trimloop serve` in a subprocess on a free loopback port, over a files store with one prompt
-    (no production label, so no pass optimizes anything); its output goes to a log file."""
+def _serve(tmp_path: Path, db_url: str, *args: str) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """`trimloop serve` in a subprocess on a free loopback port and the database at `db_url`, over a
+    files store with one prompt (no production label, so no pass optimizes anything); its output
+    goes to a log file."""
     store_dir = tmp_path / "store"
     (store_dir / "prompts" / "triage").mkdir(parents=True)
     (store_dir / "prompts" / "triage" / "1.md").write_text(PROMPT)
@@ -58,7 +59,8 @@ def _serve(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], str, Pa
     config.write_text(f'[connectors.local]\ntype = "files"\npath = "{store_dir}"\n')
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMLOOP_")}
-    env.update(TRIMLOOP_HOME=str(tmp_path / "home"), TRIMLOOP_CONFIG=str(config), TRIMLOOP_API__PORT=str(port),
+    env.update(TRIMLOOP_HOME=str(tmp_path / "home"), TRIMLOOP_DATABASE_URL=db_url, TRIMLOOP_CONFIG=str(config),
+               TRIMLOOP_API__PORT=str(port),
                TRIMLOOP_SCHEDULER__INTERVAL_MINUTES="0.02")  # a pass every 1.2 s
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log:
@@ -84,13 +86,13 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=10)
 
 
-def test_serve_runs_the_api_and_the_scheduler_in_one_process(tmp_path):
-    proc, url, log_path = _serve(tmp_path)
+def test_serve_runs_the_api_and_the_scheduler_in_one_process(tmp_path, db_url):
+    proc, url, log_path = _serve(tmp_path, db_url)
     try:
         _wait(lambda: _healthy(url) or proc.poll() is not None, 60, "/health")
         assert proc.poll() is None, log_path.read_text()
         _wait(lambda: log_path.read_text().count("pass done") >= 2, 30, "two scheduler passes")
-        engine = make_engine(f"sqlite:///{tmp_path / 'home' / 'trimloop.db'}")
+        engine = make_engine(db_url)
         try:
             with engine.connect() as conn:  # the job lives in the database job store
                 assert conn.execute(text(f"SELECT id FROM {JOBS_TABLE}")).scalars().all() == [JOB_ID]
@@ -105,8 +107,8 @@ def test_serve_runs_the_api_and_the_scheduler_in_one_process(tmp_path):
     assert "scheduler started" in out and "scheduler stopped" in out and "Traceback" not in out, out
 
 
-def test_serve_no_scheduler_runs_only_the_api(tmp_path):
-    proc, url, log_path = _serve(tmp_path, "--no-scheduler")
+def test_serve_no_scheduler_runs_only_the_api(tmp_path, db_url):
+    proc, url, log_path = _serve(tmp_path, db_url, "--no-scheduler")
     try:
         _wait(lambda: _healthy(url) or proc.poll() is not None, 60, "/health")
         assert proc.poll() is None, log_path.read_text()
@@ -115,7 +117,7 @@ def test_serve_no_scheduler_runs_only_the_api(tmp_path):
         _stop(proc)
     out = log_path.read_text()
     assert "Application startup complete" in out and "scheduler" not in out and "Traceback" not in out, out
-    engine = make_engine(f"sqlite:///{tmp_path / 'home' / 'trimloop.db'}")
+    engine = make_engine(db_url)
     try:
         with session_scope(engine) as session:
             assert session.exec(select(Prompt)).all() == []  # nothing synced

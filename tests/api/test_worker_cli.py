@@ -23,9 +23,10 @@ _register()
 
 
 @pytest.fixture
-def home_engine(_isolated_home):  # type: ignore[no-untyped-def]
-    """The database the CLI will open (TRIMLOOP_HOME is per test)."""
+def home_engine(home_db):  # type: ignore[no-untyped-def]
+    """The database the CLI will open (per test)."""
     url = load_settings().db_url
+    assert url == home_db
     upgrade(url)
     eng = make_engine(url)
     yield eng

@@ -67,7 +67,7 @@ def test_read_only_write_back_says_so(plugin: None) -> None:
         connector.move_label(prompt="p", external_version="1", label="production")
 
 
-def test_sync_command_prints_the_report(tmp_path: Path) -> None:
+def test_sync_command_prints_the_report(tmp_path: Path, home_db: str) -> None:
     from trimloop.api.cli.sync import sync
 
     root = make_store(tmp_path / "store")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from datetime import datetime, timezone
@@ -152,7 +152,7 @@ class Crashing(FilesConnector):
 
 
 def test_a_crash_midway_then_rerun_gives_the_same_store(engine: Engine, tmp_path: Path,
-                                                        sqlite_url: str) -> None:
+                                                        make_db_url: Callable[..., str]) -> None:
     root = make_store(tmp_path / "store")
     write_logs(root / "logs" / "a.jsonl", [log_line(i) for i in range(3000)])
     write_logs(root / "logs" / "b.jsonl", [log_line(i + 5000) for i in range(1200)])
@@ -164,11 +164,9 @@ def test_a_crash_midway_then_rerun_gives_the_same_store(engine: Engine, tmp_path
     assert rows(engine, "select count(*) from logrecord") == [(2000,)]  # committed batches only
     sync_connector(engine=engine, connector=files(root), batch_size=1000)
 
-    from trimloop.core.db import make_engine, upgrade
+    from trimloop.core.db import make_engine
 
-    clean_url = sqlite_url.replace("test.db", "clean.db")
-    upgrade(clean_url)
-    clean = make_engine(clean_url)
+    clean = make_engine(make_db_url(migrated=True))
     sync_connector(engine=clean, connector=files(root), batch_size=1000)
     assert dump_store(engine) == dump_store(clean)
     assert rows(engine, "select count(*) from logrecord") == [(4200,)]
@@ -194,18 +192,6 @@ def test_sync_from_settings_reports_a_missing_folder(engine: Engine, tmp_path: P
     assert report.fatal is not None and "does not exist" in report.fatal
 
 
-def test_sync_works_on_postgres(pg_url: str, tmp_path: Path) -> None:
-    from trimloop.core.db import make_engine, upgrade
-
-    upgrade(pg_url)
-    engine = make_engine(pg_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    root = make_store(tmp_path)
-    write_logs(root / "logs" / "calls.jsonl", [log_line(i) for i in range(5)])
-    assert sync_connector(engine=engine, connector=files(root)).logs_added == 5
-    assert sync_connector(engine=engine, connector=files(root), full=True).logs_already_synced == 5
-    engine.dispose()
-
-
 KILLABLE = """
 import sys
 from trimloop.connectors.files import FilesConnector
@@ -217,7 +203,7 @@ sync_connector(engine=make_engine(sys.argv[1]), connector=FilesConnector(name="l
 
 
 def test_a_sync_killed_with_sigkill_resumes_to_the_same_store(engine: Engine, tmp_path: Path,
-                                                              sqlite_url: str) -> None:
+                                                              make_db_url: Callable[..., str]) -> None:
     import os
     import signal
     import subprocess
@@ -228,10 +214,9 @@ def test_a_sync_killed_with_sigkill_resumes_to_the_same_store(engine: Engine, tm
     write_logs(root / "logs" / "a.jsonl", [log_line(i) for i in range(40000)])
     sync_connector(engine=engine, connector=files(root), batch_size=500)  # the expected store
     expected = dump_store(engine)
-    from trimloop.core.db import make_engine, upgrade
+    from trimloop.core.db import make_engine
 
-    url = sqlite_url.replace("test.db", "killed.db")
-    upgrade(url)
+    url = make_db_url(migrated=True)
     killed = make_engine(url)
     proc = subprocess.Popen([sys.executable, "-c", KILLABLE, url, str(root)],
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})

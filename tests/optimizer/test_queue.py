@@ -1,4 +1,4 @@
-"""One run per prompt at a time: atomic claims (SQLite and PostgreSQL), stale reclaim, crash resume."""
+"""One run per prompt at a time: atomic claims (on both backends), stale reclaim, crash resume."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlmodel import select
 
-from trimloop.core.db import make_engine, session_scope, upgrade
+from trimloop.core.db import session_scope
 from trimloop.core.gateway import cache_key
 from trimloop.core.tables import OptimizationRun, Prompt, RunEvent, Suggestion, utcnow
 from trimloop.optimizer.queue import claim_next, claim_run, enqueue, execute_claimed, heartbeat
@@ -16,13 +16,10 @@ from trimloop.optimizer.queue import claim_next, claim_run, enqueue, execute_cla
 STALE = timedelta(minutes=10)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_engine(request, sqlite_url):  # type: ignore[no-untyped-def]
-    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else sqlite_url
-    upgrade(url)
-    eng = make_engine(url)
-    yield eng
-    eng.dispose()
+@pytest.fixture
+def any_engine(engine):  # type: ignore[no-untyped-def]
+    """SQLite, or PostgreSQL in the suite's PostgreSQL pass (TRIMLOOP_TEST_DB)."""
+    return engine
 
 
 def _prompt(engine, name="p") -> int:

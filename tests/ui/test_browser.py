@@ -1,5 +1,5 @@
 """The UI in real headless Chromium (Debian's package, driven by Playwright) against uvicorn on a
-loopback port, over a SQLite store holding a suggestion the optimizer really made.
+loopback port, over a store (SQLite, or PostgreSQL in that pass) holding a suggestion the optimizer really made.
 
 Screenshots at 1280 px and 390 px go to test-output/screenshots/ (not committed).
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from trimloop.core.db import make_engine, session_scope, upgrade
+from trimloop.core.db import make_engine, session_scope
 from trimloop.core.fake_openai import free_port
 from trimloop.core.tables import Suggestion
 
@@ -29,15 +29,14 @@ WIDTHS = {"wide": (1280, 900), "narrow": (390, 844)}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def server(tmp_path_factory: pytest.TempPathFactory, test_databases: Any) -> Iterator[dict[str, Any]]:
     """uvicorn serving create_app over a seeded database; the base URL, tokens and ids."""
     uvicorn = pytest.importorskip("uvicorn")
     from trimloop.api.app import create_app
 
     tmp = tmp_path_factory.mktemp("ui")
     _, settings = seed.files_store(tmp)
-    url = f"sqlite:///{tmp / 'ui.db'}"
-    upgrade(url)
+    url = test_databases.new(tmp / "ui.db", migrated=True)
     engine = make_engine(url)
     run_id = seed.optimized(engine, settings)
     hostile = seed.prompt_with_suggestions(engine, seed.HOSTILE, 1)[0]
@@ -59,6 +58,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     http.should_exit = True
     thread.join(10)
     engine.dispose()
+    test_databases.drop(url)
 
 
 @pytest.fixture(scope="module")
