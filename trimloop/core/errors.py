@@ -80,6 +80,11 @@ class GatewayError(ProviderError):
     code = "llm_call_failed"
 
 
+class ProviderUnavailable(GatewayError):
+    """A call still failed (429, 5xx, timeout, malformed body) after every retry: the provider is
+    down or overloaded, which says nothing about the prompt being called."""
+
+
 class SpendCapReached(ProviderError):
     code = "spend_cap_reached"
 

@@ -3,7 +3,8 @@
 `Gateway.call` takes chat messages or plain text and returns a `CallResult`: output, tokens,
 cost, latency, and whether it came from the cache. On the way it
 - answers from the content-addressed cache in the database when it can (a rerun spends nothing),
-  and merges identical calls that are in flight at the same time;
+  and merges identical calls that are in flight at the same time; a paid answer is committed to
+  the cache before it is returned, so a process killed after using it never pays for it again;
 - reserves the call's worst-case cost on the run's `Ledger` and refuses it if that could pass the cap;
 - bounds in-flight calls per provider, and retries 429 (honouring Retry-After), 5xx, timeouts
   and malformed bodies with exponential backoff and jitter, up to a limit;
@@ -33,7 +34,7 @@ from trimloop.core.catalog import (
     count_tokens,
     resolve_model,
 )
-from trimloop.core.errors import ConfigError, GatewayError, UserError
+from trimloop.core.errors import ConfigError, GatewayError, ProviderUnavailable, UserError
 from trimloop.core.ledger import Ledger
 from trimloop.core.llm_cache import CachedCall, ResponseCache, cache_key
 from trimloop.core.providers import DirectProvider, Fatal, LiteLLMProvider, RawReply, Retryable
@@ -179,8 +180,9 @@ class Gateway:
         if ledger:
             ledger.settle(worst, cost)
         self.stats.calls += 1
-        if self.cache is not None:
-            self.cache.put(key, model.id, CachedCall(reply.output, input_tokens, output_tokens, cost, latency))
+        if self.cache is not None:  # committed before the caller sees the result: a crash cannot lose it
+            await self.cache.store(key, model.id, CachedCall(reply.output, input_tokens, output_tokens, cost, latency),
+                                   run_id=ledger.run_id if ledger else None)
         return CallResult(
             output=reply.output,
             model=model.id,
@@ -247,7 +249,7 @@ class Gateway:
                 delay = max(delay, min(retry_after, config.backoff_max_s))
             await asyncio.sleep(delay)
         self.stats.failures += 1
-        raise GatewayError(
+        raise ProviderUnavailable(
             f"{model.id}: gave up after {config.max_retries + 1} attempts; last error: {last}",
             where=model.api_base or model.provider,
             hint="the provider kept failing; check it is up, or raise gateway.max_retries / timeout_s",
@@ -274,7 +276,7 @@ class Gateway:
         )
 
     def flush(self) -> None:
-        """Write pending cache entries now (they are otherwise written within 50 ms)."""
+        """Write pending cache entries now (`call` itself returns only once its entry is written)."""
         if self.cache is not None:
             self.cache.flush()
 

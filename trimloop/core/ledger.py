@@ -3,6 +3,9 @@
 Before a call is made the gateway reserves its worst-case cost (prompt tokens plus max_tokens at
 the model's price); a call whose reservation could take the ledger past either cap is refused
 before it is made. After the call the reservation is settled with the actual cost.
+
+A run resumed after a crash starts its ledger at what the earlier attempt spent (`calls`, `spent`),
+so the caps hold for the run as a whole.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ class Ledger:
     max_calls: int | None = None
     max_dollars: float | None = None
     name: str = "run"
+    run_id: int | None = None  # the optimization run paying: the gateway records it with each response
     on_spend: Callable[["Ledger"], None] | None = None
     calls: int = 0
     spent: float = 0.0

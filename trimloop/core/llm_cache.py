@@ -3,14 +3,19 @@
 Key = sha256 of (model, messages or text, params, seed). Measured on 2 cores, SQLAlchemy's
 per-statement overhead and one commit per response were half the gateway's CPU per call, so
 the cache talks to one raw DB-API connection: a hit is one primary-key SELECT, and new
-responses are written behind in batches (one `executemany` per ≤ 50 ms or 256 responses).
-A process killed with SIGKILL can lose at most that last window of responses; `flush()` (or
-`aclose()`) writes everything that is pending.
+responses are written in group commits (one `executemany` for every response that arrived
+while the previous commit was running).
+
+`store()` returns only once the response is committed: a paid call the gateway has handed to
+its caller survives the process being killed (SIGKILL, OOM) the next instant, so a resumed run
+never pays for it again. Each row also names the run that paid for it (`run_id`), written in
+the same commit, which is how a resumed run learns what its earlier attempt spent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -20,8 +25,7 @@ from sqlalchemy.engine import Engine
 from trimloop.core.identity import sha256_of
 from trimloop.core.tables import utcnow
 
-FLUSH_EVERY_S = 0.05
-FLUSH_AT = 256
+log = logging.getLogger("trimloop.core.llm_cache")
 
 
 @dataclass(frozen=True)
@@ -47,12 +51,14 @@ class ResponseCache:
         )
         self._insert_sql = (
             "INSERT INTO cachedresponse (key, model, output, input_tokens, output_tokens, cost, "
-            f"latency_s, created_at) VALUES ({', '.join([mark] * 8)}) ON CONFLICT (key) DO NOTHING"
+            f"latency_s, created_at, run_id) VALUES ({', '.join([mark] * 9)}) ON CONFLICT (key) DO NOTHING"
         )
+        self._paid_sql = f"SELECT count(*), coalesce(sum(cost), 0) FROM cachedresponse WHERE run_id = {mark}"
         self._conn: Any = None
-        self._lock = threading.Lock()  # the connection is shared with the flush thread
+        self._lock = threading.Lock()  # the connection is shared with the writer thread
         self._pending: dict[str, tuple[Any, ...]] = {}
-        self._flusher: asyncio.Task[None] | None = None
+        self._committed: asyncio.Future[None] | None = None  # resolves when the pending rows are written
+        self._writer: asyncio.Task[None] | None = None
 
     def _connection(self) -> Any:
         if self._conn is None:
@@ -73,39 +79,65 @@ class ResponseCache:
             self._conn.commit()  # end the read transaction so later writes by others are seen
         return CachedCall(*found) if found else None
 
-    def put(self, key: str, model: str, call: CachedCall) -> None:
-        """Queue a response; written within FLUSH_EVERY_S (or at once outside an event loop)."""
-        self._pending[key] = (
-            key, model, call.output, call.input_tokens, call.output_tokens, call.cost,
-            call.latency_s, utcnow(),
-        )
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            self.flush()
-            return
-        if len(self._pending) >= FLUSH_AT:
-            self.flush()
-        elif self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.ensure_future(self._flush_soon())
+    def paid_by(self, run_id: int) -> tuple[int, float]:
+        """(calls, dollars) of the responses `run_id` paid for, as committed."""
+        with self._lock:
+            cursor = self._connection().cursor()
+            try:
+                cursor.execute(self._paid_sql, (run_id,))
+                calls, dollars = cursor.fetchone()
+            finally:
+                cursor.close()
+            self._conn.commit()
+        return int(calls), float(dollars)
 
-    async def _flush_soon(self) -> None:
-        await asyncio.sleep(FLUSH_EVERY_S)
-        if self._pending:
+    def _row(self, key: str, model: str, call: CachedCall, run_id: int | None) -> tuple[Any, ...]:
+        return (key, model, call.output, call.input_tokens, call.output_tokens, call.cost,
+                call.latency_s, utcnow(), run_id)
+
+    def put(self, key: str, model: str, call: CachedCall, run_id: int | None = None) -> None:
+        """Write a response now (blocking); in async code use `store`."""
+        self._pending[key] = self._row(key, model, call, run_id)
+        self.flush()
+
+    async def store(self, key: str, model: str, call: CachedCall, run_id: int | None = None) -> None:
+        """Write a response; returns once it is committed, together with whatever else arrived
+        while the previous commit ran (one commit per batch, not per response). A failed write
+        keeps the rows for the next one and is logged: the caller keeps its (paid) result."""
+        self._pending[key] = self._row(key, model, call, run_id)
+        if self._committed is None:
+            self._committed = asyncio.get_running_loop().create_future()
+        waiter = self._committed
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write_pending())
+        await asyncio.shield(waiter)
+
+    async def _write_pending(self) -> None:
+        while self._pending:
             batch, self._pending = self._pending, {}
+            done, self._committed = self._committed, None
             try:
                 await asyncio.to_thread(self._write, list(batch.values()))
-            except BaseException:
-                self._pending.update(batch)  # keep them for the next flush
-                raise
+            except Exception as exc:  # the database is unreachable or locked: keep the rows, go on
+                for key, row in batch.items():
+                    self._pending.setdefault(key, row)
+                log.warning("response cache write failed (%s: %s); %d responses kept for the next write",
+                            exc.__class__.__name__, exc, len(batch))
+                if done is not None and not done.done():
+                    done.set_result(None)
+                return
+            if done is not None and not done.done():
+                done.set_result(None)
 
     def flush(self) -> None:
+        """Write every pending response now (blocking)."""
         if self._pending:
             batch, self._pending = self._pending, {}
             try:
                 self._write(list(batch.values()))
             except BaseException:
-                self._pending.update(batch)
+                for key, row in batch.items():
+                    self._pending.setdefault(key, row)
                 raise
 
     def _write(self, rows: list[tuple[Any, ...]]) -> None:
@@ -122,8 +154,8 @@ class ResponseCache:
                 cursor.close()
 
     async def aclose(self) -> None:
-        if self._flusher is not None and not self._flusher.done():
-            await self._flusher
+        if self._writer is not None and not self._writer.done():
+            await asyncio.gather(self._writer, return_exceptions=True)
         self.flush()
         self.close()
 

@@ -276,6 +276,9 @@ class CachedResponse(SQLModel, table=True):
     cost: float
     latency_s: float
     created_at: datetime = Field(default_factory=utcnow)
+    # the optimization run that paid for this call (written with the response, in one commit),
+    # so a run resumed after a crash knows what its earlier attempt spent
+    run_id: int | None = Field(default=None, index=True)
 
 
 class ApiToken(SQLModel, table=True):
