@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from trimloop.core.db import session_scope
-from trimloop.core.errors import GatewayError, NotFound, TemplateError
+from trimloop.core.errors import GatewayError, NotFound, SpendCapReached, TemplateError
 from trimloop.core.identity import sha256_of
 from trimloop.core.tables import EvalResult, EvalRun, PromptVersion, utcnow
 from trimloop.core.templates import Template, render
@@ -66,14 +66,18 @@ def samples_for(params: dict[str, Any], samples: int | None) -> int:
 async def evaluate_one(
     *, template: Template, model: str, params: dict[str, Any], item: EvalItem, sample: int,
     evaluators: Sequence[NamedEvaluator], gateway: Any, ledger: Any = None, seeded: bool = False,
+    propagate: tuple[type[BaseException], ...] = (),
 ) -> ItemResult:
-    """One call and its scores. A failed call or a template problem is recorded, scoring 0."""
+    """One call and its scores. A failed call or a template problem is recorded, scoring 0,
+    unless it is one of `propagate`, which is raised."""
     try:
         prompt = render(template, item.inputs)
         kwargs = {"messages": prompt} if isinstance(prompt, list) else {"text": prompt}
         result = await gateway.call(model, params=params, seed=sample if seeded else None,
                                     ledger=ledger, **kwargs)
     except (GatewayError, TemplateError) as exc:
+        if isinstance(exc, propagate):
+            raise
         return ItemResult(item_id=item.id, sample=sample, output=None,
                           scores={n.key: 0.0 for n in evaluators},
                           reasons={n.key: {"reason": "no output: the call failed"} for n in evaluators},
@@ -107,11 +111,15 @@ async def evaluate_items(
     ledger: Any = None,
     skip: frozenset[tuple[Any, int]] = frozenset(),
     on_result: Any = None,
+    propagate: tuple[type[BaseException], ...] = (),
 ) -> list[ItemResult]:
     """Evaluate a version (template + model + params) on items; results in item, sample order.
 
     `skip` holds (item id, sample) pairs already done; `on_result(result)` is called as each
     result arrives (the DB runner stores it there, so an interrupted run keeps its progress).
+    A call that fails with one of `propagate` (e.g. ProviderUnavailable) is not scored: once every
+    other item has finished, the first such error (or a SpendCapReached) is raised. Waiting for the
+    others means no call is still in flight, or unaccounted in the ledger, when this returns.
     """
     template = template if isinstance(template, Template) else Template.model_validate(template)
     params = dict(params or {})
@@ -123,13 +131,17 @@ async def evaluate_items(
         async with limit:
             result = await evaluate_one(template=template, model=model, params=params, item=item,
                                         sample=sample, evaluators=evaluators, gateway=gateway,
-                                        ledger=ledger, seeded=seeded)
+                                        ledger=ledger, seeded=seeded, propagate=propagate)
         if on_result is not None:
             on_result(result)
         return result
 
     jobs = [one(item, s) for item in items for s in range(n_samples) if (item.id, s) not in skip]
-    return list(await asyncio.gather(*jobs))
+    outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    if errors:  # a budget that ran out matters less than anything else that went wrong
+        raise next((e for e in errors if not isinstance(e, SpendCapReached)), errors[0])
+    return list(outcomes)  # type: ignore[arg-type]
 
 
 def evaluator_config(evaluators: Sequence[NamedEvaluator]) -> dict[str, Any]:

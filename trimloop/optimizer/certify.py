@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from trimloop.core.errors import SpendCapReached
+from trimloop.core.errors import ProviderUnavailable, SpendCapReached
 from trimloop.evals.evaluators import NamedEvaluator
 from trimloop.evals.runner import EvalItem, ItemResult, evaluate_items
 from trimloop.evals.stats import NonInferiority, items_needed, non_inferiority
@@ -128,6 +128,7 @@ async def certify(
                     params=arm.candidate.version.params, items=order[start:min(n, start + chunk)],
                     evaluators=evaluators, gateway=gateway, concurrency=concurrency, ledger=ledger,
                     on_result=cert.add, samples=samples,
+                    propagate=(ProviderUnavailable,),
                 )
                 futile = _futile(cert, baseline_results, keys, margin_of, margin, alpha / LOOKS)
                 if futile and start + chunk < n:

@@ -3,8 +3,10 @@
 build the dataset from the production version's logs → score the baseline's logged outputs
 (free) → search on the search split → certify the best on the holdout → project savings → store
 candidates, events and at most one Suggestion (the cheapest certified candidate). The run is
-resumable: a rerun after a crash repays nothing, thanks to the gateway's cache. Cancellation
-(status set to `cancelled`) is honoured between steps.
+resumable: a rerun after a crash repays nothing, thanks to the gateway's cache, and starts its
+ledger at what the earlier attempt spent, so the run's caps hold across crashes. A provider that
+keeps failing after the gateway's retries fails the run with that reason (a failed call is not
+evidence against a candidate). Cancellation (status set to `cancelled`) is honoured between steps.
 """
 
 from __future__ import annotations
@@ -14,15 +16,24 @@ import traceback
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from trimloop.core.catalog import resolve_model
 from trimloop.core.db import session_scope
-from trimloop.core.errors import Conflict, NotFound, TrimloopError
+from trimloop.core.errors import Conflict, NotFound, ProviderUnavailable, TrimloopError
 from trimloop.core.ledger import Ledger
 from trimloop.core.settings import Settings
-from trimloop.core.tables import OptimizationRun, Prompt, PromptVersion, RunEvent, Suggestion, utcnow
+from trimloop.core.tables import (
+    CachedResponse,
+    OptimizationRun,
+    Prompt,
+    PromptVersion,
+    RunEvent,
+    Suggestion,
+    utcnow,
+)
 from trimloop.evals.datasets import build_from_logs, dataset_items, production_version
 from trimloop.evals.evaluators import build_evaluators
 from trimloop.evals.feedback import feedback_summary
@@ -92,6 +103,7 @@ async def execute_run(*, engine: Engine, settings: Settings, run_id: int, gatewa
             raise NotFound(f"no optimization run {run_id}", hint="list runs with GET /runs")
         if run.status in TERMINAL:
             return run
+        resumed = run.started_at is not None  # an earlier attempt died (or was stopped) mid-run
         run.status, run.started_at = "running", run.started_at or utcnow()
         me = run.worker = worker or socket.gethostname()
         run.heartbeat_at = utcnow()
@@ -99,9 +111,20 @@ async def execute_run(*, engine: Engine, settings: Settings, run_id: int, gatewa
         assert prompt is not None
         prompt_name, prompt_id, overrides = prompt.name, prompt.id, dict(run.config)
         budget_calls, budget_dollars = run.budget_calls, run.budget_dollars
-    ledger = Ledger(name=f"run {run_id}")
+        ledger = Ledger(name=f"run {run_id}", run_id=run_id)
+        if resumed:
+            # What the earlier attempts paid: their last recorded progress, or the responses they
+            # committed to the cache (each names the run that paid), whichever is further along.
+            paid_calls, paid_dollars = session.exec(
+                select(func.count(), func.coalesce(func.sum(CachedResponse.cost), 0.0))
+                .where(CachedResponse.run_id == run_id)).one()
+            ledger.calls = max(run.calls_made or 0, int(paid_calls))
+            ledger.spent = max(run.spent_dollars or 0.0, float(paid_dollars))
     emit = _Recorder(engine, run_id, ledger, me)
     try:
+        if resumed:
+            emit("run.resumed", {"worker": me, "calls_before": ledger.calls, "spent_before": ledger.spent,
+                                 "note": "calls the earlier attempt paid for are answered from the cache"})
         config = run_config(settings, prompt_name, overrides)
         ledger.max_calls = budget_calls if budget_calls is not None else config.budget_calls
         ledger.max_dollars = budget_dollars if budget_dollars is not None else config.budget_dollars
@@ -116,6 +139,8 @@ async def execute_run(*, engine: Engine, settings: Settings, run_id: int, gatewa
     except Reclaimed:
         with session_scope(engine) as session:
             return session.get(OptimizationRun, run_id)  # type: ignore[return-value]
+    except ProviderUnavailable as exc:
+        status, error, results = "failed", f"the model provider kept failing, so the run stopped: {exc}", {}
     except TrimloopError as exc:
         status, error, results = "failed", str(exc), {}
     except Exception as exc:  # a bug: keep the traceback with the run, for the report

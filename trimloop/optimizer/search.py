@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from trimloop.core.catalog import count_message_tokens, count_tokens
-from trimloop.core.errors import SpendCapReached, TemplateError
+from trimloop.core.errors import ProviderUnavailable, SpendCapReached, TemplateError
 from trimloop.core.templates import render
 from trimloop.evals.evaluators import NamedEvaluator
 from trimloop.evals.runner import EvalItem, ItemResult, evaluate_items
@@ -211,6 +211,7 @@ async def search(
                     params=arm.candidate.version.params, items=new_items, evaluators=evaluators,
                     gateway=gateway, concurrency=config.concurrency, ledger=ledger, on_result=arm.add,
                     samples=config.samples,
+                    propagate=(ProviderUnavailable,),
                 )
             except SpendCapReached as exc:
                 arm.status, arm.reason = "stopped", f"budget: {exc.message}"
