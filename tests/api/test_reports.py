@@ -55,3 +55,145 @@ def test_projected_savings_of_pending_and_prompt_traffic(client, headers, engine
     assert traffic["latency_p50_s"] == pytest.approx(0.2) and traffic["by_model"][0]["model"] == "big/model"
     versions = client.get(f"/prompts/{prompt_id}/versions", headers=headers["viewer"]).json()
     assert [v["labels"] for v in versions][-1] == ["production"]
+
+
+def _reference_realized(session, suggestion, prompt, now):
+    """The per-suggestion computation the grouped queries replaced (three queries per suggestion), kept
+    as the definition of realized savings."""
+    from sqlalchemy import func
+    from sqlmodel import col, select
+
+    from trimloop.api.schemas import SavingsRow
+    from trimloop.core.tables import Deployment, LogRecord
+
+    def stats(version_id, since=None, until=None):
+        query = select(func.count(), func.avg(LogRecord.cost)).where(LogRecord.version_id == version_id)
+        if since is not None:
+            query = query.where(LogRecord.called_at >= since)
+        if until is not None:
+            query = query.where(LogRecord.called_at < until)
+        calls, avg = session.exec(query).one()
+        return int(calls), avg
+
+    moves = {}
+    for d in session.exec(select(Deployment).where(Deployment.suggestion_id == suggestion.id,
+                                                   Deployment.status == "done").order_by(col(Deployment.id))).all():
+        moves.setdefault(d.action, d.created_at)
+    row = SavingsRow(suggestion_id=suggestion.id, prompt=prompt, status=suggestion.status,
+                     projected_monthly_savings=suggestion.projected_monthly_savings,
+                     savings_low=suggestion.savings_low, savings_high=suggestion.savings_high)
+    since = moves.get("promote")
+    if since is None:
+        return row
+    until = moves.get("rollback")
+    calls, realized_cpc = stats(suggestion.candidate_version_id, since, until)
+    _, baseline_logs = stats(suggestion.baseline_version_id, None, since)
+    baseline = baseline_logs if baseline_logs is not None else suggestion.baseline_cost_per_call
+    row.since, row.realized_calls, row.realized_cost_per_call = since, calls, realized_cpc
+    row.baseline_cost_per_call = baseline
+    if calls and realized_cpc is not None and baseline is not None:
+        per_call = baseline - realized_cpc
+        row.realized_savings_to_date = per_call * calls
+        days = max(((until or now) - since).total_seconds() / 86400, 1.0)
+        row.realized_monthly_savings = per_call * calls / days * 30
+    return row
+
+
+def test_grouped_realized_savings_equal_the_per_suggestion_computation(engine, monkeypatch):
+    """Several deployed and rolled-back suggestions, some sharing a baseline, with the edge cases of the
+    windows (a log exactly at the promotion and at the rollback, a failed and a second promotion, no
+    promotion, no candidate logs, no baseline logs, NULL costs): the report's three grouped queries give
+    what one query per suggestion gave."""
+    import random
+
+    from sqlmodel import col, select
+
+    from trimloop.api import reporting
+    from trimloop.core.db import session_scope
+    from trimloop.core.tables import Deployment, LogRecord, Prompt, PromptVersion, Suggestion
+
+    now = datetime(2026, 6, 30, 12, tzinfo=timezone.utc)
+    monkeypatch.setattr(reporting, "utcnow", lambda: now)
+    rng = random.Random(3)
+    day = timedelta(days=1)
+    t1, t2, t3, t4 = now - 20 * day, now - 14 * day, now - 7 * day, now - 5 * day
+    with session_scope(engine) as session:
+        prompts = [Prompt(name=f"p{i}", connector="local", config={}) for i in (1, 2)]
+        session.add_all(prompts)
+        session.flush()
+        versions = [PromptVersion(prompt_id=prompts[0 if i < 7 else 1].id, sha=f"{i:064d}",
+                                  template={"kind": "text", "text": f"v{i}"}, model="m", params={},
+                                  connector="local", labels=[]) for i in range(9)]
+        session.add_all(versions)
+        session.flush()
+        base1, base2 = versions[0].id, versions[7].id
+        c = [v.id for v in versions[1:7]] + [versions[8].id]
+
+        logs = []
+
+        def log(version_id, at, cost):
+            logs.append(LogRecord(connector="local", external_id=f"l{len(logs)}", prompt_id=prompts[0].id,
+                                  version_id=version_id, called_at=at, cost=cost, model="m"))
+
+        for _ in range(300):  # the baseline's traffic over 40 days, some without a cost
+            log(base1, now - timedelta(seconds=rng.uniform(0, 40 * 86400)), None if rng.random() < 0.1 else rng.uniform(1e-3, 3e-3))
+        log(base1, t1, 0.5)  # exactly at a promotion: after it, so not in that suggestion's baseline
+        for version, start, end in ((c[0], t1, now), (c[1], t2, t3), (c[2], t3, now), (c[4], t1, now), (c[6], t4, now)):
+            for _ in range(40):
+                log(version, start + (end - start) * rng.random(), None if rng.random() < 0.05 else rng.uniform(2e-4, 1e-3))
+            log(version, start - timedelta(hours=1), 9.0)  # before the promotion: not realized
+        log(c[0], t1, 0.0007)  # exactly at the promotion: counted
+        log(c[1], t3, 9.0)  # exactly at the rollback: not counted
+        session.add_all(logs)
+
+        def suggestion(baseline, candidate, status, moves):
+            s = Suggestion(prompt_id=prompts[0].id, baseline_version_id=baseline, candidate_version_id=candidate,
+                           candidate_sha="x", status=status, baseline_cost_per_call=0.002, candidate_cost_per_call=0.001,
+                           projected_monthly_savings=rng.uniform(10, 100), savings_low=1.0, savings_high=200.0)
+            session.add(s)
+            session.flush()
+            for action, at, state in moves:
+                session.add(Deployment(suggestion_id=s.id, connector="local", label="production", action=action,
+                                       status=state, actor="t", created_at=at))
+            session.flush()
+            return s.id
+
+        ids = {
+            "promoted": suggestion(base1, c[0], "deployed", [("deploy", t1 - day, "done"), ("promote", t1, "done")]),
+            "rolled_back": suggestion(base1, c[1], "rolled_back", [("promote", t2, "done"), ("rollback", t3, "done"),
+                                                                   ("rollback", t4, "done")]),
+            "second_promotion": suggestion(base1, c[2], "deployed", [("promote", t2, "failed"), ("promote", t3, "done"),
+                                                                     ("promote", t4, "done")]),
+            "no_candidate_logs": suggestion(base1, c[3], "deployed", [("promote", t2, "done")]),
+            "same_promotion_time": suggestion(base1, c[4], "deployed", [("promote", t1, "done")]),
+            "not_promoted": suggestion(base1, c[5], "deployed", [("deploy", t2, "done")]),
+            "no_baseline_logs": suggestion(base2, c[6], "deployed", [("promote", t4, "done")]),
+            "pending": suggestion(base1, c[5], "pending", []),
+        }
+
+    with session_scope(engine) as session:
+        names = dict(session.exec(select(Prompt.id, Prompt.name)).all())
+        grouped = reporting.realized_rows(session, names)
+        done = session.exec(select(Suggestion).where(col(Suggestion.status).in_(("deployed", "rolled_back")))
+                            .order_by(col(Suggestion.id))).all()
+        reference = [_reference_realized(session, s, names[s.prompt_id], now) for s in done]
+        report = reporting.savings_report(session, 30)
+
+    assert [r.suggestion_id for r in grouped] == [r.suggestion_id for r in reference] == sorted(
+        v for k, v in ids.items() if k != "pending")
+    for new, old in zip(grouped, reference, strict=True):
+        for field, value in old.model_dump().items():
+            assert new.model_dump()[field] == (pytest.approx(value, rel=1e-12) if isinstance(value, float) else value), \
+                (old.suggestion_id, field)
+    assert report.realized == grouped
+    by_id = {r.suggestion_id: r for r in grouped}
+    assert by_id[ids["promoted"]].realized_calls == 41 and by_id[ids["promoted"]].since == t1
+    assert by_id[ids["rolled_back"]].realized_calls == 40  # the log at the rollback and the one before are out
+    assert by_id[ids["second_promotion"]].since == t3
+    assert by_id[ids["no_candidate_logs"]].realized_calls == 0
+    assert by_id[ids["no_candidate_logs"]].realized_monthly_savings is None
+    assert by_id[ids["not_promoted"]].since is None and by_id[ids["not_promoted"]].realized_calls is None
+    assert by_id[ids["no_baseline_logs"]].baseline_cost_per_call == 0.002  # the suggestion's own estimate
+    assert by_id[ids["promoted"]].baseline_cost_per_call != by_id[ids["rolled_back"]].baseline_cost_per_call
+    assert report.total_realized_monthly == pytest.approx(
+        sum(r.realized_monthly_savings or 0 for r in reference if r.status == "deployed"), rel=1e-12)

@@ -8,8 +8,8 @@ import io
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import func
-from sqlalchemy.orm import defer
+from sqlalchemy import and_, func, literal, or_
+from sqlalchemy.orm import aliased, defer
 from sqlmodel import Session, col, select
 
 from trimloop.api.schemas import SavingsReport, SavingsRow, SpendRow
@@ -45,41 +45,103 @@ def spend(session: Session, since: datetime) -> tuple[list[SpendRow], list[Spend
     return by_day, by_prompt, by_model
 
 
-def _cost_stats(session: Session, version_id: int, since: datetime | None = None,
-                until: datetime | None = None) -> tuple[int, float | None]:
-    query = select(func.count(), func.avg(LogRecord.cost)).where(LogRecord.version_id == version_id)
-    if since is not None:
-        query = query.where(LogRecord.called_at >= since)  # type: ignore[operator]
-    if until is not None:
-        query = query.where(LogRecord.called_at < until)  # type: ignore[operator]
-    calls, avg = session.exec(query).one()
-    return int(calls), avg
+DONE = ("deployed", "rolled_back")
+_DAWN = datetime(1, 1, 1, tzinfo=timezone.utc)  # before any log
 
 
-def realized(session: Session, suggestion: Suggestion, prompt: str) -> SavingsRow:
-    """Realized savings of one deployed suggestion since its promotion to production."""
-    moves: dict[str, datetime] = {}  # the first promote, the first rollback
-    for d in session.exec(select(Deployment).where(Deployment.suggestion_id == suggestion.id,
-                                                   Deployment.status == "done").order_by(col(Deployment.id))).all():
-        moves.setdefault(d.action, d.created_at)
-    row = SavingsRow(suggestion_id=suggestion.id, prompt=prompt, status=suggestion.status,  # type: ignore[arg-type]
-                     projected_monthly_savings=suggestion.projected_monthly_savings,
-                     savings_low=suggestion.savings_low, savings_high=suggestion.savings_high)
-    since = moves.get("promote")
-    if since is None:
-        return row
-    until = moves.get("rollback")
-    calls, realized_cpc = _cost_stats(session, suggestion.candidate_version_id, since, until)
-    _, baseline_logs = _cost_stats(session, suggestion.baseline_version_id, None, since)
-    baseline = baseline_logs if baseline_logs is not None else suggestion.baseline_cost_per_call
-    row.since, row.realized_calls, row.realized_cost_per_call = since, calls, realized_cpc
-    row.baseline_cost_per_call = baseline
-    if calls and realized_cpc is not None and baseline is not None:
-        per_call = baseline - realized_cpc
-        row.realized_savings_to_date = per_call * calls
-        days = max(((_aware(until) if until else utcnow()) - _aware(since)).total_seconds() / 86400, 1.0)
-        row.realized_monthly_savings = per_call * calls / days * 30
-    return row
+def _windows() -> Any:
+    """One row per promoted suggestion that is deployed or rolled back: its versions, its first promotion
+    (`since`) and its first rollback (`until`, or NULL); "first" = the lowest deployment id with status done."""
+
+    def first(action: str) -> Any:
+        return (select(col(Deployment.suggestion_id).label("sid"), func.min(Deployment.id).label("did"))
+                .where(Deployment.action == action, Deployment.status == "done")
+                .group_by(col(Deployment.suggestion_id)).subquery(f"first_{action}"))
+
+    promote, rollback = first("promote"), first("rollback")
+    promoted, rolled = aliased(Deployment, name="promoted"), aliased(Deployment, name="rolled")
+    return (select(col(Suggestion.id).label("sid"), col(Suggestion.candidate_version_id).label("candidate"),
+                   col(Suggestion.baseline_version_id).label("baseline"),
+                   col(promoted.created_at).label("since"), col(rolled.created_at).label("until"))
+            .join(promote, promote.c.sid == Suggestion.id).join(promoted, col(promoted.id) == promote.c.did)
+            .outerjoin(rollback, rollback.c.sid == Suggestion.id)
+            .outerjoin(rolled, col(rolled.id) == rollback.c.did)
+            .where(col(Suggestion.status).in_(DONE)).subquery("windows"))
+
+
+def _baseline_cost_per_call(session: Session, w: Any, cuts: set[tuple[int, datetime]]
+                            ) -> dict[tuple[int, datetime], float | None]:
+    """Mean cost per call of each baseline version's logs before each promotion that replaced it, by
+    (baseline version, promotion time).
+
+    Several suggestions against one baseline share its early logs: each log is read once, in the segment
+    between two consecutive promotions, and the segments are summed in order (an average per suggestion
+    read the baseline's early logs once per suggestion)."""
+    distinct = select(w.c.baseline, w.c.since).distinct().subquery("cuts")
+    at = LogRecord.__table__.c.called_at  # type: ignore[attr-defined]
+    segments = select(distinct.c.baseline, distinct.c.since, func.lag(distinct.c.since, 1, literal(_DAWN, at.type))
+                      .over(partition_by=distinct.c.baseline, order_by=distinct.c.since).label("start")
+                      ).subquery("segments")
+    rows = session.exec(  # type: ignore[call-overload]
+        select(segments.c.baseline, segments.c.since, func.count(LogRecord.cost), func.sum(LogRecord.cost))
+        .join(LogRecord, and_(col(LogRecord.version_id) == segments.c.baseline,
+                              col(LogRecord.called_at) >= segments.c.start, col(LogRecord.called_at) < segments.c.since))
+        .group_by(segments.c.baseline, segments.c.since)).all()
+    totals = {(baseline, since): (int(n), total or 0.0) for baseline, since, n, total in rows}
+    out: dict[tuple[int, datetime], float | None] = {}
+    running: dict[int, tuple[int, float]] = {}
+    for cut in sorted(cuts):  # by baseline, then promotion time: each segment adds to the ones before it
+        n, total = totals.get(cut, (0, 0.0))
+        earlier_n, earlier_total = running.get(cut[0], (0, 0.0))
+        running[cut[0]] = (earlier_n + n, earlier_total + total)
+        out[cut] = (earlier_total + total) / (earlier_n + n) if earlier_n + n else None
+    return out
+
+
+def realized_rows(session: Session, names: dict[int, str]) -> list[SavingsRow]:
+    """Realized savings of deployed (and rolled back) suggestions since their promotion to production, by id.
+
+    Per suggestion: calls and mean cost per call of the candidate version's logs from the first promotion to
+    the first rollback (or now), against the baseline version's mean cost per call before the promotion (the
+    suggestion's own estimate when the baseline has no logs). Three grouped queries for all suggestions, not
+    three per suggestion (which took ~1.4 s for 160 deployed suggestions over 100k logs)."""
+    lean = defer(Suggestion.evidence)  # type: ignore[arg-type]  # never read here
+    suggestions = session.exec(select(Suggestion).options(lean).where(col(Suggestion.status).in_(DONE))
+                               .order_by(col(Suggestion.id))).all()
+    rows = [SavingsRow(suggestion_id=s.id, prompt=names.get(s.prompt_id, "?"), status=s.status,  # type: ignore[arg-type]
+                       projected_monthly_savings=s.projected_monthly_savings, savings_low=s.savings_low,
+                       savings_high=s.savings_high) for s in suggestions]
+    if not rows:
+        return rows
+    w = _windows()
+    windows = {sid: (baseline, since, until) for sid, baseline, since, until in session.exec(
+        select(w.c.sid, w.c.baseline, w.c.since, w.c.until)).all()}
+    if not windows:
+        return rows
+    after = session.exec(  # type: ignore[call-overload]
+        select(w.c.sid, func.count(), func.avg(LogRecord.cost))
+        .join(LogRecord, and_(col(LogRecord.version_id) == w.c.candidate, col(LogRecord.called_at) >= w.c.since,
+                              or_(w.c.until.is_(None), col(LogRecord.called_at) < w.c.until)))
+        .group_by(w.c.sid)).all()
+    realized = {sid: (int(n), avg) for sid, n, avg in after}
+    baseline_cpc = _baseline_cost_per_call(session, w, {(b, since) for b, since, _ in windows.values()})
+    now = utcnow()
+    for suggestion, row in zip(suggestions, rows, strict=True):
+        if suggestion.id not in windows:
+            continue
+        baseline_version, since, until = windows[suggestion.id]
+        calls, realized_cpc = realized.get(suggestion.id, (0, None))
+        baseline = baseline_cpc[baseline_version, since]
+        if baseline is None:
+            baseline = suggestion.baseline_cost_per_call
+        row.since, row.realized_calls, row.realized_cost_per_call = since, calls, realized_cpc
+        row.baseline_cost_per_call = baseline
+        if calls and realized_cpc is not None and baseline is not None:
+            per_call = baseline - realized_cpc
+            row.realized_savings_to_date = per_call * calls
+            days = max(((_aware(until) if until else now) - _aware(since)).total_seconds() / 86400, 1.0)
+            row.realized_monthly_savings = per_call * calls / days * 30
+    return rows
 
 
 def savings_report(session: Session, days: int = 30) -> SavingsReport:
@@ -93,9 +155,7 @@ def savings_report(session: Session, days: int = 30) -> SavingsReport:
                  for s in session.exec(select(Suggestion).options(lean)
                                        .where(col(Suggestion.status).in_(("pending", "approved")))
                                        .order_by(col(Suggestion.projected_monthly_savings).desc())).all()]
-    done = [realized(session, s, names.get(s.prompt_id, "?")) for s in session.exec(
-        select(Suggestion).options(lean).where(col(Suggestion.status).in_(("deployed", "rolled_back")))
-        .order_by(col(Suggestion.id))).all()]
+    done = realized_rows(session, names)
     return SavingsReport(
         since=since, spend_by_day=by_day, spend_by_prompt=by_prompt, spend_by_model=by_model,
         projected=projected, realized=done,

@@ -61,8 +61,9 @@ class LogRecord(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("connector", "external_id"),
         Index("ix_logrecord_prompt_time", "prompt_id", "called_at"),
-        Index("ix_logrecord_version_time", "version_id", "called_at"),  # realized savings per version
-        Index("ix_logrecord_time", "called_at"),  # spend per day across prompts
+        # cost (and prompt, model) in the index: the savings report reads only the index, not the rows
+        Index("ix_logrecord_version_time", "version_id", "called_at", "cost"),  # realized savings per version
+        Index("ix_logrecord_time", "called_at", "prompt_id", "model", "cost"),  # spend per day, prompt, model
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -156,7 +156,4 @@ def open_savings(session: Session, limit: int = 100) -> tuple[list[dict[str, Any
 
 def realized_rows(session: Session) -> list[Any]:
     """Deployed (and rolled back) suggestions with realized savings since promotion."""
-    names = dict(session.exec(select(Prompt.id, Prompt.name)).all())
-    done = session.exec(select(Suggestion).where(col(Suggestion.status).in_(("deployed", "rolled_back")))
-                        .order_by(col(Suggestion.id))).all()
-    return [reporting.realized(session, s, names.get(s.prompt_id, "?")) for s in done]
+    return reporting.realized_rows(session, dict(session.exec(select(Prompt.id, Prompt.name)).all()))
