@@ -27,6 +27,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
+from trimloop.core.egress import Egress
 from trimloop.core.errors import ConfigError, UserError
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -308,7 +309,8 @@ def make_connector(kind: str, routes: dict[str, dict[str, Any]]) -> Any:
     from trimloop.connectors.phoenix import PhoenixConnector
 
     cls = {"mlflow": MlflowConnector, "phoenix": PhoenixConnector, "langfuse": LangfuseConnector}[kind]
-    return cls(name=kind, options={"url": URLS[kind]}, transport=fake_server(routes))
+    return cls(name=kind, options={"url": URLS[kind]}, transport=fake_server(routes),
+               egress=Egress.parse([httpx.URL(URLS[kind]).host]))
 
 
 def _connector(path: Path, expect: dict[str, Any], *, engine: Engine, monkeypatch: pytest.MonkeyPatch,

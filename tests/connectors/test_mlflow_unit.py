@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from trimloop.connectors.base import Checkpoint, LogItem, Problem, PromptItem
 from trimloop.connectors.mlflow import MlflowConnector
 from trimloop.connectors.sync import sync_connector
+from trimloop.core.egress import Egress
 from trimloop.core.errors import ConfigError, ConnectorError
 
 URL = "http://mlflow.test"
@@ -67,7 +68,8 @@ class FakeMlflow:
 
 
 def make(handler: Any, **options: Any) -> MlflowConnector:
-    return MlflowConnector(name="ml", options={"url": URL, **options}, transport=httpx.MockTransport(handler))
+    return MlflowConnector(name="ml", options={"url": URL, **options}, transport=httpx.MockTransport(handler),
+                          egress=Egress.parse(["mlflow.test"]))
 
 
 def test_prompt_versions_map_model_params_aliases_and_refuse_unknown_syntax() -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from trimloop.connectors.base import Problem, PromptItem
 from trimloop.connectors.phoenix import PhoenixConnector
+from trimloop.core.egress import Egress
 from trimloop.core.errors import ConnectorError, UserError
 from trimloop.core.templates import Template
 
@@ -42,7 +43,8 @@ def fake(request: httpx.Request) -> httpx.Response:
 
 
 def make(handler: Any = fake) -> PhoenixConnector:
-    return PhoenixConnector(name="px", options={"url": URL}, transport=httpx.MockTransport(handler))
+    return PhoenixConnector(name="px", options={"url": URL}, transport=httpx.MockTransport(handler),
+                            egress=Egress.parse(["phoenix.test"]))
 
 
 def test_versions_keep_opaque_ids_and_refuse_what_trimloop_cannot_hold() -> None:

@@ -26,7 +26,7 @@ def _connector(settings: Settings, name: str) -> Connector:
         raise ConfigError(f"the prompt comes from connector {name!r}, which is not configured",
                           where="trimloop.toml [connectors]",
                           hint=f"add [connectors.{name}] back (configured: {', '.join(settings.connectors) or 'none'})")
-    return registry.create(name, config)
+    return registry.create(name, config, egress=settings.egress)
 
 
 def deploy(*, session: Session, settings: Settings, suggestion_id: int, actor: str) -> Deployment:

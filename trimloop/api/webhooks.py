@@ -4,6 +4,8 @@ Signature: `X-Trimloop-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>
 timestamp in `X-Trimloop-Timestamp`, keyed by the secret in `secret_env` (default: secret_key).
 Every delivery (its attempts and outcome) is recorded as an AuditEvent `webhook.delivery`;
 only the URL's host is recorded, since incoming-webhook URLs carry their secret in the path.
+A webhook's host must be in `allowed_hosts` (checked when settings load, and again before each
+delivery); redirects are not followed.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import httpx
 from sqlalchemy.engine import Engine
 
 from trimloop.core.db import session_scope
+from trimloop.core.egress import HostNotAllowed
 from trimloop.core.settings import Settings, WebhookConfig
 from trimloop.core.store import record_audit
 
@@ -77,6 +80,11 @@ async def _send(client: httpx.AsyncClient, settings: Settings, hook: WebhookConf
     payload = body_for(settings, hook, event, data)
     body = json.dumps(payload, separators=(",", ":"), default=str).encode()
     delivery = Delivery(host=urlsplit(hook.url).hostname or "?", event=event)
+    try:
+        settings.egress.check(hook.url, who="webhook")
+    except HostNotAllowed:
+        delivery.attempts.append({"attempt": 0, "error": "host_not_allowed"})
+        return delivery
     for attempt in range(hook.max_retries + 1):
         if attempt:
             await asyncio.sleep(hook.backoff_base_s * 2 ** (attempt - 1))
@@ -89,6 +97,9 @@ async def _send(client: httpx.AsyncClient, settings: Settings, hook: WebhookConf
         except httpx.HTTPError as exc:
             delivery.attempts.append({"attempt": attempt + 1, "error": exc.__class__.__name__})
             continue
+        except HostNotAllowed:
+            delivery.attempts.append({"attempt": attempt + 1, "error": "host_not_allowed"})
+            break
         delivery.attempts.append({"attempt": attempt + 1, "status": reply.status_code})
         if reply.is_success:
             delivery.ok = True
@@ -104,7 +115,8 @@ async def notify(*, engine: Engine, settings: Settings, event: str, data: dict[s
     hooks = [h for h in settings.webhooks if event in h.events]
     if not hooks:
         return []
-    async with httpx.AsyncClient(transport=transport) as client:
+    async with httpx.AsyncClient(transport=transport, follow_redirects=False, event_hooks={
+            "request": [settings.egress.async_request_hook("webhook")]}) as client:
         deliveries = await asyncio.gather(*(_send(client, settings, h, event, data) for h in hooks))
     await asyncio.to_thread(_record, engine, deliveries, data)
     return list(deliveries)

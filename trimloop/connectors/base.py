@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
+from trimloop.core.egress import Egress
 from trimloop.core.errors import ConfigError, UserError
 from trimloop.core.templates import Template
 
@@ -105,9 +108,17 @@ class Connector(ABC):
     class Options(BaseModel):
         model_config = {"extra": "forbid"}
 
-    def __init__(self, *, name: str, options: dict[str, Any] | None = None) -> None:
+    def __init__(self, *, name: str, options: dict[str, Any] | None = None, egress: Egress | None = None) -> None:
+        """`egress` is the `allowed_hosts` list in force (default: loopback only). Every option
+        named `url` or `*_url` must point inside it; a subclass that makes requests passes it on
+        to its HTTP client (connectors.http.JsonClient checks every request)."""
         self.name = name
+        self.egress = egress if egress is not None else _egress_in_force.get() or Egress.default()
         self.options = parse_options(self.Options, options or {}, name=name)
+        for key, value in self.options:
+            if (key == "url" or key.endswith("_url")) and isinstance(value, str):
+                self.egress.check(value, who=f"connector {name!r} ({self.type or type(self).__name__})",
+                                  where=f"[connectors.{name}] {key}")
 
     @abstractmethod
     def read_prompts(self) -> Iterator[PromptItem | Problem]:
@@ -150,6 +161,20 @@ class Connector(ABC):
             hint=f"{self.type} sources have no prompt store; deploy through the connector that "
             "holds the prompt (files, mlflow, phoenix, langfuse)",
         )
+
+
+_egress_in_force: ContextVar[Egress | None] = ContextVar("trimloop_connector_egress", default=None)
+
+
+@contextmanager
+def egress_in_force(egress: Egress) -> Iterator[None]:
+    """While building a connector whose own __init__ does not pass `egress` on (a plugin written
+    before it existed), the base class takes the list in force from here."""
+    token = _egress_in_force.set(egress)
+    try:
+        yield
+    finally:
+        _egress_in_force.reset(token)
 
 
 def parse_options(model: type[BaseModel], options: dict[str, Any], *, name: str) -> Any:

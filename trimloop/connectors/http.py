@@ -1,5 +1,10 @@
 """A small JSON-over-HTTP client for connectors: every failure becomes a ConnectorError naming
-the URL, so a server that is down or answers garbage gives a clear message, not a traceback."""
+the URL, so a server that is down or answers garbage gives a clear message, not a traceback.
+
+Every request goes only to hosts in `allowed_hosts` (core.egress): the base URL is checked when the
+client is built, and each request again just before it is sent. Redirects are not followed: a
+3xx answer is an error naming where it points, so a server cannot bounce a request (with its
+credentials) to another host."""
 
 from __future__ import annotations
 
@@ -8,19 +13,25 @@ from typing import Any
 
 import httpx
 
+from trimloop.core.egress import Egress
 from trimloop.core.errors import ConfigError, ConnectorError
 
 
 class JsonClient:
     """httpx with a base URL, optional auth from an environment variable, and clear errors."""
 
-    def __init__(self, *, base_url: str, service: str, connector: str, timeout_s: float = 30.0,
-                 headers: dict[str, str] | None = None, auth: httpx.Auth | None = None,
+    def __init__(self, *, base_url: str, service: str, connector: str, egress: Egress | None = None,
+                 timeout_s: float = 30.0, headers: dict[str, str] | None = None, auth: httpx.Auth | None = None,
                  transport: httpx.BaseTransport | None = None, secrets: tuple[str | None, ...] = ()) -> None:
         self.service, self.connector = service, connector
         self.secrets = [s for s in secrets if s]  # never quoted in errors, even if the server echoes them
+        self.egress = egress if egress is not None else Egress.default()
+        who = f"connector {connector!r} ({service})"
+        self.egress.check(base_url, who=who, where=f"[connectors.{connector}] url")  # before any request
         self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s,
-                                   headers=headers or {}, auth=auth, transport=transport)
+                                   headers=headers or {}, auth=auth, transport=transport,
+                                   follow_redirects=False,
+                                   event_hooks={"request": [self.egress.request_hook(who)]})
 
     def get(self, path: str, **params: Any) -> dict[str, Any]:
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
@@ -40,6 +51,16 @@ class JsonClient:
             raise ConnectorError(f"cannot reach {self.service}: {exc.__class__.__name__}: {exc}",
                                  where=f"{method} {url}", hint="is the server running? check url in "
                                  f"[connectors.{self.connector}]") from None
+        if response.is_redirect:
+            target = response.headers.get("location", "")
+            allowed = self.egress.allows(response.next_request.url) if response.next_request else False
+            raise ConnectorError(
+                f"{self.service} answered HTTP {response.status_code}, a redirect to {_origin_of(response)}; "
+                "trimloop does not follow redirects" + ("" if allowed else
+                                                        " (and that host is not in allowed_hosts)"),
+                where=f"{method} {url}",
+                hint=f"set url in [connectors.{self.connector}] to the address the server redirects to"
+                if target else f"check url in [connectors.{self.connector}]")
         if response.status_code >= 400:
             raise ConnectorError(
                 f"{self.service} answered HTTP {response.status_code}: {self._excerpt(response.text)}",
@@ -78,6 +99,15 @@ def secret_from_env(name: str | None, *, connector: str, option: str) -> str | N
         raise ConfigError(f"environment variable {name} is not set", where=f"[connectors.{connector}] {option}",
                           hint=f"export {name}=... before running trimloop")
     return value
+
+
+def _origin_of(response: httpx.Response) -> str:
+    """Where a redirect points, without its path or query (which may carry tokens)."""
+    target = response.next_request.url if response.next_request is not None else None
+    if target is None or not target.raw_host:
+        return "an address that is not a URL"
+    port = f":{target.port}" if target.port else ""
+    return f"{target.scheme}://{target.raw_host.decode('ascii')}{port}"
 
 
 def _excerpt(text: str, limit: int = 200) -> str:

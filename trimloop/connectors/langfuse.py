@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from trimloop.connectors.base import Checkpoint, Connector, LogItem, Problem, PromptItem, WriteResult
 from trimloop.connectors.http import JsonClient, secret_from_env
+from trimloop.core.egress import Egress
 from trimloop.core.errors import ConnectorError, UserError
 from trimloop.core.templates import ROLES, Template
 
@@ -48,11 +49,11 @@ class LangfuseConnector(Connector):
         page_size: int = Field(default=50, ge=1, le=1000)
 
     def __init__(self, *, name: str, options: dict[str, Any] | None = None,
-                 transport: httpx.BaseTransport | None = None) -> None:
-        super().__init__(name=name, options=options)
+                 transport: httpx.BaseTransport | None = None, egress: Egress | None = None) -> None:
+        super().__init__(name=name, options=options, egress=egress)
         public = secret_from_env(self.options.public_key_env, connector=name, option="public_key_env")
         secret = secret_from_env(self.options.secret_key_env, connector=name, option="secret_key_env")
-        self.http = JsonClient(base_url=self.options.url, service="Langfuse", connector=name,
+        self.http = JsonClient(base_url=self.options.url, service="Langfuse", connector=name, egress=self.egress,
                                timeout_s=self.options.timeout_s, transport=transport,
                                auth=httpx.BasicAuth(public or "", secret or ""), secrets=(secret,))
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from trimloop.connectors.base import Checkpoint, Connector, LogItem, Problem, PromptItem, WriteResult
 from trimloop.connectors.http import JsonClient, secret_from_env
 from trimloop.connectors.otlp import attributes
+from trimloop.core.egress import Egress
 from trimloop.core.errors import ConnectorError, UserError
 from trimloop.core.templates import Template
 
@@ -44,10 +45,10 @@ class MlflowConnector(Connector):
         page_size: int = Field(default=100, ge=1, le=1000)
 
     def __init__(self, *, name: str, options: dict[str, Any] | None = None,
-                 transport: httpx.BaseTransport | None = None) -> None:
-        super().__init__(name=name, options=options)
+                 transport: httpx.BaseTransport | None = None, egress: Egress | None = None) -> None:
+        super().__init__(name=name, options=options, egress=egress)
         token = secret_from_env(self.options.token_env, connector=name, option="token_env")
-        self.http = JsonClient(base_url=self.options.url, service="MLflow", connector=name,
+        self.http = JsonClient(base_url=self.options.url, service="MLflow", connector=name, egress=self.egress,
                                timeout_s=self.options.timeout_s, transport=transport,
                                headers={"Authorization": f"Bearer {token}"} if token else None,
                                secrets=(token,))

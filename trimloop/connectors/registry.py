@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from functools import lru_cache
 from importlib.metadata import entry_points
 
-from trimloop.connectors.base import Connector
+from trimloop.connectors.base import Connector, egress_in_force
+from trimloop.core.egress import Egress
 from trimloop.core.errors import ConfigError
 from trimloop.core.settings import ConnectorConfig, Settings
 
@@ -55,9 +57,26 @@ def load(type_name: str) -> type[Connector]:
     return cls
 
 
-def create(name: str, config: ConnectorConfig) -> Connector:
-    """A connector instance for `[connectors.NAME]`."""
-    return load(config.type)(name=name, options=config.options)
+def create(name: str, config: ConnectorConfig, *, egress: Egress | None = None) -> Connector:
+    """A connector instance for `[connectors.NAME]`, held to `egress` (settings.egress;
+    default: loopback only). Its `url`/`*_url` options are checked before it is built."""
+    egress = egress if egress is not None else Egress.default()
+    for key, value in config.options.items():
+        if (key == "url" or key.endswith("_url")) and isinstance(value, str):
+            egress.check(value, who=f"connector {name!r} ({config.type})", where=f"[connectors.{name}] {key}")
+    cls = load(config.type)
+    with egress_in_force(egress):  # for a plugin whose __init__ does not take `egress`
+        if _accepts_egress(cls):
+            return cls(name=name, options=config.options, egress=egress)
+        return cls(name=name, options=config.options)
+
+
+def _accepts_egress(cls: type[Connector]) -> bool:
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return False
+    return "egress" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def from_settings(settings: Settings, only: list[str] | None = None) -> dict[str, Connector]:
@@ -72,4 +91,4 @@ def from_settings(settings: Settings, only: list[str] | None = None) -> dict[str
                 hint=f"configured: {', '.join(names) or 'none'}",
             )
         names = [n for n in names if n in only]
-    return {n: create(n, settings.connectors[n]) for n in names}
+    return {n: create(n, settings.connectors[n], egress=settings.egress) for n in names}

@@ -7,19 +7,22 @@ file: a model names the environment variable that holds its key (`api_key_env`).
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
 
+from trimloop.core.egress import Egress, HostNotAllowed, parse_rule
 from trimloop.core.errors import ConfigError
 
 CONFIG_ENV = "TRIMLOOP_CONFIG"
@@ -150,6 +153,31 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     webhooks: list[WebhookConfig] = Field(default_factory=list)
     scheduler: SchedulerSettings = SchedulerSettings()
+    # Hosts that connectors, webhooks and model api_bases may send requests to (core.egress has
+    # the rule syntax). Unset: loopback only. TRIMLOOP_ALLOWED_HOSTS="a:5000,*.example.com" (or
+    # a JSON list) overrides the file.
+    allowed_hosts: Annotated[list[str] | None, NoDecode] = Field(
+        default=None, description="hosts trimloop may send requests to; unset: loopback only")
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from the environment: comma-separated, or a JSON list
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except ValueError as exc:
+                    raise ValueError(f"not a JSON list ({exc}); or write hosts separated by commas") from None
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _valid_hosts(cls, value: list[str] | None) -> list[str] | None:
+        for entry in value or []:
+            parse_rule(entry)  # ValueError names the entry and how to write it
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -166,6 +194,26 @@ class Settings(BaseSettings):
                 "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
             )
         return self
+
+    @model_validator(mode="after")
+    def _targets_allowed(self) -> "Settings":
+        """Webhook URLs and model api_bases must be inside allowed_hosts (connectors are
+        checked when they are built, since their options belong to each connector type)."""
+        egress = self.egress
+        targets = [(f"webhook {i + 1}", f"webhooks[{i}].url", hook.url) for i, hook in enumerate(self.webhooks)]
+        targets += [(f"model {name!r}", f'models."{name}".api_base', model.api_base)
+                    for name, model in self.models.items() if model.api_base]
+        for who, key, url in targets:
+            try:
+                egress.check(url, who=who, where=key)
+            except HostNotAllowed as exc:
+                raise ValueError(f"{key}: {exc.message}; {exc.hint}") from None
+        return self
+
+    @property
+    def egress(self) -> Egress:
+        """The allow-list for outgoing requests (see trimloop.core.egress)."""
+        return Egress.parse(self.allowed_hosts)
 
     @property
     def db_url(self) -> str:

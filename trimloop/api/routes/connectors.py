@@ -33,7 +33,7 @@ def test_connector(name: str, settings: SettingsDep, _: Operator) -> ConnectorTe
         raise NotFound(f"no connector named {name!r}", where="trimloop.toml [connectors]",
                        hint=f"configured: {', '.join(settings.connectors) or 'none'}")
     try:
-        with registry.create(name, settings.connectors[name]) as connector:
+        with registry.create(name, settings.connectors[name], egress=settings.egress) as connector:
             items = list(connector.read_prompts())
     except TrimloopError as exc:
         return ConnectorTest(name=name, ok=False, prompts=0, error=str(exc))
