@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.stats import norm
 
 from trimloop.core.catalog import count_message_tokens, count_tokens
 from trimloop.core.errors import ProviderUnavailable, SpendCapReached, TemplateError
@@ -107,36 +108,71 @@ def estimate_cost(version: VersionSpec, context: MoveContext, inputs: Sequence[d
     return model.price(round(mean_in), round(output_tokens))
 
 
+def family(candidate: Candidate) -> tuple[Any, ...]:
+    """A candidate's structural choices: its model and every change but instruction shortening.
+    Shortening levels within a family differ least; models and example sets differ most."""
+    return (candidate.version.model,) + tuple(
+        step["detail"] for step in candidate.lineage if step["move"] not in ("shorten", "retarget"))
+
+
 def select_arms(candidates: list[Candidate], estimates: dict[str, float], baseline_cost: float,
                 limit: int) -> list[Arm]:
-    """Cheaper-than-baseline candidates, spread evenly over the cost ranking when there are many."""
+    """At most `limit` cheaper-than-baseline candidates, covering the families first.
+
+    Round one takes the cheapest candidate of every family (same model and examples, any
+    instruction length), round two the next cheapest of each, and so on: the race tries every
+    model × example set before it spends arms on a second instruction length of one. A round with
+    more families than room left is spread evenly over its cost ranking."""
     cheaper = sorted((c for c in candidates if estimates[c.sha] < baseline_cost),
                      key=lambda c: (estimates[c.sha], c.sha))
-    if len(cheaper) > limit:
-        picks = np.unique(np.linspace(0, len(cheaper) - 1, limit).round().astype(int))
-        cheaper = [cheaper[i] for i in picks]
-    return [Arm(c, estimates[c.sha]) for c in cheaper]
+    families: dict[tuple[Any, ...], list[Candidate]] = {}
+    for c in cheaper:
+        families.setdefault(family(c), []).append(c)
+    picked: list[Candidate] = []
+    depth = 0
+    while len(picked) < limit:
+        layer = [members[depth] for members in families.values() if len(members) > depth]
+        if not layer:
+            break
+        layer.sort(key=lambda c: (estimates[c.sha], c.sha))
+        room = limit - len(picked)
+        if len(layer) > room:
+            layer = [layer[i] for i in np.unique(np.linspace(0, len(layer) - 1, room).round().astype(int))]
+        picked += layer
+        depth += 1
+    picked.sort(key=lambda c: (estimates[c.sha], c.sha))
+    return [Arm(c, estimates[c.sha]) for c in picked]
 
 
-def rank(arms: list[Arm]) -> list[Arm]:
-    """Best first, the way a race keeps its options open: arms that may still be non-inferior
-    (the interval's upper end is above −margin on every evaluator) cheapest first, then faster;
-    then the others by their worst point estimate. Small slices give wide intervals, so cheap
-    arms are not dropped on a few unlucky items; later looks and certification do the proving."""
+def prospect(arm: Arm, baseline_cost: float) -> float:
+    """Expected saving: the share of the baseline's cost the arm saves, times the chance, from the
+    evidence so far, that it is non-inferior on every evaluator (Φ((δ̂ + margin) / se) each).
+    A cheap arm with a doubtful record ranks below a dearer one that looks like parity."""
+    if not arm.evidence or baseline_cost <= 0:
+        return 0.0
+    chance = 1.0
+    for e in arm.evidence.values():
+        se = (e.upper - e.lower) / (2 * float(norm.ppf(1 - e.alpha)))
+        gap = e.delta + e.margin
+        chance *= float(norm.cdf(gap / se)) if se > 1e-12 else float(gap > 0)
+    return max(0.0, 1 - arm.est_cost / baseline_cost) * chance
+
+
+def rank(arms: list[Arm], baseline_cost: float) -> list[Arm]:
+    """Best first: by expected saving (see `prospect`), then faster; arms that halving dropped
+    after those still racing. Small slices give wide intervals, so a cheap arm is not written off
+    on a few unlucky items; later looks and certification do the proving."""
     def key(arm: Arm) -> tuple[Any, ...]:
-        evidence = list(arm.evidence.values())
-        plausible = bool(evidence) and all(e.upper > -e.margin for e in evidence)
-        worst = min((e.delta + e.margin for e in evidence), default=-math.inf)
-        return (arm.status == "dropped", not plausible, (arm.cost_per_call or math.inf) if plausible else -worst,
-                arm.latency_p50 or math.inf, arm.candidate.sha)
+        return (arm.status == "dropped", -round(prospect(arm, baseline_cost), 9), arm.latency_p50 or math.inf,
+                arm.candidate.sha)
 
     return sorted((a for a in arms if a.status != "eliminated" and a.n), key=key)
 
 
-def final_ranking(arms: list[Arm]) -> list[Arm]:
+def final_ranking(arms: list[Arm], baseline_cost: float) -> list[Arm]:
     """For certification: the arms still in the race, then those halving dropped for budget (not
     shown inferior) that may still be non-inferior, so a futile first pick is not the end."""
-    ranked = rank(arms)
+    ranked = rank(arms, baseline_cost)
     return [a for a in ranked if a.status != "dropped" or all(e.upper > -e.margin for e in a.evidence.values())]
 
 
@@ -222,10 +258,10 @@ async def search(
         done = size
         if result.budget_exhausted or look == len(rungs):
             break  # no halving after the last look: certification takes the best few from here
-        _halve(arms, config.eta, say)
+        _halve(arms, config.eta, say, baseline_cost)
     result.calls = sum(a.calls for a in arms)
     result.front = pareto_front([a for a in arms if a.status not in ("eliminated", "dropped")], keys)
-    result.ranked = final_ranking(arms)
+    result.ranked = final_ranking(arms, baseline_cost)
     say("search.finished", {"calls": result.calls, "front": [a.candidate.sha for a in result.front],
                             "ranked": [a.candidate.sha for a in result.ranked]})
     return result
@@ -273,10 +309,10 @@ def _judge(arm: Arm, base: dict[str, dict[Any, list[float]]], keys: list[str], c
         arm.status, arm.reason = "qualified", f"non-inferior on every evaluator after {arm.n} items"
 
 
-def _halve(arms: list[Arm], eta: int, say: Emit) -> None:
+def _halve(arms: list[Arm], eta: int, say: Emit, baseline_cost: float) -> None:
     racing = [a for a in arms if a.status == "racing"]
     keep = max(1, math.ceil(len(racing) / eta))
-    for arm in rank(racing)[keep:]:
+    for arm in rank(racing, baseline_cost)[keep:]:
         arm.status = "dropped"  # out of the race for budget, not shown inferior
         arm.reason = arm.reason or f"successive halving: not in the best {keep} after {arm.n} items"
         say("candidate.eliminated", {"sha": arm.candidate.sha, "reason": arm.reason, "n": arm.n})
