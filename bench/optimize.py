@@ -73,7 +73,7 @@ TASKS = {
              "expected": lambda row: row["label"], "options": {
                  "evaluators": {"label": {"labels": ["positive", "negative"]}}, "margin": 0.03,
                  "dataset_size": 1821, "holdout_fraction": 0.85, "rungs": [24, 72, 144], "max_candidates": 10,
-                 "certify_top": 4, "budget_calls": 2000, "search_budget_calls": 400}},
+                 "certify_top": 2, "budget_calls": 2000, "search_budget_calls": 400}},
     "e2e": {"file": "e2e_extraction/test.jsonl", "prompt": E2E_PROMPT,
             "params": {"temperature": 0, "max_tokens": 80, "stop": ["\n"]},
             "expected": lambda row: json.dumps(row["fields"]), "options": {
@@ -155,6 +155,7 @@ def run_task(name: str, n: int, root: Path) -> dict[str, Any]:
     out: dict[str, Any] = {
         "n_logs": len(rows), "status": run.status, "error": run.error, "certified": "suggestion_id" in results,
         "search_calls": results.get("search_calls"), "certify_calls": results.get("certify_calls"),
+        "search_requests": results.get("search_requests"), "certify_requests": results.get("certify_requests"),
         "calls": run.calls_made, "cache_hits": results.get("cache_hits"), "logs_wall_s": round(logs_s, 1),
         "wall_s": round(opt_s, 1), "no_suggestion": results.get("no_suggestion"),
         "certifications": results.get("certifications"),

@@ -223,6 +223,8 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
     summary: dict[str, Any] = {
         "dataset_id": dataset_id, "search_calls": search_calls, "certify_calls": ledger.calls - search_calls,
         "calls": ledger.calls, "spent": ledger.spent, "cache_hits": ledger.cache_hits,
+        # Calls asked for, whether paid or answered from the cache (an earlier run's answers):
+        "search_requests": found.calls, "certify_requests": sum(c.calls for c in certs),
         "candidates": len(found.arms), "budget_exhausted": found.budget_exhausted,
         "front": [a.candidate.sha for a in found.front], "notes": found.notes,
         "certifications": [{"sha": c.arm.candidate.sha, "label": c.arm.candidate.label, "passed": c.passed,
