@@ -5,11 +5,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from trimloop.core.catalog import BUNDLED
+from trimloop.core.catalog import BUNDLED, LOCAL_PREFIX
 from trimloop.core.errors import ConfigError
 from trimloop.core.settings import Settings
+from trimloop.evals.evaluators import build_evaluators
+
+# Evaluators a run picks when none are configured (optimizer.baseline.default_evaluators).
+DEFAULT_EVALUATOR_KEYS = ("matches_baseline", "label", "exact")
+OPTIONS_HINT = "the run options are listed in the README's Optimizer options section and docs/api.md"
 
 
 class RunConfig(BaseModel):
@@ -40,11 +45,22 @@ class RunConfig(BaseModel):
         default=None, description="feedback name whose value is the gold answer (e.g. 'expected')"
     )
 
-    @model_validator(mode="after")
-    def _rungs(self) -> "RunConfig":
-        if not self.rungs or list(self.rungs) != sorted(set(self.rungs)) or self.rungs[0] < 2:
-            raise ValueError(f"rungs must be increasing item counts ≥ 2, got {list(self.rungs)}")
-        return self
+    @field_validator("rungs")
+    @classmethod
+    def _rungs(cls, rungs: tuple[int, ...]) -> tuple[int, ...]:
+        if not rungs or list(rungs) != sorted(set(rungs)) or rungs[0] < 2:
+            raise ValueError(f"rungs must be increasing item counts ≥ 2, e.g. [16, 48, 144]; got {list(rungs)}")
+        return rungs
+
+
+class RunOptionError(ConfigError):
+    """One bad run option: `field` is its dotted key (`margin`, `models.1`, `evaluators.rouge`),
+    `from_run` says whether the run's own options set it (else `[prompts.NAME]` in trimloop.toml)."""
+
+    def __init__(self, message: str, *, field: str, from_run: bool, prompt_name: str, hint: str | None):
+        where = f"the run's config.{field}" if from_run else f"[prompts.{prompt_name}].{field}"
+        super().__init__(message, where=where, hint=hint)
+        self.field, self.from_run = field, from_run
 
 
 def run_config(settings: Settings, prompt_name: str, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -59,6 +75,58 @@ def run_config(settings: Settings, prompt_name: str, overrides: dict[str, Any] |
             where=f"[prompts.{prompt_name}] or the run's config",
             hint="see the README's Optimizer section for the keys",
         ) from None
+
+
+def check_run_config(settings: Settings, prompt_name: str, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """`run_config`, plus what a run would otherwise fail on only once it starts: evaluators that
+    exist with valid options, margins that name them, and candidate models that can exist.
+
+    Raises RunOptionError naming the first bad key (every pydantic problem is in the message)."""
+    overrides = dict(overrides or {})
+    values = dict(settings.prompts.get(prompt_name, {})) | overrides
+
+    def error(message: str, field: str, hint: str | None = OPTIONS_HINT) -> RunOptionError:
+        top = field.split(".", 1)[0].split("[", 1)[0]
+        return RunOptionError(message, field=field, from_run=top in overrides, prompt_name=prompt_name, hint=hint)
+
+    try:
+        config = RunConfig(**values)
+    except ValidationError as exc:
+        problems = exc.errors()
+        first = ".".join(map(str, problems[0]["loc"])) or "config"
+        message = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {_plain(e['msg'])}" for e in problems)
+        unknown = [str(e["loc"][0]) for e in problems if e["type"] == "extra_forbidden"]
+        hint = (f"known options: {', '.join(RunConfig.model_fields)}" if unknown else OPTIONS_HINT)
+        raise error(message, first, hint) from None
+    keys = set(DEFAULT_EVALUATOR_KEYS)
+    if config.evaluators is not None:
+        try:
+            keys = {n.key for n in build_evaluators(config.evaluators, where="evaluators")}
+        except ConfigError as exc:
+            raise error(exc.message, exc.where or "evaluators", exc.hint) from None
+    for name in sorted(set(config.margins) - keys):
+        raise error(f"margins names evaluator {name!r}, which this run does not use", f"margins.{name}",
+                    f"evaluators of this run: {', '.join(sorted(keys))}"
+                    + ("" if config.evaluators is not None else " (the defaults; set evaluators to use others)"))
+    for index, model_id in enumerate(config.models or []):
+        _check_model(settings, model_id, lambda m, h, i=index: error(m, f"models.{i}", h))
+    if config.proposer_model is not None:
+        _check_model(settings, config.proposer_model, lambda m, h: error(m, "proposer_model", h))
+    return config
+
+
+def _check_model(settings: Settings, model_id: str, error: Any) -> None:
+    """What can be known without calling or pricing the model: a name, and a local one that exists."""
+    if not model_id.strip():
+        raise error("empty model id", "name a model, e.g. local/smollm2-135m")
+    if model_id.startswith(LOCAL_PREFIX) and model_id not in BUNDLED and model_id not in settings.models:
+        raise error(f"unknown local model {model_id!r}",
+                    f"bundled models are {', '.join(BUNDLED)}; or add [models.\"{model_id}\"] with an "
+                    "api_base to trimloop.toml")
+
+
+def _plain(message: str) -> str:
+    return message.removeprefix("Value error, ")
 
 
 def default_candidate_models(settings: Settings) -> list[str]:

@@ -11,10 +11,12 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
-from trimloop.api.auth import Operator, Reader, SessionDep
+from trimloop.api.auth import Operator, Reader, SessionDep, SettingsDep
+from trimloop.api.errors import ApiError
 from trimloop.api.schemas import RunCreate, RunEventPublic, RunPublic, RunStatus
 from trimloop.core import store
 from trimloop.core.tables import OptimizationRun, RunEvent
+from trimloop.optimizer.config import RunOptionError, check_run_config
 from trimloop.optimizer.run import create_run as queue_run
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -22,8 +24,16 @@ POLL_S = 0.5
 
 
 @router.post("", response_model=RunPublic, status_code=202, summary="start a run; returns at once")
-async def create_run(body: RunCreate, request: Request, session: SessionDep, who: Operator) -> OptimizationRun:
-    store.check_prompt(session=session, prompt_id=body.prompt_id)
+async def create_run(body: RunCreate, request: Request, session: SessionDep, settings: SettingsDep,
+                     who: Operator) -> OptimizationRun:
+    prompt = store.check_prompt(session=session, prompt_id=body.prompt_id)
+    try:  # refuse bad options now, rather than accept the run and have it fail later
+        check_run_config(settings, prompt.name, body.config)
+    except RunOptionError as exc:
+        if not exc.from_run:  # the server's [prompts.NAME] options: 400 bad_config naming the key
+            raise
+        where = f"body field 'config.{exc.field}'"
+        raise ApiError(422, "invalid_request", f"{where}: {exc.message}", where=where, hint=exc.hint) from None
     run = queue_run(session=session, prompt_id=body.prompt_id, config=body.config,
                     budget_calls=body.budget_calls, budget_dollars=body.budget_dollars)
     store.record_audit(session=session, actor=who.actor, action="run.create", object_type="run", object_id=run.id,
