@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 
 import pytest
@@ -96,3 +97,23 @@ def test_the_scheduler_keeps_its_job_in_the_database(engine, settings):
         assert [j.id for j in again.get_jobs()] == [JOB_ID]
     finally:
         again.shutdown(wait=False)
+
+
+async def test_a_scheduled_run_announces_its_suggestion_to_the_webhooks(engine, settings, seeded, good_gateway,
+                                                                       monkeypatch):
+    from tests.api.test_webhooks import Receiver, hooked
+
+    monkeypatch.setenv("TEST_HOOK_SECRET", "s3cret-for-tests")
+    receiver = Receiver()
+    try:
+        hooked_settings = hooked(settings, receiver.url, events=["suggestion.created", "run.failed"])
+        worker = Worker(engine=engine, settings=hooked_settings, gateway=good_gateway, clock=Clock(), name="w1")
+        (run,) = (await worker.run_pass()).executed
+        assert run.status == "succeeded", run.error
+        [(headers, body)] = receiver.requests
+        payload = json.loads(body)
+        assert payload["event"] == "suggestion.created"
+        assert payload["data"]["suggestion_id"] == run.results["suggestion_id"]
+        assert headers["X-Trimloop-Signature"].startswith("sha256=")
+    finally:
+        receiver.close()

@@ -14,13 +14,13 @@ from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
-from sqlmodel import col, select
+from sqlmodel import col
 
 from trimloop.api import webhooks
 from trimloop.core.db import session_scope
 from trimloop.core.settings import Settings
 from trimloop.core.store import RUN_ACTIVE
-from trimloop.core.tables import OptimizationRun, Suggestion, utcnow
+from trimloop.core.tables import OptimizationRun, utcnow
 
 log = logging.getLogger("trimloop.api.runner")
 
@@ -83,25 +83,4 @@ class RunScheduler:
                 status="failed", error=error, finished_at=utcnow()))
 
     async def _announce(self, run_id: int) -> None:
-        def read() -> tuple[OptimizationRun | None, list[Suggestion]]:
-            with session_scope(self.engine) as session:
-                return (session.get(OptimizationRun, run_id),
-                        list(session.exec(select(Suggestion).where(Suggestion.run_id == run_id)).all()))
-
-        run, suggestions = await asyncio.to_thread(read)
-        if run is None:
-            return
-        if run.status == "failed":
-            await webhooks.notify(engine=self.engine, settings=self.settings, event="run.failed",
-                                  data={"run_id": run_id, "prompt_id": run.prompt_id,
-                                        "summary": f"run {run_id} failed: {run.error or 'unknown error'}"})
-        for s in suggestions:
-            await webhooks.notify(engine=self.engine, settings=self.settings, event="suggestion.created",
-                                  data=suggestion_event(s))
-
-
-def suggestion_event(s: Suggestion) -> dict[str, Any]:
-    saving = f"${s.projected_monthly_savings:,.2f}/month" if s.projected_monthly_savings is not None else "n/a"
-    return {"suggestion_id": s.id, "prompt_id": s.prompt_id, "run_id": s.run_id, "status": s.status,
-            "projected_monthly_savings": s.projected_monthly_savings,
-            "summary": f"suggestion {s.id} for prompt {s.prompt_id}: projected savings {saving}"}
+        await webhooks.announce_run(engine=self.engine, settings=self.settings, run_id=run_id)

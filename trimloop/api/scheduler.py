@@ -19,7 +19,9 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from trimloop.api import webhooks
 from trimloop.connectors.sync import SyncReport, sync
+from trimloop.core import store
 from trimloop.core.db import session_scope
 from trimloop.core.settings import Settings
 from trimloop.core.tables import OptimizationRun, utcnow
@@ -34,9 +36,12 @@ ORPHAN_AFTER = timedelta(minutes=5)  # a queued run nobody started for this long
 
 @dataclass
 class PassReport:
-    """What one pass did: per-connector syncs, due decisions, runs queued and executed."""
+    """What one pass did: per-connector syncs, suggestions superseded or expired, due decisions,
+    runs queued and executed."""
 
     synced: list[SyncReport] = field(default_factory=list)
+    superseded: list[int] = field(default_factory=list)
+    expired: list[int] = field(default_factory=list)
     decisions: list[DueDecision] = field(default_factory=list)
     queued: list[int] = field(default_factory=list)
     executed: list[OptimizationRun] = field(default_factory=list)
@@ -44,6 +49,8 @@ class PassReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "synced": [r.to_dict() for r in self.synced],
+            "superseded": self.superseded,
+            "expired": self.expired,
             "decisions": [{"prompt_id": d.prompt_id, "prompt": d.prompt_name, "due": d.due, "reason": d.reason}
                           for d in self.decisions],
             "queued": self.queued,
@@ -67,6 +74,7 @@ class Worker:
         report = PassReport()
         if do_sync and self.settings.connectors:
             report.synced = await asyncio.to_thread(sync, engine=self.engine, settings=self.settings)
+        report.superseded, report.expired = await asyncio.to_thread(self._close_stale)
         report.decisions, report.queued = await asyncio.to_thread(self._queue_due)
         stale_after = timedelta(minutes=self.settings.scheduler.stale_after_minutes)
         while max_runs is None or len(report.executed) < max_runs:
@@ -79,7 +87,20 @@ class Worker:
             run = await execute_claimed(engine=self.engine, settings=self.settings, run_id=run_id,
                                         gateway=self.gateway, worker=self.name, now=self.clock())
             report.executed.append(run)
+            await webhooks.announce_run(engine=self.engine, settings=self.settings, run_id=run_id)
         return report
+
+    def _close_stale(self) -> tuple[list[int], list[int]]:
+        """Open suggestions whose baseline left production become `superseded`; pending ones older
+        than scheduler.expire_pending_after_days become `expired`. Either way the prompt stops
+        waiting on them and can be due again."""
+        max_age = timedelta(days=self.settings.scheduler.expire_pending_after_days)
+        with session_scope(self.engine) as session:
+            superseded = store.supersede_stale(session=session, actor="scheduler")
+            expired = store.expire_stale(session=session, now=self.clock(), max_age=max_age, actor="scheduler")
+        if superseded or expired:
+            log.info("suggestions superseded: %s; expired: %s", superseded, expired)
+        return superseded, expired
 
     def _queue_due(self) -> tuple[list[DueDecision], list[int]]:
         now = self.clock()

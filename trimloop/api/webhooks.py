@@ -23,11 +23,13 @@ from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy.engine import Engine
+from sqlmodel import select
 
 from trimloop.core.db import session_scope
 from trimloop.core.egress import HostNotAllowed
 from trimloop.core.settings import Settings, WebhookConfig
 from trimloop.core.store import record_audit
+from trimloop.core.tables import OptimizationRun, Suggestion
 
 RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
 
@@ -128,3 +130,31 @@ def _record(engine: Engine, deliveries: list[Delivery], data: dict[str, Any]) ->
             record_audit(session=session, actor="trimloop", action="webhook.delivery", object_type="webhook",
                          object_id=d.host, after={"event": d.event, "ok": d.ok, "attempts": d.attempts,
                                                   "subject": {k: v for k, v in data.items() if k.endswith("_id")}})
+
+
+async def announce_run(*, engine: Engine, settings: Settings, run_id: int) -> None:
+    """After a run ends, however it was started (POST /runs, the scheduler, `trimloop worker`):
+    `run.failed`, or `suggestion.created` for each suggestion it left."""
+    def read() -> tuple[OptimizationRun | None, list[Suggestion]]:
+        with session_scope(engine) as session:
+            return (session.get(OptimizationRun, run_id),
+                    list(session.exec(select(Suggestion).where(Suggestion.run_id == run_id)).all()))
+
+    if not any(event in hook.events for hook in settings.webhooks for event in ("run.failed", "suggestion.created")):
+        return
+    run, suggestions = await asyncio.to_thread(read)
+    if run is None:
+        return
+    if run.status == "failed":
+        await notify(engine=engine, settings=settings, event="run.failed",
+                     data={"run_id": run_id, "prompt_id": run.prompt_id,
+                           "summary": f"run {run_id} failed: {run.error or 'unknown error'}"})
+    for s in suggestions:
+        await notify(engine=engine, settings=settings, event="suggestion.created", data=suggestion_event(s))
+
+
+def suggestion_event(s: Suggestion) -> dict[str, Any]:
+    saving = f"${s.projected_monthly_savings:,.2f}/month" if s.projected_monthly_savings is not None else "n/a"
+    return {"suggestion_id": s.id, "prompt_id": s.prompt_id, "run_id": s.run_id, "status": s.status,
+            "projected_monthly_savings": s.projected_monthly_savings,
+            "summary": f"suggestion {s.id} for prompt {s.prompt_id}: projected savings {saving}"}

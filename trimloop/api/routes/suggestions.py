@@ -8,7 +8,6 @@ from sqlmodel import col, select
 from trimloop.api import deploy as write_back
 from trimloop.api import webhooks
 from trimloop.api.auth import Operator, Reader, Reviewer, SessionDep, SettingsDep
-from trimloop.api.runner import suggestion_event
 from trimloop.api.schemas import (
     DeploymentPublic,
     PromptVersionPublic,
@@ -25,7 +24,7 @@ STATUSES = "^(pending|approved|deployed|rolled_back|rejected|superseded|expired)
 
 def _announce(tasks: BackgroundTasks, request: Request, event: str, suggestion: Suggestion) -> None:
     tasks.add_task(webhooks.notify, engine=request.app.state.engine, settings=request.app.state.settings,
-                   event=event, data=suggestion_event(suggestion))
+                   event=event, data=webhooks.suggestion_event(suggestion))
 
 
 @router.get("", response_model=list[SuggestionPublic], summary="the queue, biggest savings first")
