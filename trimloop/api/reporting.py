@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import and_, func, literal, or_
-from sqlalchemy.orm import aliased, defer
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from trimloop.api.schemas import SavingsReport, SavingsRow, SpendRow
@@ -105,12 +105,13 @@ def realized_rows(session: Session, names: dict[int, str]) -> list[SavingsRow]:
     the first rollback (or now), against the baseline version's mean cost per call before the promotion (the
     suggestion's own estimate when the baseline has no logs). Three grouped queries for all suggestions, not
     three per suggestion (which took ~1.4 s for 160 deployed suggestions over 100k logs)."""
-    lean = defer(Suggestion.evidence)  # type: ignore[arg-type]  # never read here
-    suggestions = session.exec(select(Suggestion).options(lean).where(col(Suggestion.status).in_(DONE))
-                               .order_by(col(Suggestion.id))).all()
-    rows = [SavingsRow(suggestion_id=s.id, prompt=names.get(s.prompt_id, "?"), status=s.status,  # type: ignore[arg-type]
-                       projected_monthly_savings=s.projected_monthly_savings, savings_low=s.savings_low,
-                       savings_high=s.savings_high) for s in suggestions]
+    suggestions = session.exec(  # columns, not ORM objects: 800 objects took ~0.3 s
+        select(Suggestion.id, Suggestion.prompt_id, Suggestion.status, Suggestion.projected_monthly_savings,
+               Suggestion.savings_low, Suggestion.savings_high, Suggestion.baseline_cost_per_call)
+        .where(col(Suggestion.status).in_(DONE)).order_by(col(Suggestion.id))).all()
+    rows = [SavingsRow(suggestion_id=sid, prompt=names.get(prompt_id, "?"), status=status,  # type: ignore[arg-type]
+                       projected_monthly_savings=projected, savings_low=low, savings_high=high)
+            for sid, prompt_id, status, projected, low, high, _ in suggestions]
     if not rows:
         return rows
     w = _windows()
@@ -126,14 +127,14 @@ def realized_rows(session: Session, names: dict[int, str]) -> list[SavingsRow]:
     realized = {sid: (int(n), avg) for sid, n, avg in after}
     baseline_cpc = _baseline_cost_per_call(session, w, {(b, since) for b, since, _ in windows.values()})
     now = utcnow()
-    for suggestion, row in zip(suggestions, rows, strict=True):
-        if suggestion.id not in windows:
+    for (sid, *_, estimate), row in zip(suggestions, rows, strict=True):
+        if sid not in windows:
             continue
-        baseline_version, since, until = windows[suggestion.id]
-        calls, realized_cpc = realized.get(suggestion.id, (0, None))
+        baseline_version, since, until = windows[sid]
+        calls, realized_cpc = realized.get(sid, (0, None))
         baseline = baseline_cpc[baseline_version, since]
         if baseline is None:
-            baseline = suggestion.baseline_cost_per_call
+            baseline = estimate
         row.since, row.realized_calls, row.realized_cost_per_call = since, calls, realized_cpc
         row.baseline_cost_per_call = baseline
         if calls and realized_cpc is not None and baseline is not None:
@@ -148,13 +149,14 @@ def savings_report(session: Session, days: int = 30) -> SavingsReport:
     since = utcnow() - timedelta(days=days)
     by_day, by_prompt, by_model = spend(session, since)
     names = dict(session.exec(select(Prompt.id, Prompt.name)).all())
-    lean = defer(Suggestion.evidence)  # type: ignore[arg-type]  # the report never reads the evidence
-    projected = [SavingsRow(suggestion_id=s.id, prompt=names.get(s.prompt_id, "?"), status=s.status,  # type: ignore[arg-type]
-                            projected_monthly_savings=s.projected_monthly_savings, savings_low=s.savings_low,
-                            savings_high=s.savings_high, baseline_cost_per_call=s.baseline_cost_per_call)
-                 for s in session.exec(select(Suggestion).options(lean)
-                                       .where(col(Suggestion.status).in_(("pending", "approved")))
-                                       .order_by(col(Suggestion.projected_monthly_savings).desc())).all()]
+    projected = [SavingsRow(suggestion_id=sid, prompt=names.get(prompt_id, "?"), status=status,
+                            projected_monthly_savings=savings, savings_low=low, savings_high=high,
+                            baseline_cost_per_call=baseline)
+                 for sid, prompt_id, status, savings, low, high, baseline in session.exec(
+                     select(Suggestion.id, Suggestion.prompt_id, Suggestion.status, Suggestion.projected_monthly_savings,
+                            Suggestion.savings_low, Suggestion.savings_high, Suggestion.baseline_cost_per_call)
+                     .where(col(Suggestion.status).in_(("pending", "approved")))
+                     .order_by(col(Suggestion.projected_monthly_savings).desc())).all()]
     done = realized_rows(session, names)
     return SavingsReport(
         since=since, spend_by_day=by_day, spend_by_prompt=by_prompt, spend_by_model=by_model,
