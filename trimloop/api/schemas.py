@@ -76,6 +76,8 @@ class SyncReportPublic(BaseModel):
     problems: list[str]
     fatal: str | None
     superseded: list[int] = Field(default_factory=list, description="suggestions superseded by moved labels")
+    expired: list[int] = Field(default_factory=list,
+                               description="pending suggestions that expired (scheduler.expire_pending_after_days)")
 
 
 # -- datasets -----------------------------------------------------------------------------------

@@ -133,6 +133,8 @@ class SchedulerSettings(BaseModel):
     stale_after_minutes: float = Field(
         default=10.0, gt=0, description="a running run with an older heartbeat is reclaimed and resumed")
     heartbeat_seconds: float = Field(default=30.0, gt=0, description="how often a worker marks its run alive")
+    expire_pending_after_days: float = Field(
+        default=30.0, gt=0, description="a suggestion pending this long without a decision becomes expired")
 
 
 class Settings(BaseSettings):

@@ -14,6 +14,7 @@ import hmac
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import update
@@ -209,6 +210,29 @@ def supersede_stale(*, session: Session, prompt_id: int | None = None, actor: st
             if _move(session, suggestion, allowed=OPEN_SUGGESTION, to="superseded", actor=actor,
                      action="suggestion.supersede", decided_at=utcnow()):
                 changed.append(suggestion.id)
+    return changed
+
+
+def expire_stale(*, session: Session, now: datetime, max_age: timedelta, prompt_id: int | None = None,
+                 actor: str = "system") -> list[int]:
+    """Mark pending suggestions made more than `max_age` before `now` `expired`; their ids.
+
+    Nobody decided in time, and what the suggestion says has gone stale: its savings were
+    projected from traffic and prices of that time, and its candidate was chosen among the models
+    available then. While it is pending the scheduler starts no new run for the prompt; once it
+    expires the prompt can be optimized again against today's traffic. Approved suggestions are
+    left alone: a person has decided, and deploying is the next step.
+    """
+    cutoff = now - max_age
+    query = select(Suggestion).where(Suggestion.status == "pending", col(Suggestion.created_at) < cutoff)
+    if prompt_id is not None:
+        query = query.where(Suggestion.prompt_id == prompt_id)
+    days = max_age.total_seconds() / 86400
+    changed = []
+    for suggestion in session.exec(query.order_by(col(Suggestion.id))).all():
+        if _move(session, suggestion, allowed=("pending",), to="expired", actor=actor, action="suggestion.expire",
+                 decided_at=now, reason=f"pending for more than {days:g} days without a decision"):
+            changed.append(suggestion.id)
     return changed
 
 

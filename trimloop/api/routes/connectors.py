@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import APIRouter
 
 from trimloop.api.auth import EngineDep, Operator, Reader, SessionDep, SettingsDep
@@ -11,6 +13,7 @@ from trimloop.connectors.base import Problem
 from trimloop.connectors.sync import sync
 from trimloop.core import store
 from trimloop.core.errors import NotFound, TrimloopError
+from trimloop.core.tables import utcnow
 
 router = APIRouter(prefix="/connectors", tags=["connectors"])
 
@@ -46,8 +49,10 @@ def sync_connectors(body: SyncRequest, settings: SettingsDep, engine: EngineDep,
                     who: Operator) -> list[SyncReportPublic]:
     reports = sync(engine=engine, settings=settings, only=body.connectors, full=body.full)
     superseded = store.supersede_stale(session=session, actor=who.actor)
+    expired = store.expire_stale(session=session, now=utcnow(), actor=who.actor,
+                                 max_age=timedelta(days=settings.scheduler.expire_pending_after_days))
     store.record_audit(session=session, actor=who.actor, action="connectors.sync", object_type="connector",
                        object_id=",".join(r.connector for r in reports),
                        after={"reports": [{k: v for k, v in r.to_dict().items() if k != "problems"}
-                                          for r in reports], "superseded": superseded})
-    return [SyncReportPublic(**r.to_dict(), superseded=superseded) for r in reports]
+                                          for r in reports], "superseded": superseded, "expired": expired})
+    return [SyncReportPublic(**r.to_dict(), superseded=superseded, expired=expired) for r in reports]
