@@ -46,8 +46,9 @@ def write_store(folder: Path) -> Path:
     return folder
 
 
-def models_config(url: str) -> dict[str, dict[str, Any]]:
-    return {model: {"api_base": f"{url}/v1", "input_per_mtok": i, "output_per_mtok": o}
+def models_config(url: str, scale: float = 1.0) -> dict[str, dict[str, Any]]:
+    """Both models at the fake server, at PRICES × `scale`."""
+    return {model: {"api_base": f"{url}/v1", "input_per_mtok": i * scale, "output_per_mtok": o * scale}
             for model, (i, o) in PRICES.items()}
 
 
