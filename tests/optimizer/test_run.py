@@ -125,3 +125,38 @@ async def test_the_search_keeps_to_its_share_of_the_budget(engine, settings, see
     run = await _run(engine, settings, seeded, good_gateway, search_budget_calls=40)
     assert run.status == "succeeded", run.error
     assert run.results["search_calls"] <= 40 and run.results["budget_exhausted"]
+
+
+async def test_a_run_on_an_imported_gold_set_runs_the_baseline_once_and_scores_against_gold(
+        engine, settings, seeded, good_gateway, tmp_path):
+    import json
+    import random
+
+    from tests.optimizer.conftest import VERBOSE, review
+    from trimloop.core.tables import Dataset
+    from trimloop.evals.gold import ColumnMapping, import_file
+
+    rng = random.Random(11)
+    rows = [review(rng, 1000 + i) for i in range(300)]
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("".join(json.dumps({"text": t, "label": label}) + "\n" for t, label in rows), encoding="utf-8")
+    with session_scope(engine) as session:
+        dataset_id = import_file(session, prompt_id=seeded, path=gold, holdout_fraction=0.7,
+                                 mapping=ColumnMapping.same_names("text", expected="label")).dataset.id
+    run = await _run(engine, settings, seeded, good_gateway, dataset=dataset_id)
+    assert run.status == "succeeded", run.error
+    results = run.results
+    assert results["dataset_id"] == dataset_id and "suggestion_id" in results, results.get("no_suggestion")
+    # The gold set has no baseline outputs: the baseline answered each item once, through the gateway.
+    head = VERBOSE.split("{{text}}")[0]
+    baseline_calls = [c for c in good_gateway.calls if c["model"] == "local/gemma3-270m" and c["prompt"].startswith(head)]
+    assert results["baseline_calls"] == 300 and len(baseline_calls) == 300
+    assert run.calls_made == results["baseline_calls"] + results["search_calls"] + results["certify_calls"]
+    with session_scope(engine) as session:
+        suggestion = session.exec(select(Suggestion)).one()
+        assert session.get(Dataset, dataset_id).source == "import"
+    assert 0 < suggestion.evidence["evaluators"]["label"]["n"] <= 210  # from the gold set's holdout
+
+    # A dataset that is not this prompt's fails the run with a clear reason.
+    missing = await _run(engine, settings, seeded, good_gateway, dataset=dataset_id + 99)
+    assert missing.status == "failed" and f"no dataset {dataset_id + 99}" in missing.error

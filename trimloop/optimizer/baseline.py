@@ -1,8 +1,9 @@
 """The baseline's side of every comparison, from its logs: outputs, scores, tokens, cost, latency.
 
-The baseline is never re-run: its logged outputs are scored (free, unless an evaluator is an LLM
-judge), its cost per item is its logged tokens at catalog prices (so candidate and baseline are
-priced the same way), and its latency is the logged one.
+An item from the logs is never re-run: its logged output is scored (free, unless an evaluator is
+an LLM judge), its cost is its logged tokens at catalog prices (so candidate and baseline are
+priced the same way), and its latency is the logged one. An item of an imported gold set that
+came without a baseline output is run once through the baseline version, like a candidate.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from trimloop.core.tables import DatasetItem, LogRecord
 from trimloop.core.templates import render
 from trimloop.evals.datasets import looks_like_labels
 from trimloop.evals.evaluators import EvalContext, NamedEvaluator, score_output
-from trimloop.evals.runner import ItemResult
+from trimloop.evals.runner import EvalItem, ItemResult, evaluate_items
 from trimloop.optimizer.spec import VersionSpec
 
 
@@ -89,10 +90,19 @@ def item_cost(model: ResolvedModel, version: VersionSpec, row: DatasetItem, log:
 
 async def baseline_results(rows: Sequence[DatasetItem], facts: LogFacts, version: VersionSpec,
                            evaluators: Sequence[NamedEvaluator], *, resolve: Callable[[str], ResolvedModel],
-                           gateway: Any, ledger: Any) -> dict[int, ItemResult]:
+                           gateway: Any, ledger: Any, concurrency: int = 4) -> dict[int, ItemResult]:
     model = resolve(version.model)
     out: dict[int, ItemResult] = {}
+    unlogged = [r for r in rows if r.baseline_output is None and r.id not in facts.per_item]
+    if unlogged:
+        results = await evaluate_items(
+            template=version.template, model=version.model, params=version.params, samples=1,
+            items=[EvalItem(id=r.id, inputs=r.inputs, expected=r.expected) for r in unlogged],  # type: ignore[arg-type]
+            evaluators=evaluators, gateway=gateway, ledger=ledger, concurrency=concurrency)
+        out.update({r.item_id: r for r in results})  # type: ignore[misc]
     for row in rows:
+        if row.id in out:
+            continue
         log = facts.per_item.get(row.id)  # type: ignore[arg-type]
         output = row.baseline_output or ""
         ctx = EvalContext(output=output, inputs=row.inputs, expected=row.expected,

@@ -44,6 +44,9 @@ class RunConfig(BaseModel):
     expected_from: str | None = Field(
         default=None, description="feedback name whose value is the gold answer (e.g. 'expected')"
     )
+    dataset: int | None = Field(
+        default=None, ge=1, description="id of an imported gold set of this prompt to optimize on instead of a "
+        "sample of its logs; items without a baseline output are run once through the baseline (paid calls)")
 
     @field_validator("rungs")
     @classmethod

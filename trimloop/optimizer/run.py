@@ -27,6 +27,7 @@ from trimloop.core.ledger import Ledger
 from trimloop.core.settings import Settings
 from trimloop.core.tables import (
     CachedResponse,
+    Dataset,
     OptimizationRun,
     Prompt,
     PromptVersion,
@@ -164,9 +165,16 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
                     config: Any, gateway: Any, ledger: Ledger, emit: Any, now: datetime) -> dict[str, Any]:
     with session_scope(engine) as session:
         version_row = production_version(session, prompt_id)
-        dataset = build_from_logs(session, prompt_id=prompt_id, version_id=version_row.id,
-                                  size=config.dataset_size, holdout_fraction=config.holdout_fraction,
-                                  seed=config.seed, expected_from=config.expected_from)
+        if config.dataset is not None:
+            dataset = session.get(Dataset, config.dataset)
+            if dataset is None or dataset.prompt_id != prompt_id:
+                raise NotFound(f"no dataset {config.dataset} of prompt {prompt_name!r}",
+                               where=f"the run's config.dataset ({config.dataset})",
+                               hint="GET /datasets?prompt=… lists them; import a gold set with POST /datasets/import")
+        else:
+            dataset = build_from_logs(session, prompt_id=prompt_id, version_id=version_row.id,
+                                      size=config.dataset_size, holdout_fraction=config.holdout_fraction,
+                                      seed=config.seed, expected_from=config.expected_from)
         rows = dataset_items(session, dataset.id)
         facts = log_facts(session, rows, prompt_id=prompt_id)
         rejected = frozenset(session.exec(select(Suggestion.candidate_sha).where(
@@ -192,7 +200,8 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
                            "left_out_without_gold": len(without_gold) if config.expected_from else 0,
                            "holdout": len(items["holdout"]), "evaluators": [n.key for n in evaluators]})
     base = await baseline_results(rows, facts, baseline, evaluators, resolve=resolve, gateway=gateway,
-                                  ledger=ledger)
+                                  ledger=ledger, concurrency=config.concurrency)
+    baseline_calls = ledger.calls
     failures = [{"inputs": i.inputs, "expected": i.expected} for i in items["search"]
                  if i.expected is not None and min(base[i.id].scores.values(), default=1.0) < 1.0]
     context = MoveContext(models=config.models or default_candidate_models(settings), resolve=resolve,
@@ -221,7 +230,7 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
                                 arms=found.arms, certified={c.arm.candidate.sha: c for c in certs})
     passed = [c for c in certs if c.passed]
     summary: dict[str, Any] = {
-        "dataset_id": dataset_id, "search_calls": search_calls, "certify_calls": ledger.calls - search_calls,
+        "dataset_id": dataset_id, "baseline_calls": baseline_calls, "search_calls": search_calls - baseline_calls, "certify_calls": ledger.calls - search_calls,
         "calls": ledger.calls, "spent": ledger.spent, "cache_hits": ledger.cache_hits,
         # Calls asked for, whether paid or answered from the cache (an earlier run's answers):
         "search_requests": found.calls, "certify_requests": sum(c.calls for c in certs),
