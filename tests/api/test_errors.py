@@ -26,7 +26,8 @@ def test_user_errors_from_the_store_are_400_with_a_hint(client, headers, engine,
     prompt_id = synced(engine, settings)
     bad_option = client.post("/runs", json={"prompt_id": prompt_id, "budget_calls": 5, "config": {"nope": 1}},
                              headers=headers["engineer"])
-    assert bad_option.status_code == 202  # options are checked by the run itself, which fails with the reason
+    assert bad_option.status_code == 422  # options are checked before a run is queued
+    assert bad_option.json()["error"]["where"] == "body field 'config.nope'"
     no_prompt = client.post("/runs", json={"prompt_id": 999, "budget_calls": 5}, headers=headers["engineer"])
     assert no_prompt.status_code == 404 and no_prompt.json()["error"]["where"] == "prompt_id"
     empty_gold = client.post("/datasets/import", headers=headers["engineer"], json={
