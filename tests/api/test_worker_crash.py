@@ -41,8 +41,8 @@ from trimloop.core.db import make_engine, session_scope, upgrade
 from trimloop.core.fake_openai import running
 from trimloop.core.settings import Settings
 from trimloop.core.tables import (
-    Candidate,
     CachedResponse,
+    Candidate,
     EvalRun,
     OptimizationRun,
     RunEvent,
@@ -137,7 +137,7 @@ def test_a_killed_worker_s_run_is_resumed_by_the_next_without_paying_twice(tmp_p
                 run = session.get(OptimizationRun, run_id)
                 assert run.status == "running" and run.finished_at is None
                 dead_worker = run.worker
-            stale = lambda: utcnow() - _heartbeat(engine, run_id) > timedelta(seconds=STALE_S)  # noqa: E731
+            stale = lambda: utcnow() - _heartbeat(engine, run_id) > timedelta(seconds=STALE_S)
             wait_until("the dead worker's heartbeat to go stale", stale)
 
             second = start_worker(tmp_path / "worker-2.log")

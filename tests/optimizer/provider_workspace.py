@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.optimizer.conftest import BAD, GOOD, VERBOSE
 from tests.api.test_end_to_end import log_lines
+from tests.optimizer.conftest import BAD, GOOD, VERBOSE
 from trimloop.core.settings import Settings
 from trimloop.core.tables import utcnow
 

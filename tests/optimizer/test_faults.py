@@ -17,8 +17,14 @@ import httpx
 import pytest
 from sqlmodel import select
 
-from tests.optimizer.provider_workspace import billed, models_config, paid_at_provider, prompt_config, server_args, \
-    write_store
+from tests.optimizer.provider_workspace import (
+    billed,
+    models_config,
+    paid_at_provider,
+    prompt_config,
+    server_args,
+    write_store,
+)
 from trimloop.connectors.sync import sync
 from trimloop.core.db import session_scope
 from trimloop.core.fake_openai import running

@@ -118,7 +118,7 @@ class ResponseCache:
             done, self._committed = self._committed, None
             try:
                 await asyncio.to_thread(self._write, list(batch.values()))
-            except Exception as exc:  # the database is unreachable or locked: keep the rows, go on
+            except Exception as exc:  # noqa: BLE001  (database unreachable or locked: keep the rows, go on)
                 for key, row in batch.items():
                     self._pending.setdefault(key, row)
                 log.warning("response cache write failed (%s: %s); %d responses kept for the next write",

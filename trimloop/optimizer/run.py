@@ -30,7 +30,6 @@ from trimloop.core.tables import (
     Dataset,
     OptimizationRun,
     Prompt,
-    PromptVersion,
     RunEvent,
     Suggestion,
     utcnow,
