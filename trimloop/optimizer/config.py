@@ -111,6 +111,10 @@ def check_run_config(settings: Settings, prompt_name: str, overrides: dict[str, 
         raise error(f"margins names evaluator {name!r}, which this run does not use", f"margins.{name}",
                     f"evaluators of this run: {', '.join(sorted(keys))}"
                     + ("" if config.evaluators is not None else " (the defaults; set evaluators to use others)"))
+    for name, value in config.margins.items():
+        if not 0 <= value < 1:
+            raise error(f"margin of {name!r} must be in [0, 1) on the 0–1 score scale, got {value:g}",
+                        f"margins.{name}", "e.g. margins = {" + f"{name} = 0.05" + "}")
     for index, model_id in enumerate(config.models or []):
         _check_model(settings, model_id, lambda m, h, i=index: error(m, f"models.{i}", h))
     if config.proposer_model is not None:
