@@ -1,7 +1,9 @@
 """Run the benches and write docs/benchmarks.md.
 
     python -m bench all [--with-optimize]   # every bench, one JSON document, docs/benchmarks.md
-    python -m bench NAME [-- ARGS...]       # one bench (gateway, gate, ingest, ui, api, peers, optimize)
+                                            # (--with-optimize adds the slow real-model ones)
+    python -m bench NAME [-- ARGS...]       # one bench (gateway, gate, ingest, ui, api, peers, optimize,
+                                            #   peers_search)
     python -m bench docs                    # rewrite docs/benchmarks.md from the last `all` results
 
 Each bench runs as its own process (`python -m bench.NAME`) with a timeout, one after another
@@ -35,6 +37,8 @@ BENCHES: dict[str, dict[str, Any]] = {  # in running order; timeouts in seconds
     "api": {"timeout": 900, "optional": True},
     "peers": {"timeout": 2400},
     "optimize": {"timeout": 7200, "slow": True},
+    # after optimize: reads its sst2 store (trimloop's side of the comparison)
+    "peers_search": {"timeout": 3600, "slow": True},
 }
 
 
@@ -373,10 +377,105 @@ def section_peers(r: dict[str, Any]) -> tuple[list[str], list[str]]:
     return lines, notes
 
 
+def section_peers_search(r: dict[str, Any]) -> tuple[list[str], list[str]]:
+    base, tl, ds = r.get("baseline", {}), r.get("trimloop", {}), r.get("dspy", {})
+    tl_test, ds_test, n = tl.get("test", {}), ds.get("test", {}), r.get("test_n")
+    base_cost = base.get("cost_per_call")
+
+    def cost(t: dict[str, Any]) -> str:
+        c = t.get("cost_per_call")
+        if c is None:
+            return "—"
+        change = f" ({c / base_cost - 1:+.0%})".replace("-", "−") if base_cost and t is not base else ""
+        return f"${c * 1e6:,.2f} per 1M calls{change}"
+
+    sc = ds.get("search_calls", {})
+    if "error" in tl:
+        tl_change = f"missing: {tl['error']}"
+    elif tl.get("certified"):
+        tl_change = "certified: " + "; ".join(str(c) for c in tl.get("change") or [])
+    else:
+        tl_change = f"no certified suggestion ({tl.get('no_suggestion') or 'none passed'})"
+    if "error" in ds:
+        ds_change = f"failed: {ds['error']}"
+    else:
+        ds_change = (f"instruction {'rewritten' if ds.get('instruction_changed') else 'kept'}, "
+                     f"{fmt(ds.get('demos'))} demos (was 6)")
+    interval = tl.get("certified_delta_interval") or [None, None]
+    rows = [
+        ["result", "the verbose 6-shot prompt, Gemma 270M", tl_change, ds_change],
+        [f"accuracy on the same {fmt(n)} held-out sentences", f"**{fmt(base.get('accuracy'), 3)}**",
+         f"**{fmt(tl_test.get('accuracy'), 3)}**", f"**{fmt(ds_test.get('accuracy'), 3)}**"],
+        ["cost per call (notional local price)", cost(base), f"**{cost(tl_test)}**", f"**{cost(ds_test)}**"],
+        ["prompt tokens per call", fmt(base.get("input_tokens_per_call"), 0), fmt(tl_test.get("input_tokens_per_call"), 0),
+         fmt(ds_test.get("input_tokens_per_call"), 0)],
+        ["calls spent searching", "—", fmt(tl.get("search_calls")),
+         f"{fmt(sc.get('made'))} ({fmt(sc.get('task_made'))} task + {fmt(sc.get('proposer_made'))} proposer; "
+         f"{fmt(sc.get('requested'))} asked, rest cached)" if sc else "—"],
+        ["calls spent certifying", "—", fmt(tl.get("certify_calls")), "none: no certification step"],
+        ["quality evidence", "—",
+         f"non-inferiority on its holdout: Δ {fmt(interval[0], 3)} … {fmt(interval[1], 3)}, n = {fmt(tl.get('certified_n'))}"
+         if tl.get("certified") else "—",
+         f"valset score {fmt(ds.get('val_score_before'), 1)} → {fmt(ds.get('val_score_after'), 1)} "
+         f"(MIPROv2's own, {fmt(min(ds.get('val') or 0, 100))} dev sentences)" if "error" not in ds else "—"],
+        ["search wall time", "—", fmt(tl.get("wall_s"), 0, " s") + (" (search + certification)" if tl.get("wall_s") else ""),
+         fmt(ds.get("compile_wall_s"), 0, " s")],
+        ["what it optimizes", "—", "cost per call, with quality held (certified)", "quality only"],
+    ]
+    notes: list[str] = []
+    if "error" in tl:
+        notes.append(f"The search peer bench has no trimloop side: {tl['error']}.")
+    if "error" in ds:
+        notes.append(f"DSPy MIPROv2 did not finish on the bundled models: {ds['error']}.")
+    t_acc, d_acc = tl_test.get("accuracy"), ds_test.get("accuracy")
+    if t_acc is not None and d_acc is not None and d_acc > t_acc:
+        notes.append(f"DSPy MIPROv2's program is more accurate than trimloop's suggestion on the same {fmt(n)} "
+                     f"held-out sentences ({d_acc:.3f} vs {t_acc:.3f}): DSPy optimizes quality only, trimloop "
+                     "optimizes cost while only holding quality within its margin.")
+    t_cost, d_cost = tl_test.get("cost_per_call"), ds_test.get("cost_per_call")
+    if t_cost is not None and d_cost is not None and d_cost < t_cost:
+        notes.append(f"DSPy MIPROv2's program is cheaper per call than trimloop's suggestion "
+                     f"({d_cost * 1e6:,.2f} vs {t_cost * 1e6:,.2f} $ per 1M calls).")
+    t_calls = (tl.get("search_calls") or 0) + (tl.get("certify_calls") or 0)
+    if sc.get("made") is not None and tl.get("search_calls") is not None and sc["made"] < t_calls:
+        notes.append(f"DSPy MIPROv2 spent fewer model calls ({fmt(sc['made'])}) than trimloop's search and "
+                     f"certification ({fmt(t_calls)}).")
+    if tl and "error" not in tl and not tl.get("certified"):
+        notes.append("trimloop certified no cheaper sst2 prompt in the run this comparison read.")
+    facts = [
+        f"Both started from `bench.optimize`'s sst2 prompt on {r.get('model')} (temperature 0, 3 tokens). "
+        f"Test sentences: {fmt(n)} drawn from {r.get('test_source')}; scored by trimloop's `label` reading for all "
+        "three. Cost = tokens × the bundled model's notional self-hosting price.",
+        f"DSPy {ds.get('dspy', '')} ran `dspy.Predict(\"review -> sentiment\")` with the prompt's instruction and 6 "
+        f"demos, compiled by `{ds.get('optimizer')}` on {fmt(ds.get('train'))} train / {fmt(ds.get('val'))} val "
+        "sst2 dev sentences. Gemma 270M is a base model, so its calls use a completion-style adapter that renders "
+        "the program in the prompt's own plain-text layout"
+        + (" (the start program renders exactly the baseline prompt)" if ds.get("start_renders_baseline") else "")
+        + f"; MIPROv2's instruction proposer is the other bundled model, {ds.get('proposer_model')}, through "
+          "DSPy's ChatAdapter"
+        + (f" ({fmt(ds.get('proposer_answers_without_markers'))} of its answers lacked DSPy's field markers and "
+           "were taken whole)" if ds.get("proposer_answers_without_markers") else "")
+        + ". Every DSPy call went through trimloop's gateway (counted, priced, cached; DSPy's own cache off).",
+        (f"trimloop's numbers come from `{tl.get('store')}` (run {tl.get('run_id')}, finished {tl.get('finished_at')})"
+         + (", run by this bench" if tl.get("ran_here") else "") + "; the baseline's and its candidate's answers "
+         "are read from that store's response cache where it has them (the same model, prompt and params). "
+         if "store" in tl else "")
+        + f"This bench's own servers: {r.get('settings', {}).get('llama_threads')} llama.cpp thread(s) per model "
+          "on a shared machine, so wall times are not comparable with bench.optimize's; compare calls.",
+    ]
+    lines = [f"Command: `python -m bench.peers_search` (run {r.get('date', '?')}, commit {r.get('commit', '?')}, "
+             f"{fmt(r.get('wall_s'), 0, ' s')} in all) — sst2, the bundled models.", "",
+             *table(["", "start (baseline)", "trimloop search + certification", f"DSPy {ds.get('optimizer', 'MIPROv2')}"],
+                    rows),
+             *[f"- {f}" for f in facts], ""]
+    return lines, notes
+
+
 SECTIONS = {"gateway": ("Gateway", section_gateway), "peers": ("Evaluation throughput against peers", section_peers),
             "gate": ("Non-inferiority gate", section_gate), "ingest": ("Ingest", section_ingest),
             "api": ("API under load", section_api), "ui": ("Web UI", section_ui),
-            "optimize": ("Optimization on real data", section_optimize)}
+            "optimize": ("Optimization on real data", section_optimize),
+            "peers_search": ("Search against a peer: DSPy MIPROv2", section_peers_search)}
 
 
 def _ge(value: Any, goal: float) -> bool | None:
@@ -421,7 +520,8 @@ def render_docs(doc: dict[str, Any]) -> str:
             f"Calls repeated by an immediate rerun: trimloop {fmt(peers['trimloop'].get('rerun', {}).get('calls'))}, "
             + ", ".join(f"{t} {fmt(peers[t].get('rerun', {}).get('calls'))}" for t in ("promptfoo", "dspy")
                         if peers.get(t, {}).get("rerun")) + ".", ""]
-    order = [n for n in ("peers", "gateway", "gate", "ingest", "api", "ui", "optimize") if n in benches]
+    order = [n for n in ("peers", "peers_search", "gateway", "gate", "ingest", "api", "ui", "optimize")
+             if n in benches]
     for name in order:
         entry = benches[name]
         title, build = SECTIONS[name]
@@ -464,7 +564,8 @@ def render_docs(doc: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("name", help="all, docs, or one of: " + ", ".join(BENCHES))
-    parser.add_argument("--with-optimize", action="store_true", help="include the slow optimize bench in `all`")
+    parser.add_argument("--with-optimize", action="store_true",
+                        help="include the slow real-model benches in `all` (optimize, then peers_search)")
     parser.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
     parser.add_argument("--timeout", type=float, help="seconds per bench (default: each bench's own)")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="arguments passed to a single bench")
@@ -487,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
                            "benches": {}, "skipped": {}}
     for name, spec in BENCHES.items():
         if spec.get("slow") and not args.with_optimize:
-            doc["skipped"][name] = "slow (real models, 15+ min); run with --with-optimize"
+            doc["skipped"][name] = "slow (real models, 15+ min each); run with --with-optimize"
             continue
         if spec.get("optional") and not (ROOT / "bench" / f"{name}.py").exists():
             doc["skipped"][name] = f"bench/{name}.py is not in this checkout"

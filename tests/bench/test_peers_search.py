@@ -1,0 +1,91 @@
+"""bench.peers_search plumbing without models: DSPy's program renders as trimloop's prompt, its
+calls reach the gateway as plain text for the base model, and the docs section says who is ahead."""
+
+from __future__ import annotations
+
+import pytest
+
+dspy = pytest.importorskip("dspy")
+
+from bench.__main__ import section_peers_search  # noqa: E402
+from bench.optimize import SST2_PROMPT  # noqa: E402
+from bench.peers_search import (  # noqa: E402
+    PROPOSER_MODEL, TASK_MODEL, Loop, dspy_parts, is_right, render_completion, split_prompt,
+)
+from trimloop.core.gateway import FakeGateway  # noqa: E402
+from trimloop.core.ledger import Ledger  # noqa: E402
+from trimloop.optimizer.moves.rewrite import GatewayEngine  # noqa: E402
+
+
+def test_start_program_renders_the_baseline_prompt() -> None:
+    instruction, demos = split_prompt(SST2_PROMPT)
+    assert len(demos) == 6 and demos[0]["sentiment"] == "positive"
+    assert instruction.startswith("You are a **very** careful") and "Review:" not in instruction
+    assert render_completion(instruction, demos, {"review": "{{text}}"}, ["review"], "sentiment") == SST2_PROMPT
+    zero_shot = render_completion("Classify.", [], {"review": "fine"}, ["review"], "sentiment")
+    assert zero_shot == "Classify.\n\nReview: fine\nSentiment:"
+
+
+def test_is_right_reads_one_label() -> None:
+    assert is_right(" Positive.", "positive")
+    assert not is_right("positive or negative", "positive")  # two labels named: ambiguous
+    assert not is_right(None, "negative")
+
+
+def test_predict_goes_through_the_gateway_as_text_and_proposer_as_chat() -> None:
+    seen: list[tuple[str, object]] = []
+
+    def respond(model: str, prompt: object) -> str:
+        seen.append((model, prompt))
+        return " negative" if model == TASK_MODEL else "Decide the sentiment."  # no DSPy field markers
+
+    gateway, loop = FakeGateway(responder=respond), Loop()
+    try:
+        task_name = f"trimloop/{TASK_MODEL}"
+        ByModel, TextEngine = dspy_parts(task_name)
+        ledger = Ledger()
+        task_lm = dspy.LM(task_name, engine=TextEngine(gateway, TASK_MODEL, loop.loop, ledger), cache=False,
+                          temperature=0.0, max_tokens=3)
+        proposer_lm = dspy.LM(f"trimloop/{PROPOSER_MODEL}", engine=GatewayEngine(gateway, PROPOSER_MODEL, loop.loop),
+                              cache=False, max_tokens=64)
+        adapter = ByModel()
+        instruction, demos = split_prompt(SST2_PROMPT)
+        program = dspy.Predict(dspy.Signature("review -> sentiment", instruction))
+        program.demos = [dspy.Example(**d) for d in demos]
+        with dspy.context(lm=task_lm, adapter=adapter):
+            answer = program(review="a dull film .").sentiment
+            with dspy.context(lm=proposer_lm):
+                proposal = dspy.Predict("notes -> proposed_instruction")(notes="x").proposed_instruction
+    finally:
+        loop.close()
+    assert answer == "negative"
+    model, prompt = seen[0]
+    assert model == TASK_MODEL and prompt == SST2_PROMPT.replace("{{text}}", "a dull film .")
+    assert gateway.calls[0]["params"] == {"temperature": 0, "max_tokens": 3, "stop": ["\n"]}
+    assert ledger.calls == 1
+    assert isinstance(seen[1][1], list)  # the chat model got chat messages
+    assert proposal == "Decide the sentiment." and type(adapter.chat).lenient >= 1
+
+
+def _result(dspy_acc: float, trimloop_acc: float) -> dict:
+    test = {"accuracy": None, "cost_per_call": 1e-6, "input_tokens_per_call": 200}
+    return {
+        "model": TASK_MODEL, "test_n": 300, "test_source": "trimloop's holdout", "settings": {"llama_threads": 1},
+        "baseline": dict(test, accuracy=0.87),
+        "trimloop": {"store": "s.db", "run_id": 1, "certified": True, "change": ["shorten"], "search_calls": 400,
+                     "certify_calls": 500, "certified_delta_interval": [-0.02, 0.03], "certified_n": 519,
+                     "test": dict(test, accuracy=trimloop_acc, cost_per_call=0.5e-6)},
+        "dspy": {"optimizer": "MIPROv2(auto='light')", "demos": 4, "instruction_changed": True, "val": 300,
+                 "search_calls": {"made": 700, "task_made": 680, "proposer_made": 20, "requested": 800},
+                 "test": dict(test, accuracy=dspy_acc, cost_per_call=0.8e-6)},
+    }
+
+
+def test_docs_section_names_where_trimloop_is_behind() -> None:
+    lines, notes = section_peers_search(_result(dspy_acc=0.90, trimloop_acc=0.86))
+    table = "\n".join(lines)
+    assert "−50%" in table and "−20%" in table and "quality only" in table
+    assert any("more accurate than trimloop's suggestion" in n and "0.900 vs 0.860" in n for n in notes)
+    assert any("fewer model calls (700)" in n for n in notes)
+    _, notes = section_peers_search(_result(dspy_acc=0.85, trimloop_acc=0.86))
+    assert not any("more accurate" in n for n in notes)
