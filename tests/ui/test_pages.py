@@ -91,3 +91,19 @@ def test_dashboard_runs_and_csv_render(app_client: TestClient, seeded: dict) -> 
     assert app_client.get("/ui/suggestions/999").status_code == 404
     assert app_client.get("/ui/static/app.css").status_code == 200
     assert HOSTILE not in app_client.get("/ui/runs").text
+
+
+def test_a_suggestion_whose_evidence_lacks_latency_figures_renders(app_client: TestClient, seeded: dict,
+                                                                    engine) -> None:
+    """Evidence written before p95 latencies were recorded (or imported) shows "—", not a 500."""
+    from trimloop.core.db import session_scope
+    from trimloop.core.tables import Suggestion
+
+    sid = seeded["triage"][0]
+    with session_scope(engine) as session:
+        suggestion = session.get(Suggestion, sid)
+        suggestion.evidence = {**suggestion.evidence, "savings": {"calls_per_day": 120.0, "monthly": 42.0}}
+    sign_in(app_client, seeded["tokens"]["viewer"])
+    page = app_client.get(f"/ui/suggestions/{sid}")
+    assert page.status_code == 200
+    assert "Latency p95</th><td>—</td><td>—</td>" in page.text

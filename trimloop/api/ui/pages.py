@@ -22,7 +22,8 @@ templates.env.autoescape = True  # every template, whatever its extension
 templates.env.globals.update(money=charts.money)
 templates.env.filters["pct"] = lambda v: "—" if v is None else f"{v * 100:+.1f} pp"
 templates.env.filters["num"] = lambda v, d=3: "—" if not isinstance(v, int | float) else f"{v:.{d}f}"
-templates.env.filters["secs"] = lambda v: "—" if v is None else (f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s")
+templates.env.filters["secs"] = (  # evidence may lack a figure (older suggestions): "—", not a 500
+    lambda v: "—" if not isinstance(v, int | float) else (f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s"))
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
                                "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
