@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -91,8 +92,14 @@ def run_bench(name: str, extra: list[str] | None = None, timeout: float | None =
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)  # the process group this run started
-        stdout, stderr = proc.communicate()
+        # the process group this run started: SIGTERM first, so a bench can stop the servers it
+        # started in sessions of their own (bench.peers_search's llama.cpp servers), then SIGKILL
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            stdout, stderr = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
         entry.update(seconds=round(time.perf_counter() - began, 1), error=f"timed out after {timeout:.0f} s",
                      stderr_tail=stderr[-2000:])
         return entry
