@@ -7,7 +7,6 @@ Objectives, in order: non-inferior on every evaluator, then cost per call, then 
 
 from __future__ import annotations
 
-import inspect
 import math
 import statistics
 from collections.abc import Callable, Sequence
