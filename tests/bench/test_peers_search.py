@@ -89,3 +89,71 @@ def test_docs_section_names_where_trimloop_is_behind() -> None:
     assert any("fewer model calls (700)" in n for n in notes)
     _, notes = section_peers_search(_result(dspy_acc=0.85, trimloop_acc=0.86))
     assert not any("more accurate" in n for n in notes)
+
+
+def test_trimloop_side_is_read_from_a_store(tmp_path, sqlite_url: str) -> None:
+    """A finished sst2 run with a suggestion: calls, the candidate, its holdout, and which holdout
+    sentences the store's response cache holds answers for (those certification scored).
+    SQLite only (`sqlite_url`): bench.optimize's store is a SQLite file that the bench copies."""
+    from bench.peers_search import PARAMS, answered_in_store, copy_store, trimloop_result
+    from trimloop.core.db import make_engine, session_scope, upgrade
+    from trimloop.core.llm_cache import cache_key
+    from trimloop.core.tables import (
+        CachedResponse, Dataset, DatasetItem, OptimizationRun, Prompt, PromptVersion, Suggestion, utcnow,
+    )
+    from trimloop.core.templates import Template, render
+
+    home = tmp_path / "sst2" / ".trimloop"
+    home.mkdir(parents=True)
+    url = f"sqlite:///{home / 'trimloop.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    short = Template.plain("Sentiment of: {{text}}\nSentiment:")
+    rows = [("a fine film .", "positive"), ("a dull film .", "negative"), ("so good .", "positive")]
+    with session_scope(engine) as session:
+        prompt = Prompt(name="sst2", connector="bench")
+        session.add(prompt)
+        session.flush()
+        base = PromptVersion(prompt_id=prompt.id, sha="b", template=Template.plain(SST2_PROMPT).dump(),
+                             model=TASK_MODEL, params=PARAMS, connector="bench")
+        cand = PromptVersion(prompt_id=prompt.id, sha="c", template=short.dump(), model=TASK_MODEL, params=PARAMS,
+                             connector="bench")
+        session.add_all([base, cand])
+        session.flush()
+        dataset = Dataset(prompt_id=prompt.id, version_id=base.id, name="d", source="logs", content_hash="h")
+        session.add(dataset)
+        session.flush()
+        session.add(DatasetItem(dataset_id=dataset.id, position=0, split="search", inputs={"text": "x"},
+                                expected="positive"))
+        for i, (text, label) in enumerate(rows, start=1):
+            session.add(DatasetItem(dataset_id=dataset.id, position=i, split="holdout", inputs={"text": text},
+                                    expected=label))
+        started = utcnow()
+        run = OptimizationRun(prompt_id=prompt.id, status="done", calls_made=900, started_at=started,
+                              finished_at=started, results={"dataset_id": dataset.id, "search_calls": 400,
+                                                            "certify_calls": 500})
+        session.add(run)
+        session.flush()
+        session.add(Suggestion(prompt_id=prompt.id, run_id=run.id, baseline_version_id=base.id,
+                               candidate_version_id=cand.id, candidate_sha="c", baseline_cost_per_call=2e-6,
+                               candidate_cost_per_call=1e-6, evidence={
+                                   "lineage": [{"detail": "shorten"}],
+                                   "evaluators": {"label": {"baseline_mean": 0.87, "candidate_mean": 0.88,
+                                                            "lower": -0.01, "upper": 0.03, "n": 2}}}))
+        wire = dict(PARAMS)
+        for text, _ in rows[:2]:  # certification scored the first two holdout sentences
+            key = cache_key(model=TASK_MODEL, prompt=render(short, {"text": text}), params=wire, seed=None)
+            session.add(CachedResponse(key=key, model=TASK_MODEL, output=" positive", input_tokens=9,
+                                       output_tokens=1, cost=1e-6, latency_s=0.1))
+    engine.dispose()
+
+    found = trimloop_result(tmp_path / "sst2")
+    assert found is not None
+    assert (found["search_calls"], found["certify_calls"], found["certified"]) == (400, 500, True)
+    assert found["change"] == ["shorten"] and found["certified_n"] == 2 and found["model"] == TASK_MODEL
+    assert [h["text"] for h in found["holdout"]] == [text for text, _ in rows]
+    copy = copy_store(home / "trimloop.db", tmp_path / "copy.db")
+    seen = answered_in_store(copy, TASK_MODEL, Template.model_validate(found["template"]), found["params"],
+                             found["holdout"], 512)
+    assert seen == [0, 1]
+    assert trimloop_result(tmp_path / "absent") is None
