@@ -1,7 +1,9 @@
 """Run the benches and write docs/benchmarks.md.
 
-    python -m bench all [--with-optimize]   # every bench, one JSON document, docs/benchmarks.md
-                                            # (--with-optimize adds the slow real-model ones)
+    python -m bench all [--with-optimize] [--with-soak]
+                                            # every bench, one JSON document, docs/benchmarks.md
+                                            # (--with-optimize adds the slow real-model ones,
+                                            #  --with-soak the 5-minute soak of the API under load)
     python -m bench NAME [-- ARGS...]       # one bench (gateway, gate, ingest, ui, api, peers, optimize,
                                             #   peers_search)
     python -m bench docs                    # rewrite docs/benchmarks.md from the last `all` results
@@ -36,6 +38,7 @@ BENCHES: dict[str, dict[str, Any]] = {  # in running order; timeouts in seconds
     "ingest": {"timeout": 1800},
     "ui": {"timeout": 900},
     "api": {"timeout": 900, "optional": True},
+    "soak": {"timeout": 1800, "soak": True},  # 5 minutes of mixed load: opt-in (--with-soak)
     "peers": {"timeout": 2400},
     "optimize": {"timeout": 7200, "slow": True},
     # after optimize: reads its sst2 store (trimloop's side of the comparison)
@@ -276,6 +279,41 @@ def section_api(r: dict[str, Any]) -> tuple[list[str], list[str]]:
             *table(["endpoint group", "requests", "p50", "p99"], rows)], notes
 
 
+def section_soak(r: dict[str, Any]) -> tuple[list[str], list[str]]:
+    routes = r.get("routes", {})
+    rows = [[route, fmt(v.get("requests")), fmt(v.get("errors")), fmt(v.get("p50_ms"), 1, " ms"),
+             fmt(v.get("p99_ms"), 1, " ms")] for route, v in routes.items()]
+    server = [s.get("rss_mb") for s in r.get("rss_mb", {}).get("server", [])]
+    opt = r.get("optimization", {})
+    runs = opt.get("worker_runs", [])
+    api_runs = opt.get("api_runs", [])
+    notes = []
+    if r.get("errors"):
+        notes.append(f"The soak saw {r['errors']} failed requests in {r.get('seconds')} s: {r.get('error_kinds')} "
+                     f"(server log: {', '.join(list(r.get('server_log_errors', {}))[:3]) or 'nothing'}).")
+    if not opt.get("finished"):
+        notes.append("No optimization run by the soak's worker (`trimloop optimize` on the same database) finished.")
+    if opt.get("worker_attempts_failed"):
+        notes.append(f"{opt['worker_attempts_failed']} of {len(runs)} `trimloop optimize` attempts during the soak "
+                     f"failed: {', '.join(sorted({str(x.get('stderr_tail', x.get('status')))[:120] for x in runs if x.get('exit_code')}))}.")
+    failed_api = [a for a in api_runs if a.get("status") not in ("succeeded", "cancelled")]
+    if failed_api:
+        notes.append(f"{len(failed_api)} of {len(api_runs)} runs started with POST /runs during the soak ended "
+                     f"{', '.join(sorted({str(a.get('status')) for a in failed_api}))}.")
+    return [f"Command: `python -m bench.soak` — `trimloop serve` on SQLite with {fmt(r.get('store', {}).get('suggestions'))} "
+            f"suggestions and {fmt(r.get('store', {}).get('logs'))} logs, {r.get('clients')} readers plus a UI reader, "
+            "a reviewer, a log ingester, an engineer starting runs and an admin cycling tokens, for "
+            f"{fmt(r.get('seconds'), 0, ' s')}, while `trimloop optimize` runs against the fake provider "
+            f"({fmt(r.get('provider_latency_ms'), 0, ' ms')} a call): **{fmt(r.get('requests'))} requests, "
+            f"{fmt(r.get('errors'))} errors**; server RSS {fmt(server[0] if server else None, 0)} → "
+            f"{fmt(max((x for x in server if x is not None), default=None), 0)} MB (peak) → "
+            f"{fmt(server[-1] if server else None, 0)} MB; first optimization "
+            f"{'finished in ' + fmt(opt.get('first_success_s'), 0, ' s') if opt.get('finished') else 'did not finish'}; "
+            f"worker runs {len(runs)}, POST /runs runs {len(api_runs)}; load average at the end "
+            f"{r.get('load_avg_1m')}.", "",
+            *table(["route", "requests", "errors", "p50", "p99"], rows)], notes
+
+
 def section_optimize(r: dict[str, Any]) -> tuple[list[str], list[str]]:
     rows, notes = [], []
     for name, t in r.get("tasks", {}).items():
@@ -481,6 +519,7 @@ def section_peers_search(r: dict[str, Any]) -> tuple[list[str], list[str]]:
 SECTIONS = {"gateway": ("Gateway", section_gateway), "peers": ("Evaluation throughput against peers", section_peers),
             "gate": ("Non-inferiority gate", section_gate), "ingest": ("Ingest", section_ingest),
             "api": ("API under load", section_api), "ui": ("Web UI", section_ui),
+            "soak": ("Soak: the API under mixed load for minutes", section_soak),
             "optimize": ("Optimization on real data", section_optimize),
             "peers_search": ("Search against a peer: DSPy MIPROv2", section_peers_search)}
 
@@ -510,7 +549,8 @@ def render_docs(doc: dict[str, Any]) -> str:
         COMMANDS,
         "",
         "```",
-        f"python -m bench all{' --with-optimize' if doc.get('with_optimize') else ''}",
+        f"python -m bench all{' --with-optimize' if doc.get('with_optimize') else ''}"
+        f"{' --with-soak' if doc.get('with_soak') else ''}",
         *[f"  {b['command']}" for b in doc.get("benches", {}).values()],
         "```",
         "",
@@ -527,7 +567,7 @@ def render_docs(doc: dict[str, Any]) -> str:
             f"Calls repeated by an immediate rerun: trimloop {fmt(peers['trimloop'].get('rerun', {}).get('calls'))}, "
             + ", ".join(f"{t} {fmt(peers[t].get('rerun', {}).get('calls'))}" for t in ("promptfoo", "dspy")
                         if peers.get(t, {}).get("rerun")) + ".", ""]
-    order = [n for n in ("peers", "peers_search", "gateway", "gate", "ingest", "api", "ui", "optimize")
+    order = [n for n in ("peers", "peers_search", "gateway", "gate", "ingest", "api", "ui", "soak", "optimize")
              if n in benches]
     for name in order:
         entry = benches[name]
@@ -573,6 +613,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", help="all, docs, or one of: " + ", ".join(BENCHES))
     parser.add_argument("--with-optimize", action="store_true",
                         help="include the slow real-model benches in `all` (optimize, then peers_search)")
+    parser.add_argument("--with-soak", action="store_true",
+                        help="include the soak in `all` (5 minutes of mixed load on the API, ~7 in all)")
     parser.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
     parser.add_argument("--timeout", type=float, help="seconds per bench (default: each bench's own)")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="arguments passed to a single bench")
@@ -592,10 +634,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if "result" in entry else 1
 
     doc: dict[str, Any] = {"started": now_iso(), "machine": machine(), "with_optimize": args.with_optimize,
-                           "benches": {}, "skipped": {}}
+                           "with_soak": args.with_soak, "benches": {}, "skipped": {}}
     for name, spec in BENCHES.items():
         if spec.get("slow") and not args.with_optimize:
             doc["skipped"][name] = "slow (real models, 15+ min each); run with --with-optimize"
+            continue
+        if spec.get("soak") and not args.with_soak:
+            doc["skipped"][name] = "a 5-minute soak of the API under mixed load; run with --with-soak"
             continue
         if spec.get("optional") and not (ROOT / "bench" / f"{name}.py").exists():
             doc["skipped"][name] = f"bench/{name}.py is not in this checkout"
