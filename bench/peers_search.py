@@ -383,9 +383,9 @@ def compile_dspy(loop: Loop, gateway: Any, args: argparse.Namespace,
     ByModel, TextEngine = dspy_parts(task_name)
     task_ledger, proposer_ledger = Ledger(name="dspy-task"), Ledger(name="dspy-proposer")
     task_engine = TextEngine(gateway, TASK_MODEL, loop.loop, task_ledger)
-    proposer_engine = GatewayEngineFor(gateway, PROPOSER_MODEL, loop.loop, proposer_ledger)
+    proposer = proposer_engine(gateway, PROPOSER_MODEL, loop.loop, proposer_ledger)
     task_lm = dspy.LM(task_name, engine=task_engine, cache=False, temperature=0.0, max_tokens=PARAMS["max_tokens"])
-    proposer_lm = dspy.LM(f"trimloop/{PROPOSER_MODEL}", engine=proposer_engine, cache=False, max_tokens=256)
+    proposer_lm = dspy.LM(f"trimloop/{PROPOSER_MODEL}", engine=proposer, cache=False, max_tokens=256)
     dspy.configure(lm=task_lm, adapter=ByModel())
 
     instruction, demos = split_prompt(SST2_PROMPT)
@@ -513,7 +513,7 @@ def _first_score(trial_logs: dict[Any, Any]) -> float | None:
     return None
 
 
-def GatewayEngineFor(gateway: Any, model: str, loop: asyncio.AbstractEventLoop, ledger: Any) -> Any:
+def proposer_engine(gateway: Any, model: str, loop: asyncio.AbstractEventLoop, ledger: Any) -> Any:
     from trimloop.optimizer.moves.rewrite import GatewayEngine
 
     return GatewayEngine(gateway, model, loop, ledger, max_tokens=256)

@@ -157,3 +157,37 @@ def test_trimloop_side_is_read_from_a_store(tmp_path, sqlite_url: str) -> None:
                              found["holdout"], 512)
     assert seen == [0, 1]
     assert trimloop_result(tmp_path / "absent") is None
+
+
+def test_mipro_compiles_offline_and_saves_for_reuse(tmp_path) -> None:
+    """`--dev` MIPROv2 (2 candidates, 2 trials) against a fake gateway: the compile runs, counts the
+    calls of each model, saves the program, and `--reuse-compile` rebuilds it."""
+    import argparse
+
+    from bench.peers_search import COMPILED, DATA, compile_dspy, reuse_compiled
+
+    if not (DATA / "dev.jsonl").exists():
+        pytest.skip(f"{DATA} (the shared sst2 data) is absent")
+
+    def respond(model: str, prompt: object) -> str:
+        if model == TASK_MODEL:
+            last = str(prompt).rsplit("Review:", 1)[-1]
+            return " negative" if any(w in last for w in ("bad", "dull", "not", "no ", "worst")) else " positive"
+        return "Classify the review as positive or negative."
+
+    gateway, loop = FakeGateway(responder=respond), Loop()
+    args = argparse.Namespace(dev=True, train_n=12, val_n=6, num_threads=1, seed=0, dir=tmp_path)
+    try:
+        report, best, engine = compile_dspy(loop, gateway, args, lambda message: None)
+        again, rebuilt, _ = reuse_compiled(loop, gateway, args)
+    finally:
+        loop.close()
+        dspy.configure(lm=None, adapter=None)  # the bench configures DSPy globally; other tests must not see it
+    assert "error" not in report, report.get("error")
+    calls = report["search_calls"]
+    assert calls["task_requested"] > 0 and calls["proposer_requested"] > 0
+    assert calls["requested"] == calls["task_requested"] + calls["proposer_requested"]
+    assert report["optimizer"] == "MIPROv2(auto=None)" and report["val_score_after"] is not None
+    assert (tmp_path / COMPILED).exists() and again["reused_from"].endswith(COMPILED)
+    assert rebuilt.signature.instructions == best.predictors()[0].signature.instructions
+    assert len(rebuilt.demos) == report["demos"]
