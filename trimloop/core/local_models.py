@@ -93,7 +93,8 @@ def start(settings: Settings, model_id: str) -> LocalServer:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{model.alias}.log"
     command = [
-        sys.executable, "-m", "llama_cpp.server",
+        # Guarded: the server stops by itself once this process is gone, even after a SIGKILL.
+        sys.executable, "-m", "trimloop.core.orphan_guard", str(os.getpid()), "llama_cpp.server",
         "--model", str(gguf_path(model)),
         "--model_alias", model.alias,
         "--host", local.host,
