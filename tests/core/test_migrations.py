@@ -60,3 +60,22 @@ def test_unreachable_database_is_a_config_error_without_password():
     with pytest.raises(ConfigError) as info:
         upgrade("postgresql+psycopg://user:s3cret@127.0.0.1:1/nope")
     assert "s3cret" not in str(info.value) and "TRIMLOOP_DATABASE_URL" in (info.value.hint or "")
+
+
+def test_processes_starting_together_on_a_fresh_database_all_migrate_it(db_url, make_db_url):
+    """Two workers (or a worker and the server) started at once each run `upgrade` on startup; on a
+    fresh database every one of them must succeed, and the schema is built once."""
+    import subprocess
+    import sys
+    import time
+
+    go = time.time() + 3  # the processes start together, once their imports are done
+    code = ("import sys, time; from trimloop.core.db import upgrade; "
+            "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); upgrade(sys.argv[1])")
+    procs = [subprocess.Popen([sys.executable, "-c", code, db_url, str(go)], stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    errors = [proc.communicate(timeout=120)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0], "\n".join(errors)
+    alone = make_db_url()
+    upgrade(alone)
+    assert schema(db_url)[0] == schema(alone)[0]

@@ -9,14 +9,16 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.pool import NullPool
 from sqlmodel import Session, create_engine
 
 from trimloop.core.errors import ConfigError
 from trimloop.core.settings import Settings, get_settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATION_LOCK_KEY = 0x7472696D6C6F6F70  # b"trimloop": the advisory lock `upgrade` holds on PostgreSQL
 
 
 def make_engine(url: str) -> Engine:
@@ -69,9 +71,12 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Bring the database at `url` to `revision` (default: the newest schema)."""
+    """Bring the database at `url` to `revision` (default: the newest schema). Safe to call from
+    several processes at once (workers and a server starting together): they migrate one at a time,
+    and the later ones find the schema already there."""
     try:
-        command.upgrade(alembic_config(url), revision)
+        with _migration_lock(url):
+            command.upgrade(alembic_config(url), revision)
     except Exception as exc:  # connection refused, permissions, bad URL
         if exc.__class__.__module__.startswith(("sqlalchemy", "psycopg", "sqlite3")):
             raise ConfigError(
@@ -80,6 +85,42 @@ def upgrade(url: str, revision: str = "head") -> None:
                 hint="check TRIMLOOP_DATABASE_URL and that the server is running and reachable",
             ) from None
         raise
+
+
+@contextmanager
+def _migration_lock(url: str) -> Iterator[None]:
+    """Hold, across processes, the lock that serializes migrations of the database at `url`: a
+    session-level advisory lock on PostgreSQL; on SQLite an exclusive lock on a file beside the
+    database (not the database file itself: closing another descriptor of it would drop SQLite's
+    own locks)."""
+    if url.startswith("postgresql"):
+        engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:  # the lock goes with this session, also if we die
+                conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        finally:
+            engine.dispose()
+        return
+    database = make_url(url).database if url.startswith("sqlite") else None
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; processes there start one at a time
+        fcntl = None  # type: ignore[assignment]
+    if fcntl is None or not database or database == ":memory:":
+        yield
+        return
+    lock_path = Path(f"{database}-migrate.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _safe_url(url: str) -> str:
