@@ -4,6 +4,7 @@ report shows realized savings next to the projection. Also: the run's event stre
 
 import json
 import random
+import threading
 import time
 from datetime import timedelta
 
@@ -50,9 +51,15 @@ def e2e(tmp_path):
     return folder, settings
 
 
-def gateway_for(settings):
+def gateway_for(settings, threads=None):
     priced = lambda model, tin, tout: resolve_model(settings, model).price(tin, tout)  # noqa: E731
-    return FakeGateway(responder=lambda model, prompt: classify(prompt_text(prompt)), price=priced, latency_s=0.1)
+
+    def answer(model, prompt):
+        if threads is not None:
+            threads.add(threading.current_thread().name)
+        return classify(prompt_text(prompt))
+
+    return FakeGateway(responder=answer, price=priced, latency_s=0.1)
 
 
 def wait_for(client, run_id, headers, statuses=("succeeded", "failed", "cancelled")):
@@ -67,7 +74,8 @@ def wait_for(client, run_id, headers, statuses=("succeeded", "failed", "cancelle
 
 def test_sync_optimize_approve_deploy_promote_realize(e2e, engine, headers):
     folder, settings = e2e
-    with TestClient(create_app(settings, engine, gateway=gateway_for(settings))) as client:
+    threads: set[str] = set()
+    with TestClient(create_app(settings, engine, gateway=gateway_for(settings, threads))) as client:
         eng, rev, fin = headers["engineer"], headers["reviewer"], headers["viewer"]
         assert client.post("/connectors/sync", json={}, headers=eng).json()[0]["logs_added"] == 200
         prompt_id = client.get("/prompts", headers=fin).json()[0]["id"]
@@ -84,6 +92,8 @@ def test_sync_optimize_approve_deploy_promote_realize(e2e, engine, headers):
         assert {"dataset.ready", "candidate.proposed"} <= set(kinds), kinds
 
         assert "suggestion_id" in run["results"], (run["results"].get("no_suggestion"), kinds)
+        # The run executed on a thread of its own, never on the server's event loop.
+        assert threads == {f"trimloop-run-{run['id']}"}, threads
         [suggestion] = client.get("/suggestions", params={"status": "pending"}, headers=fin).json()
         projected = suggestion["projected_monthly_savings"]
         assert projected > 0

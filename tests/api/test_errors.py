@@ -1,6 +1,9 @@
 """One error body everywhere; bad input is 4xx naming the field; the OpenAPI document is complete."""
 
+from fastapi.testclient import TestClient
+
 from tests.api.conftest import synced
+from trimloop.api.app import create_app
 
 SHAPE = {"code", "message", "where", "hint"}
 
@@ -49,3 +52,26 @@ def test_openapi_document_is_complete(client, headers):
     for name in ("RunCreate", "GoldImport", "TokenCreate", "RejectRequest"):
         assert schemas[name].get("examples"), name
     assert "HTTPValidationError" not in schemas
+
+
+def test_a_busy_database_is_a_503_with_retry_after_not_a_500(settings, engine):
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    app = create_app(settings, engine)
+
+    @app.get("/_locked")
+    def locked() -> None:
+        raise OperationalError("UPDATE prompt …", {}, sqlite3.OperationalError("database is locked"))
+
+    @app.get("/_broken")
+    def broken() -> None:
+        raise OperationalError("SELECT …", {}, sqlite3.OperationalError("no such table: prompt"))
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        busy = client.get("/_locked")
+        assert busy.status_code == 503 and busy.headers["Retry-After"] == "2"
+        assert busy.json()["error"]["code"] == "database_busy" and "retry" in busy.json()["error"]["hint"]
+        other = client.get("/_broken")
+        assert other.status_code == 500 and other.json()["error"]["code"] == "internal"

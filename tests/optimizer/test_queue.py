@@ -170,3 +170,26 @@ async def test_a_crash_mid_run_leaves_it_resumable_and_the_resume_repays_nothing
     assert run.results["cache_hits"] >= paid_before_crash
     with session_scope(engine) as session:
         assert session.exec(select(Suggestion).where(Suggestion.run_id == run_id)).one().status == "pending"
+
+
+def test_a_locked_database_is_not_mistaken_for_another_run(engine, monkeypatch):
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from trimloop.core.errors import Busy
+    from trimloop.optimizer import queue
+
+    prompt_id = _prompt(engine)
+
+    def locked(**_):  # type: ignore[no-untyped-def]
+        raise OperationalError("INSERT INTO optimizationrun …", {}, sqlite3.OperationalError("database is locked"))
+
+    monkeypatch.setattr(queue, "create_run", locked)
+    with pytest.raises(Busy) as caught:  # no run of the prompt exists: the database was only busy
+        enqueue(engine, prompt_id=prompt_id)
+    assert "busy" in caught.value.message and caught.value.hint
+    monkeypatch.undo()
+    first = enqueue(engine, prompt_id=prompt_id)
+    monkeypatch.setattr(queue, "create_run", locked)
+    assert first is not None and enqueue(engine, prompt_id=prompt_id) is None  # the other writer's run wins

@@ -14,9 +14,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from trimloop.core.errors import Conflict, NotFound, ProviderError, TrimloopError, UserError
+from trimloop.core.errors import Busy, Conflict, NotFound, ProviderError, TrimloopError, UserError
 
 log = logging.getLogger("trimloop.api")
 
@@ -54,6 +55,8 @@ def status_of(exc: TrimloopError) -> int:
         return 404
     if isinstance(exc, Conflict):
         return 409
+    if isinstance(exc, Busy):
+        return 503
     if isinstance(exc, UserError):
         return 400
     if isinstance(exc, ProviderError):
@@ -102,12 +105,29 @@ def install(app: FastAPI) -> None:
         return _response(422, "invalid_request", "a number in the request is out of range",
                          f"{request.method} {request.url.path}", "ids and counts fit in 64 bits")
 
+    @app.exception_handler(OperationalError)
+    async def _database(request: Request, exc: OperationalError) -> JSONResponse:
+        if not _busy(exc):
+            return await _unexpected(request, exc)
+        log.warning("database busy on %s %s: %s", request.method, request.url.path, exc.orig)
+        return _response(503, "database_busy", "the database was busy with another write and this request "
+                         "timed out waiting for it", f"{request.method} {request.url.path}",
+                         "retry after a moment (Retry-After); with many writers, use PostgreSQL",
+                         {"Retry-After": "2"})
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _response(500, "internal", "an unexpected error happened on the server",
                          f"{request.method} {request.url.path}",
                          "retry; if it persists, report it with the server log's traceback")
+
+
+def _busy(exc: OperationalError) -> bool:
+    """SQLite's "database is locked", PostgreSQL's lock timeouts and deadlocks: retrying helps."""
+    text = str(exc.orig).lower()
+    return any(m in text for m in ("database is locked", "lock timeout", "deadlock detected",
+                                   "could not obtain lock", "could not serialize"))
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -119,4 +139,5 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     429: {"model": ErrorBody, "description": "too many failed logins from this client"},
     400: {"model": ErrorBody, "description": "bad input the request schema cannot express"},
     502: {"model": ErrorBody, "description": "a prompt store or an LLM provider failed"},
+    503: {"model": ErrorBody, "description": "the database was busy; retry after `Retry-After` seconds"},
 }

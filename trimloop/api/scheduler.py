@@ -23,6 +23,7 @@ from trimloop.api import webhooks
 from trimloop.connectors.sync import SyncReport, sync
 from trimloop.core import store
 from trimloop.core.db import session_scope
+from trimloop.core.errors import Busy
 from trimloop.core.settings import Settings
 from trimloop.core.tables import OptimizationRun, utcnow
 from trimloop.optimizer.due import DueDecision, candidate_prices, due_prompts, record_candidates
@@ -110,7 +111,11 @@ class Worker:
         for d in decisions:
             if not d.due:
                 continue
-            run_id = enqueue(self.engine, prompt_id=d.prompt_id, reason=d.reason)
+            try:
+                run_id = enqueue(self.engine, prompt_id=d.prompt_id, reason=d.reason)
+            except Busy as exc:  # the next pass tries again
+                log.warning("prompt %s not queued: %s", d.prompt_name, exc.message)
+                continue
             if run_id is None:  # another worker queued it first
                 continue
             with session_scope(self.engine) as session:

@@ -72,6 +72,12 @@ class Conflict(UserError):
     code = "conflict"
 
 
+class Busy(TrimloopError):
+    """The database stayed locked by another writer past the busy timeout; retrying helps."""
+
+    code = "database_busy"
+
+
 class ProviderError(TrimloopError):
     code = "provider_error"
 

@@ -92,6 +92,7 @@ class Gateway:
         e.g. `local_models.LazyStarter` to start a bundled model only when a call needs it."""
         self.settings = settings
         self._before_first_call = before_first_call
+        self._engine = engine
         self._prepared: dict[str, asyncio.Task[None]] = {}
         use_cache = settings.gateway.cache if cache is None else cache
         self.cache = ResponseCache(engine) if engine is not None and use_cache else None
@@ -280,6 +281,12 @@ class Gateway:
         if self.cache is not None:
             self.cache.flush()
 
+    def for_another_loop(self) -> "Gateway":
+        """A gateway like this one (settings, response cache database, model starter) for another
+        thread's event loop: HTTP sessions and locks belong to the loop that made them."""
+        return Gateway(self.settings, engine=self._engine, cache=self.cache is not None,
+                       before_first_call=self._before_first_call)
+
     async def aclose(self) -> None:
         await self._direct.aclose()
         if self.cache is not None:
@@ -387,6 +394,10 @@ class FakeGateway:
         if self.price is not None:
             return self.price(model, tokens_in, tokens_out)
         return (tokens_in + tokens_out) * self.price_per_token
+
+    def for_another_loop(self) -> "FakeGateway":
+        """Itself: it holds no loop-bound state, and tests count every call in one place."""
+        return self
 
     async def aclose(self) -> None:
         return None

@@ -24,7 +24,8 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from trimloop.core.db import session_scope
-from trimloop.core.errors import Conflict
+from trimloop.core.errors import Busy, Conflict
+from trimloop.core.store import RUN_ACTIVE
 from trimloop.core.settings import Settings
 from trimloop.core.tables import OptimizationRun, Prompt, RunEvent, utcnow
 from trimloop.optimizer.run import create_run, execute_run
@@ -56,10 +57,17 @@ def enqueue(engine: Engine, *, prompt_id: int, config: dict | None = None, budge
             return run.id
     except Conflict:
         return None
-    except OperationalError as exc:  # SQLite: another process wrote first; its run wins
-        if "locked" in str(exc):
+    except OperationalError as exc:  # SQLite: another writer held the database past the busy timeout
+        if "locked" not in str(exc):
+            raise
+        with session_scope(engine) as session:  # did that writer queue a run of this prompt?
+            active = session.exec(select(OptimizationRun.id).where(
+                OptimizationRun.prompt_id == prompt_id, col(OptimizationRun.status).in_(RUN_ACTIVE))).first()
+        if active is not None:
             return None
-        raise
+        raise Busy("the database was busy with another write, so no run was queued",
+                   where=f"queueing a run of prompt {prompt_id}",
+                   hint="try again; with several workers and a busy API, use PostgreSQL") from exc
 
 
 def _fresh_elsewhere(run_id: int, prompt_id: int, cutoff: datetime):  # type: ignore[no-untyped-def]
