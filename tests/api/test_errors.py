@@ -75,3 +75,21 @@ def test_a_busy_database_is_a_503_with_retry_after_not_a_500(settings, engine):
         assert busy.json()["error"]["code"] == "database_busy" and "retry" in busy.json()["error"]["hint"]
         other = client.get("/_broken")
         assert other.status_code == 500 and other.json()["error"]["code"] == "internal"
+
+
+def test_ids_and_offsets_past_what_the_database_stores_are_422_not_500(client, headers):
+    """PostgreSQL's INTEGER ids end at 2^31 - 1 and OFFSET at 2^63 - 1; SQLite's at 2^63 - 1."""
+    h = headers["admin"]
+    for path in ("/prompts/2147483648/versions", "/runs/2147483648", "/suggestions/2147483648",
+                 "/datasets/2147483648"):
+        answer = client.get(path, headers=h)
+        assert answer.status_code in (404, 422), (path, answer.text)  # 422 where the column cannot hold it
+        assert set(answer.json()["error"]) == SHAPE
+    for path, params in (("/suggestions/9223372036854775808", {}), ("/datasets", {"offset": 2**63}),
+                         ("/runs", {"prompt_id": 2**63})):
+        answer = client.get(path, params=params, headers=h)
+        assert answer.status_code == 422, (path, answer.text)
+        error = answer.json()["error"]
+        assert "out of range" in error["message"] and path in error["where"] and error["hint"]
+    refused = client.post("/suggestions/2147483648/reject", json={"reason": "too long"}, headers=h)
+    assert refused.status_code in (404, 422), refused.text

@@ -22,6 +22,11 @@ Ticket: {{ticket}}
 """
 
 
+def stored_json(value: Any) -> Any:
+    """A JSON column read with raw SQL: SQLite hands back its text, PostgreSQL the decoded value."""
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
 def make_store(root: Path, prompts: dict[str, str] | None = None) -> Path:
     """A folder with prompts/<name>/<version>.md files and an empty logs/ folder."""
     for rel, body in (prompts if prompts is not None else {"triage/1.md": TRIAGE_V1}).items():

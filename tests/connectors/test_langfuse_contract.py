@@ -3,7 +3,6 @@ sends back is validated against Langfuse's OpenAPI spec (tests/connectors/data).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from tests.connectors.helpers import stored_json
 from tests.connectors.langfuse_stub import LangfuseStub
 from trimloop.connectors.langfuse import LangfuseConnector
 from trimloop.connectors.sync import sync_connector
@@ -79,10 +79,12 @@ def test_sync_and_write_back_follow_the_spec(stub: LangfuseStub, engine: Engine)
                                      "join prompt p on p.id = v.prompt_id order by p.name")).all()
         logs = conn.execute(text("select external_id, inputs, output, input_tokens, output_tokens, cost, latency_s "
                                  "from logrecord order by external_id")).all()
-    assert [(n, v, json.loads(lb), m, json.loads(p)) for n, v, lb, m, p in versions] == [
+    assert [(n, v, stored_json(lb), m, stored_json(p)) for n, v, lb, m, p in versions] == [
         ("qa", "1", ["production"], "gpt-4o-mini", {"max_tokens": 8}),
         ("triage", "1", ["production"], "gpt-4o-mini", {"temperature": 0})]
-    assert logs[0] == ("obs-0", '{"ticket":"I was charged twice"}', "billing", 31, 1, 0.0000051, 0.5)
+    first = logs[0]
+    assert (*first[:1], stored_json(first[1]), *first[2:]) == (
+        "obs-0", {"ticket": "I was charged twice"}, "billing", 31, 1, 0.0000051, 0.5)
     assert _feedback(engine) == {
         "obs-0": [{"name": "accuracy", "value": 0.9, "source": "eval"},
                   {"name": "thumbs_up", "value": True, "source": "api"}],
@@ -105,7 +107,7 @@ def test_sync_and_write_back_follow_the_spec(stub: LangfuseStub, engine: Engine)
 def _feedback(engine: Engine) -> dict[str, Any]:
     with engine.connect() as conn:
         rows = conn.execute(text("select external_id, feedback from logrecord order by external_id")).all()
-    return {external_id: json.loads(feedback) for external_id, feedback in rows}
+    return {external_id: stored_json(feedback) for external_id, feedback in rows}
 
 
 def test_scores_are_paged_and_a_bad_one_is_reported_and_skipped(stub: LangfuseStub, engine: Engine) -> None:

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from tests.connectors.helpers import stored_json
 from trimloop.connectors.mlflow import MlflowConnector
 from trimloop.connectors.sync import sync_connector
 from trimloop.core.templates import Template
@@ -44,18 +45,18 @@ def test_sync_write_back_and_promote_against_mlflow(mlflow_server: tuple[str, Pa
             "select l.external_id, p.name, v.external_version, l.inputs, l.output, l.model, l.input_tokens, "
             "l.output_tokens, l.cost, l.latency_s, l.feedback from logrecord l join prompt p on p.id = l.prompt_id "
             "join promptversion v on v.id = l.version_id order by l.called_at")).all()
-    assert [(n, v, json.loads(lb), m, json.loads(p)) for n, v, lb, m, p, _ in versions] == [
+    assert [(n, v, stored_json(lb), m, stored_json(p)) for n, v, lb, m, p, _ in versions] == [
         ("qa", "1", [], "openai/gpt-4o-mini", {"temperature": 0.2, "stop": ["\n"]}),
         ("triage", "1", ["production"], "gpt-4o-mini", {"temperature": 0.0, "max_tokens": 8}),
         ("triage", "2", [], "gpt-4o-mini", {"temperature": 0.0, "max_tokens": 8}),
     ]
-    assert json.loads(versions[0][5]) == {"kind": "text", "text": "Q: {{question}}\nA:"}
+    assert stored_json(versions[0][5]) == {"kind": "text", "text": "Q: {{question}}\nA:"}
     first, second = logs
-    assert first[:8] == (trace_ids[0], "triage", "1", '{"ticket":"I was charged twice"}', "billing",
-                         "gpt-4o-mini", 30, 1)
+    assert (*first[:3], stored_json(first[3]), *first[4:8]) == (
+        trace_ids[0], "triage", "1", {"ticket": "I was charged twice"}, "billing", "gpt-4o-mini", 30, 1)
     assert first[8] > 0 and first[9] >= 0  # MLflow's own cost estimate and the trace duration
-    assert json.loads(first[10]) == [{"name": "correct", "value": True, "source": "reviewer@example.com"}]
-    assert second[0] == trace_ids[1] and json.loads(second[3]) == {"ticket": "The app crashes on start"}
+    assert stored_json(first[10]) == [{"name": "correct", "value": True, "source": "reviewer@example.com"}]
+    assert second[0] == trace_ids[1] and stored_json(second[3]) == {"ticket": "The app crashes on start"}
 
     again = sync_connector(engine=engine, connector=connector)
     assert (again.versions_added, again.logs_added, again.labels_changed) == (0, 0, 0)

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from tests.connectors.helpers import make_store
+from tests.connectors.helpers import make_store, stored_json
 from tests.connectors.servers import free_port, running
 from trimloop.connectors.base import LogItem
 from trimloop.connectors.files import FilesConnector
@@ -65,7 +65,7 @@ def test_spans_from_real_instrumentations_sync_and_link(fake_openai: str, tmp_pa
         rows = conn.execute(text("select l.inputs, l.model, l.input_tokens, l.output_tokens, l.latency_s, "
                                  "v.external_version, l.output from logrecord l join promptversion v "
                                  "on v.id = l.version_id order by l.external_id")).all()
-    assert sorted(json.loads(r[0])["ticket"] for r in rows) == sorted(["I was charged twice", "The app crashes on start"] * 2)
+    assert sorted(stored_json(r[0])["ticket"] for r in rows) == sorted(["I was charged twice", "The app crashes on start"] * 2)
     assert all(r[1] == "gpt-4o-mini" and r[2] > 0 and r[3] == 4 and r[4] > 0 and r[5] == "1" for r in rows)
     assert sum(1 for r in rows if r[6] and r[6].startswith("echo: Ticket:")) == 2  # OpenInference keeps output
     assert sync_connector(engine=engine, connector=otel).logs_added == 0

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from tests.connectors.helpers import stored_json
 from tests.connectors.servers import free_port, running
 from trimloop.connectors.phoenix import PhoenixConnector
 from trimloop.connectors.sync import sync_connector
@@ -41,13 +42,13 @@ def test_sync_write_back_and_promote_against_phoenix(phoenix_server: tuple[str, 
         logs = conn.execute(text("select l.external_id, l.inputs, l.output, l.model, l.input_tokens, l.output_tokens, "
                                  "l.latency_s, l.feedback, v.external_version from logrecord l "
                                  "join promptversion v on v.id = l.version_id order by l.called_at")).all()
-    assert {v[0]: (json.loads(v[1]), v[2]) for v in versions}[seed["first_version"]] == (["production"], "gpt-4o-mini")
+    assert {v[0]: (stored_json(v[1]), v[2]) for v in versions}[seed["first_version"]] == (["production"], "gpt-4o-mini")
     assert {log[0] for log in logs} == set(seed["span_ids"])
-    by_ticket = {json.loads(log[1])["ticket"]: log for log in logs}
+    by_ticket = {stored_json(log[1])["ticket"]: log for log in logs}
     charged = by_ticket["I was charged twice"]
     assert charged[2] == "echo: Ticket: I was charged twice" and charged[3:6] == ("gpt-4o-mini", 10, 4)
     assert charged[6] > 0 and charged[8] == seed["first_version"]  # matched by its messages
-    feedback = [json.loads(log[7]) for log in logs if log[0] == seed["span_ids"][0]][0]
+    feedback = [stored_json(log[7]) for log in logs if log[0] == seed["span_ids"][0]][0]
     assert feedback == [{"name": "correct", "value": 1.0, "source": "human"}]
     assert sync_connector(engine=engine, connector=connector).logs_added == 0
 

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from tests.connectors.helpers import TRIAGE_V1, dump_store, log_line, make_store, write_logs
+from tests.connectors.helpers import TRIAGE_V1, dump_store, log_line, make_store, stored_json, write_logs
 from trimloop.connectors.base import Checkpoint, LogItem, Problem
 from trimloop.connectors.files import FilesConnector
 from trimloop.connectors.sync import sync, sync_connector
@@ -38,11 +38,11 @@ def test_sync_stores_every_field_and_second_sync_adds_nothing(engine: Engine, tm
     assert report.skipped_total == 0 and report.fatal is None
     log = rows(engine, "select external_id, inputs, output, model, input_tokens, output_tokens, cost, "
                        "latency_s, called_at, feedback, version_id from logrecord order by external_id")[0]
-    assert json.loads(log[1]) == {"ticket": "t0"}
+    assert stored_json(log[1]) == {"ticket": "t0"}
     assert (log[0], *log[2:8]) == ("call-0", "billing", "gpt-4o-mini", 20, 1, 0.00001, 0.2)
     assert str(log[8]).startswith("2025-06-01 12:00:00")
-    assert json.loads(log[9]) == [{"name": "thumbs_up", "value": 1, "source": "user"}]
-    assert rows(engine, "select labels from promptversion") == [('["production"]',)]
+    assert stored_json(log[9]) == [{"name": "thumbs_up", "value": 1, "source": "user"}]
+    assert [stored_json(r[0]) for r in rows(engine, "select labels from promptversion")] == [["production"]]
     with Session(engine) as session:  # the ORM reads what the bulk path wrote
         record = session.exec(select(LogRecord).where(LogRecord.external_id == "call-0")).one()
         assert record.inputs == {"ticket": "t0"} and record.feedback[0]["source"] == "user"
@@ -114,7 +114,7 @@ def test_openai_shape_recovers_prompt_version_and_inputs(engine: Engine, tmp_pat
     assert report.logs_added == 1 and report.skipped == {"no_prompt": 1}
     got = rows(engine, "select external_id, inputs, output, model, input_tokens, output_tokens, version_id, "
                        "meta from logrecord")
-    assert [(*r[:1], json.loads(r[1]), *r[2:7], json.loads(r[7])) for r in got] == [
+    assert [(*r[:1], stored_json(r[1]), *r[2:7], stored_json(r[7])) for r in got] == [
         ("chatcmpl-9", {"ticket": "card declined"}, "billing", "gpt-4o-mini-2024-07-18", 31, 1, 1,
          {"finish_reason": "stop"})]
 
@@ -127,8 +127,9 @@ def test_labels_in_store_follow_the_connector(engine: Engine, tmp_path: Path) ->
     files(root).move_label(prompt="triage", external_version="2", label="production")
     report = sync_connector(engine=engine, connector=files(root))
     assert report.versions_added == 1 and report.labels_changed == 1
-    assert rows(engine, "select external_version, labels from promptversion order by id") == [
-        ("1", "[]"), ("2", '["production", "staging"]')]
+    assert [(v, stored_json(labels)) for v, labels in
+            rows(engine, "select external_version, labels from promptversion order by id")] == [
+        ("1", []), ("2", ["production", "staging"])]
 
 
 def test_a_damaged_prompt_file_does_not_strip_labels(engine: Engine, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trimloop.core.errors import Busy, Conflict, NotFound, ProviderError, TrimloopError, UserError
@@ -104,6 +104,15 @@ def install(app: FastAPI) -> None:
     async def _overflow(request: Request, exc: OverflowError) -> JSONResponse:
         return _response(422, "invalid_request", "a number in the request is out of range",
                          f"{request.method} {request.url.path}", "ids and counts fit in 64 bits")
+
+    @app.exception_handler(DataError)
+    async def _unfit(request: Request, exc: DataError) -> JSONResponse:
+        # PostgreSQL checks what SQLite stores as given: an id past its INTEGER column (2^31 - 1),
+        # an offset past BIGINT, a text longer than its VARCHAR(n). Such a value came with the request.
+        reason = str(getattr(exc, "orig", exc)).splitlines()[0]
+        return _response(422, "invalid_request", f"a value in the request does not fit the database: {reason}",
+                         f"{request.method} {request.url.path}",
+                         "ids are below 2147483648, offsets below 2^63; shorten long names")
 
     @app.exception_handler(OperationalError)
     async def _database(request: Request, exc: OperationalError) -> JSONResponse:
