@@ -234,3 +234,19 @@ def test_a_sync_killed_with_sigkill_resumes_to_the_same_store(engine: Engine, tm
     assert report.logs_added == 40000 - partial and report.logs_already_synced <= 500
     assert dump_store(killed) == expected
     killed.dispose()
+
+
+def test_names_longer_than_the_store_keeps_are_skipped_with_a_problem(engine: Engine, tmp_path: Path) -> None:
+    """PostgreSQL refuses a model name past its VARCHAR(200) (failing the whole batch) where SQLite
+    would keep it: sync checks first, so both backends skip just that record and say why."""
+    long_model = "acme/" + "m" * 300
+    root = make_store(tmp_path, {"triage/1.md": TRIAGE_V1, "other/1.md": TRIAGE_V1.replace("gpt-4o-mini", long_model)})
+    too_long = json.loads(log_line(2))
+    too_long["model"] = long_model
+    write_logs(root / "logs" / "calls.jsonl", [log_line(1), json.dumps(too_long), log_line(3)])
+    report = sync_connector(engine=engine, connector=files(root))
+    assert report.fatal is None and report.skipped == {"too_long": 2}, report.to_dict()
+    assert (report.prompts_added, report.versions_added, report.logs_added) == (1, 1, 2)
+    where = sorted(p.where for p in report.problems)
+    assert where == ["logs/calls.jsonl:2", "prompts/other/1.md"], report.problems
+    assert all("at most 200" in p.message and p.hint for p in report.problems)

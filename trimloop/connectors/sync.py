@@ -102,6 +102,8 @@ def _sync_prompts(engine: Engine, connector: Connector, report: SyncReport) -> N
     items: list[PromptItem] = []
     damaged: set[str] = set()  # prompts with an unreadable version: leave their labels alone
     for item in connector.read_prompts():
+        if not isinstance(item, Problem):
+            item = _oversize(item.where or item.name, PROMPT_LENGTHS, item, prompt=item.name) or item
         if isinstance(item, Problem):
             item.stream = "prompts"
             report.add_problem(item)
@@ -168,7 +170,7 @@ def _sync_logs(engine: Engine, connector: Connector, report: SyncReport, *, full
     last_cursor: str | None = None
     for item in connector.read_logs(cursor=cursor):
         if isinstance(item, LogItem):
-            resolved = resolver.resolve(item)
+            resolved = _oversize(item.where or item.external_id, LOG_LENGTHS, item) or resolver.resolve(item)
             if isinstance(resolved, Problem):
                 report.add_problem(resolved)
             else:
@@ -182,6 +184,29 @@ def _sync_logs(engine: Engine, connector: Connector, report: SyncReport, *, full
             report.add_problem(item)
     if last_cursor is not None or batch:
         _flush(engine, connector.name, batch, last_cursor, report)
+
+
+def _limits(table: Any, fields: dict[str, str]) -> dict[str, tuple[str, int]]:
+    """item attribute → (column, the column's VARCHAR length)."""
+    return {attr: (column, table.c[column].type.length) for attr, column in fields.items()}
+
+
+# What the store keeps in bounded text columns. PostgreSQL refuses a longer value (and with it the
+# whole batch) where SQLite would store it, so sync checks first and skips the record on both.
+PROMPT_LENGTHS = {**_limits(Prompt.__table__, {"name": "name"}),
+                  **_limits(PromptVersion.__table__, {"model": "model", "external_id": "external_id",
+                                                      "external_version": "external_version"})}
+LOG_LENGTHS = _limits(LogRecord.__table__, {"external_id": "external_id", "model": "model"})
+
+
+def _oversize(where: str, limits: dict[str, tuple[str, int]], item: Any, prompt: str | None = None) -> Problem | None:
+    for attr, (column, length) in limits.items():
+        value = getattr(item, attr)
+        if isinstance(value, str) and len(value) > length:
+            return Problem(where, f"the {column} is {len(value)} characters long; the store keeps at most "
+                           f"{length}: {value[:40]}…", "too_long", f"shorten the {column} in the source",
+                           prompt=prompt)
+    return None
 
 
 def _row(connector: str, item: LogItem, prompt_id: int, version_id: int | None,
