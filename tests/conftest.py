@@ -134,6 +134,7 @@ class TestDatabases:
         self._template: str | None = None
         self._unavailable: str | None = None
         self._made: list[str] = []
+        self.leaks: list[tuple[str, int]] = []  # (test, sessions still open on its database at the end)
 
     # -- public ---------------------------------------------------------------------------------
     def new(self, sqlite_path: Path, *, migrated: bool = False) -> str:
@@ -151,14 +152,19 @@ class TestDatabases:
         self._made.append(name)
         return self._pg_url(name)
 
-    def drop(self, url: str) -> None:
-        """Forget a database made by `new`: dispose the app's cached engine for it, drop it (PostgreSQL)."""
+    def drop(self, url: str, who: str = "") -> None:
+        """Forget a database made by `new`: dispose the app's cached engine for it, drop it (PostgreSQL).
+        Sessions still open on it by then were leaked (by the test or the code under test): they are
+        noted for the end-of-run summary, and `WITH (FORCE)` closes them so the drop goes through."""
         from trimloop.core.db import _engine_for
 
         _engine_for(url).dispose()  # creating it, if absent, opens no connection
         _engine_for.cache_clear()
         if self.backend == "postgresql":
             name = url.rsplit("/", 1)[-1]
+            still_open = self._pg_sessions(name)
+            if still_open:
+                self.leaks.append((who or name, still_open))
             self._pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             if name in self._made:
                 self._made.remove(name)
@@ -195,6 +201,19 @@ class TestDatabases:
         with self._pg_admin().connect() as conn:
             conn.exec_driver_sql(sql)
 
+    def _pg_sessions(self, name: str, settle_s: float = 2.0) -> int:
+        """Sessions on database `name`, waiting up to `settle_s` for those of exited processes to end."""
+        import time
+
+        deadline = time.monotonic() + settle_s
+        while True:
+            with self._pg_admin().connect() as conn:
+                count = conn.exec_driver_sql("SELECT count(*) FROM pg_stat_activity WHERE datname = %(name)s",
+                                             {"name": name}).scalar_one()
+            if not count or time.monotonic() > deadline:
+                return int(count)
+            time.sleep(0.1)
+
     def _pg_template(self) -> str:
         with self._lock:
             if self._template is None:
@@ -223,16 +242,28 @@ class TestDatabases:
             return path
 
 
+_LEAKS: list[tuple[str, int]] = []
+
+
 @pytest.fixture(scope="session")
 def test_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestDatabases]:
     """The session's database factory for the backend TRIMLOOP_TEST_DB selects."""
     databases = TestDatabases(BACKEND, tmp_path_factory.mktemp("databases"))
+    databases.leaks = _LEAKS
     yield databases
     databases.close()
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _LEAKS:
+        terminalreporter.section("database sessions left open (closed by DROP DATABASE … WITH (FORCE))")
+        for who, count in _LEAKS:
+            terminalreporter.line(f"{who}: {count}")
+
+
 @pytest.fixture
-def make_db_url(test_databases: TestDatabases, tmp_path: Path) -> Iterator[Callable[..., str]]:
+def make_db_url(test_databases: TestDatabases, tmp_path: Path,
+                request: pytest.FixtureRequest) -> Iterator[Callable[..., str]]:
     """`make_db_url(migrated=False)`: the URL of another fresh database, dropped after the test."""
     made: list[str] = []
 
@@ -243,7 +274,7 @@ def make_db_url(test_databases: TestDatabases, tmp_path: Path) -> Iterator[Calla
 
     yield make
     for url in made:
-        test_databases.drop(url)
+        test_databases.drop(url, request.node.nodeid)
 
 
 @pytest.fixture
@@ -263,7 +294,8 @@ def engine(make_db_url: Callable[..., str]):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def home_db(_isolated_home: Path, test_databases: TestDatabases, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def home_db(_isolated_home: Path, test_databases: TestDatabases, monkeypatch: pytest.MonkeyPatch,
+            request: pytest.FixtureRequest) -> Iterator[str]:
     """The database the CLI and `load_settings()` open, empty: SQLite in TRIMLOOP_HOME (the default),
     or a fresh PostgreSQL database named by TRIMLOOP_DATABASE_URL (inherited by subprocesses)."""
     from trimloop.core.settings import get_settings
@@ -277,7 +309,7 @@ def home_db(_isolated_home: Path, test_databases: TestDatabases, monkeypatch: py
     try:
         yield url
     finally:
-        test_databases.drop(url)
+        test_databases.drop(url, f"{request.node.nodeid} (home_db)")
 
 
 @pytest.fixture
@@ -287,14 +319,15 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
+def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh PostgreSQL database whatever the backend switch says (for tests about PostgreSQL itself)."""
     databases = TestDatabases("postgresql", Path("."))
+    databases.leaks = _LEAKS
     url = databases.new(Path("unused.db"))
     try:
         yield url
     finally:
-        databases.drop(url)
+        databases.drop(url, f"{request.node.nodeid} (pg_url)")
         databases.close()
 
 

@@ -24,7 +24,7 @@ def fuzzed(tmp_path_factory, test_databases):
         _, clear = store.create_token(session=session, name="fuzz", role="admin", actor="test")
     yield schemathesis.openapi.from_asgi("/openapi.json", app, headers={"Authorization": f"Bearer {clear}"}), app, clear
     engine.dispose()
-    test_databases.drop(url)
+    test_databases.drop(url, "tests/api/test_schemathesis.py (module app)")
 
 
 @pytest.mark.integration

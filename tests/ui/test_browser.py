@@ -58,7 +58,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, test_databases: Any) -> Ite
     http.should_exit = True
     thread.join(10)
     engine.dispose()
-    test_databases.drop(url)
+    test_databases.drop(url, "tests/ui/test_browser.py (module server)")
 
 
 @pytest.fixture(scope="module")
