@@ -67,9 +67,23 @@ class FakeMlflow:
         return httpx.Response(404, json={"error_code": "ENDPOINT_NOT_FOUND"})
 
 
+_made: list[MlflowConnector] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_connectors() -> Any:
+    """Close every connector a test made: an unclosed client warns when collected, and warnings
+    are errors, so it would fail whichever later test happens to be running then."""
+    yield
+    while _made:
+        _made.pop().close()
+
+
 def make(handler: Any, **options: Any) -> MlflowConnector:
-    return MlflowConnector(name="ml", options={"url": URL, **options}, transport=httpx.MockTransport(handler),
-                          egress=Egress.parse(["mlflow.test"]))
+    connector = MlflowConnector(name="ml", options={"url": URL, **options}, transport=httpx.MockTransport(handler),
+                                egress=Egress.parse(["mlflow.test"]))
+    _made.append(connector)
+    return connector
 
 
 def test_prompt_versions_map_model_params_aliases_and_refuse_unknown_syntax() -> None:
