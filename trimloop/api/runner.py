@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import Any
 
 from sqlalchemy import update
@@ -30,6 +31,7 @@ from trimloop.core.store import RUN_ACTIVE
 from trimloop.core.tables import OptimizationRun, utcnow
 
 log = logging.getLogger("trimloop.api.runner")
+CLOSE_WAIT_S = 30.0  # how long a stopping server waits for its runs' threads to unwind
 
 
 class RunScheduler:
@@ -41,6 +43,8 @@ class RunScheduler:
         self.worker: str | None = None
         self._lock = threading.Lock()
         self._running: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = {}  # on run threads
+        self._threads: dict[int, threading.Thread] = {}
+        self._closing = False
 
     def schedule(self, run_id: int) -> None:
         task = asyncio.get_running_loop().create_task(self._execute(run_id), name=f"run-{run_id}")
@@ -52,14 +56,23 @@ class RunScheduler:
         if task is not None:
             await asyncio.shield(task)
 
-    async def close(self) -> None:
+    async def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
+        """Cancel the runs in flight and wait (bounded) until their threads have unwound, so none
+        still holds a database connection or a model call when the server is gone."""
         with self._lock:
+            self._closing = True
             running = list(self._running.values())
+            threads = list(self._threads.values())
         for loop, task in running:
             loop.call_soon_threadsafe(task.cancel)
         for task in list(self.tasks.values()):
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        deadline = time.monotonic() + wait_s
+        for thread in threads:
+            await asyncio.to_thread(thread.join, max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning("%s is still unwinding; its run resumes on the next worker", thread.name)
 
     def _gateway(self) -> Any:
         if self.gateway is None:
@@ -99,6 +112,8 @@ class RunScheduler:
             task = asyncio.current_task()
             assert task is not None
             with self._lock:
+                if self._closing:  # the server stopped first: the run stays claimed and resumes later
+                    return
                 self._running[run_id] = (asyncio.get_running_loop(), task)
             gateway = shared.for_another_loop() if hasattr(shared, "for_another_loop") else shared
             try:
@@ -126,12 +141,18 @@ class RunScheduler:
                 error = asyncio.CancelledError()
             except BaseException as exc:  # handed to the server's loop, which marks the run failed
                 error = exc
+            finally:
+                with self._lock:
+                    self._threads.pop(run_id, None)
             try:
                 loop.call_soon_threadsafe(settle, error)
             except RuntimeError:  # the server's loop is closed: it stopped while the run unwound
                 pass
 
-        threading.Thread(target=thread, name=f"trimloop-run-{run_id}", daemon=True).start()
+        runner = threading.Thread(target=thread, name=f"trimloop-run-{run_id}", daemon=True)
+        with self._lock:
+            self._threads[run_id] = runner
+        runner.start()
         await finished
 
     def _fail(self, run_id: int, error: str) -> None:
