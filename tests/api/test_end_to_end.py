@@ -20,7 +20,6 @@ from trimloop.core.tables import utcnow
 
 from tests.optimizer.conftest import VERBOSE, classify, prompt_text, review
 
-pytest.importorskip("trimloop.optimizer.run")
 PARAMS = {"max_tokens": 3, "temperature": 0}
 
 

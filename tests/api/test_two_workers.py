@@ -35,7 +35,14 @@ from sqlmodel import select
 
 from tests.api.test_worker_crash import toml
 from tests.optimizer.conftest import VERBOSE, review
-from tests.optimizer.provider_workspace import PARAMS, models_config, paid_at_provider, prompt_config, server_args
+from tests.optimizer.provider_workspace import (
+    PARAMS,
+    models_config,
+    paid_at_provider,
+    poll_until,
+    prompt_config,
+    server_args,
+)
 from trimloop.api.scheduler import ORPHAN_AFTER
 from trimloop.connectors.sync import sync
 from trimloop.core.db import make_engine, session_scope, upgrade
@@ -68,13 +75,7 @@ def write_store(folder: Path, names: list[str]) -> Path:
 
 
 def wait_until(what: str, check: Callable[[], Any], timeout: float = DEADLINE_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return poll_until(what, check, timeout)
 
 
 def start_worker(log: Path, db_url: str) -> subprocess.Popen[bytes]:

@@ -30,6 +30,7 @@ from sqlalchemy import func, text
 from sqlmodel import select
 
 from tests.optimizer.provider_workspace import (
+    poll_until,
     billed,
     models_config,
     paid_at_provider,
@@ -71,13 +72,7 @@ def toml(settings: dict[str, Any]) -> str:
 
 
 def wait_until(what: str, check: Callable[[], Any], timeout: float = DEADLINE_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return poll_until(what, check, timeout)
 
 
 def start_worker(log: Path) -> subprocess.Popen[bytes]:

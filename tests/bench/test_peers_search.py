@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-dspy = pytest.importorskip("dspy")
+import dspy  # noqa: E402
 
 from bench.__main__ import section_peers_search  # noqa: E402
 from bench.optimize import SST2_PROMPT  # noqa: E402

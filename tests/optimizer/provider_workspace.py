@@ -9,6 +9,8 @@ Shared by the crash-and-resume and provider-fault tests."""
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -74,3 +76,14 @@ def billed(bodies: dict[str, dict[str, Any]], settings: Settings) -> tuple[int, 
             dollars += resolve_model(settings, wire[answer["model"]]).price(answer["prompt_tokens"],
                                                                             answer["completion_tokens"])
     return calls, dollars
+
+
+def poll_until(what: str, check: Callable[[], Any], timeout: float) -> Any:
+    """`check()`'s first truthy value, polled every 50 ms; an AssertionError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -31,7 +31,7 @@ WIDTHS = {"wide": (1280, 900), "narrow": (390, 844)}
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, test_databases: Any) -> Iterator[dict[str, Any]]:
     """uvicorn serving create_app over a seeded database; the base URL, tokens and ids."""
-    uvicorn = pytest.importorskip("uvicorn")
+    import uvicorn
     from trimloop.api.app import create_app
 
     tmp = tmp_path_factory.mktemp("ui")
@@ -65,7 +65,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, test_databases: Any) -> Ite
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
         pytest.skip(f"Chromium not found at {CHROMIUM}: apt-get install -y chromium chromium-driver")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
+    from playwright import sync_api  # the dev extra
     with sync_api.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM,
                                      args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
