@@ -608,8 +608,10 @@ def render_docs(doc: dict[str, Any]) -> str:
 
 # --- entry point -----------------------------------------------------------------------------------
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """(options, arguments for a single bench). Options may come before or after the name; anything
+    else goes to the single bench (`python -m bench optimize --tasks sst2`, or after `--`)."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("name", help="all, docs, or one of: " + ", ".join(BENCHES))
     parser.add_argument("--with-optimize", action="store_true",
                         help="include the slow real-model benches in `all` (optimize, then peers_search)")
@@ -617,9 +619,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="include the soak in `all` (5 minutes of mixed load on the API, ~7 in all)")
     parser.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
     parser.add_argument("--timeout", type=float, help="seconds per bench (default: each bench's own)")
-    parser.add_argument("extra", nargs=argparse.REMAINDER, help="arguments passed to a single bench")
-    args = parser.parse_args(argv)
-    extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
+    args, extra = parser.parse_known_args(argv)
+    extra = [a for a in extra if a != "--"]
+    if args.name in ("all", "docs") and extra:
+        parser.error(f"unknown options for `{args.name}`: {' '.join(extra)} (bench arguments go with one bench: "
+                     "python -m bench NAME ARGS…)")
+    if args.name not in ("all", "docs") and args.name not in BENCHES:
+        parser.error(f"unknown bench {args.name!r}; known: all, docs, {', '.join(BENCHES)}")
+    return args, extra
+
+
+def main(argv: list[str] | None = None) -> int:
+    # (An earlier version took the bench's arguments as argparse.REMAINDER, which also swallowed
+    # `all --with-optimize`: the slow benches were silently skipped.)
+    args, extra = parse(argv)
 
     if args.name == "docs":
         doc = json.loads(SAVED.read_text())
@@ -627,8 +640,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {DOCS}", file=sys.stderr)
         return 0
     if args.name != "all":
-        if args.name not in BENCHES:
-            parser.error(f"unknown bench {args.name!r}; known: all, docs, {', '.join(BENCHES)}")
         entry = run_bench(args.name, extra, args.timeout)
         print(json.dumps(entry.get("result", entry), indent=2))
         return 0 if "result" in entry else 1
