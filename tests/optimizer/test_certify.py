@@ -35,3 +35,18 @@ async def test_an_equal_candidate_passes_on_the_planned_items():
                            evaluators=build_evaluators(["exact"]), gateway=gateway, margin=0.03, alpha=0.05, top=1)
     assert cert.passed and cert.calls == cert.n_planned <= 800
     assert cert.evidence["exact"].lower > -0.03
+
+
+def test_the_power_helper_plans_for_the_loss_the_search_saw():
+    from trimloop.optimizer.certify import anticipated_delta, planned_items
+
+    items, baseline, equal = _setup(800)
+    behind = Arm(equal.candidate, est_cost=0.0)
+    for n, i in enumerate(items[:200]):  # 1.5 points behind on the search: 3 more misses than the baseline
+        behind.add(ItemResult(item_id=i.id, sample=0, output="x", scores={"exact": 0.0 if n % 67 == 0 else 1.0}))
+    plan = dict(keys=["exact"], margin=0.03, alpha=0.05, power=0.8)
+    at_parity, at_loss = planned_items(equal, baseline, **plan), planned_items(behind, baseline, **plan)
+    assert at_loss > 2 * at_parity
+    assert anticipated_delta(-0.015, 0.03) == -0.015
+    assert anticipated_delta(+0.02, 0.03) == 0.0  # a gain is planned as parity
+    assert anticipated_delta(-0.2, 0.03) == -0.015  # never below half the margin

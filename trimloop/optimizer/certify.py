@@ -61,9 +61,20 @@ class Certification:
         return statistics.fmean(costs) if costs else None
 
 
+def anticipated_delta(observed: float, margin: float) -> float:
+    """The difference to plan certification for: what the search saw, if it was a loss, but never
+    planned below half the margin (a candidate the search saw doing better is planned at parity)."""
+    return max(min(observed, 0.0), -margin / 2)
+
+
 def planned_items(arm: Arm, baseline: dict[Any, ItemResult], keys: list[str], *, margin: float,
                   alpha: float, power: float) -> int:
-    """The power helper on what the search saw: items needed on the holdout for this arm."""
+    """The power helper on what the search saw: items needed on the holdout for this arm.
+
+    Planned for the loss the search measured (see `anticipated_delta`), not for parity: a
+    candidate 1.5 points behind on the search needs several times the items of an equal one to
+    be shown within a 3-point margin, and planning for parity would test it on too few to pass.
+    The number depends on the search split only, so the holdout test keeps its level."""
     needed = 2
     for key in keys:
         pairs = [(baseline[i].scores.get(key, 0.0), statistics.fmean(r.scores.get(key, 0.0) for r in rs))
@@ -71,14 +82,16 @@ def planned_items(arm: Arm, baseline: dict[Any, ItemResult], keys: list[str], *,
         if len(pairs) < 2:
             continue
         b, c = np.array(pairs).T
+        expect = anticipated_delta(float(np.mean(c - b)), margin)
         binary = set(np.unique(np.concatenate([b, c]))) <= {0.0, 1.0}
         if binary:
             # Laplace's estimate: zero disagreements on a small slice is not zero discordance.
-            discordance = max((float(np.sum(b != c)) + 1) / (len(b) + 2), 0.02)
-            needed = max(needed, items_needed(margin=margin, discordance=discordance, alpha=alpha, power=power))
+            discordance = max((float(np.sum(b != c)) + 1) / (len(b) + 2), 0.02, abs(expect) + 0.01)
+            needed = max(needed, items_needed(margin=margin, discordance=discordance, alpha=alpha, power=power,
+                                              true_delta=expect))
         else:
             sd = max(float(np.std(c - b, ddof=1)), 0.05)
-            needed = max(needed, items_needed(margin=margin, sd=sd, alpha=alpha, power=power))
+            needed = max(needed, items_needed(margin=margin, sd=sd, alpha=alpha, power=power, true_delta=expect))
     return needed
 
 
