@@ -50,3 +50,27 @@ def test_the_power_helper_plans_for_the_loss_the_search_saw():
     assert anticipated_delta(-0.015, 0.03) == -0.015
     assert anticipated_delta(+0.02, 0.03) == 0.0  # a gain is planned as parity
     assert anticipated_delta(-0.2, 0.03) == -0.015  # never below half the margin
+
+
+def test_certification_tests_first_what_is_likely_to_pass_on_the_items_there_are():
+    from trimloop.optimizer.certify import certification_order, planned_items, power_at
+
+    items, baseline, _ = _setup(3000)
+    spec = start(VersionSpec(Template.plain("A: {{t}}"), "local/gemma3-270m", {}))
+    cheaper = Arm(spec, est_cost=0.46)  # −54 %, seen 1.5 points behind on 200 search items, disagreeing on 21
+    for n, i in enumerate(items[:200]):
+        if n < 9:  # the baseline missed these, the candidate got them
+            baseline[i.id] = ItemResult(item_id=i.id, sample=0, output="negative", scores={"exact": 0.0})
+        cheaper.add(ItemResult(item_id=i.id, sample=0, output="x", scores={"exact": 0.0 if 9 <= n < 21 else 1.0}))
+    safer = Arm(start(VersionSpec(Template.plain("B: {{t}}"), "local/gemma3-270m", {})), est_cost=0.55)  # −45 %, at parity
+    for i in items[:72]:
+        safer.add(ItemResult(item_id=i.id, sample=0, output="positive", scores={"exact": 1.0}))
+    plan = dict(margin=0.03, alpha=0.025, power=0.8)
+    plans = {a.candidate.sha: planned_items(a, baseline, ["exact"], **plan) for a in (cheaper, safer)}
+    assert plans[cheaper.candidate.sha] > 1548 > plans[safer.candidate.sha]
+    order = lambda available: certification_order([cheaper, safer], plans, available=available,  # noqa: E731
+                                                   baseline_cost=1.0, alpha=0.025, power=0.8)
+    assert order(1548) == [safer, cheaper]  # the cheaper one would pass about half the time
+    assert order(100_000) == [cheaper, safer]  # with room for its items, the bigger saving first
+    assert power_at(10**6, 1000, alpha=0.025, power=0.8) == 0.8
+    assert 0.45 < power_at(500, 1000, alpha=0.025, power=0.8) < 0.55

@@ -222,7 +222,7 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
         search_baseline={i.id: base[i.id] for i in items["search"]}, evaluators=evaluators,
         gateway=gateway, margin=config.margin, alpha=config.alpha, power=config.power,
         top=config.certify_top, concurrency=config.concurrency, ledger=ledger, seed=config.seed, emit=emit,
-        margins=config.margins, samples=config.samples,
+        margins=config.margins, samples=config.samples, baseline_cost=found.baseline_cost,
     )
     with session_scope(engine) as session:
         ids = record_candidates(session, run_id=run_id, prompt_id=prompt_id, baseline_id=baseline_id,
