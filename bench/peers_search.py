@@ -278,7 +278,7 @@ def trimloop_result(folder: Path) -> dict[str, Any] | None:
             if prompt is None:
                 return None
             run = session.exec(select(OptimizationRun).where(OptimizationRun.prompt_id == prompt.id,
-                                                             OptimizationRun.status == "done")
+                                                             OptimizationRun.status == "succeeded")
                                .order_by(OptimizationRun.id.desc())).first()  # type: ignore[union-attr]
             if run is None:
                 return None

@@ -129,7 +129,7 @@ def test_trimloop_side_is_read_from_a_store(tmp_path, sqlite_url: str) -> None:
             session.add(DatasetItem(dataset_id=dataset.id, position=i, split="holdout", inputs={"text": text},
                                     expected=label))
         started = utcnow()
-        run = OptimizationRun(prompt_id=prompt.id, status="done", calls_made=900, started_at=started,
+        run = OptimizationRun(prompt_id=prompt.id, status="succeeded", calls_made=900, started_at=started,
                               finished_at=started, results={"dataset_id": dataset.id, "search_calls": 400,
                                                             "certify_calls": 500})
         session.add(run)
