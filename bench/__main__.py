@@ -196,7 +196,7 @@ def section_gateway(r: dict[str, Any]) -> tuple[list[str], list[str]]:
         if _ge(r.get(key), goal) is False:
             notes.append(f"The gateway missed its {label} target: {fmt(r.get(key))}× of ideal against ≥ {goal}.")
     aio, gw = r.get("aiohttp_ratio_50ms"), r.get("ratio_50ms")
-    if aio is not None and gw is not None:
+    if aio is not None and gw is not None and gw < aio:
         notes.append(f"At 50 ms latency the gateway reaches {gw / aio:.0%} of a bare aiohttp loop's throughput on "
                      f"this machine; the gap is its own per-call work ({fmt(r.get('cpu_ms_per_call'), 2)} ms of CPU per "
                      "call, on 2 cores shared with the fake server).")
@@ -435,6 +435,13 @@ def section_peers_search(r: dict[str, Any]) -> tuple[list[str], list[str]]:
         return f"${c * 1e6:,.2f} per 1M calls{change}"
 
     sc = ds.get("search_calls", {})
+
+    def asked(step: str) -> str:
+        """Calls trimloop asked for, and how many reached a model when a cache answered some."""
+        wanted, made = tl.get(f"{step}_requests"), tl.get(f"{step}_calls")
+        if wanted is None or wanted == made:
+            return fmt(made)
+        return f"{fmt(wanted)} ({fmt(made)} made, rest cached)"
     if "error" in tl:
         tl_change = f"missing: {tl['error']}"
     elif tl.get("certified"):
@@ -454,10 +461,10 @@ def section_peers_search(r: dict[str, Any]) -> tuple[list[str], list[str]]:
         ["cost per call (notional local price)", cost(base), f"**{cost(tl_test)}**", f"**{cost(ds_test)}**"],
         ["prompt tokens per call", fmt(base.get("input_tokens_per_call"), 0), fmt(tl_test.get("input_tokens_per_call"), 0),
          fmt(ds_test.get("input_tokens_per_call"), 0)],
-        ["calls spent searching", "—", fmt(tl.get("search_calls")),
+        ["calls spent searching", "—", asked("search"),
          f"{fmt(sc.get('made'))} ({fmt(sc.get('task_made'))} task + {fmt(sc.get('proposer_made'))} proposer; "
          f"{fmt(sc.get('requested'))} asked, rest cached)" if sc else "—"],
-        ["calls spent certifying", "—", fmt(tl.get("certify_calls")), "none: no certification step"],
+        ["calls spent certifying", "—", asked("certify"), "none: no certification step"],
         ["quality evidence", "—",
          f"non-inferiority on its holdout: Δ {fmt(interval[0], 3)} … {fmt(interval[1], 3)}, n = {fmt(tl.get('certified_n'))}"
          if tl.get("certified") else "—",
@@ -481,9 +488,10 @@ def section_peers_search(r: dict[str, Any]) -> tuple[list[str], list[str]]:
     if t_cost is not None and d_cost is not None and d_cost < t_cost:
         notes.append(f"DSPy MIPROv2's program is cheaper per call than trimloop's suggestion "
                      f"({d_cost * 1e6:,.2f} vs {t_cost * 1e6:,.2f} $ per 1M calls).")
-    t_calls = (tl.get("search_calls") or 0) + (tl.get("certify_calls") or 0)
-    if sc.get("made") is not None and tl.get("search_calls") is not None and sc["made"] < t_calls:
-        notes.append(f"DSPy MIPROv2 spent fewer model calls ({fmt(sc['made'])}) than trimloop's search and "
+    t_calls = sum((tl.get(f"{step}_requests") if tl.get(f"{step}_requests") is not None else tl.get(f"{step}_calls"))
+                  or 0 for step in ("search", "certify"))
+    if sc.get("requested") is not None and tl.get("search_calls") is not None and sc["requested"] < t_calls:
+        notes.append(f"DSPy MIPROv2 asked for fewer model calls ({fmt(sc['requested'])}) than trimloop's search and "
                      f"certification ({fmt(t_calls)}).")
     if tl and "error" not in tl and not tl.get("certified"):
         notes.append("trimloop certified no cheaper sst2 prompt in the run this comparison read.")

@@ -291,6 +291,8 @@ def trimloop_result(folder: Path) -> dict[str, Any] | None:
                 "store": str(db.relative_to(ROOT) if db.is_relative_to(ROOT) else db), "run_id": run.id,
                 "finished_at": run.finished_at.isoformat() if run.finished_at else None,
                 "search_calls": results.get("search_calls"), "certify_calls": results.get("certify_calls"),
+                # asked for, paid or answered from the cache (a rerun on the same store pays less):
+                "search_requests": results.get("search_requests"), "certify_requests": results.get("certify_requests"),
                 "calls": run.calls_made, "spent": run.spent_dollars,
                 "wall_s": round((run.finished_at - run.started_at).total_seconds(), 1)
                 if run.finished_at and run.started_at else None,

@@ -86,7 +86,12 @@ def test_docs_section_names_where_trimloop_is_behind() -> None:
     table = "\n".join(lines)
     assert "−50%" in table and "−20%" in table and "quality only" in table
     assert any("more accurate than trimloop's suggestion" in n and "0.900 vs 0.860" in n for n in notes)
-    assert any("fewer model calls (700)" in n for n in notes)
+    assert any("asked for fewer model calls (800)" in n and "(900)" in n for n in notes)
+    rerun = _result(dspy_acc=0.90, trimloop_acc=0.86)  # trimloop read from a rerun: some calls were cached
+    rerun["trimloop"].update(search_requests=400, certify_requests=1500, search_calls=0, certify_calls=1100)
+    lines, notes = section_peers_search(rerun)
+    assert "1,500 (1,100 made, rest cached)" in "\n".join(lines)
+    assert any("(1,900)" in n for n in notes)
     _, notes = section_peers_search(_result(dspy_acc=0.85, trimloop_acc=0.86))
     assert not any("more accurate" in n for n in notes)
 
