@@ -320,16 +320,20 @@ def section_optimize(r: dict[str, Any]) -> tuple[list[str], list[str]]:
         if "skipped" in t:
             rows.append([name, t["skipped"], "", "", "", "", "", ""])
             continue
+        before = t.get("accuracy_before")
+        if isinstance(before, dict):  # no suggestion: the baseline's holdout score per evaluator
+            before = next(iter(before.values()), None)
         rows.append([name, fmt(t.get("certified")), fmt(t.get("cost_cut"), 2), fmt(t.get("token_cut"), 2),
-                     f"{fmt(t.get('accuracy_before'), 3)} → {fmt(t.get('accuracy_after'), 3)}",
+                     f"{fmt(before, 3)} → {fmt(t.get('accuracy_after'), 3)}",
                      fmt(t.get("delta_ci_low"), 3), f"{fmt(t.get('search_calls'))} / {fmt(t.get('certify_calls'))}",
                      fmt(t.get("wall_s"), 0, " s")])
         if name == "sst2":
             if (t.get("search_calls") or 0) > 400:
                 notes.append(f"sst2 search spent {t['search_calls']} calls, over the ≤ 400 target.")
             if not t.get("certified") or (t.get("cost_cut") or 0) < 0.5:
+                why = f" ({t['no_suggestion']})" if t.get("no_suggestion") else ""
                 notes.append(f"sst2 did not reach a certified ≥ 50 % cost cut (certified: {t.get('certified')}, "
-                             f"cost cut {fmt(t.get('cost_cut'), 2)}).")
+                             f"cost cut {fmt(t.get('cost_cut'), 2)}){why}.")
     return ["Command: `python -m bench.optimize` — real runs on the bundled models (see its docstring).", "",
             *table(["task", "certified", "cost cut", "token cut", "accuracy before → after", "Δ CI low",
                     "calls search / certify", "wall"], rows)], notes
