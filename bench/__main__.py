@@ -440,12 +440,15 @@ def section_peers_search(r: dict[str, Any]) -> tuple[list[str], list[str]]:
 
     sc = ds.get("search_calls", {})
 
+    def wanted(step: str) -> Any:
+        """Calls trimloop asked for in a step (older stores recorded only the ones it paid for)."""
+        requests = tl.get(f"{step}_requests")
+        return requests if requests is not None else tl.get(f"{step}_calls")
+
     def asked(step: str) -> str:
         """Calls trimloop asked for, and how many reached a model when a cache answered some."""
-        wanted, made = tl.get(f"{step}_requests"), tl.get(f"{step}_calls")
-        if wanted is None or wanted == made:
-            return fmt(made)
-        return f"{fmt(wanted)} ({fmt(made)} made, rest cached)"
+        made = tl.get(f"{step}_calls")
+        return fmt(made) if wanted(step) == made else f"{fmt(wanted(step))} ({fmt(made)} made, rest cached)"
     if "error" in tl:
         tl_change = f"missing: {tl['error']}"
     elif tl.get("certified"):
@@ -492,8 +495,7 @@ def section_peers_search(r: dict[str, Any]) -> tuple[list[str], list[str]]:
     if t_cost is not None and d_cost is not None and d_cost < t_cost:
         notes.append(f"DSPy MIPROv2's program is cheaper per call than trimloop's suggestion "
                      f"({d_cost * 1e6:,.2f} vs {t_cost * 1e6:,.2f} $ per 1M calls).")
-    t_calls = sum((tl.get(f"{step}_requests") if tl.get(f"{step}_requests") is not None else tl.get(f"{step}_calls"))
-                  or 0 for step in ("search", "certify"))
+    t_calls = sum(wanted(step) or 0 for step in ("search", "certify"))
     if sc.get("requested") is not None and tl.get("search_calls") is not None and sc["requested"] < t_calls:
         notes.append(f"DSPy MIPROv2 asked for fewer model calls ({fmt(sc['requested'])}) than trimloop's search and "
                      f"certification ({fmt(t_calls)}).")

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlmodel import select
 
 from tests.optimizer.conftest import classify, good_gateway, priced, prompt_text, seeded  # noqa: F401  (fixtures)
+from tests.optimizer.provider_workspace import poll_until
 from trimloop.api.app import create_app
 from trimloop.api.scheduler import JOB_ID, JOBS_TABLE, serve_lifespan
 from trimloop.core import store
@@ -36,16 +37,6 @@ Sort tickets into billing, bug or other.
 user:
 Ticket: {{ticket}}
 """
-
-
-def _wait(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _serve(tmp_path: Path, db_url: str, *args: str) -> tuple[subprocess.Popen[bytes], str, Path]:
@@ -89,9 +80,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def test_serve_runs_the_api_and_the_scheduler_in_one_process(tmp_path, db_url):
     proc, url, log_path = _serve(tmp_path, db_url)
     try:
-        _wait(lambda: _healthy(url) or proc.poll() is not None, 60, "/health")
+        poll_until("/health", lambda: _healthy(url) or proc.poll() is not None, 60)
         assert proc.poll() is None, log_path.read_text()
-        _wait(lambda: log_path.read_text().count("pass done") >= 2, 30, "two scheduler passes")
+        poll_until("two scheduler passes", lambda: log_path.read_text().count("pass done") >= 2, 30)
         engine = make_engine(db_url)
         try:
             with engine.connect() as conn:  # the job lives in the database job store
@@ -110,7 +101,7 @@ def test_serve_runs_the_api_and_the_scheduler_in_one_process(tmp_path, db_url):
 def test_serve_no_scheduler_runs_only_the_api(tmp_path, db_url):
     proc, url, log_path = _serve(tmp_path, db_url, "--no-scheduler")
     try:
-        _wait(lambda: _healthy(url) or proc.poll() is not None, 60, "/health")
+        poll_until("/health", lambda: _healthy(url) or proc.poll() is not None, 60)
         assert proc.poll() is None, log_path.read_text()
         time.sleep(3)  # more than two intervals
     finally:
@@ -155,18 +146,18 @@ def test_a_scheduled_pass_and_post_runs_never_run_one_prompt_twice(engine, setti
             return list(session.exec(select(OptimizationRun).where(OptimizationRun.status == "running")).all())
 
     with TestClient(app) as client:  # the lifespan starts the scheduler: a pass at once
-        (run,) = _wait(running, 30, "the scheduled pass to start its run")
+        (run,) = poll_until("the scheduled pass to start its run", running, 30)
         assert not run.worker.startswith("api:")  # the pass's own worker, on the scheduler's thread
         clash = client.post("/runs", json={"prompt_id": seeded}, headers=auth)
         assert clash.status_code == 409, clash.text  # one run per prompt
-        _wait(lambda: host.passes >= 1, 60, "the pass to finish")
+        poll_until("the pass to finish", lambda: host.passes >= 1, 60)
         with session_scope(engine) as session:
             (done,) = session.exec(select(OptimizationRun)).all()
             assert done.status == "succeeded", done.error
             assert len(session.exec(select(Suggestion)).all()) == 1
         again = client.post("/runs", json={"prompt_id": seeded}, headers=auth)  # the API's own run goes ahead
         assert again.status_code == 202, again.text
-        _wait(lambda: _status(engine, again.json()["id"]) not in ("queued", "running"), 60, "the API's run")
+        poll_until("the API's run", lambda: _status(engine, again.json()["id"]) not in ("queued", "running"), 60)
     with session_scope(engine) as session:
         workers = [r.worker for r in session.exec(select(OptimizationRun).order_by(OptimizationRun.id)).all()]
     assert workers[0] != workers[1] and workers[1].startswith("api:")

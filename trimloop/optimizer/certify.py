@@ -113,9 +113,8 @@ def certification_order(arms: Sequence[Arm], plans: dict[str, int], *, available
     passes four times in five on fewer items, so it goes first. Search data only (the plans come
     from the search split): the holdout never picks the order. Ties keep the search's order."""
     def value(arm: Arm) -> float:
-        saving = max(0.0, 1 - arm.est_cost / baseline_cost) if baseline_cost > 0 else 0.0
         wanted = plans[arm.candidate.sha]
-        return saving * power_at(min(wanted, available), wanted, alpha=alpha, power=power)
+        return arm.saving(baseline_cost) * power_at(min(wanted, available), wanted, alpha=alpha, power=power)
 
     return sorted(arms, key=lambda a: -round(value(a), 9))
 

@@ -42,6 +42,10 @@ class Arm:
         values = [r.latency_s for rs in self.results.values() for r in rs if r.error is None]
         return statistics.median(values) if values else None
 
+    def saving(self, baseline_cost: float) -> float:
+        """The share of the baseline's cost per call this arm would save, by its estimate (≥ 0)."""
+        return max(0.0, 1 - self.est_cost / baseline_cost) if baseline_cost > 0 else 0.0
+
     def scores(self, key: str) -> dict[Any, list[float]]:
         return {item: [r.scores.get(key, 0.0) for r in rs] for item, rs in self.results.items()}
 

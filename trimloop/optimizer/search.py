@@ -154,7 +154,7 @@ def prospect(arm: Arm, baseline_cost: float) -> float:
         se = (e.upper - e.lower) / (2 * float(norm.ppf(1 - e.alpha)))
         gap = e.delta + e.margin
         chance *= float(norm.cdf(gap / se)) if se > 1e-12 else float(gap > 0)
-    return max(0.0, 1 - arm.est_cost / baseline_cost) * chance
+    return arm.saving(baseline_cost) * chance
 
 
 def rank(arms: list[Arm], baseline_cost: float) -> list[Arm]:
