@@ -47,11 +47,16 @@ def provider(tmp_path_factory):
 @pytest.fixture
 def provider_url(provider):
     """The server with no faults queued and zeroed counts (after abandoned requests finished)."""
-    deadline = time.monotonic() + 10
-    while httpx.get(f"{provider}/_stats").json()["inflight"] and time.monotonic() < deadline:
-        time.sleep(0.05)
+    settle(provider)
     httpx.post(f"{provider}/_reset")
     return provider
+
+
+def settle(url: str) -> None:
+    """Wait until the server has finished every request it received (answered or abandoned)."""
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{url}/_stats").json()["inflight"] and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def faults(url: str, *, first: list[str] = (), then: list[str] = ()) -> None:  # type: ignore[assignment]
@@ -84,6 +89,7 @@ def optimize(engine, settings, prompt_id, *, budget_dollars=None) -> tuple[Optim
 
 
 def assert_ledger_is_the_bill(run: OptimizationRun, url: str, settings: Settings) -> dict:
+    settle(url)
     bodies = paid_at_provider(url)
     calls, dollars = billed(bodies, settings)
     assert run.calls_made == calls, "the run's call count is not what the provider answered"
@@ -116,7 +122,11 @@ def test_a_provider_that_goes_down_for_good_fails_the_run_with_the_reason(tmp_pa
     assert "503" in run.error and "Traceback" not in run.error and "hint:" in run.error
     assert run.results == {}
     bodies = assert_ledger_is_the_bill(run, provider_url, settings)
-    assert run.calls_made == 60 == sum(b["answered"] for b in bodies.values())
+    answered = sum(b["answered"] for b in bodies.values())
+    abandoned = sum(b["abandoned"] for b in bodies.values())
+    # the 60 scripted answers were each delivered (billed, counted) or, on a loaded machine, finished after
+    # the client's 0.5 s timeout (abandoned: never delivered, never billed, retried into the 503s)
+    assert run.calls_made == answered and answered + abandoned == 60 and answered >= 50
     with session_scope(engine) as session:  # nothing was concluded from calls that failed
         assert session.exec(select(Suggestion)).all() == [] and session.exec(select(Candidate)).all() == []
 
