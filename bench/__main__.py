@@ -32,6 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
 SAVED = ROOT / "bench-output" / "bench-all.json"
+BY_HAND = ROOT / "docs" / "benchmarks-by-hand.md"  # measurements made by hand; the renderer appends them
 BENCHES: dict[str, dict[str, Any]] = {  # in running order; timeouts in seconds
     "gateway": {"timeout": 900},
     "gate": {"timeout": 2400},
@@ -546,7 +547,7 @@ def _le(value: Any, goal: float) -> bool | None:
     return None if value is None else value <= goal
 
 
-def render_docs(doc: dict[str, Any]) -> str:
+def render_docs(doc: dict[str, Any], by_hand: Path | None = BY_HAND) -> str:
     m = doc.get("machine", {})
     out = [
         "# Benchmarks",
@@ -617,6 +618,9 @@ def render_docs(doc: dict[str, Any]) -> str:
         at = out.index(COMMANDS)
         out[at:at] = ["**Where trimloop is behind or misses a target** (details in each section):", "",
                       *[f"- {n}" for n in honest], ""]
+    if by_hand is not None and by_hand.exists():  # kept across regenerations: edit that file, not this page
+        out += [f"<!-- from {by_hand.name}: edit it there; `python -m bench docs` copies it here -->", "",
+                by_hand.read_text().strip(), ""]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -28,3 +28,14 @@ def test_bad_command_lines_say_what_is_wrong(capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit):
         parse(["nope"])
     assert "unknown bench 'nope'" in capsys.readouterr().err
+
+
+def test_the_docs_page_keeps_what_was_measured_by_hand(tmp_path):
+    from bench.__main__ import render_docs
+
+    doc = {"machine": {"cpus": 2, "commit": "abc"}, "benches": {}, "skipped": {"optimize": "slow"}}
+    by_hand = tmp_path / "by-hand.md"
+    by_hand.write_text("## Measured separately\n\nThe demo took 306 s.\n")
+    page = render_docs(doc, by_hand)
+    assert page.index("## Not run") < page.index("## Measured separately") and "The demo took 306 s." in page
+    assert render_docs(doc, tmp_path / "absent.md").count("Measured separately") == 0
