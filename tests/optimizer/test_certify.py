@@ -72,5 +72,10 @@ def test_certification_tests_first_what_is_likely_to_pass_on_the_items_there_are
                                                    baseline_cost=1.0, alpha=0.025, power=0.8)
     assert order(1548) == [safer, cheaper]  # the cheaper one would pass about half the time
     assert order(100_000) == [cheaper, safer]  # with room for its items, the bigger saving first
+    # calls are what is left, and an arm that samples 3 times per item gets a third of the items for them
+    sampled = {cheaper.candidate.sha: 100_000 // 3, safer.candidate.sha: 100_000}
+    assert order(sampled) == [cheaper, safer]
+    assert order(4_500) == [cheaper, safer]  # 4,500 calls at one sample per item: room for the cheaper one
+    assert order({cheaper.candidate.sha: 4_500 // 3, safer.candidate.sha: 4_500}) == [safer, cheaper]
     assert power_at(10**6, 1000, alpha=0.025, power=0.8) == 0.8
     assert 0.45 < power_at(500, 1000, alpha=0.025, power=0.8) < 0.55

@@ -15,7 +15,7 @@ from scipy.stats import norm
 
 from trimloop.core.errors import ProviderUnavailable, SpendCapReached
 from trimloop.evals.evaluators import NamedEvaluator
-from trimloop.evals.runner import EvalItem, ItemResult, evaluate_items
+from trimloop.evals.runner import EvalItem, ItemResult, evaluate_items, samples_for
 from trimloop.evals.stats import NonInferiority, items_needed, non_inferiority
 from trimloop.optimizer.race import Arm
 
@@ -105,16 +105,19 @@ def power_at(n: int, wanted: int, *, alpha: float, power: float) -> float:
     return float(norm.cdf((za + zb) * (n / wanted) ** 0.5 - za))
 
 
-def certification_order(arms: Sequence[Arm], plans: dict[str, int], *, available: int, baseline_cost: float,
-                        alpha: float, power: float) -> list[Arm]:
+def certification_order(arms: Sequence[Arm], plans: dict[str, int], *, available: int | dict[str, int],
+                        baseline_cost: float, alpha: float, power: float) -> list[Arm]:
     """The arms by expected saving at certification: the share of cost saved × the chance of passing
     on the items there are (holdout size, calls left). A −54 % candidate the search saw 1.5 points
     behind needs more holdout than exists and passes about half the time; a −45 % one at parity
     passes four times in five on fewer items, so it goes first. Search data only (the plans come
-    from the search split): the holdout never picks the order. Ties keep the search's order."""
+    from the search split): the holdout never picks the order. Ties keep the search's order.
+    `available` is one number for all arms or, by candidate sha, each arm's own (an arm that samples
+    three times per item gets a third of the items for the same calls)."""
     def value(arm: Arm) -> float:
-        wanted = plans[arm.candidate.sha]
-        return arm.saving(baseline_cost) * power_at(min(wanted, available), wanted, alpha=alpha, power=power)
+        sha = arm.candidate.sha
+        wanted, there = plans[sha], available[sha] if isinstance(available, dict) else available
+        return arm.saving(baseline_cost) * power_at(min(wanted, there), wanted, alpha=alpha, power=power)
 
     return sorted(arms, key=lambda a: -round(value(a), 9))
 
@@ -155,8 +158,9 @@ async def certify(
                                                   alpha=alpha, power=power) for k in keys) for arm in tested}
     if baseline_cost is not None:
         left = ledger.remaining_calls if ledger is not None else None
-        samples_per_item = samples or 1
-        available = min(len(order), left // samples_per_item if left is not None else len(order))
+        available = {a.candidate.sha: min(len(order), len(order) if left is None
+                                          else left // samples_for(a.candidate.version.params, samples))
+                     for a in tested}
         tested = certification_order(tested, plans, available=available, baseline_cost=baseline_cost,
                                      alpha=alpha, power=power)
     say("certify.order", {"order": [{"sha": a.candidate.sha, "label": a.candidate.label,
