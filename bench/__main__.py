@@ -220,6 +220,16 @@ def section_gate(r: dict[str, Any]) -> tuple[list[str], list[str]]:
                    f"{fmt(r.get('sequential_false_accept_rate_at_margin'), 4)} / {fmt(r.get('sequential_power_at_zero'), 3)}",
                    "same error rates", checks.get("sequential_same_error_rates")),
     ]
+    stop = r.get("certification_stop")
+    if stop:
+        rows += [
+            target_row("certification's early stop for hopeless candidates: power lost at true delta 0",
+                       fmt(stop.get("power_lost_at_zero"), 4), "≤ 0.02",
+                       checks.get("certification_stop_costs_at_most_2_points_of_power")),
+            target_row("…its share of the items used by candidates 2.7+ points behind",
+                       fmt(stop.get("items_used_by_candidates_at_or_beyond_0.027_behind"), 3), "≤ 0.67",
+                       checks.get("certification_stop_saves_a_third_on_hopeless_candidates")),
+        ]
     notes = [f"Gate check `{k}` failed." for k, v in checks.items() if v is False]
     return [f"Command: `python -m bench.gate` — paired 0/1 outcomes simulated with known truth (α = {r.get('alpha')}, "
             f"δ = {r.get('margin')}, {fmt(r.get('reps'))} runs per cell; {r.get('method', '')}).", "",

@@ -79,3 +79,49 @@ def test_certification_tests_first_what_is_likely_to_pass_on_the_items_there_are
     assert order({cheaper.candidate.sha: 4_500 // 3, safer.candidate.sha: 4_500}) == [safer, cheaper]
     assert power_at(10**6, 1000, alpha=0.025, power=0.8) == 0.8
     assert 0.45 < power_at(500, 1000, alpha=0.025, power=0.8) < 0.55
+
+
+async def test_a_hopeless_candidate_stops_early_and_leaves_its_calls_to_the_next():
+    """4 points behind at margin 3: never clearly inferior at the early looks' strict level, but the
+    chance of passing on the whole holdout soon falls below 2 %; the next candidate, equal, passes."""
+    items = [EvalItem(id=i, inputs={"t": f"item {i}"}, expected="positive") for i in range(2000)]
+    baseline = {i.id: ItemResult(item_id=i.id, sample=0, output="positive", scores={"exact": 1.0}) for i in items}
+    behind = Arm(start(VersionSpec(Template.plain("A: {{t}}"), "local/gemma3-270m", {})), est_cost=0.0)
+    equal = Arm(start(VersionSpec(Template.plain("B: {{t}}"), "local/gemma3-270m", {})), est_cost=0.0)
+    for i in items[:100]:  # what the search saw: 4 misses in 100 for the first, none for the second
+        behind.add(ItemResult(item_id=i.id, sample=0, output="x", scores={"exact": 0.0 if i.id % 25 == 0 else 1.0}))
+        equal.add(ItemResult(item_id=i.id, sample=0, output="positive", scores={"exact": 1.0}))
+
+    def respond(model, prompt):
+        number = int(prompt.rsplit(" ", 1)[-1])
+        return "negative" if prompt.startswith("A:") and number % 25 == 0 else "positive"
+
+    events = []
+    first, second = await certify(ranked=[behind, equal], items=items, baseline_results=baseline,
+                                  search_baseline=baseline, evaluators=build_evaluators(["exact"]),
+                                  gateway=FakeGateway(responder=respond), margin=0.03, alpha=0.05, top=2,
+                                  emit=lambda kind, data: events.append((kind, data)))
+    assert first.n_planned > 1500 and not first.passed
+    assert "predictive power" in first.reason and "futility" not in first.reason, first.reason
+    assert first.calls <= 0.6 * first.n_planned, first.reason  # it would have taken all of them
+    assert second.passed and second.arm is equal
+    assert [d["passed"] for k, d in events if k == "certify.finished"] == [False, True]
+
+
+def test_predictive_power_of_a_test_under_way():
+    import numpy as np
+    import pytest
+
+    from trimloop.evals.stats import predictive_power
+
+    rng = np.random.default_rng(0)
+    behind = rng.choice([1.0, -1.0, 0.0], size=400, p=[0.03, 0.07, 0.90])  # 4 points behind
+    equal = rng.choice([1.0, -1.0, 0.0], size=400, p=[0.05, 0.05, 0.90])
+    assert predictive_power(behind, 1600, margin=0.03, alpha=0.025) < 0.05
+    assert predictive_power(equal, 1600, margin=0.03, alpha=0.025) > 0.8
+    # the more items still to come, the more the data seen so far can be outweighed
+    assert predictive_power(behind, 500, margin=0.03, alpha=0.025) < predictive_power(behind, 4000, margin=0.03,
+                                                                                         alpha=0.025)
+    assert predictive_power(np.zeros(50), 100, margin=0.03, alpha=0.025) == 1.0  # no disagreement at all
+    with pytest.raises(ValueError, match="n_final"):
+        predictive_power(equal, 400, margin=0.03, alpha=0.025)

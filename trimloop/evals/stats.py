@@ -11,7 +11,8 @@ difference is above −margin. Methods:
 - `t`: the paired t-interval on item differences (any scores in [0, 1]).
 - `bootstrap`: the paired percentile bootstrap of item differences (seeded, so reproducible).
 
-`items_needed` is the power helper (Nam's formula for Tango's test, the normal one for scores).
+`items_needed` is the power helper (Nam's formula for Tango's test, the normal one for scores);
+`predictive_power` the chance a test under way ends non-inferior (to stop hopeless ones early).
 """
 
 from __future__ import annotations
@@ -206,6 +207,32 @@ def items_needed(
             return n
         n = math.ceil(n * 1.005) + 1
     return n
+
+
+def predictive_power(differences: Sequence[float], n_final: int, *, margin: float, alpha: float) -> float:
+    """The chance that a test continued to `n_final` items ends non-inferior, given the item
+    differences (candidate − baseline) seen so far: Spiegelhalter's predictive power, i.e. the
+    conditional power averaged over what the data say of the true difference (flat prior, normal
+    approximation). Less hasty than the conditional power "under the current trend", which at an
+    early look treats a noisy estimate as the truth. Used only to stop for futility, which never
+    raises the chance of a false pass."""
+    d = np.asarray(differences, float)
+    if len(d) < 2 or n_final <= len(d):
+        raise ValueError(f"predictive power needs 2 ≤ items seen < n_final, got {len(d)} and {n_final}")
+    return float(predictive_power_of(np.mean(d), np.std(d, ddof=1), len(d), n_final, margin=margin, alpha=alpha))
+
+
+def predictive_power_of(mean: Any, sd: Any, n: Any, n_final: int, *, margin: float, alpha: float) -> np.ndarray:
+    """`predictive_power` from the differences' mean and standard deviation (arrays welcome: the
+    gate bench simulates many tests at once)."""
+    mean, sd, n = np.asarray(mean, float), np.asarray(sd, float), np.asarray(n, float)
+    se = sd / np.sqrt(n)
+    se_final = se * np.sqrt(n / n_final)  # the standard error the final test will have
+    spread = se * np.sqrt((n_final - n) / n_final)  # of the final estimate, given the data so far
+    gap = mean + margin - stats.norm.ppf(1 - alpha) * se_final
+    with np.errstate(divide="ignore", invalid="ignore"):
+        chance = stats.norm.cdf(gap / spread)
+    return np.where(spread > 0, chance, (gap > 0).astype(float))
 
 
 def tango_power(n: int, *, margin: float, discordance: float, true_delta: float = 0.0,

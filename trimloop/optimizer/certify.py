@@ -16,27 +16,37 @@ from scipy.stats import norm
 from trimloop.core.errors import ProviderUnavailable, SpendCapReached
 from trimloop.evals.evaluators import NamedEvaluator
 from trimloop.evals.runner import EvalItem, ItemResult, evaluate_items, samples_for
-from trimloop.evals.stats import NonInferiority, items_needed, non_inferiority
+from trimloop.evals.stats import NonInferiority, items_needed, non_inferiority, paired_scores, predictive_power
 from trimloop.optimizer.race import Arm
 
 
 LOOKS = 8  # certification evaluates in chunks and may stop early, for futility only
+HOPELESS = 0.02  # stop when the predictive power of finishing falls below this (bench.gate: costs ~1 point of power)
 
 
 def _futile(cert: "Certification", baseline: dict[Any, ItemResult], keys: list[str], margin_of: dict[str, float],
-            margin: float, strict_alpha: float) -> str | None:
-    """A reason to stop when some evaluator is already clearly inferior (upper bound at a strict
-    level below −margin). Stopping only to fail never raises the chance of a false pass."""
+            margin: float, *, alpha: float, n_final: int) -> str | None:
+    """A reason to stop early, or None. Two rules, for each evaluator: (1) it is already clearly
+    inferior (the upper bound at level α / LOOKS is below −margin); (2) it is hopeless: the
+    predictive power of going on to `n_final` items is below HOPELESS. Stopping only to fail never
+    raises the chance of a false pass; it leaves the calls to the next candidate."""
     for key in keys:
         base = {i: [baseline[i].scores.get(key, 0.0)] for i in cert.results if i in baseline}
         if len(base) < 20:
             return None
         cand = {i: [r.scores.get(key, 0.0) for r in rs] for i, rs in cert.results.items() if i in base}
         m = margin_of.get(key, margin)
-        e = non_inferiority(base, cand, margin=m, alpha=strict_alpha)
+        e = non_inferiority(base, cand, margin=m, alpha=alpha / LOOKS)
         if e.upper < -m:
             return (f"{key}: stopped early for futility after {e.n} items: delta {e.delta:+.3f}, "
-                    f"upper bound {e.upper:+.3f} < −{m} at level {strict_alpha:.4f}")
+                    f"upper bound {e.upper:+.3f} < −{m} at level {alpha / LOOKS:.4f}")
+        b, c, _, _ = paired_scores(base, cand)
+        if len(b) < n_final:
+            chance = predictive_power(c - b, n_final, margin=m, alpha=alpha)
+            if chance < HOPELESS:
+                return (f"{key}: stopped early after {e.n} of {n_final} items: delta {e.delta:+.3f}; the chance "
+                        f"of passing on all {n_final} was {chance:.1%} (predictive power; stops below "
+                        f"{HOPELESS:.0%}), so its calls went to the next candidate")
     return None
 
 
@@ -182,7 +192,7 @@ async def certify(
                     on_result=cert.add, samples=samples,
                     propagate=(ProviderUnavailable,),
                 )
-                futile = _futile(cert, baseline_results, keys, margin_of, margin, alpha / LOOKS)
+                futile = _futile(cert, baseline_results, keys, margin_of, margin, alpha=alpha, n_final=n)
                 if futile and start + chunk < n:
                     cert.reason = futile
                     break
