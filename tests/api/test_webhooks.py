@@ -80,7 +80,8 @@ def test_approval_is_delivered_signed_after_two_failures(settings, engine, heade
         assert len(receiver.requests) == 3
 
 
-async def test_slack_payload_and_a_receiver_that_never_recovers(settings, engine):
+async def test_slack_payload_and_a_receiver_that_never_recovers(settings, engine, monkeypatch):
+    monkeypatch.setenv("TEST_HOOK_SECRET", SECRET)
     always_down = Receiver(fail_first=100)
     try:
         settings = hooked(settings, always_down.url, format="slack", max_retries=2)
@@ -97,3 +98,18 @@ async def test_unsubscribed_events_are_not_sent(settings, engine):
     settings = hooked(settings, "http://127.0.0.1:9/never", events=["suggestion.deployed"])
     assert await webhooks.notify(engine=engine, settings=settings, event="suggestion.approved",
                                  data={"suggestion_id": 1}) == []
+
+
+@pytest.mark.parametrize("value", [None, ""])
+async def test_a_webhook_whose_secret_is_unset_is_not_sent_unsigned(settings, engine, receiver, monkeypatch, caplog,
+                                                                    value):
+    if value is None:
+        monkeypatch.delenv("TEST_HOOK_SECRET", raising=False)
+    else:
+        monkeypatch.setenv("TEST_HOOK_SECRET", value)
+    settings = hooked(settings, receiver.url)
+    [delivery] = await webhooks.notify(engine=engine, settings=settings, event="run.failed",
+                                       data={"run_id": 7, "summary": "run 7 failed"})
+    assert not delivery.ok and receiver.requests == []  # a body signed with an empty key proves nothing
+    assert delivery.attempts == [{"attempt": 0, "error": "secret_env_unset", "secret_env": "TEST_HOOK_SECRET"}]
+    assert "TEST_HOOK_SECRET is unset or empty" in caplog.text

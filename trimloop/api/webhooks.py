@@ -2,6 +2,7 @@
 
 Signature: `X-Trimloop-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">` with the
 timestamp in `X-Trimloop-Timestamp`, keyed by the secret in `secret_env` (default: secret_key).
+A webhook whose `secret_env` is unset or empty is not sent (recorded as `secret_env_unset`).
 Every delivery (its attempts and outcome) is recorded as an AuditEvent `webhook.delivery`;
 only the URL's host is recorded, since incoming-webhook URLs carry their secret in the path.
 A webhook's host must be in `allowed_hosts` (checked when settings load, and again before each
@@ -14,6 +15,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import os
 import time
 import uuid
@@ -31,6 +33,7 @@ from trimloop.core.settings import Settings, WebhookConfig
 from trimloop.core.store import record_audit
 from trimloop.core.tables import OptimizationRun, Suggestion
 
+log = logging.getLogger("trimloop.api.webhooks")
 RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
 
 
@@ -44,9 +47,11 @@ def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
     return hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
-def _secret(settings: Settings, hook: WebhookConfig) -> str:
+def _secret(settings: Settings, hook: WebhookConfig) -> str | None:
+    """The signing key; None when `secret_env` names a variable that is unset or empty in this
+    process (such a webhook is not sent: a body signed with an empty key proves nothing)."""
     if hook.secret_env:
-        return os.environ.get(hook.secret_env, "")
+        return os.environ.get(hook.secret_env) or None
     return settings.secret_key.get_secret_value()
 
 
@@ -87,13 +92,19 @@ async def _send(client: httpx.AsyncClient, settings: Settings, hook: WebhookConf
     except HostNotAllowed:
         delivery.attempts.append({"attempt": 0, "error": "host_not_allowed"})
         return delivery
+    secret = _secret(settings, hook)
+    if secret is None:
+        log.warning("webhook to %s not sent: its secret_env %s is unset or empty in this process; set it "
+                    "where `trimloop serve` and `trimloop worker` run", delivery.host, hook.secret_env)
+        delivery.attempts.append({"attempt": 0, "error": "secret_env_unset", "secret_env": hook.secret_env})
+        return delivery
     for attempt in range(hook.max_retries + 1):
         if attempt:
             await asyncio.sleep(hook.backoff_base_s * 2 ** (attempt - 1))
         stamp = str(int(time.time()))
         headers = {"Content-Type": "application/json", "X-Trimloop-Event": event,
                    "X-Trimloop-Delivery": str(payload.get("id", uuid.uuid4())),
-                   "X-Trimloop-Timestamp": stamp, "X-Trimloop-Signature": sign(_secret(settings, hook), stamp, body)}
+                   "X-Trimloop-Timestamp": stamp, "X-Trimloop-Signature": sign(secret, stamp, body)}
         try:
             reply = await client.post(hook.url, content=body, headers=headers, timeout=hook.timeout_s)
         except httpx.HTTPError as exc:
