@@ -104,6 +104,16 @@ async def test_client_error_is_not_retried(server):
     assert stats(server)["requests"] == 1
 
 
+async def test_a_redirect_is_not_followed(server):
+    faults(server, "307")  # allowed_hosts was checked for api_base, not for where a redirect points
+    async with Gateway(make_settings(server)) as gw:
+        with pytest.raises(GatewayError, match="307 redirect .* to 'http://elsewhere.invalid/v1/chat/completions', "
+                                               "not followed") as caught:
+            await gw.call("fake/m", messages=CHAT, params={"max_tokens": 2})
+    assert "api_base to the final address" in str(caught.value)
+    assert stats(server)["requests"] == 1  # not retried, not followed
+
+
 async def test_concurrency_bound_holds(server):
     faults(server, *["slow:100"] * 24)
     async with Gateway(make_settings(server, concurrency=3)) as gw:

@@ -5,7 +5,7 @@
 Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`, and control routes:
 
 - `POST /_faults` with `{"faults": ["429:2", "500", "timeout", "malformed", "slow:300", "ok"]}`:
-  applied to the next requests in order (`429:N` sends Retry-After N). With `"cycle": [...]` the
+  applied to the next requests in order (`429:N` sends Retry-After N; `302`, `307` … redirect elsewhere). With `"cycle": [...]` the
   list repeats forever once the queue is empty (`{"cycle": ["503"]}`: a provider that is down for
   good; `{"cycle": ["ok", "ok", "500"]}`: one request in three fails). `{"cycle": []}` ends it.
 - `POST /_hold` with `{"on": true}`: requests that arrive from now wait (unanswered) until
@@ -119,6 +119,9 @@ class FakeOpenAI:
             if name in ("500", "502", "503"):
                 return self._failed(track, web.json_response({"error": {"message": "upstream failed"}},
                                                              status=int(name)))
+            if name in ("301", "302", "307", "308"):  # a provider (or a proxy) that sends callers elsewhere
+                return self._failed(track, web.Response(status=int(name), headers={
+                    "Location": "http://elsewhere.invalid/v1/chat/completions"}))
             if name == "400":
                 return self._failed(track, web.json_response({"error": {"message": "bad request"}}, status=400))
             if name == "timeout":

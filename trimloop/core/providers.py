@@ -76,10 +76,12 @@ class DirectProvider:
         if key:
             headers["Authorization"] = f"Bearer {key}"
         try:
-            async with self._client().post(url, json=body, headers=headers) as resp:
+            # never follow a redirect: allowed_hosts was checked for api_base, not for where it points
+            async with self._client().post(url, json=body, headers=headers, allow_redirects=False) as resp:
                 status = resp.status
                 raw = await resp.read()
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
+                location = resp.headers.get("Location", "?")
         except asyncio.TimeoutError:
             raise Retryable(f"timed out after {self._timeout.total:.0f}s") from None
         except aiohttp.ClientError as exc:
@@ -88,6 +90,10 @@ class DirectProvider:
             raise Retryable("429 rate limited", retry_after)
         if status >= 500 or status == 408:
             raise Retryable(f"{status} server error: {_snippet(raw)}", retry_after)
+        if 300 <= status < 400:
+            raise Fatal(f"{status} redirect from {url} to {location!r}, not followed",
+                        hint="set the model's api_base to the final address (redirects are never followed, so a "
+                             "call cannot leave the hosts allowed_hosts lists)")
         if status >= 400:
             raise Fatal(f"{status} from {url}: {_snippet(raw)}", hint=_hint_for(status))
         try:
