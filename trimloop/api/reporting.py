@@ -181,5 +181,14 @@ def as_csv(report: SavingsReport) -> str:
         ("realized", report.realized)]
     for name, rows in sections:
         for row in rows:
-            writer.writerow({"section": name, **row.model_dump(exclude_none=True)})
+            writer.writerow({"section": name, **{k: _cell(v) for k, v in row.model_dump(exclude_none=True).items()}})
     return out.getvalue()
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """A text that a spreadsheet would run as a formula (a prompt or model name from a store, say
+    "=HYPERLINK(…)") gets a leading apostrophe, OWASP's advice; numbers are left as they are."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
