@@ -5,6 +5,7 @@ so no route can skip the matrix.
 """
 
 import re
+from datetime import datetime
 
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
@@ -12,6 +13,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from trimloop.api.auth import PERMISSIONS
 from trimloop.core import store
 from trimloop.core.db import session_scope
+from trimloop.core.errors import UserError
 
 from tests.api.conftest import ROLES
 
@@ -128,3 +130,36 @@ def test_failed_logins_are_rate_limited_per_client(settings, engine):
         assert int(limited.headers["Retry-After"]) > 0
         assert limited.json()["error"]["code"] == "too_many_failed_logins"
         assert client.get("/health").status_code == 200
+
+
+def test_a_token_that_expires_is_refused_once_it_has(client, headers, engine):
+    from datetime import timedelta
+
+    from trimloop.core.tables import ApiToken, utcnow
+
+    created = client.post("/tokens", json={"name": "ci", "role": "viewer", "expires_in_days": 1},
+                          headers=headers["admin"])
+    assert created.status_code == 201, created.text
+    body = created.json()
+    left = (datetime.fromisoformat(body["expires_at"].replace("Z", "+00:00")) - utcnow()).total_seconds()
+    assert 86_300 < left <= 86_400
+    bearer = {"Authorization": f"Bearer {body['token']}"}
+    assert client.get("/prompts", headers=bearer).status_code == 200
+    with session_scope(engine) as session:  # a day goes by
+        token = session.get(ApiToken, body["id"])
+        token.expires_at = utcnow() - timedelta(seconds=1)
+        session.add(token)
+    refused = client.get("/prompts", headers=bearer)
+    assert refused.status_code == 401 and "expired" in refused.json()["error"]["message"]
+    assert client.get("/prompts", headers=headers["viewer"]).status_code == 200  # tokens without expiry go on
+    for bad in (0, -3, 4000, "soon"):
+        reply = client.post("/tokens", json={"name": "x", "role": "viewer", "expires_in_days": bad},
+                            headers=headers["admin"])
+        assert reply.status_code == 422 and "expires_in_days" in reply.text, (bad, reply.text)
+
+
+def test_token_lifetime_is_checked_where_tokens_are_made(engine):
+    with session_scope(engine) as session:
+        with pytest.raises(UserError, match="at most 3650 days") as caught:
+            store.create_token(session=session, name="x", role="viewer", actor="test", expires_in_days=0)
+        assert "--expires-days" in caught.value.hint

@@ -30,7 +30,7 @@ def test_login_cookie_is_httponly_strict_and_holds_no_token(app_client: TestClie
 def test_wrong_token_and_missing_csrf_are_refused(app_client: TestClient, seeded: dict) -> None:
     page = app_client.get("/ui/login")
     bad = app_client.post("/ui/login", data={"csrf": csrf_of(page.text), "token": "nope"})
-    assert bad.status_code == 401 and "Unknown or revoked token" in bad.text
+    assert bad.status_code == 401 and "Unknown, revoked or expired token" in bad.text
     forged = app_client.post("/ui/login", data={"csrf": "forged", "token": seeded["tokens"]["admin"]})
     assert forged.status_code == 403 and app_client.get("/ui/").status_code == 303
 
@@ -107,3 +107,23 @@ def test_a_suggestion_whose_evidence_lacks_latency_figures_renders(app_client: T
     page = app_client.get(f"/ui/suggestions/{sid}")
     assert page.status_code == 200
     assert "Latency p95</th><td>—</td><td>—</td>" in page.text
+
+
+def test_a_session_ends_when_its_token_expires(app_client: TestClient, seeded: dict, engine) -> None:
+    from datetime import timedelta
+
+    from trimloop.core import store
+    from trimloop.core.db import session_scope
+    from trimloop.core.tables import utcnow
+
+    with session_scope(engine) as session:
+        token, clear = store.create_token(session=session, name="contractor", role="viewer", actor="test",
+                                          expires_in_days=7)
+        token_id = token.id
+    sign_in(app_client, clear)
+    assert app_client.get("/ui/").status_code == 200
+    with session_scope(engine) as session:  # a week goes by
+        row = session.get(type(token), token_id)
+        row.expires_at = utcnow() - timedelta(minutes=1)
+        session.add(row)
+    assert app_client.get("/ui/").headers["location"].startswith("/ui/login")

@@ -113,7 +113,7 @@ def authenticate(
     token = verify_token(session=session, token=credentials.credentials)
     if token is None:
         limiter.fail(client)
-        raise ApiError(401, "unauthorized", "unknown or revoked API token", where="Authorization header",
+        raise ApiError(401, "unauthorized", "unknown, revoked or expired API token", where="Authorization header",
                        headers={"WWW-Authenticate": "Bearer"},
                        hint="check the token (it is shown once at creation) or ask an admin for a new one")
     now = utcnow()

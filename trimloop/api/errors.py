@@ -140,7 +140,7 @@ def _busy(exc: OperationalError) -> bool:
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "no token, or an unknown or revoked token"},
+    401: {"model": ErrorBody, "description": "no token, or an unknown, revoked or expired token"},
     403: {"model": ErrorBody, "description": "the token's role may not do this"},
     404: {"model": ErrorBody, "description": "an id that does not exist"},
     409: {"model": ErrorBody, "description": "the state changed under you (decided, deployed)"},

@@ -275,6 +275,8 @@ class TokenCreate(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"name": "finance-dashboard", "role": "viewer"}]})
     name: str = Field(min_length=1, max_length=200, pattern=r"\S")
     role: Literal["viewer", "reviewer", "engineer", "admin"]
+    expires_in_days: float | None = Field(default=None, gt=0, le=3650,
+                                          description="stops working this many days from now; unset: until revoked")
 
 
 class TokenPublic(Public):
@@ -285,6 +287,7 @@ class TokenPublic(Public):
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    expires_at: datetime | None = Field(default=None, description="after this it is refused (401); null: never")
 
 
 class TokenCreated(TokenPublic):

@@ -36,6 +36,7 @@ from trimloop.core.tables import (
 ROLES = ("viewer", "reviewer", "engineer", "admin")
 TOKEN_PREFIX = "tlk"
 PBKDF2_ITERATIONS = 60_000
+MAX_TOKEN_DAYS = 3650
 RUN_ACTIVE = ("queued", "running")
 RUN_DONE = ("succeeded", "failed", "cancelled")
 OPEN_SUGGESTION = ("pending", "approved")
@@ -59,19 +60,28 @@ def _hash(secret: str, salt: str) -> str:
     return hashlib.pbkdf2_hmac("sha256", secret.encode(), bytes.fromhex(salt), PBKDF2_ITERATIONS).hex()
 
 
-def create_token(*, session: Session, name: str, role: str, actor: str) -> tuple[ApiToken, str]:
-    """A new token; returns the row and the clear token, which is never stored or shown again."""
+def create_token(*, session: Session, name: str, role: str, actor: str,
+                 expires_in_days: float | None = None) -> tuple[ApiToken, str]:
+    """A new token; returns the row and the clear token, which is never stored or shown again.
+    With `expires_in_days` it stops working that long from now (401, like a revoked one)."""
+    if expires_in_days is not None and not 0 < expires_in_days <= MAX_TOKEN_DAYS:
+        raise UserError(f"a token's lifetime must be more than 0 and at most {MAX_TOKEN_DAYS} days, got "
+                        f"{expires_in_days:g}", where="token expires_in_days",
+                        hint="e.g. --expires-days 90; leave it out for a token that lasts until revoked")
     if role not in ROLES:
         raise UserError(f"unknown role {role!r}", where="token role",
                         hint=f"use one of {', '.join(ROLES)}")
     if not name.strip():
         raise UserError("a token needs a name", where="token name", hint="e.g. --name ci-bot")
     prefix, secret, salt = secrets.token_hex(4), secrets.token_urlsafe(32), secrets.token_hex(16)
-    token = ApiToken(name=name.strip(), role=role, prefix=prefix, salt=salt, token_hash=_hash(secret, salt))
+    expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days is not None else None
+    token = ApiToken(name=name.strip(), role=role, prefix=prefix, salt=salt, token_hash=_hash(secret, salt),
+                     expires_at=expires)
     session.add(token)
     session.flush()
     record_audit(session=session, actor=actor, action="token.create", object_type="token",
-                 object_id=token.id, after={"name": token.name, "role": role, "prefix": prefix})
+                 object_id=token.id, after={"name": token.name, "role": role, "prefix": prefix,
+                                            "expires_at": expires.isoformat() if expires else None})
     return token, f"{TOKEN_PREFIX}_{prefix}_{secret}"
 
 
@@ -79,7 +89,7 @@ _verified: OrderedDict[str, int] = OrderedDict()  # sha256(token) → token id; 
 
 
 def verify_token(*, session: Session, token: str) -> ApiToken | None:
-    """The live token row for a clear token, or None (malformed, unknown, wrong, revoked)."""
+    """The live token row for a clear token, or None (malformed, unknown, wrong, revoked, expired)."""
     parts = token.split("_", 2)
     if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
         return None
@@ -88,10 +98,10 @@ def verify_token(*, session: Session, token: str) -> ApiToken | None:
     known = _verified.get(digest)
     if known is not None:
         row = session.get(ApiToken, known)
-        if row is not None and row.revoked_at is None:
+        if row is not None and row.live():
             return row
     for row in session.exec(select(ApiToken).where(ApiToken.prefix == prefix)).all():
-        if row.revoked_at is None and hmac.compare_digest(_hash(secret, row.salt), row.token_hash):
+        if row.live() and hmac.compare_digest(_hash(secret, row.salt), row.token_hash):
             _verified[digest] = row.id  # type: ignore[assignment]
             while len(_verified) > 1024:
                 _verified.popitem(last=False)

@@ -294,3 +294,13 @@ class ApiToken(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
+    expires_at: datetime | None = None  # None: until revoked
+
+    def live(self, now: datetime | None = None) -> bool:
+        """Not revoked and not expired (SQLite hands times back without their zone: they are UTC)."""
+        if self.revoked_at is not None:
+            return False
+        if self.expires_at is None:
+            return True
+        expires = self.expires_at if self.expires_at.tzinfo else self.expires_at.replace(tzinfo=timezone.utc)
+        return expires > (now or utcnow())

@@ -16,28 +16,35 @@ ACTOR = "cli"
 
 @app.command("create")
 def create(role: str = typer.Option(..., help="viewer, reviewer, engineer or admin"),
-           name: str = typer.Option(..., help="who or what uses it, e.g. ana or ci-bot")) -> None:
+           name: str = typer.Option(..., help="who or what uses it, e.g. ana or ci-bot"),
+           expires_days: float | None = typer.Option(None, help="stops working this many days from now "
+                                                               "(default: until revoked)")) -> None:
     """Create a token and print it once: it is stored only as a salted hash."""
     _, engine = settings_and_engine()
     with session_scope(engine) as session:
-        token, clear = store.create_token(session=session, name=name, role=role, actor=ACTOR)
+        token, clear = store.create_token(session=session, name=name, role=role, actor=ACTOR,
+                                          expires_in_days=expires_days)
     out = Console(stderr=True)
-    out.print(f"created token {token.id} ({token.role}) for {token.name}; copy it now, it is not shown again:")
+    until = f", expires {token.expires_at:%Y-%m-%d %H:%M} UTC" if token.expires_at else ""
+    out.print(f"created token {token.id} ({token.role}) for {token.name}{until}; copy it now, it is not shown "
+              "again:")
     typer.echo(clear)
 
 
 @app.command("list")
 def list_() -> None:
-    """Every token: id, name, role, prefix, last use, revoked (never the secret)."""
+    """Every token: id, name, role, prefix, last use, expiry, revoked (never the secret)."""
     _, engine = settings_and_engine()
     with session_scope(engine) as session:
         rows = store.list_tokens(session=session)
     table = Table(title="tokens")
-    for column in ("id", "name", "role", "prefix", "created", "last used", "revoked"):
+    for column in ("id", "name", "role", "prefix", "created", "last used", "expires", "revoked"):
         table.add_column(column)
     for t in rows:
         table.add_row(str(t.id), t.name, t.role, t.prefix, f"{t.created_at:%Y-%m-%d}",
                       f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never",
+                      (f"{t.expires_at:%Y-%m-%d %H:%M}" + ("" if t.live() or t.revoked_at else " (expired)"))
+                      if t.expires_at else "never",
                       f"{t.revoked_at:%Y-%m-%d}" if t.revoked_at else "")
     Console().print(table)
 

@@ -14,7 +14,8 @@ router = APIRouter(prefix="/tokens", tags=["tokens"])
 
 @router.post("", response_model=TokenCreated, status_code=201, summary="create a token (shown once)")
 def create_token(body: TokenCreate, session: SessionDep, who: Admin) -> TokenCreated:
-    token, clear = store.create_token(session=session, name=body.name, role=body.role, actor=who.actor)
+    token, clear = store.create_token(session=session, name=body.name, role=body.role, actor=who.actor,
+                                      expires_in_days=body.expires_in_days)
     return TokenCreated.model_validate({**TokenPublic.model_validate(token).model_dump(), "token": clear})
 
 

@@ -97,7 +97,7 @@ async def login(request: Request, db: SessionDep) -> Response:
     if token is None:
         limiter.fail(client)
         return render(request, "login.html", session, status_code=401, next=target,
-                      error="Unknown or revoked token. Check it (it is shown once at creation) or ask an admin "
+                      error="Unknown, revoked or expired token. Check it (it is shown once at creation) or ask an admin "
                             "for one: trimloop tokens create --role reviewer --name YOUR-NAME")
     principal = Principal(name=token.name, role=token.role, token_id=token.id)  # type: ignore[arg-type]
     signed = store_.sign_in(session, principal)

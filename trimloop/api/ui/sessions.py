@@ -99,12 +99,12 @@ def store_of(request: Request) -> SessionStore:
 
 
 def current(request: Request, db: Session) -> UiSession | None:
-    """The signed-in session of this request, or None (also when its token was revoked)."""
+    """The signed-in session of this request, or None (also when its token was revoked or expired)."""
     session = store_of(request).get(request.cookies.get(COOKIE))
     if session is None or session.principal is None:
         return None
     token = db.get(ApiToken, session.principal.token_id)
-    if token is None or token.revoked_at is not None:
+    if token is None or not token.live():
         store_of(request).drop(session)
         return None
     return session
