@@ -30,6 +30,18 @@ def test_init_writes_config_and_database(tmp_path, home_db):
     assert "kept existing" in again.output
 
 
+def test_tokens_create_with_an_expiry_and_list_it(tmp_path, home_db):
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    made = runner.invoke(app, ["tokens", "create", "--role", "viewer", "--name", "ci", "--expires-days", "90"])
+    assert made.exit_code == 0, made.output
+    assert "expires 20" in made.output and made.output.strip().splitlines()[-1].startswith("tlk_")
+    listed = runner.invoke(app, ["tokens", "list"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0 and "ci" in listed.output and "expires" in listed.output
+    refused = runner.invoke(app, ["tokens", "create", "--role", "viewer", "--name", "x", "--expires-days", "0"])
+    assert refused.exit_code != 0 and "at most 3650 days" in str(refused.exception)  # `main` prints it with its hint
+    assert "--expires-days 90" in refused.exception.hint
+
+
 def test_models_list_shows_prices_and_sources(tmp_path):
     (tmp_path / "trimloop.toml").write_text('[models."acme/m"]\napi_base = "http://127.0.0.1:9/v1"\ninput_per_mtok = 2.5\noutput_per_mtok = 10\n')
     result = runner.invoke(app, ["models", "list"], env={"COLUMNS": "200"})
