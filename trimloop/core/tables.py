@@ -304,3 +304,19 @@ class ApiToken(SQLModel, table=True):
             return True
         expires = self.expires_at if self.expires_at.tzinfo else self.expires_at.replace(tzinfo=timezone.utc)
         return expires > (now or utcnow())
+
+
+class UiSession(SQLModel, table=True):
+    """A web UI browser session, shared by every `trimloop serve` process and kept across restarts.
+
+    Only a SHA-256 digest of the cookie's session id is stored, so reading this table does not
+    give anyone a working session. Anonymous rows hold a login form's CSRF token."""
+
+    digest: str = Field(primary_key=True, max_length=64)
+    csrf: str = Field(max_length=64)
+    token_id: int | None = Field(default=None, index=True)  # None until signed in
+    name: str | None = Field(default=None, max_length=200)
+    role: str | None = Field(default=None, max_length=20)
+    flash: list[str] = _json(default_factory=list)
+    expires_at: datetime = Field(index=True)
+    created_at: datetime = Field(default_factory=utcnow)

@@ -61,9 +61,7 @@ def safe_next(value: str | None) -> str:
 def render(request: Request, name: str, session: UiSession | None, status_code: int = 200,
            **context: Any) -> Response:
     principal = session.principal if session else None
-    flash = list(session.flash) if session else []
-    if session:
-        session.flash.clear()
+    flash = session.take_flash() if session else []
     perms = PERMISSIONS.get(principal.role, frozenset()) if principal else frozenset()
     response = templates.TemplateResponse(request, name, {
         "me": principal, "csrf": session.csrf if session else "", "perms": perms, "flash": flash,
@@ -75,5 +73,5 @@ def render(request: Request, name: str, session: UiSession | None, status_code: 
 def back(session: UiSession, to: str, message: str | None = None) -> Response:
     """Post/redirect/get: remember a message for the next page and go there."""
     if message:
-        session.flash.append(message)
+        session.remember(message)
     return RedirectResponse(to, status_code=303)

@@ -39,7 +39,7 @@ def install(app: FastAPI) -> None:
     stays the Bearer-token API's alone."""
     ui = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     ui.state = app.state
-    app.state.ui_sessions = sessions.SessionStore()
+    app.state.ui_sessions = sessions.SessionStore(app.state.engine)
     errors.install(ui)
     ui.add_exception_handler(pages.SignInNeeded, pages.login_redirect)  # type: ignore[arg-type]
     ui.mount("/static", StaticFiles(directory=str(pages.HERE / "static")), name="static")
@@ -181,5 +181,8 @@ async def decide(suggestion_id: int, action: str, request: Request, tasks: Backg
         else:
             db.rollback()
         return pages.back(session, page, f"Could not {action}: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
+    # commit the decision before the flash message is saved on the session's own connection: SQLite
+    # would otherwise keep that write waiting on this request's write lock
+    db.commit()
     return pages.back(session, "/ui/" if action in ("approve", "reject") else page,
                       f"Suggestion {suggestion_id} {DONE[action]}.")
