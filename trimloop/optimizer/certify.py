@@ -44,9 +44,10 @@ def _futile(cert: "Certification", baseline: dict[Any, ItemResult], keys: list[s
         if len(b) < n_final:
             chance = predictive_power(c - b, n_final, margin=m, alpha=alpha)
             if chance < HOPELESS:
-                return (f"{key}: stopped early after {e.n} of {n_final} items: delta {e.delta:+.3f}; the chance "
-                        f"of passing on all {n_final} was {chance:.1%} (predictive power; stops below "
-                        f"{HOPELESS:.0%}), so its calls went to the next candidate")
+                odds = "under 0.1%" if chance < 0.001 else f"{chance:.1%}"
+                return (f"{key}: stopped early for futility after {e.n} of {n_final} items: delta {e.delta:+.3f}; "
+                        f"its chance of passing on all {n_final} was {odds} (predictive power; the test stops "
+                        f"below {HOPELESS:.0%} and leaves the calls to the next candidate)")
     return None
 
 
