@@ -21,7 +21,7 @@ from scipy.stats import norm
 
 from trimloop.evals.sequential import sequential_design
 from trimloop.evals.stats import items_needed, predictive_power_of, tango_power, tango_statistic
-from trimloop.optimizer.certify import HOPELESS, LOOKS
+from trimloop.optimizer.certify import HOPELESS, look_size
 
 ALPHA, MARGIN, POWER = 0.05, 0.02, 0.8
 DISCORDANCES = (0.05, 0.10, 0.20)
@@ -78,7 +78,7 @@ def certification_run(rng: np.random.Generator, d: float, delta: float, n: int, 
     certification's fixed-n Tango test on n items with the predictive-power stop at each look
     (the same simulated data for both, so the difference is the stop's alone)."""
     z_alpha = float(norm.ppf(1 - CERT_ALPHA))
-    chunk = max(50, -(-n // LOOKS))
+    chunk = look_size(n)
     wins, losses = np.zeros(reps), np.zeros(reps)
     stopped_at = np.full(reps, float(n))
     for start in range(0, n, chunk):

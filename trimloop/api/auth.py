@@ -26,7 +26,7 @@ from sqlmodel import Session
 from trimloop.api.errors import ApiError
 from trimloop.core.settings import Settings
 from trimloop.core.store import Superseded, verify_token
-from trimloop.core.tables import ApiToken, utcnow
+from trimloop.core.tables import ApiToken, as_utc, utcnow
 
 PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": frozenset({"read"}),
@@ -118,7 +118,7 @@ def authenticate(
                        hint="check the token (it is shown once at creation) or ask an admin for a new one")
     now = utcnow()
     last = token.last_used_at
-    if last is None or (now - (last if last.tzinfo else last.replace(tzinfo=now.tzinfo))).total_seconds() > 60:
+    if last is None or (now - as_utc(last)).total_seconds() > 60:
         # At most once a minute, in its own short transaction: written through the request's
         # session, SQLite's write lock would be held until the request ends (a slow report
         # would then block every writer, background runs included).

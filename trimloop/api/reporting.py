@@ -13,11 +13,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from trimloop.api.schemas import SavingsReport, SavingsRow, SpendRow
-from trimloop.core.tables import Deployment, LogRecord, Prompt, Suggestion, utcnow
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+from trimloop.core.tables import Deployment, LogRecord, Prompt, Suggestion, as_utc, utcnow
 
 
 def spend(session: Session, since: datetime) -> tuple[list[SpendRow], list[SpendRow], list[SpendRow]]:
@@ -140,7 +136,7 @@ def realized_rows(session: Session, names: dict[int, str]) -> list[SavingsRow]:
         if calls and realized_cpc is not None and baseline is not None:
             per_call = baseline - realized_cpc
             row.realized_savings_to_date = per_call * calls
-            days = max(((_aware(until) if until else now) - _aware(since)).total_seconds() / 86400, 1.0)
+            days = max(((as_utc(until) if until else now) - as_utc(since)).total_seconds() / 86400, 1.0)
             row.realized_monthly_savings = per_call * calls / days * 30
     return rows
 

@@ -17,6 +17,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(value: datetime) -> datetime:
+    """A stored time with its zone: SQLite hands times back without one, and they are UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
 def _json(**kw: Any) -> Any:
     return Field(sa_column=Column(JSON, nullable=kw.pop("nullable", False)), **kw)
 
@@ -297,13 +302,10 @@ class ApiToken(SQLModel, table=True):
     expires_at: datetime | None = None  # None: until revoked
 
     def live(self, now: datetime | None = None) -> bool:
-        """Not revoked and not expired (SQLite hands times back without their zone: they are UTC)."""
+        """Not revoked and not expired."""
         if self.revoked_at is not None:
             return False
-        if self.expires_at is None:
-            return True
-        expires = self.expires_at if self.expires_at.tzinfo else self.expires_at.replace(tzinfo=timezone.utc)
-        return expires > (now or utcnow())
+        return self.expires_at is None or as_utc(self.expires_at) > (now or utcnow())
 
 
 class UiSession(SQLModel, table=True):

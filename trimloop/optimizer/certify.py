@@ -21,6 +21,11 @@ from trimloop.optimizer.race import Arm
 
 
 LOOKS = 8  # certification evaluates in chunks and may stop early, for futility only
+def look_size(n: int) -> int:
+    """Items between two looks of a certification planned for `n` items."""
+    return max(50, -(-n // LOOKS))
+
+
 HOPELESS = 0.02  # stop when the predictive power of finishing falls below this (bench.gate: costs ~1 point of power)
 
 
@@ -183,7 +188,7 @@ async def certify(
         cert = Certification(arm=arm, n_planned=n, n_wanted=wanted)
         say("certify.started", {"sha": arm.candidate.sha, "label": arm.candidate.label, "items": n,
                                 "wanted": wanted})
-        chunk = max(50, -(-n // LOOKS))
+        chunk = look_size(n)
         try:
             for start in range(0, n, chunk):
                 await evaluate_items(

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from trimloop.api.auth import PERMISSIONS, Principal
-from trimloop.core.tables import ApiToken
+from trimloop.core.tables import ApiToken, as_utc, utcnow
 from trimloop.core.tables import UiSession as UiSessionRow
 
 COOKIE = "trimloop_session"
@@ -98,7 +98,7 @@ class SessionStore:
                 return
             self._last_sweep = time.monotonic()
         with Session(self.engine) as db:
-            db.exec(delete(UiSessionRow).where(col(UiSessionRow.expires_at) < datetime.now(timezone.utc)))  # type: ignore[call-overload]
+            db.exec(delete(UiSessionRow).where(col(UiSessionRow.expires_at) < utcnow()))  # type: ignore[call-overload]
             anonymous = select(UiSessionRow.digest).where(col(UiSessionRow.token_id).is_(None))
             extra = db.exec(select(func.count()).select_from(anonymous.subquery())).one() - MAX_SESSIONS
             if extra > 0:
@@ -113,7 +113,7 @@ class SessionStore:
             row = db.get(UiSessionRow, _digest(sid))
             if row is None:
                 return None
-            expires = _aware(row.expires_at).timestamp()
+            expires = as_utc(row.expires_at).timestamp()
             if expires < time.time():
                 db.delete(row)
                 db.commit()
@@ -148,10 +148,6 @@ class SessionStore:
 
 def _utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, timezone.utc)
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def store_of(request: Request) -> SessionStore:
