@@ -170,7 +170,8 @@ def test_a_killed_worker_s_run_is_resumed_by_the_next_without_paying_twice(tmp_p
         assert all(bodies[k]["received"] == bodies_before[k]["received"] for k in answered_before), \
             "the resumed run asked the provider again for an answer it already had"
         cut_off = {k for k, b in bodies_before.items() if not b["answered"]}
-        assert len(cut_off) == at_kill["held"] and all(bodies[k]["answered"] == 1 for k in cut_off)
+        # `held` was read just before the kill; on a loaded machine more requests can arrive in between
+        assert len(cut_off) >= at_kill["held"] and all(bodies[k]["answered"] == 1 for k in cut_off)
         assert run.results["cache_hits"] >= len(answered_before)
 
         # the run's ledger is the provider's bill: calls and dollars, across both workers
