@@ -156,10 +156,9 @@ class TestDatabases:
         """Forget a database made by `new`: dispose the app's cached engine for it, drop it (PostgreSQL).
         Sessions still open on it by then were leaked (by the test or the code under test): they are
         noted for the end-of-run summary, and `WITH (FORCE)` closes them so the drop goes through."""
-        from trimloop.core.db import _engine_for
+        from trimloop.core.db import dispose_engines
 
-        _engine_for(url).dispose()  # creating it, if absent, opens no connection
-        _engine_for.cache_clear()
+        dispose_engines()  # the app's cached engines, this database's among them: their connections close now
         if self.backend == "postgresql":
             name = url.rsplit("/", 1)[-1]
             still_open = self._pg_sessions(name)

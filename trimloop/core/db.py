@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
 
 from alembic import command
@@ -42,13 +42,28 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
-@lru_cache(maxsize=8)
-def _engine_for(url: str) -> Engine:
-    return make_engine(url)
+_ENGINES: dict[str, Engine] = {}
+_ENGINES_LOCK = threading.Lock()
 
 
 def get_engine(settings: Settings | None = None) -> Engine:
-    return _engine_for((settings or get_settings()).db_url)
+    """The process's engine for the configured database, made once per URL."""
+    url = (settings or get_settings()).db_url
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(url)
+        if engine is None:
+            engine = _ENGINES[url] = make_engine(url)
+        return engine
+
+
+def dispose_engines() -> None:
+    """Close the pooled connections of every engine `get_engine` made, and forget them. An engine
+    dropped without this leaves its connections to the garbage collector (psycopg warns then)."""
+    with _ENGINES_LOCK:
+        engines = list(_ENGINES.values())
+        _ENGINES.clear()
+    for engine in engines:
+        engine.dispose()
 
 
 @contextmanager
