@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.api.conftest import make_suggestion, synced, write_logs
+from trimloop.core.catalog import DAYS_PER_MONTH
 
 
 def test_realized_savings_next_to_projected(client, headers, engine, settings, store_dir):
@@ -95,7 +96,7 @@ def _reference_realized(session, suggestion, prompt, now):
         per_call = baseline - realized_cpc
         row.realized_savings_to_date = per_call * calls
         days = max(((until or now) - since).total_seconds() / 86400, 1.0)
-        row.realized_monthly_savings = per_call * calls / days * 30
+        row.realized_monthly_savings = per_call * calls / days * DAYS_PER_MONTH
     return row
 
 
@@ -216,3 +217,73 @@ def test_csv_export_does_not_hand_spreadsheets_a_formula():
     assert rows[0]["prompt"] == "'" + hostile
     assert [r["model"] for r in rows[1:4]] == ["'@SUM(1+1)", "'-2+3", "gpt-4o-mini"]
     assert rows[4]["prompt"] == "'+cmd" and rows[4]["projected_monthly_savings"] == "-1.5"  # numbers stay numbers
+
+
+def test_realized_savings_by_hand(engine, monkeypatch):
+    """Two promoted suggestions with fixed windows, each number worked out by hand."""
+    from sqlmodel import select
+
+    from trimloop.api import reporting
+    from trimloop.core.db import session_scope
+    from trimloop.core.tables import Deployment, LogRecord, Prompt, PromptVersion, Suggestion
+
+    now = datetime(2026, 6, 30, 12, tzinfo=timezone.utc)
+    monkeypatch.setattr(reporting, "utcnow", lambda: now)
+    day = timedelta(days=1)
+    with session_scope(engine) as session:
+        prompt = Prompt(name="p", connector="local", config={})
+        session.add(prompt)
+        session.flush()
+        versions = [PromptVersion(prompt_id=prompt.id, sha=f"{i:064d}", template={"kind": "text", "text": f"v{i}"},
+                                  model="m", params={}, connector="local", labels=[]) for i in range(4)]
+        session.add_all(versions)
+        session.flush()
+        base_a, cand_a, base_b, cand_b = (v.id for v in versions)
+        logs = []
+
+        def log(version_id, at, cost):
+            logs.append(LogRecord(connector="local", external_id=f"l{len(logs)}", prompt_id=prompt.id,
+                                  version_id=version_id, called_at=at, cost=cost, model="m"))
+
+        def suggestion(baseline, candidate, status, moves):
+            s = Suggestion(prompt_id=prompt.id, baseline_version_id=baseline, candidate_version_id=candidate,
+                           candidate_sha="x", status=status, baseline_cost_per_call=0.9, projected_monthly_savings=1.0)
+            session.add(s)
+            session.flush()
+            session.add_all(Deployment(suggestion_id=s.id, connector="local", label="production", action=action,
+                                       status="done", actor="t", created_at=at) for action, at in moves)
+            return s.id
+
+        # A: promoted 20 days ago, rolled back 16 days ago (a 4-day window).
+        # baseline before the promotion: 0.001, 0.002, 0.003 → 0.002 a call (its log after the promotion is out);
+        # candidate inside the window: 8 calls at 0.0005 (one after the rollback is out)
+        # to date = 8 × (0.002 − 0.0005) = 0.012; monthly = 8 / 4 days × 30 × 0.0015 = 0.09
+        promoted, rolled_back = now - 20 * day, now - 16 * day
+        for k, cost in enumerate((0.001, 0.002, 0.003)):
+            log(base_a, promoted - (k + 1) * day, cost)
+        log(base_a, promoted + day, 0.5)
+        for k in range(8):
+            log(cand_a, promoted + k * 12 * timedelta(hours=1), 0.0005)
+        log(cand_a, rolled_back + day, 0.5)
+        a = suggestion(base_a, cand_a, "rolled_back", [("promote", promoted), ("rollback", rolled_back)])
+        # B: promoted 10 days ago, still deployed. Baseline 0.004 a call; 20 calls at 0.001 since:
+        # to date = 20 × 0.003 = 0.06; monthly = 20 / 10 days × 30 × 0.003 = 0.18
+        since = now - 10 * day
+        log(base_b, since - day, 0.004)
+        for k in range(20):
+            log(cand_b, since + k * 12 * timedelta(hours=1), 0.001)
+        b = suggestion(base_b, cand_b, "deployed", [("promote", since)])
+        session.add_all(logs)
+
+    with session_scope(engine) as session:
+        names = dict(session.exec(select(Prompt.id, Prompt.name)).all())
+        rows = {r.suggestion_id: r for r in reporting.realized_rows(session, names)}
+        report = reporting.savings_report(session, 30)
+    assert (rows[a].realized_calls, rows[a].baseline_cost_per_call) == (8, pytest.approx(0.002, rel=1e-12))
+    assert rows[a].realized_cost_per_call == pytest.approx(0.0005, rel=1e-12)
+    assert rows[a].realized_savings_to_date == pytest.approx(0.012, rel=1e-12)
+    assert rows[a].realized_monthly_savings == pytest.approx(0.09, rel=1e-12)
+    assert (rows[b].realized_calls, rows[b].baseline_cost_per_call) == (20, pytest.approx(0.004, rel=1e-12))
+    assert rows[b].realized_savings_to_date == pytest.approx(0.06, rel=1e-12)
+    assert rows[b].realized_monthly_savings == pytest.approx(0.18, rel=1e-12)
+    assert report.total_realized_monthly == pytest.approx(0.18, rel=1e-12)  # the rolled-back one is not counted

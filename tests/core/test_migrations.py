@@ -79,3 +79,67 @@ def test_processes_starting_together_on_a_fresh_database_all_migrate_it(db_url, 
     alone = make_db_url()
     upgrade(alone)
     assert schema(db_url)[0] == schema(alone)[0]
+
+
+def test_tokens_made_before_0007_keep_working_and_get_their_digest_on_first_use(db_url):
+    """A PBKDF2 token of a 0006 database is checked once by PBKDF2 after the upgrade, then stored as
+    its SHA-256 and found by it; a revoked one stays refused; a downgrade revokes digest-only tokens."""
+    import hashlib
+    from datetime import datetime, timezone
+
+    import sqlalchemy as sa
+    from alembic import command
+    from sqlmodel.sql.sqltypes import UTCDateTime
+
+    from trimloop.core import store
+    from trimloop.core.db import alembic_config, session_scope
+    from trimloop.core.tables import ApiToken
+
+    upgrade(db_url, "0006")
+    old = sa.table("apitoken", *(sa.column(c) for c in ("id", "name", "role", "prefix", "salt", "token_hash")),
+                   sa.column("created_at", UTCDateTime()), sa.column("revoked_at", UTCDateTime()))
+    now = datetime.now(timezone.utc)
+
+    def legacy(n, prefix, secret, revoked=None):
+        salt = f"{n:032x}"
+        hashed = hashlib.pbkdf2_hmac("sha256", secret.encode(), bytes.fromhex(salt), store.PBKDF2_ITERATIONS).hex()
+        return {"name": f"old-{n}", "role": "viewer", "prefix": prefix, "salt": salt, "token_hash": hashed,
+                "created_at": now, "revoked_at": revoked}
+
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:  # two live tokens sharing a prefix, one revoked, one never used
+            conn.execute(sa.insert(old), [legacy(1, "abcd1234", "first_secret"), legacy(2, "abcd1234", "second"),
+                                          legacy(3, "feed0000", "gone", revoked=now), legacy(4, "cafe0000", "idle")])
+            ids = dict(conn.execute(sa.select(old.c.name, old.c.id)).all())
+        upgrade(db_url)
+        first, second = "tlk_abcd1234_first_secret", "tlk_abcd1234_second"
+        with session_scope(engine) as session:
+            assert store.verify_token(session=session, token="tlk_abcd1234_wrong") is None
+            assert store.verify_token(session=session, token="tlk_feed0000_gone") is None  # revoked stays refused
+            assert store.verify_token(session=session, token=first).id == ids["old-1"]
+        with session_scope(engine) as session:
+            upgraded, untouched, revoked = (session.get(ApiToken, ids[f"old-{n}"]) for n in (1, 2, 3))
+            assert upgraded.digest == hashlib.sha256(first.encode()).hexdigest()
+            assert upgraded.salt is None and upgraded.token_hash is None  # the PBKDF2 hash is gone once used
+            assert untouched.digest is None and untouched.token_hash and revoked.digest is None
+            assert store.verify_token(session=session, token=first).id == ids["old-1"]  # now by its digest
+            _, new = store.create_token(session=session, name="new", role="viewer", actor="test")
+        with session_scope(engine) as session:
+            assert store.verify_token(session=session, token=new).name == "new"
+            assert store.verify_token(session=session, token=second).id == ids["old-2"]
+
+        with session_scope(engine) as session:
+            store.revoke_token(session=session, token_id=ids["old-1"], actor="test")
+        with session_scope(engine) as session:
+            assert store.verify_token(session=session, token=first) is None
+
+        engine.dispose()
+        command.downgrade(alembic_config(db_url), "0006")  # tokens with only a digest are revoked, not lost
+        with engine.connect() as conn:
+            rows = {r.name: r for r in conn.execute(sa.select(old))}
+        assert set(rows) == {"old-1", "old-2", "old-3", "old-4", "new"}
+        assert all(rows[n].revoked_at is not None and rows[n].token_hash == "" for n in ("new", "old-2"))
+        assert rows["old-4"].revoked_at is None and rows["old-4"].token_hash == legacy(4, "", "idle")["token_hash"]
+    finally:
+        engine.dispose()

@@ -1,5 +1,6 @@
 """The savings report: spend from logs, projected savings of open suggestions, realized savings of
-deployed ones (post-promotion logs of the new version against the baseline's cost per call)."""
+deployed ones (post-promotion logs of the new version against the baseline's cost per call; the
+arithmetic is optimizer.savings.realize, beside the projection)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlmodel import Session, col, select
 
 from trimloop.api.schemas import SavingsReport, SavingsRow, SpendRow
 from trimloop.core.tables import Deployment, LogRecord, Prompt, Suggestion, as_utc, utcnow
+from trimloop.optimizer.savings import realize
 
 
 def spend(session: Session, since: datetime) -> tuple[list[SpendRow], list[SpendRow], list[SpendRow]]:
@@ -134,10 +136,9 @@ def realized_rows(session: Session, names: dict[int, str]) -> list[SavingsRow]:
         row.since, row.realized_calls, row.realized_cost_per_call = since, calls, realized_cpc
         row.baseline_cost_per_call = baseline
         if calls and realized_cpc is not None and baseline is not None:
-            per_call = baseline - realized_cpc
-            row.realized_savings_to_date = per_call * calls
-            days = max(((as_utc(until) if until else now) - as_utc(since)).total_seconds() / 86400, 1.0)
-            row.realized_monthly_savings = per_call * calls / days * 30
+            done = realize(calls=calls, baseline_cost_per_call=baseline, candidate_cost_per_call=realized_cpc,
+                           since=as_utc(since), until=as_utc(until) if until else now)
+            row.realized_savings_to_date, row.realized_monthly_savings = done.savings_to_date, done.monthly
     return rows
 
 

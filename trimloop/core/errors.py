@@ -4,18 +4,28 @@ User errors (bad config or input: the user can fix them) are kept apart from pro
 (an LLM API or a store failed). Every error carries what happened, where, and how to fix it.
 
     TrimloopError
-    ├── UserError                 the user can fix it: bad config, file, template or request
-    │   ├── ConfigError           settings, trimloop.toml, unknown model
-    │   ├── TemplateError         bad `{{var}}` syntax
-    │   │   ├── MissingVariable   the template needs a variable the call did not give
-    │   │   └── UnusedVariable    the call gave a variable the template never uses
-    │   ├── NotFound              an id or name that does not exist
-    │   └── Conflict              the state changed under you (approve twice, a lock is held)
-    └── ProviderError             something outside trimloop failed
-        ├── GatewayError          an LLM call failed after every retry
-        ├── SpendCapReached       a call would exceed the run's cap on calls or dollars
-        ├── LocalModelError       the bundled llama.cpp server could not start or answer
-        └── ConnectorError        a prompt store or log source failed
+    ├── UserError                   the user can fix it: bad config, file, template or request
+    │   ├── ConfigError             settings, trimloop.toml, unknown model
+    │   │   ├── HostNotAllowed      (core.egress) a host outside `allowed_hosts`, refused before sending
+    │   │   └── RunOptionError      (optimizer.config) one bad run option, named by its dotted key
+    │   ├── TemplateError           bad `{{var}}` syntax
+    │   │   ├── MissingVariable     the template needs a variable the call did not give
+    │   │   └── UnusedVariable      the call gave a variable the template never uses
+    │   ├── NotFound                an id or name that does not exist
+    │   ├── Conflict                the state changed under you (approve twice, a lock is held)
+    │   │   └── Superseded          (core.store) the suggestion's baseline is no longer production
+    │   └── MissingReference        (evals.evaluators.base) an item lacks the output an evaluator compares with
+    ├── Busy                        the database stayed locked past the busy timeout; retrying helps
+    ├── ProviderError               something outside trimloop failed
+    │   ├── GatewayError            an LLM call failed (a refusal or bad request is not retried)
+    │   │   └── ProviderUnavailable still failing (429, 5xx, timeout) after every retry
+    │   ├── SpendCapReached         a call would exceed the run's cap on calls or dollars
+    │   ├── LocalModelError         the bundled llama.cpp server could not start or answer
+    │   └── ConnectorError          a prompt store or log source failed
+    └── ApiError                    (api.errors) an HTTP refusal (no token, wrong role) with its status
+
+Classes defined outside this module name their module in brackets; tests/core/test_errors.py
+checks that this drawing matches the subclasses that exist.
 """
 
 from __future__ import annotations

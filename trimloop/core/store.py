@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,7 +34,7 @@ from trimloop.core.tables import (
 
 ROLES = ("viewer", "reviewer", "engineer", "admin")
 TOKEN_PREFIX = "tlk"
-PBKDF2_ITERATIONS = 60_000
+PBKDF2_ITERATIONS = 60_000  # the hash of tokens made before migration 0007, checked once each
 MAX_TOKEN_DAYS = 3650
 RUN_ACTIVE = ("queued", "running")
 RUN_DONE = ("succeeded", "failed", "cancelled")
@@ -56,7 +55,12 @@ def record_audit(*, session: Session, actor: str, action: str, object_type: str,
 
 
 # -- tokens -----------------------------------------------------------------------------------
-def _hash(secret: str, salt: str) -> str:
+def token_digest(token: str) -> str:
+    """What is stored of a token: its SHA-256, hex."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _pbkdf2(secret: str, salt: str) -> str:
     return hashlib.pbkdf2_hmac("sha256", secret.encode(), bytes.fromhex(salt), PBKDF2_ITERATIONS).hex()
 
 
@@ -73,38 +77,41 @@ def create_token(*, session: Session, name: str, role: str, actor: str,
                         hint=f"use one of {', '.join(ROLES)}")
     if not name.strip():
         raise UserError("a token needs a name", where="token name", hint="e.g. --name ci-bot")
-    prefix, secret, salt = secrets.token_hex(4), secrets.token_urlsafe(32), secrets.token_hex(16)
+    prefix, secret = secrets.token_hex(4), secrets.token_urlsafe(32)
+    clear = f"{TOKEN_PREFIX}_{prefix}_{secret}"
     expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days is not None else None
-    token = ApiToken(name=name.strip(), role=role, prefix=prefix, salt=salt, token_hash=_hash(secret, salt),
-                     expires_at=expires)
+    token = ApiToken(name=name.strip(), role=role, prefix=prefix, digest=token_digest(clear), expires_at=expires)
     session.add(token)
     session.flush()
     record_audit(session=session, actor=actor, action="token.create", object_type="token",
                  object_id=token.id, after={"name": token.name, "role": role, "prefix": prefix,
                                             "expires_at": expires.isoformat() if expires else None})
-    return token, f"{TOKEN_PREFIX}_{prefix}_{secret}"
-
-
-_verified: OrderedDict[str, int] = OrderedDict()  # sha256(token) → token id; skips pbkdf2 on reuse
+    return token, clear
 
 
 def verify_token(*, session: Session, token: str) -> ApiToken | None:
-    """The live token row for a clear token, or None (malformed, unknown, wrong, revoked, expired)."""
+    """The live token row for a clear token, or None (malformed, unknown, wrong, revoked, expired):
+    one lookup of its SHA-256 under the unique index."""
+    digest = token_digest(token)
+    row = session.exec(select(ApiToken).where(ApiToken.digest == digest)).first()
+    if row is None:
+        row = _upgrade_legacy(session, token, digest)
+    return row if row is not None and row.live() else None
+
+
+def _upgrade_legacy(session: Session, token: str, digest: str) -> ApiToken | None:
+    """A live token made before migration 0007 (PBKDF2, found by its prefix): checked once, then it
+    gets its digest and loses the PBKDF2 hash, in the caller's transaction."""
     parts = token.split("_", 2)
     if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
         return None
     _, prefix, secret = parts
-    digest = hashlib.sha256(token.encode()).hexdigest()
-    known = _verified.get(digest)
-    if known is not None:
-        row = session.get(ApiToken, known)
-        if row is not None and row.live():
-            return row
-    for row in session.exec(select(ApiToken).where(ApiToken.prefix == prefix)).all():
-        if row.live() and hmac.compare_digest(_hash(secret, row.salt), row.token_hash):
-            _verified[digest] = row.id  # type: ignore[assignment]
-            while len(_verified) > 1024:
-                _verified.popitem(last=False)
+    for row in session.exec(select(ApiToken).where(ApiToken.prefix == prefix, col(ApiToken.digest).is_(None))).all():
+        if row.live() and row.salt and row.token_hash and hmac.compare_digest(_pbkdf2(secret, row.salt),
+                                                                              row.token_hash):
+            row.digest, row.salt, row.token_hash = digest, None, None
+            session.add(row)
+            session.flush()
             return row
     return None
 

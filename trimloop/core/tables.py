@@ -288,14 +288,17 @@ class CachedResponse(SQLModel, table=True):
 
 
 class ApiToken(SQLModel, table=True):
-    """An API token: only a salted hash is stored; the clear token is shown once."""
+    """An API token: only its SHA-256 digest is stored, under a unique index (a token is 32 random
+    bytes, so a salt or a slow hash adds nothing); the clear token is shown once. A token made before
+    migration 0007 has a PBKDF2 `token_hash` and `salt` instead, until its first use stores the digest."""
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=200)
     role: str = Field(max_length=20)  # viewer | reviewer | engineer | admin
-    prefix: str = Field(index=True, max_length=16)
-    salt: str = Field(max_length=64)
-    token_hash: str = Field(max_length=128)
+    prefix: str = Field(index=True, max_length=16)  # the public part, to recognise a token in lists
+    digest: str | None = Field(default=None, unique=True, index=True, max_length=64)  # sha256 of the token, hex
+    salt: str | None = Field(default=None, max_length=64)  # legacy PBKDF2 tokens only
+    token_hash: str | None = Field(default=None, max_length=128)  # legacy PBKDF2 tokens only
     created_at: datetime = Field(default_factory=utcnow)
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None

@@ -1,5 +1,10 @@
-"""Savings from real traffic: calls per day over a trailing window × (baseline − candidate) cost
-per call, with a bootstrap interval over days and items; latency before and after; payback."""
+"""Savings from real traffic, before and after deployment, on one definition: calls per day ×
+DAYS_PER_MONTH × (baseline − candidate) cost per call.
+
+Projected (`project`): calls per day over a trailing window of the baseline's logs, the candidate's
+cost per call = the baseline's logged cost per call × the holdout's cost ratio, with a bootstrap
+interval over days and items; latency before and after; payback. Realized (`realize`): the deployed
+version's logged calls and cost per call since its promotion against the baseline's."""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-DAYS_PER_MONTH = 30.0
+from trimloop.core.catalog import DAYS_PER_MONTH
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,11 @@ class Savings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def monthly_saving(*, calls_per_day: float, baseline_cost_per_call: float, candidate_cost_per_call: float) -> float:
+    """The one formula of a monthly saving, shared by the projection and the realized savings."""
+    return calls_per_day * DAYS_PER_MONTH * (baseline_cost_per_call - candidate_cost_per_call)
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -69,7 +79,7 @@ def project(
     ratio = float(pairs[:, 1].mean() / base_mean) if base_mean > 0 else 1.0
     cand_cpc = base_cpc * ratio
     per_day = float(daily.mean())
-    monthly = per_day * DAYS_PER_MONTH * (base_cpc - cand_cpc)
+    monthly = monthly_saving(calls_per_day=per_day, baseline_cost_per_call=base_cpc, candidate_cost_per_call=cand_cpc)
 
     rng = np.random.default_rng(seed)
     day_idx = rng.integers(0, days, size=(n_boot, days))
@@ -91,3 +101,23 @@ def project(
         candidate_latency_p95_s=_percentile(candidate_latencies, 95),
         optimization_spend=optimization_spend, payback_days=payback,
     )
+
+
+@dataclass(frozen=True)
+class Realized:
+    days: float
+    calls_per_day: float
+    savings_to_date: float
+    monthly: float
+
+
+def realize(*, calls: int, baseline_cost_per_call: float, candidate_cost_per_call: float,
+            since: datetime, until: datetime) -> Realized:
+    """What a deployed version saved over [since, until): its `calls` at its logged cost per call against
+    the baseline's; the monthly run rate counts at least one day (a promotion an hour old is not ×720)."""
+    days = max((until - since).total_seconds() / 86400, 1.0)
+    per_day = calls / days
+    return Realized(
+        days=days, calls_per_day=per_day, savings_to_date=calls * (baseline_cost_per_call - candidate_cost_per_call),
+        monthly=monthly_saving(calls_per_day=per_day, baseline_cost_per_call=baseline_cost_per_call,
+                               candidate_cost_per_call=candidate_cost_per_call))

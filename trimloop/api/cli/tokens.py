@@ -19,7 +19,7 @@ def create(role: str = typer.Option(..., help="viewer, reviewer, engineer or adm
            name: str = typer.Option(..., help="who or what uses it, e.g. ana or ci-bot"),
            expires_days: float | None = typer.Option(None, help="stops working this many days from now "
                                                                "(default: until revoked)")) -> None:
-    """Create a token and print it once: it is stored only as a salted hash."""
+    """Create a token and print it once: only its SHA-256 digest is stored."""
     _, engine = settings_and_engine()
     with session_scope(engine) as session:
         token, clear = store.create_token(session=session, name=name, role=role, actor=ACTOR,
