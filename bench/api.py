@@ -33,7 +33,7 @@ from sqlalchemy import insert
 from bench._util import machine
 from trimloop.core import store
 from trimloop.core.db import make_engine, session_scope, upgrade
-from trimloop.core.fake_openai import free_port
+from trimloop.testing.fake_openai import free_port
 from trimloop.core.tables import Deployment, LogRecord, Prompt, PromptVersion, Suggestion, utcnow
 
 PROMPTS = 50

@@ -5,7 +5,7 @@
 Setup (in a temporary folder, nothing left behind):
 - a SQLite store seeded like bench/api.py (`--suggestions` suggestions, `--logs` logs over 60 days), plus a
   files prompt store with two prompts, `sentiment` and `sentiment-b`, on `fake/big` with 200 logs each, synced;
-- the fake OpenAI-compatible server (trimloop.core.fake_openai) with `--latency-ms` per call, serving
+- the fake OpenAI-compatible server (trimloop.testing.fake_openai) with `--latency-ms` per call, serving
   `fake/big` and the cheaper `fake/small`, answering every review with its gold label (so a cheaper
   candidate can be certified);
 - the API through the real CLI, `trimloop serve --no-scheduler` (the scheduler would start runs of its own);
@@ -53,7 +53,7 @@ from typing import Any
 import httpx
 
 from bench._util import machine
-from trimloop.core.fake_openai import free_port, running
+from trimloop.testing.fake_openai import free_port, running
 
 GOOD = ["great", "wonderful", "loved", "moving", "fun", "delight", "superb"]
 BAD = ["bad", "dull", "boring", "awful", "mess", "tedious", "worst"]

@@ -46,7 +46,7 @@ from tests.optimizer.provider_workspace import (
 from trimloop.api.scheduler import ORPHAN_AFTER
 from trimloop.connectors.sync import sync
 from trimloop.core.db import make_engine, session_scope, upgrade
-from trimloop.core.fake_openai import running
+from trimloop.testing.fake_openai import running
 from trimloop.core.settings import load_settings
 from trimloop.core.tables import OptimizationRun, Prompt, RunEvent, utcnow
 

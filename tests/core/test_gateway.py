@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from trimloop.core.errors import ConfigError, GatewayError, SpendCapReached, UserError
-from trimloop.core.fake_openai import running
+from trimloop.testing.fake_openai import running
 from trimloop.core.gateway import Gateway
 from trimloop.core.ledger import Ledger
 from trimloop.core.settings import GatewaySettings, ModelConfig, Settings

@@ -1,5 +1,5 @@
-"""A sentiment prompt with production logs in a real SQLite store, and a fake gateway that
-answers like a model: right on clear reviews, with a configurable way to be wrong."""
+"""A sentiment prompt with production logs in a real store, and the real gateway over that store
+with a fake provider that answers like a model: right on clear reviews."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import pytest
 
 from trimloop.core.catalog import resolve_model
 from trimloop.core.db import session_scope
-from trimloop.core.gateway import FakeGateway
+from trimloop.core.gateway import Gateway
 from trimloop.core.identity import version_identity
 from trimloop.core.settings import Settings
 from trimloop.core.tables import LogRecord, Prompt, PromptVersion, utcnow
+from trimloop.testing.fake_provider import FakeProvider
 
 VERBOSE = """You are a **very** careful sentiment classifier. Please read the review carefully.
 It is very important that you answer with one word: positive or negative. Thank you!
@@ -62,12 +63,6 @@ def settings(tmp_path) -> Settings:
 
 
 @pytest.fixture
-def priced(settings):  # type: ignore[no-untyped-def]
-    """Fake-gateway pricing with the catalog's real prices per model."""
-    return lambda model, tin, tout: resolve_model(settings, model).price(tin, tout)
-
-
-@pytest.fixture
 def seeded(engine, settings):  # type: ignore[no-untyped-def]
     """The `sentiment` prompt: a verbose few-shot Gemma version labelled production, 200 logs."""
     rng = random.Random(7)
@@ -97,5 +92,26 @@ def seeded(engine, settings):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def good_gateway(priced):  # type: ignore[no-untyped-def]
-    return FakeGateway(responder=lambda model, prompt: classify(prompt_text(prompt)), price=priced, latency_s=0.1)
+def good_provider() -> FakeProvider:
+    """A model that classifies clear reviews right; `.calls` are the calls it answered (paid)."""
+    return FakeProvider(responder=lambda model, prompt: classify(prompt_text(prompt)))
+
+
+@pytest.fixture
+async def gateway_for(engine, settings):  # type: ignore[no-untyped-def]
+    """`gateway_for(provider)`: the real gateway (spend cap, response cache in `engine`, retries)
+    answering through `provider`; closed after the test."""
+    made: list[Gateway] = []
+
+    def make(provider: FakeProvider, *, settings: Settings = settings) -> Gateway:
+        made.append(Gateway(settings, engine=engine, provider=provider))
+        return made[-1]
+
+    yield make
+    for gateway in made:
+        await gateway.aclose()
+
+
+@pytest.fixture
+def good_gateway(gateway_for, good_provider):  # type: ignore[no-untyped-def]
+    return gateway_for(good_provider)

@@ -1,4 +1,4 @@
-"""A files-connector workspace whose models live on the fake OpenAI server (trimloop.core.fake_openai):
+"""A files-connector workspace whose models live on the fake OpenAI server (trimloop.testing.fake_openai):
 the `sentiment` prompt (verbose few-shot, on the pricey `fake/big`, labelled production), 200 logs
 whose outputs are the gold labels, and the cheap `fake/small` as the only candidate model. The fake
 server answers every review with its gold label (reply rules), so a cheaper candidate is as good

@@ -27,7 +27,7 @@ from tests.optimizer.provider_workspace import (
 )
 from trimloop.connectors.sync import sync
 from trimloop.core.db import session_scope
-from trimloop.core.fake_openai import running
+from trimloop.testing.fake_openai import running
 from trimloop.core.gateway import Gateway
 from trimloop.core.settings import GatewaySettings, Settings
 from trimloop.core.tables import Candidate, OptimizationRun, Prompt, Suggestion

@@ -1,13 +1,13 @@
-"""A whole optimization run on a real SQLite store with a fake gateway."""
+"""A whole optimization run on a real store, through the real gateway with a fake provider."""
 
 from __future__ import annotations
 
 from sqlmodel import select
 
 from trimloop.core.db import session_scope
-from trimloop.core.gateway import FakeGateway
 from trimloop.core.tables import Candidate, OptimizationRun, RunEvent, Suggestion
 from trimloop.optimizer.run import create_run, execute_run
+from trimloop.testing.fake_provider import FakeProvider
 
 
 async def _run(engine, settings, prompt_id, gateway, **config):
@@ -16,7 +16,8 @@ async def _run(engine, settings, prompt_id, gateway, **config):
     return await execute_run(engine=engine, settings=settings, run_id=run_id, gateway=gateway)
 
 
-async def test_a_run_certifies_a_cheaper_version_and_suggests_it(engine, settings, seeded, good_gateway):
+async def test_a_run_certifies_a_cheaper_version_and_suggests_it(engine, settings, seeded, good_gateway,
+                                                                 good_provider):
     run = await _run(engine, settings, seeded, good_gateway)
     assert run.status == "succeeded", run.error
     assert "suggestion_id" in run.results, (run.results.get("no_suggestion"), run.results["certifications"])
@@ -30,13 +31,13 @@ async def test_a_run_certifies_a_cheaper_version_and_suggests_it(engine, setting
         assert stats["verdict"] == "non-inferior" and stats["lower"] > -0.05
     assert evidence["savings"]["calls_per_day"] > 5 and suggestion.projected_monthly_savings > 0
     assert evidence["changes"]["template_diff"] and evidence["lineage"]
-    assert run.results["suggestion_id"] == suggestion.id and run.calls_made == len(good_gateway.calls)
+    assert run.results["suggestion_id"] == suggestion.id and run.calls_made == len(good_provider.calls)
     assert {"run.started", "dataset.ready", "candidate.proposed", "certify.finished", "suggestion.created"} <= set(kinds)
     assert any(c.status == "certified" for c in candidates)
 
 
-async def test_negative_control_makes_no_suggestion_and_says_why(engine, settings, seeded, priced):
-    hopeless = FakeGateway(responder=lambda model, prompt: "I cannot help with that.", price=priced)
+async def test_negative_control_makes_no_suggestion_and_says_why(engine, settings, seeded, gateway_for):
+    hopeless = gateway_for(FakeProvider(responder=lambda model, prompt: "I cannot help with that."))
     run = await _run(engine, settings, seeded, hopeless, models=["local/smollm2-135m"])
     assert run.status == "succeeded"
     assert run.results["no_suggestion"].startswith("no suggestion, because")
@@ -46,18 +47,19 @@ async def test_negative_control_makes_no_suggestion_and_says_why(engine, setting
     assert "certified" not in statuses
 
 
-async def test_budget_caps_the_calls(engine, settings, seeded, good_gateway):
+async def test_budget_caps_the_calls(engine, settings, seeded, good_gateway, good_provider):
     run = await _run(engine, settings, seeded, good_gateway, budget_calls=30)
-    assert run.status == "succeeded" and run.calls_made <= 30 and len(good_gateway.calls) <= 30
+    assert run.status == "succeeded" and run.calls_made <= 30 and len(good_provider.calls) <= 30
 
 
-async def test_rerun_repays_nothing_and_rejected_candidates_are_not_reproposed(engine, settings, seeded, good_gateway):
+async def test_rerun_repays_nothing_and_rejected_candidates_are_not_reproposed(engine, settings, seeded, good_gateway,
+                                                                               good_provider):
     first = await _run(engine, settings, seeded, good_gateway)
     with session_scope(engine) as session:
         suggestion = session.exec(select(Suggestion)).one()
         suggestion.status = "rejected"
         rejected_sha = suggestion.candidate_sha
-    calls_before = len(good_gateway.calls)
+    calls_before = len(good_provider.calls)
     second = await _run(engine, settings, seeded, good_gateway)
     assert second.status == "succeeded"
     with session_scope(engine) as session:
@@ -65,7 +67,7 @@ async def test_rerun_repays_nothing_and_rejected_candidates_are_not_reproposed(e
     assert rejected_sha not in shas
     # the second run re-evaluates what the first did from the cache: only new candidates cost calls
     assert second.results["cache_hits"] > 0
-    assert len(good_gateway.calls) - calls_before < first.calls_made
+    assert len(good_provider.calls) - calls_before < first.calls_made
 
 
 async def test_bad_options_fail_the_run_with_a_clear_reason(engine, settings, seeded, good_gateway):
@@ -73,7 +75,7 @@ async def test_bad_options_fail_the_run_with_a_clear_reason(engine, settings, se
     assert run.status == "failed" and "margin" in run.error
 
 
-async def test_cancelled_run_stops(engine, settings, seeded, good_gateway):
+async def test_cancelled_run_stops(engine, settings, seeded, gateway_for):
     with session_scope(engine) as session:
         run_id = create_run(session=session, prompt_id=seeded).id
     calls = {"n": 0}
@@ -85,12 +87,12 @@ async def test_cancelled_run_stops(engine, settings, seeded, good_gateway):
                 session.get(OptimizationRun, run_id).status = "cancelled"
         return " positive"
 
-    gateway = FakeGateway(responder=cancel_midway)
-    run = await execute_run(engine=engine, settings=settings, run_id=run_id, gateway=gateway)
+    run = await execute_run(engine=engine, settings=settings, run_id=run_id,
+                            gateway=gateway_for(FakeProvider(responder=cancel_midway)))
     assert run.status == "cancelled" and calls["n"] < 60
 
 
-async def test_a_run_reclaimed_by_another_worker_is_left_to_it(engine, settings, seeded):
+async def test_a_run_reclaimed_by_another_worker_is_left_to_it(engine, settings, seeded, gateway_for):
     with session_scope(engine) as session:
         run_id = create_run(session=session, prompt_id=seeded).id
     calls = {"n": 0}
@@ -103,7 +105,7 @@ async def test_a_run_reclaimed_by_another_worker_is_left_to_it(engine, settings,
         return " positive"
 
     run = await execute_run(engine=engine, settings=settings, run_id=run_id,
-                            gateway=FakeGateway(responder=taken_over_midway), worker="worker-a")
+                            gateway=gateway_for(FakeProvider(responder=taken_over_midway)), worker="worker-a")
     assert run.status == "running" and run.worker == "worker-b" and run.finished_at is None
 
 
@@ -128,7 +130,7 @@ async def test_the_search_keeps_to_its_share_of_the_budget(engine, settings, see
 
 
 async def test_a_run_on_an_imported_gold_set_runs_the_baseline_once_and_scores_against_gold(
-        engine, settings, seeded, good_gateway, tmp_path):
+        engine, settings, seeded, good_gateway, good_provider, tmp_path):
     import json
     import random
 
@@ -149,7 +151,7 @@ async def test_a_run_on_an_imported_gold_set_runs_the_baseline_once_and_scores_a
     assert results["dataset_id"] == dataset_id and "suggestion_id" in results, results.get("no_suggestion")
     # The gold set has no baseline outputs: the baseline answered each item once, through the gateway.
     head = VERBOSE.split("{{text}}")[0]
-    baseline_calls = [c for c in good_gateway.calls if c["model"] == "local/gemma3-270m" and c["prompt"].startswith(head)]
+    baseline_calls = [c for c in good_provider.calls if c["model"] == "local/gemma3-270m" and c["prompt"].startswith(head)]
     assert results["baseline_calls"] == 300 and len(baseline_calls) == 300
     assert run.calls_made == results["baseline_calls"] + results["search_calls"] + results["certify_calls"]
     with session_scope(engine) as session:
