@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlmodel import select
 
+from trimloop.core.catalog import resolve_model
 from trimloop.core.db import session_scope
+from trimloop.core.llm_cache import cache_key
+from trimloop.core.providers import Retryable
+from trimloop.core.settings import GatewaySettings
 from trimloop.core.tables import Candidate, OptimizationRun, RunEvent, Suggestion
 from trimloop.optimizer.run import create_run, execute_run
 from trimloop.testing.fake_provider import FakeProvider
+
+from tests.optimizer.conftest import classify, prompt_text
 
 
 async def _run(engine, settings, prompt_id, gateway, **config):
@@ -53,21 +60,62 @@ async def test_budget_caps_the_calls(engine, settings, seeded, good_gateway, goo
 
 
 async def test_rerun_repays_nothing_and_rejected_candidates_are_not_reproposed(engine, settings, seeded, good_gateway,
-                                                                               good_provider):
+                                                                               good_provider, gateway_for):
     first = await _run(engine, settings, seeded, good_gateway)
     with session_scope(engine) as session:
         suggestion = session.exec(select(Suggestion)).one()
         suggestion.status = "rejected"
         rejected_sha = suggestion.candidate_sha
-    calls_before = len(good_provider.calls)
-    second = await _run(engine, settings, seeded, good_gateway)
+    fresh = FakeProvider(responder=lambda model, prompt: classify(prompt_text(prompt)))
+    second = await _run(engine, settings, seeded, gateway_for(fresh))  # another process, the same database
     assert second.status == "succeeded"
     with session_scope(engine) as session:
         shas = [s.candidate_sha for s in session.exec(select(Suggestion).where(Suggestion.run_id == second.id))]
     assert rejected_sha not in shas
-    # the second run re-evaluates what the first did from the cache: only new candidates cost calls
-    assert second.results["cache_hits"] > 0
-    assert len(good_provider.calls) - calls_before < first.calls_made
+    # the second run re-evaluates what the first did from the cache: only new calls are paid
+    assert second.results["cache_hits"] > 0 and second.calls_made == len(fresh.calls) < first.calls_made
+    assert not {_key(c) for c in fresh.calls} & {_key(c) for c in good_provider.calls}
+    assert second.spent_dollars == pytest.approx(_priced(settings, fresh.calls))
+
+
+async def test_a_dollar_budget_caps_the_spend_at_the_catalog_price_of_what_was_answered(engine, settings, seeded,
+                                                                                         good_gateway, good_provider):
+    cap = 1.5e-5  # about a third of what this run spends uncapped (4.4e-5 on 280 calls)
+    run = await _run(engine, settings, seeded, good_gateway, budget_dollars=cap)
+    assert run.status == "succeeded", run.error
+    assert 0 < run.spent_dollars <= cap and run.calls_made == len(good_provider.calls) < 280
+    assert run.spent_dollars == pytest.approx(_priced(settings, good_provider.calls))
+    assert run.results["budget_exhausted"] and "dollar cap reached" in run.results["no_suggestion"], run.results
+
+
+async def test_a_run_through_429s_5xx_and_malformed_replies_completes_and_pays_each_answer_once(
+        engine, settings, seeded, gateway_for):
+    faults = [Retryable("429 rate limited", retry_after=0.01), Retryable("503 server error: busy"),
+              Retryable("malformed response body (KeyError): {}")]
+    seen = []
+
+    def sometimes_failing(model, prompt):
+        seen.append(model)
+        if len(seen) % 5 == 0:  # one attempt in five fails, each kind in turn
+            raise faults[len(seen) // 5 % 3]
+        return classify(prompt_text(prompt))
+
+    provider = FakeProvider(responder=sometimes_failing)
+    quick = settings.model_copy(update={"gateway": GatewaySettings(backoff_base_s=0.001, backoff_max_s=0.05)})
+    run = await _run(engine, settings, seeded, gateway_for(provider, settings=quick))
+    assert run.status == "succeeded" and "suggestion_id" in run.results, (run.error, run.results.get("no_suggestion"))
+    assert provider.attempts > len(provider.calls) == run.calls_made  # retried attempts are not billed
+    assert len({_key(c) for c in provider.calls}) == len(provider.calls)
+    assert run.spent_dollars == pytest.approx(_priced(settings, provider.calls))
+
+
+def _key(call) -> str:  # type: ignore[no-untyped-def]
+    return cache_key(model=call["model"], prompt=call["prompt"], params=call["params"], seed=call["seed"])
+
+
+def _priced(settings, calls) -> float:  # type: ignore[no-untyped-def]
+    """What the calls cost at the catalog's price for each model."""
+    return sum(resolve_model(settings, c["model"]).price(c["input_tokens"], c["output_tokens"]) for c in calls)
 
 
 async def test_bad_options_fail_the_run_with_a_clear_reason(engine, settings, seeded, good_gateway):
