@@ -18,8 +18,7 @@ from trimloop.core.gateway import Gateway
 from trimloop.core.settings import Settings
 from trimloop.core.tables import utcnow
 from trimloop.testing.fake_provider import FakeProvider
-
-from tests.optimizer.conftest import VERBOSE, classify, prompt_text, review
+from trimloop.testing.sentiment import VERBOSE, classify, prompt_text, review
 
 PARAMS = {"max_tokens": 3, "temperature": 0}
 

@@ -23,10 +23,10 @@ from trimloop.api.app import create_app
 from trimloop.api.scheduler import JOB_ID, JOBS_TABLE, serve_lifespan
 from trimloop.core import store
 from trimloop.core.db import make_engine, session_scope
-from trimloop.testing.fake_openai import free_port
 from trimloop.core.gateway import Gateway
 from trimloop.core.settings import Settings
 from trimloop.core.tables import OptimizationRun, Prompt, Suggestion
+from trimloop.testing.fake_openai import free_port
 from trimloop.testing.fake_provider import FakeProvider
 
 PROMPT = """---

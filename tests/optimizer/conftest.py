@@ -4,7 +4,6 @@ with a fake provider that answers like a model: right on clear reviews."""
 from __future__ import annotations
 
 import random
-import re
 from datetime import timedelta
 
 import pytest
@@ -16,44 +15,7 @@ from trimloop.core.identity import version_identity
 from trimloop.core.settings import Settings
 from trimloop.core.tables import LogRecord, Prompt, PromptVersion, utcnow
 from trimloop.testing.fake_provider import FakeProvider
-
-VERBOSE = """You are a **very** careful sentiment classifier. Please read the review carefully.
-It is very important that you answer with one word: positive or negative. Thank you!
-
-Here are some examples:
-
-Review: A wonderful, moving film with great performances.
-Sentiment: positive
-
-Review: Dull, slow and far too long.
-Sentiment: negative
-
-Review: I loved every minute of it, a great ride.
-Sentiment: positive
-
-Review: The plot made no sense and the acting was bad.
-Sentiment: negative
-
-Review: {{text}}
-Sentiment:"""
-
-GOOD = ["great", "wonderful", "loved", "moving", "fun", "delight", "superb"]
-BAD = ["bad", "dull", "boring", "awful", "mess", "tedious", "worst"]
-
-
-def review(rng: random.Random, i: int) -> tuple[str, str]:
-    label = "positive" if i % 2 == 0 else "negative"
-    words = rng.sample(GOOD if label == "positive" else BAD, 2)
-    return f"Review {i}: it was {words[0]} and {words[1]} from start to end.", label
-
-
-def classify(text: str) -> str:
-    last = re.findall(r"(?:Review|Input): (.*)", text)[-1] if re.findall(r"(?:Review|Input): (.*)", text) else text
-    return " positive" if any(w in last for w in GOOD) else " negative"
-
-
-def prompt_text(prompt) -> str:  # type: ignore[no-untyped-def]
-    return prompt if isinstance(prompt, str) else prompt[-1]["content"]
+from trimloop.testing.sentiment import VERBOSE, classify, prompt_text, review
 
 
 @pytest.fixture

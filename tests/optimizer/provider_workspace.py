@@ -19,14 +19,12 @@ import httpx
 import yaml
 
 from tests.api.test_end_to_end import log_lines
-from tests.optimizer.conftest import BAD, GOOD, VERBOSE
 from trimloop.core.settings import Settings
 from trimloop.core.tables import utcnow
+from trimloop.testing.sentiment import REPLIES, VERBOSE
 
 PRICES = {"fake/big": (50.0, 100.0), "fake/small": (5.0, 10.0)}  # $ per 1M input / output tokens
 PARAMS = {"max_tokens": 3, "temperature": 0}
-REPLIES = {"after": "Review: ", "rules": [["|".join(GOOD), " positive"], ["|".join(BAD), " negative"]],
-           "default": " negative"}
 
 
 def server_args(tmp: Path, *extra: str) -> list[str]:

@@ -11,7 +11,7 @@ from trimloop.optimizer.moves import PruneExamples, Retarget, Shorten
 from trimloop.optimizer.moves.retarget import chat_to_text
 from trimloop.optimizer.moves.shorten import label_descriptions
 from trimloop.optimizer.spec import MoveContext, VersionSpec, start
-from tests.optimizer.conftest import VERBOSE
+from trimloop.testing.sentiment import VERBOSE
 
 
 @pytest.fixture

@@ -13,8 +13,7 @@ from trimloop.core.gateway import cache_key
 from trimloop.core.tables import OptimizationRun, Prompt, RunEvent, Suggestion, utcnow
 from trimloop.optimizer.queue import claim_next, claim_run, enqueue, execute_claimed, heartbeat
 from trimloop.testing.fake_provider import FakeProvider
-
-from tests.optimizer.conftest import classify, prompt_text
+from trimloop.testing.sentiment import classify, prompt_text
 
 STALE = timedelta(minutes=10)
 

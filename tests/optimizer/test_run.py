@@ -13,8 +13,7 @@ from trimloop.core.settings import GatewaySettings
 from trimloop.core.tables import Candidate, OptimizationRun, RunEvent, Suggestion
 from trimloop.optimizer.run import create_run, execute_run
 from trimloop.testing.fake_provider import FakeProvider
-
-from tests.optimizer.conftest import classify, prompt_text
+from trimloop.testing.sentiment import VERBOSE, classify, prompt_text, review
 
 
 async def _run(engine, settings, prompt_id, gateway, **config):
@@ -182,7 +181,6 @@ async def test_a_run_on_an_imported_gold_set_runs_the_baseline_once_and_scores_a
     import json
     import random
 
-    from tests.optimizer.conftest import VERBOSE, review
     from trimloop.core.tables import Dataset
     from trimloop.evals.gold import ColumnMapping, import_file
 

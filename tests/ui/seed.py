@@ -27,7 +27,7 @@ PARAMS = {"max_tokens": 3, "temperature": 0}
 def files_store(tmp_path: Path) -> tuple[Path, Settings]:
     """The end-to-end test's sentiment prompt with 200 logged calls over 27 days."""
     from tests.api.test_end_to_end import log_lines
-    from tests.optimizer.conftest import VERBOSE
+    from trimloop.testing.sentiment import VERBOSE
 
     folder = tmp_path / "store"
     (folder / "prompts" / "sentiment").mkdir(parents=True)
