@@ -7,7 +7,7 @@ import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from trimloop.core.fake_openai import running
+from trimloop.testing.fake_openai import running
 
 
 @contextmanager

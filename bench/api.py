@@ -33,8 +33,8 @@ from sqlalchemy import insert
 from bench._util import machine
 from trimloop.core import store
 from trimloop.core.db import make_engine, session_scope, upgrade
-from trimloop.core.fake_openai import free_port
 from trimloop.core.tables import Deployment, LogRecord, Prompt, PromptVersion, Suggestion, utcnow
+from trimloop.testing.fake_openai import free_port
 
 PROMPTS = 50
 MODELS = ("gpt-4o", "gpt-4o-mini", "claude-3-5-haiku", "local/gemma3-270m")

@@ -5,7 +5,7 @@
 Setup (in a temporary folder, nothing left behind):
 - a SQLite store seeded like bench/api.py (`--suggestions` suggestions, `--logs` logs over 60 days), plus a
   files prompt store with two prompts, `sentiment` and `sentiment-b`, on `fake/big` with 200 logs each, synced;
-- the fake OpenAI-compatible server (trimloop.core.fake_openai) with `--latency-ms` per call, serving
+- the fake OpenAI-compatible server (trimloop.testing.fake_openai) with `--latency-ms` per call, serving
   `fake/big` and the cheaper `fake/small`, answering every review with its gold label (so a cheaper
   candidate can be certified);
 - the API through the real CLI, `trimloop serve --no-scheduler` (the scheduler would start runs of its own);
@@ -53,32 +53,10 @@ from typing import Any
 import httpx
 
 from bench._util import machine
-from trimloop.core.fake_openai import free_port, running
+from trimloop.testing.fake_openai import free_port, running
+from trimloop.testing.sentiment import REPLIES, VERBOSE, review
 
-GOOD = ["great", "wonderful", "loved", "moving", "fun", "delight", "superb"]
-BAD = ["bad", "dull", "boring", "awful", "mess", "tedious", "worst"]
-PROMPT = """You are a **very** careful sentiment classifier{variant}. Please read the review carefully.
-It is very important that you answer with one word: positive or negative. Thank you!
-
-Here are some examples:
-
-Review: A wonderful, moving film with great performances.
-Sentiment: positive
-
-Review: Dull, slow and far too long.
-Sentiment: negative
-
-Review: I loved every minute of it, a great ride.
-Sentiment: positive
-
-Review: The plot made no sense and the acting was bad.
-Sentiment: negative
-
-Review: {{{{text}}}}
-Sentiment:"""
 PRICES = {"fake/big": (50.0, 100.0), "fake/small": (5.0, 10.0)}  # $ per 1M input / output tokens
-REPLIES = {"after": "Review: ", "rules": [["|".join(GOOD), " positive"], ["|".join(BAD), " negative"]],
-           "default": " negative"}
 PROMPTS = {"sentiment": "", "sentiment-b": " for film reviews"}  # name → a variant of the text (no shared cache)
 RUN_CONFIG = {"rungs": [8, 24], "dataset_size": 200, "holdout_fraction": 0.6, "margin": 0.05,
               "models": ["fake/small"], "concurrency": 2}
@@ -93,11 +71,10 @@ def log_lines(prompt: str, start: int, n: int, rng: random.Random, at: Any) -> s
     cost = (160 * PRICES["fake/big"][0] + PRICES["fake/big"][1]) / 1e6
     lines = []
     for i in range(start, start + n):
-        label = "positive" if i % 2 == 0 else "negative"
-        words = rng.sample(GOOD if label == "positive" else BAD, 2)
+        text, label = review(rng, i)
         lines.append(json.dumps({
             "id": f"{prompt}-{i}", "prompt": prompt, "version": "1",
-            "inputs": {"text": f"Review {i}: it was {words[0]} and {words[1]} from start to end."},
+            "inputs": {"text": text},
             "output": f" {label}", "model": "fake/big", "input_tokens": 160, "output_tokens": 1, "cost": cost,
             "latency_s": 0.3, "called_at": (at(i - start)).isoformat()}))
     return "\n".join(lines) + "\n"
@@ -110,7 +87,8 @@ def write_store(folder: Path, now: Any) -> None:
         (folder / "prompts" / name).mkdir(parents=True)
         front = json.dumps({"model": "fake/big", "params": {"max_tokens": 3, "temperature": 0},
                             "labels": ["production"]})  # JSON is YAML
-        (folder / "prompts" / name / "1.md").write_text(f"---\n{front}\n---\n{PROMPT.format(variant=variant)}\n")
+        text = VERBOSE.replace("classifier.", f"classifier{variant}.", 1)
+        (folder / "prompts" / name / "1.md").write_text(f"---\n{front}\n---\n{text}\n")
         (folder / "logs" / f"{name}-base.jsonl").write_text(
             log_lines(name, 0, 200, rng, lambda k: now - timedelta(days=27) + timedelta(hours=3 * k)))
 

@@ -24,7 +24,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import MetaData, select
 
-from trimloop.core.fake_openai import free_port, running
+from trimloop.testing.fake_openai import free_port, running
 
 KEY = f"sk-test-PLANTED-{uuid.uuid4().hex}"
 TOKEN = f"mlflow-PLANTED-{uuid.uuid4().hex}"

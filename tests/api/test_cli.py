@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from trimloop.api.cli import _register, app
 from trimloop.core.db import make_engine
-from trimloop.core.fake_openai import free_port
+from trimloop.testing.fake_openai import free_port
 
 runner = CliRunner()
 _register()
@@ -58,7 +58,7 @@ def _cli(*args, env):
 
 def test_call_through_a_fake_server_then_cache(tmp_path, home_db):
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "trimloop.core.fake_openai", "--port", str(port)])
+    server = subprocess.Popen([sys.executable, "-m", "trimloop.testing.fake_openai", "--port", str(port)])
     try:
         (tmp_path / "trimloop.toml").write_text(
             f'[models."fake/m"]\napi_base = "http://127.0.0.1:{port}/v1"\ninput_per_mtok = 1\noutput_per_mtok = 2\n'

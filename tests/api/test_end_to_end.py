@@ -1,4 +1,4 @@
-"""End to end on the files connector: sync → optimize (fake gateway) → suggestion → approve →
+"""End to end on the files connector: sync → optimize (real gateway, fake provider) → suggestion → approve →
 deploy writes a version file under `staging` → promote → new logs of that version → the savings
 report shows realized savings next to the projection. Also: the run's event stream and cancel."""
 
@@ -14,11 +14,11 @@ from fastapi.testclient import TestClient
 
 from trimloop.api.app import create_app
 from trimloop.core.catalog import resolve_model
-from trimloop.core.gateway import FakeGateway
+from trimloop.core.gateway import Gateway
 from trimloop.core.settings import Settings
 from trimloop.core.tables import utcnow
-
-from tests.optimizer.conftest import VERBOSE, classify, prompt_text, review
+from trimloop.testing.fake_provider import FakeProvider
+from trimloop.testing.sentiment import VERBOSE, classify, prompt_text, review
 
 PARAMS = {"max_tokens": 3, "temperature": 0}
 
@@ -50,15 +50,15 @@ def e2e(tmp_path):
     return folder, settings
 
 
-def gateway_for(settings, threads=None):
-    priced = lambda model, tin, tout: resolve_model(settings, model).price(tin, tout)  # noqa: E731
+def gateway_for(settings, engine, threads=None):
+    """The real gateway over `engine`'s response cache; a fake provider answers like a model."""
 
     def answer(model, prompt):
         if threads is not None:
             threads.add(threading.current_thread().name)
         return classify(prompt_text(prompt))
 
-    return FakeGateway(responder=answer, price=priced, latency_s=0.1)
+    return Gateway(settings, engine=engine, provider=FakeProvider(responder=answer))
 
 
 def wait_for(client, run_id, headers, statuses=("succeeded", "failed", "cancelled")):
@@ -74,7 +74,7 @@ def wait_for(client, run_id, headers, statuses=("succeeded", "failed", "cancelle
 def test_sync_optimize_approve_deploy_promote_realize(e2e, engine, headers):
     folder, settings = e2e
     threads: set[str] = set()
-    with TestClient(create_app(settings, engine, gateway=gateway_for(settings, threads))) as client:
+    with TestClient(create_app(settings, engine, gateway=gateway_for(settings, engine, threads))) as client:
         eng, rev, fin = headers["engineer"], headers["reviewer"], headers["viewer"]
         assert client.post("/connectors/sync", json={}, headers=eng).json()[0]["logs_added"] == 200
         prompt_id = client.get("/prompts", headers=fin).json()[0]["id"]
@@ -126,7 +126,7 @@ def test_sync_optimize_approve_deploy_promote_realize(e2e, engine, headers):
 
 def test_cancel_a_queued_run_and_cancel_is_idempotent(e2e, engine, headers):
     _, settings = e2e
-    with TestClient(create_app(settings, engine, gateway=gateway_for(settings))) as client:
+    with TestClient(create_app(settings, engine, gateway=gateway_for(settings, engine))) as client:
         client.post("/connectors/sync", json={}, headers=headers["engineer"])
         prompt_id = client.get("/prompts", headers=headers["viewer"]).json()[0]["id"]
         from trimloop.core.db import session_scope

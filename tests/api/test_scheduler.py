@@ -1,4 +1,5 @@
-"""The scheduled loop with a controllable clock: sync → due → queue → claim → execute, FakeGateway."""
+"""The scheduled loop with a controllable clock: sync → due → queue → claim → execute,
+through the real gateway with a fake provider."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from sqlalchemy import inspect, text
 from sqlmodel import select
 
-from tests.optimizer.conftest import good_gateway, priced, seeded  # noqa: F401  (fixtures)
+from tests.optimizer.conftest import gateway_for, good_gateway, good_provider, seeded  # noqa: F401  (fixtures)
 from trimloop.api.scheduler import JOB_ID, JOBS_TABLE, Worker, build_scheduler
 from trimloop.core.db import session_scope
 from trimloop.core.settings import Settings

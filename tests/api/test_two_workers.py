@@ -34,7 +34,6 @@ import yaml
 from sqlmodel import select
 
 from tests.api.test_worker_crash import toml
-from tests.optimizer.conftest import VERBOSE, review
 from tests.optimizer.provider_workspace import (
     PARAMS,
     models_config,
@@ -46,9 +45,10 @@ from tests.optimizer.provider_workspace import (
 from trimloop.api.scheduler import ORPHAN_AFTER
 from trimloop.connectors.sync import sync
 from trimloop.core.db import make_engine, session_scope, upgrade
-from trimloop.core.fake_openai import running
 from trimloop.core.settings import load_settings
 from trimloop.core.tables import OptimizationRun, Prompt, RunEvent, utcnow
+from trimloop.testing.fake_openai import running
+from trimloop.testing.sentiment import VERBOSE, review
 
 QUEUE = ["alpha", "alpha", "alpha", "beta", "beta", "gamma"]  # oldest first
 DEADLINE_S = 240.0

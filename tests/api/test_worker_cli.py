@@ -9,7 +9,7 @@ from rich.console import Console
 from sqlmodel import select
 from typer.testing import CliRunner
 
-from tests.optimizer.conftest import good_gateway, priced, seeded, settings  # noqa: F401  (fixtures)
+from tests.optimizer.conftest import gateway_for, good_gateway, good_provider, seeded, settings  # noqa: F401  (fixtures)
 from trimloop.api.cli import _register, app
 from trimloop.api.cli.optimize import print_run, run_summary
 from trimloop.core.db import make_engine, session_scope, upgrade

@@ -39,8 +39,8 @@ from tests.optimizer.provider_workspace import (
     write_store,
 )
 from trimloop.core.db import make_engine, session_scope, upgrade
-from trimloop.core.fake_openai import running
 from trimloop.core.settings import Settings
+from trimloop.testing.fake_openai import running
 from trimloop.core.tables import (
     CachedResponse,
     Candidate,

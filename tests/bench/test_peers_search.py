@@ -12,9 +12,11 @@ from bench.optimize import SST2_PROMPT  # noqa: E402
 from bench.peers_search import (  # noqa: E402
     PROPOSER_MODEL, TASK_MODEL, Loop, dspy_parts, is_right, render_completion, split_prompt,
 )
-from trimloop.core.gateway import FakeGateway  # noqa: E402
+from trimloop.core.gateway import Gateway  # noqa: E402
 from trimloop.core.ledger import Ledger  # noqa: E402
+from trimloop.core.settings import Settings  # noqa: E402
 from trimloop.optimizer.moves.rewrite import GatewayEngine  # noqa: E402
+from trimloop.testing.fake_provider import FakeProvider  # noqa: E402
 
 
 def test_start_program_renders_the_baseline_prompt() -> None:
@@ -39,7 +41,8 @@ def test_predict_goes_through_the_gateway_as_text_and_proposer_as_chat() -> None
         seen.append((model, prompt))
         return " negative" if model == TASK_MODEL else "Decide the sentiment."  # no DSPy field markers
 
-    gateway, loop = FakeGateway(responder=respond), Loop()
+    provider = FakeProvider(responder=respond)
+    gateway, loop = Gateway(Settings(), provider=provider), Loop()
     try:
         task_name = f"trimloop/{TASK_MODEL}"
         ByModel, TextEngine = dspy_parts(task_name)
@@ -61,7 +64,7 @@ def test_predict_goes_through_the_gateway_as_text_and_proposer_as_chat() -> None
     assert answer == "negative"
     model, prompt = seen[0]
     assert model == TASK_MODEL and prompt == SST2_PROMPT.replace("{{text}}", "a dull film .")
-    assert gateway.calls[0]["params"] == {"temperature": 0, "max_tokens": 3, "stop": ["\n"]}
+    assert provider.calls[0]["params"] == {"temperature": 0, "max_tokens": 3, "stop": ["\n"]}
     assert ledger.calls == 1
     assert isinstance(seen[1][1], list)  # the chat model got chat messages
     assert proposal == "Decide the sentiment." and type(adapter.chat).lenient >= 1
@@ -165,7 +168,7 @@ def test_trimloop_side_is_read_from_a_store(tmp_path, sqlite_url: str) -> None:
 
 
 def test_mipro_compiles_offline_and_saves_for_reuse(tmp_path) -> None:
-    """`--dev` MIPROv2 (2 candidates, 2 trials) against a fake gateway: the compile runs, counts the
+    """`--dev` MIPROv2 (2 candidates, 2 trials) through a gateway with a fake provider: the compile runs, counts the
     calls of each model, saves the program, and `--reuse-compile` rebuilds it."""
     import argparse
 
@@ -180,7 +183,7 @@ def test_mipro_compiles_offline_and_saves_for_reuse(tmp_path) -> None:
             return " negative" if any(w in last for w in ("bad", "dull", "not", "no ", "worst")) else " positive"
         return "Classify the review as positive or negative."
 
-    gateway, loop = FakeGateway(responder=respond), Loop()
+    gateway, loop = Gateway(Settings(), provider=FakeProvider(responder=respond)), Loop()
     args = argparse.Namespace(dev=True, train_n=12, val_n=6, num_threads=1, seed=0, dir=tmp_path)
     try:
         report, best, engine = compile_dspy(loop, gateway, args, lambda message: None)

@@ -27,7 +27,7 @@ HERE = Path(__file__).parent
 @pytest.fixture
 def fake_openai(tmp_path: Path) -> Iterator[str]:
     port = free_port()
-    with running([sys.executable, "-m", "trimloop.core.fake_openai", "--port", str(port)],
+    with running([sys.executable, "-m", "trimloop.testing.fake_openai", "--port", str(port)],
                  health=f"http://127.0.0.1:{port}/v1/models", env={}, log=tmp_path / "fake.log", timeout_s=30):
         yield f"http://127.0.0.1:{port}/v1"
 

@@ -27,7 +27,7 @@ def test_sync_write_back_and_promote_against_phoenix(phoenix_server: tuple[str, 
                                                      tmp_path: Path) -> None:
     url, python = phoenix_server
     port = free_port()
-    with running([sys.executable, "-m", "trimloop.core.fake_openai", "--port", str(port)],
+    with running([sys.executable, "-m", "trimloop.testing.fake_openai", "--port", str(port)],
                  health=f"http://127.0.0.1:{port}/v1/models", env={}, log=tmp_path / "fake.log", timeout_s=30):
         seeded = subprocess.run([str(python), str(HERE / "phoenix_seed.py"), url, f"http://127.0.0.1:{port}/v1"],
                                 capture_output=True, text=True, timeout=180, check=True)

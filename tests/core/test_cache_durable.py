@@ -5,10 +5,10 @@ import asyncio
 
 from sqlalchemy import text
 
-from trimloop.core.fake_openai import running
 from trimloop.core.gateway import Gateway
 from trimloop.core.ledger import Ledger
 from trimloop.core.settings import GatewaySettings, ModelConfig, Settings
+from trimloop.testing.fake_openai import running
 
 
 def cached_rows(engine):

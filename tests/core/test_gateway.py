@@ -1,16 +1,21 @@
-"""The gateway against a fault-injecting OpenAI-compatible server on 127.0.0.1."""
+"""The gateway against a fault-injecting OpenAI-compatible server on 127.0.0.1, and with a fake
+provider in place of the wire."""
 
 import asyncio
+import math
 import time
 
 import httpx
 import pytest
 
-from trimloop.core.errors import ConfigError, GatewayError, SpendCapReached, UserError
-from trimloop.core.fake_openai import running
+from trimloop.core.catalog import count_message_tokens, count_tokens
+from trimloop.core.errors import ConfigError, GatewayError, ProviderUnavailable, SpendCapReached, UserError
 from trimloop.core.gateway import Gateway
 from trimloop.core.ledger import Ledger
+from trimloop.core.providers import Fatal, Retryable
 from trimloop.core.settings import GatewaySettings, ModelConfig, Settings
+from trimloop.testing.fake_openai import running
+from trimloop.testing.fake_provider import FakeProvider, fake_model
 
 CHAT = [{"role": "user", "content": "Classify: I loved it"}]
 
@@ -91,7 +96,7 @@ async def test_429_honours_retry_after(server):
 async def test_retry_limit_gives_a_clear_error(server):
     faults(server, "500", "500", "500", "500", "500")
     async with Gateway(make_settings(server)) as gw:
-        with pytest.raises(GatewayError, match="gave up after 4 attempts; last error: 500"):
+        with pytest.raises(ProviderUnavailable, match="gave up after 4 attempts; last error: 500"):
             await gw.call("fake/m", messages=CHAT, params={"max_tokens": 2})
     assert stats(server)["requests"] == 4
 
@@ -186,3 +191,113 @@ async def test_missing_key_is_reported_without_the_key(server, monkeypatch):
     async with Gateway(settings) as gw:
         with pytest.raises(GatewayError, match="TRIMLOOP_TEST_KEY_XYZ is not set"):
             await gw.call("fake/keyed", messages=CHAT)
+
+
+# The same gateway with a fake provider (trimloop.testing): scripted answers, faults and usage, no
+# HTTP. The cap, cache, merging and retries below are Gateway's own; only the wire is replaced.
+
+def provider_settings(**gateway) -> Settings:
+    config = dict(max_retries=3, backoff_base_s=0.001, backoff_max_s=2.0)
+    config.update(gateway)
+    return Settings(gateway=GatewaySettings(**config),
+                    models={"fake/m": fake_model(input_per_mtok=1000, output_per_mtok=2000)})
+
+
+async def test_a_call_whose_worst_case_could_pass_the_cap_is_refused_before_it_is_made():
+    provider = FakeProvider(responder=lambda model, prompt: "positive")
+    async with Gateway(provider_settings(), provider=provider) as gw:
+        model = gw.model("fake/m")
+        tokens = count_message_tokens(CHAT)
+        actual = model.price(tokens, 1)  # what the one-token answer costs at the catalog's price
+        worst = model.price(math.ceil(tokens * 1.25), 50)  # prompt with the safety margin, all of max_tokens
+        assert gw.worst_case_cost(model, CHAT, 50) == pytest.approx(worst) and worst > 2 * actual
+        ledger = Ledger(max_dollars=2 * actual)
+        with pytest.raises(SpendCapReached, match="next call could cost"):
+            await gw.call("fake/m", messages=CHAT, params={"max_tokens": 50}, ledger=ledger)
+        assert provider.attempts == 0 and ledger.calls == 0 and ledger.spent == 0
+        made = await gw.call("fake/m", messages=CHAT, params={"max_tokens": 1}, ledger=ledger)
+    assert made.output == "positive" and made.spent == pytest.approx(actual)
+    assert ledger.calls == 1 and ledger.spent == pytest.approx(actual) and ledger.spent <= ledger.max_dollars
+
+
+async def test_concurrent_calls_spend_at_most_the_cap_and_the_spend_is_the_priced_usage():
+    provider = FakeProvider(responder=lambda model, prompt: "a long answer " * 20)  # cut at max_tokens
+    async with Gateway(provider_settings(concurrency=8), provider=provider) as gw:
+        ledger = Ledger(max_dollars=0.25)
+        results = await asyncio.gather(
+            *[gw.call("fake/m", messages=[{"role": "user", "content": f"item {i}"}], params={"max_tokens": 16},
+                      ledger=ledger) for i in range(40)], return_exceptions=True)
+        model = gw.model("fake/m")
+    made = [r for r in results if not isinstance(r, BaseException)]
+    assert made and all(isinstance(r, SpendCapReached) for r in results if isinstance(r, BaseException))
+    assert len(made) < 40 and len(made) == len(provider.calls) == ledger.calls
+    assert all(c["output_tokens"] == 16 for c in provider.calls)
+    billed = sum(model.price(c["input_tokens"], c["output_tokens"]) for c in provider.calls)
+    assert ledger.spent == pytest.approx(billed) and ledger.spent <= ledger.max_dollars
+
+
+async def test_a_second_gateway_over_the_database_pays_nothing_for_calls_already_answered(engine):
+    settings = provider_settings()
+    prompts = [f"Review: {word}\nSentiment:" for word in ("fine", "dull", "grand")]
+    first = FakeProvider(responder=lambda model, prompt: " positive")
+    async with Gateway(settings, engine=engine, provider=first) as gw:
+        paid = [await gw.call("fake/m", text=p, params={"max_tokens": 2}, ledger=Ledger()) for p in prompts]
+    second, ledger = FakeProvider(responder=lambda model, prompt: " negative"), Ledger(max_dollars=1.0)
+    async with Gateway(settings, engine=engine, provider=second) as gw:  # a new process, the same database
+        again = [await gw.call("fake/m", text=p, params={"max_tokens": 2}, ledger=ledger) for p in prompts]
+        new = await gw.call("fake/m", text="Review: awful\nSentiment:", params={"max_tokens": 2}, ledger=ledger)
+    assert [r.output for r in again] == [" positive"] * 3 and all(r.cached and r.spent == 0 for r in again)
+    assert [r.cost for r in again] == [r.cost for r in paid]  # what the answer cost, as first paid
+    assert [c["prompt"] for c in second.calls] == ["Review: awful\nSentiment:"] and new.output == " negative"
+    assert ledger.cache_hits == 3 and ledger.calls == 1 and ledger.spent == pytest.approx(new.cost)
+
+
+async def test_429_5xx_and_malformed_replies_are_retried_then_paid_once():
+    provider = FakeProvider(responder=lambda model, prompt: "positive")
+    provider.fail(Retryable("429 rate limited", retry_after=0.3), Retryable("503 server error: busy"),
+                  Retryable("malformed response body (KeyError): {}"))
+    ledger = Ledger()
+    started = time.monotonic()
+    async with Gateway(provider_settings(), provider=provider) as gw:
+        result = await gw.call("fake/m", messages=CHAT, params={"max_tokens": 2}, ledger=ledger)
+    assert time.monotonic() - started >= 0.3  # Retry-After honoured over the (1 ms) backoff
+    assert result.output == "positive" and result.attempts == 4 == provider.attempts and gw.stats.retries == 3
+    assert ledger.calls == 1 and ledger.spent == pytest.approx(result.cost) and len(provider.calls) == 1
+
+
+async def test_giving_up_raises_provider_unavailable_and_releases_the_reservation():
+    def down(model, prompt):
+        raise Retryable("503 server error: down")
+
+    provider = FakeProvider(responder=down)
+    async with Gateway(provider_settings(max_retries=2), provider=provider) as gw:
+        worst = gw.worst_case_cost(gw.model("fake/m"), CHAT, 2)
+        ledger = Ledger(max_dollars=worst)  # room for exactly one call in flight
+        with pytest.raises(ProviderUnavailable, match="gave up after 3 attempts; last error: 503 server error: down"):
+            await gw.call("fake/m", messages=CHAT, params={"max_tokens": 2}, ledger=ledger)
+        assert provider.attempts == 3 and ledger.calls == 0 and ledger.spent == 0
+        provider.responder = lambda model, prompt: "positive"  # back up: the released room takes the call
+        result = await gw.call("fake/m", messages=CHAT, params={"max_tokens": 2}, ledger=ledger)
+    assert not result.cached and ledger.calls == 1 and gw.stats.failures == 1
+
+
+async def test_a_fatal_reply_is_not_retried_and_waiters_on_the_same_call_share_the_error(engine):
+    provider = FakeProvider(responder=lambda model, prompt: "positive", latency_s=0.05)
+    provider.fail(Fatal("400 from fake: bad params", hint="check the model's params"))
+    async with Gateway(provider_settings(), engine=engine, provider=provider) as gw:
+        results = await asyncio.gather(*[gw.call("fake/m", messages=CHAT) for _ in range(3)], return_exceptions=True)
+        assert provider.attempts == 1 and all(isinstance(r, GatewayError) for r in results)
+        assert "400 from fake: bad params" in str(results[0]) and results[0].hint == "check the model's params"
+        retried = await gw.call("fake/m", messages=CHAT)  # a failure is never cached
+    assert retried.output == "positive" and not retried.cached and provider.attempts == 2
+
+
+async def test_without_usage_the_gateway_counts_tokens_itself():
+    with_usage, without = FakeProvider(outputs=["a fine answer"]), FakeProvider(outputs=["a fine answer"], usage=False)
+    async with Gateway(provider_settings(), provider=with_usage) as gw:
+        reported = await gw.call("fake/m", text="Review: fine\nSentiment:")
+    async with Gateway(provider_settings(), provider=without) as gw:
+        counted = await gw.call("fake/m", text="Review: fine\nSentiment:")
+    assert (counted.input_tokens, counted.output_tokens) == (reported.input_tokens, reported.output_tokens) == (
+        count_tokens("Review: fine\nSentiment:"), count_tokens("a fine answer"))
+    assert counted.cost == reported.cost

@@ -1,12 +1,20 @@
-"""Builders shared by the evals tests: a prompt with versions and logs in a test database."""
+"""Builders shared by the evals tests: a prompt with versions and logs in a test database, and the
+real gateway with a fake provider answering the test models."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from typing import Any
+
 from trimloop.core.db import session_scope
+from trimloop.core.gateway import Gateway
 from trimloop.core.identity import version_identity
+from trimloop.core.settings import GatewaySettings, Settings
 from trimloop.core.tables import LogRecord, Prompt, PromptVersion
+from trimloop.testing.fake_provider import FakeProvider, fake_model
+
+MODELS = ("fake/model", "fake/cheap", "m", "judge", "judge-model")  # priced at $1 per 1M tokens each way
 
 TEMPLATE = {"kind": "text", "text": "Review: {{text}}\nSentiment:"}
 
@@ -40,3 +48,10 @@ def add_logs(engine, prompt_id: int, version_id: int, rows, *, start: int = 0) -
                                   version_id=version_id, inputs={"text": text}, output=output,
                                   called_at=t0 + timedelta(minutes=i),
                                   feedback=[{"name": "thumbs", "value": 1, "source": "user"}] if i % 7 == 0 else []))
+
+
+def fake_gateway(provider: FakeProvider, **gateway: Any) -> Gateway:
+    """The real gateway (no response cache: these tests count the runner's own resumption), with
+    `provider` answering the test models, which the catalog prices from settings."""
+    return Gateway(Settings(models={m: fake_model() for m in MODELS}, gateway=GatewaySettings(**gateway)),
+                   provider=provider)

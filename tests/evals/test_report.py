@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from trimloop.core.errors import NotFound, UserError
-from trimloop.core.gateway import FakeGateway
 from trimloop.evals.evaluators import build_evaluators
 from trimloop.evals.report import (
     compare_results, compare_runs, comparison_frame, differences_frame, run_frame, run_summary,
 )
 from trimloop.evals.runner import ItemResult, run_eval
+from trimloop.testing.fake_provider import FakeProvider
 
-from tests.evals.helpers import add_logs, add_prompt, add_version
+from tests.evals.helpers import add_logs, add_prompt, add_version, fake_gateway
 
 EVALS = build_evaluators({"label": {"labels": ["positive", "negative"], "against": "baseline"}})
 
@@ -59,10 +59,10 @@ async def test_reports_on_stored_runs(engine) -> None:
         dataset = build_from_logs(session, prompt_id=prompt, holdout_fraction=0.5).id
     # The baseline repeats its logged answers; the candidate says "positive" to everything.
     logged = {f"film {i}": "negative" if i % 4 == 0 else "positive" for i in range(40)}
-    base_gw = FakeGateway(responder=lambda m, p: logged[p.split("Review: ")[1].split("\n")[0]])
+    base_gw = fake_gateway(FakeProvider(responder=lambda m, p: logged[p.split("Review: ")[1].split("\n")[0]]))
     a = await run_eval(engine, version_id=baseline, dataset_id=dataset, split="holdout", evaluators=EVALS, gateway=base_gw)
     b = await run_eval(engine, version_id=cheaper, dataset_id=dataset, split="holdout", evaluators=EVALS,
-                       gateway=FakeGateway(responder=lambda m, p: "positive"))
+                       gateway=fake_gateway(FakeProvider(responder=lambda m, p: "positive")))
     comparison = compare_runs(engine, a.id, b.id)
     assert comparison.verdicts["label"].baseline_mean == 1.0
     assert comparison.verdicts["label"].verdict != "non-inferior"

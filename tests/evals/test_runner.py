@@ -1,4 +1,4 @@
-"""The runner: pure API, stored runs, resumability (counted FakeGateway calls), samples."""
+"""The runner: pure API, stored runs, resumability (calls counted by the fake provider), samples."""
 
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ import pytest
 from sqlmodel import select
 
 from trimloop.core.db import session_scope
-from trimloop.core.errors import GatewayError, SpendCapReached
-from trimloop.core.gateway import FakeGateway
+from trimloop.core.errors import SpendCapReached
 from trimloop.core.ledger import Ledger
+from trimloop.core.providers import Retryable
 from trimloop.core.tables import EvalResult, EvalRun
 from trimloop.evals.datasets import build_from_logs
 from trimloop.evals.evaluators import build_evaluators
 from trimloop.evals.gold import ColumnMapping, import_file
 from trimloop.evals.runner import EvalItem, evaluate_items, run_eval, samples_for, stored_results
+from trimloop.testing.fake_provider import FakeProvider
 
-from tests.evals.helpers import TEMPLATE, add_logs, add_prompt, add_version
+from tests.evals.helpers import TEMPLATE, add_logs, add_prompt, add_version, fake_gateway
 
 LABEL = build_evaluators({"label": {"labels": ["positive", "negative"], "against": "baseline"},
                           "matches_baseline": {}})
@@ -42,30 +43,35 @@ async def test_pure_api_scores_items_without_a_database() -> None:
     items = [EvalItem(1, {"text": "bad"}, expected="negative"),
              EvalItem(2, {"text": "nice"}, expected="negative"),
              EvalItem(3, {"wrong_var": "x"}, expected="positive")]
+    gateway = fake_gateway(FakeProvider(responder=sentiment, latency_s=0.01))
     results = await evaluate_items(template=TEMPLATE, model="m", params={"temperature": 0},
                                    items=items, evaluators=build_evaluators({"label": ["positive", "negative"]}),
-                                   gateway=FakeGateway(responder=sentiment))
+                                   gateway=gateway)
     assert [r.scores["label"] for r in results] == [1.0, 0.0, 0.0]
     assert results[0].reasons == {"label": {"label": "negative"}}
     assert results[2].error and "missing variable" in results[2].error and results[2].output is None
-    assert results[0].input_tokens > 0 and results[0].cost > 0 and results[0].latency_s == 0.01
+    first = results[0]  # priced by the catalog at $1 per 1M tokens; the latency is the provider's, measured
+    assert first.input_tokens > 0 and first.cost == pytest.approx((first.input_tokens + first.output_tokens) / 1e6)
+    assert first.latency_s >= 0.01
 
 
 async def test_stored_run_records_everything_and_a_rerun_pays_nothing(engine) -> None:
     version, dataset = _setup(engine)
-    gateway = FakeGateway(responder=sentiment)
+    provider = FakeProvider(responder=sentiment, latency_s=0.01)
+    gateway = fake_gateway(provider)
     run = await run_eval(engine, version_id=version, dataset_id=dataset, split="holdout",
                          evaluators=LABEL, gateway=gateway, concurrency=4)
-    assert run.status == "done" and len(gateway.calls) == 20
+    assert run.status == "done" and len(provider.calls) == 20
     summary = run.summary
     assert summary["items"] == 20 and summary["scores"] == {"label": 1.0, "matches_baseline": 1.0}
-    assert summary["cost"] > 0 and summary["latency_p50_s"] == 0.01 and summary["errors"] == 0
+    assert summary["cost"] == pytest.approx(sum(c["input_tokens"] + c["output_tokens"] for c in provider.calls) / 1e6)
+    assert summary["latency_p50_s"] >= 0.01 and summary["errors"] == 0
     results = stored_results(engine, run.id)
     assert len(results) == 20 and all(r.output in (" positive", " negative") for r in results)
 
     again = await run_eval(engine, version_id=version, dataset_id=dataset, split="holdout",
                            evaluators=LABEL, gateway=gateway)
-    assert again.id == run.id and len(gateway.calls) == 20  # nothing new was called
+    assert again.id == run.id and len(provider.calls) == 20  # nothing new was called
     with session_scope(engine) as session:
         assert len(session.exec(select(EvalRun)).all()) == 1
 
@@ -73,17 +79,17 @@ async def test_stored_run_records_everything_and_a_rerun_pays_nothing(engine) ->
 async def test_an_interrupted_run_resumes_where_it_stopped(engine) -> None:
     version, dataset = _setup(engine)
     cap = Ledger(max_calls=7)
-    first = FakeGateway(responder=sentiment)
     with pytest.raises(SpendCapReached):
         await run_eval(engine, version_id=version, dataset_id=dataset, split="search",
-                       evaluators=LABEL, gateway=first, ledger=cap, concurrency=1)
+                       evaluators=LABEL, gateway=fake_gateway(FakeProvider(responder=sentiment)), ledger=cap,
+                       concurrency=1)
     with session_scope(engine) as session:
         run = session.exec(select(EvalRun)).one()
         stored = session.exec(select(EvalResult)).all()
     assert run.status == "interrupted" and len(stored) == 7
-    second = FakeGateway(responder=sentiment)  # a fresh process: no in-memory cache
+    second = FakeProvider(responder=sentiment)  # a fresh process
     done = await run_eval(engine, version_id=version, dataset_id=dataset, split="search",
-                          evaluators=LABEL, gateway=second)
+                          evaluators=LABEL, gateway=fake_gateway(second))
     assert done.id == run.id and done.status == "done"
     assert len(second.calls) == 20 - 7 and done.summary["items"] == 20
 
@@ -94,28 +100,30 @@ async def test_failed_items_are_recorded_then_retried_on_rerun(engine) -> None:
 
     def flaky(model, prompt):
         if state["down"]:
-            raise GatewayError("provider down", where="fake")
+            raise Retryable("503 server error: provider down")
         return sentiment(model, prompt)
 
-    gateway = FakeGateway(responder=flaky)
+    provider = FakeProvider(responder=flaky)
+    gateway = fake_gateway(provider, max_retries=1, backoff_base_s=0.001)
     run = await run_eval(engine, version_id=version, dataset_id=dataset, split="search",
                          evaluators=LABEL, gateway=gateway)
     assert run.summary["errors"] == 5 and run.summary["scores"]["label"] == 0.0
-    assert all("provider down" in r.error for r in stored_results(engine, run.id))
+    assert all("gave up after 2 attempts; last error: 503 server error: provider down" in r.error
+               for r in stored_results(engine, run.id))
     state["down"] = False
     rerun = await run_eval(engine, version_id=version, dataset_id=dataset, split="search",
                            evaluators=LABEL, gateway=gateway)
-    assert rerun.id == run.id and rerun.summary["errors"] == 0 and len(gateway.calls) == 5
+    assert rerun.id == run.id and rerun.summary["errors"] == 0 and len(provider.calls) == 5
     assert rerun.summary["scores"]["label"] == 1.0
 
 
 async def test_temperature_above_zero_samples_each_item_with_seeds(engine) -> None:
     version, dataset = _setup(engine, n=8, params={"temperature": 0.7, "max_tokens": 5})
-    gateway = FakeGateway(responder=sentiment)
+    provider = FakeProvider(responder=sentiment)
     run = await run_eval(engine, version_id=version, dataset_id=dataset, split="search",
-                         evaluators=LABEL, gateway=gateway)
-    assert run.samples == 3 and len(gateway.calls) == 4 * 3
-    assert sorted({c["seed"] for c in gateway.calls}) == [0, 1, 2]
+                         evaluators=LABEL, gateway=fake_gateway(provider))
+    assert run.samples == 3 and len(provider.calls) == 4 * 3
+    assert sorted({c["seed"] for c in provider.calls}) == [0, 1, 2]
     assert samples_for({"temperature": 0}, None) == 1 and samples_for({}, 5) == 5
     with pytest.raises(ValueError):
         samples_for({}, 0)
@@ -133,7 +141,7 @@ async def test_label_metrics_in_the_summary(engine, tmp_path) -> None:
                               mapping=ColumnMapping({"text": "text"}, expected="label")).dataset.id
     run = await run_eval(engine, version_id=version, dataset_id=dataset, split="search",
                          evaluators=build_evaluators({"label": ["positive", "negative"]}),
-                         gateway=FakeGateway(responder=sentiment))
+                         gateway=fake_gateway(FakeProvider(responder=sentiment)))
     metrics = run.summary["label_metrics"]["label"]
     predicted = ["negative" if "bad" in r["text"] else "positive" for r in rows]
     expected_acc = sum(p == r["label"] for p, r in zip(predicted, rows)) / 12

@@ -1,70 +1,27 @@
-"""A sentiment prompt with production logs in a real SQLite store, and a fake gateway that
-answers like a model: right on clear reviews, with a configurable way to be wrong."""
+"""A sentiment prompt with production logs in a real store, and the real gateway over that store
+with a fake provider that answers like a model: right on clear reviews."""
 
 from __future__ import annotations
 
 import random
-import re
 from datetime import timedelta
 
 import pytest
 
 from trimloop.core.catalog import resolve_model
 from trimloop.core.db import session_scope
-from trimloop.core.gateway import FakeGateway
+from trimloop.core.gateway import Gateway
 from trimloop.core.identity import version_identity
 from trimloop.core.settings import Settings
 from trimloop.core.tables import LogRecord, Prompt, PromptVersion, utcnow
-
-VERBOSE = """You are a **very** careful sentiment classifier. Please read the review carefully.
-It is very important that you answer with one word: positive or negative. Thank you!
-
-Here are some examples:
-
-Review: A wonderful, moving film with great performances.
-Sentiment: positive
-
-Review: Dull, slow and far too long.
-Sentiment: negative
-
-Review: I loved every minute of it, a great ride.
-Sentiment: positive
-
-Review: The plot made no sense and the acting was bad.
-Sentiment: negative
-
-Review: {{text}}
-Sentiment:"""
-
-GOOD = ["great", "wonderful", "loved", "moving", "fun", "delight", "superb"]
-BAD = ["bad", "dull", "boring", "awful", "mess", "tedious", "worst"]
-
-
-def review(rng: random.Random, i: int) -> tuple[str, str]:
-    label = "positive" if i % 2 == 0 else "negative"
-    words = rng.sample(GOOD if label == "positive" else BAD, 2)
-    return f"Review {i}: it was {words[0]} and {words[1]} from start to end.", label
-
-
-def classify(text: str) -> str:
-    last = re.findall(r"(?:Review|Input): (.*)", text)[-1] if re.findall(r"(?:Review|Input): (.*)", text) else text
-    return " positive" if any(w in last for w in GOOD) else " negative"
-
-
-def prompt_text(prompt) -> str:  # type: ignore[no-untyped-def]
-    return prompt if isinstance(prompt, str) else prompt[-1]["content"]
+from trimloop.testing.fake_provider import FakeProvider
+from trimloop.testing.sentiment import VERBOSE, classify, prompt_text, review
 
 
 @pytest.fixture
 def settings(tmp_path) -> Settings:
     return Settings(home=tmp_path / "home", prompts={"sentiment": {"rungs": [8, 24], "dataset_size": 200, "margin": 0.05,
                                                                     "holdout_fraction": 0.6}})
-
-
-@pytest.fixture
-def priced(settings):  # type: ignore[no-untyped-def]
-    """Fake-gateway pricing with the catalog's real prices per model."""
-    return lambda model, tin, tout: resolve_model(settings, model).price(tin, tout)
 
 
 @pytest.fixture
@@ -97,5 +54,26 @@ def seeded(engine, settings):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def good_gateway(priced):  # type: ignore[no-untyped-def]
-    return FakeGateway(responder=lambda model, prompt: classify(prompt_text(prompt)), price=priced, latency_s=0.1)
+def good_provider() -> FakeProvider:
+    """A model that classifies clear reviews right; `.calls` are the calls it answered (paid)."""
+    return FakeProvider(responder=lambda model, prompt: classify(prompt_text(prompt)))
+
+
+@pytest.fixture
+async def gateway_for(engine, settings):  # type: ignore[no-untyped-def]
+    """`gateway_for(provider)`: the real gateway (spend cap, response cache in `engine`, retries)
+    answering through `provider`; closed after the test."""
+    made: list[Gateway] = []
+
+    def make(provider: FakeProvider, *, settings: Settings = settings) -> Gateway:
+        made.append(Gateway(settings, engine=engine, provider=provider))
+        return made[-1]
+
+    yield make
+    for gateway in made:
+        await gateway.aclose()
+
+
+@pytest.fixture
+def good_gateway(gateway_for, good_provider):  # type: ignore[no-untyped-def]
+    return gateway_for(good_provider)

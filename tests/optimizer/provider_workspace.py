@@ -1,4 +1,4 @@
-"""A files-connector workspace whose models live on the fake OpenAI server (trimloop.core.fake_openai):
+"""A files-connector workspace whose models live on the fake OpenAI server (trimloop.testing.fake_openai):
 the `sentiment` prompt (verbose few-shot, on the pricey `fake/big`, labelled production), 200 logs
 whose outputs are the gold labels, and the cheap `fake/small` as the only candidate model. The fake
 server answers every review with its gold label (reply rules), so a cheaper candidate is as good
@@ -19,14 +19,12 @@ import httpx
 import yaml
 
 from tests.api.test_end_to_end import log_lines
-from tests.optimizer.conftest import BAD, GOOD, VERBOSE
 from trimloop.core.settings import Settings
 from trimloop.core.tables import utcnow
+from trimloop.testing.sentiment import REPLIES, VERBOSE
 
 PRICES = {"fake/big": (50.0, 100.0), "fake/small": (5.0, 10.0)}  # $ per 1M input / output tokens
 PARAMS = {"max_tokens": 3, "temperature": 0}
-REPLIES = {"after": "Review: ", "rules": [["|".join(GOOD), " positive"], ["|".join(BAD), " negative"]],
-           "default": " negative"}
 
 
 def server_args(tmp: Path, *extra: str) -> list[str]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from trimloop.core.gateway import FakeGateway
+from trimloop.core.gateway import Gateway
+from trimloop.core.settings import Settings
 from trimloop.core.templates import Template
 from trimloop.evals.evaluators import build_evaluators
 from trimloop.evals.runner import EvalItem, ItemResult
 from trimloop.optimizer.certify import certify
 from trimloop.optimizer.race import Arm
 from trimloop.optimizer.spec import VersionSpec, start
+from trimloop.testing.fake_provider import FakeProvider
 
 
 def _setup(n: int):
@@ -22,7 +24,7 @@ def _setup(n: int):
 
 async def test_a_clearly_worse_candidate_is_stopped_early_and_fails():
     items, baseline, arm = _setup(800)
-    gateway = FakeGateway(responder=lambda model, prompt: "negative")
+    gateway = Gateway(Settings(), provider=FakeProvider(responder=lambda model, prompt: "negative"))
     [cert] = await certify(ranked=[arm], items=items, baseline_results=baseline, search_baseline=baseline,
                            evaluators=build_evaluators(["exact"]), gateway=gateway, margin=0.03, alpha=0.05, top=1)
     assert not cert.passed and "futility" in cert.reason and cert.calls < cert.n_planned
@@ -30,7 +32,7 @@ async def test_a_clearly_worse_candidate_is_stopped_early_and_fails():
 
 async def test_an_equal_candidate_passes_on_the_planned_items():
     items, baseline, arm = _setup(800)
-    gateway = FakeGateway(responder=lambda model, prompt: "positive")
+    gateway = Gateway(Settings(), provider=FakeProvider(responder=lambda model, prompt: "positive"))
     [cert] = await certify(ranked=[arm], items=items, baseline_results=baseline, search_baseline=baseline,
                            evaluators=build_evaluators(["exact"]), gateway=gateway, margin=0.03, alpha=0.05, top=1)
     assert cert.passed and cert.calls == cert.n_planned <= 800
@@ -99,7 +101,7 @@ async def test_a_hopeless_candidate_stops_early_and_leaves_its_calls_to_the_next
     events = []
     first, second = await certify(ranked=[behind, equal], items=items, baseline_results=baseline,
                                   search_baseline=baseline, evaluators=build_evaluators(["exact"]),
-                                  gateway=FakeGateway(responder=respond), margin=0.03, alpha=0.05, top=2,
+                                  gateway=Gateway(Settings(), provider=FakeProvider(responder=respond)), margin=0.03, alpha=0.05, top=2,
                                   emit=lambda kind, data: events.append((kind, data)))
     assert first.n_planned > 1500 and not first.passed
     assert "predictive power" in first.reason and "upper bound" not in first.reason, first.reason

@@ -27,11 +27,11 @@ from tests.optimizer.provider_workspace import (
 )
 from trimloop.connectors.sync import sync
 from trimloop.core.db import session_scope
-from trimloop.core.fake_openai import running
 from trimloop.core.gateway import Gateway
 from trimloop.core.settings import GatewaySettings, Settings
 from trimloop.core.tables import Candidate, OptimizationRun, Prompt, Suggestion
 from trimloop.optimizer.run import create_run, execute_run
+from trimloop.testing.fake_openai import running
 
 GATEWAY = GatewaySettings(concurrency=4, max_retries=6, backoff_base_s=0.01, backoff_max_s=0.2, timeout_s=0.5)
 INTERMITTENT = ["ok", "429:1", "ok", "ok", "500", "ok", "ok", "503", "ok", "ok", "timeout", "ok", "ok",

@@ -11,7 +11,7 @@ from trimloop.optimizer.moves import PruneExamples, Retarget, Shorten
 from trimloop.optimizer.moves.retarget import chat_to_text
 from trimloop.optimizer.moves.shorten import label_descriptions
 from trimloop.optimizer.spec import MoveContext, VersionSpec, start
-from tests.optimizer.conftest import VERBOSE
+from trimloop.testing.sentiment import VERBOSE
 
 
 @pytest.fixture
@@ -100,15 +100,17 @@ def test_moves_compose_with_lineage(context):
 
 
 async def test_rewrite_goes_through_the_gateway_via_dspy_and_keeps_examples():
-    from trimloop.core.gateway import FakeGateway
+    from trimloop.core.gateway import Gateway
     from trimloop.core.ledger import Ledger
     from trimloop.optimizer.moves.rewrite import Rewrite
+    from trimloop.testing.fake_provider import FakeProvider
 
     replies = iter([
         "[[ ## shorter_instruction ## ]]\nClassify the review: answer positive or negative.\n\n[[ ## completed ## ]]",
         "[[ ## new_instruction ## ]]\nSay positive or negative.\n\n[[ ## completed ## ]]",
     ])
-    gateway = FakeGateway(responder=lambda model, prompt: next(replies))
+    provider = FakeProvider(responder=lambda model, prompt: next(replies))
+    gateway = Gateway(Settings(), provider=provider)
     ledger = Ledger(max_calls=5)
     context = MoveContext(models=[], resolve=None, gateway=gateway, proposer_model="local/smollm2-135m",
                           ledger=ledger, failures=[{"inputs": {"text": "meh"}, "expected": "negative"}])
@@ -117,16 +119,21 @@ async def test_rewrite_goes_through_the_gateway_via_dspy_and_keeps_examples():
     text = proposals[0].version.template.text
     assert text.startswith("Classify the review: answer positive or negative.\n\nHere are some examples:")
     assert text.endswith("Review: {{text}}\nSentiment:")
-    assert ledger.calls == 2 and len(gateway.calls) == 2  # priced and capped like every other call
-    assert "meh" in gateway.calls[1]["prompt"][-1]["content"]
+    assert ledger.calls == 2 and len(provider.calls) == 2  # priced and capped like every other call
+    smollm = gateway.model("local/smollm2-135m")  # priced by the catalog
+    assert ledger.spent == pytest.approx(sum(smollm.price(c["input_tokens"], c["output_tokens"]) for c in provider.calls))
+    assert "meh" in provider.calls[1]["prompt"][-1]["content"]
 
 
 async def test_rewrite_is_off_without_a_proposer_and_drops_bad_proposals():
-    from trimloop.core.gateway import FakeGateway
+    from trimloop.core.gateway import Gateway
     from trimloop.optimizer.moves.rewrite import Rewrite
+    from trimloop.testing.fake_provider import FakeProvider
 
-    off = MoveContext(models=[], resolve=None, gateway=FakeGateway())
-    assert await Rewrite().propose(root(Template.plain(VERBOSE)), context=off) == []
-    sneaky = FakeGateway(responder=lambda m, p: "[[ ## shorter_instruction ## ]]\nUse {{other}}.\n\n[[ ## completed ## ]]")
-    on = MoveContext(models=[], resolve=None, gateway=sneaky, proposer_model="local/smollm2-135m")
-    assert await Rewrite().propose(root(Template.plain(VERBOSE)), context=on) == []
+    silent = FakeProvider()
+    off = MoveContext(models=[], resolve=None, gateway=Gateway(Settings(), provider=silent))
+    assert await Rewrite().propose(root(Template.plain(VERBOSE)), context=off) == [] and silent.attempts == 0
+    sneaky = FakeProvider(responder=lambda m, p: "[[ ## shorter_instruction ## ]]\nUse {{other}}.\n\n[[ ## completed ## ]]")
+    on = MoveContext(models=[], resolve=None, gateway=Gateway(Settings(), provider=sneaky),
+                     proposer_model="local/smollm2-135m")
+    assert await Rewrite().propose(root(Template.plain(VERBOSE)), context=on) == [] and sneaky.calls

@@ -12,6 +12,8 @@ from trimloop.core.db import session_scope
 from trimloop.core.gateway import cache_key
 from trimloop.core.tables import OptimizationRun, Prompt, RunEvent, Suggestion, utcnow
 from trimloop.optimizer.queue import claim_next, claim_run, enqueue, execute_claimed, heartbeat
+from trimloop.testing.fake_provider import FakeProvider
+from trimloop.testing.sentiment import classify, prompt_text
 
 STALE = timedelta(minutes=10)
 
@@ -134,29 +136,31 @@ class Crash(BaseException):
     """Stands for the process dying (SIGKILL, OOM): not an Exception, so nothing records it."""
 
 
-class DyingGateway:
-    """Forwards to a gateway until the Nth call, then dies, and stays dead."""
+def dying(die_at: int):  # type: ignore[no-untyped-def]
+    """A provider that answers like the good one until its Nth call, which the process does not survive."""
+    seen = []
 
-    def __init__(self, inner, die_at: int):
-        self.inner, self.die_at, self.seen = inner, die_at, 0
-
-    async def call(self, model, **kw):  # type: ignore[no-untyped-def]
-        self.seen += 1
-        if self.seen >= self.die_at:
+    def respond(model, prompt):  # type: ignore[no-untyped-def]
+        seen.append(model)
+        if len(seen) >= die_at:
             raise Crash()
-        return await self.inner.call(model, **kw)
+        return classify(prompt_text(prompt))
+
+    return FakeProvider(responder=respond)
 
 
 async def test_a_crash_mid_run_leaves_it_resumable_and_the_resume_repays_nothing(engine, settings, seeded,
-                                                                                good_gateway):
+                                                                                gateway_for, good_gateway,
+                                                                                good_provider):
     run_id = enqueue(engine, prompt_id=seeded)
     t0 = utcnow()
     assert claim_run(engine, run_id=run_id, worker="first", now=t0)
+    doomed = dying(die_at=40)
     with pytest.raises(Crash):
         await execute_claimed(engine=engine, settings=settings, run_id=run_id, worker="first",
-                              gateway=DyingGateway(good_gateway, die_at=40))
+                              gateway=gateway_for(doomed))
     assert _status(engine, run_id) == ("running", "first")
-    paid_before_crash = len(good_gateway.calls)
+    paid_before_crash = len(doomed.calls)
     assert paid_before_crash > 0
     # another worker, later: the run is stale, so it is reclaimed and finished from the cache
     later = utcnow() + timedelta(minutes=11)
@@ -165,7 +169,7 @@ async def test_a_crash_mid_run_leaves_it_resumable_and_the_resume_repays_nothing
                                 gateway=good_gateway, now=later)
     assert run.status == "succeeded", run.error
     keys = [cache_key(model=c["model"], prompt=c["prompt"], params=c["params"], seed=c["seed"])
-            for c in good_gateway.calls]
+            for c in doomed.calls + good_provider.calls]
     assert len(keys) == len(set(keys)), "a call was paid twice"
     assert run.results["cache_hits"] >= paid_before_crash
     with session_scope(engine) as session:

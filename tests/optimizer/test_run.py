@@ -1,13 +1,19 @@
-"""A whole optimization run on a real SQLite store with a fake gateway."""
+"""A whole optimization run on a real store, through the real gateway with a fake provider."""
 
 from __future__ import annotations
 
+import pytest
 from sqlmodel import select
 
+from trimloop.core.catalog import resolve_model
 from trimloop.core.db import session_scope
-from trimloop.core.gateway import FakeGateway
+from trimloop.core.llm_cache import cache_key
+from trimloop.core.providers import Retryable
+from trimloop.core.settings import GatewaySettings
 from trimloop.core.tables import Candidate, OptimizationRun, RunEvent, Suggestion
 from trimloop.optimizer.run import create_run, execute_run
+from trimloop.testing.fake_provider import FakeProvider
+from trimloop.testing.sentiment import VERBOSE, classify, prompt_text, review
 
 
 async def _run(engine, settings, prompt_id, gateway, **config):
@@ -16,7 +22,8 @@ async def _run(engine, settings, prompt_id, gateway, **config):
     return await execute_run(engine=engine, settings=settings, run_id=run_id, gateway=gateway)
 
 
-async def test_a_run_certifies_a_cheaper_version_and_suggests_it(engine, settings, seeded, good_gateway):
+async def test_a_run_certifies_a_cheaper_version_and_suggests_it(engine, settings, seeded, good_gateway,
+                                                                 good_provider):
     run = await _run(engine, settings, seeded, good_gateway)
     assert run.status == "succeeded", run.error
     assert "suggestion_id" in run.results, (run.results.get("no_suggestion"), run.results["certifications"])
@@ -30,13 +37,13 @@ async def test_a_run_certifies_a_cheaper_version_and_suggests_it(engine, setting
         assert stats["verdict"] == "non-inferior" and stats["lower"] > -0.05
     assert evidence["savings"]["calls_per_day"] > 5 and suggestion.projected_monthly_savings > 0
     assert evidence["changes"]["template_diff"] and evidence["lineage"]
-    assert run.results["suggestion_id"] == suggestion.id and run.calls_made == len(good_gateway.calls)
+    assert run.results["suggestion_id"] == suggestion.id and run.calls_made == len(good_provider.calls)
     assert {"run.started", "dataset.ready", "candidate.proposed", "certify.finished", "suggestion.created"} <= set(kinds)
     assert any(c.status == "certified" for c in candidates)
 
 
-async def test_negative_control_makes_no_suggestion_and_says_why(engine, settings, seeded, priced):
-    hopeless = FakeGateway(responder=lambda model, prompt: "I cannot help with that.", price=priced)
+async def test_negative_control_makes_no_suggestion_and_says_why(engine, settings, seeded, gateway_for):
+    hopeless = gateway_for(FakeProvider(responder=lambda model, prompt: "I cannot help with that."))
     run = await _run(engine, settings, seeded, hopeless, models=["local/smollm2-135m"])
     assert run.status == "succeeded"
     assert run.results["no_suggestion"].startswith("no suggestion, because")
@@ -46,26 +53,68 @@ async def test_negative_control_makes_no_suggestion_and_says_why(engine, setting
     assert "certified" not in statuses
 
 
-async def test_budget_caps_the_calls(engine, settings, seeded, good_gateway):
+async def test_budget_caps_the_calls(engine, settings, seeded, good_gateway, good_provider):
     run = await _run(engine, settings, seeded, good_gateway, budget_calls=30)
-    assert run.status == "succeeded" and run.calls_made <= 30 and len(good_gateway.calls) <= 30
+    assert run.status == "succeeded" and run.calls_made <= 30 and len(good_provider.calls) <= 30
 
 
-async def test_rerun_repays_nothing_and_rejected_candidates_are_not_reproposed(engine, settings, seeded, good_gateway):
+async def test_rerun_repays_nothing_and_rejected_candidates_are_not_reproposed(engine, settings, seeded, good_gateway,
+                                                                               good_provider, gateway_for):
     first = await _run(engine, settings, seeded, good_gateway)
     with session_scope(engine) as session:
         suggestion = session.exec(select(Suggestion)).one()
         suggestion.status = "rejected"
         rejected_sha = suggestion.candidate_sha
-    calls_before = len(good_gateway.calls)
-    second = await _run(engine, settings, seeded, good_gateway)
+    fresh = FakeProvider(responder=lambda model, prompt: classify(prompt_text(prompt)))
+    second = await _run(engine, settings, seeded, gateway_for(fresh))  # another process, the same database
     assert second.status == "succeeded"
     with session_scope(engine) as session:
         shas = [s.candidate_sha for s in session.exec(select(Suggestion).where(Suggestion.run_id == second.id))]
     assert rejected_sha not in shas
-    # the second run re-evaluates what the first did from the cache: only new candidates cost calls
-    assert second.results["cache_hits"] > 0
-    assert len(good_gateway.calls) - calls_before < first.calls_made
+    # the second run re-evaluates what the first did from the cache: only new calls are paid
+    assert second.results["cache_hits"] > 0 and second.calls_made == len(fresh.calls) < first.calls_made
+    assert not {_key(c) for c in fresh.calls} & {_key(c) for c in good_provider.calls}
+    assert second.spent_dollars == pytest.approx(_priced(settings, fresh.calls))
+
+
+async def test_a_dollar_budget_caps_the_spend_at_the_catalog_price_of_what_was_answered(engine, settings, seeded,
+                                                                                         good_gateway, good_provider):
+    cap = 1.5e-5  # about a third of what this run spends uncapped (4.4e-5 on 280 calls)
+    run = await _run(engine, settings, seeded, good_gateway, budget_dollars=cap)
+    assert run.status == "succeeded", run.error
+    assert 0 < run.spent_dollars <= cap and run.calls_made == len(good_provider.calls) < 280
+    assert run.spent_dollars == pytest.approx(_priced(settings, good_provider.calls))
+    assert run.results["budget_exhausted"] and "dollar cap reached" in run.results["no_suggestion"], run.results
+
+
+async def test_a_run_through_429s_5xx_and_malformed_replies_completes_and_pays_each_answer_once(
+        engine, settings, seeded, gateway_for):
+    faults = [Retryable("429 rate limited", retry_after=0.01), Retryable("503 server error: busy"),
+              Retryable("malformed response body (KeyError): {}")]
+    seen = []
+
+    def sometimes_failing(model, prompt):
+        seen.append(model)
+        if len(seen) % 5 == 0:  # one attempt in five fails, each kind in turn
+            raise faults[len(seen) // 5 % 3]
+        return classify(prompt_text(prompt))
+
+    provider = FakeProvider(responder=sometimes_failing)
+    quick = settings.model_copy(update={"gateway": GatewaySettings(backoff_base_s=0.001, backoff_max_s=0.05)})
+    run = await _run(engine, settings, seeded, gateway_for(provider, settings=quick))
+    assert run.status == "succeeded" and "suggestion_id" in run.results, (run.error, run.results.get("no_suggestion"))
+    assert provider.attempts > len(provider.calls) == run.calls_made  # retried attempts are not billed
+    assert len({_key(c) for c in provider.calls}) == len(provider.calls)
+    assert run.spent_dollars == pytest.approx(_priced(settings, provider.calls))
+
+
+def _key(call) -> str:  # type: ignore[no-untyped-def]
+    return cache_key(model=call["model"], prompt=call["prompt"], params=call["params"], seed=call["seed"])
+
+
+def _priced(settings, calls) -> float:  # type: ignore[no-untyped-def]
+    """What the calls cost at the catalog's price for each model."""
+    return sum(resolve_model(settings, c["model"]).price(c["input_tokens"], c["output_tokens"]) for c in calls)
 
 
 async def test_bad_options_fail_the_run_with_a_clear_reason(engine, settings, seeded, good_gateway):
@@ -73,7 +122,7 @@ async def test_bad_options_fail_the_run_with_a_clear_reason(engine, settings, se
     assert run.status == "failed" and "margin" in run.error
 
 
-async def test_cancelled_run_stops(engine, settings, seeded, good_gateway):
+async def test_cancelled_run_stops(engine, settings, seeded, gateway_for):
     with session_scope(engine) as session:
         run_id = create_run(session=session, prompt_id=seeded).id
     calls = {"n": 0}
@@ -85,12 +134,12 @@ async def test_cancelled_run_stops(engine, settings, seeded, good_gateway):
                 session.get(OptimizationRun, run_id).status = "cancelled"
         return " positive"
 
-    gateway = FakeGateway(responder=cancel_midway)
-    run = await execute_run(engine=engine, settings=settings, run_id=run_id, gateway=gateway)
+    run = await execute_run(engine=engine, settings=settings, run_id=run_id,
+                            gateway=gateway_for(FakeProvider(responder=cancel_midway)))
     assert run.status == "cancelled" and calls["n"] < 60
 
 
-async def test_a_run_reclaimed_by_another_worker_is_left_to_it(engine, settings, seeded):
+async def test_a_run_reclaimed_by_another_worker_is_left_to_it(engine, settings, seeded, gateway_for):
     with session_scope(engine) as session:
         run_id = create_run(session=session, prompt_id=seeded).id
     calls = {"n": 0}
@@ -103,7 +152,7 @@ async def test_a_run_reclaimed_by_another_worker_is_left_to_it(engine, settings,
         return " positive"
 
     run = await execute_run(engine=engine, settings=settings, run_id=run_id,
-                            gateway=FakeGateway(responder=taken_over_midway), worker="worker-a")
+                            gateway=gateway_for(FakeProvider(responder=taken_over_midway)), worker="worker-a")
     assert run.status == "running" and run.worker == "worker-b" and run.finished_at is None
 
 
@@ -128,11 +177,10 @@ async def test_the_search_keeps_to_its_share_of_the_budget(engine, settings, see
 
 
 async def test_a_run_on_an_imported_gold_set_runs_the_baseline_once_and_scores_against_gold(
-        engine, settings, seeded, good_gateway, tmp_path):
+        engine, settings, seeded, good_gateway, good_provider, tmp_path):
     import json
     import random
 
-    from tests.optimizer.conftest import VERBOSE, review
     from trimloop.core.tables import Dataset
     from trimloop.evals.gold import ColumnMapping, import_file
 
@@ -149,7 +197,7 @@ async def test_a_run_on_an_imported_gold_set_runs_the_baseline_once_and_scores_a
     assert results["dataset_id"] == dataset_id and "suggestion_id" in results, results.get("no_suggestion")
     # The gold set has no baseline outputs: the baseline answered each item once, through the gateway.
     head = VERBOSE.split("{{text}}")[0]
-    baseline_calls = [c for c in good_gateway.calls if c["model"] == "local/gemma3-270m" and c["prompt"].startswith(head)]
+    baseline_calls = [c for c in good_provider.calls if c["model"] == "local/gemma3-270m" and c["prompt"].startswith(head)]
     assert results["baseline_calls"] == 300 and len(baseline_calls) == 300
     assert run.calls_made == results["baseline_calls"] + results["search_calls"] + results["certify_calls"]
     with session_scope(engine) as session:

@@ -1,5 +1,5 @@
 """Data for the UI's tests and benchmark: a real suggestion made by the optimizer (files store,
-sync, a run with the fake gateway), plus hand-made prompts and suggestions with full evidence,
+sync, a run through the gateway with a fake provider), plus hand-made prompts and suggestions with full evidence,
 one of them with a hostile name (`<script>`, `{{7*7}}`)."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ PARAMS = {"max_tokens": 3, "temperature": 0}
 def files_store(tmp_path: Path) -> tuple[Path, Settings]:
     """The end-to-end test's sentiment prompt with 200 logged calls over 27 days."""
     from tests.api.test_end_to_end import log_lines
-    from tests.optimizer.conftest import VERBOSE
+    from trimloop.testing.sentiment import VERBOSE
 
     folder = tmp_path / "store"
     (folder / "prompts" / "sentiment").mkdir(parents=True)
@@ -43,7 +43,7 @@ def files_store(tmp_path: Path) -> tuple[Path, Settings]:
 
 
 def optimized(engine: Engine, settings: Settings) -> int:
-    """Sync, then one optimization run with the fake gateway; the id of the run (it made a suggestion)."""
+    """Sync, then one optimization run through the gateway with a fake provider; the id of the run (it made a suggestion)."""
     from tests.api.test_end_to_end import gateway_for
     from trimloop.optimizer.run import create_run, execute_run
 
@@ -51,8 +51,12 @@ def optimized(engine: Engine, settings: Settings) -> int:
     with session_scope(engine) as session:
         prompt_id = session.exec(__import__("sqlmodel").select(Prompt.id).where(Prompt.name == "sentiment")).one()
         run_id = create_run(session=session, prompt_id=prompt_id, config={"margin": 0.05}, budget_dollars=5.0).id
-    job = lambda: asyncio.run(execute_run(engine=engine, settings=settings, run_id=run_id,  # noqa: E731
-                                          gateway=gateway_for(settings)))
+
+    async def execute() -> None:
+        async with gateway_for(settings, engine) as gateway:
+            await execute_run(engine=engine, settings=settings, run_id=run_id, gateway=gateway)
+
+    job = lambda: asyncio.run(execute())  # noqa: E731
     with ThreadPoolExecutor(1) as pool:  # its own thread: the caller may already run an event loop
         pool.submit(job).result()
     with session_scope(engine) as session:

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from trimloop.core.db import make_engine, session_scope
-from trimloop.core.fake_openai import free_port
 from trimloop.core.tables import Suggestion
+from trimloop.testing.fake_openai import free_port
 
 from tests.ui import seed
 

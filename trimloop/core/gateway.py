@@ -11,8 +11,8 @@ cost, latency, and whether it came from the cache. On the way it
 - prices tokens (provider usage, else tiktoken) with the catalog's price.
 
 OpenAI-compatible endpoints (the bundled llama.cpp models, any `api_base`) are called directly
-over a pooled aiohttp session; every other provider goes through litellm.
-`FakeGateway` beside it replays queued outputs for tests.
+over a pooled aiohttp session; every other provider goes through litellm. Tests give it one
+`provider=` for every model instead (`trimloop.testing.FakeProvider`): all the rest is this code.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -37,7 +37,7 @@ from trimloop.core.catalog import (
 from trimloop.core.errors import ConfigError, GatewayError, ProviderUnavailable, UserError
 from trimloop.core.ledger import Ledger
 from trimloop.core.llm_cache import CachedCall, ResponseCache, cache_key
-from trimloop.core.providers import DirectProvider, Fatal, LiteLLMProvider, RawReply, Retryable
+from trimloop.core.providers import DirectProvider, Fatal, LiteLLMProvider, Provider, RawReply, Retryable
 from trimloop.core.settings import Settings
 
 Prompt = list[dict[str, str]] | str
@@ -87,10 +87,13 @@ class Gateway:
         engine: Engine | None = None,
         cache: bool | None = None,
         before_first_call: Callable[[str], None] | None = None,
+        provider: Provider | None = None,
     ):
         """`before_first_call(model_id)` runs (in a thread) before a model's first real call,
-        e.g. `local_models.LazyStarter` to start a bundled model only when a call needs it."""
+        e.g. `local_models.LazyStarter` to start a bundled model only when a call needs it.
+        `provider` answers every model's calls in place of the one its route picks (tests)."""
         self.settings = settings
+        self._provider = provider
         self._before_first_call = before_first_call
         self._engine = engine
         self._prepared: dict[str, asyncio.Task[None]] = {}
@@ -222,7 +225,7 @@ class Gateway:
         self, model: ResolvedModel, prompt: Prompt, wire: dict[str, Any]
     ) -> tuple[RawReply, float, int]:
         config = self.settings.gateway
-        provider = self._direct if model.route == "direct" else self._litellm
+        provider = self._provider or (self._direct if model.route == "direct" else self._litellm)
         limit = self._limits.get(model.provider)
         if limit is None:
             limit = self._limits[model.provider] = asyncio.Semaphore(model.concurrency)
@@ -285,7 +288,7 @@ class Gateway:
         """A gateway like this one (settings, response cache database, model starter) for another
         thread's event loop: HTTP sessions and locks belong to the loop that made them."""
         return Gateway(self.settings, engine=self._engine, cache=self.cache is not None,
-                       before_first_call=self._before_first_call)
+                       before_first_call=self._before_first_call, provider=self._provider)
 
     async def aclose(self) -> None:
         await self._direct.aclose()
@@ -306,98 +309,5 @@ def redact(text: str, model: ResolvedModel) -> str:
 
 
 def _as_hit(result: CallResult) -> CallResult:
-    from dataclasses import replace
-
     return replace(result, spent=0.0, cached=True, attempts=0)
 
-
-Responder = Callable[[str, Prompt], str]
-
-
-@dataclass
-class FakeGateway:
-    """A test double with Gateway's `call` signature: replays queued outputs, makes no request.
-
-    Give it outputs to return in order, or a `responder(model, prompt) -> str`. Tokens are
-    counted with tiktoken and priced at `price_per_token`, or by `price(model, tokens_in,
-    tokens_out)` when given; a Ledger is honoured like the real one.
-    """
-
-    outputs: Iterable[str] = ()
-    responder: Responder | None = None
-    price_per_token: float = 1e-6
-    price: Callable[[str, int, int], float] | None = None
-    latency_s: float = 0.01
-    cache: bool = True
-    calls: list[dict[str, Any]] = field(default_factory=list)
-    _queue: list[str] = field(default_factory=list, repr=False)
-    _memo: dict[str, CallResult] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        self._queue = list(self.outputs)
-
-    def queue(self, *outputs: str) -> None:
-        self._queue.extend(outputs)
-
-    async def call(
-        self,
-        model: str,
-        *,
-        messages: list[dict[str, str]] | None = None,
-        text: str | None = None,
-        params: dict[str, Any] | None = None,
-        seed: int | None = None,
-        ledger: Ledger | None = None,
-    ) -> CallResult:
-        prompt = _check_prompt(messages, text)
-        wire = {k: v for k, v in (params or {}).items() if v is not None}
-        key = cache_key(model=model, prompt=prompt, params=wire, seed=seed)
-        if self.cache and key in self._memo:
-            if ledger:
-                ledger.note_cache_hit()
-            return _as_hit(self._memo[key])
-        tokens_in = count_message_tokens(prompt) if isinstance(prompt, list) else count_tokens(prompt)
-        max_tokens = int(wire.get("max_tokens", 512))
-        worst = self._price(model, tokens_in, max_tokens)
-        if ledger:
-            ledger.reserve(worst)
-        if self.responder is not None:
-            output = self.responder(model, prompt)
-        elif self._queue:
-            output = self._queue.pop(0)
-        else:
-            if ledger:
-                ledger.release(worst)
-            raise AssertionError("FakeGateway: no queued output left for this call")
-        self.calls.append({"model": model, "prompt": prompt, "params": wire, "seed": seed})
-        tokens_out = min(count_tokens(output), max_tokens)
-        cost = self._price(model, tokens_in, tokens_out)
-        if ledger:
-            ledger.settle(worst, cost)
-        result = CallResult(
-            output=output,
-            model=model,
-            input_tokens=tokens_in,
-            output_tokens=tokens_out,
-            cost=cost,
-            spent=cost,
-            latency_s=self.latency_s,
-            cached=False,
-            cost_is_estimate=True,
-            key=key,
-        )
-        if self.cache:
-            self._memo[key] = result
-        return result
-
-    def _price(self, model: str, tokens_in: int, tokens_out: int) -> float:
-        if self.price is not None:
-            return self.price(model, tokens_in, tokens_out)
-        return (tokens_in + tokens_out) * self.price_per_token
-
-    def for_another_loop(self) -> "FakeGateway":
-        """Itself: it holds no loop-bound state, and tests count every call in one place."""
-        return self
-
-    async def aclose(self) -> None:
-        return None

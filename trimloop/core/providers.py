@@ -10,7 +10,7 @@ import asyncio
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -34,6 +34,14 @@ class Fatal(Exception):
     def __init__(self, reason: str, hint: str | None = None):
         super().__init__(reason)
         self.hint = hint
+
+
+class Provider(Protocol):
+    """One way to reach a model; the gateway picks one by `model.route` (tests give their own)."""
+
+    async def call(
+        self, model: ResolvedModel, prompt: list[dict[str, str]] | str, params: dict[str, Any]
+    ) -> RawReply: ...
 
 
 def api_key_for(model: ResolvedModel) -> str | None:

@@ -1,13 +1,15 @@
-"""The LLM judges through the gateway's test double; the pairwise position swap."""
+"""The LLM judges through the real gateway with a fake provider; the pairwise position swap."""
 
 from __future__ import annotations
 
 import pytest
 
 from trimloop.core.errors import UserError
-from trimloop.core.gateway import FakeGateway
 from trimloop.evals.evaluators import EvalContext, build_evaluators, score_output
 from trimloop.evals.evaluators.judges import parse_grade, parse_verdict
+from trimloop.testing.fake_provider import FakeProvider
+
+from tests.evals.helpers import fake_gateway
 
 
 def ctx(gateway, output="Paris", baseline="Lyon"):
@@ -16,21 +18,21 @@ def ctx(gateway, output="Paris", baseline="Lyon"):
 
 
 async def test_llm_judge_grades_through_the_gateway() -> None:
-    gateway = FakeGateway(outputs=["8"])
+    provider = FakeProvider(outputs=["8"])
     judges = build_evaluators({"llm_judge": {"model": "judge-model", "rubric": "Correct capital."}})
-    scores = await score_output(judges, ctx(gateway))
+    scores = await score_output(judges, ctx(fake_gateway(provider)))
     assert scores["llm_judge"].value == pytest.approx(0.8)
-    (call,) = gateway.calls
+    (call,) = provider.calls
     assert call["model"] == "judge-model"
     assert "Correct capital." in call["prompt"][0]["content"] and "Paris" in call["prompt"][0]["content"]
 
 
 async def test_llm_judge_text_style_for_base_models_and_unparsable_grades() -> None:
-    gateway = FakeGateway(outputs=["I think it is good"])
+    provider = FakeProvider(outputs=["I think it is good"])
     judges = build_evaluators({"llm_judge": {"model": "m", "rubric": "r", "style": "text", "scale": 5}})
-    score = (await score_output(judges, ctx(gateway)))["llm_judge"]
+    score = (await score_output(judges, ctx(fake_gateway(provider))))["llm_judge"]
     assert score.value == 0.0 and "no grade" in score.reason
-    assert isinstance(gateway.calls[0]["prompt"], str)
+    assert isinstance(provider.calls[0]["prompt"], str)
 
 
 def test_parse_grade_and_verdict() -> None:
@@ -51,8 +53,8 @@ def _responder(first_is_better: bool):
 
 async def test_pairwise_counts_only_position_consistent_verdicts() -> None:
     judges = build_evaluators({"pairwise_judge": {"model": "judge"}})
-    biased = FakeGateway(responder=_responder(first_is_better=True))
-    score = (await score_output(judges, ctx(biased)))["pairwise_judge"]
+    biased = FakeProvider(responder=_responder(first_is_better=True))
+    score = (await score_output(judges, ctx(fake_gateway(biased))))["pairwise_judge"]
     assert score.value == 0.5 and "inconsistent" in score.reason
     assert len(biased.calls) == 2
     first, second = (c["prompt"][0]["content"] for c in biased.calls)
@@ -66,17 +68,17 @@ async def test_pairwise_consistent_win_and_loss() -> None:
     def prefers_paris(model, prompt):
         text = prompt[0]["content"]
         return "A" if text.index("Response A") < text.index("Paris") < text.index("Response B") else "B"
-    win = (await score_output(judges, ctx(FakeGateway(responder=prefers_paris))))["pairwise_judge"]
+    win = (await score_output(judges, ctx(fake_gateway(FakeProvider(responder=prefers_paris)))))["pairwise_judge"]
     assert win.value == 1.0
-    loss = (await score_output(judges, ctx(FakeGateway(responder=prefers_paris), output="Lyon?",
+    loss = (await score_output(judges, ctx(fake_gateway(FakeProvider(responder=prefers_paris)), output="Lyon?",
                                            baseline="Paris")))["pairwise_judge"]
     assert loss.value == 0.0
 
 
 async def test_pairwise_skips_the_call_when_outputs_are_equal_and_needs_a_gateway() -> None:
-    gateway = FakeGateway()
+    provider = FakeProvider()
     judges = build_evaluators({"pairwise_judge": {"model": "judge"}})
-    assert (await score_output(judges, ctx(gateway, baseline="Paris")))["pairwise_judge"].value == 0.5
-    assert gateway.calls == []
+    assert (await score_output(judges, ctx(fake_gateway(provider), baseline="Paris")))["pairwise_judge"].value == 0.5
+    assert provider.attempts == 0
     with pytest.raises(UserError, match="no gateway"):
         await score_output(judges, ctx(None))

@@ -28,7 +28,7 @@ class EvalContext:
     expected: str | None = None
     baseline_output: str | None = None
     item_id: int | str | None = None
-    gateway: Any = None  # a Gateway or FakeGateway, for the judges
+    gateway: Any = None  # the Gateway, for the judges
     ledger: Any = None
 
 

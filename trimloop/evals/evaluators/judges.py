@@ -1,8 +1,8 @@
 """LLM judges: `llm_judge` grades one output against a rubric; `pairwise_judge` compares the
 candidate's output with the baseline's in both orders and counts only position-consistent verdicts.
 
-Both call the judge model through the gateway in the evaluation context (a real Gateway or the
-FakeGateway test double), so judge calls are cached, priced and capped like every other call.
+Both call the judge model through the gateway in the evaluation context, so judge calls are
+cached, priced and capped like every other call.
 The bundled 135M/270M models make poor judges: use them to exercise the plumbing, and a capable
 API model (`model = "openai/gpt-4o-mini"`, …) for judgments you rely on.
 """
@@ -39,7 +39,7 @@ def _need_gateway(ctx: EvalContext, name: str) -> Any:
         raise UserError(
             f"evaluator {name!r} calls a judge model but no gateway was given",
             where=f"dataset item {ctx.item_id}",
-            hint="pass gateway= to the runner (a Gateway, or FakeGateway in tests)",
+            hint="pass gateway= to the runner (tests give the Gateway a fake provider=)",
         )
     return ctx.gateway
 

@@ -1,6 +1,6 @@
 """A fake OpenAI-compatible server with a fixed latency and scripted faults, for tests and benches.
 
-    python -m trimloop.core.fake_openai --port 8500 --latency-ms 50
+    python -m trimloop.testing.fake_openai --port 8500 --latency-ms 50
 
 Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`, and control routes:
 
@@ -250,7 +250,7 @@ def running(*args: str, startup_s: float = 20.0) -> Iterator[str]:
     import httpx
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "trimloop.core.fake_openai", "--port", str(port), *args],
+    proc = subprocess.Popen([sys.executable, "-m", "trimloop.testing.fake_openai", "--port", str(port), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
