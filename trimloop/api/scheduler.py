@@ -19,20 +19,20 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from trimloop.api import webhooks
-from trimloop.connectors.sync import SyncReport, sync
-from trimloop.core import store
+from trimloop.api import services, webhooks
+from trimloop.connectors.sync import SyncReport
 from trimloop.core.db import session_scope
-from trimloop.core.errors import Busy
+from trimloop.core.errors import Conflict, TrimloopError
 from trimloop.core.settings import Settings
 from trimloop.core.tables import OptimizationRun, utcnow
-from trimloop.optimizer.due import DueDecision, candidate_prices, due_prompts, record_candidates
-from trimloop.optimizer.queue import claim_next, enqueue, execute_claimed, worker_id
+from trimloop.optimizer.due import DueDecision, due_prompts
+from trimloop.optimizer.queue import claim_next, execute_claimed, worker_id
 
 log = logging.getLogger("trimloop.api.scheduler")
 JOB_ID = "trimloop-pass"
 JOBS_TABLE = "trimloop_scheduler_jobs"
 ORPHAN_AFTER = timedelta(minutes=5)  # a queued run nobody started for this long is any worker's to take
+ACTOR = "scheduler"  # who the audit log says queued the pass's runs and closed stale suggestions
 
 
 @dataclass
@@ -73,9 +73,11 @@ class Worker:
     async def run_pass(self, *, do_sync: bool = True, max_runs: int | None = None) -> PassReport:
         """One pass; `max_runs` bounds how many runs it executes (default: all it can claim)."""
         report = PassReport()
-        if do_sync and self.settings.connectors:
-            report.synced = await asyncio.to_thread(sync, engine=self.engine, settings=self.settings)
-        report.superseded, report.expired = await asyncio.to_thread(self._close_stale)
+        synced = await asyncio.to_thread(services.sync, engine=self.engine, settings=self.settings, actor=ACTOR,
+                                         pull=do_sync and bool(self.settings.connectors), now=self.clock())
+        report.synced, report.superseded, report.expired = synced.reports, synced.superseded, synced.expired
+        if synced.superseded or synced.expired:
+            log.info("suggestions superseded: %s; expired: %s", synced.superseded, synced.expired)
         report.decisions, report.queued = await asyncio.to_thread(self._queue_due)
         stale_after = timedelta(minutes=self.settings.scheduler.stale_after_minutes)
         while max_runs is None or len(report.executed) < max_runs:
@@ -91,18 +93,6 @@ class Worker:
             await webhooks.announce_run(engine=self.engine, settings=self.settings, run_id=run_id)
         return report
 
-    def _close_stale(self) -> tuple[list[int], list[int]]:
-        """Open suggestions whose baseline left production become `superseded`; pending ones older
-        than scheduler.expire_pending_after_days become `expired`. Either way the prompt stops
-        waiting on them and can be due again."""
-        max_age = timedelta(days=self.settings.scheduler.expire_pending_after_days)
-        with session_scope(self.engine) as session:
-            superseded = store.supersede_stale(session=session, actor="scheduler")
-            expired = store.expire_stale(session=session, now=self.clock(), max_age=max_age, actor="scheduler")
-        if superseded or expired:
-            log.info("suggestions superseded: %s; expired: %s", superseded, expired)
-        return superseded, expired
-
     def _queue_due(self) -> tuple[list[DueDecision], list[int]]:
         now = self.clock()
         with session_scope(self.engine) as session:
@@ -112,14 +102,13 @@ class Worker:
             if not d.due:
                 continue
             try:
-                run_id = enqueue(self.engine, prompt_id=d.prompt_id, reason=d.reason)
-            except Busy as exc:  # the next pass tries again
+                run_id = services.start_run(engine=self.engine, settings=self.settings, prompt_id=d.prompt_id,
+                                            actor=ACTOR, reason=d.reason)
+            except Conflict:  # another worker queued it first
+                continue
+            except TrimloopError as exc:  # busy database, options broken since the decision: the next pass tries again
                 log.warning("prompt %s not queued: %s", d.prompt_name, exc.message)
                 continue
-            if run_id is None:  # another worker queued it first
-                continue
-            with session_scope(self.engine) as session:
-                record_candidates(session, run_id=run_id, prices=candidate_prices(self.settings, d.prompt_name))
             queued.append(run_id)
         return decisions, queued
 

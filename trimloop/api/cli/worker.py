@@ -58,10 +58,11 @@ def worker(
 
 def print_pass(report: PassReport, out: Console) -> None:
     """Due decisions with reasons, then what each executed run produced."""
-    if report.synced:
-        from trimloop.api.cli.sync import print_reports
+    from trimloop.api.cli.sync import print_closed, print_reports
 
+    if report.synced:
         print_reports(report.synced, out)
+    print_closed(report.superseded, report.expired, out)
     if not report.decisions:
         out.print("no prompts in the store: configure a connector and run `trimloop sync`", highlight=False)
         return
