@@ -22,7 +22,7 @@ from sqlmodel import select
 
 from trimloop.api.cli.common import money
 from trimloop.api.demo import workspace
-from trimloop.api.scheduler import real_gateway
+from trimloop.api.executor import real_gateway
 from trimloop.connectors.sync import sync
 from trimloop.core.db import get_engine, session_scope, upgrade
 from trimloop.core.settings import get_settings, load_settings
@@ -63,7 +63,7 @@ def demo(
                 produce = workspace.produce_logs(
                     folder, gateway, prompts, lambda name, done, total: bars.update(tasks[name], completed=done))
                 asyncio.run(_closing(produce, gateway))
-                gateway, starter = _fresh(gateway, starter, settings, engine)
+                gateway = gateway.for_another_loop()  # for the next event loop; the same model servers
         for report in sync(engine=engine, settings=settings):
             problems = f", {report.skipped_total} skipped" if report.skipped_total else ""
             out.print(f"sync {report.connector}: {report.prompts_added} prompts, {report.versions_added} versions, "
@@ -73,7 +73,7 @@ def demo(
         rows = []
         for prompt in prompts:
             rows.append(_optimize(out, engine, settings, prompt.name, gateway))
-            gateway, starter = _fresh(gateway, starter, settings, engine)
+            gateway = gateway.for_another_loop()
     finally:
         starter.stop()
     _table(out, rows)
@@ -87,13 +87,6 @@ async def _closing(work, gateway):  # type: ignore[no-untyped-def]
         return await work
     finally:
         await gateway.aclose()
-
-
-def _fresh(gateway, starter, settings, engine):  # type: ignore[no-untyped-def]
-    """A new gateway for the next event loop (aiohttp sessions belong to one loop); same servers."""
-    new, new_starter = real_gateway(settings, engine)
-    new_starter.servers = starter.servers  # keep the llama.cpp servers already started
-    return new, new_starter
 
 
 def _bars(out: Console) -> Progress:

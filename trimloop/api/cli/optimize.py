@@ -13,7 +13,7 @@ from sqlmodel import col, select
 
 from trimloop.api import webhooks
 from trimloop.api.cli.common import money, settings_and_engine
-from trimloop.api.scheduler import real_gateway
+from trimloop.api.executor import real_gateway
 from trimloop.api.services import start_run
 from trimloop.core.db import session_scope
 from trimloop.core.errors import Conflict, NotFound

@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from trimloop.api.cli.common import money, settings_and_engine
-from trimloop.api.scheduler import PassReport, Worker, build_scheduler, real_gateway
+from trimloop.api.executor import real_gateway
+from trimloop.api.scheduler import PassReport, Worker, build_scheduler
 
 
 def worker(
