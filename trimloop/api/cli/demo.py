@@ -20,14 +20,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlmodel import select
 
+from trimloop.api import services
 from trimloop.api.cli.common import money
 from trimloop.api.demo import workspace
 from trimloop.api.executor import real_gateway
-from trimloop.connectors.sync import sync
+from trimloop.api.services import start_run
 from trimloop.core.db import get_engine, session_scope, upgrade
+from trimloop.core.errors import Conflict
 from trimloop.core.settings import get_settings, load_settings
 from trimloop.core.tables import OptimizationRun, Prompt, Suggestion
-from trimloop.optimizer.queue import claim_run, enqueue, execute_claimed, worker_id
+from trimloop.optimizer.queue import claim_run, execute_claimed, worker_id
+
+ACTOR = "trimloop demo"  # who the audit log says queued the demo's runs
 
 
 def demo(
@@ -64,7 +68,7 @@ def demo(
                     folder, gateway, prompts, lambda name, done, total: bars.update(tasks[name], completed=done))
                 asyncio.run(_closing(produce, gateway))
                 gateway = gateway.for_another_loop()  # for the next event loop; the same model servers
-        for report in sync(engine=engine, settings=settings):
+        for report in services.sync(engine=engine, settings=settings, actor=ACTOR).reports:
             problems = f", {report.skipped_total} skipped" if report.skipped_total else ""
             out.print(f"sync {report.connector}: {report.prompts_added} prompts, {report.versions_added} versions, "
                       f"{report.logs_added} new logs ({report.logs_already_synced} already there){problems}")
@@ -104,7 +108,11 @@ def _optimize(out: Console, engine, settings, name: str, gateway):  # type: igno
             run = session.get(OptimizationRun, pending.run_id)
             out.print(f"{name}: suggestion {pending.id} from run {pending.run_id} is still pending review")
             return name, run, pending
-    run_id = enqueue(engine, prompt_id=prompt_id, reason="trimloop demo")
+    try:
+        run_id: int | None = start_run(engine=engine, settings=settings, prompt_id=prompt_id, actor=ACTOR,
+                                       reason="trimloop demo")
+    except Conflict:
+        run_id = None
     me = worker_id()
     if run_id is None or not claim_run(engine, run_id=run_id, worker=me):
         out.print(f"[yellow]{name}: another run is in progress; skipped[/]")
