@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlmodel import select
 
-from trimloop.api import services
+from trimloop.api import services, webhooks
 from trimloop.api.cli.common import money
 from trimloop.api.demo import workspace
 from trimloop.api.executor import real_gateway
@@ -137,6 +137,7 @@ def _optimize(out: Console, engine, settings, name: str, gateway):  # type: igno
             done.set()
             watcher.join()
         bars.update(task, completed=run.calls_made, total=max(run.calls_made, 1))
+    asyncio.run(webhooks.announce_run(engine=engine, settings=settings, run_id=run_id))
     with session_scope(engine) as session:
         suggestion = session.exec(select(Suggestion).where(Suggestion.run_id == run_id)).first()
     return name, run, suggestion
