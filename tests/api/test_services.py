@@ -4,7 +4,8 @@ fingerprint; every way of syncing supersedes and expires suggestions the same wa
 The races run two servers (two apps, each on its own event loop, as two `trimloop serve` processes
 would) or a server and `trimloop optimize`'s path (`services.start_run`) against one database, on
 both test backends: a barrier releases both requests at once, and of each pair exactly one run is
-queued and the other refused with 409 (Conflict).
+queued and the other refused with 409 (Conflict). The servers execute nothing (`Queued` stands in
+for their RunScheduler), so a run stays queued until the round cancels it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from sqlmodel import col, select
 from typer.testing import CliRunner
 
 from tests.api.conftest import make_suggestion, synced
-from tests.optimizer.provider_workspace import poll_until
 from trimloop.api import services
 from trimloop.api.app import create_app
 from trimloop.api.cli import _register, app as cli
@@ -80,22 +80,29 @@ def runs_of(engine: Engine, prompt_id: int) -> int:
 
 
 def end_round(engine: Engine, prompt_id: int) -> None:
-    """Cancel the round's run unless it ended already (a server's run fails at its first call), so the
-    prompt is free for the next race."""
+    """Cancel the round's run, so the prompt is free for the next race."""
     for run in active_runs(engine, prompt_id):
-        try:
-            with session_scope(engine) as session:
-                store.cancel_run(session=session, run_id=run.id, actor="test")  # type: ignore[arg-type]
-        except Conflict:  # it failed between the two reads
-            pass
-    assert not active_runs(engine, prompt_id)
+        with session_scope(engine) as session:
+            store.cancel_run(session=session, run_id=run.id, actor="test")  # type: ignore[arg-type]
+
+
+class Queued:
+    """Stands in for a server's RunScheduler: remembers the runs it is asked to start and starts
+    none, so a run stays queued until the test cancels it (the races are about queueing)."""
+
+    def __init__(self) -> None:
+        self.scheduled: list[int] = []
+
+    def schedule(self, run_id: int) -> None:
+        self.scheduled.append(run_id)
 
 
 @pytest.fixture
 def two_servers(settings: Settings, engine: Engine) -> Iterator[tuple[TestClient, TestClient]]:
-    # a gateway that a run fails on at its first call: the races are about queueing, not executing
-    with TestClient(create_app(settings, engine, gateway=object())) as one, \
-            TestClient(create_app(settings, engine, gateway=object())) as two:
+    apps = [create_app(settings, engine), create_app(settings, engine)]
+    for app in apps:
+        app.state.runs = Queued()
+    with TestClient(apps[0]) as one, TestClient(apps[1]) as two:
         auth = token(engine, "warm-up", role="viewer")
         for client in (one, two):  # FastAPI builds a route's parameters at its first request, in a
             # `warnings.catch_warnings()` block that two threads at once undo for each other
@@ -111,8 +118,10 @@ def test_two_simultaneous_post_runs_queue_one_run_and_refuse_the_other(engine, s
         statuses = race(*(lambda c=c: c.post("/runs", json={"prompt_id": prompt_id}, headers=auth).status_code
                           for c in (one, two)))
         assert sorted(statuses) == [202, 409], statuses
-        assert runs_of(engine, prompt_id) == done  # one run queued per race, never two
+        assert runs_of(engine, prompt_id) == done and len(active_runs(engine, prompt_id)) == 1  # never two
         end_round(engine, prompt_id)
+    started = one.app.state.runs.scheduled + two.app.state.runs.scheduled  # type: ignore[attr-defined]
+    assert len(started) == ROUNDS  # each accepted run, and only those, was handed to its server to execute
 
 
 def test_post_runs_against_trimloop_optimize_queues_one_run(engine, settings, two_servers):
@@ -133,7 +142,7 @@ def test_post_runs_against_trimloop_optimize_queues_one_run(engine, settings, tw
         statuses = race(lambda: server.post("/runs", json={"prompt_id": prompt_id}, headers=auth).status_code,
                         from_the_cli)
         assert sorted(statuses) == [202, 409], statuses
-        assert runs_of(engine, prompt_id) == done
+        assert runs_of(engine, prompt_id) == done and len(active_runs(engine, prompt_id)) == 1
         end_round(engine, prompt_id)
     assert from_the_cli() == 202  # free again once the last run was cancelled; queued, nobody executes it
     clash = server.post("/runs", json={"prompt_id": prompt_id}, headers=auth)
@@ -155,7 +164,7 @@ def test_a_run_started_through_the_api_records_the_candidate_fingerprint(engine,
         [audit] = session.exec(select(AuditEvent).where(AuditEvent.action == "run.create")).all()
     assert event.data["models"] == candidate_prices(settings, "triage") and event.data["fingerprint"]
     assert audit.object_id == str(run_id) and audit.actor.startswith("eng")
-    poll_until("the run to end", lambda: not active_runs(engine, prompt_id), 60)
+    end_round(engine, prompt_id)
 
     # so when the candidate models change, the prompt is due for that reason
     fewer = settings.model_copy(update={"prompts": {"triage": {"models": ["local/smollm2-135m"]}}})
