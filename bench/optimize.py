@@ -24,7 +24,7 @@ from typing import Any
 from sqlmodel import select
 
 from bench._util import machine
-from trimloop.api.scheduler import real_gateway
+from trimloop.api.executor import real_gateway
 from trimloop.connectors.sync import sync
 from trimloop.core.db import get_engine, session_scope, upgrade
 from trimloop.core.settings import get_settings, load_settings
@@ -143,8 +143,7 @@ def run_task(name: str, n: int, root: Path) -> dict[str, Any]:
                 old.status = "expired"  # a rerun of the bench measures again
         run_id = enqueue(engine, prompt_id=prompt_id, reason="bench")
         assert run_id is not None and claim_run(engine, run_id=run_id, worker=worker_id())
-        gateway2, starter2 = real_gateway(settings, engine)
-        starter2.servers = starter.servers
+        gateway2 = gateway.for_another_loop()  # a new event loop; the same model servers
         opt_started = time.monotonic()
         run = asyncio.run(_closing(execute_claimed(engine=engine, settings=settings, run_id=run_id, gateway=gateway2,
                                                    worker=worker_id()), gateway2))

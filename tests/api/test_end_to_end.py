@@ -87,7 +87,7 @@ def test_sync_optimize_approve_deploy_promote_realize(e2e, engine, headers):
         stream = client.get(f"/runs/{run['id']}/events", headers=fin)
         assert stream.headers["content-type"].startswith("text/event-stream")
         kinds = [line[len("event: "):] for line in stream.text.splitlines() if line.startswith("event: ")]
-        assert kinds[:3] == ["run.queued", "run.claimed", "run.started"] and kinds[-1] == "end", kinds
+        assert kinds[:4] == ["run.queued", "run.candidates", "run.claimed", "run.started"] and kinds[-1] == "end", kinds
         assert {"dataset.ready", "candidate.proposed"} <= set(kinds), kinds
 
         assert "suggestion_id" in run["results"], (run["results"].get("no_suggestion"), kinds)

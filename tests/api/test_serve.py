@@ -17,17 +17,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlmodel import select
 
-from tests.optimizer.conftest import gateway_for, good_gateway, good_provider, seeded  # noqa: F401  (fixtures)
+from tests.optimizer.conftest import good_gateway, seeded  # noqa: F401  (fixtures)
 from tests.optimizer.provider_workspace import poll_until
 from trimloop.api.app import create_app
-from trimloop.api.scheduler import JOB_ID, JOBS_TABLE, serve_lifespan
+from trimloop.api.scheduler import JOB_ID, JOBS_TABLE
 from trimloop.core import store
 from trimloop.core.db import make_engine, session_scope
-from trimloop.core.gateway import Gateway
 from trimloop.core.settings import Settings
 from trimloop.core.tables import OptimizationRun, Prompt, Suggestion
 from trimloop.testing.fake_openai import free_port
-from trimloop.testing.fake_provider import FakeProvider
 
 PROMPT = """---
 model: big/model
@@ -132,14 +130,12 @@ def settings(tmp_path) -> Settings:  # the seeded `sentiment` prompt's options, 
                     scheduler={"min_new_logs": 50, "interval_minutes": 60})
 
 
-def test_a_scheduled_pass_and_post_runs_never_run_one_prompt_twice(engine, settings, seeded, good_gateway,
-                                                                   good_provider):
+def test_a_scheduled_pass_and_post_runs_never_run_one_prompt_twice(engine, settings, seeded, good_gateway):
     with session_scope(engine) as session:
         _, clear = store.create_token(session=session, name="eng", role="engineer", actor="test")
     auth = {"Authorization": f"Bearer {clear}"}
-    app = create_app(settings, engine, good_gateway)
-    host = serve_lifespan(app, engine=engine, settings=settings, gateway=good_gateway,  # a gateway per pass
-                          pass_gateway=lambda: Gateway(settings, engine=engine, provider=good_provider))
+    app = create_app(settings, engine, good_gateway, scheduler=True)  # what `trimloop serve` builds
+    host = app.state.passes
     assert host is not None
 
     def running() -> list[OptimizationRun]:

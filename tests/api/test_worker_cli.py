@@ -13,7 +13,7 @@ from tests.optimizer.conftest import gateway_for, good_gateway, good_provider, s
 from trimloop.api.cli import _register, app
 from trimloop.api.cli.optimize import print_run, run_summary
 from trimloop.core.db import make_engine, session_scope, upgrade
-from trimloop.core.errors import Conflict, NotFound
+from trimloop.core.errors import ConfigError, Conflict, NotFound
 from trimloop.core.settings import load_settings
 from trimloop.core.tables import OptimizationRun, Prompt, Suggestion
 from trimloop.optimizer.run import create_run, execute_run
@@ -94,3 +94,14 @@ def test_no_suggestion_is_explained():
     print_run("sentiment", run, None, out)
     shown = out.export_text()
     assert "no suggestion, because every candidate was inferior" in shown and "12 calls" in shown
+
+
+def test_optimize_refuses_broken_options_before_queueing_a_run(home_engine, tmp_path):
+    (tmp_path / "trimloop.toml").write_text("[prompts.triage]\nmargin = 2.0\n")
+    with session_scope(home_engine) as session:
+        session.add(Prompt(name="triage", connector="files"))
+    result = runner.invoke(app, ["optimize", "triage"])
+    assert isinstance(result.exception, ConfigError), result.output
+    assert result.exception.where == "[prompts.triage].margin" and "less than 1" in result.exception.message
+    with session_scope(home_engine) as session:
+        assert session.exec(select(OptimizationRun)).all() == []  # checked before anything was queued

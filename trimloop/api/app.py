@@ -1,13 +1,17 @@
-"""The FastAPI app: routers, auth, the one error shape, and the background run scheduler.
+"""The FastAPI app: routers, auth, the one error shape, and the services it hosts.
 
-`create_app(settings, engine, gateway)` builds it; with no engine it migrates and opens the
-database named by the settings. Every route except `/health` needs a bearer token.
+`create_app(settings, engine, gateway, scheduler=...)` builds it; with no engine it migrates and
+opens the database named by the settings. Every route except `/health` needs a bearer token. Its
+one lifespan runs what it hosts: the runs `POST /runs` starts (`runner.RunScheduler`) and, with
+`scheduler` (`trimloop serve`), the scheduler's passes (`scheduler.HostedPasses`), both over the
+one `gateway` (default: `executor.real_gateway`, whose bundled models stop with the app).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -16,7 +20,9 @@ from sqlalchemy.engine import Engine
 from trimloop.api import errors
 from trimloop.api.auth import LoginLimiter, Reader
 from trimloop.api.routes import audit, connectors, datasets, health, prompts, reports, runs, suggestions, tokens
+from trimloop.api.executor import real_gateway
 from trimloop.api.runner import RunScheduler
+from trimloop.api.scheduler import HostedPasses, hosting
 from trimloop.api.ui import routes as ui
 from trimloop.core.db import get_engine, upgrade
 from trimloop.core.settings import Settings, load_settings
@@ -43,22 +49,41 @@ TAGS = [
 ]
 
 
-def create_app(settings: Settings | None = None, engine: Engine | None = None, gateway: Any | None = None) -> FastAPI:
-    """The API over `engine` (default: the settings' database, migrated to the newest schema)."""
+def create_app(settings: Settings | None = None, engine: Engine | None = None, gateway: Any | None = None, *,
+               scheduler: bool = False) -> FastAPI:
+    """The API over `engine` (default: the settings' database, migrated to the newest schema). With
+    `scheduler`, the scheduler runs while the app is served: a pass at once, then every
+    `scheduler.interval_minutes`; stopping the app cancels a pass in flight."""
     settings = settings or load_settings()
     if engine is None:
         upgrade(settings.db_url)
         engine = get_engine(settings)
-    scheduler = RunScheduler(engine=engine, settings=settings, gateway=gateway)
+    starter = None
+    if gateway is None and scheduler:  # runs and passes share it (RunScheduler alone makes its own when needed)
+        gateway, starter = real_gateway(settings, engine)
+    run_scheduler = RunScheduler(engine=engine, settings=settings, gateway=gateway)
+    passes = HostedPasses(engine=engine, settings=settings, gateway=gateway) if scheduler else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        await scheduler.close()
+        try:
+            async with AsyncExitStack() as hosted:
+                if passes is not None:
+                    await hosted.enter_async_context(hosting(passes))
+                try:
+                    yield
+                finally:
+                    await run_scheduler.close()
+        finally:
+            if starter is not None:
+                try:
+                    await gateway.aclose()
+                finally:
+                    await asyncio.to_thread(starter.stop)
 
     app = FastAPI(title="trimloop", version="0.1.0", description=DESCRIPTION, openapi_tags=TAGS,
                   lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
-    app.state.settings, app.state.engine, app.state.runs = settings, engine, scheduler
+    app.state.settings, app.state.engine, app.state.runs, app.state.passes = settings, engine, run_scheduler, passes
     app.state.login_limiter = LoginLimiter(settings.api.failed_logins_per_minute)
     errors.install(app)
     app.include_router(health.router)

@@ -2,10 +2,8 @@
 executes it with heartbeats, so a `trimloop worker` never runs it twice; a run this server cannot
 claim (another run of the prompt is live) stays queued for a worker.
 
-Each run executes on a thread of its own, with its own event loop and gateway (over the server's
-model starter): the optimizer writes to the database synchronously, and on the server's loop a
-write waiting for SQLite's lock would stall every request (measured by bench/soak.py: 60 s
-stalls, then "database is locked"). Stopping the server cancels the run's task on its loop; the
+Each run executes on a thread of its own, with its own event loop and gateway (`executor.OwnLoops`,
+over the server's model starter). Stopping the server cancels the run's task on its loop; the
 heartbeat goes stale and a worker resumes it.
 
 After a run ends, the webhooks hear `suggestion.created` for each new suggestion or `run.failed`.
@@ -16,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-import time
 from typing import Any
 
 from sqlalchemy import update
@@ -25,26 +21,35 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col
 
 from trimloop.api import webhooks
+from trimloop.api.executor import CLOSE_WAIT_S, Closed, OwnLoops, real_gateway
 from trimloop.core.db import session_scope
 from trimloop.core.settings import Settings
 from trimloop.core.store import RUN_ACTIVE
 from trimloop.core.tables import OptimizationRun, utcnow
 
 log = logging.getLogger("trimloop.api.runner")
-CLOSE_WAIT_S = 30.0  # how long a stopping server waits for its runs' threads to unwind
 
 
 class RunScheduler:
-    """Starts runs as asyncio tasks and keeps them referenced until they end."""
+    """Starts runs as asyncio tasks on the server's loop, executes each on a loop of its own
+    (`executor.OwnLoops`), and keeps the tasks referenced until they end.
+
+    With no `gateway`, the real one (`executor.real_gateway`, made at the first run), whose bundled
+    models stop on close."""
 
     def __init__(self, *, engine: Engine, settings: Settings, gateway: Any | None = None):
         self.engine, self.settings, self.gateway = engine, settings, gateway
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.worker: str | None = None
-        self._lock = threading.Lock()
-        self._running: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = {}  # on run threads
-        self._threads: dict[int, threading.Thread] = {}
-        self._closing = False
+        self._starter: Any = None
+        self._loops: OwnLoops | None = None
+
+    def loops(self) -> OwnLoops:
+        if self._loops is None:
+            if self.gateway is None:
+                self.gateway, self._starter = real_gateway(self.settings, self.engine)
+            self._loops = OwnLoops(self.gateway, what="API run")
+        return self._loops
 
     def schedule(self, run_id: int) -> None:
         task = asyncio.get_running_loop().create_task(self._execute(run_id), name=f"run-{run_id}")
@@ -57,30 +62,15 @@ class RunScheduler:
             await asyncio.shield(task)
 
     async def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
-        """Cancel the runs in flight and wait (bounded) until their threads have unwound, so none
-        still holds a database connection or a model call when the server is gone."""
-        with self._lock:
-            self._closing = True
-            running = list(self._running.values())
-            threads = list(self._threads.values())
-        for loop, task in running:
-            loop.call_soon_threadsafe(task.cancel)
+        """Cancel the runs in flight and wait (bounded) until their threads have unwound."""
         for task in list(self.tasks.values()):
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
-        deadline = time.monotonic() + wait_s
-        for thread in threads:
-            await asyncio.to_thread(thread.join, max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                log.warning("%s is still unwinding; its run resumes on the next worker", thread.name)
-
-    def _gateway(self) -> Any:
-        if self.gateway is None:
-            from trimloop.core.gateway import Gateway
-            from trimloop.core.local_models import LazyStarter
-
-            self.gateway = Gateway(self.settings, engine=self.engine, before_first_call=LazyStarter(self.settings))
-        return self.gateway
+        if self._loops is not None:
+            await self._loops.close(wait_s)
+        if self._starter is not None:
+            await self.gateway.aclose()
+            await asyncio.to_thread(self._starter.stop)
 
     async def _execute(self, run_id: int) -> None:
         try:  # the optimizer is a sibling package that may be absent from a slim install
@@ -90,70 +80,22 @@ class RunScheduler:
             await self._announce(run_id)
             return
         self.worker = self.worker or f"api:{worker_id()}"
-        if not await asyncio.to_thread(claim_run, self.engine, run_id=run_id, worker=self.worker):
+        worker = self.worker
+        if not await asyncio.to_thread(claim_run, self.engine, run_id=run_id, worker=worker):
             return  # cancelled already, or another run of this prompt is live: a worker takes it later
+
+        async def execute(gateway: Any) -> None:
+            await execute_claimed(engine=self.engine, settings=self.settings, run_id=run_id, gateway=gateway,
+                                  worker=worker)
+
         try:
-            await self._on_own_thread(run_id, execute_claimed)
-        except asyncio.CancelledError:
-            raise  # the server is stopping: the run's heartbeat goes stale and a worker resumes it
+            await self.loops().run(execute, name=f"trimloop-run-{run_id}")
+        except (asyncio.CancelledError, Closed):
+            raise asyncio.CancelledError() from None  # the server is stopping: a worker resumes the run
         except Exception as exc:  # the run's own failure handling missed it: never leave it running
             log.exception("run %s crashed", run_id)
             await asyncio.to_thread(self._fail, run_id, f"{exc.__class__.__name__}: {exc}")
         await self._announce(run_id)
-
-    async def _on_own_thread(self, run_id: int, execute_claimed: Any) -> None:
-        """Execute the claimed run on a daemon thread with its own loop and gateway; wait for it."""
-        loop = asyncio.get_running_loop()
-        finished: asyncio.Future[None] = loop.create_future()
-        shared = self._gateway()
-        worker = self.worker
-
-        async def execute() -> None:
-            task = asyncio.current_task()
-            assert task is not None
-            with self._lock:
-                if self._closing:  # the server stopped first: the run stays claimed and resumes later
-                    return
-                self._running[run_id] = (asyncio.get_running_loop(), task)
-            gateway = shared.for_another_loop() if hasattr(shared, "for_another_loop") else shared
-            try:
-                await execute_claimed(engine=self.engine, settings=self.settings, run_id=run_id,
-                                      gateway=gateway, worker=worker)
-            finally:
-                with self._lock:
-                    self._running.pop(run_id, None)
-                if gateway is not shared:
-                    await gateway.aclose()
-
-        def settle(error: BaseException | None) -> None:
-            if finished.done():
-                return
-            if error is None:
-                finished.set_result(None)
-            else:
-                finished.set_exception(error)
-
-        def thread() -> None:
-            error: BaseException | None = None
-            try:
-                asyncio.run(execute())
-            except asyncio.CancelledError:
-                error = asyncio.CancelledError()
-            except BaseException as exc:  # handed to the server's loop, which marks the run failed
-                error = exc
-            finally:
-                with self._lock:
-                    self._threads.pop(run_id, None)
-            try:
-                loop.call_soon_threadsafe(settle, error)
-            except RuntimeError:  # the server's loop is closed: it stopped while the run unwound
-                pass
-
-        runner = threading.Thread(target=thread, name=f"trimloop-run-{run_id}", daemon=True)
-        with self._lock:
-            self._threads[run_id] = runner
-        runner.start()
-        await finished
 
     def _fail(self, run_id: int, error: str) -> None:
         with session_scope(self.engine) as session:

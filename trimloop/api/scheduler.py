@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -19,20 +18,21 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from trimloop.api import webhooks
-from trimloop.connectors.sync import SyncReport, sync
-from trimloop.core import store
+from trimloop.api import services, webhooks
+from trimloop.api.executor import Closed, OwnLoops, real_gateway
+from trimloop.connectors.sync import SyncReport
 from trimloop.core.db import session_scope
-from trimloop.core.errors import Busy
+from trimloop.core.errors import Conflict, TrimloopError
 from trimloop.core.settings import Settings
 from trimloop.core.tables import OptimizationRun, utcnow
-from trimloop.optimizer.due import DueDecision, candidate_prices, due_prompts, record_candidates
-from trimloop.optimizer.queue import claim_next, enqueue, execute_claimed, worker_id
+from trimloop.optimizer.due import DueDecision, due_prompts
+from trimloop.optimizer.queue import claim_next, execute_claimed, worker_id
 
 log = logging.getLogger("trimloop.api.scheduler")
 JOB_ID = "trimloop-pass"
 JOBS_TABLE = "trimloop_scheduler_jobs"
 ORPHAN_AFTER = timedelta(minutes=5)  # a queued run nobody started for this long is any worker's to take
+ACTOR = "scheduler"  # who the audit log says queued the pass's runs and closed stale suggestions
 
 
 @dataclass
@@ -73,9 +73,11 @@ class Worker:
     async def run_pass(self, *, do_sync: bool = True, max_runs: int | None = None) -> PassReport:
         """One pass; `max_runs` bounds how many runs it executes (default: all it can claim)."""
         report = PassReport()
-        if do_sync and self.settings.connectors:
-            report.synced = await asyncio.to_thread(sync, engine=self.engine, settings=self.settings)
-        report.superseded, report.expired = await asyncio.to_thread(self._close_stale)
+        synced = await asyncio.to_thread(services.sync, engine=self.engine, settings=self.settings, actor=ACTOR,
+                                         pull=do_sync and bool(self.settings.connectors), now=self.clock())
+        report.synced, report.superseded, report.expired = synced.reports, synced.superseded, synced.expired
+        if synced.superseded or synced.expired:
+            log.info("suggestions superseded: %s; expired: %s", synced.superseded, synced.expired)
         report.decisions, report.queued = await asyncio.to_thread(self._queue_due)
         stale_after = timedelta(minutes=self.settings.scheduler.stale_after_minutes)
         while max_runs is None or len(report.executed) < max_runs:
@@ -91,18 +93,6 @@ class Worker:
             await webhooks.announce_run(engine=self.engine, settings=self.settings, run_id=run_id)
         return report
 
-    def _close_stale(self) -> tuple[list[int], list[int]]:
-        """Open suggestions whose baseline left production become `superseded`; pending ones older
-        than scheduler.expire_pending_after_days become `expired`. Either way the prompt stops
-        waiting on them and can be due again."""
-        max_age = timedelta(days=self.settings.scheduler.expire_pending_after_days)
-        with session_scope(self.engine) as session:
-            superseded = store.supersede_stale(session=session, actor="scheduler")
-            expired = store.expire_stale(session=session, now=self.clock(), max_age=max_age, actor="scheduler")
-        if superseded or expired:
-            log.info("suggestions superseded: %s; expired: %s", superseded, expired)
-        return superseded, expired
-
     def _queue_due(self) -> tuple[list[DueDecision], list[int]]:
         now = self.clock()
         with session_scope(self.engine) as session:
@@ -112,25 +102,15 @@ class Worker:
             if not d.due:
                 continue
             try:
-                run_id = enqueue(self.engine, prompt_id=d.prompt_id, reason=d.reason)
-            except Busy as exc:  # the next pass tries again
+                run_id = services.start_run(engine=self.engine, settings=self.settings, prompt_id=d.prompt_id,
+                                            actor=ACTOR, reason=d.reason)
+            except Conflict:  # another worker queued it first
+                continue
+            except TrimloopError as exc:  # busy database, options broken since the decision: the next pass tries again
                 log.warning("prompt %s not queued: %s", d.prompt_name, exc.message)
                 continue
-            if run_id is None:  # another worker queued it first
-                continue
-            with session_scope(self.engine) as session:
-                record_candidates(session, run_id=run_id, prices=candidate_prices(self.settings, d.prompt_name))
             queued.append(run_id)
         return decisions, queued
-
-
-def real_gateway(settings: Settings, engine: Engine) -> tuple[Any, Any]:
-    """The real gateway with the database cache, and the LazyStarter to stop when done."""
-    from trimloop.core.gateway import Gateway
-    from trimloop.core.local_models import LazyStarter
-
-    starter = LazyStarter(settings)
-    return Gateway(settings, engine=engine, before_first_call=starter), starter
 
 
 def scheduled_pass() -> None:
@@ -178,97 +158,38 @@ def build_scheduler(*, engine: Engine, settings: Settings, job: Callable[[], Non
 # `trimloop serve`: the scheduler inside the API server's process.
 #
 # The BackgroundScheduler keeps the job in the database and runs each pass on its own thread, with
-# its own event loop and gateway, as `trimloop worker` does, so a pass that waits on the database
-# never blocks the server's loop. The server and its passes share one `SharedStarter`: a bundled
-# model is started once, by whichever needs it first, and stopped when the server stops. Passes and
-# the runs `POST /runs` executes never fight over a prompt: `optimizer.queue` allows one run per
-# prompt, the API claims the runs it queues at once, and a pass claims only the runs it queued,
-# orphans queued more than `ORPHAN_AFTER` ago, and stale running ones. Stopping the server cancels
-# a pass in flight like the API's own runs: the run's heartbeat goes stale and the next worker
-# resumes it.
-
-CLOSE_WAIT_S = 30.0  # how long a stopping server waits for a cancelled pass to unwind
-
-
-class SharedStarter:
-    """A `LazyStarter` that the server's loop and the scheduler's thread may call at once."""
-
-    def __init__(self, starter: Any):
-        self.starter, self._lock = starter, threading.Lock()
-
-    def __call__(self, model_id: str) -> None:
-        with self._lock:
-            self.starter(model_id)
-
-    def stop(self) -> None:
-        with self._lock:
-            self.starter.stop()
-
-
-def shared_gateway(settings: Settings, engine: Engine) -> tuple[Any, SharedStarter]:
-    """The server's gateway and the starter it shares with the scheduler's passes."""
-    from trimloop.core.gateway import Gateway
-    from trimloop.core.local_models import LazyStarter
-
-    starter = SharedStarter(LazyStarter(settings))
-    return Gateway(settings, engine=engine, before_first_call=starter), starter
+# its own event loop and gateway (`executor.OwnLoops.run_here`), as `trimloop worker` does, so a
+# pass that waits on the database never blocks the server's loop. The server's runs and its passes
+# share one model starter: a bundled model is started once, by whichever needs it first, and
+# stopped when the server stops. Passes and the runs `POST /runs` executes never fight over a
+# prompt: `optimizer.queue` allows one run per prompt, the API claims the runs it queues at once,
+# and a pass claims only the runs it queued, orphans queued more than `ORPHAN_AFTER` ago, and stale
+# running ones. Stopping the server cancels a pass in flight like the API's own runs: the run's
+# heartbeat goes stale and the next worker resumes it.
 
 
 class HostedPasses:
-    """Scheduler passes inside the server: each on the scheduler's thread with a fresh gateway."""
+    """Scheduler passes inside the server: each on the scheduler's thread, on a loop of its own."""
 
-    def __init__(self, *, engine: Engine, settings: Settings, gateway_factory: Callable[[], Any]):
-        self.engine, self.settings, self.gateway_factory = engine, settings, gateway_factory
+    def __init__(self, *, engine: Engine, settings: Settings, gateway: Any):
+        self.engine, self.settings = engine, settings
+        self.loops = OwnLoops(gateway, what="scheduler pass")
         self.passes = 0
-        self._lock = threading.Lock()
-        self._closed = False
-        self._inflight: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = None
-        self._idle = threading.Event()
-        self._idle.set()
 
     def run(self) -> None:
         """One pass (the scheduler calls this on its thread); nothing once the server is stopping."""
-        with self._lock:
-            if self._closed:
-                return
-            self._idle.clear()
         try:
-            report = asyncio.run(self._pass())
-        finally:
-            self._idle.set()
-        if report is None:
+            report = self.loops.run_here(
+                lambda gateway: Worker(engine=self.engine, settings=self.settings, gateway=gateway).run_pass())
+        except (Closed, asyncio.CancelledError):
             log.info("pass cancelled: the server is stopping")
             return
         self.passes += 1
         log.info("pass done: %s", report.to_dict())
 
-    async def _pass(self) -> PassReport | None:
-        task = asyncio.current_task()
-        assert task is not None
-        with self._lock:
-            if self._closed:
-                return None
-            self._inflight = (asyncio.get_running_loop(), task)
-        gateway = self.gateway_factory()
-        try:
-            return await Worker(engine=self.engine, settings=self.settings, gateway=gateway).run_pass()
-        except asyncio.CancelledError:
-            return None
-        finally:
-            with self._lock:
-                self._inflight = None
-            await gateway.aclose()
-
-    async def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
+    async def close(self) -> None:
         """No more passes; cancel the one in flight and wait (bounded) until it has unwound."""
-        with self._lock:
-            self._closed = True
-            inflight = self._inflight
-        if inflight is not None:
-            loop, task = inflight
-            loop.call_soon_threadsafe(task.cancel)
-        if not await asyncio.to_thread(self._idle.wait, wait_s):
-            log.warning("a scheduler pass is still unwinding; its run resumes on the next worker")
+        await self.loops.close()
 
 
 _HOSTED: HostedPasses | None = None
@@ -284,48 +205,20 @@ def hosted_pass() -> None:
     host.run()
 
 
-def serve_lifespan(app: Any, *, engine: Engine, settings: Settings, gateway: Any, starter: Any = None,
-                   scheduler: bool = True, pass_gateway: Callable[[], Any] | None = None) -> HostedPasses | None:
-    """Wrap the app's lifespan for `trimloop serve`. With `scheduler`, the scheduler runs while the
-    app is served: it starts with the server (a pass at once) and on shutdown stops, cancelling a
-    pass in flight. Each pass gets `pass_gateway()` (default: a gateway over `starter`). Either way
-    the server's `gateway` is closed on shutdown and the bundled models `starter` started are stopped.
-    Returns the host of the passes (None without the scheduler)."""
-    from trimloop.core.gateway import Gateway
-
-    def default_pass_gateway() -> Any:
-        return Gateway(settings, engine=engine, before_first_call=starter)
-
-    host = (HostedPasses(engine=engine, settings=settings, gateway_factory=pass_gateway or default_pass_gateway)
-            if scheduler else None)
-    inner = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(served: Any) -> AsyncIterator[Any]:
-        global _HOSTED
-        try:
-            async with inner(served) as state:
-                if host is None:
-                    yield state
-                    return
-                _HOSTED = host
-                jobs = build_scheduler(engine=engine, settings=settings, job=hosted_pass)
-                jobs.start()
-                log.info("scheduler started: a pass now, then every %g minutes", settings.scheduler.interval_minutes)
-                try:
-                    yield state
-                finally:
-                    jobs.shutdown(wait=False)
-                    await host.close()
-                    if _HOSTED is host:
-                        _HOSTED = None
-                    log.info("scheduler stopped")
-        finally:
-            try:
-                await gateway.aclose()
-            finally:
-                if starter is not None:
-                    await asyncio.to_thread(starter.stop)
-
-    app.router.lifespan_context = lifespan
-    return host
+@asynccontextmanager
+async def hosting(host: HostedPasses) -> AsyncIterator[None]:
+    """The scheduler runs while the server does: it starts with it (a pass at once) and on
+    shutdown stops, cancelling a pass in flight."""
+    global _HOSTED
+    _HOSTED = host
+    jobs = build_scheduler(engine=host.engine, settings=host.settings, job=hosted_pass)
+    jobs.start()
+    log.info("scheduler started: a pass now, then every %g minutes", host.settings.scheduler.interval_minutes)
+    try:
+        yield
+    finally:
+        jobs.shutdown(wait=False)
+        await host.close()
+        if _HOSTED is host:
+            _HOSTED = None
+        log.info("scheduler stopped")

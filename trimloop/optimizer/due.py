@@ -21,7 +21,7 @@ from trimloop.core.catalog import resolve_model
 from trimloop.core.errors import TrimloopError
 from trimloop.core.settings import Settings
 from trimloop.core.tables import LogRecord, OptimizationRun, Prompt, PromptVersion, RunEvent, Suggestion
-from trimloop.optimizer.config import default_candidate_models, run_config
+from trimloop.optimizer.config import check_run_config, default_candidate_models, run_config
 
 FINGERPRINT_EVENT = "run.candidates"  # a RunEvent holding the candidate models and prices a run saw
 
@@ -112,9 +112,10 @@ def candidates_changed(before: dict[str, Any] | None, now: dict[str, Any] | None
     return "; ".join(parts)
 
 
-def candidate_prices(settings: Settings, prompt_name: str) -> dict[str, Any]:
-    """The candidate models a run of this prompt would try, each with its [input, output] $/token."""
-    models = run_config(settings, prompt_name).models or default_candidate_models(settings)
+def candidate_prices(settings: Settings, prompt_name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The candidate models a run of this prompt would try (with the run's own options
+    `overrides`), each with its [input, output] $/token."""
+    models = run_config(settings, prompt_name, overrides).models or default_candidate_models(settings)
     prices: dict[str, Any] = {}
     for model_id in sorted(models):
         try:
@@ -157,6 +158,7 @@ def prompt_facts(session: Session, settings: Settings, prompt: Prompt) -> Prompt
         last_candidates = event.get("models") if event else None
     candidates, config_error = None, None
     try:
+        check_run_config(settings, prompt.name)  # what `start_run` refuses is not due
         candidates = candidate_prices(settings, prompt.name)
     except TrimloopError as exc:
         config_error = f"{exc.message} ({exc.where})" if exc.where else exc.message

@@ -14,6 +14,7 @@ import asyncio
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -45,8 +46,12 @@ def _lock_prompt(session: Session, prompt_id: int) -> None:
 
 
 def enqueue(engine: Engine, *, prompt_id: int, config: dict | None = None, budget_calls: int | None = None,
-            budget_dollars: float | None = None, reason: str = "") -> int | None:
-    """Queue a run for the prompt; None when another run of it is already queued or running."""
+            budget_dollars: float | None = None, reason: str = "",
+            also: Callable[[Session, OptimizationRun], None] | None = None) -> int | None:
+    """Queue a run for the prompt; None when another run of it is already queued or running.
+
+    `also(session, run)` writes what belongs with the new run (its candidate fingerprint, the
+    audit entry) in the same transaction, under the prompt's lock."""
     try:
         with session_scope(engine) as session:
             _lock_prompt(session, prompt_id)
@@ -54,6 +59,8 @@ def enqueue(engine: Engine, *, prompt_id: int, config: dict | None = None, budge
                              budget_dollars=budget_dollars)
             if reason:
                 session.add(RunEvent(run_id=run.id, kind="run.scheduled", data={"reason": reason}))
+            if also is not None:
+                also(session, run)
             return run.id
     except Conflict:
         return None

@@ -20,14 +20,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlmodel import select
 
+from trimloop.api import services, webhooks
 from trimloop.api.cli.common import money
 from trimloop.api.demo import workspace
-from trimloop.api.scheduler import real_gateway
-from trimloop.connectors.sync import sync
+from trimloop.api.executor import real_gateway
+from trimloop.api.services import start_run
 from trimloop.core.db import get_engine, session_scope, upgrade
+from trimloop.core.errors import Conflict
 from trimloop.core.settings import get_settings, load_settings
 from trimloop.core.tables import OptimizationRun, Prompt, Suggestion
-from trimloop.optimizer.queue import claim_run, enqueue, execute_claimed, worker_id
+from trimloop.optimizer.queue import claim_run, execute_claimed, worker_id
+
+ACTOR = "trimloop demo"  # who the audit log says queued the demo's runs
 
 
 def demo(
@@ -63,8 +67,8 @@ def demo(
                 produce = workspace.produce_logs(
                     folder, gateway, prompts, lambda name, done, total: bars.update(tasks[name], completed=done))
                 asyncio.run(_closing(produce, gateway))
-                gateway, starter = _fresh(gateway, starter, settings, engine)
-        for report in sync(engine=engine, settings=settings):
+                gateway = gateway.for_another_loop()  # for the next event loop; the same model servers
+        for report in services.sync(engine=engine, settings=settings, actor=ACTOR).reports:
             problems = f", {report.skipped_total} skipped" if report.skipped_total else ""
             out.print(f"sync {report.connector}: {report.prompts_added} prompts, {report.versions_added} versions, "
                       f"{report.logs_added} new logs ({report.logs_already_synced} already there){problems}")
@@ -73,7 +77,7 @@ def demo(
         rows = []
         for prompt in prompts:
             rows.append(_optimize(out, engine, settings, prompt.name, gateway))
-            gateway, starter = _fresh(gateway, starter, settings, engine)
+            gateway = gateway.for_another_loop()
     finally:
         starter.stop()
     _table(out, rows)
@@ -87,13 +91,6 @@ async def _closing(work, gateway):  # type: ignore[no-untyped-def]
         return await work
     finally:
         await gateway.aclose()
-
-
-def _fresh(gateway, starter, settings, engine):  # type: ignore[no-untyped-def]
-    """A new gateway for the next event loop (aiohttp sessions belong to one loop); same servers."""
-    new, new_starter = real_gateway(settings, engine)
-    new_starter.servers = starter.servers  # keep the llama.cpp servers already started
-    return new, new_starter
 
 
 def _bars(out: Console) -> Progress:
@@ -111,7 +108,11 @@ def _optimize(out: Console, engine, settings, name: str, gateway):  # type: igno
             run = session.get(OptimizationRun, pending.run_id)
             out.print(f"{name}: suggestion {pending.id} from run {pending.run_id} is still pending review")
             return name, run, pending
-    run_id = enqueue(engine, prompt_id=prompt_id, reason="trimloop demo")
+    try:
+        run_id: int | None = start_run(engine=engine, settings=settings, prompt_id=prompt_id, actor=ACTOR,
+                                       reason="trimloop demo")
+    except Conflict:
+        run_id = None
     me = worker_id()
     if run_id is None or not claim_run(engine, run_id=run_id, worker=me):
         out.print(f"[yellow]{name}: another run is in progress; skipped[/]")
@@ -136,6 +137,7 @@ def _optimize(out: Console, engine, settings, name: str, gateway):  # type: igno
             done.set()
             watcher.join()
         bars.update(task, completed=run.calls_made, total=max(run.calls_made, 1))
+    asyncio.run(webhooks.announce_run(engine=engine, settings=settings, run_id=run_id))
     with session_scope(engine) as session:
         suggestion = session.exec(select(Suggestion).where(Suggestion.run_id == run_id)).first()
     return name, run, suggestion

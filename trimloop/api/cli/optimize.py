@@ -11,13 +11,16 @@ from rich.console import Console
 from rich.table import Table
 from sqlmodel import col, select
 
+from trimloop.api import webhooks
 from trimloop.api.cli.common import money, settings_and_engine
-from trimloop.api.scheduler import real_gateway
+from trimloop.api.executor import real_gateway
+from trimloop.api.services import start_run
 from trimloop.core.db import session_scope
 from trimloop.core.errors import Conflict, NotFound
 from trimloop.core.tables import OptimizationRun, Prompt, Suggestion
-from trimloop.optimizer.due import candidate_prices, record_candidates
-from trimloop.optimizer.queue import claim_run, enqueue, execute_claimed, worker_id
+from trimloop.optimizer.queue import claim_run, execute_claimed, worker_id
+
+ACTOR = "cli"
 
 
 def optimize(
@@ -38,22 +41,19 @@ def optimize(
         prompt_id = row.id
         assert prompt_id is not None
     config: dict[str, Any] = {"margin": margin} if margin is not None else {}
-    run_id = enqueue(engine, prompt_id=prompt_id, config=config, budget_calls=budget_calls,
-                     reason="requested with `trimloop optimize`")
-    if run_id is None:
-        raise Conflict(f"a run of {prompt!r} is already queued or running", where=f"prompt {prompt}",
-                       hint="wait for it (a `trimloop worker` may be running it), or cancel it: POST /runs/ID/cancel")
+    run_id = start_run(engine=engine, settings=settings, prompt_id=prompt_id, config=config,
+                       budget_calls=budget_calls, actor=ACTOR, reason="requested with `trimloop optimize`")
     me = worker_id()
-    with session_scope(engine) as session:
-        record_candidates(session, run_id=run_id, prices=candidate_prices(settings, prompt))
     if not claim_run(engine, run_id=run_id, worker=me):
         raise Conflict(f"run {run_id} was taken by another worker", where=f"prompt {prompt}",
-                       hint="watch it with GET /runs/{run_id}")
+                       hint=f"watch it with GET /runs/{run_id}")
     gateway, starter = real_gateway(settings, engine)
 
     async def go() -> OptimizationRun:
         try:
-            return await execute_claimed(engine=engine, settings=settings, run_id=run_id, gateway=gateway, worker=me)
+            done = await execute_claimed(engine=engine, settings=settings, run_id=run_id, gateway=gateway, worker=me)
+            await webhooks.announce_run(engine=engine, settings=settings, run_id=run_id)
+            return done
         finally:
             await gateway.aclose()
 

@@ -19,14 +19,10 @@ def serve(host: str = typer.Option(None, help="default: api.host (127.0.0.1)"),
     import uvicorn
 
     from trimloop.api.app import create_app
-    from trimloop.api.scheduler import serve_lifespan, shared_gateway
 
     settings, engine = settings_and_engine()
     # the API's runs and the scheduler's passes share the bundled models: started once, stopped on exit
-    gateway, starter = shared_gateway(settings, engine)
-    app = create_app(settings, engine, gateway)
-    serve_lifespan(app, engine=engine, settings=settings, gateway=gateway, starter=starter,
-                   scheduler=not no_scheduler)
+    app = create_app(settings, engine, scheduler=not no_scheduler)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("trimloop").setLevel(logging.INFO)  # each pass's summary, without library chatter
     uvicorn.run(app, host=host or settings.api.host, port=port or settings.api.port, log_level="info")

@@ -1,4 +1,5 @@
-"""`trimloop sync`: pull prompts and logs from every configured connector and print the report."""
+"""`trimloop sync`: pull prompts and logs from every configured connector, supersede and expire the
+suggestions that made stale (as `POST /connectors/sync` and the scheduler do), and print the report."""
 
 from __future__ import annotations
 
@@ -6,18 +7,21 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from trimloop.api import services
 from trimloop.api.cli.common import settings_and_engine
-from trimloop.connectors.sync import SyncReport, sync as run_sync
+from trimloop.connectors.sync import SyncReport
 from trimloop.core.errors import ConfigError
 
 SHOWN_PROBLEMS = 20
+ACTOR = "cli"
 
 
 def sync(
     connector: list[str] = typer.Option(None, "--connector", "-c", help="only these connectors"),
     full: bool = typer.Option(False, help="reread all logs, ignoring cursors (adds only what is new)"),
 ) -> None:
-    """Pull prompt versions and call logs from the configured connectors into the store."""
+    """Pull prompt versions and call logs from the configured connectors into the store; suggestions
+    whose baseline left production are superseded, and ones pending too long expire."""
     settings, engine = settings_and_engine()
     if not settings.connectors:
         raise ConfigError(
@@ -25,10 +29,22 @@ def sync(
             where="trimloop.toml",
             hint='add one, e.g. [connectors.local] type = "files" path = "./prompt-store"',
         )
-    reports = run_sync(engine=engine, settings=settings, only=connector or None, full=full)
-    print_reports(reports, Console())
-    if any(r.fatal for r in reports):
+    done = services.sync(engine=engine, settings=settings, actor=ACTOR, only=connector or None, full=full)
+    out = Console()
+    print_reports(done.reports, out)
+    print_closed(done.superseded, done.expired, out)
+    if any(r.fatal for r in done.reports):
         raise typer.Exit(1)
+
+
+def print_closed(superseded: list[int], expired: list[int], out: Console) -> None:
+    """The suggestions the sync closed, if any, and why."""
+    if superseded:
+        out.print(f"suggestions superseded (their baseline left production): {', '.join(map(str, superseded))}",
+                  highlight=False)
+    if expired:
+        out.print(f"suggestions expired (pending too long without a decision): {', '.join(map(str, expired))}",
+                  highlight=False)
 
 
 def print_reports(reports: list[SyncReport], out: Console) -> None:

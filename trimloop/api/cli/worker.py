@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from trimloop.api.cli.common import money, settings_and_engine
-from trimloop.api.scheduler import PassReport, Worker, build_scheduler, real_gateway
+from trimloop.api.executor import real_gateway
+from trimloop.api.scheduler import PassReport, Worker, build_scheduler
 
 
 def worker(
@@ -58,10 +59,11 @@ def worker(
 
 def print_pass(report: PassReport, out: Console) -> None:
     """Due decisions with reasons, then what each executed run produced."""
-    if report.synced:
-        from trimloop.api.cli.sync import print_reports
+    from trimloop.api.cli.sync import print_closed, print_reports
 
+    if report.synced:
         print_reports(report.synced, out)
+    print_closed(report.superseded, report.expired, out)
     if not report.decisions:
         out.print("no prompts in the store: configure a connector and run `trimloop sync`", highlight=False)
         return

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from fastapi import APIRouter
 
-from trimloop.api.auth import EngineDep, Operator, Reader, SessionDep, SettingsDep
+from trimloop.api import services
+from trimloop.api.auth import EngineDep, Operator, Reader, SettingsDep
 from trimloop.api.schemas import ConnectorPublic, ConnectorTest, SyncReportPublic, SyncRequest
 from trimloop.connectors import registry
 from trimloop.connectors.base import Problem
-from trimloop.connectors.sync import sync
-from trimloop.core import store
 from trimloop.core.errors import NotFound, TrimloopError
-from trimloop.core.tables import utcnow
 
 router = APIRouter(prefix="/connectors", tags=["connectors"])
 
@@ -45,14 +41,6 @@ def test_connector(name: str, settings: SettingsDep, _: Operator) -> ConnectorTe
 
 
 @router.post("/sync", response_model=list[SyncReportPublic], summary="pull prompts and logs now")
-def sync_connectors(body: SyncRequest, settings: SettingsDep, engine: EngineDep, session: SessionDep,
-                    who: Operator) -> list[SyncReportPublic]:
-    reports = sync(engine=engine, settings=settings, only=body.connectors, full=body.full)
-    superseded = store.supersede_stale(session=session, actor=who.actor)
-    expired = store.expire_stale(session=session, now=utcnow(), actor=who.actor,
-                                 max_age=timedelta(days=settings.scheduler.expire_pending_after_days))
-    store.record_audit(session=session, actor=who.actor, action="connectors.sync", object_type="connector",
-                       object_id=",".join(r.connector for r in reports),
-                       after={"reports": [{k: v for k, v in r.to_dict().items() if k != "problems"}
-                                          for r in reports], "superseded": superseded, "expired": expired})
-    return [SyncReportPublic(**r.to_dict(), superseded=superseded, expired=expired) for r in reports]
+def sync_connectors(body: SyncRequest, settings: SettingsDep, engine: EngineDep, who: Operator) -> list[SyncReportPublic]:
+    done = services.sync(engine=engine, settings=settings, actor=who.actor, only=body.connectors, full=body.full)
+    return [SyncReportPublic(**r.to_dict(), superseded=done.superseded, expired=done.expired) for r in done.reports]

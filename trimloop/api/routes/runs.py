@@ -11,36 +11,34 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
+from trimloop.api import services
 from trimloop.api.auth import Operator, Reader, SessionDep, SettingsDep
 from trimloop.api.errors import ApiError
 from trimloop.api.schemas import RunCreate, RunEventPublic, RunPublic, RunStatus
 from trimloop.core import store
 from trimloop.core.tables import OptimizationRun, RunEvent
-from trimloop.optimizer.config import RunOptionError, check_run_config
-from trimloop.optimizer.run import create_run as queue_run
+from trimloop.optimizer.config import RunOptionError
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 POLL_S = 0.5
 
 
-@router.post("", response_model=RunPublic, status_code=202, summary="start a run; returns at once")
-async def create_run(body: RunCreate, request: Request, session: SessionDep, settings: SettingsDep,
-                     who: Operator) -> OptimizationRun:
-    prompt = store.check_prompt(session=session, prompt_id=body.prompt_id)
-    try:  # refuse bad options now, rather than accept the run and have it fail later
-        check_run_config(settings, prompt.name, body.config)
+@router.post("", response_model=RunPublic, status_code=202,
+             summary="start a run; returns at once (409 while another run of the prompt is queued or running)")
+async def create_run(body: RunCreate, request: Request, settings: SettingsDep, who: Operator) -> OptimizationRun:
+    engine: Engine = request.app.state.engine
+    try:  # on a thread: queueing waits on the prompt's lock, which must not stall the server's loop
+        run_id = await asyncio.to_thread(
+            services.start_run, engine=engine, settings=settings, prompt_id=body.prompt_id, config=body.config,
+            budget_calls=body.budget_calls, budget_dollars=body.budget_dollars, actor=who.actor)
     except RunOptionError as exc:
         if not exc.from_run:  # the server's [prompts.NAME] options: 400 bad_config naming the key
             raise
         where = f"body field 'config.{exc.field}'"
         raise ApiError(422, "invalid_request", f"{where}: {exc.message}", where=where, hint=exc.hint) from None
-    run = queue_run(session=session, prompt_id=body.prompt_id, config=body.config,
-                    budget_calls=body.budget_calls, budget_dollars=body.budget_dollars)
-    store.record_audit(session=session, actor=who.actor, action="run.create", object_type="run", object_id=run.id,
-                       after={"prompt_id": body.prompt_id, "budget_calls": body.budget_calls,
-                              "budget_dollars": body.budget_dollars, "status": run.status})
-    session.commit()  # the run must exist before its task looks for it
-    request.app.state.runs.schedule(run.id)
+    with Session(engine) as session:
+        run = store.get_run(session=session, run_id=run_id)
+    request.app.state.runs.schedule(run_id)
     return run
 
 
