@@ -13,6 +13,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from trimloop.api.schemas import SavingsReport, SavingsRow, SpendRow
+from trimloop.core.defaults import DAYS_PER_MONTH
 from trimloop.core.tables import Deployment, LogRecord, Prompt, Suggestion, as_utc, utcnow
 
 
@@ -137,7 +138,7 @@ def realized_rows(session: Session, names: dict[int, str]) -> list[SavingsRow]:
             per_call = baseline - realized_cpc
             row.realized_savings_to_date = per_call * calls
             days = max(((as_utc(until) if until else now) - as_utc(since)).total_seconds() / 86400, 1.0)
-            row.realized_monthly_savings = per_call * calls / days * 30
+            row.realized_monthly_savings = per_call * calls / days * DAYS_PER_MONTH
     return rows
 
 

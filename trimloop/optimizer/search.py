@@ -17,6 +17,7 @@ import numpy as np
 from scipy.stats import norm
 
 from trimloop.core.catalog import count_message_tokens, count_tokens
+from trimloop.core.defaults import DEFAULT_ALPHA, DEFAULT_MARGIN
 from trimloop.core.errors import ProviderUnavailable, SpendCapReached, TemplateError
 from trimloop.core.templates import render
 from trimloop.evals.evaluators import NamedEvaluator
@@ -32,8 +33,8 @@ Emit = Callable[[str, dict[str, Any]], None]
 
 @dataclass(frozen=True)
 class SearchConfig:
-    margin: float = 0.02
-    alpha: float = 0.05
+    margin: float = DEFAULT_MARGIN
+    alpha: float = DEFAULT_ALPHA
     margins: tuple[tuple[str, float], ...] = ()  # per-evaluator overrides of margin
     rungs: tuple[int, ...] = (16, 48, 144)  # cumulative items per look
     eta: int = 3  # keep 1/eta of the racing arms after each look
