@@ -44,6 +44,8 @@ def test_a_suggestion_reads_back_with_typed_evidence(client, headers, engine, se
     assert body["evidence"]["holdout_n"] == 60  # a key the model does not know is kept, not dropped
     bad = client.get("/suggestions", params={"status": "done"}, headers=headers["viewer"])
     assert bad.status_code == 422 and "status" in bad.json()["error"]["where"]
+    runs = client.get("/runs", params={"status": "done"}, headers=headers["viewer"])  # text filter: no match, no 500
+    assert runs.status_code == 200 and runs.json() == []
 
 
 def test_every_status_is_in_the_transition_table_and_the_ends_do_not_move():

@@ -68,7 +68,8 @@ class StatusText(TypeDecorator[Any]):
         self.enum = enum
 
     def process_bind_param(self, value: Any, dialect: Any) -> Any:
-        return None if value is None else self.enum(value).value
+        # plain text passes as is: a filter on an unknown status matches nothing (not an error)
+        return value.value if isinstance(value, StrEnum) else value
 
     def process_result_value(self, value: Any, dialect: Any) -> Any:
         try:
