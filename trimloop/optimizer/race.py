@@ -8,12 +8,12 @@ from typing import Any
 
 from trimloop.evals.runner import ItemResult
 from trimloop.evals.stats import NonInferiority, non_inferiority
-from trimloop.optimizer.spec import Candidate
+from trimloop.optimizer.spec import CandidateSpec
 
 
 @dataclass
 class Arm:
-    candidate: Candidate
+    candidate: CandidateSpec
     est_cost: float  # estimated cost per call before any evaluation, for ordering
     results: dict[Any, list[ItemResult]] = field(default_factory=dict)
     status: str = "racing"  # racing | qualified | eliminated | stopped

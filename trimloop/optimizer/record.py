@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 from trimloop.core.catalog import ResolvedModel
 from trimloop.core.evidence import Evidence, LineageStep, RunResults, SearchSummary, Verdict
 from trimloop.core.status import SuggestionStatus
-from trimloop.core.tables import Candidate as CandidateRow
+from trimloop.core.tables import Candidate
 from trimloop.core.tables import PromptVersion, Suggestion
 from trimloop.evals.evaluators import NamedEvaluator
 from trimloop.evals.feedback import feedback_summary
@@ -44,7 +44,7 @@ def record_candidates(session: Session, *, run_id: int, prompt_id: int, baseline
         version = version_row(session, prompt_id=prompt_id, version=arm.candidate.version)
         cert = certified.get(arm.candidate.sha)
         status = ("certified" if cert.passed else "not_certified") if cert else arm.status
-        row = CandidateRow(
+        row = Candidate(
             run_id=run_id, version_id=version.id, parent_version_id=baseline_id,
             moves=list(arm.candidate.lineage), status=status,
             scores=arm.summary() | ({"certification": {"passed": cert.passed, "reason": cert.reason}} if cert else {}),

@@ -23,10 +23,9 @@ from trimloop.core.templates import render
 from trimloop.evals.evaluators import NamedEvaluator
 from trimloop.evals.runner import EvalItem, ItemResult, evaluate_items
 from trimloop.evals.sequential import sequential_design
-from trimloop.optimizer.moves import DETERMINISTIC
-from trimloop.optimizer.moves.rewrite import Rewrite
+from trimloop.optimizer.moves import MOVES, Move
 from trimloop.optimizer.race import Arm, compare, pareto_front
-from trimloop.optimizer.spec import Candidate, MoveContext, VersionSpec, start
+from trimloop.optimizer.spec import CandidateSpec, MoveContext, VersionSpec, start
 
 Emit = Callable[[str, dict[str, Any]], None]
 
@@ -67,30 +66,41 @@ class SearchResult:
     notes: list[str] = field(default_factory=list)
 
 
-def propose_candidates(baseline: VersionSpec, context: MoveContext, *, compose: bool) -> list[Candidate]:
-    """Every deterministic move on the baseline, then shorten/prune on top of the first ones."""
+async def propose_candidates(baseline: VersionSpec, context: MoveContext, *, compose: bool,
+                             emit: Emit | None = None) -> list[CandidateSpec]:
+    """Every free move on the baseline, then the composing ones on top of those proposals (every
+    order-free combination), then the moves that call a model, on the baseline only."""
+    say = emit or (lambda kind, data: None)
     root = start(baseline)
-    moves = [cls() for cls in DETERMINISTIC]
-    first: list[Candidate] = []
-    for move in moves:
-        first += move.propose(root, context=context)
+    moves: list[Move] = [cls() for cls in MOVES]
+    free = [m for m in moves if not m.calls_model]
+    first: list[CandidateSpec] = []
+    for move in free:
+        first += await move.propose(root, context=context)
     found = {c.sha: c for c in first}
     if compose:
+        composing = [m for m in free if m.composes]
         level = first
-        for _ in range(len(moves) - 1):  # every order-free combination of the moves
+        for _ in range(len(composing)):
             children = []
             for parent in level:
                 used = {s["move"] for s in parent.lineage}
-                for move in moves:
-                    if move.name == "retarget" or move.name in used:
+                for move in composing:
+                    if move.name in used:
                         continue
-                    for child in move.propose(parent, context=context):
+                    for child in await move.propose(parent, context=context):
                         if child.sha not in found:
                             found[child.sha] = child
                             children.append(child)
             level = children
     found.pop(baseline.sha, None)
-    return list(found.values())
+    proposed = list(found.values())
+    for move in (m for m in moves if m.calls_model):
+        if context.proposer_model:
+            paid = await move.propose(root, context=context)
+            say(f"{move.name}.proposed", {"proposer": context.proposer_model, "proposals": len(paid)})
+            proposed += paid
+    return proposed
 
 
 def estimate_cost(version: VersionSpec, context: MoveContext, inputs: Sequence[dict[str, Any]],
@@ -108,14 +118,14 @@ def estimate_cost(version: VersionSpec, context: MoveContext, inputs: Sequence[d
     return model.price(round(mean_in), round(output_tokens))
 
 
-def family(candidate: Candidate) -> tuple[Any, ...]:
+def family(candidate: CandidateSpec) -> tuple[Any, ...]:
     """A candidate's structural choices: its model and every change but instruction shortening.
     Shortening levels within a family differ least; models and example sets differ most."""
     return (candidate.version.model,) + tuple(
         step["detail"] for step in candidate.lineage if step["move"] not in ("shorten", "retarget"))
 
 
-def select_arms(candidates: list[Candidate], estimates: dict[str, float], baseline_cost: float,
+def select_arms(candidates: list[CandidateSpec], estimates: dict[str, float], baseline_cost: float,
                 limit: int) -> list[Arm]:
     """At most `limit` cheaper-than-baseline candidates, covering the families first.
 
@@ -125,10 +135,10 @@ def select_arms(candidates: list[Candidate], estimates: dict[str, float], baseli
     more families than room left is spread evenly over its cost ranking."""
     cheaper = sorted((c for c in candidates if estimates[c.sha] < baseline_cost),
                      key=lambda c: (estimates[c.sha], c.sha))
-    families: dict[tuple[Any, ...], list[Candidate]] = {}
+    families: dict[tuple[Any, ...], list[CandidateSpec]] = {}
     for c in cheaper:
         families.setdefault(family(c), []).append(c)
-    picked: list[Candidate] = []
+    picked: list[CandidateSpec] = []
     depth = 0
     while len(picked) < limit:
         layer = [members[depth] for members in families.values() if len(members) > depth]
@@ -187,7 +197,7 @@ async def search(
     config: SearchConfig = SearchConfig(),
     ledger: Any = None,
     emit: Emit | None = None,
-    candidates: list[Candidate] | None = None,
+    candidates: list[CandidateSpec] | None = None,
     exclude: frozenset[str] = frozenset(),
 ) -> SearchResult:
     """Race candidates against the baseline's logged results on the search items."""
@@ -200,11 +210,8 @@ async def search(
     sample_inputs = [it.inputs for it in order[:20]]
     baseline_cost = estimate_cost(baseline, context, sample_inputs, out_tokens)
 
-    proposed = candidates if candidates is not None else propose_candidates(baseline, context, compose=config.compose)
-    if candidates is None and context.proposer_model:
-        rewrites = await Rewrite().propose(start(baseline), context=context)
-        say("rewrite.proposed", {"proposer": context.proposer_model, "proposals": len(rewrites)})
-        proposed += rewrites
+    proposed = (list(candidates) if candidates is not None
+                else await propose_candidates(baseline, context, compose=config.compose, emit=say))
     proposed = [c for c in proposed if c.sha not in exclude]
     estimates = {c.sha: estimate_cost(c.version, context, sample_inputs, out_tokens) for c in proposed}
     arms = select_arms(proposed, estimates, baseline_cost, config.max_candidates)
