@@ -6,6 +6,7 @@ from sqlmodel import select
 
 from trimloop.core.db import session_scope
 from trimloop.core.gateway import FakeGateway
+from trimloop.core.status import CandidateStatus
 from trimloop.core.tables import Candidate, OptimizationRun, RunEvent, Suggestion
 from trimloop.optimizer.run import create_run, execute_run
 
@@ -33,6 +34,9 @@ async def test_a_run_certifies_a_cheaper_version_and_suggests_it(engine, setting
     assert run.results.suggestion_id == suggestion.id and run.calls_made == len(good_gateway.calls)
     assert {"run.started", "dataset.ready", "candidate.proposed", "certify.finished", "suggestion.created"} <= set(kinds)
     assert any(c.status == "certified" for c in candidates)
+    certified = next(c for c in candidates if c.status == CandidateStatus.certified)
+    assert certified.scores.certification.passed and certified.scores.sha == suggestion.candidate_sha
+    assert certified.scores.mean_score() is not None and certified.scores.lineage
 
 
 async def test_negative_control_makes_no_suggestion_and_says_why(engine, settings, seeded, priced):

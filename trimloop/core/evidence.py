@@ -95,6 +95,11 @@ class DifferingItem(Record):
     candidate_scores: dict[str, float] = Field(default_factory=dict)
 
 
+class CertificationOutcome(Record):
+    passed: bool = False
+    reason: str = ""
+
+
 class SavingsProjection(BaseModel):
     """Savings from real traffic (optimizer.savings.project): per month, with an interval."""
 
@@ -157,6 +162,29 @@ class Evidence(Record):
 
     def passes(self) -> int:
         return sum(1 for v in self.evaluators.values() if v.ok)
+
+
+class CandidateScores(Record):
+    """How one candidate did in the search's race (Candidate.scores; the `candidate.scored` event)."""
+
+    sha: str | None = None
+    label: str | None = None
+    lineage: list[LineageStep] = Field(default_factory=list)
+    model: str | None = None
+    status: str | None = Field(default=None, description="the race's status (see CandidateStatus)")
+    reason: str | None = None
+    n: int | None = Field(default=None, description="search items scored")
+    calls: int | None = None
+    est_cost: float | None = None
+    cost_per_call: float | None = None
+    latency_p50_s: float | None = None
+    evidence: dict[str, Verdict] = Field(default_factory=dict, description="evaluator key → its test on the search items")
+    certification: CertificationOutcome | None = None
+
+    def mean_score(self) -> float | None:
+        """The candidate's mean score over its evaluators (for the score–cost scatter)."""
+        means = [v.candidate_mean for v in self.evidence.values() if v.candidate_mean is not None]
+        return sum(means) / len(means) if means else None
 
 
 class CertificationSummary(Record):

@@ -38,6 +38,18 @@ class RunStatus(StrEnum):
     cancelled = "cancelled"
 
 
+class CandidateStatus(StrEnum):
+    """A candidate's race (racing → qualified | eliminated | stopped | dropped), then its certification."""
+
+    racing = "racing"
+    qualified = "qualified"  # shown non-inferior on the search items
+    eliminated = "eliminated"  # shown inferior, or cut at a rung
+    stopped = "stopped"  # the budget ran out while it raced
+    dropped = "dropped"  # out of the race for budget, not shown inferior
+    certified = "certified"
+    not_certified = "not_certified"
+
+
 S, R = SuggestionStatus, RunStatus
 TRANSITIONS: dict[StrEnum, frozenset[StrEnum]] = {
     S.pending: frozenset({S.approved, S.rejected, S.superseded, S.expired}),

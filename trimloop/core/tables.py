@@ -14,8 +14,8 @@ from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import AutoString, Field, SQLModel
 
-from trimloop.core.evidence import Evidence, Record, RunResults
-from trimloop.core.status import RunStatus, SuggestionStatus
+from trimloop.core.evidence import CandidateScores, Evidence, Record, RunResults
+from trimloop.core.status import CandidateStatus, RunStatus, SuggestionStatus
 
 
 def utcnow() -> datetime:
@@ -232,16 +232,19 @@ class RunEvent(SQLModel, table=True):
     data: dict[str, Any] = _json(default_factory=dict)
 
 
-class Candidate(SQLModel, table=True):
+class Candidate(_Typed, SQLModel, table=True):
     """A variant PromptVersion plus its lineage."""
+
+    __typed__ = {"scores": CandidateScores}
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: int = Field(foreign_key="optimizationrun.id", index=True)
     version_id: int = Field(foreign_key="promptversion.id")
     parent_version_id: int | None = Field(default=None, foreign_key="promptversion.id")
     moves: list[dict[str, Any]] = _json(default_factory=list)
-    status: str = Field(default="proposed", max_length=20)  # racing|eliminated|front|certified
-    scores: dict[str, Any] = _json(default_factory=dict)
+    status: CandidateStatus = Field(default=CandidateStatus.racing,
+                                    sa_column=Column(StatusText(CandidateStatus), nullable=False))
+    scores: CandidateScores = _typed(CandidateScores)
     cost_per_call: float | None = None
     latency_p50_s: float | None = None
     created_at: datetime = Field(default_factory=utcnow)

@@ -6,6 +6,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from trimloop.core.status import CandidateStatus
 from trimloop.evals.runner import ItemResult
 from trimloop.evals.stats import NonInferiority, non_inferiority
 from trimloop.optimizer.spec import CandidateSpec
@@ -16,7 +17,7 @@ class Arm:
     candidate: CandidateSpec
     est_cost: float  # estimated cost per call before any evaluation, for ordering
     results: dict[Any, list[ItemResult]] = field(default_factory=dict)
-    status: str = "racing"  # racing | qualified | eliminated | stopped
+    status: CandidateStatus = CandidateStatus.racing
     reason: str = ""
     evidence: dict[str, NonInferiority] = field(default_factory=dict)
     rung: int = 0

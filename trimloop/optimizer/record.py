@@ -9,8 +9,16 @@ from typing import Any
 from sqlmodel import Session, select
 
 from trimloop.core.catalog import ResolvedModel
-from trimloop.core.evidence import Evidence, LineageStep, RunResults, SearchSummary, Verdict
-from trimloop.core.status import SuggestionStatus
+from trimloop.core.evidence import (
+    CandidateScores,
+    CertificationOutcome,
+    Evidence,
+    LineageStep,
+    RunResults,
+    SearchSummary,
+    Verdict,
+)
+from trimloop.core.status import CandidateStatus, SuggestionStatus
 from trimloop.core.tables import Candidate
 from trimloop.core.tables import PromptVersion, Suggestion
 from trimloop.evals.evaluators import NamedEvaluator
@@ -43,11 +51,13 @@ def record_candidates(session: Session, *, run_id: int, prompt_id: int, baseline
     for arm in arms:
         version = version_row(session, prompt_id=prompt_id, version=arm.candidate.version)
         cert = certified.get(arm.candidate.sha)
-        status = ("certified" if cert.passed else "not_certified") if cert else arm.status
+        status = (CandidateStatus.certified if cert.passed else CandidateStatus.not_certified) if cert else arm.status
+        scores = CandidateScores.model_validate(arm.summary())
+        if cert:
+            scores.certification = CertificationOutcome(passed=cert.passed, reason=cert.reason)
         row = Candidate(
             run_id=run_id, version_id=version.id, parent_version_id=baseline_id,
-            moves=list(arm.candidate.lineage), status=status,
-            scores=arm.summary() | ({"certification": {"passed": cert.passed, "reason": cert.reason}} if cert else {}),
+            moves=list(arm.candidate.lineage), status=status, scores=scores,
             cost_per_call=arm.cost_per_call, latency_p50_s=arm.latency_p50,
         )
         session.add(row)

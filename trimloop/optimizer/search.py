@@ -19,6 +19,7 @@ from scipy.stats import norm
 from trimloop.core.catalog import count_message_tokens, count_tokens
 from trimloop.core.defaults import DEFAULT_ALPHA, DEFAULT_MARGIN
 from trimloop.core.errors import ProviderUnavailable, SpendCapReached, TemplateError
+from trimloop.core.status import CandidateStatus
 from trimloop.core.templates import render
 from trimloop.evals.evaluators import NamedEvaluator
 from trimloop.evals.runner import EvalItem, ItemResult, evaluate_items
@@ -173,17 +174,17 @@ def rank(arms: list[Arm], baseline_cost: float) -> list[Arm]:
     after those still racing. Small slices give wide intervals, so a cheap arm is not written off
     on a few unlucky items; later looks and certification do the proving."""
     def key(arm: Arm) -> tuple[Any, ...]:
-        return (arm.status == "dropped", -round(prospect(arm, baseline_cost), 9), arm.latency_p50 or math.inf,
+        return (arm.status == CandidateStatus.dropped, -round(prospect(arm, baseline_cost), 9), arm.latency_p50 or math.inf,
                 arm.candidate.sha)
 
-    return sorted((a for a in arms if a.status != "eliminated" and a.n), key=key)
+    return sorted((a for a in arms if a.status != CandidateStatus.eliminated and a.n), key=key)
 
 
 def final_ranking(arms: list[Arm], baseline_cost: float) -> list[Arm]:
     """For certification: the arms still in the race, then those halving dropped for budget (not
     shown inferior) that may still be non-inferior, so a futile first pick is not the end."""
     ranked = rank(arms, baseline_cost)
-    return [a for a in ranked if a.status != "dropped" or all(e.upper > -e.margin for e in a.evidence.values())]
+    return [a for a in ranked if a.status != CandidateStatus.dropped or all(e.upper > -e.margin for e in a.evidence.values())]
 
 
 async def search(
@@ -230,7 +231,7 @@ async def search(
     design = _design(config, base_scores, keys)
     done = 0
     for look, size in enumerate(rungs, 1):
-        racing = [a for a in arms if a.status == "racing"]
+        racing = [a for a in arms if a.status == CandidateStatus.racing]
         if not racing:
             break
         new_items = order[done:size]
@@ -243,7 +244,7 @@ async def search(
             result.budget_exhausted = True
             if per_arm < 2:
                 for arm in racing:
-                    arm.status, arm.reason = "stopped", f"budget: stopped after {arm.n} items"
+                    arm.status, arm.reason = CandidateStatus.stopped, f"budget: stopped after {arm.n} items"
                 break
             new_items = new_items[:per_arm]
             size = done + per_arm
@@ -257,7 +258,7 @@ async def search(
                     propagate=(ProviderUnavailable,),
                 )
             except SpendCapReached as exc:
-                arm.status, arm.reason = "stopped", f"budget: {exc.message}"
+                arm.status, arm.reason = CandidateStatus.stopped, f"budget: {exc.message}"
                 result.budget_exhausted = True
             arm.rung = look
             _judge(arm, base_scores, keys, config, design, look, len(rungs))
@@ -267,7 +268,7 @@ async def search(
             break  # no halving after the last look: certification takes the best few from here
         _halve(arms, config.eta, say, baseline_cost)
     result.calls = sum(a.calls for a in arms)
-    result.front = pareto_front([a for a in arms if a.status not in ("eliminated", "dropped")], keys)
+    result.front = pareto_front([a for a in arms if a.status not in (CandidateStatus.eliminated, CandidateStatus.dropped)], keys)
     result.ranked = final_ranking(arms, baseline_cost)
     say("search.finished", {"calls": result.calls, "front": [a.candidate.sha for a in result.front],
                             "ranked": [a.candidate.sha for a in result.ranked]})
@@ -300,7 +301,7 @@ def _judge(arm: Arm, base: dict[str, dict[Any, list[float]]], keys: list[str], c
         arm.evidence[key] = evidence
         strict = compare(base[key], arm.scores(key), margin=margin, alpha=race_alpha)
         if strict is not None and strict.upper < -margin:
-            arm.status = "eliminated"
+            arm.status = CandidateStatus.eliminated
             arm.reason = (f"{key}: inferior after {evidence.n} items (delta {evidence.delta:+.3f}, "
                           f"upper bound {strict.upper:+.3f} < −{margin})")
             return
@@ -309,17 +310,17 @@ def _judge(arm: Arm, base: dict[str, dict[Any, list[float]]], keys: list[str], c
                                    {i: statistics.fmean(v) for i, v in arm.scores(key).items()})
             verdicts.append(decision.decision)
             if decision.decision == "inferior" and decision.look and decision.look < len(design.looks):
-                arm.status = "eliminated"
+                arm.status = CandidateStatus.eliminated
                 arm.reason = f"{key}: crossed the sequential futility bound at {decision.n} items"
                 return
     if verdicts and all(v == "non-inferior" for v in verdicts):
-        arm.status, arm.reason = "qualified", f"non-inferior on every evaluator after {arm.n} items"
+        arm.status, arm.reason = CandidateStatus.qualified, f"non-inferior on every evaluator after {arm.n} items"
 
 
 def _halve(arms: list[Arm], eta: int, say: Emit, baseline_cost: float) -> None:
-    racing = [a for a in arms if a.status == "racing"]
+    racing = [a for a in arms if a.status == CandidateStatus.racing]
     keep = max(1, math.ceil(len(racing) / eta))
     for arm in rank(racing, baseline_cost)[keep:]:
-        arm.status = "dropped"  # out of the race for budget, not shown inferior
+        arm.status = CandidateStatus.dropped  # out of the race for budget, not shown inferior
         arm.reason = arm.reason or f"successive halving: not in the best {keep} after {arm.n} items"
         say("candidate.eliminated", {"sha": arm.candidate.sha, "reason": arm.reason, "n": arm.n})
