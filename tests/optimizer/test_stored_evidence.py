@@ -127,3 +127,8 @@ def test_a_field_that_no_longer_validates_is_set_aside_not_the_row(engine):
     assert evidence.evaluators["exact"].ok and evidence.evaluators["exact"].n is None  # older verdict words pass
     assert evidence.savings is None and evidence.unreadable == {"savings": {"calls_per_day": 120.0, "monthly": 42.0}}
     assert evidence.model_extra == {"holdout_n": 60}  # a key this version does not know is kept
+
+
+def test_a_stored_value_that_is_not_a_record_loads_as_an_empty_one_kept_aside():
+    assert Evidence.load(["not", "a", "record"]).unreadable == {"stored": ["not", "a", "record"]}
+    assert Evidence.load(None).evaluators == {}

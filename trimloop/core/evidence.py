@@ -30,7 +30,9 @@ class Record(BaseModel):
         """Validate a stored value; a top-level field that fails goes to `unreadable`, not the row."""
         if isinstance(raw, cls):
             return raw
-        data = dict(raw) if isinstance(raw, dict) else {}
+        if not isinstance(raw, dict):  # not a record at all: an empty one, the value kept aside
+            return cls.model_validate({"unreadable": {"stored": raw}} if "unreadable" in cls.model_fields else {})
+        data = dict(raw)
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
