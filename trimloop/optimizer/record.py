@@ -19,13 +19,11 @@ from trimloop.core.evidence import (
     Verdict,
 )
 from trimloop.core.status import CandidateStatus, SuggestionStatus
-from trimloop.core.tables import Candidate
-from trimloop.core.tables import PromptVersion, Suggestion
-from trimloop.evals.evaluators import NamedEvaluator
+from trimloop.core.tables import Candidate, PromptVersion, Suggestion
 from trimloop.evals.feedback import feedback_summary
-from trimloop.evals.runner import EvalItem, ItemResult
 from trimloop.optimizer.baseline import LogFacts
 from trimloop.optimizer.certify import Certification
+from trimloop.optimizer.context import RunContext
 from trimloop.optimizer.evidence import changes, differing_items
 from trimloop.optimizer.race import Arm
 from trimloop.optimizer.savings import project
@@ -67,12 +65,13 @@ def record_candidates(session: Session, *, run_id: int, prompt_id: int, baseline
 
 
 def record_suggestion(
-    session: Session, *, run_id: int, prompt_id: int, baseline_id: int, baseline: VersionSpec,
-    cert: Certification, candidate_id: int, base: dict[Any, ItemResult], holdout: list[EvalItem],
-    facts: LogFacts, evaluators: Sequence[NamedEvaluator], spend: float, now: datetime,
+    session: Session, *, run_id: int, prompt_id: int, baseline_id: int, run: RunContext,
+    cert: Certification, candidate_id: int, facts: LogFacts, spend: float, now: datetime,
     window_days: int, search: RunResults, resolve: Callable[[str], ResolvedModel],
     feedback: dict[Any, list[dict[str, Any]]] | None = None,
 ) -> Suggestion:
+    """The pending Suggestion for a certified candidate, with its evidence and savings projected."""
+    baseline, base, holdout, evaluators = run.baseline, run.baseline_results, run.holdout_items, run.evaluators
     candidate = cert.arm.candidate
     version = version_row(session, prompt_id=prompt_id, version=candidate.version)
     items = [i for i in holdout if i.id in cert.results]

@@ -43,6 +43,7 @@ from trimloop.evals.runner import EvalItem
 from trimloop.optimizer.baseline import baseline_results, log_facts
 from trimloop.optimizer.certify import certify
 from trimloop.optimizer.config import default_candidate_models, run_config
+from trimloop.optimizer.context import RunContext
 from trimloop.optimizer.record import record_candidates, record_suggestion
 from trimloop.optimizer.search import SearchConfig, search
 from trimloop.optimizer.spec import MoveContext, VersionSpec
@@ -205,24 +206,15 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
     context = MoveContext(models=config.models or default_candidate_models(settings), resolve=resolve,
                           seed=config.seed, gateway=gateway, ledger=ledger,
                           proposer_model=config.proposer_model, failures=failures)
-    found = await search(
-        baseline=baseline, items=items["search"],
-        baseline_results={i.id: base[i.id] for i in items["search"]}, evaluators=evaluators,
-        gateway=gateway, context=context, ledger=ledger, emit=emit, exclude=rejected,
-        config=SearchConfig(margin=config.margin, alpha=config.alpha, margins=tuple(config.margins.items()),
-                            rungs=config.rungs, eta=config.eta,
-                            max_candidates=config.max_candidates, concurrency=config.concurrency,
-                            seed=config.seed, samples=config.samples, max_calls=config.search_budget_calls),
-    )
+    run = RunContext(baseline=baseline, search_items=items["search"], holdout_items=items["holdout"],
+                     baseline_results=base, evaluators=evaluators, gateway=gateway, ledger=ledger, emit=emit,
+                     margin=config.margin, alpha=config.alpha, margins=dict(config.margins), power=config.power,
+                     samples=config.samples, concurrency=config.concurrency, seed=config.seed)
+    found = await search(run=run, context=context, exclude=rejected,
+                         config=SearchConfig(rungs=config.rungs, eta=config.eta, max_candidates=config.max_candidates,
+                                             max_calls=config.search_budget_calls))
     search_calls = ledger.calls
-    certs = await certify(
-        ranked=found.ranked, items=items["holdout"],
-        baseline_results={i.id: base[i.id] for i in items["holdout"]},
-        search_baseline={i.id: base[i.id] for i in items["search"]}, evaluators=evaluators,
-        gateway=gateway, margin=config.margin, alpha=config.alpha, power=config.power,
-        top=config.certify_top, concurrency=config.concurrency, ledger=ledger, seed=config.seed, emit=emit,
-        margins=config.margins, samples=config.samples, baseline_cost=found.baseline_cost,
-    )
+    certs = await certify(ranked=found.ranked, run=run, top=config.certify_top, baseline_cost=found.baseline_cost)
     with session_scope(engine) as session:
         ids = record_candidates(session, run_id=run_id, prompt_id=prompt_id, baseline_id=baseline_id,
                                 arms=found.arms, certified={c.arm.candidate.sha: c for c in certs})
@@ -249,11 +241,9 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
     best = passed[0]
     with session_scope(engine) as session:
         suggestion = record_suggestion(
-            session, run_id=run_id, prompt_id=prompt_id, baseline_id=baseline_id, baseline=baseline,
-            cert=best, candidate_id=ids[best.arm.candidate.sha], base=base, holdout=items["holdout"],
-            facts=facts, evaluators=evaluators, spend=ledger.spent, now=now,
-            window_days=config.window_days, search=summary, resolve=resolve,
-            feedback=feedback,
+            session, run_id=run_id, prompt_id=prompt_id, baseline_id=baseline_id, run=run,
+            cert=best, candidate_id=ids[best.arm.candidate.sha], facts=facts, spend=ledger.spent, now=now,
+            window_days=config.window_days, search=summary, resolve=resolve, feedback=feedback,
         )
         summary.suggestion_id = suggestion.id
     emit("suggestion.created", {"suggestion_id": summary.suggestion_id, "sha": best.arm.candidate.sha})

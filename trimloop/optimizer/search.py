@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,39 +17,28 @@ import numpy as np
 from scipy.stats import norm
 
 from trimloop.core.catalog import count_message_tokens, count_tokens
-from trimloop.core.defaults import DEFAULT_ALPHA, DEFAULT_MARGIN
 from trimloop.core.errors import ProviderUnavailable, SpendCapReached, TemplateError
 from trimloop.core.status import CandidateStatus
 from trimloop.core.templates import render
-from trimloop.evals.evaluators import NamedEvaluator
-from trimloop.evals.runner import EvalItem, ItemResult, evaluate_items
+from trimloop.evals.runner import evaluate_items
 from trimloop.evals.sequential import sequential_design
+from trimloop.optimizer.context import Emit, RunContext
 from trimloop.optimizer.moves import MOVES, Move
 from trimloop.optimizer.race import Arm, compare, pareto_front
 from trimloop.optimizer.spec import CandidateSpec, MoveContext, VersionSpec, start
 
-Emit = Callable[[str, dict[str, Any]], None]
-
 
 @dataclass(frozen=True)
 class SearchConfig:
-    margin: float = DEFAULT_MARGIN
-    alpha: float = DEFAULT_ALPHA
-    margins: tuple[tuple[str, float], ...] = ()  # per-evaluator overrides of margin
+    """The race's own settings; margin, α, samples and the rest come with the RunContext."""
+
     rungs: tuple[int, ...] = (16, 48, 144)  # cumulative items per look
     eta: int = 3  # keep 1/eta of the racing arms after each look
     max_candidates: int = 12
-    concurrency: int = 4
-    seed: int = 0
-    samples: int | None = None  # per item at temperature > 0 (runner default: 3)
     compose: bool = True  # also shorten / prune the retargeted versions
     max_calls: int | None = None  # the search's own share of the run's budget
 
     def __post_init__(self) -> None:
-        if not 0 < self.alpha < 0.5:
-            raise ValueError(f"alpha must be in (0, 0.5), got {self.alpha}")
-        if not 0 <= self.margin < 1:
-            raise ValueError(f"margin must be in [0, 1), got {self.margin}")
         if not self.rungs or list(self.rungs) != sorted(set(self.rungs)) or self.rungs[0] < 2:
             raise ValueError(f"rungs must be increasing item counts ≥ 2, got {self.rungs}")
         if self.eta < 2:
@@ -189,23 +178,18 @@ def final_ranking(arms: list[Arm], baseline_cost: float) -> list[Arm]:
 
 async def search(
     *,
-    baseline: VersionSpec,
-    items: Sequence[EvalItem],
-    baseline_results: dict[Any, ItemResult],
-    evaluators: Sequence[NamedEvaluator],
-    gateway: Any,
+    run: RunContext,
     context: MoveContext,
     config: SearchConfig = SearchConfig(),
-    ledger: Any = None,
-    emit: Emit | None = None,
     candidates: list[CandidateSpec] | None = None,
     exclude: frozenset[str] = frozenset(),
 ) -> SearchResult:
-    """Race candidates against the baseline's logged results on the search items."""
-    say = emit or (lambda kind, data: None)
-    rng = np.random.default_rng(config.seed)
+    """Race candidates against the baseline's logged results on the run's search items."""
+    say, baseline, items, ledger = run.say, run.baseline, run.search_items, run.ledger
+    baseline_results = run.baseline_on(items)
+    rng = np.random.default_rng(run.seed)
     order = [items[i] for i in rng.permutation(len(items))]
-    keys = [n.key for n in evaluators]
+    keys = run.keys
     base_scores = {k: {i: [r.scores.get(k, 0.0)] for i, r in baseline_results.items()} for k in keys}
     out_tokens = statistics.fmean([r.output_tokens for r in baseline_results.values()] or [0])
     sample_inputs = [it.inputs for it in order[:20]]
@@ -228,7 +212,7 @@ async def search(
 
     rungs = [min(r, len(order)) for r in config.rungs]
     rungs = sorted(set(r for r in rungs if r >= 2))
-    design = _design(config, base_scores, keys)
+    design = _design(run, base_scores, keys, looks=len(config.rungs))
     done = 0
     for look, size in enumerate(rungs, 1):
         racing = [a for a in arms if a.status == CandidateStatus.racing]
@@ -252,16 +236,16 @@ async def search(
             try:
                 await evaluate_items(
                     template=arm.candidate.version.template, model=arm.candidate.version.model,
-                    params=arm.candidate.version.params, items=new_items, evaluators=evaluators,
-                    gateway=gateway, concurrency=config.concurrency, ledger=ledger, on_result=arm.add,
-                    samples=config.samples,
+                    params=arm.candidate.version.params, items=new_items, evaluators=run.evaluators,
+                    gateway=run.gateway, concurrency=run.concurrency, ledger=ledger, on_result=arm.add,
+                    samples=run.samples,
                     propagate=(ProviderUnavailable,),
                 )
             except SpendCapReached as exc:
                 arm.status, arm.reason = CandidateStatus.stopped, f"budget: {exc.message}"
                 result.budget_exhausted = True
             arm.rung = look
-            _judge(arm, base_scores, keys, config, design, look, len(rungs))
+            _judge(arm, base_scores, keys, run, design, look, len(rungs))
             say("candidate.scored", arm.summary() | {"look": look})
         done = size
         if result.budget_exhausted or look == len(rungs):
@@ -275,27 +259,26 @@ async def search(
     return result
 
 
-def _design(config: SearchConfig, base_scores: dict[str, dict[Any, list[float]]], keys: list[str]) -> Any:
+def _design(run: RunContext, base_scores: dict[str, dict[Any, list[float]]], keys: list[str], *, looks: int) -> Any:
     """The sequential design for racing; discordance guessed from the baseline's error rate."""
     values = [v[0] for k in keys for v in base_scores[k].values()]
     binary = values and all(v in (0.0, 1.0) for v in values)
     if not binary:
         return None
     error = 1 - statistics.fmean(values)
-    discordance = min(0.9, max(0.05, 2 * error, config.margin * 2))
-    return sequential_design(margin=max(config.margin, 1e-3), discordance=discordance,
-                             alpha=config.alpha, looks=len(config.rungs))
+    discordance = min(0.9, max(0.05, 2 * error, run.margin * 2))
+    return sequential_design(margin=max(run.margin, 1e-3), discordance=discordance,
+                             alpha=run.alpha, looks=looks)
 
 
-def _judge(arm: Arm, base: dict[str, dict[Any, list[float]]], keys: list[str], config: SearchConfig,
+def _judge(arm: Arm, base: dict[str, dict[Any, list[float]]], keys: list[str], run: RunContext,
            design: Any, look: int, looks: int) -> None:
     """Update the arm's evidence; eliminate it when an evaluator is clearly inferior."""
-    race_alpha = config.alpha / looks  # several looks at the same data: Bonferroni for eliminations
-    margins = dict(config.margins)
+    race_alpha = run.alpha / looks  # several looks at the same data: Bonferroni for eliminations
     verdicts = []
     for key in keys:
-        margin = margins.get(key, config.margin)
-        evidence = compare(base[key], arm.scores(key), margin=margin, alpha=config.alpha)
+        margin = run.margin_of(key)
+        evidence = compare(base[key], arm.scores(key), margin=margin, alpha=run.alpha)
         if evidence is None:
             continue
         arm.evidence[key] = evidence
@@ -305,7 +288,7 @@ def _judge(arm: Arm, base: dict[str, dict[Any, list[float]]], keys: list[str], c
             arm.reason = (f"{key}: inferior after {evidence.n} items (delta {evidence.delta:+.3f}, "
                           f"upper bound {strict.upper:+.3f} < −{margin})")
             return
-        if design is not None and margin == config.margin:
+        if design is not None and margin == run.margin:
             decision = design.test({i: v[0] for i, v in base[key].items() if i in arm.results},
                                    {i: statistics.fmean(v) for i, v in arm.scores(key).items()})
             verdicts.append(decision.decision)
