@@ -58,6 +58,7 @@ class Arm:
         return min((e.lower for e in self.evidence.values()), default=float("-inf"))
 
     def summary(self) -> dict[str, Any]:
+        """The race so far, shaped as core.evidence.CandidateScores (the candidate.scored event, Candidate.scores)."""
         return {
             "sha": self.candidate.sha,
             "label": self.candidate.label,
