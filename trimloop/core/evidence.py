@@ -81,7 +81,7 @@ class Changes(Record):
 class LineageStep(Record):
     """One move that made the candidate."""
 
-    move: str = Field(examples=["retarget", "shorten", "prune_examples", "rewrite"])
+    move: str = Field(default="", examples=["retarget", "shorten", "prune_examples", "rewrite"])
     detail: str = ""
 
 

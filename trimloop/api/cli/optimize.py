@@ -102,7 +102,7 @@ def _change(suggestion: Suggestion) -> str:
     chars = changes.template_chars
     if len(chars) == 2 and chars[0] != chars[1]:
         parts.append(f"template {chars[0]} → {chars[1]} chars")
-    moves = [step.move for step in suggestion.evidence.lineage]
+    moves = [step.move for step in suggestion.evidence.lineage if step.move]
     if moves:
         parts.append("moves: " + ", ".join(filter(None, moves)))
     return "; ".join(parts) or "same prompt"
