@@ -57,7 +57,9 @@ def _evidence(rng: random.Random, savings: float) -> dict[str, Any]:
             "dataset": {"id": rng.randint(1, 500), "content_hash": f"{rng.getrandbits(128):032x}",
                         "strata": {"billing": 70, "bug": 80, "other": 50}},
             "savings": {"calls_per_day": round(rng.uniform(100, 50000), 1), "window_days": 28,
-                        "monthly": savings, "interval": [savings * 0.8, savings * 1.2], "bootstrap": 2000},
+                        "baseline_cost_per_call": 0.002, "candidate_cost_per_call": 0.001, "cost_ratio": 0.5,
+                        "monthly": savings, "monthly_low": savings * 0.8, "monthly_high": savings * 1.2,
+                        "optimization_spend": 0.5},
             "moves": [{"move": "shorten", "removed_chars": rng.randint(50, 2000)},
                       {"move": "retarget", "from": "gpt-4o", "to": "gpt-4o-mini"}],
             "examples": [{"input": f"ticket text {i} " * 8, "baseline": "billing", "candidate": "billing"}

@@ -150,32 +150,31 @@ def run_task(name: str, n: int, root: Path) -> dict[str, Any]:
         opt_s = time.monotonic() - opt_started
     finally:
         starter.stop()
-    results = run.results or {}
+    results = run.results
     out: dict[str, Any] = {
-        "n_logs": len(rows), "status": run.status, "error": run.error, "certified": "suggestion_id" in results,
-        "search_calls": results.get("search_calls"), "certify_calls": results.get("certify_calls"),
-        "search_requests": results.get("search_requests"), "certify_requests": results.get("certify_requests"),
-        "calls": run.calls_made, "cache_hits": results.get("cache_hits"), "logs_wall_s": round(logs_s, 1),
-        "wall_s": round(opt_s, 1), "no_suggestion": results.get("no_suggestion"),
-        "certifications": results.get("certifications"),
+        "n_logs": len(rows), "status": run.status, "error": run.error, "certified": results.suggestion_id is not None,
+        "search_calls": results.search_calls, "certify_calls": results.certify_calls,
+        "search_requests": results.search_requests, "certify_requests": results.certify_requests,
+        "calls": run.calls_made, "cache_hits": results.cache_hits, "logs_wall_s": round(logs_s, 1),
+        "wall_s": round(opt_s, 1), "no_suggestion": results.no_suggestion,
+        "certifications": [c.model_dump(mode="json") for c in results.certifications] or None,
     }
     with session_scope(engine) as session:
         suggestion = session.exec(select(Suggestion).where(Suggestion.run_id == run.id)).first()
         if suggestion is not None:
             ev = suggestion.evidence
-            key = next(iter(ev["evaluators"]))
-            e = ev["evaluators"][key]
-            tokens = ev.get("prompt_tokens") or [None, None]
+            e = next(iter(ev.evaluators.values()))
+            tokens = ev.prompt_tokens or [None, None]
             out.update(
-                change=[step["detail"] for step in ev["lineage"]],
+                change=[step.detail for step in ev.lineage],
                 cost_cut=1 - suggestion.candidate_cost_per_call / suggestion.baseline_cost_per_call,
                 token_cut=1 - tokens[1] / tokens[0] if tokens[0] else None,
-                accuracy_before=e["baseline_mean"], accuracy_after=e["candidate_mean"],
-                delta=e["delta"], delta_ci_low=e["lower"], delta_ci_high=e["upper"], n=e["n"],
+                accuracy_before=e.baseline_mean, accuracy_after=e.candidate_mean,
+                delta=e.delta, delta_ci_low=e.lower, delta_ci_high=e.upper, n=e.n,
                 latency_p50_before=suggestion.baseline_latency_p50_s, latency_p50_after=suggestion.candidate_latency_p50_s,
             )
         else:
-            out.update(cost_cut=0.0, token_cut=0.0, accuracy_before=(results.get("baseline_scores") or {}),
+            out.update(cost_cut=0.0, token_cut=0.0, accuracy_before=results.baseline_scores,
                        accuracy_after=None, delta_ci_low=None)
     return out
 

@@ -266,6 +266,7 @@ def trimloop_result(folder: Path) -> dict[str, Any] | None:
     from sqlmodel import select
 
     from trimloop.core.db import make_engine, session_scope
+    from trimloop.core.evidence import Verdict
     from trimloop.core.tables import DatasetItem, OptimizationRun, Prompt, PromptVersion, Suggestion
 
     db = folder / ".trimloop" / "trimloop.db"
@@ -282,34 +283,34 @@ def trimloop_result(folder: Path) -> dict[str, Any] | None:
                                .order_by(OptimizationRun.id.desc())).first()  # type: ignore[union-attr]
             if run is None:
                 return None
-            results = run.results or {}
+            results = run.results
             suggestion = session.exec(select(Suggestion).where(Suggestion.run_id == run.id)).first()
-            holdout = session.exec(select(DatasetItem).where(DatasetItem.dataset_id == results.get("dataset_id"),
+            holdout = session.exec(select(DatasetItem).where(DatasetItem.dataset_id == results.dataset_id,
                                                              DatasetItem.split == "holdout")
                                    .order_by(DatasetItem.position)).all()
             out: dict[str, Any] = {
                 "store": str(db.relative_to(ROOT) if db.is_relative_to(ROOT) else db), "run_id": run.id,
                 "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-                "search_calls": results.get("search_calls"), "certify_calls": results.get("certify_calls"),
+                "search_calls": results.search_calls, "certify_calls": results.certify_calls,
                 # asked for, paid or answered from the cache (a rerun on the same store pays less):
-                "search_requests": results.get("search_requests"), "certify_requests": results.get("certify_requests"),
+                "search_requests": results.search_requests, "certify_requests": results.certify_requests,
                 "calls": run.calls_made, "spent": run.spent_dollars,
                 "wall_s": round((run.finished_at - run.started_at).total_seconds(), 1)
                 if run.finished_at and run.started_at else None,
-                "certified": suggestion is not None, "no_suggestion": results.get("no_suggestion"),
+                "certified": suggestion is not None, "no_suggestion": results.no_suggestion,
                 "holdout": [{"text": i.inputs["text"], "label": i.expected} for i in holdout
                             if i.expected in LABELS and "text" in i.inputs],
             }
             if suggestion is not None:
                 version = session.get(PromptVersion, suggestion.candidate_version_id)
                 evidence = suggestion.evidence
-                verdict = next(iter(evidence.get("evaluators", {}).values()), {})
+                verdict = next(iter(evidence.evaluators.values()), Verdict())
                 out.update(
-                    change=[step.get("detail") for step in evidence.get("lineage", [])],
+                    change=[step.detail for step in evidence.lineage],
                     template=version.template, model=version.model, params=version.params,  # type: ignore[union-attr]
-                    certified_accuracy_before=verdict.get("baseline_mean"),
-                    certified_accuracy_after=verdict.get("candidate_mean"),
-                    certified_delta_interval=[verdict.get("lower"), verdict.get("upper")], certified_n=verdict.get("n"),
+                    certified_accuracy_before=verdict.baseline_mean,
+                    certified_accuracy_after=verdict.candidate_mean,
+                    certified_delta_interval=[verdict.lower, verdict.upper], certified_n=verdict.n,
                     certified_cost_per_call=[suggestion.baseline_cost_per_call, suggestion.candidate_cost_per_call],
                 )
             return out

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.api.conftest import make_suggestion, synced, write_logs
-from trimloop.core.catalog import DAYS_PER_MONTH
+from trimloop.core.defaults import DAYS_PER_MONTH
 
 
 def test_realized_savings_next_to_projected(client, headers, engine, settings, store_dir):

@@ -43,11 +43,11 @@ async def test_a_pass_syncs_then_runs_due_prompts_and_the_next_pass_waits_for_re
     assert [r.connector for r in first.synced] == ["local"] and not first.synced[0].fatal
     assert [(d.prompt_name, d.due) for d in first.decisions] == [("sentiment", True)]
     (run,) = first.executed
-    assert run.status == "succeeded" and run.worker == "w1" and run.results.get("suggestion_id"), run.error
+    assert run.status == "succeeded" and run.worker == "w1" and run.results.suggestion_id, run.error
     clock.now += timedelta(days=1)
     second = await worker.run_pass()
     assert second.executed == [] and second.queued == []
-    assert second.decisions[0].reason == f"suggestion {run.results['suggestion_id']} is pending review"
+    assert second.decisions[0].reason == f"suggestion {run.results.suggestion_id} is pending review"
     assert second.to_dict()["decisions"][0]["due"] is False
 
 
@@ -114,7 +114,7 @@ async def test_a_scheduled_run_announces_its_suggestion_to_the_webhooks(engine, 
         [(headers, body)] = receiver.requests
         payload = json.loads(body)
         assert payload["event"] == "suggestion.created"
-        assert payload["data"]["suggestion_id"] == run.results["suggestion_id"]
+        assert payload["data"]["suggestion_id"] == run.results.suggestion_id
         assert headers["X-Trimloop-Signature"].startswith("sha256=")
     finally:
         receiver.close()

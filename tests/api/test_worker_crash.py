@@ -172,7 +172,7 @@ def test_a_killed_worker_s_run_is_resumed_by_the_next_without_paying_twice(tmp_p
         cut_off = {k for k, b in bodies_before.items() if not b["answered"]}
         # `held` was read just before the kill; on a loaded machine more requests can arrive in between
         assert len(cut_off) >= at_kill["held"] and all(bodies[k]["answered"] == 1 for k in cut_off)
-        assert run.results["cache_hits"] >= len(answered_before)
+        assert run.results.cache_hits >= len(answered_before)
 
         # the run's ledger is the provider's bill: calls and dollars, across both workers
         paid_calls, paid_dollars = billed(bodies, settings)
@@ -189,7 +189,7 @@ def test_a_killed_worker_s_run_is_resumed_by_the_next_without_paying_twice(tmp_p
         assert session.get(Candidate, suggestion.candidate_id).run_id == run_id
         assert suggestion.optimization_spend == pytest.approx(run.spent_dollars, abs=1e-9)
         assert run.status == "succeeded" and run.error is None and run.finished_at is not None
-        assert run.results["suggestion_id"] == suggestion.id
+        assert run.results.suggestion_id == suggestion.id
         assert session.exec(select(OptimizationRun).where(OptimizationRun.status.in_(("queued", "running")))
                             ).all() == []
         assert session.exec(select(EvalRun).where(EvalRun.status == "running")).all() == []

@@ -8,9 +8,17 @@ from trimloop.core.templates import Template
 from trimloop.evals.evaluators import build_evaluators
 from trimloop.evals.runner import EvalItem, ItemResult
 from trimloop.optimizer.certify import certify
+from trimloop.optimizer.context import RunContext
 from trimloop.optimizer.race import Arm
 from trimloop.optimizer.spec import VersionSpec, start
 from trimloop.testing.fake_provider import FakeProvider
+
+
+def _run(items, baseline, gateway, **extra) -> RunContext:
+    """Certification on `items` as the holdout; the arms' search items are among them (baseline known)."""
+    return RunContext(baseline=VersionSpec(Template.plain("Say: {{t}}"), "local/gemma3-270m"), search_items=[],
+                      holdout_items=items, baseline_results=baseline, evaluators=build_evaluators(["exact"]),
+                      gateway=gateway, margin=0.03, alpha=0.05, **extra)
 
 
 def _setup(n: int):
@@ -25,16 +33,14 @@ def _setup(n: int):
 async def test_a_clearly_worse_candidate_is_stopped_early_and_fails():
     items, baseline, arm = _setup(800)
     gateway = Gateway(Settings(), provider=FakeProvider(responder=lambda model, prompt: "negative"))
-    [cert] = await certify(ranked=[arm], items=items, baseline_results=baseline, search_baseline=baseline,
-                           evaluators=build_evaluators(["exact"]), gateway=gateway, margin=0.03, alpha=0.05, top=1)
+    [cert] = await certify(ranked=[arm], run=_run(items, baseline, gateway), top=1)
     assert not cert.passed and "futility" in cert.reason and cert.calls < cert.n_planned
 
 
 async def test_an_equal_candidate_passes_on_the_planned_items():
     items, baseline, arm = _setup(800)
     gateway = Gateway(Settings(), provider=FakeProvider(responder=lambda model, prompt: "positive"))
-    [cert] = await certify(ranked=[arm], items=items, baseline_results=baseline, search_baseline=baseline,
-                           evaluators=build_evaluators(["exact"]), gateway=gateway, margin=0.03, alpha=0.05, top=1)
+    [cert] = await certify(ranked=[arm], run=_run(items, baseline, gateway), top=1)
     assert cert.passed and cert.calls == cert.n_planned <= 800
     assert cert.evidence["exact"].lower > -0.03
 
@@ -99,10 +105,8 @@ async def test_a_hopeless_candidate_stops_early_and_leaves_its_calls_to_the_next
         return "negative" if prompt.startswith("A:") and number % 25 == 0 else "positive"
 
     events = []
-    first, second = await certify(ranked=[behind, equal], items=items, baseline_results=baseline,
-                                  search_baseline=baseline, evaluators=build_evaluators(["exact"]),
-                                  gateway=Gateway(Settings(), provider=FakeProvider(responder=respond)), margin=0.03, alpha=0.05, top=2,
-                                  emit=lambda kind, data: events.append((kind, data)))
+    run = _run(items, baseline, Gateway(Settings(), provider=FakeProvider(responder=respond)), emit=lambda kind, data: events.append((kind, data)))
+    first, second = await certify(ranked=[behind, equal], run=run, top=2)
     assert first.n_planned > 1500 and not first.passed
     assert "predictive power" in first.reason and "upper bound" not in first.reason, first.reason
     assert first.calls <= 0.6 * first.n_planned, first.reason  # it would have taken all of them

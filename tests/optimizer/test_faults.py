@@ -27,6 +27,7 @@ from tests.optimizer.provider_workspace import (
 )
 from trimloop.connectors.sync import sync
 from trimloop.core.db import session_scope
+from trimloop.core.evidence import RunResults
 from trimloop.core.gateway import Gateway
 from trimloop.core.settings import GatewaySettings, Settings
 from trimloop.core.tables import Candidate, OptimizationRun, Prompt, Suggestion
@@ -110,7 +111,7 @@ def test_intermittent_faults_are_retried_and_the_run_completes(tmp_path, engine,
     with session_scope(engine) as session:
         (suggestion,) = session.exec(select(Suggestion)).all()
         assert suggestion.run_id == run.id and suggestion.evidence
-        assert run.results["suggestion_id"] == suggestion.id
+        assert run.results.suggestion_id == suggestion.id
 
 
 def test_a_provider_that_goes_down_for_good_fails_the_run_with_the_reason(tmp_path, engine, provider_url):
@@ -120,7 +121,7 @@ def test_a_provider_that_goes_down_for_good_fails_the_run_with_the_reason(tmp_pa
     assert run.status == "failed" and run.finished_at is not None
     assert "the model provider kept failing" in run.error and "gave up after 7 attempts" in run.error
     assert "503" in run.error and "Traceback" not in run.error and "hint:" in run.error
-    assert run.results == {}
+    assert run.results == RunResults()  # a failed run found nothing
     bodies = assert_ledger_is_the_bill(run, provider_url, settings)
     answered = sum(b["answered"] for b in bodies.values())
     abandoned = sum(b["abandoned"] for b in bodies.values())
@@ -150,7 +151,7 @@ def test_the_dollar_cap_holds_to_the_cent_when_it_is_reached_mid_run(tmp_path, e
     assert run.spent_dollars <= cap
     bodies = assert_ledger_is_the_bill(run, provider_url, settings)
     assert 0.9 * cap < run.spent_dollars and len(bodies) < 280  # it spent its budget and stopped early
-    reason = run.error or run.results.get("no_suggestion", "")
+    reason = run.error or run.results.no_suggestion or ""
     assert "dollar cap reached" in reason and f"cap ${cap:.6f}" in reason, reason
     with session_scope(engine) as session:
         assert session.exec(select(Suggestion)).all() == []

@@ -26,15 +26,15 @@ def root(template, model="local/gemma3-270m"):
     return start(VersionSpec(template, model, {"max_tokens": 3}))
 
 
-def test_retarget_proposes_only_cheaper_models_and_keeps_text_where_served(context):
-    proposals = Retarget().propose(root(Template.plain(VERBOSE)), context=context)
+async def test_retarget_proposes_only_cheaper_models_and_keeps_text_where_served(context):
+    proposals = await Retarget().propose(root(Template.plain(VERBOSE)), context=context)
     by_model = {p.version.model: p for p in proposals}
     assert set(by_model) == {"local/smollm2-135m", "acme/chat-only"}  # gemma is the baseline itself
     assert by_model["local/smollm2-135m"].version.template.kind == "text"  # llama.cpp serves completions
     chat = by_model["acme/chat-only"].version.template
     assert chat.kind == "chat" and chat.messages[0].content == VERBOSE
     assert by_model["acme/chat-only"].lineage[-1]["detail"].endswith("(text → chat template)")
-    assert Retarget().propose(root(Template.plain("x {{a}}"), "acme/chat-only"), context=context) == []
+    assert await Retarget().propose(root(Template.plain("x {{a}}"), "acme/chat-only"), context=context) == []
 
 
 def test_chat_to_text_turns_shots_into_input_output_lines():
@@ -43,8 +43,8 @@ def test_chat_to_text_turns_shots_into_input_output_lines():
     assert chat_to_text(template).text == "Classify.\n\nInput: great\nOutput: positive\n\nInput: {{text}}\nOutput:"
 
 
-def test_shorten_keeps_placeholders_rules_and_the_completion_cue(context):
-    proposals = Shorten().propose(root(Template.plain(VERBOSE)), context=context)
+async def test_shorten_keeps_placeholders_rules_and_the_completion_cue(context):
+    proposals = await Shorten().propose(root(Template.plain(VERBOSE)), context=context)
     assert proposals, "the verbose prompt must get shorter"
     for p in proposals:
         text = p.version.template.text
@@ -54,16 +54,16 @@ def test_shorten_keeps_placeholders_rules_and_the_completion_cue(context):
     assert "Please" not in medium.version.template.text and "Thank you" not in medium.version.template.text
 
 
-def test_shorten_compresses_instructions_but_never_examples_or_user_turns(context):
+async def test_shorten_compresses_instructions_but_never_examples_or_user_turns(context):
     template = Template.chat(("system", "Answer with one word only. Be brief. Answer with one word only."),
                              ("user", "Please, really: {{t}}"))
-    proposals = Shorten().propose(root(template, "local/smollm2-135m"), context=context)
+    proposals = await Shorten().propose(root(template, "local/smollm2-135m"), context=context)
     medium = next(p for p in proposals if p.lineage[-1]["detail"].startswith("medium"))
     assert medium.version.template.messages[0].content == "Answer with one word only. Be brief."
     assert medium.version.template.messages[1].content == "Please, really: {{t}}"
     text = Template.plain("Please classify it. Thank you!\n\nReview: a very, very long and really dull film\n"
                           "Sentiment: negative\n\nReview: {{text}}\nSentiment:")
-    for p in Shorten().propose(root(text), context=context):
+    for p in await Shorten().propose(root(text), context=context):
         assert "Review: a very, very long and really dull film\nSentiment: negative" in p.version.template.text
 
 
@@ -72,8 +72,8 @@ def test_long_label_descriptions_are_cut_to_their_first_clause():
     assert label_descriptions(text) == "- billing: Questions about invoices\n- bug: Broken."
 
 
-def test_prune_examples_finds_key_value_shots_and_keeps_label_diversity(context):
-    proposals = PruneExamples().propose(root(Template.plain(VERBOSE)), context=context)
+async def test_prune_examples_finds_key_value_shots_and_keeps_label_diversity(context):
+    proposals = await PruneExamples().propose(root(Template.plain(VERBOSE)), context=context)
     details = [p.lineage[-1]["detail"] for p in proposals]
     assert details == ["keep 0 of 4 examples", "keep 1 of 4 examples", "keep 2 of 4 examples"]
     two = proposals[2].version.template.text
@@ -82,19 +82,19 @@ def test_prune_examples_finds_key_value_shots_and_keeps_label_diversity(context)
     assert "examples" not in zero and zero.endswith("Review: {{text}}\nSentiment:")
 
 
-def test_prune_examples_on_chat_pairs_and_tags(context):
+async def test_prune_examples_on_chat_pairs_and_tags(context):
     chat = Template.chat(("system", "Classify."), ("user", "a"), ("assistant", "x"), ("user", "b"),
                          ("assistant", "y"), ("user", "c"), ("assistant", "x"), ("user", "{{q}}"))
-    one = PruneExamples().propose(root(chat, "local/smollm2-135m"), context=context)[1]
+    one = (await PruneExamples().propose(root(chat, "local/smollm2-135m"), context=context))[1]
     assert [m.role for m in one.version.template.messages] == ["system", "user", "assistant", "user"]
     tagged = Template.plain("Do it.\n<example>a → x</example>\n<example>b → y</example>\n<example>c → z</example>\n{{q}}")
-    pruned = PruneExamples().propose(root(tagged), context=context)
+    pruned = await PruneExamples().propose(root(tagged), context=context)
     assert [p.version.template.text.count("<example>") for p in pruned] == [0, 1, 2]
 
 
-def test_moves_compose_with_lineage(context):
-    first = Retarget().propose(root(Template.plain(VERBOSE)), context=context)[0]
-    child = PruneExamples().propose(first, context=context)[0]
+async def test_moves_compose_with_lineage(context):
+    first = (await Retarget().propose(root(Template.plain(VERBOSE)), context=context))[0]
+    child = (await PruneExamples().propose(first, context=context))[0]
     assert [s["move"] for s in child.lineage] == ["retarget", "prune_examples"]
     assert child.parent_sha == root(Template.plain(VERBOSE)).sha != child.sha
 
@@ -137,3 +137,16 @@ async def test_rewrite_is_off_without_a_proposer_and_drops_bad_proposals():
     on = MoveContext(models=[], resolve=None, gateway=Gateway(Settings(), provider=sneaky),
                      proposer_model="local/smollm2-135m")
     assert await Rewrite().propose(root(Template.plain(VERBOSE)), context=on) == [] and sneaky.calls
+
+
+def test_every_move_has_the_one_async_propose_signature():
+    import inspect
+
+    from trimloop.optimizer.moves import MOVES, Move
+
+    assert {cls.name for cls in MOVES} == {"retarget", "shorten", "prune_examples", "rewrite"}
+    for cls in MOVES:
+        move = cls()
+        assert isinstance(move, Move) and inspect.iscoroutinefunction(move.propose), cls
+        assert list(inspect.signature(move.propose).parameters) == ["candidate", "context"], cls
+    assert [cls.name for cls in MOVES if cls.calls_model] == ["rewrite"]  # the one that costs calls

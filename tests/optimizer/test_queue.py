@@ -171,7 +171,7 @@ async def test_a_crash_mid_run_leaves_it_resumable_and_the_resume_repays_nothing
     keys = [cache_key(model=c["model"], prompt=c["prompt"], params=c["params"], seed=c["seed"])
             for c in doomed.calls + good_provider.calls]
     assert len(keys) == len(set(keys)), "a call was paid twice"
-    assert run.results["cache_hits"] >= paid_before_crash
+    assert run.results.cache_hits >= paid_before_crash
     with session_scope(engine) as session:
         assert session.exec(select(Suggestion).where(Suggestion.run_id == run_id)).one().status == "pending"
 

@@ -10,6 +10,7 @@ from trimloop.core.db import session_scope
 from trimloop.core.llm_cache import cache_key
 from trimloop.core.providers import Retryable
 from trimloop.core.settings import GatewaySettings
+from trimloop.core.status import CandidateStatus
 from trimloop.core.tables import Candidate, OptimizationRun, RunEvent, Suggestion
 from trimloop.optimizer.run import create_run, execute_run
 from trimloop.testing.fake_provider import FakeProvider
@@ -26,27 +27,30 @@ async def test_a_run_certifies_a_cheaper_version_and_suggests_it(engine, setting
                                                                  good_provider):
     run = await _run(engine, settings, seeded, good_gateway)
     assert run.status == "succeeded", run.error
-    assert "suggestion_id" in run.results, (run.results.get("no_suggestion"), run.results["certifications"])
+    assert run.results.suggestion_id is not None, (run.results.no_suggestion, run.results.certifications)
     with session_scope(engine) as session:
         suggestion = session.exec(select(Suggestion)).one()
         kinds = [e.kind for e in session.exec(select(RunEvent).where(RunEvent.run_id == run.id))]
         candidates = session.exec(select(Candidate).where(Candidate.run_id == run.id)).all()
     assert suggestion.status == "pending" and suggestion.candidate_cost_per_call < suggestion.baseline_cost_per_call
     evidence = suggestion.evidence
-    for stats in evidence["evaluators"].values():
-        assert stats["verdict"] == "non-inferior" and stats["lower"] > -0.05
-    assert evidence["savings"]["calls_per_day"] > 5 and suggestion.projected_monthly_savings > 0
-    assert evidence["changes"]["template_diff"] and evidence["lineage"]
-    assert run.results["suggestion_id"] == suggestion.id and run.calls_made == len(good_provider.calls)
+    for stats in evidence.evaluators.values():
+        assert stats.verdict == "non-inferior" and stats.lower > -0.05
+    assert evidence.savings.calls_per_day > 5 and suggestion.projected_monthly_savings > 0
+    assert evidence.changes.template_diff and evidence.lineage
+    assert run.results.suggestion_id == suggestion.id and run.calls_made == len(good_provider.calls)
     assert {"run.started", "dataset.ready", "candidate.proposed", "certify.finished", "suggestion.created"} <= set(kinds)
     assert any(c.status == "certified" for c in candidates)
+    certified = next(c for c in candidates if c.status == CandidateStatus.certified)
+    assert certified.scores.certification.passed and certified.scores.sha == suggestion.candidate_sha
+    assert certified.scores.mean_score() is not None and certified.scores.lineage
 
 
 async def test_negative_control_makes_no_suggestion_and_says_why(engine, settings, seeded, gateway_for):
     hopeless = gateway_for(FakeProvider(responder=lambda model, prompt: "I cannot help with that."))
     run = await _run(engine, settings, seeded, hopeless, models=["local/smollm2-135m"])
     assert run.status == "succeeded"
-    assert run.results["no_suggestion"].startswith("no suggestion, because")
+    assert run.results.no_suggestion.startswith("no suggestion, because")
     with session_scope(engine) as session:
         assert session.exec(select(Suggestion)).all() == []
         statuses = {c.status for c in session.exec(select(Candidate))}
@@ -72,7 +76,7 @@ async def test_rerun_repays_nothing_and_rejected_candidates_are_not_reproposed(e
         shas = [s.candidate_sha for s in session.exec(select(Suggestion).where(Suggestion.run_id == second.id))]
     assert rejected_sha not in shas
     # the second run re-evaluates what the first did from the cache: only new calls are paid
-    assert second.results["cache_hits"] > 0 and second.calls_made == len(fresh.calls) < first.calls_made
+    assert second.results.cache_hits > 0 and second.calls_made == len(fresh.calls) < first.calls_made
     assert not {_key(c) for c in fresh.calls} & {_key(c) for c in good_provider.calls}
     assert second.spent_dollars == pytest.approx(_priced(settings, fresh.calls))
 
@@ -84,7 +88,7 @@ async def test_a_dollar_budget_caps_the_spend_at_the_catalog_price_of_what_was_a
     assert run.status == "succeeded", run.error
     assert 0 < run.spent_dollars <= cap and run.calls_made == len(good_provider.calls) < 280
     assert run.spent_dollars == pytest.approx(_priced(settings, good_provider.calls))
-    assert run.results["budget_exhausted"] and "dollar cap reached" in run.results["no_suggestion"], run.results
+    assert run.results.budget_exhausted and "dollar cap reached" in run.results.no_suggestion, run.results
 
 
 async def test_a_run_through_429s_5xx_and_malformed_replies_completes_and_pays_each_answer_once(
@@ -102,7 +106,7 @@ async def test_a_run_through_429s_5xx_and_malformed_replies_completes_and_pays_e
     provider = FakeProvider(responder=sometimes_failing)
     quick = settings.model_copy(update={"gateway": GatewaySettings(backoff_base_s=0.001, backoff_max_s=0.05)})
     run = await _run(engine, settings, seeded, gateway_for(provider, settings=quick))
-    assert run.status == "succeeded" and "suggestion_id" in run.results, (run.error, run.results.get("no_suggestion"))
+    assert run.status == "succeeded" and run.results.suggestion_id is not None, (run.error, run.results.no_suggestion)
     assert provider.attempts > len(provider.calls) == run.calls_made  # retried attempts are not billed
     assert len({_key(c) for c in provider.calls}) == len(provider.calls)
     assert run.spent_dollars == pytest.approx(_priced(settings, provider.calls))
@@ -173,7 +177,7 @@ async def test_items_without_a_gold_answer_are_left_out_not_fatal(engine, settin
 async def test_the_search_keeps_to_its_share_of_the_budget(engine, settings, seeded, good_gateway):
     run = await _run(engine, settings, seeded, good_gateway, search_budget_calls=40)
     assert run.status == "succeeded", run.error
-    assert run.results["search_calls"] <= 40 and run.results["budget_exhausted"]
+    assert run.results.search_calls <= 40 and run.results.budget_exhausted
 
 
 async def test_a_run_on_an_imported_gold_set_runs_the_baseline_once_and_scores_against_gold(
@@ -194,16 +198,16 @@ async def test_a_run_on_an_imported_gold_set_runs_the_baseline_once_and_scores_a
     run = await _run(engine, settings, seeded, good_gateway, dataset=dataset_id)
     assert run.status == "succeeded", run.error
     results = run.results
-    assert results["dataset_id"] == dataset_id and "suggestion_id" in results, results.get("no_suggestion")
+    assert results.dataset_id == dataset_id and results.suggestion_id is not None, results.no_suggestion
     # The gold set has no baseline outputs: the baseline answered each item once, through the gateway.
     head = VERBOSE.split("{{text}}")[0]
     baseline_calls = [c for c in good_provider.calls if c["model"] == "local/gemma3-270m" and c["prompt"].startswith(head)]
-    assert results["baseline_calls"] == 300 and len(baseline_calls) == 300
-    assert run.calls_made == results["baseline_calls"] + results["search_calls"] + results["certify_calls"]
+    assert results.baseline_calls == 300 and len(baseline_calls) == 300
+    assert run.calls_made == results.baseline_calls + results.search_calls + results.certify_calls
     with session_scope(engine) as session:
         suggestion = session.exec(select(Suggestion)).one()
         assert session.get(Dataset, dataset_id).source == "import"
-    assert 0 < suggestion.evidence["evaluators"]["label"]["n"] <= 210  # from the gold set's holdout
+    assert 0 < suggestion.evidence.evaluators["label"].n <= 210  # from the gold set's holdout
 
     # A dataset that is not this prompt's fails the run with a clear reason.
     missing = await _run(engine, settings, seeded, good_gateway, dataset=dataset_id + 99)

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from trimloop.core.catalog import DAYS_PER_MONTH
+from trimloop.core.defaults import DAYS_PER_MONTH
 from trimloop.optimizer.savings import project, realize
 
 NOW = datetime(2026, 3, 29, tzinfo=timezone.utc)

@@ -61,7 +61,7 @@ def optimized(engine: Engine, settings: Settings) -> int:
         pool.submit(job).result()
     with session_scope(engine) as session:
         run = session.get(OptimizationRun, run_id)
-        assert run is not None and "suggestion_id" in run.results, (run.status if run else None, run and run.error)
+        assert run is not None and run.results.suggestion_id is not None, (run.status if run else None, run and run.error)
     return run_id  # type: ignore[return-value]
 
 

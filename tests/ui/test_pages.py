@@ -96,13 +96,16 @@ def test_dashboard_runs_and_csv_render(app_client: TestClient, seeded: dict) -> 
 def test_a_suggestion_whose_evidence_lacks_latency_figures_renders(app_client: TestClient, seeded: dict,
                                                                     engine) -> None:
     """Evidence written before p95 latencies were recorded (or imported) shows "—", not a 500."""
+    from sqlalchemy import JSON, column, select, table, update
+
     from trimloop.core.db import session_scope
-    from trimloop.core.tables import Suggestion
 
     sid = seeded["triage"][0]
+    raw = table("suggestion", column("id"), column("evidence", JSON))  # as an older row: plain JSON, unvalidated
     with session_scope(engine) as session:
-        suggestion = session.get(Suggestion, sid)
-        suggestion.evidence = {**suggestion.evidence, "savings": {"calls_per_day": 120.0, "monthly": 42.0}}
+        old = session.execute(select(raw.c.evidence).where(raw.c.id == sid)).scalar_one()
+        old["savings"] = {k: v for k, v in old["savings"].items() if not k.endswith("_p95_s")}
+        session.execute(update(raw).where(raw.c.id == sid).values(evidence=old))
     sign_in(app_client, seeded["tokens"]["viewer"])
     page = app_client.get(f"/ui/suggestions/{sid}")
     assert page.status_code == 200

@@ -56,8 +56,8 @@ class PassReport:
                           for d in self.decisions],
             "queued": self.queued,
             "executed": [{"run_id": r.id, "prompt_id": r.prompt_id, "status": r.status, "calls": r.calls_made,
-                          "spent": r.spent_dollars, "suggestion_id": (r.results or {}).get("suggestion_id"),
-                          "note": (r.results or {}).get("no_suggestion") or r.error} for r in self.executed],
+                          "spent": r.spent_dollars, "suggestion_id": r.results.suggestion_id,
+                          "note": r.results.no_suggestion or r.error} for r in self.executed],
         }
 
 

@@ -7,6 +7,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from trimloop.core.evidence import Evidence, RunResults
+from trimloop.core.status import RunStatus as RunState
+from trimloop.core.status import SuggestionStatus
+
 
 class Public(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -142,13 +146,14 @@ class RunCreate(BaseModel):
 class RunPublic(Public):
     id: int = Field(examples=[7])
     prompt_id: int
-    status: str = Field(examples=["running"])
+    status: RunState = Field(examples=["running"])
     config: dict[str, Any]
     budget_calls: int | None
     budget_dollars: float | None
     calls_made: int
     spent_dollars: float
-    results: dict[str, Any]
+    results: RunResults = Field(description="what the run found: calls per phase, certifications, the suggestion "
+                                            "or why there is none")
     error: str | None
     created_at: datetime
     started_at: datetime | None
@@ -176,7 +181,7 @@ class SuggestionPublic(Public):
     run_id: int | None
     baseline_version_id: int
     candidate_version_id: int
-    status: str = Field(examples=["pending"])
+    status: SuggestionStatus = Field(examples=["pending"])
     baseline_cost_per_call: float | None
     candidate_cost_per_call: float | None
     baseline_latency_p50_s: float | None
@@ -210,7 +215,8 @@ class DeploymentPublic(Public):
 
 
 class SuggestionDetail(SuggestionPublic):
-    evidence: dict[str, Any] = Field(description="certification: n, intervals, verdicts per evaluator")
+    evidence: Evidence = Field(description="certification: n, intervals, verdicts per evaluator; changes, "
+                                           "lineage, savings projection")
     prompt_name: str
     baseline: PromptVersionPublic
     candidate: PromptVersionPublic

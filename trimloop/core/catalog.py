@@ -23,7 +23,6 @@ from trimloop.core.errors import ConfigError
 from trimloop.core.settings import Settings
 
 LOCAL_PREFIX = "local/"
-DAYS_PER_MONTH = 30.0  # the month of every monthly saving, projected (optimizer.savings) or realized
 
 
 @dataclass(frozen=True)

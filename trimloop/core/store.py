@@ -20,6 +20,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from trimloop.core.errors import Conflict, NotFound, UserError
+from trimloop.core.status import OPEN_SUGGESTION, RUN_ACTIVE, RUN_DONE, RunStatus, SuggestionStatus, illegal, sources
 from trimloop.core.tables import (
     ApiToken,
     AuditEvent,
@@ -36,9 +37,8 @@ ROLES = ("viewer", "reviewer", "engineer", "admin")
 TOKEN_PREFIX = "tlk"
 PBKDF2_ITERATIONS = 60_000  # the hash of tokens made before migration 0007, checked once each
 MAX_TOKEN_DAYS = 3650
-RUN_ACTIVE = ("queued", "running")
-RUN_DONE = ("succeeded", "failed", "cancelled")
-OPEN_SUGGESTION = ("pending", "approved")
+__all__ = ["OPEN_SUGGESTION", "RUN_ACTIVE", "RUN_DONE"]  # with the functions below; statuses: core.status
+S = SuggestionStatus
 
 
 # -- audit ----------------------------------------------------------------------------------
@@ -155,15 +155,15 @@ def cancel_run(*, session: Session, run_id: int, actor: str) -> OptimizationRun:
     run = get_run(session=session, run_id=run_id)
     before = run.status
     done = session.execute(update(OptimizationRun).where(
-        OptimizationRun.id == run_id, col(OptimizationRun.status).in_(RUN_ACTIVE)).values(
-        status="cancelled", finished_at=utcnow()))
+        OptimizationRun.id == run_id, col(OptimizationRun.status).in_(sources(RunStatus.cancelled))).values(
+        status=RunStatus.cancelled, finished_at=utcnow()))
     session.refresh(run)
     if done.rowcount == 1:  # type: ignore[attr-defined]
         record_audit(session=session, actor=actor, action="run.cancel", object_type="run",
-                     object_id=run_id, before={"status": before}, after={"status": "cancelled"})
-    elif run.status != "cancelled":
-        raise Conflict(f"run {run_id} already {run.status}", where=f"run {run_id}",
-                       hint="only queued or running runs can be cancelled")
+                     object_id=run_id, before={"status": before}, after={"status": RunStatus.cancelled.value})
+    elif run.status != RunStatus.cancelled:
+        raise illegal(f"run {run_id}", run.status, RunStatus.cancelled,
+                      hint="only queued or running runs can be cancelled")
     return run
 
 
@@ -197,18 +197,18 @@ def production_version_id(*, session: Session, prompt_id: int) -> int | None:
     return next((vid for vid, labels in rows if "production" in (labels or [])), None)
 
 
-def _move(session: Session, suggestion: Suggestion, *, allowed: tuple[str, ...], to: str,
+def _move(session: Session, suggestion: Suggestion, *, to: SuggestionStatus,
           actor: str, action: str, **values: Any) -> bool:
-    """Conditionally move the status; True when this call made the change."""
+    """Conditionally move the status along core.status's table; True when this call made the change."""
     before = suggestion.status
     done = session.execute(update(Suggestion).where(
-        Suggestion.id == suggestion.id, col(Suggestion.status).in_(allowed)).values(status=to, **values))
+        Suggestion.id == suggestion.id, col(Suggestion.status).in_(sources(to))).values(status=to, **values))
     session.refresh(suggestion)
     if done.rowcount != 1:  # type: ignore[attr-defined]
         return False
     record_audit(session=session, actor=actor, action=action, object_type="suggestion",
-                 object_id=suggestion.id, before={"status": before},
-                 after={"status": to, **{k: v for k, v in values.items() if k == "reason"}})
+                 object_id=suggestion.id, before={"status": str(before)},
+                 after={"status": to.value, **{k: v for k, v in values.items() if k == "reason"}})
     return True
 
 
@@ -224,7 +224,7 @@ def supersede_stale(*, session: Session, prompt_id: int | None = None, actor: st
         if pid not in production:
             production[pid] = production_version_id(session=session, prompt_id=pid)
         if production[pid] is not None and production[pid] != suggestion.baseline_version_id:
-            if _move(session, suggestion, allowed=OPEN_SUGGESTION, to="superseded", actor=actor,
+            if _move(session, suggestion, to=S.superseded, actor=actor,
                      action="suggestion.supersede", decided_at=utcnow()):
                 changed.append(suggestion.id)
     return changed
@@ -241,13 +241,13 @@ def expire_stale(*, session: Session, now: datetime, max_age: timedelta, prompt_
     left alone: a person has decided, and deploying is the next step.
     """
     cutoff = now - max_age
-    query = select(Suggestion).where(Suggestion.status == "pending", col(Suggestion.created_at) < cutoff)
+    query = select(Suggestion).where(Suggestion.status == S.pending, col(Suggestion.created_at) < cutoff)
     if prompt_id is not None:
         query = query.where(Suggestion.prompt_id == prompt_id)
     days = max_age.total_seconds() / 86400
     changed = []
     for suggestion in session.exec(query.order_by(col(Suggestion.id))).all():
-        if _move(session, suggestion, allowed=("pending",), to="expired", actor=actor, action="suggestion.expire",
+        if _move(session, suggestion, to=S.expired, actor=actor, action="suggestion.expire",
                  decided_at=now, reason=f"pending for more than {days:g} days without a decision"):
             changed.append(suggestion.id)
     return changed
@@ -267,10 +267,9 @@ def _check_baseline(session: Session, suggestion: Suggestion, actor: str) -> Non
             hint="run a new optimization for this prompt against the current production version")
 
 
-def _refuse(suggestion: Suggestion, wanted: str) -> Conflict:
-    return Conflict(f"suggestion {suggestion.id} is {suggestion.status}; cannot {wanted} it",
-                    where=f"suggestion {suggestion.id}",
-                    hint="reload it: someone else may have decided first (GET /suggestions/{id})")
+def _refuse(suggestion: Suggestion, to: SuggestionStatus) -> Conflict:
+    return illegal(f"suggestion {suggestion.id}", suggestion.status, to,
+                   hint="reload it: someone else may have decided first (GET /suggestions/{id})")
 
 
 def _decision(session: Session, suggestion_id: int) -> Review | None:
@@ -281,18 +280,18 @@ def _decision(session: Session, suggestion_id: int) -> Review | None:
 def approve_suggestion(*, session: Session, suggestion_id: int, reviewer: str) -> Suggestion:
     """pending → approved. Repeating one's own approval is a no-op; anyone else's is a Conflict."""
     suggestion = get_suggestion(session=session, suggestion_id=suggestion_id)
-    if suggestion.status == "pending":
+    if suggestion.status == S.pending:
         _check_baseline(session, suggestion, reviewer)
-    if _move(session, suggestion, allowed=("pending",), to="approved", actor=reviewer,
+    if _move(session, suggestion, to=S.approved, actor=reviewer,
              action="suggestion.approve", decided_at=utcnow()):
         session.add(Review(suggestion_id=suggestion_id, reviewer=reviewer, decision="approved"))
         session.flush()
         return suggestion
     last = _decision(session, suggestion_id)
-    if suggestion.status in ("approved", "deployed") and last and last.reviewer == reviewer \
+    if suggestion.status in (S.approved, S.deployed) and last and last.reviewer == reviewer \
             and last.decision == "approved":
         return suggestion
-    raise _refuse(suggestion, "approve")
+    raise _refuse(suggestion, S.approved)
 
 
 def reject_suggestion(*, session: Session, suggestion_id: int, reviewer: str, reason: str) -> Suggestion:
@@ -301,16 +300,16 @@ def reject_suggestion(*, session: Session, suggestion_id: int, reviewer: str, re
         raise UserError("a rejection needs a reason", where="reason",
                         hint="say what is wrong, e.g. 'outputs lose the ticket id'")
     suggestion = get_suggestion(session=session, suggestion_id=suggestion_id)
-    if _move(session, suggestion, allowed=OPEN_SUGGESTION, to="rejected", actor=reviewer,
+    if _move(session, suggestion, to=S.rejected, actor=reviewer,
              action="suggestion.reject", decided_at=utcnow(), reason=reason.strip()):
         session.add(Review(suggestion_id=suggestion_id, reviewer=reviewer, decision="rejected",
                            reason=reason.strip()))
         session.flush()
         return suggestion
     last = _decision(session, suggestion_id)
-    if suggestion.status == "rejected" and last and last.reviewer == reviewer:
+    if suggestion.status == S.rejected and last and last.reviewer == reviewer:
         return suggestion
-    raise _refuse(suggestion, "reject")
+    raise _refuse(suggestion, S.rejected)
 
 
 @dataclass
@@ -333,11 +332,11 @@ def plan_deploy(*, session: Session, suggestion_id: int, actor: str) -> DeployPl
     """Check a deploy may happen (approved, baseline still production) and what to write."""
     suggestion = get_suggestion(session=session, suggestion_id=suggestion_id)
     done = _latest_deployment(session, suggestion_id, "deploy")
-    if suggestion.status == "deployed" and done:
+    if suggestion.status == S.deployed and done:
         return _plan(session, suggestion, suggestion.candidate_version_id, done)
-    if suggestion.status != "approved":
-        raise Conflict(f"suggestion {suggestion_id} is {suggestion.status}; only approved ones deploy",
-                       where=f"suggestion {suggestion_id}", hint="approve it first (POST .../approve)")
+    if suggestion.status != S.approved:
+        raise illegal(f"suggestion {suggestion_id}", suggestion.status, S.deployed,
+                      hint="only approved ones deploy: approve it first (POST .../approve)")
     _check_baseline(session, suggestion, actor)
     return _plan(session, suggestion, suggestion.candidate_version_id, None)
 
@@ -374,9 +373,8 @@ def record_deployment(*, session: Session, plan: DeployPlan, action: str, label:
                             action=action, external_version=external_version, actor=actor)
     session.add(deployment)
     session.flush()
-    to = {"deploy": "deployed", "rollback": "rolled_back"}.get(action)
-    if to is None or not _move(session, suggestion, allowed=("approved",) if to == "deployed" else ("deployed",),
-                               to=to, actor=actor, action=f"suggestion.{action}"):
+    to = {"deploy": S.deployed, "rollback": S.rolled_back}.get(action)
+    if to is None or not _move(session, suggestion, to=to, actor=actor, action=f"suggestion.{action}"):
         record_audit(session=session, actor=actor, action=f"suggestion.{action}", object_type="suggestion",
                      object_id=suggestion.id, after={"label": label, "external_version": external_version})
     if action == "promote":
@@ -388,7 +386,7 @@ def plan_promote(*, session: Session, suggestion_id: int) -> DeployPlan:
     """Check a promote may happen (deployed to staging) and what to point `production` at."""
     suggestion = get_suggestion(session=session, suggestion_id=suggestion_id)
     deployed = _latest_deployment(session, suggestion_id, "deploy")
-    if suggestion.status != "deployed" or deployed is None:
+    if suggestion.status != S.deployed or deployed is None:
         raise Conflict(f"suggestion {suggestion_id} is {suggestion.status}; promote needs a deployed one",
                        where=f"suggestion {suggestion_id}", hint="deploy it to staging first (POST .../deploy)")
     done = _latest_deployment(session, suggestion_id, "promote")
@@ -401,9 +399,9 @@ def plan_rollback(*, session: Session, suggestion_id: int) -> DeployPlan:
     """Check a rollback may happen and which version (the baseline) gets `production` back."""
     suggestion = get_suggestion(session=session, suggestion_id=suggestion_id)
     done = _latest_deployment(session, suggestion_id, "rollback")
-    if suggestion.status == "rolled_back" and done:
+    if suggestion.status == S.rolled_back and done:
         return _plan(session, suggestion, suggestion.baseline_version_id, done)
-    if suggestion.status != "deployed":
-        raise Conflict(f"suggestion {suggestion_id} is {suggestion.status}; only deployed ones roll back",
-                       where=f"suggestion {suggestion_id}", hint="nothing to undo")
+    if suggestion.status != S.deployed:
+        raise illegal(f"suggestion {suggestion_id}", suggestion.status, S.rolled_back,
+                      hint="only deployed ones roll back; there is nothing to undo")
     return _plan(session, suggestion, suggestion.baseline_version_id, None)

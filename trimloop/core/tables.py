@@ -7,10 +7,15 @@ queried or joined on is a real column with an index. Times are timezone-aware UT
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import AutoString, Field, SQLModel
+
+from trimloop.core.evidence import CandidateScores, Evidence, Record, RunResults
+from trimloop.core.status import CandidateStatus, RunStatus, SuggestionStatus
 
 
 def utcnow() -> datetime:
@@ -24,6 +29,73 @@ def as_utc(value: datetime) -> datetime:
 
 def _json(**kw: Any) -> Any:
     return Field(sa_column=Column(JSON, nullable=kw.pop("nullable", False)), **kw)
+
+
+class TypedJSON(TypeDecorator[Any]):
+    """A JSON column holding one pydantic record: validated on write, loaded as the record.
+
+    Accepts the record or a plain dict (validated); older rows load through `Record.load`."""
+
+    impl = JSON
+    cache_ok = True
+
+    def __init__(self, model: type[Record]):
+        super().__init__()
+        self.model = model
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        if value is None:
+            return None
+        record = value if isinstance(value, self.model) else self.model.model_validate(value)
+        stored = record.model_dump(mode="json", exclude_none=True)
+        if not stored.get("unreadable"):
+            stored.pop("unreadable", None)
+        return stored
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        return None if value is None else self.model.load(value)
+
+
+class StatusText(TypeDecorator[Any]):
+    """A status column: text in the database (no native enum type to migrate), the StrEnum in Python."""
+
+    impl = AutoString
+    cache_ok = True
+
+    def __init__(self, enum: type[StrEnum]):
+        super().__init__(length=20)
+        self.enum = enum
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        # plain text passes as is: a filter on an unknown status matches nothing (not an error)
+        return value.value if isinstance(value, StrEnum) else value
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        try:
+            return None if value is None else self.enum(value)
+        except ValueError:  # a status this version does not know: keep the text
+            return value
+
+
+def _status(enum: type[StrEnum], default: StrEnum) -> Any:
+    return Field(default=default, sa_column=Column(StatusText(enum), nullable=False, index=True))
+
+
+def _typed(model: type[Record]) -> Any:
+    return Field(sa_column=Column(TypedJSON(model), nullable=False), default_factory=model)
+
+
+class _Typed:
+    """Assigning a dict to a typed JSON attribute validates it at once (a bad value fails where it
+    is set, not at flush), so the attribute holds the record before and after a reload."""
+
+    __typed__: dict[str, type[Record]] = {}
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        model = self.__typed__.get(name)
+        if model is not None and value is not None and not isinstance(value, model):
+            value = model.model_validate(value)
+        super().__setattr__(name, value)
 
 
 def _text(**kw: Any) -> Any:
@@ -128,18 +200,20 @@ class DatasetItem(SQLModel, table=True):
     log_id: int | None = Field(default=None, foreign_key="logrecord.id")
 
 
-class OptimizationRun(SQLModel, table=True):
+class OptimizationRun(_Typed, SQLModel, table=True):
     """One search for one prompt: config, budget, status, spend, results."""
+
+    __typed__ = {"results": RunResults}
 
     id: int | None = Field(default=None, primary_key=True)
     prompt_id: int = Field(foreign_key="prompt.id", index=True)
-    status: str = Field(default="queued", max_length=20, index=True)
+    status: RunStatus = _status(RunStatus, RunStatus.queued)
     config: dict[str, Any] = _json(default_factory=dict)
     budget_calls: int | None = None
     budget_dollars: float | None = None
     calls_made: int = 0
     spent_dollars: float = 0.0
-    results: dict[str, Any] = _json(default_factory=dict)
+    results: RunResults = _typed(RunResults)
     error: str | None = _text()
     worker: str | None = Field(default=None, max_length=200)
     heartbeat_at: datetime | None = None
@@ -158,16 +232,19 @@ class RunEvent(SQLModel, table=True):
     data: dict[str, Any] = _json(default_factory=dict)
 
 
-class Candidate(SQLModel, table=True):
+class Candidate(_Typed, SQLModel, table=True):
     """A variant PromptVersion plus its lineage."""
+
+    __typed__ = {"scores": CandidateScores}
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: int = Field(foreign_key="optimizationrun.id", index=True)
     version_id: int = Field(foreign_key="promptversion.id")
     parent_version_id: int | None = Field(default=None, foreign_key="promptversion.id")
     moves: list[dict[str, Any]] = _json(default_factory=list)
-    status: str = Field(default="proposed", max_length=20)  # racing|eliminated|front|certified
-    scores: dict[str, Any] = _json(default_factory=dict)
+    status: CandidateStatus = Field(default=CandidateStatus.racing,
+                                    sa_column=Column(StatusText(CandidateStatus), nullable=False))
+    scores: CandidateScores = _typed(CandidateScores)
     cost_per_call: float | None = None
     latency_p50_s: float | None = None
     created_at: datetime = Field(default_factory=utcnow)
@@ -206,8 +283,10 @@ class EvalResult(SQLModel, table=True):
     error: str | None = _text()
 
 
-class Suggestion(SQLModel, table=True):
+class Suggestion(_Typed, SQLModel, table=True):
     """A certified candidate awaiting a decision, with all its evidence."""
+
+    __typed__ = {"evidence": Evidence}
 
     id: int | None = Field(default=None, primary_key=True)
     prompt_id: int = Field(foreign_key="prompt.id", index=True)
@@ -216,8 +295,8 @@ class Suggestion(SQLModel, table=True):
     baseline_version_id: int = Field(foreign_key="promptversion.id")
     candidate_version_id: int = Field(foreign_key="promptversion.id")
     candidate_sha: str = Field(index=True, max_length=64)
-    status: str = Field(default="pending", max_length=20, index=True)
-    evidence: dict[str, Any] = _json(default_factory=dict)
+    status: SuggestionStatus = _status(SuggestionStatus, SuggestionStatus.pending)
+    evidence: Evidence = _typed(Evidence)
     baseline_cost_per_call: float | None = None
     candidate_cost_per_call: float | None = None
     baseline_latency_p50_s: float | None = None
@@ -325,3 +404,4 @@ class UiSession(SQLModel, table=True):
     flash: list[str] = _json(default_factory=list)
     expires_at: datetime = Field(index=True)
     created_at: datetime = Field(default_factory=utcnow)
+

@@ -15,18 +15,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from trimloop.core.defaults import DEFAULT_ALPHA, DEFAULT_MARGIN
 from trimloop.core.errors import ConfigError
 from trimloop.core.settings import Settings
+from trimloop.evals.datasets import default_evaluators
 from trimloop.evals.evaluators import NamedEvaluator, build_evaluators
-
-DEFAULT_EVALUATORS: dict[str, Any] = {"matches_baseline": {}}
-
 
 @dataclass(frozen=True)
 class EvalConfig:
     evaluators: list[NamedEvaluator]
-    margin: float = 0.02
-    alpha: float = 0.05
+    margin: float = DEFAULT_MARGIN
+    alpha: float = DEFAULT_ALPHA
     margins: dict[str, float] = field(default_factory=dict)
     samples: int | None = None
 
@@ -43,9 +42,9 @@ def eval_config(settings: Settings, prompt_name: str) -> EvalConfig:
     """The evaluation options of one prompt (default: agreement with the baseline's output)."""
     options = settings.prompts.get(prompt_name, {})
     where = f"trimloop.toml [prompts.{prompt_name}]"
-    evaluators = build_evaluators(options.get("evaluators", DEFAULT_EVALUATORS), where=f"{where}.evaluators")
-    margin = _number(options, "margin", 0.02, 0.0, 1.0, where)
-    alpha = _number(options, "alpha", 0.05, 1e-6, 0.49, where)
+    evaluators = build_evaluators(options.get("evaluators", default_evaluators()), where=f"{where}.evaluators")
+    margin = _number(options, "margin", DEFAULT_MARGIN, 0.0, 1.0, where)
+    alpha = _number(options, "alpha", DEFAULT_ALPHA, 1e-6, 0.49, where)
     margins_raw = options.get("margins", {})
     if not isinstance(margins_raw, dict):
         raise ConfigError("margins must be a table of evaluator = margin", where=f"{where}.margins",

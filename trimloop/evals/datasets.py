@@ -49,6 +49,29 @@ def looks_like_labels(outputs: Sequence[str | None]) -> bool:
             and all(len(o.split()) <= 4 for o in distinct))
 
 
+# What `default_evaluators` can pick: the evaluators of a run that configures none.
+DEFAULT_EVALUATOR_KEYS = ("matches_baseline", "label", "exact")
+
+
+def default_evaluators(rows: Sequence[Any] = ()) -> Any:
+    """The evaluators of a prompt that configures none: `label` against gold answers when there are
+    any, `exact` for free-text gold answers, else agreement with the baseline's outputs (given as
+    labels when they look like classes). `rows` have `expected` and `baseline_output`."""
+    expected = [r.expected for r in rows if r.expected is not None]
+    if expected:
+        if looks_like_labels(expected):
+            return {"label": {"labels": _labels(expected)}}
+        return ["exact"]
+    outputs = [r.baseline_output for r in rows]
+    if looks_like_labels(outputs):
+        return {"matches_baseline": {"labels": _labels(outputs)}}
+    return ["matches_baseline"]
+
+
+def _labels(values: Sequence[str | None]) -> list[str]:
+    return sorted({" ".join(v.split()).casefold() for v in values if v and v.strip()})
+
+
 def strata(rows: Sequence[Row], by: str = "auto") -> list[str]:
     """A stratum per row: the normalised label (expected, else baseline) or an input-length quartile."""
     labels = [r.expected if r.expected is not None else r.baseline_output for r in rows]

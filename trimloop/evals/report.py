@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from trimloop.core.db import session_scope
+from trimloop.core.defaults import DEFAULT_ALPHA, DEFAULT_MARGIN
 from trimloop.core.errors import NotFound, UserError
 from trimloop.core.tables import DatasetItem, EvalRun
 from trimloop.evals.runner import ItemResult, stored_results
@@ -72,8 +73,8 @@ def compare_results(
     candidate: Sequence[ItemResult],
     *,
     evaluators: Sequence[str],
-    margin: float = 0.02,
-    alpha: float = 0.05,
+    margin: float = DEFAULT_MARGIN,
+    alpha: float = DEFAULT_ALPHA,
     margins: dict[str, float] | None = None,
     method: Method = "auto",
     seed: int = 0,

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize, signal, stats
 
+from trimloop.core.defaults import DEFAULT_ALPHA
 from trimloop.evals.stats import Scores, _is_binary, items_needed, paired_scores, tango_statistic
 
 _H = 0.004  # grid step on the score scale; boundary mass is split across cells exactly
@@ -193,7 +194,7 @@ def sequential_design(
     margin: float,
     discordance: float | None = None,
     sd: float | None = None,
-    alpha: float = 0.05,
+    alpha: float = DEFAULT_ALPHA,
     power: float = 0.8,
     looks: int = 8,
     spending: str | float = 2.0,

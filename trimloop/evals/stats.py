@@ -25,6 +25,8 @@ from typing import Any, Literal
 import numpy as np
 from scipy import optimize, stats
 
+from trimloop.core.defaults import DEFAULT_ALPHA, DEFAULT_MARGIN
+
 Method = Literal["auto", "tango", "t", "bootstrap"]
 Scores = Mapping[Hashable, Sequence[float] | float] | Sequence[float]
 
@@ -118,8 +120,8 @@ def non_inferiority(
     baseline: Scores,
     candidate: Scores,
     *,
-    margin: float = 0.02,
-    alpha: float = 0.05,
+    margin: float = DEFAULT_MARGIN,
+    alpha: float = DEFAULT_ALPHA,
     method: Method = "auto",
     n_boot: int = 4000,
     seed: int = 0,
@@ -171,7 +173,7 @@ def items_needed(
     margin: float,
     discordance: float | None = None,
     sd: float | None = None,
-    alpha: float = 0.05,
+    alpha: float = DEFAULT_ALPHA,
     power: float = 0.8,
     true_delta: float = 0.0,
 ) -> int:
@@ -236,7 +238,7 @@ def predictive_power_of(mean: Any, sd: Any, n: Any, n_final: int, *, margin: flo
 
 
 def tango_power(n: int, *, margin: float, discordance: float, true_delta: float = 0.0,
-                alpha: float = 0.05) -> float:
+                alpha: float = DEFAULT_ALPHA) -> float:
     """Exact power of the one-sided Tango test at n items, summing over the discordant counts."""
     p10 = (discordance + true_delta) / 2
     sd = math.sqrt(n * discordance * (1 - discordance))

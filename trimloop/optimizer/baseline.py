@@ -19,7 +19,6 @@ from trimloop.core.catalog import ResolvedModel, count_message_tokens, count_tok
 from trimloop.core.errors import TemplateError
 from trimloop.core.tables import DatasetItem, LogRecord
 from trimloop.core.templates import render
-from trimloop.evals.datasets import looks_like_labels
 from trimloop.evals.evaluators import EvalContext, NamedEvaluator, score_output
 from trimloop.evals.runner import EvalItem, ItemResult, evaluate_items
 from trimloop.optimizer.spec import VersionSpec
@@ -54,23 +53,6 @@ def log_facts(session: Session, rows: Sequence[DatasetItem], *, prompt_id: int) 
             if latency is not None:
                 facts.latencies.append(float(latency))
     return facts
-
-
-def default_evaluators(rows: Sequence[DatasetItem]) -> Any:
-    """`label` against gold answers when there are any, else agreement with the baseline."""
-    expected = [r.expected for r in rows if r.expected is not None]
-    if expected:
-        if looks_like_labels(expected):
-            return {"label": {"labels": _labels(expected)}}
-        return ["exact"]
-    outputs = [r.baseline_output for r in rows]
-    if looks_like_labels(outputs):
-        return {"matches_baseline": {"labels": _labels(outputs)}}
-    return ["matches_baseline"]
-
-
-def _labels(values: Sequence[str | None]) -> list[str]:
-    return sorted({" ".join(v.split()).casefold() for v in values if v and v.strip()})
 
 
 def item_cost(model: ResolvedModel, version: VersionSpec, row: DatasetItem, log: LogRecord | None) -> tuple[float, int, int]:

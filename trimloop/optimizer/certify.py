@@ -14,9 +14,9 @@ import numpy as np
 from scipy.stats import norm
 
 from trimloop.core.errors import ProviderUnavailable, SpendCapReached
-from trimloop.evals.evaluators import NamedEvaluator
-from trimloop.evals.runner import EvalItem, ItemResult, evaluate_items, samples_for
+from trimloop.evals.runner import ItemResult, evaluate_items, samples_for
 from trimloop.evals.stats import NonInferiority, items_needed, non_inferiority, paired_scores, predictive_power
+from trimloop.optimizer.context import RunContext
 from trimloop.optimizer.race import Arm
 
 
@@ -138,38 +138,23 @@ def certification_order(arms: Sequence[Arm], plans: dict[str, int], *, available
     return sorted(arms, key=lambda a: -round(value(a), 9))
 
 
-async def certify(
-    *,
-    ranked: Sequence[Arm],
-    items: Sequence[EvalItem],
-    baseline_results: dict[Any, ItemResult],
-    search_baseline: dict[Any, ItemResult],
-    evaluators: Sequence[NamedEvaluator],
-    gateway: Any,
-    margin: float,
-    alpha: float,
-    power: float = 0.8,
-    top: int = 2,
-    concurrency: int = 4,
-    ledger: Any = None,
-    seed: int = 0,
-    emit: Any = None,
-    margins: dict[str, float] | None = None,
-    samples: int | None = None,
-    baseline_cost: float | None = None,
-) -> list[Certification]:
-    """Test the first `top` ranked arms on the holdout; return one Certification each.
+async def certify(*, ranked: Sequence[Arm], run: RunContext, top: int = 2,
+                  baseline_cost: float | None = None) -> list[Certification]:
+    """Test the first `top` ranked arms on the run's holdout; return one Certification each.
 
     The first that passes becomes the suggestion, so each is tested at α / (arms tested):
     the chance that an inferior candidate gets through stays ≤ α for the run (Bonferroni).
-    `margins` overrides `margin` per evaluator key. With `baseline_cost`, the arms are tested in
-    `certification_order` (expected saving given the items available), not the search's order."""
-    say = emit or (lambda kind, data: None)
-    margin_of = dict(margins or {})
+    `run.margins` overrides `run.margin` per evaluator key. With `baseline_cost`, the arms are
+    tested in `certification_order` (expected saving given the items available), not the search's
+    order. The plans read the baseline on the search items, the tests on the holdout items."""
+    say, items, ledger, samples, margin = run.say, run.holdout_items, run.ledger, run.samples, run.margin
+    evaluators, power = run.evaluators, run.power
+    baseline_results = search_baseline = dict(run.baseline_results)  # looked up by the items each arm has
+    margin_of = dict(run.margins)
     tested = list(ranked)[:top]
-    alpha = alpha / max(1, len(tested))
-    keys = [n.key for n in evaluators]
-    order = [items[i] for i in np.random.default_rng(seed + 1).permutation(len(items))]
+    alpha = run.alpha / max(1, len(tested))
+    keys = run.keys
+    order = [items[i] for i in np.random.default_rng(run.seed + 1).permutation(len(items))]
     plans = {arm.candidate.sha: max(planned_items(arm, search_baseline, [k], margin=margin_of.get(k, margin),
                                                   alpha=alpha, power=power) for k in keys) for arm in tested}
     if baseline_cost is not None:
@@ -194,7 +179,7 @@ async def certify(
                 await evaluate_items(
                     template=arm.candidate.version.template, model=arm.candidate.version.model,
                     params=arm.candidate.version.params, items=order[start:min(n, start + chunk)],
-                    evaluators=evaluators, gateway=gateway, concurrency=concurrency, ledger=ledger,
+                    evaluators=evaluators, gateway=run.gateway, concurrency=run.concurrency, ledger=ledger,
                     on_result=cert.add, samples=samples,
                     propagate=(ProviderUnavailable,),
                 )

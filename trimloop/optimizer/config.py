@@ -8,12 +8,12 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from trimloop.core.catalog import BUNDLED, LOCAL_PREFIX
+from trimloop.core.defaults import DEFAULT_ALPHA, DEFAULT_MARGIN
 from trimloop.core.errors import ConfigError
 from trimloop.core.settings import Settings
+from trimloop.evals.datasets import DEFAULT_EVALUATOR_KEYS
 from trimloop.evals.evaluators import build_evaluators
 
-# Evaluators a run picks when none are configured (optimizer.baseline.default_evaluators).
-DEFAULT_EVALUATOR_KEYS = ("matches_baseline", "label", "exact")
 OPTIONS_HINT = "the run options are listed in the README's Optimizer options section and docs/api.md"
 
 
@@ -21,10 +21,10 @@ class RunConfig(BaseModel):
     model_config = {"extra": "forbid"}
 
     evaluators: Any = None  # default: matches_baseline (labels when the outputs look like labels)
-    margin: float = Field(default=0.02, ge=0, lt=1)
+    margin: float = Field(default=DEFAULT_MARGIN, ge=0, lt=1)
     margins: dict[str, float] = Field(default_factory=dict, description="per-evaluator margins")
     samples: int | None = Field(default=None, ge=1, description="samples per item at temperature > 0")
-    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    alpha: float = Field(default=DEFAULT_ALPHA, gt=0, lt=0.5)
     power: float = Field(default=0.8, gt=0.5, lt=1)
     models: list[str] | None = None  # candidate models; default: bundled + configured with keys
     proposer_model: str | None = Field(

@@ -6,17 +6,18 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from trimloop.core.status import CandidateStatus
 from trimloop.evals.runner import ItemResult
 from trimloop.evals.stats import NonInferiority, non_inferiority
-from trimloop.optimizer.spec import Candidate
+from trimloop.optimizer.spec import CandidateSpec
 
 
 @dataclass
 class Arm:
-    candidate: Candidate
+    candidate: CandidateSpec
     est_cost: float  # estimated cost per call before any evaluation, for ordering
     results: dict[Any, list[ItemResult]] = field(default_factory=dict)
-    status: str = "racing"  # racing | qualified | eliminated | stopped
+    status: CandidateStatus = CandidateStatus.racing
     reason: str = ""
     evidence: dict[str, NonInferiority] = field(default_factory=dict)
     rung: int = 0
@@ -57,6 +58,7 @@ class Arm:
         return min((e.lower for e in self.evidence.values()), default=float("-inf"))
 
     def summary(self) -> dict[str, Any]:
+        """The race so far, shaped as core.evidence.CandidateScores (the candidate.scored event, Candidate.scores)."""
         return {
             "sha": self.candidate.sha,
             "label": self.candidate.label,

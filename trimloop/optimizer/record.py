@@ -9,13 +9,21 @@ from typing import Any
 from sqlmodel import Session, select
 
 from trimloop.core.catalog import ResolvedModel
-from trimloop.core.tables import Candidate as CandidateRow
-from trimloop.core.tables import PromptVersion, Suggestion
-from trimloop.evals.evaluators import NamedEvaluator
+from trimloop.core.evidence import (
+    CandidateScores,
+    CertificationOutcome,
+    Evidence,
+    LineageStep,
+    RunResults,
+    SearchSummary,
+    Verdict,
+)
+from trimloop.core.status import CandidateStatus, SuggestionStatus
+from trimloop.core.tables import Candidate, PromptVersion, Suggestion
 from trimloop.evals.feedback import feedback_summary
-from trimloop.evals.runner import EvalItem, ItemResult
 from trimloop.optimizer.baseline import LogFacts
 from trimloop.optimizer.certify import Certification
+from trimloop.optimizer.context import RunContext
 from trimloop.optimizer.evidence import changes, differing_items
 from trimloop.optimizer.race import Arm
 from trimloop.optimizer.savings import project
@@ -41,11 +49,13 @@ def record_candidates(session: Session, *, run_id: int, prompt_id: int, baseline
     for arm in arms:
         version = version_row(session, prompt_id=prompt_id, version=arm.candidate.version)
         cert = certified.get(arm.candidate.sha)
-        status = ("certified" if cert.passed else "not_certified") if cert else arm.status
-        row = CandidateRow(
+        status = (CandidateStatus.certified if cert.passed else CandidateStatus.not_certified) if cert else arm.status
+        scores = CandidateScores.model_validate(arm.summary())
+        if cert:
+            scores.certification = CertificationOutcome(passed=cert.passed, reason=cert.reason)
+        row = Candidate(
             run_id=run_id, version_id=version.id, parent_version_id=baseline_id,
-            moves=list(arm.candidate.lineage), status=status,
-            scores=arm.summary() | ({"certification": {"passed": cert.passed, "reason": cert.reason}} if cert else {}),
+            moves=list(arm.candidate.lineage), status=status, scores=scores,
             cost_per_call=arm.cost_per_call, latency_p50_s=arm.latency_p50,
         )
         session.add(row)
@@ -55,12 +65,13 @@ def record_candidates(session: Session, *, run_id: int, prompt_id: int, baseline
 
 
 def record_suggestion(
-    session: Session, *, run_id: int, prompt_id: int, baseline_id: int, baseline: VersionSpec,
-    cert: Certification, candidate_id: int, base: dict[Any, ItemResult], holdout: list[EvalItem],
-    facts: LogFacts, evaluators: Sequence[NamedEvaluator], spend: float, now: datetime,
-    window_days: int, search_summary: dict[str, Any], resolve: Callable[[str], ResolvedModel],
+    session: Session, *, run_id: int, prompt_id: int, baseline_id: int, run: RunContext,
+    cert: Certification, candidate_id: int, facts: LogFacts, spend: float, now: datetime,
+    window_days: int, search: RunResults, resolve: Callable[[str], ResolvedModel],
     feedback: dict[Any, list[dict[str, Any]]] | None = None,
 ) -> Suggestion:
+    """The pending Suggestion for a certified candidate, with its evidence and savings projected."""
+    baseline, base, holdout, evaluators = run.baseline, run.baseline_results, run.holdout_items, run.evaluators
     candidate = cert.arm.candidate
     version = version_row(session, prompt_id=prompt_id, version=candidate.version)
     items = [i for i in holdout if i.id in cert.results]
@@ -75,24 +86,26 @@ def record_suggestion(
     tokens_before = sum(base[i.id].input_tokens for i in items) / max(1, len(items))
     tokens_after = sum(r.input_tokens for i in items for r in cert.results[i.id]) / max(
         1, sum(len(cert.results[i.id]) for i in items))
-    evidence = {
-        "changes": changes(baseline, candidate.version),
-        "lineage": list(candidate.lineage),
-        "evaluators": {k: e.to_dict() for k, e in cert.evidence.items()},
-        "verdict": cert.reason,
-        "n": cert.n_planned,
-        "n_wanted": cert.n_wanted,
-        "prompt_tokens": [tokens_before, tokens_after],
-        "differing_items": differing_items(items, base, cert.results),
-        "savings": savings.to_dict(),
-        "search": {k: search_summary.get(k) for k in ("search_calls", "candidates", "budget_exhausted", "notes")},
-        "price_sources": {m: resolve(m).price_source for m in {baseline.model, candidate.version.model}},
-        "evaluator_config": [n.key for n in evaluators],
-        "baseline_feedback": feedback_summary((feedback or {}).get(i.id) for i in items),
-    }
+    evidence = Evidence(
+        changes=changes(baseline, candidate.version),
+        lineage=[LineageStep.model_validate(step) for step in candidate.lineage],
+        evaluators={k: Verdict.model_validate(e.to_dict()) for k, e in cert.evidence.items()},
+        verdict=cert.reason,
+        n=cert.n_planned,
+        n_wanted=cert.n_wanted,
+        prompt_tokens=[tokens_before, tokens_after],
+        differing_items=differing_items(items, base, cert.results),
+        savings=savings,
+        search=SearchSummary(search_calls=search.search_calls, candidates=search.candidates,
+                             budget_exhausted=search.budget_exhausted, notes=search.notes),
+        price_sources={m: resolve(m).price_source for m in {baseline.model, candidate.version.model}},
+        evaluator_config=[n.key for n in evaluators],
+        baseline_feedback=feedback_summary((feedback or {}).get(i.id) for i in items),
+    )
     suggestion = Suggestion(
         prompt_id=prompt_id, run_id=run_id, candidate_id=candidate_id, baseline_version_id=baseline_id,
-        candidate_version_id=version.id, candidate_sha=candidate.sha, status="pending", evidence=evidence,
+        candidate_version_id=version.id, candidate_sha=candidate.sha, status=SuggestionStatus.pending,
+        evidence=evidence,
         baseline_cost_per_call=savings.baseline_cost_per_call,
         candidate_cost_per_call=savings.candidate_cost_per_call,
         baseline_latency_p50_s=savings.baseline_latency_p50_s,

@@ -18,13 +18,15 @@ from typing import Any
 
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from trimloop.core.catalog import resolve_model
 from trimloop.core.db import session_scope
 from trimloop.core.errors import Conflict, NotFound, ProviderUnavailable, TrimloopError
+from trimloop.core.evidence import RunResults
 from trimloop.core.ledger import Ledger
 from trimloop.core.settings import Settings
+from trimloop.core.status import RUN_ACTIVE, RUN_DONE, RunStatus, SuggestionStatus
 from trimloop.core.tables import (
     CachedResponse,
     Dataset,
@@ -34,19 +36,17 @@ from trimloop.core.tables import (
     Suggestion,
     utcnow,
 )
-from trimloop.evals.datasets import build_from_logs, dataset_items, production_version
+from trimloop.evals.datasets import build_from_logs, dataset_items, default_evaluators, production_version
 from trimloop.evals.evaluators import build_evaluators
 from trimloop.evals.feedback import feedback_summary
 from trimloop.evals.runner import EvalItem
-from trimloop.optimizer.baseline import baseline_results, default_evaluators, log_facts
+from trimloop.optimizer.baseline import baseline_results, log_facts
 from trimloop.optimizer.certify import certify
 from trimloop.optimizer.config import default_candidate_models, run_config
+from trimloop.optimizer.context import RunContext
 from trimloop.optimizer.record import record_candidates, record_suggestion
 from trimloop.optimizer.search import SearchConfig, search
 from trimloop.optimizer.spec import MoveContext, VersionSpec
-
-TERMINAL = ("succeeded", "failed", "cancelled")
-
 
 class Cancelled(Exception):
     pass
@@ -60,7 +60,7 @@ def create_run(*, session: Session, prompt_id: int, config: dict[str, Any] | Non
                budget_calls: int | None = None, budget_dollars: float | None = None) -> OptimizationRun:
     """A queued run; refused (Conflict) while another run of the prompt is queued or running."""
     busy = session.exec(select(OptimizationRun).where(
-        OptimizationRun.prompt_id == prompt_id, OptimizationRun.status.in_(("queued", "running")))).first()
+        OptimizationRun.prompt_id == prompt_id, col(OptimizationRun.status).in_(RUN_ACTIVE))).first()
     if busy is not None:
         raise Conflict(f"run {busy.id} of this prompt is already {busy.status}", where=f"prompt {prompt_id}",
                        hint="wait for it, or cancel it first")
@@ -88,7 +88,7 @@ class _Recorder:
                 run.calls_made, run.spent_dollars = self.ledger.calls, self.ledger.spent
                 run.heartbeat_at = utcnow()
                 status = run.status
-        if status == "cancelled":
+        if status == RunStatus.cancelled:
             raise Cancelled()
 
 
@@ -101,10 +101,10 @@ async def execute_run(*, engine: Engine, settings: Settings, run_id: int, gatewa
         run = session.get(OptimizationRun, run_id)
         if run is None:
             raise NotFound(f"no optimization run {run_id}", hint="list runs with GET /runs")
-        if run.status in TERMINAL:
+        if run.status in RUN_DONE:
             return run
         resumed = run.started_at is not None  # an earlier attempt died (or was stopped) mid-run
-        run.status, run.started_at = "running", run.started_at or utcnow()
+        run.status, run.started_at = RunStatus.running, run.started_at or utcnow()
         me = run.worker = worker or socket.gethostname()
         run.heartbeat_at = utcnow()
         prompt = session.get(Prompt, run.prompt_id)
@@ -133,27 +133,27 @@ async def execute_run(*, engine: Engine, settings: Settings, run_id: int, gatewa
         results = await _optimize(engine=engine, settings=settings, run_id=run_id, prompt_id=prompt_id,
                                   prompt_name=prompt_name, config=config, gateway=gateway,
                                   ledger=ledger, emit=emit, now=now or utcnow())
-        status, error = "succeeded", None
+        status, error = RunStatus.succeeded, None
     except Cancelled:
-        status, error, results = "cancelled", None, {"note": "cancelled"}
+        status, error, results = RunStatus.cancelled, None, RunResults(note="cancelled")
     except Reclaimed:
         with session_scope(engine) as session:
             return session.get(OptimizationRun, run_id)  # type: ignore[return-value]
     except ProviderUnavailable as exc:
-        status, error, results = "failed", f"the model provider kept failing, so the run stopped: {exc}", {}
+        status, error, results = RunStatus.failed, f"the model provider kept failing, so the run stopped: {exc}", RunResults()
     except TrimloopError as exc:
-        status, error, results = "failed", str(exc), {}
+        status, error, results = RunStatus.failed, str(exc), RunResults()
     except Exception as exc:  # a bug: keep the traceback with the run, for the report
-        status, error, results = "failed", f"{exc.__class__.__name__}: {exc}\n{traceback.format_exc()}", {}
+        status, error, results = RunStatus.failed, f"{exc.__class__.__name__}: {exc}\n{traceback.format_exc()}", RunResults()
     with session_scope(engine) as session:
         run = session.get(OptimizationRun, run_id)
         assert run is not None
-        if run.status == "cancelled":
-            status = "cancelled"
-        run.status, run.error, run.results = status, error, _jsonable(results)
+        if run.status == RunStatus.cancelled:
+            status = RunStatus.cancelled
+        run.status, run.error, run.results = status, error, results
         run.calls_made, run.spent_dollars = ledger.calls, ledger.spent
         run.finished_at = utcnow()
-        session.add(RunEvent(run_id=run_id, kind=f"run.{status}",
+        session.add(RunEvent(run_id=run_id, kind=f"run.{status.value}",
                              data={"error": error, "calls": ledger.calls, "spent": ledger.spent,
                                    "cache_hits": ledger.cache_hits}))
     with session_scope(engine) as session:
@@ -161,7 +161,7 @@ async def execute_run(*, engine: Engine, settings: Settings, run_id: int, gatewa
 
 
 async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_id: int, prompt_name: str,
-                    config: Any, gateway: Any, ledger: Ledger, emit: Any, now: datetime) -> dict[str, Any]:
+                    config: Any, gateway: Any, ledger: Ledger, emit: Any, now: datetime) -> RunResults:
     with session_scope(engine) as session:
         version_row = production_version(session, prompt_id)
         if config.dataset is not None:
@@ -177,7 +177,7 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
         rows = dataset_items(session, dataset.id)
         facts = log_facts(session, rows, prompt_id=prompt_id)
         rejected = frozenset(session.exec(select(Suggestion.candidate_sha).where(
-            Suggestion.prompt_id == prompt_id, Suggestion.status == "rejected")).all())
+            Suggestion.prompt_id == prompt_id, Suggestion.status == SuggestionStatus.rejected)).all())
         baseline = VersionSpec.of(version_row)
         baseline_id, dataset_id = version_row.id, dataset.id
         feedback = {r.id: list(r.feedback or []) for r in rows}
@@ -206,29 +206,20 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
     context = MoveContext(models=config.models or default_candidate_models(settings), resolve=resolve,
                           seed=config.seed, gateway=gateway, ledger=ledger,
                           proposer_model=config.proposer_model, failures=failures)
-    found = await search(
-        baseline=baseline, items=items["search"],
-        baseline_results={i.id: base[i.id] for i in items["search"]}, evaluators=evaluators,
-        gateway=gateway, context=context, ledger=ledger, emit=emit, exclude=rejected,
-        config=SearchConfig(margin=config.margin, alpha=config.alpha, margins=tuple(config.margins.items()),
-                            rungs=config.rungs, eta=config.eta,
-                            max_candidates=config.max_candidates, concurrency=config.concurrency,
-                            seed=config.seed, samples=config.samples, max_calls=config.search_budget_calls),
-    )
+    run = RunContext(baseline=baseline, search_items=items["search"], holdout_items=items["holdout"],
+                     baseline_results=base, evaluators=evaluators, gateway=gateway, ledger=ledger, emit=emit,
+                     margin=config.margin, alpha=config.alpha, margins=dict(config.margins), power=config.power,
+                     samples=config.samples, concurrency=config.concurrency, seed=config.seed)
+    found = await search(run=run, context=context, exclude=rejected,
+                         config=SearchConfig(rungs=config.rungs, eta=config.eta, max_candidates=config.max_candidates,
+                                             max_calls=config.search_budget_calls))
     search_calls = ledger.calls
-    certs = await certify(
-        ranked=found.ranked, items=items["holdout"],
-        baseline_results={i.id: base[i.id] for i in items["holdout"]},
-        search_baseline={i.id: base[i.id] for i in items["search"]}, evaluators=evaluators,
-        gateway=gateway, margin=config.margin, alpha=config.alpha, power=config.power,
-        top=config.certify_top, concurrency=config.concurrency, ledger=ledger, seed=config.seed, emit=emit,
-        margins=config.margins, samples=config.samples, baseline_cost=found.baseline_cost,
-    )
+    certs = await certify(ranked=found.ranked, run=run, top=config.certify_top, baseline_cost=found.baseline_cost)
     with session_scope(engine) as session:
         ids = record_candidates(session, run_id=run_id, prompt_id=prompt_id, baseline_id=baseline_id,
                                 arms=found.arms, certified={c.arm.candidate.sha: c for c in certs})
     passed = [c for c in certs if c.passed]
-    summary: dict[str, Any] = {
+    found_summary: dict[str, Any] = {
         "dataset_id": dataset_id, "baseline_calls": baseline_calls, "search_calls": search_calls - baseline_calls, "certify_calls": ledger.calls - search_calls,
         "calls": ledger.calls, "spent": ledger.spent, "cache_hits": ledger.cache_hits,
         # Calls asked for, whether paid or answered from the cache (an earlier run's answers):
@@ -241,22 +232,21 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
                             for n in evaluators},
         "baseline_feedback": feedback_summary(feedback.values()),
     }
+    summary = RunResults.model_validate(_jsonable(found_summary))
     if not passed:
         why = found.notes or [c.reason for c in certs] or ["no candidate survived the search"]
-        summary["no_suggestion"] = "no suggestion, because " + "; ".join(why)
-        emit("run.no_suggestion", {"reason": summary["no_suggestion"]})
+        summary.no_suggestion = "no suggestion, because " + "; ".join(why)
+        emit("run.no_suggestion", {"reason": summary.no_suggestion})
         return summary
     best = passed[0]
     with session_scope(engine) as session:
         suggestion = record_suggestion(
-            session, run_id=run_id, prompt_id=prompt_id, baseline_id=baseline_id, baseline=baseline,
-            cert=best, candidate_id=ids[best.arm.candidate.sha], base=base, holdout=items["holdout"],
-            facts=facts, evaluators=evaluators, spend=ledger.spent, now=now,
-            window_days=config.window_days, search_summary=summary, resolve=resolve,
-            feedback=feedback,
+            session, run_id=run_id, prompt_id=prompt_id, baseline_id=baseline_id, run=run,
+            cert=best, candidate_id=ids[best.arm.candidate.sha], facts=facts, spend=ledger.spent, now=now,
+            window_days=config.window_days, search=summary, resolve=resolve, feedback=feedback,
         )
-        summary["suggestion_id"] = suggestion.id
-    emit("suggestion.created", {"suggestion_id": summary["suggestion_id"], "sha": best.arm.candidate.sha})
+        summary.suggestion_id = suggestion.id
+    emit("suggestion.created", {"suggestion_id": summary.suggestion_id, "sha": best.arm.candidate.sha})
     return summary
 
 

@@ -10,34 +10,16 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import numpy as np
 
-from trimloop.core.catalog import DAYS_PER_MONTH
+from trimloop.core.defaults import DAYS_PER_MONTH
+from trimloop.core.evidence import SavingsProjection
 
 
-@dataclass(frozen=True)
-class Savings:
-    window_days: int
-    calls_per_day: float
-    baseline_cost_per_call: float
-    candidate_cost_per_call: float
-    cost_ratio: float
-    monthly: float
-    monthly_low: float
-    monthly_high: float
-    baseline_latency_p50_s: float | None
-    baseline_latency_p95_s: float | None
-    candidate_latency_p50_s: float | None
-    candidate_latency_p95_s: float | None
-    optimization_spend: float
-    payback_days: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+Savings = SavingsProjection  # what `project` returns (the record stored in a suggestion's evidence)
 
 
 def monthly_saving(*, calls_per_day: float, baseline_cost_per_call: float, candidate_cost_per_call: float) -> float:
@@ -92,7 +74,7 @@ def project(
     low, high = (float(v) for v in np.percentile(boot, [5, 95]))
     daily_saving = monthly / DAYS_PER_MONTH
     payback = optimization_spend / daily_saving if daily_saving > 0 else None
-    return Savings(
+    return SavingsProjection(
         window_days=days, calls_per_day=per_day, baseline_cost_per_call=base_cpc,
         candidate_cost_per_call=cand_cpc, cost_ratio=ratio, monthly=monthly, monthly_low=low,
         monthly_high=high, baseline_latency_p50_s=_percentile(baseline_latencies, 50),

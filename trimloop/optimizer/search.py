@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,37 +18,27 @@ from scipy.stats import norm
 
 from trimloop.core.catalog import count_message_tokens, count_tokens
 from trimloop.core.errors import ProviderUnavailable, SpendCapReached, TemplateError
+from trimloop.core.status import CandidateStatus
 from trimloop.core.templates import render
-from trimloop.evals.evaluators import NamedEvaluator
-from trimloop.evals.runner import EvalItem, ItemResult, evaluate_items
+from trimloop.evals.runner import evaluate_items
 from trimloop.evals.sequential import sequential_design
-from trimloop.optimizer.moves import DETERMINISTIC
-from trimloop.optimizer.moves.rewrite import Rewrite
+from trimloop.optimizer.context import Emit, RunContext
+from trimloop.optimizer.moves import MOVES, Move
 from trimloop.optimizer.race import Arm, compare, pareto_front
-from trimloop.optimizer.spec import Candidate, MoveContext, VersionSpec, start
-
-Emit = Callable[[str, dict[str, Any]], None]
+from trimloop.optimizer.spec import CandidateSpec, MoveContext, VersionSpec, start
 
 
 @dataclass(frozen=True)
 class SearchConfig:
-    margin: float = 0.02
-    alpha: float = 0.05
-    margins: tuple[tuple[str, float], ...] = ()  # per-evaluator overrides of margin
+    """The race's own settings; margin, α, samples and the rest come with the RunContext."""
+
     rungs: tuple[int, ...] = (16, 48, 144)  # cumulative items per look
     eta: int = 3  # keep 1/eta of the racing arms after each look
     max_candidates: int = 12
-    concurrency: int = 4
-    seed: int = 0
-    samples: int | None = None  # per item at temperature > 0 (runner default: 3)
     compose: bool = True  # also shorten / prune the retargeted versions
     max_calls: int | None = None  # the search's own share of the run's budget
 
     def __post_init__(self) -> None:
-        if not 0 < self.alpha < 0.5:
-            raise ValueError(f"alpha must be in (0, 0.5), got {self.alpha}")
-        if not 0 <= self.margin < 1:
-            raise ValueError(f"margin must be in [0, 1), got {self.margin}")
         if not self.rungs or list(self.rungs) != sorted(set(self.rungs)) or self.rungs[0] < 2:
             raise ValueError(f"rungs must be increasing item counts ≥ 2, got {self.rungs}")
         if self.eta < 2:
@@ -66,30 +56,41 @@ class SearchResult:
     notes: list[str] = field(default_factory=list)
 
 
-def propose_candidates(baseline: VersionSpec, context: MoveContext, *, compose: bool) -> list[Candidate]:
-    """Every deterministic move on the baseline, then shorten/prune on top of the first ones."""
+async def propose_candidates(baseline: VersionSpec, context: MoveContext, *, compose: bool,
+                             emit: Emit | None = None) -> list[CandidateSpec]:
+    """Every free move on the baseline, then the composing ones on top of those proposals (every
+    order-free combination), then the moves that call a model, on the baseline only."""
+    say = emit or (lambda kind, data: None)
     root = start(baseline)
-    moves = [cls() for cls in DETERMINISTIC]
-    first: list[Candidate] = []
-    for move in moves:
-        first += move.propose(root, context=context)
+    moves: list[Move] = [cls() for cls in MOVES]
+    free = [m for m in moves if not m.calls_model]
+    first: list[CandidateSpec] = []
+    for move in free:
+        first += await move.propose(root, context=context)
     found = {c.sha: c for c in first}
     if compose:
+        composing = [m for m in free if m.composes]
         level = first
-        for _ in range(len(moves) - 1):  # every order-free combination of the moves
+        for _ in range(len(composing)):
             children = []
             for parent in level:
                 used = {s["move"] for s in parent.lineage}
-                for move in moves:
-                    if move.name == "retarget" or move.name in used:
+                for move in composing:
+                    if move.name in used:
                         continue
-                    for child in move.propose(parent, context=context):
+                    for child in await move.propose(parent, context=context):
                         if child.sha not in found:
                             found[child.sha] = child
                             children.append(child)
             level = children
     found.pop(baseline.sha, None)
-    return list(found.values())
+    proposed = list(found.values())
+    for move in (m for m in moves if m.calls_model):
+        if context.proposer_model:
+            paid = await move.propose(root, context=context)
+            say(f"{move.name}.proposed", {"proposer": context.proposer_model, "proposals": len(paid)})
+            proposed += paid
+    return proposed
 
 
 def estimate_cost(version: VersionSpec, context: MoveContext, inputs: Sequence[dict[str, Any]],
@@ -107,14 +108,14 @@ def estimate_cost(version: VersionSpec, context: MoveContext, inputs: Sequence[d
     return model.price(round(mean_in), round(output_tokens))
 
 
-def family(candidate: Candidate) -> tuple[Any, ...]:
+def family(candidate: CandidateSpec) -> tuple[Any, ...]:
     """A candidate's structural choices: its model and every change but instruction shortening.
     Shortening levels within a family differ least; models and example sets differ most."""
     return (candidate.version.model,) + tuple(
         step["detail"] for step in candidate.lineage if step["move"] not in ("shorten", "retarget"))
 
 
-def select_arms(candidates: list[Candidate], estimates: dict[str, float], baseline_cost: float,
+def select_arms(candidates: list[CandidateSpec], estimates: dict[str, float], baseline_cost: float,
                 limit: int) -> list[Arm]:
     """At most `limit` cheaper-than-baseline candidates, covering the families first.
 
@@ -124,10 +125,10 @@ def select_arms(candidates: list[Candidate], estimates: dict[str, float], baseli
     more families than room left is spread evenly over its cost ranking."""
     cheaper = sorted((c for c in candidates if estimates[c.sha] < baseline_cost),
                      key=lambda c: (estimates[c.sha], c.sha))
-    families: dict[tuple[Any, ...], list[Candidate]] = {}
+    families: dict[tuple[Any, ...], list[CandidateSpec]] = {}
     for c in cheaper:
         families.setdefault(family(c), []).append(c)
-    picked: list[Candidate] = []
+    picked: list[CandidateSpec] = []
     depth = 0
     while len(picked) < limit:
         layer = [members[depth] for members in families.values() if len(members) > depth]
@@ -162,48 +163,40 @@ def rank(arms: list[Arm], baseline_cost: float) -> list[Arm]:
     after those still racing. Small slices give wide intervals, so a cheap arm is not written off
     on a few unlucky items; later looks and certification do the proving."""
     def key(arm: Arm) -> tuple[Any, ...]:
-        return (arm.status == "dropped", -round(prospect(arm, baseline_cost), 9), arm.latency_p50 or math.inf,
+        return (arm.status == CandidateStatus.dropped, -round(prospect(arm, baseline_cost), 9), arm.latency_p50 or math.inf,
                 arm.candidate.sha)
 
-    return sorted((a for a in arms if a.status != "eliminated" and a.n), key=key)
+    return sorted((a for a in arms if a.status != CandidateStatus.eliminated and a.n), key=key)
 
 
 def final_ranking(arms: list[Arm], baseline_cost: float) -> list[Arm]:
     """For certification: the arms still in the race, then those halving dropped for budget (not
     shown inferior) that may still be non-inferior, so a futile first pick is not the end."""
     ranked = rank(arms, baseline_cost)
-    return [a for a in ranked if a.status != "dropped" or all(e.upper > -e.margin for e in a.evidence.values())]
+    return [a for a in ranked if a.status != CandidateStatus.dropped or all(e.upper > -e.margin for e in a.evidence.values())]
 
 
 async def search(
     *,
-    baseline: VersionSpec,
-    items: Sequence[EvalItem],
-    baseline_results: dict[Any, ItemResult],
-    evaluators: Sequence[NamedEvaluator],
-    gateway: Any,
+    run: RunContext,
     context: MoveContext,
     config: SearchConfig = SearchConfig(),
-    ledger: Any = None,
-    emit: Emit | None = None,
-    candidates: list[Candidate] | None = None,
+    candidates: list[CandidateSpec] | None = None,
     exclude: frozenset[str] = frozenset(),
 ) -> SearchResult:
-    """Race candidates against the baseline's logged results on the search items."""
-    say = emit or (lambda kind, data: None)
-    rng = np.random.default_rng(config.seed)
+    """Race candidates against the baseline's logged results on the run's search items."""
+    say, baseline, items, ledger = run.say, run.baseline, run.search_items, run.ledger
+    baseline_results = run.baseline_on(items)
+    rng = np.random.default_rng(run.seed)
     order = [items[i] for i in rng.permutation(len(items))]
-    keys = [n.key for n in evaluators]
+    keys = run.keys
     base_scores = {k: {i: [r.scores.get(k, 0.0)] for i, r in baseline_results.items()} for k in keys}
     out_tokens = statistics.fmean([r.output_tokens for r in baseline_results.values()] or [0])
     sample_inputs = [it.inputs for it in order[:20]]
     baseline_cost = estimate_cost(baseline, context, sample_inputs, out_tokens)
 
-    proposed = candidates if candidates is not None else propose_candidates(baseline, context, compose=config.compose)
-    if candidates is None and context.proposer_model:
-        rewrites = await Rewrite().propose(start(baseline), context=context)
-        say("rewrite.proposed", {"proposer": context.proposer_model, "proposals": len(rewrites)})
-        proposed += rewrites
+    proposed = (list(candidates) if candidates is not None
+                else await propose_candidates(baseline, context, compose=config.compose, emit=say))
     proposed = [c for c in proposed if c.sha not in exclude]
     estimates = {c.sha: estimate_cost(c.version, context, sample_inputs, out_tokens) for c in proposed}
     arms = select_arms(proposed, estimates, baseline_cost, config.max_candidates)
@@ -219,10 +212,10 @@ async def search(
 
     rungs = [min(r, len(order)) for r in config.rungs]
     rungs = sorted(set(r for r in rungs if r >= 2))
-    design = _design(config, base_scores, keys)
+    design = _design(run, base_scores, keys, looks=len(config.rungs))
     done = 0
     for look, size in enumerate(rungs, 1):
-        racing = [a for a in arms if a.status == "racing"]
+        racing = [a for a in arms if a.status == CandidateStatus.racing]
         if not racing:
             break
         new_items = order[done:size]
@@ -235,7 +228,7 @@ async def search(
             result.budget_exhausted = True
             if per_arm < 2:
                 for arm in racing:
-                    arm.status, arm.reason = "stopped", f"budget: stopped after {arm.n} items"
+                    arm.status, arm.reason = CandidateStatus.stopped, f"budget: stopped after {arm.n} items"
                 break
             new_items = new_items[:per_arm]
             size = done + per_arm
@@ -243,75 +236,74 @@ async def search(
             try:
                 await evaluate_items(
                     template=arm.candidate.version.template, model=arm.candidate.version.model,
-                    params=arm.candidate.version.params, items=new_items, evaluators=evaluators,
-                    gateway=gateway, concurrency=config.concurrency, ledger=ledger, on_result=arm.add,
-                    samples=config.samples,
+                    params=arm.candidate.version.params, items=new_items, evaluators=run.evaluators,
+                    gateway=run.gateway, concurrency=run.concurrency, ledger=ledger, on_result=arm.add,
+                    samples=run.samples,
                     propagate=(ProviderUnavailable,),
                 )
             except SpendCapReached as exc:
-                arm.status, arm.reason = "stopped", f"budget: {exc.message}"
+                arm.status, arm.reason = CandidateStatus.stopped, f"budget: {exc.message}"
                 result.budget_exhausted = True
             arm.rung = look
-            _judge(arm, base_scores, keys, config, design, look, len(rungs))
+            _judge(arm, base_scores, keys, run, design, look, len(rungs))
             say("candidate.scored", arm.summary() | {"look": look})
         done = size
         if result.budget_exhausted or look == len(rungs):
             break  # no halving after the last look: certification takes the best few from here
         _halve(arms, config.eta, say, baseline_cost)
     result.calls = sum(a.calls for a in arms)
-    result.front = pareto_front([a for a in arms if a.status not in ("eliminated", "dropped")], keys)
+    result.front = pareto_front([a for a in arms if a.status not in (CandidateStatus.eliminated, CandidateStatus.dropped)], keys)
     result.ranked = final_ranking(arms, baseline_cost)
     say("search.finished", {"calls": result.calls, "front": [a.candidate.sha for a in result.front],
                             "ranked": [a.candidate.sha for a in result.ranked]})
     return result
 
 
-def _design(config: SearchConfig, base_scores: dict[str, dict[Any, list[float]]], keys: list[str]) -> Any:
+def _design(run: RunContext, base_scores: dict[str, dict[Any, list[float]]], keys: list[str], *, looks: int) -> Any:
     """The sequential design for racing; discordance guessed from the baseline's error rate."""
     values = [v[0] for k in keys for v in base_scores[k].values()]
     binary = values and all(v in (0.0, 1.0) for v in values)
     if not binary:
         return None
     error = 1 - statistics.fmean(values)
-    discordance = min(0.9, max(0.05, 2 * error, config.margin * 2))
-    return sequential_design(margin=max(config.margin, 1e-3), discordance=discordance,
-                             alpha=config.alpha, looks=len(config.rungs))
+    discordance = min(0.9, max(0.05, 2 * error, run.margin * 2))
+    return sequential_design(margin=max(run.margin, 1e-3), discordance=discordance,
+                             alpha=run.alpha, looks=looks)
 
 
-def _judge(arm: Arm, base: dict[str, dict[Any, list[float]]], keys: list[str], config: SearchConfig,
+def _judge(arm: Arm, base: dict[str, dict[Any, list[float]]], keys: list[str], run: RunContext,
            design: Any, look: int, looks: int) -> None:
     """Update the arm's evidence; eliminate it when an evaluator is clearly inferior."""
-    race_alpha = config.alpha / looks  # several looks at the same data: Bonferroni for eliminations
-    margins = dict(config.margins)
+    race_alpha = run.alpha / looks  # several looks at the same data: Bonferroni for eliminations
     verdicts = []
     for key in keys:
-        margin = margins.get(key, config.margin)
-        evidence = compare(base[key], arm.scores(key), margin=margin, alpha=config.alpha)
+        margin = run.margin_of(key)
+        evidence = compare(base[key], arm.scores(key), margin=margin, alpha=run.alpha)
         if evidence is None:
             continue
         arm.evidence[key] = evidence
         strict = compare(base[key], arm.scores(key), margin=margin, alpha=race_alpha)
         if strict is not None and strict.upper < -margin:
-            arm.status = "eliminated"
+            arm.status = CandidateStatus.eliminated
             arm.reason = (f"{key}: inferior after {evidence.n} items (delta {evidence.delta:+.3f}, "
                           f"upper bound {strict.upper:+.3f} < −{margin})")
             return
-        if design is not None and margin == config.margin:
+        if design is not None and margin == run.margin:
             decision = design.test({i: v[0] for i, v in base[key].items() if i in arm.results},
                                    {i: statistics.fmean(v) for i, v in arm.scores(key).items()})
             verdicts.append(decision.decision)
             if decision.decision == "inferior" and decision.look and decision.look < len(design.looks):
-                arm.status = "eliminated"
+                arm.status = CandidateStatus.eliminated
                 arm.reason = f"{key}: crossed the sequential futility bound at {decision.n} items"
                 return
     if verdicts and all(v == "non-inferior" for v in verdicts):
-        arm.status, arm.reason = "qualified", f"non-inferior on every evaluator after {arm.n} items"
+        arm.status, arm.reason = CandidateStatus.qualified, f"non-inferior on every evaluator after {arm.n} items"
 
 
 def _halve(arms: list[Arm], eta: int, say: Emit, baseline_cost: float) -> None:
-    racing = [a for a in arms if a.status == "racing"]
+    racing = [a for a in arms if a.status == CandidateStatus.racing]
     keep = max(1, math.ceil(len(racing) / eta))
     for arm in rank(racing, baseline_cost)[keep:]:
-        arm.status = "dropped"  # out of the race for budget, not shown inferior
+        arm.status = CandidateStatus.dropped  # out of the race for budget, not shown inferior
         arm.reason = arm.reason or f"successive halving: not in the best {keep} after {arm.n} items"
         say("candidate.eliminated", {"sha": arm.candidate.sha, "reason": arm.reason, "n": arm.n})

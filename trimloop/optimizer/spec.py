@@ -34,8 +34,9 @@ class VersionSpec:
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """A variant plus its lineage: which moves made it, from which parent."""
+class CandidateSpec:
+    """A variant plus its lineage (which moves made it, from which parent): what a Candidate row
+    stores, as VersionSpec is what a PromptVersion row stores."""
 
     version: VersionSpec
     lineage: tuple[dict[str, Any], ...]
@@ -49,8 +50,8 @@ class Candidate:
     def label(self) -> str:
         return " + ".join(step["move"] for step in self.lineage) or "baseline"
 
-    def then(self, version: VersionSpec, move: str, detail: str) -> "Candidate":
-        return Candidate(version, self.lineage + ({"move": move, "detail": detail},), self.parent_sha)
+    def then(self, version: VersionSpec, move: str, detail: str) -> "CandidateSpec":
+        return CandidateSpec(version, self.lineage + ({"move": move, "detail": detail},), self.parent_sha)
 
 
 @dataclass
@@ -67,6 +68,6 @@ class MoveContext:
     failures: list[dict[str, Any]] = field(default_factory=list)  # for reflective rewrites
 
 
-def start(version: VersionSpec) -> Candidate:
+def start(version: VersionSpec) -> CandidateSpec:
     """The root of every lineage: the baseline itself."""
-    return Candidate(version, (), version.sha)
+    return CandidateSpec(version, (), version.sha)

@@ -8,7 +8,7 @@ import pytest
 
 from trimloop.core.errors import ConfigError
 from trimloop.evals.evaluators import (
-    DEFAULT_EVALUATORS, EvalContext, Evaluator, build_evaluators, normalise, register, registry,
+    BUILTIN_EVALUATORS, EvalContext, Evaluator, build_evaluators, normalise, register, registry,
 )
 
 ALL = {"exact", "label", "contains", "regex", "json_valid", "json_schema", "json_fields", "numeric",
@@ -16,7 +16,7 @@ ALL = {"exact", "label", "contains", "regex", "json_valid", "json_schema", "json
 
 
 def test_every_built_in_is_registered() -> None:
-    assert {cls.name for cls in DEFAULT_EVALUATORS} == ALL
+    assert {cls.name for cls in BUILTIN_EVALUATORS} == ALL
     assert ALL <= set(registry())
 
 

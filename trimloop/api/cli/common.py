@@ -15,6 +15,11 @@ def settings_and_engine() -> tuple[Settings, Engine]:
     return settings, get_engine(settings)
 
 
+def signed(value: float | None) -> str:
+    """A score difference with its sign ("+0.012"), or "?" when the evidence lacks it."""
+    return "?" if value is None else f"{value:+.3f}"
+
+
 def money(dollars: float | None) -> str:
     if dollars is None:
         return "n/a"

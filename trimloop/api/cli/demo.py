@@ -21,7 +21,7 @@ from rich.table import Table
 from sqlmodel import select
 
 from trimloop.api import services, webhooks
-from trimloop.api.cli.common import money
+from trimloop.api.cli.common import money, signed
 from trimloop.api.demo import workspace
 from trimloop.api.executor import real_gateway
 from trimloop.api.services import start_run
@@ -153,15 +153,14 @@ def _table(out: Console, rows) -> None:  # type: ignore[no-untyped-def]
         if run is None:
             continue
         if suggestion is None:
-            results = run.results or {}
-            reasons.append(f"{name}: {results.get('no_suggestion') or run.error or run.status}")
+            reasons.append(f"{name}: {run.results.no_suggestion or run.error or run.status}")
             table.add_row(name, "no suggestion", "—", "—", "—", f"{money(run.spent_dollars)} ({run.calls_made} calls)", "—")
             continue
         ev = suggestion.evidence
         verdicts = "; ".join(
-            f"{k}: {e['verdict']} Δ {e['delta']:+.3f} [{e['lower']:+.3f}, {e['upper']:+.3f}] n={e['n']}"
-            for k, e in (ev.get("evaluators") or {}).items())
-        lineage = ", ".join(step["detail"] for step in ev.get("lineage") or [])
+            f"{k}: {e.verdict} Δ {signed(e.delta)} [{signed(e.lower)}, {signed(e.upper)}] n={e.n}"
+            for k, e in ev.evaluators.items())
+        lineage = ", ".join(step.detail for step in ev.lineage)
         before, after = suggestion.baseline_cost_per_call or 0, suggestion.candidate_cost_per_call or 0
         cut = f" (−{100 * (1 - after / before):.0f} %)" if before else ""
         payback = "n/a" if suggestion.payback_days is None else f"{suggestion.payback_days:.1f} days"

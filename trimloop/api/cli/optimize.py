@@ -12,11 +12,13 @@ from rich.table import Table
 from sqlmodel import col, select
 
 from trimloop.api import webhooks
-from trimloop.api.cli.common import money, settings_and_engine
+from trimloop.api.cli.common import money, settings_and_engine, signed
 from trimloop.api.executor import real_gateway
 from trimloop.api.services import start_run
 from trimloop.core.db import session_scope
 from trimloop.core.errors import Conflict, NotFound
+from trimloop.core.evidence import Verdict
+from trimloop.core.status import RunStatus
 from trimloop.core.tables import OptimizationRun, Prompt, Suggestion
 from trimloop.optimizer.queue import claim_run, execute_claimed, worker_id
 
@@ -73,15 +75,17 @@ def optimize(
 
 def run_summary(prompt: str, run: OptimizationRun, suggestion: Suggestion | None) -> dict[str, Any]:
     """The run and its suggestion as plain data (what `--json` prints)."""
-    results = run.results or {}
+    results = run.results
     out: dict[str, Any] = {"prompt": prompt, "run_id": run.id, "status": run.status, "error": run.error,
                            "calls": run.calls_made, "spent": run.spent_dollars,
-                           "search_calls": results.get("search_calls"), "certify_calls": results.get("certify_calls"),
-                           "no_suggestion": results.get("no_suggestion"), "suggestion": None}
+                           "search_calls": results.search_calls, "certify_calls": results.certify_calls,
+                           "no_suggestion": results.no_suggestion, "suggestion": None}
     if suggestion is not None:
+        evidence = suggestion.evidence
         out["suggestion"] = {
-            "id": suggestion.id, "model": suggestion.evidence.get("changes", {}).get("model"),
-            "lineage": suggestion.evidence.get("lineage"), "evaluators": suggestion.evidence.get("evaluators"),
+            "id": suggestion.id, "model": evidence.changes.model or None,
+            "lineage": [step.model_dump(mode="json") for step in evidence.lineage],
+            "evaluators": {key: v.model_dump(mode="json") for key, v in evidence.evaluators.items()},
             "cost_per_call": [suggestion.baseline_cost_per_call, suggestion.candidate_cost_per_call],
             "latency_p50_s": [suggestion.baseline_latency_p50_s, suggestion.candidate_latency_p50_s],
             "projected_monthly_savings": [suggestion.savings_low, suggestion.projected_monthly_savings,
@@ -92,27 +96,34 @@ def run_summary(prompt: str, run: OptimizationRun, suggestion: Suggestion | None
 
 
 def _change(suggestion: Suggestion) -> str:
-    changes = suggestion.evidence.get("changes", {})
-    before, after = (changes.get("model") or [None, None])[:2]
+    changes = suggestion.evidence.changes
+    before, after = (changes.model or [None, None])[:2]
     parts = [f"model {before} → {after}"] if before != after else []
-    chars = changes.get("template_chars")
-    if chars and chars[0] != chars[1]:
+    chars = changes.template_chars
+    if len(chars) == 2 and chars[0] != chars[1]:
         parts.append(f"template {chars[0]} → {chars[1]} chars")
-    moves = [m.get("move", "") if isinstance(m, dict) else str(m) for m in suggestion.evidence.get("lineage") or []]
+    moves = [step.move for step in suggestion.evidence.lineage if step.move]
     if moves:
         parts.append("moves: " + ", ".join(filter(None, moves)))
     return "; ".join(parts) or "same prompt"
 
 
+def verdict_line(e: Verdict) -> str:
+    """"non-inferior (Δ +0.010, 90% interval [−0.020, +0.040], margin 0.02, n 120)"."""
+    level = f"{100 * (1 - 2 * e.alpha):.0f}%" if e.alpha is not None else "?"
+    return (f"{e.verdict} (Δ {signed(e.delta)}, {level} interval [{signed(e.lower)}, {signed(e.upper)}], "
+            f"margin {e.margin}, n {e.n})")
+
+
 def print_run(prompt: str, run: OptimizationRun, suggestion: Suggestion | None, out: Console) -> None:
     """A table for a suggestion; otherwise the reason there is none (or why the run failed)."""
-    results = run.results or {}
+    results = run.results
     spend = f"{money(run.spent_dollars)} in {run.calls_made} calls"
-    if run.status != "succeeded":
-        out.print(f"[bold red]run {run.id} {run.status}[/]: {run.error or results.get('note', '')}", highlight=False)
+    if run.status != RunStatus.succeeded:
+        out.print(f"[bold red]run {run.id} {run.status}[/]: {run.error or results.note or ''}", highlight=False)
         return
     if suggestion is None:
-        out.print(results.get("no_suggestion") or "no suggestion, because no candidate was certified", highlight=False)
+        out.print(results.no_suggestion or "no suggestion, because no candidate was certified", highlight=False)
         out.print(f"optimization spend: {spend}", highlight=False)
         return
     table = Table(title=f"suggestion {suggestion.id} for {prompt} (run {run.id})", show_header=False)
@@ -120,11 +131,8 @@ def print_run(prompt: str, run: OptimizationRun, suggestion: Suggestion | None, 
     table.add_column("")
     table.add_row("prompt", prompt)
     table.add_row("change", _change(suggestion))
-    for key, e in (suggestion.evidence.get("evaluators") or {}).items():
-        table.add_row(f"verdict: {key}",
-                      f"{e.get('verdict')} (Δ {e.get('delta', 0):+.3f}, {100 * (1 - 2 * e.get('alpha', 0.05)):.0f}% "
-                      f"interval [{e.get('lower', 0):+.3f}, {e.get('upper', 0):+.3f}], margin {e.get('margin')}, "
-                      f"n {e.get('n')})")
+    for key, e in suggestion.evidence.evaluators.items():
+        table.add_row(f"verdict: {key}", verdict_line(e))
     before, after = suggestion.baseline_cost_per_call, suggestion.candidate_cost_per_call
     cut = f" (−{100 * (1 - after / before):.0f}%)" if before and after is not None else ""
     table.add_row("cost per call", f"{money(before)} → {money(after)}{cut}")

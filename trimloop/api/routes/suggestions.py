@@ -16,12 +16,10 @@ from trimloop.api.schemas import (
     SuggestionPublic,
 )
 from trimloop.core import store
+from trimloop.core.status import SuggestionStatus
 from trimloop.core.tables import Candidate, Deployment, Prompt, PromptVersion, Review, Suggestion
 
 router = APIRouter(prefix="/suggestions", tags=["suggestions"])
-STATUSES = "^(pending|approved|deployed|rolled_back|rejected|superseded|expired)$"
-
-
 def _announce(tasks: BackgroundTasks, request: Request, event: str, suggestion: Suggestion) -> None:
     tasks.add_task(webhooks.notify, engine=request.app.state.engine, settings=request.app.state.settings,
                    event=event, data=webhooks.suggestion_event(suggestion))
@@ -29,7 +27,7 @@ def _announce(tasks: BackgroundTasks, request: Request, event: str, suggestion: 
 
 @router.get("", response_model=list[SuggestionPublic], summary="the queue, biggest savings first")
 def list_suggestions(session: SessionDep, _: Reader,
-                     status: str | None = Query(None, pattern=STATUSES, examples=["pending"]),
+                     status: SuggestionStatus | None = Query(None, examples=["pending"]),
                      prompt_id: int | None = None,
                      min_savings: float | None = Query(None, description="projected USD per month", examples=[100]),
                      limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> list[Suggestion]:

@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from trimloop.core.evidence import Verdict
+
 PALETTE = ("#2b6cb0", "#c05621", "#2f855a", "#6b46c1", "#b7791f", "#c53030", "#718096")
 
 
@@ -119,18 +121,18 @@ def paired_bars(rows: list[tuple[str, float | None, float | None]], width: int =
     return chart
 
 
-def interval_plot(row: dict[str, Any], width: int = 220, height: int = 28) -> dict[str, Any] | None:
+def interval_plot(row: Verdict, width: int = 220, height: int = 28) -> dict[str, Any] | None:
     """The delta and its interval on an axis centred at 0, with the −margin line in red."""
-    lower, upper, delta = row.get("lower"), row.get("upper"), row.get("delta")
+    lower, upper, delta = row.lower, row.upper, row.delta
     if lower is None or delta is None:
         return None
     upper = upper if upper is not None else delta
-    margin = abs(row.get("margin") or 0.0)
+    margin = abs(row.margin or 0.0)
     span = max(abs(lower), abs(upper), margin, 0.01) * 1.25
     scale = lambda v: 6 + (v + span) / (2 * span) * (width - 12)  # noqa: E731
     return {"width": width, "height": height, "zero": scale(0.0), "margin": scale(-margin) if margin else None,
             "lo": scale(lower), "hi": scale(upper), "delta": scale(delta), "mid": height / 2,
-            "ok": row.get("verdict") in ("non-inferior", "pass") or row.get("passed") is True}
+            "ok": row.ok}
 
 
 def scatter(points: list[dict[str, Any]], width: int = 480, height: int = 280) -> dict[str, Any]:

@@ -69,10 +69,8 @@ def runs(request: Request, db: SessionDep) -> Response:
 def _points(db: Session, run_id: int) -> list[dict[str, object]]:
     out = []
     for c in db.exec(select(Candidate).where(Candidate.run_id == run_id)).all():
-        means = [e.get("candidate_mean") for e in (c.scores.get("evidence") or {}).values()
-                 if e.get("candidate_mean") is not None]
-        out.append({"label": c.scores.get("label") or f"candidate {c.id}", "cost": c.cost_per_call,
-                    "score": sum(means) / len(means) if means else None, "status": c.status})
+        out.append({"label": c.scores.label or f"candidate {c.id}", "cost": c.cost_per_call,
+                    "score": c.scores.mean_score(), "status": c.status})
     return out
 
 

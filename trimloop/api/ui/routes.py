@@ -131,7 +131,7 @@ def suggestion(suggestion_id: int, request: Request, db: SessionDep) -> Response
         s = store.get_suggestion(session=db, suggestion_id=suggestion_id)
     except TrimloopError as exc:
         return render(request, "error.html", session, status_code=404, error=exc)
-    evidence = s.evidence or {}
+    evidence = s.evidence
     before, after = db.get(PromptVersion, s.baseline_version_id), db.get(PromptVersion, s.candidate_version_id)
     prompt = db.get(Prompt, s.prompt_id)
     words, ok = views.verdict(evidence)
@@ -140,8 +140,8 @@ def suggestion(suggestion_id: int, request: Request, db: SessionDep) -> Response
         before=before, after=after, verdict=words, ok=ok,
         change=views.change_in_words(evidence, before.model if before else None, after.model if after else None),
         diff=views.template_diff(evidence, before.template if before else {}, after.template if after else {}),
-        rows=views.evidence_rows(evidence), margin=views.margin_of(evidence), savings=evidence.get("savings") or {},
-        items=(evidence.get("differing_items") or [])[:20], lineage=evidence.get("lineage") or [],
+        rows=views.evidence_rows(evidence), margin=evidence.margin(), savings=evidence.savings,
+        items=evidence.differing_items[:20], lineage=evidence.lineage,
         reviews=db.exec(select(Review).where(Review.suggestion_id == s.id).order_by(col(Review.id))).all(),
         deployments=db.exec(select(Deployment).where(Deployment.suggestion_id == s.id)
                             .order_by(col(Deployment.id))).all())

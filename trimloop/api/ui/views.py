@@ -7,47 +7,48 @@ from collections import defaultdict
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import JSON, func, type_coerce
 from sqlmodel import Session, col, select
 
 from trimloop.api import reporting
 from trimloop.api.ui import charts
+from trimloop.core.evidence import Evidence
+from trimloop.core.status import OPEN_SUGGESTION, SuggestionStatus
 from trimloop.core.tables import LogRecord, Prompt, Suggestion
-
-PASSING = ("non-inferior", "pass", "passed")
 
 
 def short_model(model: str | None) -> str:
     return (model or "?").rsplit("/", 1)[-1]
 
 
-def change_in_words(evidence: dict[str, Any], before_model: str | None = None,
+def change_in_words(evidence: Evidence, before_model: str | None = None,
                     after_model: str | None = None) -> str:
     """"−62 % prompt tokens, gemma3-270m → smollm2-135m, temperature 0 → 0.2"."""
     parts = []
-    tokens = evidence.get("prompt_tokens") or []
+    tokens, changes = evidence.prompt_tokens, evidence.changes
     if len(tokens) == 2 and tokens[0]:
         change = (tokens[1] - tokens[0]) / tokens[0] * 100
         if abs(change) >= 0.5:
             parts.append(f"{'−' if change < 0 else '+'}{abs(change):.0f} % prompt tokens")
-    elif (chars := (evidence.get("changes") or {}).get("template_chars")) and len(chars) == 2 and chars[0]:
+    elif len(chars := changes.template_chars) == 2 and chars[0]:
         change = (chars[1] - chars[0]) / chars[0] * 100
         if abs(change) >= 0.5:
             parts.append(f"{'−' if change < 0 else '+'}{abs(change):.0f} % prompt text")
-    models = (evidence.get("changes") or {}).get("model") or [before_model, after_model]
+    models = changes.model or [before_model, after_model]
     if len(models) == 2 and models[0] and models[1] and models[0] != models[1]:
         parts.append(f"{short_model(models[0])} → {short_model(models[1])}")
-    for name, (old, new) in sorted(((evidence.get("changes") or {}).get("params") or {}).items()):
+    for name, pair in sorted(changes.params.items()):
+        old, new = (list(pair) + [None, None])[:2]
         parts.append(f"{name} {old if old is not None else 'unset'} → {new if new is not None else 'unset'}")
     return ", ".join(parts) or "same prompt and model, cheaper settings"
 
 
-def verdict(evidence: dict[str, Any]) -> tuple[str, bool]:
+def verdict(evidence: Evidence) -> tuple[str, bool]:
     """("quality holds on 2 of 2 evaluators", True), in words for the card."""
-    rows = evidence.get("evaluators") or {}
+    rows = evidence.evaluators
     if not rows:
         return "no quality evidence recorded", False
-    passed = sum(1 for r in rows.values() if r.get("passed") is True or r.get("verdict") in PASSING)
+    passed = evidence.passes()
     if passed == len(rows):
         return f"quality holds on {passed} of {len(rows)} evaluator{'s' if len(rows) > 1 else ''}", True
     return f"quality not shown on {len(rows) - passed} of {len(rows)} evaluators", False
@@ -58,8 +59,8 @@ def queue_cards(session: Session, limit: int = 100) -> tuple[list[dict[str, Any]
 
     Reads only the parts of the evidence a card shows; the differing items are most of its bytes."""
     names = dict(session.exec(select(Prompt.id, Prompt.name)).all())
-    evidence = col(Suggestion.evidence)
-    pending = Suggestion.status == "pending"
+    evidence = type_coerce(Suggestion.evidence, JSON)  # parts of it: plain JSON, not the whole record
+    pending = Suggestion.status == SuggestionStatus.pending
     count = session.exec(select(func.count()).where(pending)).one()
     rows = session.exec(
         select(Suggestion.id, Suggestion.prompt_id, Suggestion.projected_monthly_savings, Suggestion.savings_low,
@@ -69,8 +70,9 @@ def queue_cards(session: Session, limit: int = 100) -> tuple[list[dict[str, Any]
         .limit(limit)).all()
     cards = []
     for sid, prompt_id, monthly, low, high, tokens, model, params, chars, evaluators in rows:
-        ev = {"prompt_tokens": tokens, "changes": {"model": model, "params": params, "template_chars": chars},
-              "evaluators": evaluators}
+        changes = {k: v for k, v in (("model", model), ("params", params), ("template_chars", chars)) if v is not None}
+        ev = Evidence.load({k: v for k, v in (("prompt_tokens", tokens), ("changes", changes),
+                                              ("evaluators", evaluators)) if v is not None})
         words, ok = verdict(ev)
         cards.append({"id": sid, "prompt": names.get(prompt_id, "?"), "change": change_in_words(ev),
                       "monthly": charts.money(monthly), "range": f"{charts.money(low)} – {charts.money(high)}",
@@ -78,17 +80,9 @@ def queue_cards(session: Session, limit: int = 100) -> tuple[list[dict[str, Any]
     return cards, int(count)
 
 
-def evidence_rows(evidence: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for key, row in sorted((evidence.get("evaluators") or {}).items()):
-        out.append({"key": key, "row": row, "plot": charts.interval_plot(row),
-                    "ok": row.get("passed") is True or row.get("verdict") in PASSING})
-    return out
-
-
-def margin_of(evidence: dict[str, Any]) -> float | None:
-    margins = [r.get("margin") for r in (evidence.get("evaluators") or {}).values() if r.get("margin") is not None]
-    return max(margins) if margins else None
+def evidence_rows(evidence: Evidence) -> list[dict[str, Any]]:
+    return [{"key": key, "row": row, "plot": charts.interval_plot(row), "ok": row.ok}
+            for key, row in sorted(evidence.evaluators.items())]
 
 
 def template_text(template: dict[str, Any]) -> str:
@@ -97,9 +91,9 @@ def template_text(template: dict[str, Any]) -> str:
     return str(template.get("text") or "")
 
 
-def template_diff(evidence: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> list[list[str]]:
+def template_diff(evidence: Evidence, before: dict[str, Any], after: dict[str, Any]) -> list[list[str]]:
     """The recorded word diff, or a whole-text before/after when none was recorded."""
-    diff = (evidence.get("changes") or {}).get("template_diff")
+    diff = evidence.changes.template_diff
     if diff:
         return [[str(op), str(text)] for op, text in diff]
     a, b = template_text(before), template_text(after)
@@ -142,7 +136,7 @@ def open_savings(session: Session, limit: int = 100) -> tuple[list[dict[str, Any
     """Pending and approved suggestions by projected savings (the top `limit`), their count and total.
 
     Reads only the columns it shows: loading 1,000 suggestions' evidence would cost ~300 ms."""
-    status = col(Suggestion.status).in_(("pending", "approved"))
+    status = col(Suggestion.status).in_(OPEN_SUGGESTION)
     count, total = session.exec(select(func.count(), func.coalesce(func.sum(Suggestion.projected_monthly_savings),
                                                                    0.0)).where(status)).one()
     rows = session.exec(

@@ -28,7 +28,7 @@ from trimloop.evals.evaluators.structured import STRUCTURED_EVALUATORS
 from trimloop.evals.evaluators.text import TEXT_EVALUATORS, find_labels, last_number
 
 ENTRY_POINT_GROUP = "trimloop.evaluators"
-DEFAULT_EVALUATORS: tuple[type[Evaluator], ...] = (
+BUILTIN_EVALUATORS: tuple[type[Evaluator], ...] = (
     TEXT_EVALUATORS + STRUCTURED_EVALUATORS + OVERLAP_EVALUATORS + JUDGE_EVALUATORS
 )
 
@@ -39,7 +39,7 @@ def registry() -> dict[str, type[Evaluator]]:
     """Every known evaluator class by name: built-ins first, then entry-point plugins."""
     global _registry
     if _registry is None:
-        found = {cls.name: cls for cls in DEFAULT_EVALUATORS}
+        found = {cls.name: cls for cls in BUILTIN_EVALUATORS}
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             try:
                 loaded = ep.load()
@@ -139,7 +139,7 @@ async def score_output(evaluators: list[NamedEvaluator], ctx: EvalContext) -> di
 
 
 __all__ = [
-    "DEFAULT_EVALUATORS", "ENTRY_POINT_GROUP", "EvalContext", "Evaluator", "LabelMetrics",
+    "BUILTIN_EVALUATORS", "ENTRY_POINT_GROUP", "EvalContext", "Evaluator", "LabelMetrics",
     "MissingReference", "NamedEvaluator", "Reason", "Score", "build_evaluators", "find_labels",
     "label_metrics", "last_number", "register", "registry", "score_output",
 ]

@@ -1,4 +1,4 @@
-"""Moves: each `propose(candidate, *, context) -> list[Candidate]`, composable by lineage.
+"""Moves: each one way to make variants, behind one signature, composable by lineage.
 
 `retarget` (a cheaper model), `shorten` (fewer words, same rules and placeholders),
 `prune_examples` (fewer few-shot examples) and `rewrite` (LLM-proposed instructions, DSPy).
@@ -6,10 +6,28 @@
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 from trimloop.optimizer.moves.prune import PruneExamples
 from trimloop.optimizer.moves.retarget import Retarget
+from trimloop.optimizer.moves.rewrite import Rewrite
 from trimloop.optimizer.moves.shorten import Shorten
+from trimloop.optimizer.spec import CandidateSpec, MoveContext
 
-DETERMINISTIC = (Retarget, Shorten, PruneExamples)
 
-__all__ = ["DETERMINISTIC", "PruneExamples", "Retarget", "Shorten"]
+@runtime_checkable
+class Move(Protocol):
+    """`propose(candidate, *, context) -> list[CandidateSpec]`: variants of `candidate`, each one
+    step longer in lineage. `composes`: also applied to other moves' proposals; `calls_model`: its
+    proposals cost model calls (the search asks it once, on the baseline, after the free ones)."""
+
+    name: str
+    composes: bool
+    calls_model: bool
+
+    async def propose(self, candidate: CandidateSpec, *, context: MoveContext) -> list[CandidateSpec]: ...
+
+
+MOVES: tuple[type[Move], ...] = (Retarget, Shorten, PruneExamples, Rewrite)  # in the order they propose
+
+__all__ = ["MOVES", "Move", "PruneExamples", "Retarget", "Rewrite", "Shorten"]

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from trimloop.core.templates import PLACEHOLDER, ChatMessage, Template
-from trimloop.optimizer.spec import Candidate, MoveContext
+from trimloop.optimizer.spec import CandidateSpec, MoveContext
 
 _KEY = re.compile(r"^\s*([A-Za-z][\w ]{0,30}?)\s*:")
 _TAG = re.compile(r"<example>.*?</example>\s*", re.IGNORECASE | re.DOTALL)
@@ -114,8 +114,10 @@ def _drop_lines(text: str, keep: list[Example], every: list[Example]) -> str:
 @dataclass(frozen=True)
 class PruneExamples:
     name: str = "prune_examples"
+    composes: bool = True  # also applied to other moves' proposals
+    calls_model: bool = False
 
-    def propose(self, candidate: Candidate, *, context: MoveContext) -> list[Candidate]:
+    async def propose(self, candidate: CandidateSpec, *, context: MoveContext) -> list[CandidateSpec]:
         template = candidate.version.template
         proposals = []
         for k, pruned, n in self._variants(template):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from trimloop.core.catalog import ResolvedModel
 from trimloop.core.errors import ConfigError
 from trimloop.core.templates import ChatMessage, Template
-from trimloop.optimizer.spec import Candidate, MoveContext
+from trimloop.optimizer.spec import CandidateSpec, MoveContext
 
 # A typical call's shape, used only to rank models by price.
 _TYPICAL_IN, _TYPICAL_OUT = 500, 50
@@ -58,8 +58,10 @@ def convert_for(template: Template, model: ResolvedModel) -> Template:
 @dataclass(frozen=True)
 class Retarget:
     name: str = "retarget"
+    composes: bool = False  # on the prompt as it is, not on other proposals
+    calls_model: bool = False
 
-    def propose(self, candidate: Candidate, *, context: MoveContext) -> list[Candidate]:
+    async def propose(self, candidate: CandidateSpec, *, context: MoveContext) -> list[CandidateSpec]:
         current = context.resolve(candidate.version.model)
         current_price = typical_price(current)
         proposals = []

@@ -19,7 +19,7 @@ from typing import Any
 
 from trimloop.core.templates import PLACEHOLDER, ChatMessage, Template
 from trimloop.optimizer.moves.shorten import same_placeholders
-from trimloop.optimizer.spec import Candidate, MoveContext
+from trimloop.optimizer.spec import CandidateSpec, MoveContext
 
 _EXAMPLE_START = re.compile(r"(?im)^(here are (some )?examples|examples?\s*:|<example>|[A-Z][\w ]{0,30}:\s)")
 
@@ -114,8 +114,10 @@ def _with_instruction(template: Template, instruction: str) -> Template | None:
 @dataclass(frozen=True)
 class Rewrite:
     name: str = "rewrite"
+    composes: bool = False
+    calls_model: bool = True  # each proposal costs proposer calls: on the baseline only, after the others
 
-    async def propose(self, candidate: Candidate, *, context: MoveContext) -> list[Candidate]:
+    async def propose(self, candidate: CandidateSpec, *, context: MoveContext) -> list[CandidateSpec]:
         """Up to two proposals (compress; reflect when there are failures), via the proposer model."""
         if not context.proposer_model or context.gateway is None:
             return []

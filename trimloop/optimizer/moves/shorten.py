@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from trimloop.core.templates import PLACEHOLDER, ChatMessage, Template
-from trimloop.optimizer.spec import Candidate, MoveContext
+from trimloop.optimizer.spec import CandidateSpec, MoveContext
 
 _FILLER = [
     r"\bthank you( very much)?( in advance)?( for your help)?[.!]*",
@@ -225,10 +225,12 @@ def keeps_completion_cue(before: Template, after: Template) -> bool:
 @dataclass(frozen=True)
 class Shorten:
     name: str = "shorten"
+    composes: bool = True  # also applied to other moves' proposals
+    calls_model: bool = False
 
-    def propose(self, candidate: Candidate, *, context: MoveContext) -> list[Candidate]:
+    async def propose(self, candidate: CandidateSpec, *, context: MoveContext) -> list[CandidateSpec]:
         original = candidate.version.template
-        proposals: list[Candidate] = []
+        proposals: list[CandidateSpec] = []
         seen = {_text_of(original)}
         for level, passes in LEVELS:
             shorter = compress(original, passes)

@@ -21,8 +21,10 @@
     $("timeline").appendChild(li);
   }
 
+  // A candidate.scored event carries a CandidateScores record (trimloop/core/evidence.py): sha, label,
+  // status, cost_per_call and evidence (evaluator key → Verdict); this mirrors CandidateScores.mean_score.
   function meanScore(evidence) {
-    var keys = Object.keys(evidence || {}), total = 0, n = 0;
+    var keys = Object.keys(evidence), total = 0, n = 0;
     keys.forEach(function (k) { var m = evidence[k].candidate_mean; if (m != null) { total += m; n += 1; } });
     return n ? total / n : null;
   }

@@ -1,0 +1,224 @@
+"""What a suggestion carries and what a run found, as typed records: the evidence per evaluator,
+the changes, the lineage, the savings projection and a run's results.
+
+The optimizer writes them, the API, UI and CLI read them; they are stored as JSON columns that
+validate on write (see `TypedJSON` in core.tables; fields that are None are left out, and every
+optional field defaults to None). Rows written before a field existed still load: every field of
+a record has a default, unknown keys are kept, and a field that no longer validates is set aside
+in `unreadable` rather than failing the whole row.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger(__name__)
+
+PASSING = ("non-inferior", "pass", "passed")  # verdicts that count as a pass (older rows wrote the last two)
+
+
+class Record(BaseModel):
+    """A stored record: keeps keys it does not know (written by a newer or older trimloop)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @classmethod
+    def load(cls, raw: Any) -> Self:
+        """Validate a stored value; a top-level field that fails goes to `unreadable`, not the row."""
+        if isinstance(raw, cls):
+            return raw
+        if not isinstance(raw, dict):  # not a record at all: an empty one, the value kept aside
+            return cls.model_validate({"unreadable": {"stored": raw}} if "unreadable" in cls.model_fields else {})
+        data = dict(raw)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+            set_aside = {k: data.pop(k) for k in bad if k in data}
+            log.warning("stored %s: fields %s do not validate, kept aside", cls.__name__, sorted(set_aside))
+            out = cls.model_validate(data)
+            if hasattr(out, "unreadable"):
+                out.unreadable = set_aside  # type: ignore[attr-defined]
+            return out
+
+
+class Verdict(Record):
+    """The non-inferiority test of one evaluator on the holdout (evals.stats.NonInferiority)."""
+
+    method: str | None = Field(default=None, examples=["paired t"])
+    n: int | None = Field(default=None, description="items (clusters) compared")
+    samples: int | None = Field(default=None, description="scored outputs per arm, summed over items")
+    baseline_mean: float | None = None
+    candidate_mean: float | None = None
+    delta: float | None = Field(default=None, description="candidate − baseline")
+    lower: float | None = Field(default=None, description="one-sided (1 − α) lower bound of delta")
+    upper: float | None = None
+    margin: float | None = Field(default=None, description="the test passes when lower > −margin")
+    alpha: float | None = None
+    p_value: float | None = Field(default=None, description="of H0: delta ≤ −margin")
+    verdict: str | None = Field(default=None, examples=["non-inferior", "inferior", "inconclusive"])
+    passed: bool | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.passed is True or self.verdict in PASSING
+
+
+class Changes(Record):
+    """What differs between the baseline and the candidate."""
+
+    template_diff: list[tuple[str, str]] = Field(default_factory=list,
+                                                 description="[op, text] with op in equal | delete | insert")
+    template_chars: list[int] = Field(default_factory=list, description="[before, after]")
+    template_kind: list[str] = Field(default_factory=list, description="[before, after]: chat | text")
+    model: list[str | None] = Field(default_factory=list, description="[before, after]")
+    params: dict[str, list[Any]] = Field(default_factory=dict, description="name → [before, after], changed ones only")
+
+
+class LineageStep(Record):
+    """One move that made the candidate."""
+
+    move: str = Field(default="", examples=["retarget", "shorten", "prune_examples", "rewrite"])
+    detail: str = ""
+
+
+class DifferingItem(Record):
+    """A holdout item whose candidate output differs from the baseline's."""
+
+    item_id: Any = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    expected: str | None = None
+    baseline_output: str | None = None
+    candidate_output: str | None = None
+    baseline_scores: dict[str, float] = Field(default_factory=dict)
+    candidate_scores: dict[str, float] = Field(default_factory=dict)
+
+
+class CertificationOutcome(Record):
+    passed: bool = False
+    reason: str = ""
+
+
+class SavingsProjection(BaseModel):
+    """Savings from real traffic (optimizer.savings.project): per month, with an interval."""
+
+    window_days: int
+    calls_per_day: float
+    baseline_cost_per_call: float
+    candidate_cost_per_call: float
+    cost_ratio: float
+    monthly: float
+    monthly_low: float
+    monthly_high: float
+    baseline_latency_p50_s: float | None = None
+    baseline_latency_p95_s: float | None = None
+    candidate_latency_p50_s: float | None = None
+    candidate_latency_p95_s: float | None = None
+    optimization_spend: float
+    payback_days: float | None = None
+
+
+class SearchSummary(Record):
+    search_calls: int | None = None
+    candidates: int | None = None
+    budget_exhausted: bool | None = None
+    notes: list[str] | None = None
+
+
+class FeedbackSummary(Record):
+    """Human feedback on the baseline's answers, per feedback name (evals.feedback)."""
+
+    items: int = 0
+    sources: dict[str, int] = Field(default_factory=dict)
+    mean: float | None = None
+    n: int | None = None
+    values: dict[str, int] | None = None
+
+
+class Evidence(Record):
+    """A suggestion's evidence: what changed, how it was found, the test per evaluator, the savings."""
+
+    changes: Changes = Field(default_factory=Changes)
+    lineage: list[LineageStep] = Field(default_factory=list)
+    evaluators: dict[str, Verdict] = Field(default_factory=dict, description="evaluator key → its test")
+    verdict: str | None = Field(default=None, description="certification's reason, in words")
+    n: int | None = Field(default=None, description="holdout items planned")
+    n_wanted: int | None = Field(default=None, description="holdout items the power helper wanted")
+    prompt_tokens: list[float] = Field(default_factory=list, description="mean input tokens [before, after]")
+    differing_items: list[DifferingItem] = Field(default_factory=list)
+    savings: SavingsProjection | None = None
+    search: SearchSummary | None = None
+    price_sources: dict[str, str] = Field(default_factory=dict)
+    evaluator_config: list[str] = Field(default_factory=list)
+    baseline_feedback: dict[str, FeedbackSummary] = Field(default_factory=dict)
+    unreadable: dict[str, Any] = Field(default_factory=dict,
+                                       description="stored fields that no longer validate (older rows)")
+
+    def margin(self) -> float | None:
+        """The widest margin used (evaluators may have their own)."""
+        margins = [v.margin for v in self.evaluators.values() if v.margin is not None]
+        return max(margins) if margins else None
+
+    def passes(self) -> int:
+        return sum(1 for v in self.evaluators.values() if v.ok)
+
+
+class CandidateScores(Record):
+    """How one candidate did in the search's race (Candidate.scores; the `candidate.scored` event)."""
+
+    sha: str | None = None
+    label: str | None = None
+    lineage: list[LineageStep] = Field(default_factory=list)
+    model: str | None = None
+    status: str | None = Field(default=None, description="the race's status (see CandidateStatus)")
+    reason: str | None = None
+    n: int | None = Field(default=None, description="search items scored")
+    calls: int | None = None
+    est_cost: float | None = None
+    cost_per_call: float | None = None
+    latency_p50_s: float | None = None
+    evidence: dict[str, Verdict] = Field(default_factory=dict, description="evaluator key → its test on the search items")
+    certification: CertificationOutcome | None = None
+
+    def mean_score(self) -> float | None:
+        """The candidate's mean score over its evaluators (for the score–cost scatter)."""
+        means = [v.candidate_mean for v in self.evidence.values() if v.candidate_mean is not None]
+        return sum(means) / len(means) if means else None
+
+
+class CertificationSummary(Record):
+    sha: str
+    label: str = ""
+    passed: bool = False
+    reason: str = ""
+    n: int | None = None
+    wanted: int | None = None
+
+
+class RunResults(Record):
+    """What a run found (OptimizationRun.results); empty for a failed run, a note when cancelled."""
+
+    dataset_id: int | None = None
+    baseline_calls: int | None = None
+    search_calls: int | None = None
+    certify_calls: int | None = None
+    calls: int | None = None
+    spent: float | None = None
+    cache_hits: int | None = None
+    search_requests: int | None = Field(default=None, description="calls asked for, paid or answered from the cache")
+    certify_requests: int | None = None
+    candidates: int | None = None
+    budget_exhausted: bool | None = None
+    front: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    certifications: list[CertificationSummary] = Field(default_factory=list)
+    baseline_scores: dict[str, float | None] = Field(default_factory=dict)
+    baseline_feedback: dict[str, FeedbackSummary] = Field(default_factory=dict)
+    suggestion_id: int | None = None
+    no_suggestion: str | None = Field(default=None, description="why the run made no suggestion")
+    note: str | None = None
+    unreadable: dict[str, Any] = Field(default_factory=dict,
+                                       description="stored fields that no longer validate (older rows)")

@@ -1,0 +1,58 @@
+"""One run's context: what search, certification and recording share, handed over whole (as
+DSPy's `compile(student, *, trainset, valset)` gets its data) instead of a dozen keyword arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from trimloop.core.defaults import DEFAULT_ALPHA, DEFAULT_MARGIN
+from trimloop.core.ledger import Ledger
+from trimloop.evals.evaluators import NamedEvaluator
+from trimloop.evals.runner import EvalItem, ItemResult
+from trimloop.optimizer.spec import VersionSpec
+
+Emit = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """The baseline and its results on the run's items (search split, holdout), the evaluators, the
+    gateway, ledger and event sink, and the test's settings (margin, α, per-evaluator margins)."""
+
+    baseline: VersionSpec
+    search_items: Sequence[EvalItem]
+    holdout_items: Sequence[EvalItem]
+    baseline_results: Mapping[Any, ItemResult]  # the baseline on every item, by item id
+    evaluators: Sequence[NamedEvaluator]
+    gateway: Any
+    ledger: Ledger | None = None
+    emit: Emit | None = None
+    margin: float = DEFAULT_MARGIN
+    alpha: float = DEFAULT_ALPHA
+    margins: Mapping[str, float] = field(default_factory=dict)  # per-evaluator overrides of margin
+    power: float = 0.8
+    samples: int | None = None  # per item at temperature > 0 (runner default: 3)
+    concurrency: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 0.5:
+            raise ValueError(f"alpha must be in (0, 0.5), got {self.alpha}")
+        if not 0 <= self.margin < 1:
+            raise ValueError(f"margin must be in [0, 1), got {self.margin}")
+
+    @property
+    def keys(self) -> list[str]:
+        return [n.key for n in self.evaluators]
+
+    def margin_of(self, key: str) -> float:
+        return self.margins.get(key, self.margin)
+
+    def baseline_on(self, items: Sequence[EvalItem]) -> dict[Any, ItemResult]:
+        return {i.id: self.baseline_results[i.id] for i in items}
+
+    def say(self, kind: str, data: dict[str, Any]) -> None:
+        if self.emit is not None:
+            self.emit(kind, data)
