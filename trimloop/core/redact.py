@@ -37,4 +37,8 @@ def redact_urls(text: str) -> str:
     """`text` with every URL in it passed through `redact_url`."""
     if "://" not in text:
         return text
-    return _URL.sub(lambda match: redact_url(match.group(0)), text)
+    def one(match: re.Match[str]) -> str:
+        url = match.group(0)
+        kept = url.rstrip(".,;:!)]}")  # sentence punctuation after a URL is not part of it
+        return redact_url(kept) + url[len(kept):]
+    return _URL.sub(one, text)

@@ -21,6 +21,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from trimloop.core.errors import Conflict, NotFound, UserError
+from trimloop.core.redact import redact_urls
 from trimloop.core.tables import (
     ApiToken,
     AuditEvent,
@@ -47,13 +48,24 @@ OPEN_SUGGESTION = ("pending", "approved")
 def record_audit(*, session: Session, actor: str, action: str, object_type: str,
                  object_id: Any = None, before: dict[str, Any] | None = None,
                  after: dict[str, Any] | None = None) -> AuditEvent:
-    """One line of who did what, when, before and after."""
+    """One line of who did what, when, before and after. Every viewer reads the audit log, so
+    URLs in its text lose their user info and query (core.redact), whatever recorded them."""
     event = AuditEvent(actor=actor, action=action, object_type=object_type,
-                       object_id=None if object_id is None else str(object_id),
-                       before=before, after=after)
+                       object_id=None if object_id is None else redact_urls(str(object_id)),
+                       before=_redacted(before), after=_redacted(after))
     session.add(event)
     session.flush()
     return event
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_urls(value)
+    if isinstance(value, dict):
+        return {key: _redacted(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(item) for item in value]
+    return value
 
 
 # -- tokens -----------------------------------------------------------------------------------
