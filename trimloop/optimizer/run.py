@@ -11,8 +11,8 @@ evidence against a candidate). Cancellation (status set to `cancelled`) is honou
 
 from __future__ import annotations
 
+import logging
 import socket
-import traceback
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +45,7 @@ from trimloop.optimizer.record import record_candidates, record_suggestion
 from trimloop.optimizer.search import SearchConfig, search
 from trimloop.optimizer.spec import MoveContext, VersionSpec
 
+log = logging.getLogger("trimloop.optimizer.run")
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -143,8 +144,11 @@ async def execute_run(*, engine: Engine, settings: Settings, run_id: int, gatewa
         status, error, results = "failed", f"the model provider kept failing, so the run stopped: {exc}", {}
     except TrimloopError as exc:
         status, error, results = "failed", str(exc), {}
-    except Exception as exc:  # a bug: keep the traceback with the run, for the report
-        status, error, results = "failed", f"{exc.__class__.__name__}: {exc}\n{traceback.format_exc()}", {}
+    except Exception as exc:  # a bug: the traceback (server paths) goes to the server log, viewers get a line
+        log.exception("run %s failed on an unexpected error", run_id)
+        status, results = "failed", {}
+        error = (f"run {run_id} stopped on an internal error ({exc.__class__.__name__}); the server log has the "
+                 "details — report it with that log")
     with session_scope(engine) as session:
         run = session.get(OptimizationRun, run_id)
         assert run is not None
