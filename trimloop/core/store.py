@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -84,8 +85,7 @@ def create_token(*, session: Session, name: str, role: str, actor: str,
     if role not in ROLES:
         raise UserError(f"unknown role {role!r}", where="token role",
                         hint=f"use one of {', '.join(ROLES)}")
-    if not name.strip():
-        raise UserError("a token needs a name", where="token name", hint="e.g. --name ci-bot")
+    name = check_token_name(name)
     prefix, secret, salt = secrets.token_hex(4), secrets.token_urlsafe(32), secrets.token_hex(16)
     expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days is not None else None
     token = ApiToken(name=name.strip(), role=role, prefix=prefix, salt=salt, token_hash=_hash(secret, salt),
@@ -96,6 +96,25 @@ def create_token(*, session: Session, name: str, role: str, actor: str,
                  object_id=token.id, after={"name": token.name, "role": role, "prefix": prefix,
                                             "expires_at": expires.isoformat() if expires else None})
     return token, f"{TOKEN_PREFIX}_{prefix}_{secret}"
+
+
+def check_token_name(name: str) -> str:
+    """The name, stripped. Names show in the audit log, token lists and terminals, so control and
+    formatting characters (NUL, line breaks, right-to-left overrides) are refused: they could
+    forge or hide lines there."""
+    text = name.strip()
+    if not text:
+        raise UserError("a token needs a name", where="token name", hint="e.g. --name ci-bot")
+    bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp")), None)
+    if bad is not None:
+        raise UserError(f"a token name may not contain control or formatting characters; found "
+                        f"U+{ord(bad):04X} ({unicodedata.name(bad, 'a control character')}) at character "
+                        f"{text.index(bad) + 1}", where="token name",
+                        hint="use letters, digits, spaces and punctuation, e.g. --name ci-bot")
+    if len(text) > 200:
+        raise UserError(f"a token name is at most 200 characters, got {len(text)}", where="token name",
+                        hint="use a short name for who or what uses it, e.g. --name ci-bot")
+    return text
 
 
 _verified: OrderedDict[str, int] = OrderedDict()  # sha256(token) → token id; skips pbkdf2 on reuse
