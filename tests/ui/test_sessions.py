@@ -66,3 +66,14 @@ def test_sign_out_and_expiry_remove_the_row(engine, seeded, app_client, monkeypa
     assert len(left) <= 3 + 1  # the cap, plus the one made after the last sweep
     assert store.get(made[-1].sid) is not None and store.get(made[0].sid) is None  # oldest first
     assert store.get("x" * 500) is None and store.get("") is None
+
+
+def test_sign_out_without_the_csrf_field_still_ends_the_server_session(tmp_path, engine, seeded, app_client):
+    sign_in(app_client, seeded["tokens"]["viewer"])
+    cookie = app_client.cookies.get(sessions.COOKIE)
+    assert app_client.post("/ui/logout", data={}).status_code == 303
+    with TestClient(create_app(Settings(home=tmp_path / "other"), engine), follow_redirects=False,
+                    cookies={sessions.COOKIE: cookie}) as kept:  # someone who copied the cookie before
+        assert kept.get("/ui/").status_code == 303  # to the sign-in page: the session is gone
+    with Session(engine) as db:
+        assert [r for r in db.exec(select(UiSession)).all() if r.token_id is not None] == []

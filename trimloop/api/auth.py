@@ -11,11 +11,14 @@ and deploys unless they are an admin:
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
+import threading
 import time
-from collections import defaultdict, deque
-from collections.abc import Iterator
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -35,6 +38,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset({"read", "review", "operate", "admin"}),
 }
 
+T = TypeVar("T")
 bearer = HTTPBearer(auto_error=False, description="an API token: `trimloop tokens create --role ROLE --name NAME`")
 
 
@@ -57,31 +61,96 @@ SessionDep = Annotated[Session, Depends(get_db, scope="function")]
 
 
 class LoginLimiter:
-    """At most `limit` failed logins per client per minute; then 429 until the window clears."""
+    """At most `limit` failed logins per client address per `window_s`; then 429 until the window
+    clears. A token not seen to work before is checked and, when wrong, counted while that
+    address's lock is held, so concurrent bad tokens cannot all be checked before the first is
+    counted; tokens that worked skip the lock (a burst with a good token is not serialised after
+    its first request). At most `max_clients` addresses are kept (least recently seen first,
+    expired ones at once). Counts live in this process: N `serve` processes allow N × the limit."""
 
-    def __init__(self, limit: int, window_s: float = 60.0):
-        self.limit, self.window_s = limit, window_s
-        self.failures: dict[str, deque[float]] = defaultdict(deque)
+    STRIPES = 64
 
-    def _recent(self, client: str) -> deque[float]:
-        times, now = self.failures[client], time.monotonic()
-        while times and now - times[0] > self.window_s:
-            times.popleft()
-        return times
+    def __init__(self, limit: int, window_s: float = 60.0, max_clients: int = 10_000):
+        self.limit, self.window_s, self.max_clients = limit, window_s, max_clients
+        self.failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self.good: OrderedDict[str, None] = OrderedDict()  # sha256 of tokens that verified
+        self.lock = threading.Lock()
+        self.stripes = [threading.Lock() for _ in range(self.STRIPES)]
+
+    def verify(self, client: str, token: str, check: Callable[[str], T | None]) -> T | None:
+        """`check(token)` under the limit: 429 when `client` is over it, its failures counted."""
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        if digest in self.good:
+            found = check(token)
+            if found is None:  # revoked or expired since: a failure like any other
+                self.good.pop(digest, None)
+                self.fail(client)
+            return found
+        with self.stripes[hash(client) % self.STRIPES]:
+            self.check(client)
+            found = check(token)
+            if found is None:
+                self.fail(client)
+            else:
+                with self.lock:
+                    self.good[digest] = None
+                    while len(self.good) > 1024:
+                        self.good.popitem(last=False)
+            return found
 
     def check(self, client: str) -> None:
-        times = self._recent(client)
-        if len(times) >= self.limit:
-            wait = max(1, int(self.window_s - (time.monotonic() - times[0])) + 1)
-            raise ApiError(429, "too_many_failed_logins",
-                           f"too many failed logins from {client}", where="Authorization header",
-                           hint=f"wait {wait} s, then use a valid token", headers={"Retry-After": str(wait)})
+        """429 (with Retry-After) when `client` has `limit` failures in the window."""
+        with self.lock:
+            now = time.monotonic()
+            times = self._recent(client, now)
+            if len(times) >= self.limit:
+                wait = max(1, int(self.window_s - (now - times[0])) + 1)
+                raise ApiError(429, "too_many_failed_logins",
+                               f"too many failed logins from {client}", where="Authorization header",
+                               hint=f"wait {wait} s, then use a valid token", headers={"Retry-After": str(wait)})
 
     def fail(self, client: str) -> None:
-        self._recent(client).append(time.monotonic())
-        if len(self.failures) > 10_000:  # forget the quietest clients
-            for key in [k for k, v in self.failures.items() if not v][:5_000]:
-                del self.failures[key]
+        with self.lock:
+            now = time.monotonic()
+            self._recent(client, now).append(now)
+
+    def _recent(self, client: str, now: float) -> deque[float]:
+        times = self.failures.pop(client, None) or deque()
+        while times and now - times[0] > self.window_s:
+            times.popleft()
+        while self.failures:  # forget expired addresses, and the least recently seen past the cap
+            oldest, old = next(iter(self.failures.items()))
+            if len(self.failures) < self.max_clients and old and now - old[-1] <= self.window_s:
+                break
+            del self.failures[oldest]
+        self.failures[client] = times  # now the most recently seen
+        return times
+
+
+def client_address(request: Request) -> str:
+    """The address the limiter counts: the peer's, or — only when the peer is one of
+    `api.trusted_proxies` — the nearest address in X-Forwarded-For that is not a trusted proxy.
+    Without trusted proxies the header is ignored: anyone can write it."""
+    peer = request.client.host if request.client else "unknown"
+    trusted = request.app.state.settings.api.trusted_proxy_networks
+    if not trusted or not _within(peer, trusted):
+        return peer
+    hops = [h.strip() for v in request.headers.getlist("x-forwarded-for") for h in v.split(",")]
+    for hop in reversed(hops):
+        if not _within(hop, trusted):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer  # garbage where an address should be: count the proxy itself
+    return peer
+
+
+def _within(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
 
 
 @dataclass(frozen=True)
@@ -102,17 +171,16 @@ def authenticate(
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    client = request.client.host if request.client else "unknown"
+    client = client_address(request)
     limiter: LoginLimiter = request.app.state.login_limiter
-    limiter.check(client)
     if credentials is None or credentials.scheme.lower() != "bearer":
+        limiter.check(client)
         raise ApiError(401, "unauthorized", "this endpoint needs an API token",
                        where="Authorization header", headers={"WWW-Authenticate": "Bearer"},
                        hint="send 'Authorization: Bearer <token>'; an admin creates one with "
                        "`trimloop tokens create --role viewer --name NAME`")
-    token = verify_token(session=session, token=credentials.credentials)
+    token = limiter.verify(client, credentials.credentials, lambda clear: verify_token(session=session, token=clear))
     if token is None:
-        limiter.fail(client)
         raise ApiError(401, "unauthorized", "unknown, revoked or expired API token", where="Authorization header",
                        headers={"WWW-Authenticate": "Bearer"},
                        hint="check the token (it is shown once at creation) or ask an admin for a new one")

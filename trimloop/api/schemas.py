@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from trimloop.core import store
+from trimloop.core.errors import UserError
 
 from trimloop.core.evidence import Evidence, RunResults
 from trimloop.core.status import RunStatus as RunState
@@ -283,6 +286,14 @@ class TokenCreate(BaseModel):
     role: Literal["viewer", "reviewer", "engineer", "admin"]
     expires_in_days: float | None = Field(default=None, gt=0, le=3650,
                                           description="stops working this many days from now; unset: until revoked")
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, value: str) -> str:  # the store's rule, answered as 422 naming the field
+        try:
+            return store.check_token_name(value)
+        except UserError as exc:
+            raise ValueError(f"{exc.message} ({exc.hint})") from None
 
 
 class TokenPublic(Public):

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from trimloop.core.egress import Egress
 from trimloop.core.errors import ConfigError, UserError
+from trimloop.core.redact import redact_urls
 from trimloop.core.templates import Template
 
 
@@ -74,6 +75,10 @@ class Problem:
     hint: str | None = None
     stream: str = "logs"
     prompt: str | None = None  # the prompt it belongs to, when known (its labels stay untouched)
+
+    def __post_init__(self) -> None:  # a connector's URL may carry credentials (core.redact)
+        self.where, self.message = redact_urls(self.where), redact_urls(self.message)
+        self.hint = None if self.hint is None else redact_urls(self.hint)
 
     def __str__(self) -> str:
         text = f"{self.where}: {self.message}"

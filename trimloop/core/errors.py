@@ -30,16 +30,19 @@ checks that this drawing matches the subclasses that exist.
 
 from __future__ import annotations
 
+from trimloop.core.redact import redact_urls
+
 
 class TrimloopError(Exception):
-    """Base of every trimloop error: a message, where it happened, and a hint to fix it."""
+    """Base of every trimloop error: a message, where it happened, and a hint to fix it.
+    URLs in them lose their user info and query (core.redact): errors reach viewers."""
 
     code = "error"
 
     def __init__(self, message: str, *, where: str | None = None, hint: str | None = None):
-        self.message = message
-        self.where = where
-        self.hint = hint
+        self.message = redact_urls(message)
+        self.where = None if where is None else redact_urls(where)
+        self.hint = None if hint is None else redact_urls(hint)
         super().__init__(str(self))
 
     def __str__(self) -> str:

@@ -7,6 +7,7 @@ file: a model names the environment variable that holds its key (`api_key_env`).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from functools import lru_cache
@@ -101,9 +102,32 @@ class ApiSettings(BaseModel):
     model_config = {"extra": "forbid"}
 
     host: str = "127.0.0.1"
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="addresses or networks of your reverse proxies; only from these is "
+        "X-Forwarded-For believed (failed-login limit). Empty: the header is ignored")
     port: int = Field(default=8000, ge=1, le=65535)
     public_url: str = Field(default="http://127.0.0.1:8000", description="base of links in webhooks")
     failed_logins_per_minute: int = Field(default=10, ge=1, description="per client, then 429")
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        return [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network; write e.g. \"10.0.0.5\" or "
+                                 "\"10.0.0.0/24\" (host names are not resolved)") from None
+        return value
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(entry, strict=False) for entry in self.trusted_proxies)
 
 
 class WebhookConfig(BaseModel):

@@ -1,6 +1,8 @@
 """Statuses of suggestions and runs, and the one table of moves between them.
 
-    pending ──► approved ──► deployed ──► rolled_back
+    pending ──► approved ──► deploying ──► deployed ──► rolling_back ──► rolled_back
+       │  │        │ │          (back to approved    │  ▲  (back to deployed if the write fails)
+       │  │        │ │           if the write fails) └► promoting (back to deployed, done or failed)
        │  │        │ │
        │  │        │ └──► superseded (its baseline is no longer production)
        │  │        └────► rejected
@@ -23,7 +25,10 @@ from trimloop.core.errors import Conflict
 class SuggestionStatus(StrEnum):
     pending = "pending"
     approved = "approved"
+    deploying = "deploying"  # claimed by one request writing it to the prompt store (api/deploy.py)
     deployed = "deployed"
+    promoting = "promoting"
+    rolling_back = "rolling_back"
     rolled_back = "rolled_back"
     rejected = "rejected"
     superseded = "superseded"
@@ -53,8 +58,11 @@ class CandidateStatus(StrEnum):
 S, R = SuggestionStatus, RunStatus
 TRANSITIONS: dict[StrEnum, frozenset[StrEnum]] = {
     S.pending: frozenset({S.approved, S.rejected, S.superseded, S.expired}),
-    S.approved: frozenset({S.deployed, S.rejected, S.superseded}),
-    S.deployed: frozenset({S.rolled_back}),
+    S.approved: frozenset({S.deploying, S.deployed, S.rejected, S.superseded}),
+    S.deploying: frozenset({S.deployed, S.approved}),
+    S.deployed: frozenset({S.promoting, S.rolling_back, S.rolled_back}),
+    S.promoting: frozenset({S.deployed}),
+    S.rolling_back: frozenset({S.rolled_back, S.deployed}),
     S.rolled_back: frozenset(), S.rejected: frozenset(), S.superseded: frozenset(), S.expired: frozenset(),
     R.queued: frozenset({R.running, R.cancelled}),
     R.running: frozenset({R.succeeded, R.failed, R.cancelled}),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,6 +22,7 @@ from sqlmodel import Session, col, select
 
 from trimloop.core.errors import Conflict, NotFound, UserError
 from trimloop.core.status import OPEN_SUGGESTION, RUN_ACTIVE, RUN_DONE, RunStatus, SuggestionStatus, illegal, sources
+from trimloop.core.redact import redact_urls
 from trimloop.core.tables import (
     ApiToken,
     AuditEvent,
@@ -30,6 +32,7 @@ from trimloop.core.tables import (
     PromptVersion,
     Review,
     Suggestion,
+    as_utc,
     utcnow,
 )
 
@@ -45,13 +48,24 @@ S = SuggestionStatus
 def record_audit(*, session: Session, actor: str, action: str, object_type: str,
                  object_id: Any = None, before: dict[str, Any] | None = None,
                  after: dict[str, Any] | None = None) -> AuditEvent:
-    """One line of who did what, when, before and after."""
+    """One line of who did what, when, before and after. Every viewer reads the audit log, so
+    URLs in its text lose their user info and query (core.redact), whatever recorded them."""
     event = AuditEvent(actor=actor, action=action, object_type=object_type,
-                       object_id=None if object_id is None else str(object_id),
-                       before=before, after=after)
+                       object_id=None if object_id is None else redact_urls(str(object_id)),
+                       before=_redacted(before), after=_redacted(after))
     session.add(event)
     session.flush()
     return event
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_urls(value)
+    if isinstance(value, dict):
+        return {key: _redacted(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(item) for item in value]
+    return value
 
 
 # -- tokens -----------------------------------------------------------------------------------
@@ -75,8 +89,7 @@ def create_token(*, session: Session, name: str, role: str, actor: str,
     if role not in ROLES:
         raise UserError(f"unknown role {role!r}", where="token role",
                         hint=f"use one of {', '.join(ROLES)}")
-    if not name.strip():
-        raise UserError("a token needs a name", where="token name", hint="e.g. --name ci-bot")
+    name = check_token_name(name)
     prefix, secret = secrets.token_hex(4), secrets.token_urlsafe(32)
     clear = f"{TOKEN_PREFIX}_{prefix}_{secret}"
     expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days is not None else None
@@ -87,6 +100,26 @@ def create_token(*, session: Session, name: str, role: str, actor: str,
                  object_id=token.id, after={"name": token.name, "role": role, "prefix": prefix,
                                             "expires_at": expires.isoformat() if expires else None})
     return token, clear
+
+
+def check_token_name(name: str) -> str:
+    """The name, stripped. Names show in the audit log, token lists and terminals, so control and
+    formatting characters (NUL, line breaks, right-to-left overrides) are refused: they could
+    forge or hide lines there."""
+    text = name.strip()
+    if not text:
+        raise UserError("a token needs a name", where="token name", hint="e.g. --name ci-bot")
+    bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp")), None)
+    if bad is not None:
+        raise UserError(f"a token name may not contain control or formatting characters; found "
+                        f"U+{ord(bad):04X} ({unicodedata.name(bad, 'a control character')}) at character "
+                        f"{text.index(bad) + 1}", where="token name",
+                        hint="use letters, digits, spaces and punctuation, e.g. --name ci-bot")
+    if len(text) > 200:
+        raise UserError(f"a token name is at most 200 characters, got {len(text)}", where="token name",
+                        hint="use a short name for who or what uses it, e.g. --name ci-bot")
+    return text
+
 
 
 def verify_token(*, session: Session, token: str) -> ApiToken | None:
@@ -331,6 +364,8 @@ def _latest_deployment(session: Session, suggestion_id: int, action: str) -> Dep
 def plan_deploy(*, session: Session, suggestion_id: int, actor: str) -> DeployPlan:
     """Check a deploy may happen (approved, baseline still production) and what to write."""
     suggestion = get_suggestion(session=session, suggestion_id=suggestion_id)
+    if suggestion.status in BUSY:  # claim_write says who holds it (or releases a stale claim)
+        return _plan(session, suggestion, suggestion.candidate_version_id, None)
     done = _latest_deployment(session, suggestion_id, "deploy")
     if suggestion.status == S.deployed and done:
         return _plan(session, suggestion, suggestion.candidate_version_id, done)
@@ -359,32 +394,114 @@ def _set_label(session: Session, prompt_id: int, version_id: int, label: str) ->
             session.add(version)
 
 
-def record_deployment(*, session: Session, plan: DeployPlan, action: str, label: str, actor: str,
-                      external_version: str, external_id: str | None = None) -> Deployment:
-    """After a successful write-back: the Deployment row, labels, status and audit."""
-    suggestion, version = plan.suggestion, plan.version
+# -- write-back claims --------------------------------------------------------------------------
+# A deploy, promote or rollback first claims the suggestion with a conditional UPDATE from the
+# status the step starts at to a "busy" status, and commits that before the connector is touched:
+# of concurrent requests exactly one wins and writes, the others get Conflict. The claim carries a
+# Deployment row with status `writing` (its time tells a stale claim from a live one); the
+# winner's result or failure settles both.
+CLAIMS: dict[str, tuple[str, str, str]] = {  # action → (starts at, busy while writing, ends at)
+    "deploy": ("approved", "deploying", "deployed"),
+    "promote": ("deployed", "promoting", "deployed"),
+    "rollback": ("deployed", "rolling_back", "rolled_back"),
+}
+BUSY = {busy: action for action, (_, busy, _) in CLAIMS.items()}
+STALE_CLAIM = timedelta(minutes=15)  # far beyond a connector's timeouts: its writer has died
+
+
+class ClaimReleased(Conflict):
+    """A stale claim was released instead of claiming; the caller commits that and says retry."""
+
+
+def claim_write(*, session: Session, plan: DeployPlan, action: str, label: str, actor: str) -> Deployment:
+    """Claim the suggestion for one write-back through its connector; Conflict when another
+    request holds it (or the status moved on). The caller commits the claim before writing."""
+    start, busy, _ = CLAIMS[action]
+    suggestion = plan.suggestion
+    won = session.execute(update(Suggestion).where(
+        Suggestion.id == suggestion.id, Suggestion.status == start).values(status=busy))
+    session.refresh(suggestion)
+    if won.rowcount == 1:  # type: ignore[attr-defined]
+        claim = Deployment(suggestion_id=suggestion.id, connector=plan.prompt.connector, label=label,
+                           action=action, status="writing", actor=actor)
+        session.add(claim)
+        session.flush()
+        return claim
+    stale = BUSY.get(suggestion.status)
+    if stale is not None and _release_stale(session, suggestion):
+        raise ClaimReleased(f"an earlier {stale} of suggestion {suggestion.id} never finished (its "
+                       "writer stopped); its claim is now released", where=f"suggestion {suggestion.id}",
+                       hint="check the prompt store, reload the suggestion and repeat the step")
+    if suggestion.status in BUSY:
+        raise Conflict(f"suggestion {suggestion.id} is being written to its prompt store by another request "
+                       f"({BUSY[suggestion.status]})", where=f"suggestion {suggestion.id}",
+                       hint="wait a few seconds and reload it (GET /suggestions/{id}); repeat the step "
+                       "only if it failed")
+    raise _refuse(suggestion, action)
+
+
+def _release_stale(session: Session, suggestion: Suggestion) -> bool:
+    """Release a claim whose writer has been silent for STALE_CLAIM (its process died); True when
+    this call released it. Abandoning its `writing` row is conditional, so one caller wins."""
+    cutoff = utcnow() - STALE_CLAIM
+    writing = session.exec(select(Deployment).where(
+        Deployment.suggestion_id == suggestion.id, Deployment.status == "writing")).all()
+    if any(as_utc(row.created_at) >= cutoff for row in writing):
+        return False
+    for row in writing:
+        session.execute(update(Deployment).where(Deployment.id == row.id, Deployment.status == "writing")
+                        .values(status="abandoned", error="its writer stopped before finishing"))
+    start = CLAIMS[BUSY[suggestion.status]][0]
+    done = session.execute(update(Suggestion).where(
+        Suggestion.id == suggestion.id, Suggestion.status == suggestion.status).values(status=start))
+    session.refresh(suggestion)
+    return done.rowcount == 1  # type: ignore[attr-defined]
+
+
+def release_claim(*, session: Session, claim: Deployment, error: str) -> None:
+    """The write failed: the step can be tried again; the claim row keeps the (redacted) reason."""
+    start, busy, _ = CLAIMS[claim.action]
+    session.execute(update(Deployment).where(Deployment.id == claim.id, Deployment.status == "writing")
+                    .values(status="failed", error=error[:2000]))
+    session.execute(update(Suggestion).where(Suggestion.id == claim.suggestion_id, Suggestion.status == busy)
+                    .values(status=start))
+    record_audit(session=session, actor=claim.actor, action=f"suggestion.{claim.action}_failed",
+                 object_type="suggestion", object_id=claim.suggestion_id, after={"error": error[:500]})
+
+
+def record_deployment(*, session: Session, plan: DeployPlan, claim: Deployment, external_version: str,
+                      external_id: str | None = None) -> Deployment:
+    """After a successful write-back: the claim becomes the Deployment, labels, status and audit."""
+    suggestion, version, action, label, actor = plan.suggestion, plan.version, claim.action, claim.label, claim.actor
+    start, busy, end = CLAIMS[action]
     if action == "deploy":
         version.external_version = external_version
         version.external_id = external_id or version.external_id
         version.connector = plan.prompt.connector
         session.add(version)
     _set_label(session, plan.prompt.id, version.id, label)  # type: ignore[arg-type]
-    deployment = Deployment(suggestion_id=suggestion.id, connector=plan.prompt.connector, label=label,
-                            action=action, external_version=external_version, actor=actor)
-    session.add(deployment)
+    claim.status, claim.external_version = "done", external_version
+    session.add(claim)
     session.flush()
-    to = {"deploy": S.deployed, "rollback": S.rolled_back}.get(action)
-    if to is None or not _move(session, suggestion, to=to, actor=actor, action=f"suggestion.{action}"):
+    session.execute(update(Suggestion).where(Suggestion.id == suggestion.id, Suggestion.status == busy)
+                    .values(status=end))
+    session.refresh(suggestion)
+    if start != end:
+        record_audit(session=session, actor=actor, action=f"suggestion.{action}", object_type="suggestion",
+                     object_id=suggestion.id, before={"status": start}, after={"status": end})
+    else:
         record_audit(session=session, actor=actor, action=f"suggestion.{action}", object_type="suggestion",
                      object_id=suggestion.id, after={"label": label, "external_version": external_version})
     if action == "promote":
         supersede_stale(session=session, prompt_id=plan.prompt.id, actor=actor)
-    return deployment
+    return claim
 
 
 def plan_promote(*, session: Session, suggestion_id: int) -> DeployPlan:
     """Check a promote may happen (deployed to staging) and what to point `production` at."""
     suggestion = get_suggestion(session=session, suggestion_id=suggestion_id)
+    if suggestion.status in BUSY:
+        return _plan(session, suggestion, suggestion.candidate_version_id, None)
     deployed = _latest_deployment(session, suggestion_id, "deploy")
     if suggestion.status != S.deployed or deployed is None:
         raise Conflict(f"suggestion {suggestion_id} is {suggestion.status}; promote needs a deployed one",
@@ -398,6 +515,8 @@ def plan_promote(*, session: Session, suggestion_id: int) -> DeployPlan:
 def plan_rollback(*, session: Session, suggestion_id: int) -> DeployPlan:
     """Check a rollback may happen and which version (the baseline) gets `production` back."""
     suggestion = get_suggestion(session=session, suggestion_id=suggestion_id)
+    if suggestion.status in BUSY:
+        return _plan(session, suggestion, suggestion.baseline_version_id, None)
     done = _latest_deployment(session, suggestion_id, "rollback")
     if suggestion.status == S.rolled_back and done:
         return _plan(session, suggestion, suggestion.baseline_version_id, done)

@@ -11,8 +11,8 @@ evidence against a candidate). Cancellation (status set to `cancelled`) is honou
 
 from __future__ import annotations
 
+import logging
 import socket
-import traceback
 from datetime import datetime
 from typing import Any
 
@@ -47,6 +47,9 @@ from trimloop.optimizer.context import RunContext
 from trimloop.optimizer.record import record_candidates, record_suggestion
 from trimloop.optimizer.search import SearchConfig, search
 from trimloop.optimizer.spec import MoveContext, VersionSpec
+
+log = logging.getLogger("trimloop.optimizer.run")
+
 
 class Cancelled(Exception):
     pass
@@ -143,8 +146,11 @@ async def execute_run(*, engine: Engine, settings: Settings, run_id: int, gatewa
         status, error, results = RunStatus.failed, f"the model provider kept failing, so the run stopped: {exc}", RunResults()
     except TrimloopError as exc:
         status, error, results = RunStatus.failed, str(exc), RunResults()
-    except Exception as exc:  # a bug: keep the traceback with the run, for the report
-        status, error, results = RunStatus.failed, f"{exc.__class__.__name__}: {exc}\n{traceback.format_exc()}", RunResults()
+    except Exception as exc:  # a bug: the traceback (server paths) goes to the server log, viewers get a line
+        log.exception("run %s failed on an unexpected error", run_id)
+        status, results = RunStatus.failed, RunResults()
+        error = (f"run {run_id} stopped on an internal error ({exc.__class__.__name__}); the server log has the "
+                 "details — report it with that log")
     with session_scope(engine) as session:
         run = session.get(OptimizationRun, run_id)
         assert run is not None

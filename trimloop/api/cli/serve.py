@@ -25,4 +25,7 @@ def serve(host: str = typer.Option(None, help="default: api.host (127.0.0.1)"),
     app = create_app(settings, engine, scheduler=not no_scheduler)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("trimloop").setLevel(logging.INFO)  # each pass's summary, without library chatter
-    uvicorn.run(app, host=host or settings.api.host, port=port or settings.api.port, log_level="info")
+    # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from any loopback peer;
+    # trimloop reads it itself, only from api.trusted_proxies (auth.client_address)
+    uvicorn.run(app, host=host or settings.api.host, port=port or settings.api.port, log_level="info",
+                proxy_headers=False)
