@@ -13,7 +13,7 @@ from trimloop.api.app import create_app
 from trimloop.api.cli import _register, app
 from trimloop.connectors.base import Problem
 from trimloop.core.errors import ConnectorError
-from trimloop.core.fake_openai import free_port
+from trimloop.testing.fake_openai import free_port
 from trimloop.core.redact import redact_url, redact_urls
 from trimloop.core.settings import Settings
 

@@ -8,9 +8,9 @@ import logging
 from sqlmodel import select
 
 from trimloop.core.db import session_scope
-from trimloop.core.gateway import FakeGateway
 from trimloop.core.tables import RunEvent
 from trimloop.optimizer.run import create_run, execute_run
+from trimloop.testing.fake_provider import FakeProvider
 
 SERVER_PATH = "/srv/trimloop/private/weights.bin"
 
@@ -20,12 +20,12 @@ def crash(model, prompt):
 
 
 async def test_an_unexpected_error_is_one_line_for_viewers_and_a_traceback_in_the_log(engine, settings, seeded,
-                                                                                       priced, caplog):
+                                                                                       gateway_for, caplog):
     with session_scope(engine) as session:
         run_id = create_run(session=session, prompt_id=seeded, config={}).id
     with caplog.at_level(logging.ERROR, logger="trimloop.optimizer.run"):
         run = await execute_run(engine=engine, settings=settings, run_id=run_id,
-                                gateway=FakeGateway(responder=crash, price=priced))
+                                gateway=gateway_for(FakeProvider(responder=crash)))
     assert run.status == "failed"
     assert run.error == (f"run {run_id} stopped on an internal error (FileNotFoundError); the server log has "
                          "the details — report it with that log")

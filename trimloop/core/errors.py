@@ -13,7 +13,8 @@ User errors (bad config or input: the user can fix them) are kept apart from pro
     │   │   └── UnusedVariable      the call gave a variable the template never uses
     │   ├── NotFound                an id or name that does not exist
     │   ├── Conflict                the state changed under you (approve twice, a lock is held)
-    │   │   └── Superseded          (core.store) the suggestion's baseline is no longer production
+    │   │   ├── Superseded          (core.store) the suggestion's baseline is no longer production
+    │   │   └── ClaimReleased       (core.store) a dead writer's deploy claim was released; repeat the step
     │   └── MissingReference        (evals.evaluators.base) an item lacks the output an evaluator compares with
     ├── Busy                        the database stayed locked past the busy timeout; retrying helps
     ├── ProviderError               something outside trimloop failed

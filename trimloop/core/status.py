@@ -59,10 +59,10 @@ S, R = SuggestionStatus, RunStatus
 TRANSITIONS: dict[StrEnum, frozenset[StrEnum]] = {
     S.pending: frozenset({S.approved, S.rejected, S.superseded, S.expired}),
     S.approved: frozenset({S.deploying, S.deployed, S.rejected, S.superseded}),
-    S.deploying: frozenset({S.deployed, S.approved}),
+    S.deploying: frozenset({S.deployed}),  # a failed write releases the claim back to approved (store.release_claim)
     S.deployed: frozenset({S.promoting, S.rolling_back, S.rolled_back}),
     S.promoting: frozenset({S.deployed}),
-    S.rolling_back: frozenset({S.rolled_back, S.deployed}),
+    S.rolling_back: frozenset({S.rolled_back}),  # released back to deployed if the write fails
     S.rolled_back: frozenset(), S.rejected: frozenset(), S.superseded: frozenset(), S.expired: frozenset(),
     R.queued: frozenset({R.running, R.cancelled}),
     R.running: frozenset({R.succeeded, R.failed, R.cancelled}),
