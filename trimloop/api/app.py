@@ -1,7 +1,8 @@
 """The FastAPI app: routers, auth, the one error shape, and the background run scheduler.
 
 `create_app(settings, engine, gateway)` builds it; with no engine it migrates and opens the
-database named by the settings. Every route except `/health` needs a bearer token.
+database named by the settings. Every route except `/health` needs a bearer token. Requests take
+turns at the database and bodies are capped (trimloop.api.limits).
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
 from trimloop.api import errors
 from trimloop.api.auth import LoginLimiter, Reader
+from trimloop.api.limits import BodyLimit, Turns
 from trimloop.api.routes import audit, connectors, datasets, health, prompts, reports, runs, suggestions, tokens
 from trimloop.api.runner import RunScheduler
 from trimloop.api.ui import routes as ui
@@ -53,6 +56,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, g
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # worker threads for sync routes: every turn's request one, plus room for the rest
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, 2 * settings.api.concurrent_requests + 8)
         yield
         await scheduler.close()
 
@@ -60,6 +66,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, g
                   lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
     app.state.settings, app.state.engine, app.state.runs = settings, engine, scheduler
     app.state.login_limiter = LoginLimiter(settings.api.failed_logins_per_minute)
+    app.state.turns = Turns(settings.api.concurrent_requests, settings.api.queue_timeout_s)
+    app.add_middleware(BodyLimit, api_bytes=settings.api.max_body_bytes, form_bytes=settings.api.max_form_bytes,
+                       pause_s=settings.api.body_timeout_s)
     errors.install(app)
     app.include_router(health.router)
     for module in (prompts, connectors, datasets, runs, suggestions, reports, audit, tokens):
