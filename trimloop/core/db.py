@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-import os
 from pathlib import Path
 
 from alembic import command
@@ -132,12 +132,12 @@ def _migration_lock(url: str) -> Iterator[None]:
         import fcntl
     except ImportError:  # Windows: no flock; processes there start one at a time
         fcntl = None  # type: ignore[assignment]
-    if fcntl is None or not database or database == ":memory:":
+    if fcntl is None or not database or database == ":memory:" or database.startswith("file:"):
         yield
         return
     private_file(Path(database))
     lock_path = Path(f"{database}-migrate.lock")
-    with lock_path.open("a") as handle:
+    with os.fdopen(os.open(lock_path, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600), "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
