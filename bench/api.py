@@ -9,7 +9,8 @@ with uvicorn in a subprocess on a free loopback port; then `--concurrency` clien
 viewer token request, round-robin, `/suggestions?status=pending&min_savings=…`,
 `/suggestions?prompt_id=…`, `/reports/savings` and `/reports/savings?format=csv` for `--seconds`.
 Then a burst: `--burst` clients (100) at once, each `--burst-requests` GET /prompts and
-/suggestions?prompt_id=… back to back, while one more client asks for `/health` every 20 ms.
+/suggestions?prompt_id=… back to back, while another process asks for `/health` every 20 ms (a
+new connection each time, as a load balancer's check).
 Prints JSON: p50 / p99 latency per endpoint, requests per second, errors; for the burst the count
 of 500s (must be 0), of 503s and whether each carried Retry-After, and `/health`'s p99 during it
 (target < 100 ms); the machine and its load.
@@ -184,6 +185,30 @@ async def load(url: str, token: str, *, seconds: float, concurrency: int) -> dic
     return out
 
 
+PROBE = """
+import http.client, json, sys, threading, time
+host, port = sys.argv[1].split("//")[1].split(":")
+latencies, failures, stop = [], 0, threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+print("ready", flush=True)
+while not stop.is_set():
+    began = time.perf_counter()
+    try:
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        conn.request("GET", "/health")
+        ok = conn.getresponse().status == 200
+        conn.close()
+    except OSError:
+        ok = False
+    if ok:
+        latencies.append(time.perf_counter() - began)
+    else:
+        failures += 1
+    time.sleep(0.02)
+print(json.dumps({"latencies": latencies, "failures": failures}))
+"""
+
+
 def _p(values: list[float], q: float) -> float | None:
     values = sorted(values)
     return round(values[min(len(values) - 1, int(len(values) * q))] * 1000, 1) if values else None
@@ -194,12 +219,12 @@ async def burst(url: str, token: str, *, clients: int, requests_each: int) -> di
     statuses: dict[str, int] = {}
     latencies: list[float] = []
     without_retry_after = 0
-    health: list[float] = []
-    health_failures = 0
-    done = asyncio.Event()
+    # /health is timed from another process, so the 100 clients' own work does not delay its clock
+    prober = subprocess.Popen([sys.executable, "-c", PROBE, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert prober.stdout is not None and prober.stdin is not None
+    prober.stdout.readline()  # "ready"
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120,
-                                 limits=httpx.Limits(max_connections=clients)) as client, \
-            httpx.AsyncClient(base_url=url, timeout=120) as prober:
+                                 limits=httpx.Limits(max_connections=clients)) as client:
 
         async def one_client(i: int) -> None:
             nonlocal without_retry_after
@@ -216,26 +241,13 @@ async def burst(url: str, token: str, *, clients: int, requests_each: int) -> di
                 latencies.append(time.perf_counter() - start)
                 statuses[key] = statuses.get(key, 0) + 1
 
-        async def probe() -> None:
-            nonlocal health_failures
-            while not done.is_set():
-                start = time.perf_counter()
-                try:
-                    ok = (await prober.get("/health")).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                if ok:
-                    health.append(time.perf_counter() - start)
-                else:
-                    health_failures += 1
-                await asyncio.sleep(0.02)
-
         began = time.monotonic()
-        prober_task = asyncio.create_task(probe())
         await asyncio.gather(*(one_client(i) for i in range(clients)))
         elapsed = time.monotonic() - began
-        done.set()
-        await prober_task
+    prober.stdin.close()  # stop
+    probed = json.loads(prober.stdout.read())
+    prober.wait(timeout=30)
+    health, health_failures = probed["latencies"], probed["failures"]
     return {"burst_clients": clients, "burst_requests": sum(statuses.values()), "burst_seconds": round(elapsed, 1),
             "burst_statuses": statuses, "burst_500s": statuses.get("500", 0), "burst_503s": statuses.get("503", 0),
             "burst_every_503_has_retry_after": without_retry_after == 0,
