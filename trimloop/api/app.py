@@ -56,7 +56,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, g
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # worker threads for sync routes: every turn's request one, plus room for the rest
+        # worker threads for sync routes, sized with the pool: a turn's request uses one at a time,
+        # so threads never run out while requests holding connections wait for one
         limiter = anyio.to_thread.current_default_thread_limiter()
         limiter.total_tokens = max(limiter.total_tokens, 2 * settings.api.concurrent_requests + 8)
         yield
