@@ -26,14 +26,14 @@ def _raw_scope(method: str, path: str, headers: dict[str, str]) -> dict[str, Any
 async def _call(app: Any, method: str, path: str, headers: dict[str, str], chunks: list[bytes],
                 *, then: str = "end") -> tuple[int, dict[str, str], int]:
     """Send a request straight to the ASGI app: (status, headers, how many body chunks it read).
-    `then`: after the chunks, "end" the body, or "disconnect" like a client that went away."""
+    `then`: after the chunks, "end" the body, "disconnect" like a client that went away, or "stall"."""
     reads, sent = 0, []
 
     async def receive() -> dict[str, Any]:
         nonlocal reads
         reads += 1
         if reads <= len(chunks):
-            more = reads < len(chunks) or then == "disconnect"
+            more = reads < len(chunks) or then != "end"
             return {"type": "http.request", "body": chunks[reads - 1], "more_body": more}
         if then == "disconnect":
             return {"type": "http.disconnect"}
@@ -151,3 +151,13 @@ async def test_a_client_that_goes_away_mid_body_is_an_info_line_not_a_traceback(
     assert status == 400
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     assert any("went away" in r.getMessage() and r.levelno == logging.INFO for r in caplog.records)
+
+
+async def test_a_body_that_stalls_is_408_and_frees_the_request(settings, engine, headers):
+    impatient = settings.model_copy(update={"api": settings.api.model_copy(update={"body_timeout_s": 0.3})})
+    app = create_app(impatient, engine)
+    began = time.monotonic()
+    status, _, reads = await _call(app, "POST", "/runs", {"Content-Type": "application/json", "Content-Length": "100",
+                                                          **headers["engineer"]}, [b'{"prompt_id": '], then="stall")
+    assert (status, reads) == (408, 1)
+    assert time.monotonic() - began < 30  # the client never sends the rest; the server stops waiting
