@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,7 +35,6 @@ from trimloop.api.auth import authenticate, bearer
 from trimloop.api.errors import ApiError
 from trimloop.core.errors import TrimloopError
 
-log = logging.getLogger("trimloop.api")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
