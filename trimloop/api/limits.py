@@ -102,10 +102,12 @@ class BodyLimit:
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
-        received = 0
+        received, complete = 0, False
 
         async def limited() -> Message:
-            nonlocal received
+            nonlocal received, complete
+            if complete:  # after the body only a disconnect comes, whenever it comes
+                return await receive()
             try:
                 message = await asyncio.wait_for(receive(), self.pause_s)
             except TimeoutError:
@@ -114,6 +116,7 @@ class BodyLimit:
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise BodyTooLarge(limit)
+                complete = not message.get("more_body", False)
             return message
 
         await self.app(scope, limited if has_body else receive, send)
@@ -128,7 +131,8 @@ class BodyLimit:
 
 
 async def _token_refusal(scope: Scope) -> errors.JSONResponse | None:
-    """The 401/403/429 (or 503) an API request with a body gets before its body is read, else None."""
+    """The 401 or 429 (or 503) an API request with a body gets before its body is read, else None.
+    The role is checked later, by the route's own dependency, once the route is known."""
     request = Request(scope)
     app = scope["app"]
     credentials: HTTPAuthorizationCredentials | None = await bearer(request)
