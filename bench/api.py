@@ -278,16 +278,19 @@ def main() -> None:
                    TRIMLOOP_CONFIG=str(Path(tmp) / "none.toml"))
         if args.turns:
             env["TRIMLOOP_API__CONCURRENT_REQUESTS"] = str(args.turns)
-        server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "trimloop.api.app:create_app", "--factory", "--host", "127.0.0.1",
-             "--port", str(port), "--log-level", "warning", "--no-access-log"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # the server's log goes to a file: a pipe nobody reads fills up and blocks the server mid-burst
+        server_log = Path(tmp) / "server.log"
+        with server_log.open("wb") as log:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "trimloop.api.app:create_app", "--factory", "--host", "127.0.0.1",
+                 "--port", str(port), "--log-level", "warning", "--no-access-log"],
+                env=env, stdout=subprocess.DEVNULL, stderr=log)
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 if server.poll() is not None:
-                    raise SystemExit(f"server exited: {server.stderr.read().decode() if server.stderr else ''}")
+                    raise SystemExit(f"server exited: {server_log.read_text(errors='replace')[-2000:]}")
                 try:
                     if httpx.get(f"{base}/health", timeout=1).status_code == 200:
                         break
@@ -303,6 +306,9 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait(timeout=5)
+        logged = server_log.read_text(errors="replace")
+        result["server_log_lines"] = {"warnings": logged.count(" WARNING") + logged.count("WARNING:"),
+                                      "tracebacks": logged.count("Traceback (most recent call last)")}
     print(json.dumps({"suggestions_in_store": args.suggestions, "logs_in_store": args.logs,
                       "concurrency": args.concurrency, "turns": args.turns or "default", "seed_s": round(seed_s, 1), **result,
                       "load_avg_1m": round(os.getloadavg()[0], 2), "machine": machine()}, indent=2))
