@@ -8,7 +8,12 @@ deployed with promote/rollback rows) and `--logs` log records over the last 60 d
 with uvicorn in a subprocess on a free loopback port; then `--concurrency` clients (httpx) with a
 viewer token request, round-robin, `/suggestions?status=pending&min_savings=…`,
 `/suggestions?prompt_id=…`, `/reports/savings` and `/reports/savings?format=csv` for `--seconds`.
-Prints JSON: p50 / p99 latency per endpoint, requests per second, errors, the machine.
+Then a burst: `--burst` clients (100) at once, each `--burst-requests` GET /prompts and
+/suggestions?prompt_id=… back to back, while another process asks for `/health` every 20 ms (a
+new connection each time, as a load balancer's check).
+Prints JSON: p50 / p99 latency per endpoint, requests per second, errors; for the burst the count
+of 500s (must be 0), of 503s and whether each carried Retry-After, and `/health`'s p99 during it
+(target < 100 ms); the machine and its load.
 """
 
 from __future__ import annotations
@@ -182,12 +187,86 @@ async def load(url: str, token: str, *, seconds: float, concurrency: int) -> dic
     return out
 
 
+PROBE = """
+import http.client, json, sys, threading, time
+host, port = sys.argv[1].split("//")[1].split(":")
+latencies, failures, stop = [], 0, threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+print("ready", flush=True)
+while not stop.is_set():
+    began = time.perf_counter()
+    try:
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        conn.request("GET", "/health")
+        ok = conn.getresponse().status == 200
+        conn.close()
+    except OSError:
+        ok = False
+    if ok:
+        latencies.append(time.perf_counter() - began)
+    else:
+        failures += 1
+    time.sleep(0.02)
+print(json.dumps({"latencies": latencies, "failures": failures}))
+"""
+
+
+def _p(values: list[float], q: float) -> float | None:
+    values = sorted(values)
+    return round(values[min(len(values) - 1, int(len(values) * q))] * 1000, 1) if values else None
+
+
+async def burst(url: str, token: str, *, clients: int, requests_each: int) -> dict[str, Any]:
+    """`clients` at once (a connection each), and `/health` asked every 20 ms until they finish."""
+    statuses: dict[str, int] = {}
+    latencies: list[float] = []
+    without_retry_after = 0
+    # /health is timed from another process, so the 100 clients' own work does not delay its clock
+    prober = subprocess.Popen([sys.executable, "-c", PROBE, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert prober.stdout is not None and prober.stdin is not None
+    prober.stdout.readline()  # "ready"
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120,
+                                 limits=httpx.Limits(max_connections=clients)) as client:
+
+        async def one_client(i: int) -> None:
+            nonlocal without_retry_after
+            for j in range(requests_each):
+                path = "/prompts" if j % 2 == 0 else f"/suggestions?prompt_id={1 + (i + j) % PROMPTS}"
+                start = time.perf_counter()
+                try:
+                    response = await client.get(path)
+                    key = str(response.status_code)
+                    if response.status_code == 503 and "retry-after" not in response.headers:
+                        without_retry_after += 1
+                except httpx.HTTPError as exc:
+                    key = exc.__class__.__name__
+                latencies.append(time.perf_counter() - start)
+                statuses[key] = statuses.get(key, 0) + 1
+
+        began = time.monotonic()
+        await asyncio.gather(*(one_client(i) for i in range(clients)))
+        elapsed = time.monotonic() - began
+    prober.stdin.close()  # stop
+    probed = json.loads(prober.stdout.read())
+    prober.wait(timeout=30)
+    health, health_failures = probed["latencies"], probed["failures"]
+    return {"burst_clients": clients, "burst_requests": sum(statuses.values()), "burst_seconds": round(elapsed, 1),
+            "burst_statuses": statuses, "burst_500s": statuses.get("500", 0), "burst_503s": statuses.get("503", 0),
+            "burst_every_503_has_retry_after": without_retry_after == 0,
+            "burst_p50_ms": _p(latencies, 0.5), "burst_p99_ms": _p(latencies, 0.99),
+            "health_during_burst_n": len(health), "health_during_burst_failures": health_failures,
+            "health_during_burst_p50_ms": _p(health, 0.5), "health_during_burst_p99_ms": _p(health, 0.99)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--suggestions", type=int, default=1000)
     parser.add_argument("--logs", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--burst", type=int, default=100, help="clients at once after the load (0: no burst)")
+    parser.add_argument("--burst-requests", type=int, default=4, help="requests per burst client")
+    parser.add_argument("--turns", type=int, default=None, help="the server's api.concurrent_requests (default: its own)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="trimloop-bench-api-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
@@ -199,22 +278,29 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMLOOP_")}
         env.update(TRIMLOOP_DATABASE_URL=url, TRIMLOOP_HOME=str(Path(tmp) / "home"),
                    TRIMLOOP_CONFIG=str(Path(tmp) / "none.toml"))
-        server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "trimloop.api.app:create_app", "--factory", "--host", "127.0.0.1",
-             "--port", str(port), "--log-level", "warning", "--no-access-log"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if args.turns:
+            env["TRIMLOOP_API__CONCURRENT_REQUESTS"] = str(args.turns)
+        # the server's log goes to a file: a pipe nobody reads fills up and blocks the server mid-burst
+        server_log = Path(tmp) / "server.log"
+        with server_log.open("wb") as log:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "trimloop.api.app:create_app", "--factory", "--host", "127.0.0.1",
+                 "--port", str(port), "--log-level", "warning", "--no-access-log"],
+                env=env, stdout=subprocess.DEVNULL, stderr=log)
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 if server.poll() is not None:
-                    raise SystemExit(f"server exited: {server.stderr.read().decode() if server.stderr else ''}")
+                    raise SystemExit(f"server exited: {server_log.read_text(errors='replace')[-2000:]}")
                 try:
                     if httpx.get(f"{base}/health", timeout=1).status_code == 200:
                         break
                 except httpx.HTTPError:
                     time.sleep(0.2)
             result = asyncio.run(load(base, token, seconds=args.seconds, concurrency=args.concurrency))
+            if args.burst:
+                result.update(asyncio.run(burst(base, token, clients=args.burst, requests_each=args.burst_requests)))
         finally:
             server.terminate()
             try:
@@ -222,8 +308,11 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait(timeout=5)
+        logged = server_log.read_text(errors="replace")
+        result["server_log_lines"] = {"warnings": logged.count(" WARNING") + logged.count("WARNING:"),
+                                      "tracebacks": logged.count("Traceback (most recent call last)")}
     print(json.dumps({"suggestions_in_store": args.suggestions, "logs_in_store": args.logs,
-                      "concurrency": args.concurrency, "seed_s": round(seed_s, 1), **result,
+                      "concurrency": args.concurrency, "turns": args.turns or "default", "seed_s": round(seed_s, 1), **result,
                       "load_avg_1m": round(os.getloadavg()[0], 2), "machine": machine()}, indent=2))
 
 

@@ -5,6 +5,7 @@ opens the database named by the settings. Every route except `/health` needs a b
 one lifespan runs what it hosts: the runs `POST /runs` starts (`runner.RunScheduler`) and, with
 `scheduler` (`trimloop serve`), the scheduler's passes (`scheduler.HostedPasses`), both over the
 one `gateway` (default: `executor.real_gateway`, whose bundled models stop with the app).
+Requests take turns at the database and bodies are capped (trimloop.api.limits).
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
 from trimloop.api import errors
 from trimloop.api.auth import LoginLimiter, Reader
+from trimloop.api.limits import BodyLimit, Turns
 from trimloop.api.routes import audit, connectors, datasets, health, prompts, reports, runs, suggestions, tokens
 from trimloop.api.executor import real_gateway
 from trimloop.api.runner import RunScheduler
@@ -70,6 +73,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, g
             async with AsyncExitStack() as hosted:
                 if passes is not None:
                     await hosted.enter_async_context(hosting(passes))
+                # worker threads for sync routes, sized with the pool: a turn's request uses one at a
+                # time, so threads never run out while requests holding connections wait for one
+                limiter = anyio.to_thread.current_default_thread_limiter()
+                limiter.total_tokens = max(limiter.total_tokens, 2 * settings.api.concurrent_requests + 8)
                 try:
                     yield
                 finally:
@@ -85,6 +92,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, g
                   lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
     app.state.settings, app.state.engine, app.state.runs, app.state.passes = settings, engine, run_scheduler, passes
     app.state.login_limiter = LoginLimiter(settings.api.failed_logins_per_minute)
+    app.state.turns = Turns(settings.api.concurrent_requests, settings.api.queue_timeout_s)
+    app.add_middleware(BodyLimit, api_bytes=settings.api.max_body_bytes, form_bytes=settings.api.max_form_bytes,
+                       pause_s=settings.api.body_timeout_s)
     errors.install(app)
     app.include_router(health.router)
     for module in (prompts, connectors, datasets, runs, suggestions, reports, audit, tokens):

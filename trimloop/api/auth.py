@@ -15,8 +15,8 @@ import hashlib
 import ipaddress
 import threading
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections import OrderedDict, defaultdict, deque
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
@@ -42,8 +42,19 @@ T = TypeVar("T")
 bearer = HTTPBearer(auto_error=False, description="an API token: `trimloop tokens create --role ROLE --name NAME`")
 
 
-def get_db(request: Request) -> Iterator[Session]:
-    """A session per request: committed before the response is sent, rolled back on error."""
+async def database_turn(request: Request) -> AsyncIterator[None]:
+    """Wait (without a thread) for one of the app's turns at the database; see trimloop.api.limits."""
+    turns = getattr(request.app.state, "turns", None)
+    if turns is None:
+        yield
+        return
+    async with turns.turn():
+        yield
+
+
+def get_db(request: Request, _: Annotated[None, Depends(database_turn, scope="function")]) -> Iterator[Session]:
+    """A session per request, opened in a turn (see database_turn): committed before the response is
+    sent, rolled back on error."""
     engine: Engine = request.app.state.engine
     with Session(engine, expire_on_commit=False) as session:
         try:

@@ -1,8 +1,9 @@
 """One error body everywhere: `{"error": {"code", "message", "where", "hint"}}`.
 
 TrimloopError subclasses map to statuses (NotFound 404, Conflict 409, other UserError 400,
-ProviderError 502); request validation errors are 422 and name the field; anything unexpected
-is a 500 that shows no internals.
+ProviderError 502); request validation errors are 422 and name the field; a busy database (a
+lock or the connection pool's timeout) is 503 with Retry-After; a client that went away is an info
+line; anything unexpected is a 500 that shows no internals.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from trimloop.core.errors import Busy, Conflict, NotFound, ProviderError, TrimloopError, UserError
 
@@ -42,10 +45,18 @@ class ApiError(TrimloopError):
         self.status, self.code, self.headers = status, code, headers
 
 
-def _response(status: int, code: str, message: str, where: str | None = None, hint: str | None = None,
-              headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(status: int, code: str, message: str, where: str | None = None, hint: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "where": where, "hint": hint}}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+_response = error_response
+
+
+def response_for(exc: TrimloopError) -> JSONResponse:
+    """The error body and status of a TrimloopError (and an ApiError's headers)."""
+    return error_response(status_of(exc), exc.code, exc.message, exc.where, exc.hint, getattr(exc, "headers", None))
 
 
 def status_of(exc: TrimloopError) -> int:
@@ -76,8 +87,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(TrimloopError)
     async def _trimloop(_: Request, exc: TrimloopError) -> JSONResponse:
-        return _response(status_of(exc), exc.code, exc.message, exc.where, exc.hint,
-                         getattr(exc, "headers", None))
+        return response_for(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -95,8 +105,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden",
+                 408: "body_too_slow", 413: "body_too_large"}
         hint = "the routes are listed in /openapi.json (with a token) and docs/api.md" if exc.status_code in (404, 405) else None
+        if exc.status_code in (408, 413):
+            hint = "send the whole body at once" if exc.status_code == 408 else "send a smaller body"
         return _response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
                          f"{request.method} {request.url.path}", hint, getattr(exc, "headers", None))
 
@@ -124,6 +137,22 @@ def install(app: FastAPI) -> None:
                          "retry after a moment (Retry-After); with many writers, use PostgreSQL",
                          {"Retry-After": "2"})
 
+    @app.exception_handler(PoolTimeout)
+    async def _pool_timeout(request: Request, exc: PoolTimeout) -> JSONResponse:
+        log.warning("no database connection free for %s %s: %s", request.method, request.url.path,
+                    str(exc).splitlines()[0])
+        return _response(503, "database_busy", "every database connection was in use and this request "
+                         "timed out waiting for one", f"{request.method} {request.url.path}",
+                         "retry after a moment (Retry-After); if it persists, lower api.concurrent_requests "
+                         "or look for long-running requests", {"Retry-After": "2"})
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _: ClientDisconnect) -> JSONResponse:
+        # nobody reads this answer: the client closed the connection while sending its body
+        log.info("client went away while sending %s %s", request.method, request.url.path)
+        return _response(400, "client_disconnected", "the client closed the connection mid-request",
+                         f"{request.method} {request.url.path}")
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -145,8 +174,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "an id that does not exist"},
     409: {"model": ErrorBody, "description": "the state changed under you (decided, deployed)"},
     422: {"model": ErrorBody, "description": "a field of the request is invalid; `where` names it"},
+    408: {"model": ErrorBody, "description": "the request body stalled (`api.body_timeout_s`)"},
+    413: {"model": ErrorBody, "description": "the request body is over the cap (`api.max_body_bytes`)"},
     429: {"model": ErrorBody, "description": "too many failed logins from this client"},
     400: {"model": ErrorBody, "description": "bad input the request schema cannot express"},
     502: {"model": ErrorBody, "description": "a prompt store or an LLM provider failed"},
-    503: {"model": ErrorBody, "description": "the database was busy; retry after `Retry-After` seconds"},
+    503: {"model": ErrorBody, "description": "the database or the server was busy; retry after `Retry-After` seconds"},
 }

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -72,6 +72,7 @@ class ResolvedModel:
     price_is_estimate: bool
     completion_only: bool
     openai_tokenizer: bool  # tiktoken counts are exact for it
+    api_key: str | None = field(default=None, repr=False)  # a key held here, not in the environment (bundled)
 
     @property
     def takes_text(self) -> bool:
@@ -127,6 +128,7 @@ def resolve_model(settings: Settings, model_id: str) -> ResolvedModel:
             price_is_estimate=True,
             completion_only=bundled.completion_only,
             openai_tokenizer=False,
+            api_key=_local_key(settings),
         )
         return _apply_config(resolved, config) if config else resolved
 
@@ -174,6 +176,12 @@ def resolve_model(settings: Settings, model_id: str) -> ResolvedModel:
 def configured_models(settings: Settings) -> list[ResolvedModel]:
     ids = list(BUNDLED) + [m for m in settings.models if m not in BUNDLED]
     return [resolve_model(settings, model_id) for model_id in ids]
+
+
+def _local_key(settings: Settings) -> str:
+    from trimloop.core.local_models import instance_key  # local_models imports this module
+
+    return instance_key(settings)
 
 
 def _apply_config(resolved: ResolvedModel, config: Any) -> ResolvedModel:

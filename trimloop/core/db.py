@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,18 +20,38 @@ from trimloop.core.settings import Settings, get_settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATION_LOCK_KEY = 0x7472696D6C6F6F70  # b"trimloop": the advisory lock `upgrade` holds on PostgreSQL
+# Connections per engine: 2 for each of the API's request turns (its session and the token's
+# last-use write; `api.concurrent_requests` ≤ 16) plus 8 for the scheduler, runs and the UI's own
+# sessions. A checkout waits at most POOL_TIMEOUT_S, then the API answers 503 database_busy.
+POOL_SIZE, POOL_OVERFLOW, POOL_TIMEOUT_S = 20, 20, 10
 
 
 def make_engine(url: str) -> Engine:
-    """An engine with SQLite tuned for one writer and many readers (WAL, busy timeout)."""
+    """An engine with SQLite tuned for one writer and many readers (WAL, busy timeout); a missing
+    folder for the SQLite file is created private (0700), the file itself by `upgrade`."""
+    pool = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW, "pool_timeout": POOL_TIMEOUT_S}
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        database = make_url(url).database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
+        else:
+            engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, **pool)
+
+
+def private_file(path: Path) -> None:
+    """Create `path` (empty) readable by its owner only, and its missing folder 0700; an existing
+    file or folder keeps its mode (the user chose it). SQLite gives its -wal and -shm files the
+    database file's mode."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
@@ -86,7 +107,8 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Bring the database at `url` to `revision` (default: the newest schema). Safe to call from
+    """Bring the database at `url` to `revision` (default: the newest schema); a SQLite file it
+    creates is readable by its owner only (0600, folder 0700). Safe to call from
     several processes at once (workers and a server starting together): they migrate one at a time,
     and the later ones find the schema already there."""
     try:
@@ -125,12 +147,12 @@ def _migration_lock(url: str) -> Iterator[None]:
         import fcntl
     except ImportError:  # Windows: no flock; processes there start one at a time
         fcntl = None  # type: ignore[assignment]
-    if fcntl is None or not database or database == ":memory:":
+    if fcntl is None or not database or database == ":memory:" or database.startswith("file:"):
         yield
         return
+    private_file(Path(database))
     lock_path = Path(f"{database}-migrate.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as handle:
+    with os.fdopen(os.open(lock_path, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600), "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

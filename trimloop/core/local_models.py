@@ -3,12 +3,19 @@
 One `llama_cpp.server` process per model (they then run in parallel), on `local_models.port`
 plus the model's offset. The GGUF files come from installed PyPI packages, so nothing is
 downloaded. `ensure_running` starts what is not already up and stops only what it started.
+
+A server is adopted only if it is one trimloop started from this home: each is started with a
+secret (`instance_key`, in the environment, not on the command line) that it then requires of
+every request, and a server is ours if it refuses a wrong key, accepts ours and serves the model's
+alias. Any other process answering on the port is refused: it would otherwise receive every
+prompt and return whatever it liked.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -75,20 +82,67 @@ def base_url(settings: Settings, model_id: str) -> str:
     return f"http://{local.host}:{local.port + model.port_offset}"
 
 
-def is_up(url: str) -> bool:
+KEY_FILE = "local-models.key"
+
+
+def instance_key(settings: Settings) -> str:
+    """The secret this home's bundled model servers require (llama_cpp.server's `API_KEY`):
+    made once, in `home/local-models.key`, readable by its owner only."""
+    path = settings.home / KEY_FILE
+    if path.exists():
+        return path.read_text().strip()
+    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    draft = path.with_name(f"{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(draft, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(32))
     try:
-        return httpx.get(f"{url}/v1/models", timeout=1.0).status_code == 200
+        os.link(draft, path)  # atomic: of two processes making it at once, one key wins
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink()
+    return path.read_text().strip()
+
+
+def answers(url: str) -> bool:
+    """Something answers HTTP at `url` (ours or not)."""
+    try:
+        httpx.get(f"{url}/v1/models", timeout=1.0)
+        return True
     except httpx.HTTPError:
         return False
 
 
+def is_ours(url: str, alias: str, key: str) -> bool:
+    """The server at `url` holds `key` (refuses another, accepts it) and serves `alias`."""
+    try:
+        stranger = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {secrets.token_urlsafe(32)}"},
+                             timeout=1.0)
+        if stranger.status_code != 401:
+            return False
+        ours = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=1.0)
+        return ours.status_code == 200 and alias in {m.get("id") for m in ours.json().get("data", [])}
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return False
+
+
 def start(settings: Settings, model_id: str) -> LocalServer:
-    """Start one model's server (or adopt one already listening) and wait until it answers."""
+    """Start one model's server (or adopt one this home started) and wait until it answers."""
     model = _bundled(model_id)
     url = base_url(settings, model_id)
-    if is_up(url):
-        return LocalServer(model_id, url, None)
     local = settings.local_models
+    key = instance_key(settings)
+    if answers(url):
+        if is_ours(url, model.alias, key):
+            return LocalServer(model_id, url, None)
+        raise LocalModelError(
+            f"port {local.port + model.port_offset} answers, but not as the {model.alias} server trimloop "
+            f"starts (it must hold this home's key and serve {model.alias!r}); trimloop will not send prompts to it",
+            where=url,
+            hint="stop what listens there, or set TRIMLOOP_LOCAL_MODELS__PORT to a free port "
+            f"(this model uses port + {model.port_offset})",
+        )
     log_dir = settings.home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{model.alias}.log"
@@ -103,8 +157,9 @@ def start(settings: Settings, model_id: str) -> LocalServer:
         "--n_threads", str(local.n_threads),
         "--verbose", "False",
     ]
+    env = {**os.environ, "API_KEY": key}  # read by llama_cpp.server's settings; unlike argv, not shown by ps
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     deadline = time.monotonic() + local.startup_timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -114,7 +169,7 @@ def start(settings: Settings, model_id: str) -> LocalServer:
                 where=str(log_path),
                 hint=f"is port {local.port + model.port_offset} free? set TRIMLOOP_LOCAL_MODELS__PORT",
             )
-        if is_up(url):
+        if is_ours(url, model.alias, key):
             return LocalServer(model_id, url, process)
         time.sleep(0.2)
     LocalServer(model_id, url, process).stop()

@@ -46,7 +46,7 @@ class Provider(Protocol):
 
 def api_key_for(model: ResolvedModel) -> str | None:
     if not model.api_key_env:
-        return None
+        return model.api_key  # the bundled models' per-home key, else None
     key = os.environ.get(model.api_key_env)
     if not key:
         raise Fatal(

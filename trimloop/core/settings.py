@@ -108,6 +108,18 @@ class ApiSettings(BaseModel):
     port: int = Field(default=8000, ge=1, le=65535)
     public_url: str = Field(default="http://127.0.0.1:8000", description="base of links in webhooks")
     failed_logins_per_minute: int = Field(default=10, ge=1, description="per client, then 429")
+    concurrent_requests: int = Field(
+        default=16, ge=1, le=16, description="requests holding a database session at once; the rest wait "
+        "(asynchronously) for a turn; each needs up to 2 of the pool's 40 connections, 8 are kept for the rest")
+    queue_timeout_s: float = Field(default=20.0, gt=0, le=300,
+                                   description="longest wait for a turn, then 503 with Retry-After")
+    max_body_bytes: int = Field(default=24 * 1024 * 1024, ge=1024, description="largest API request body "
+                                "(a dataset import's 20,000,000 characters plus JSON), else 413")
+    max_form_bytes: int = Field(default=64_000, ge=1024, description="largest web UI form body, else 413")
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300,
+                                    description="time a client has to send a request's headers (slowloris)")
+    body_timeout_s: float = Field(default=15.0, gt=0, le=300,
+                                  description="longest pause between two chunks of a request body, else 408")
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

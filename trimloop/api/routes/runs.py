@@ -86,7 +86,8 @@ def _poll(engine: Engine, run_id: int, after: int) -> tuple[list[RunEvent], str 
                                                                           'data: {"moves": ["shorten"]}\n\n'}}}})
 def run_events(run_id: int, request: Request, session: SessionDep, _: Reader,
                follow: bool = Query(True, description="keep the stream open until the run ends"),
-               last_event_id: int | None = Header(None, description="resume after this event id")) -> StreamingResponse:
+               last_event_id: int | None = Header(None, ge=0, le=2**31 - 1,  # an event id fits INTEGER
+                                                  description="resume after this event id")) -> StreamingResponse:
     store.get_run(session=session, run_id=run_id)
     engine: Engine = request.app.state.engine
 
