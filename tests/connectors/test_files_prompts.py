@@ -11,6 +11,7 @@ from tests.connectors.helpers import TRIAGE_V1, make_store
 from trimloop.connectors.base import Problem, PromptItem
 from trimloop.connectors.files import FilesConnector
 from trimloop.connectors.files_format import parse_prompt_file, render_prompt_file
+from trimloop.connectors.safe_yaml import MAX_FILE_BYTES
 from trimloop.core.errors import ConfigError, NotFound, TemplateError, UserError
 from trimloop.core.templates import Template
 
@@ -116,6 +117,20 @@ def test_write_back_never_overwrites_a_concurrently_created_version(tmp_path: Pa
 def test_move_label_to_a_missing_version_is_not_found(tmp_path: Path) -> None:
     with pytest.raises(NotFound, match="no version '9'"):
         connector(make_store(tmp_path)).move_label(prompt="triage", external_version="9", label="production")
+
+
+def test_files_over_the_size_cap_are_problems_and_the_rest_synced(tmp_path: Path) -> None:
+    """A prompt file or labels.yaml over MAX_FILE_BYTES is refused unread, naming its path."""
+    padding = "x" * (MAX_FILE_BYTES + 1)
+    root = make_store(tmp_path, {"triage/1.md": TRIAGE_V1, "huge/1.md": f"---\nmodel: m\n---\n{padding}",
+                                 "other/1.md": "---\nmodel: m\n---\nHello {{name}}",
+                                 "other/labels.yaml": f"production: '1'\n# {padding}\n"})
+    items = list(connector(root).read_prompts())
+    good = sorted((i.name, i.external_version, tuple(i.labels)) for i in items if isinstance(i, PromptItem))
+    bad = sorted((p.where, p.reason) for p in items if isinstance(p, Problem))
+    assert good == [("other", "1", ()), ("triage", "1", ("production",))]
+    assert bad == [("prompts/huge/1.md", "bad_prompt_file"), ("prompts/other/labels.yaml", "bad_labels_file")]
+    assert all("larger than 1024 KB" in p.message for p in items if isinstance(p, Problem))
 
 
 @pytest.mark.parametrize("name", ["../evil", "a/b", "..", ".hidden"])

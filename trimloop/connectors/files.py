@@ -23,7 +23,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from trimloop.connectors.base import Checkpoint, Connector, LogItem, Problem, PromptItem, WriteResult
-from trimloop.connectors.files_format import PromptFile, parse_prompt_file, render_prompt_file
+from trimloop.connectors import safe_yaml
+from trimloop.connectors.files_format import PromptFile, decode, parse_prompt_file, render_prompt_file
 from trimloop.connectors.files_logs import classify, describe, parse_line
 from trimloop.core.errors import ConfigError, NotFound, UserError
 from trimloop.core.identity import version_identity
@@ -78,7 +79,7 @@ class FilesConnector(Connector):
                               "copy the file into the folder instead of linking it", prompt=name)
                 continue
             try:
-                parsed = parse_prompt_file(path.read_bytes(), rel)
+                parsed = parse_prompt_file(safe_yaml.read_capped(path, rel), rel)
             except (UserError, OSError) as exc:
                 yield Problem(getattr(exc, "where", None) or rel, getattr(exc, "message", str(exc)),
                               "bad_prompt_file", getattr(exc, "hint", None), prompt=name)
@@ -150,7 +151,7 @@ class FilesConnector(Connector):
         existing = {}
         for version, path in self._version_files(prompt):
             try:
-                parsed = parse_prompt_file(path.read_bytes(), self._rel(path))
+                parsed = parse_prompt_file(safe_yaml.read_capped(path, self._rel(path)), self._rel(path))
             except UserError:
                 continue
             existing[version] = version_identity(template=parsed.template.dump(), model=parsed.model,
@@ -184,7 +185,7 @@ class FilesConnector(Connector):
             labels = {}
             for version, path in versions.items():
                 try:
-                    for name in parse_prompt_file(path.read_bytes(), self._rel(path)).labels:
+                    for name in parse_prompt_file(safe_yaml.read_capped(path, self._rel(path)), self._rel(path)).labels:
                         labels[name] = version
                 except UserError:
                     continue
@@ -217,10 +218,7 @@ class FilesConnector(Connector):
         rel = self._rel(path)
         if not self._is_safe(path):
             raise UserError("labels file leaves the connector folder", where=rel)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise UserError(f"labels file is not valid YAML: {exc}", where=rel) from None
+        data = safe_yaml.load(decode(safe_yaml.read_capped(path, rel), rel), rel, what="labels file") or {}
         if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
             raise UserError("labels file must map label names to versions", where=rel,
                             hint="write lines like production: \"2\"")
