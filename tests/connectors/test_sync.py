@@ -8,6 +8,8 @@ from pathlib import Path
 
 from datetime import datetime, timezone
 
+import pytest
+
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
@@ -250,3 +252,42 @@ def test_names_longer_than_the_store_keeps_are_skipped_with_a_problem(engine: En
     where = sorted(p.where for p in report.problems)
     assert where == ["logs/calls.jsonl:2", "prompts/other/1.md"], report.problems
     assert all("at most 200" in p.message and p.hint for p in report.problems)
+
+
+def test_a_nul_line_is_a_problem_and_log_sync_moves_on(engine: Engine, tmp_path: Path) -> None:
+    """PostgreSQL refuses NUL in text and JSON, and with it the whole batch: before, one such line
+    stored nothing, left the cursor where it was and failed every later sync the same way."""
+    root = make_store(tmp_path, {"triage/1.md": TRIAGE_V1, "nul/1.md": TRIAGE_V1.replace("billing", "bill\x00ing")})
+    write_logs(root / "logs" / "calls.jsonl", [
+        log_line(1), log_line(2, inputs={"ticket": "t\u0000"}), log_line(3, meta={"a": [{"b": "\u0000"}]}),
+        log_line(4, feedback=[{"name": "note", "value": "x\u0000"}]), log_line(5)])
+    first = sync_connector(engine=engine, connector=files(root))
+    assert first.fatal is None and first.logs_added == 2 and first.skipped == {"nul_character": 4}
+    assert sorted(p.where for p in first.problems) == [
+        "logs/calls.jsonl:2", "logs/calls.jsonl:3", "logs/calls.jsonl:4", "prompts/nul/1.md"]
+    assert {p.message.split(" contains")[0] for p in first.problems} == {
+        "inputs.ticket", "meta.a[0].b", "feedback[0].value", "template.messages[0].content"}
+    write_logs(root / "logs" / "calls.jsonl", [log_line(6)])
+    second = sync_connector(engine=engine, connector=files(root))  # the cursor moved past the bad lines
+    assert second.fatal is None and second.logs_added == 1 and second.skipped == {"nul_character": 1}
+    assert rows(engine, "select external_id from logrecord order by external_id") == [
+        ("call-1",), ("call-5",), ("call-6",)]
+
+
+def test_non_finite_and_out_of_bound_numbers_are_problems(engine: Engine, tmp_path: Path) -> None:
+    """One "cost": Infinity (or two of 1e308) made every spend sum infinite: the finance report
+    failed for everyone. Costs past $1,000 a call, latencies past a day and non-finite numbers
+    anywhere in a record are refused, naming the field and line."""
+    root = make_store(tmp_path)
+    lines = [log_line(1), log_line(2, cost=1e308), log_line(3, cost=1e308), log_line(4, latency_s=86_401),
+             log_line(5, meta={"score": float("nan")}), log_line(6, cost=999.0)]
+    write_logs(root / "logs" / "calls.jsonl", lines
+               + [log_line(7).replace('"cost": 1e-05', '"cost": Infinity')])
+    report = sync_connector(engine=engine, connector=files(root))
+    assert report.fatal is None and report.logs_added == 2 and report.skipped == {"out_of_range": 5}
+    assert [(p.where, p.message.split(";")[0]) for p in report.problems] == [
+        ("logs/calls.jsonl:2", "cost is 1e+308"), ("logs/calls.jsonl:3", "cost is 1e+308"),
+        ("logs/calls.jsonl:4", "latency_s is 86401"),
+        ("logs/calls.jsonl:5", "meta.score is not a finite number (Infinity or NaN)"),
+        ("logs/calls.jsonl:7", "cost is inf")]
+    assert rows(engine, "select sum(cost) from logrecord") == [(pytest.approx(999.00001),)]

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -103,7 +104,10 @@ def _sync_prompts(engine: Engine, connector: Connector, report: SyncReport) -> N
     damaged: set[str] = set()  # prompts with an unreadable version: leave their labels alone
     for item in connector.read_prompts():
         if not isinstance(item, Problem):
-            item = _oversize(item.where or item.name, PROMPT_LENGTHS, item, prompt=item.name) or item
+            where = item.where or item.name
+            item = (_oversize(where, PROMPT_LENGTHS, item, prompt=item.name)
+                    or _nul_problem(where, _find_nul(_prompt_fields(item)), prompt=item.name)
+                    or _non_finite_problem(where, _find_non_finite(item.params), prompt=item.name) or item)
         if isinstance(item, Problem):
             item.stream = "prompts"
             report.add_problem(item)
@@ -170,7 +174,8 @@ def _sync_logs(engine: Engine, connector: Connector, report: SyncReport, *, full
     last_cursor: str | None = None
     for item in connector.read_logs(cursor=cursor):
         if isinstance(item, LogItem):
-            resolved = _oversize(item.where or item.external_id, LOG_LENGTHS, item) or resolver.resolve(item)
+            where = item.where or item.external_id
+            resolved = _oversize(where, LOG_LENGTHS, item) or unstorable(where, item) or resolver.resolve(item)
             if isinstance(resolved, Problem):
                 report.add_problem(resolved)
             else:
@@ -207,6 +212,86 @@ def _oversize(where: str, limits: dict[str, tuple[str, int]], item: Any, prompt:
                            f"{length}: {value[:40]}…", "too_long", f"shorten the {column} in the source",
                            prompt=prompt)
     return None
+
+
+# Bounds on one call's numbers. Real calls cost cents and take seconds; a value past these is a
+# unit mix-up or garbage, and one Infinity (or two 1e308s) would make every sum over it infinite.
+MAX_COST_PER_CALL = 1_000.0  # dollars
+MAX_LATENCY_S = 86_400.0  # one day
+_BOUNDS = {"cost": MAX_COST_PER_CALL, "latency_s": MAX_LATENCY_S}
+
+
+def unstorable(where: str, item: LogItem) -> Problem | None:
+    """A log record the store must not take: a NUL anywhere (PostgreSQL refuses it in text and
+    JSON, and with it the whole batch), a non-finite number, or a cost or latency out of bounds."""
+    for attr, bound in _BOUNDS.items():
+        value = getattr(item, attr)
+        if value is not None and not (0 <= value <= bound):  # NaN fails both comparisons
+            return Problem(where, f"{attr} is {value}; it must be a number from 0 to {bound:g}", "out_of_range",
+                           f"check the {attr} in the source ({'dollars' if attr == 'cost' else 'seconds'})")
+    fields = {"id": item.external_id, "prompt": item.prompt, "version": item.version, "output": item.output,
+              "model": item.model, "inputs": item.inputs, "messages": item.rendered,
+              "feedback": item.feedback, "meta": item.meta}
+    return _nul_problem(where, _find_nul(fields)) or _non_finite_problem(where, _find_non_finite(fields))
+
+
+def _prompt_fields(item: PromptItem) -> dict[str, Any]:
+    return {"name": item.name, "template": item.template.dump(), "model": item.model, "params": item.params,
+            "description": item.description, "labels": item.labels, "version": item.external_version}
+
+
+def _find_nul(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string (or key) holding a NUL character, or None."""
+    kind = type(value)
+    if kind is str:
+        return path if "\x00" in value else None
+    if kind is dict:
+        for key, inner in value.items():
+            here = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and "\x00" in key:
+                return f"{here!r} (a key)"
+            found = _find_nul(inner, here)
+            if found:
+                return found
+    elif kind is list:
+        for i, inner in enumerate(value):
+            found = _find_nul(inner, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def _find_non_finite(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first float that is inf or nan, or None."""
+    kind = type(value)
+    if kind is float:
+        return path if not math.isfinite(value) else None
+    if kind is dict:
+        for key, inner in value.items():
+            found = _find_non_finite(inner, f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+    elif kind is list:
+        for i, inner in enumerate(value):
+            found = _find_non_finite(inner, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def _nul_problem(where: str, field: str | None, prompt: str | None = None) -> Problem | None:
+    if field is None:
+        return None
+    return Problem(where, f"{field} contains a NUL character (\\u0000), which the store cannot hold",
+                   "nul_character", "remove the NUL characters in the source (often a bug in the logging code)",
+                   stream="logs" if prompt is None else "prompts", prompt=prompt)
+
+
+def _non_finite_problem(where: str, field: str | None, prompt: str | None = None) -> Problem | None:
+    if field is None:
+        return None
+    return Problem(where, f"{field} is not a finite number (Infinity or NaN)", "out_of_range",
+                   "write a finite number, or null when the value is unknown", prompt=prompt)
 
 
 def _row(connector: str, item: LogItem, prompt_id: int, version_id: int | None,
