@@ -25,7 +25,8 @@ from trimloop.connectors.resolve import Resolver
 from trimloop.core.errors import TrimloopError
 from trimloop.core.identity import version_identity
 from trimloop.core.settings import Settings
-from trimloop.core.tables import ConnectorCursor, LogRecord, Prompt, PromptVersion, utcnow
+from trimloop.core.tables import (MAX_COST_PER_CALL, MAX_LATENCY_S, ConnectorCursor, LogRecord, Prompt,
+                                  PromptVersion, utcnow)
 
 LOGS_STREAM = "logs"
 MAX_KEPT_PROBLEMS = 200
@@ -214,10 +215,6 @@ def _oversize(where: str, limits: dict[str, tuple[str, int]], item: Any, prompt:
     return None
 
 
-# Bounds on one call's numbers. Real calls cost cents and take seconds; a value past these is a
-# unit mix-up or garbage, and one Infinity (or two 1e308s) would make every sum over it infinite.
-MAX_COST_PER_CALL = 1_000.0  # dollars
-MAX_LATENCY_S = 86_400.0  # one day
 _BOUNDS = {"cost": MAX_COST_PER_CALL, "latency_s": MAX_LATENCY_S}
 
 
