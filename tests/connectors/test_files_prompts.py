@@ -160,3 +160,16 @@ def test_unknown_option_is_a_config_error_naming_the_connector() -> None:
     with pytest.raises(ConfigError) as info:
         FilesConnector(name="local", options={"path": ".", "folder": "x"})
     assert info.value.where == "[connectors.local]" and "folder" in info.value.message
+
+
+def test_hidden_prompts_and_versions_are_reported_not_skipped_silently(tmp_path: Path) -> None:
+    """`prompts/..name` and `prompts/x/.2.md` were dropped without a word; a hidden .md file or
+    folder is now a problem saying why it is not synced. Other dot files (.DS_Store) stay quiet."""
+    root = make_store(tmp_path, {"triage/1.md": TRIAGE_V1, "triage/.2.md": TRIAGE_V1, "..name/1.md": TRIAGE_V1,
+                                 ".draft.md": TRIAGE_V1})
+    (root / "prompts" / ".DS_Store").write_bytes(b"\0")
+    items = list(connector(root).read_prompts())
+    assert [i.name for i in items if isinstance(i, PromptItem)] == ["triage"]
+    problems = [p for p in items if isinstance(p, Problem)]
+    assert sorted(p.where for p in problems) == ["prompts/..name", "prompts/.draft.md", "prompts/triage/.2.md"]
+    assert all(p.reason == "hidden" and "starts with '.'" in p.message and p.hint for p in problems)

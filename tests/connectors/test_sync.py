@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -291,3 +292,21 @@ def test_non_finite_and_out_of_bound_numbers_are_problems(engine: Engine, tmp_pa
         ("logs/calls.jsonl:5", "meta.score is not a finite number (Infinity or NaN)"),
         ("logs/calls.jsonl:7", "cost is inf")]
     assert rows(engine, "select sum(cost) from logrecord") == [(pytest.approx(999.00001),)]
+
+
+def test_a_symlinked_log_folder_is_reported_not_skipped_silently(engine: Engine, tmp_path: Path) -> None:
+    """Links are not followed (one could lead out of the folder, or loop), but saying nothing left
+    a team wondering where its logs went."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    write_logs(outside / "more.jsonl", [log_line(9)])
+    root = make_store(tmp_path / "store")
+    (root / "logs" / "2025").mkdir()
+    write_logs(root / "logs" / "2025" / "june.jsonl", [log_line(1)])
+    os.symlink(outside, root / "logs" / "linked")
+    os.symlink(root / "logs" / "2025", root / "logs" / "loop")
+    report = sync_connector(engine=engine, connector=files(root))
+    assert report.logs_added == 1 and report.skipped == {"outside_folder": 2}
+    assert [(p.where, p.message) for p in report.problems] == [
+        ("logs/linked", "log folder is a symlink; links are not followed"),
+        ("logs/loop", "log folder is a symlink; links are not followed")]

@@ -59,8 +59,11 @@ class FilesConnector(Connector):
                               hint="create it (trimloop demo does) or fix the path")
         if not self.prompts_root.is_dir():
             return
-        names = sorted({p.stem if p.suffix == ".md" else p.name for p in self.prompts_root.iterdir()
-                        if not p.name.startswith(".") and (p.is_dir() or p.suffix == ".md")})
+        entries = [p for p in self.prompts_root.iterdir() if p.is_dir() or p.suffix == ".md"]
+        for path in sorted(entries):
+            if path.name.startswith("."):
+                yield _hidden(self._rel(path))
+        names = sorted({p.stem if p.suffix == ".md" else p.name for p in entries if not p.name.startswith(".")})
         for name in names:
             yield from self._read_prompt(name)
 
@@ -70,6 +73,9 @@ class FilesConnector(Connector):
             yield Problem(where, f"prompt name {name!r} is not allowed", "bad_name",
                           "use letters, digits, '.', '_' and '-'", prompt=name)
             return
+        if (self.prompts_root / name).is_dir():
+            for hidden in sorted((self.prompts_root / name).glob(".*.md")):
+                yield _hidden(self._rel(hidden))
         versions: dict[str, PromptFile] = {}
         front_labels: dict[str, str] = {}
         for version, path in self._version_files(name):
@@ -115,7 +121,10 @@ class FilesConnector(Connector):
     def read_logs(self, *, cursor: str | None) -> Iterator[LogItem | Problem | Checkpoint]:
         state: dict[str, list[int]] = json.loads(cursor)["files"] if cursor else {}
         if self.logs_root.is_dir():
-            for path in sorted(self.logs_root.rglob("*.jsonl")):
+            for path in self._log_files():
+                if isinstance(path, Problem):
+                    yield path
+                    continue
                 rel = self._rel(path)
                 if not self._is_safe(path):
                     yield Problem(rel, "log file leaves the connector folder (symlink or '..')",
@@ -123,6 +132,20 @@ class FilesConnector(Connector):
                     continue
                 yield from self._read_log_file(path, rel, state)
         yield Checkpoint(json.dumps({"files": state}, sort_keys=True))
+
+    def _log_files(self) -> list[Path | Problem]:
+        """Every *.jsonl under logs/ in path order, and a problem for each symlinked folder (links
+        are not followed: one could lead out of the connector folder, or loop)."""
+        found: list[Path | Problem] = []
+        for folder, dirs, files in os.walk(self.logs_root):
+            here = Path(folder)
+            links = sorted(d for d in dirs if (here / d).is_symlink())
+            for name in links:
+                found.append(Problem(self._rel(here / name), "log folder is a symlink; links are not followed",
+                                     "outside_folder", "move or copy the log files into the logs folder"))
+            dirs[:] = [d for d in dirs if d not in links]
+            found.extend(here / name for name in files if name.endswith(".jsonl"))
+        return sorted(found, key=lambda p: p.where if isinstance(p, Problem) else self._rel(p))
 
     def _read_log_file(self, path: Path, rel: str,
                        state: dict[str, list[int]]) -> Iterator[LogItem | Problem | Checkpoint]:
@@ -249,6 +272,12 @@ class FilesConnector(Connector):
             return str(path.relative_to(self.root))
         except ValueError:
             return str(path)
+
+
+def _hidden(where: str) -> Problem:
+    return Problem(where, "hidden (its name starts with '.'), so it is not synced", "hidden",
+                   "rename it without the leading '.' to sync it, or move it out of the prompts folder",
+                   stream="prompts")
 
 
 def _parse(raw: bytes, where: str) -> LogItem | Problem:
