@@ -310,3 +310,24 @@ def test_a_symlinked_log_folder_is_reported_not_skipped_silently(engine: Engine,
     assert [(p.where, p.message) for p in report.problems] == [
         ("logs/linked", "log folder is a symlink; links are not followed"),
         ("logs/loop", "log folder is a symlink; links are not followed")]
+
+
+def test_a_reused_id_with_other_content_is_a_conflict_not_already_synced(engine: Engine, tmp_path: Path) -> None:
+    """The same call sent twice is "already synced"; a different call under a stored id was counted
+    the same way and lost without a word. Now it is a problem naming the id, the line and what differs."""
+    root = make_store(tmp_path)
+    write_logs(root / "logs" / "a.jsonl", [log_line(1), log_line(2), log_line(2, output="bug"),
+                                          log_line(2)])
+    first = sync_connector(engine=engine, connector=files(root))
+    assert (first.logs_added, first.logs_already_synced) == (2, 1)
+    assert [(p.where, p.reason) for p in first.problems] == [("logs/a.jsonl:3", "conflicting_duplicate")]
+    assert "id 'call-2' is already stored for another call (different output)" in first.problems[0].message
+    write_logs(root / "logs" / "b.jsonl", [log_line(1), log_line(1, inputs={"ticket": "other"},
+                                                                  called_at="2025-06-02T00:00:00Z")])
+    again = sync_connector(engine=engine, connector=files(root))
+    assert (again.logs_added, again.logs_already_synced) == (0, 1)
+    assert [(p.where, p.message.split("(")[1].split(")")[0]) for p in again.problems] == [
+        ("logs/b.jsonl:2", "different called_at, inputs")]
+    full = sync_connector(engine=engine, connector=files(root), full=True)
+    assert full.logs_added == 0 and full.skipped == {"conflicting_duplicate": 2}
+    assert full.logs_already_synced == 4

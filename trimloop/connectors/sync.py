@@ -26,7 +26,7 @@ from trimloop.core.errors import TrimloopError
 from trimloop.core.identity import version_identity
 from trimloop.core.settings import Settings
 from trimloop.core.tables import (MAX_COST_PER_CALL, MAX_LATENCY_S, ConnectorCursor, LogRecord, Prompt,
-                                  PromptVersion, utcnow)
+                                  PromptVersion, as_utc, utcnow)
 
 LOGS_STREAM = "logs"
 MAX_KEPT_PROBLEMS = 200
@@ -316,8 +316,38 @@ def _flush(engine: Engine, connector: str, rows: list[tuple[LogItem, int, int | 
                 added = len(conn.execute(statement, [_row(connector, *r) for r in rows]).all())
             report.logs_added += added
             report.logs_already_synced += len(rows) - added
+            if added < len(rows):  # some ids were stored already: the same call again, or another one?
+                for problem in _conflicts(conn, connector, rows):
+                    report.logs_already_synced -= 1
+                    report.add_problem(problem)
         if cursor is not None:
             write_cursor(conn, connector, LOGS_STREAM, cursor)
+
+
+def _conflicts(conn: Connection, connector: str,
+               rows: list[tuple[LogItem, int, int | None, dict[str, Any]]]) -> list[Problem]:
+    """Records whose id is stored with a different call (time, inputs or output): a source that
+    reuses ids would otherwise lose calls silently, counted as "already synced"."""
+    table = LogRecord.__table__
+    ids = list(dict.fromkeys(item.external_id for item, *_ in rows))
+    stored: dict[str, tuple[datetime, Any, Any]] = {}
+    for start in range(0, len(ids), 1000):
+        query = select(table.c.external_id, table.c.called_at, table.c.inputs, table.c.output).where(
+            table.c.connector == connector, table.c.external_id.in_(ids[start:start + 1000]))
+        stored.update((eid, (as_utc(at), inputs, output)) for eid, at, inputs, output in conn.execute(query))
+    problems = []
+    for item, _, _, inputs in rows:
+        kept = stored.get(item.external_id)
+        if kept is None:
+            continue
+        differs = [name for name, old, new in zip(("called_at", "inputs", "output"), kept,
+                                                  (item.called_at, inputs, item.output), strict=True) if old != new]
+        if differs:
+            problems.append(Problem(
+                item.where or item.external_id, f"id {item.external_id!r} is already stored for another call "
+                f"(different {', '.join(differs)}); this record is not synced", "conflicting_duplicate",
+                "give every call its own id; a call sent again must repeat the same record"))
+    return problems
 
 
 _COLUMNS = ("connector", "external_id", "prompt_id", "version_id", "inputs", "output", "model",
