@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
 from tests.connectors.helpers import TRIAGE_V1, dump_store, log_line, make_store, stored_json, write_logs
@@ -331,3 +332,30 @@ def test_a_reused_id_with_other_content_is_a_conflict_not_already_synced(engine:
     full = sync_connector(engine=engine, connector=files(root), full=True)
     assert full.logs_added == 0 and full.skipped == {"conflicting_duplicate": 2}
     assert full.logs_already_synced == 4
+
+
+def test_two_first_syncs_of_a_new_store_at_once_both_succeed(engine: Engine, tmp_path: Path) -> None:
+    """The second of two concurrent first syncs died with an unhandled IntegrityError (the prompt
+    was inserted under it). Here the other sync runs to its commit just as this one inserts."""
+    root = make_store(tmp_path)
+    write_logs(root / "logs" / "calls.jsonl", [log_line(i) for i in range(3)])
+    other: list = []
+
+    def the_other_sync_first(conn, cursor, statement, *_):  # type: ignore[no-untyped-def]
+        if not other and statement.lstrip().lower().startswith("insert into prompt "):
+            other.append(None)
+            thread = threading.Thread(target=lambda: other.append(sync_connector(engine=engine, connector=files(root))))
+            thread.start()
+            thread.join()
+
+    event.listen(engine, "before_cursor_execute", the_other_sync_first)
+    try:
+        mine = sync_connector(engine=engine, connector=files(root))
+    finally:
+        event.remove(engine, "before_cursor_execute", the_other_sync_first)
+    theirs = other[1]
+    assert theirs.fatal is None and (theirs.prompts_added, theirs.versions_added, theirs.logs_added) == (1, 1, 3)
+    assert mine.fatal is None and (mine.prompts_added, mine.versions_added, mine.logs_added) == (0, 0, 0)
+    assert mine.problems == [] and theirs.problems == []
+    assert rows(engine, "select count(*) from prompt") == [(1,)]
+    assert rows(engine, "select count(*) from logrecord") == [(3,)]

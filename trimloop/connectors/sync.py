@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import orjson
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
 from trimloop.connectors import registry
 from trimloop.connectors.base import Checkpoint, Connector, LogItem, Problem, PromptItem
@@ -115,6 +117,11 @@ def _sync_prompts(engine: Engine, connector: Connector, report: SyncReport) -> N
             damaged.add(item.prompt or "")
         else:
             items.append(item)
+    _concurrently(report, lambda attempt: _store_prompts(engine, connector, items, damaged, attempt))
+
+
+def _store_prompts(engine: Engine, connector: Connector, items: list[PromptItem], damaged: set[str],
+                   report: SyncReport) -> None:
     with engine.begin() as conn:
         prompts = {n: (i, c) for i, n, c in conn.execute(select(Prompt.id, Prompt.name, Prompt.connector))}
         wanted: dict[int, dict[int, set[str]]] = {}  # prompt id → version id → labels
@@ -302,9 +309,33 @@ def _row(connector: str, item: LogItem, prompt_id: int, version_id: int | None,
     }
 
 
+def _concurrently(report: SyncReport, write: Callable[[SyncReport], None]) -> None:
+    """Run one write transaction, once more if a concurrent sync of the same store inserted the same
+    prompt, version or cursor first (the retry reads its rows); `write` counts into a fresh report
+    that is merged into `report` only when it commits."""
+    for last in (False, True):
+        attempt = SyncReport(connector=report.connector)
+        try:
+            write(attempt)
+        except IntegrityError:
+            if last:
+                raise
+            continue
+        for name in ("prompts_added", "versions_added", "labels_changed", "logs_added", "logs_already_synced"):
+            setattr(report, name, getattr(report, name) + getattr(attempt, name))
+        report.skipped.update(attempt.skipped)
+        report.problems.extend(attempt.problems[:MAX_KEPT_PROBLEMS - len(report.problems)])
+        return
+
+
 def _flush(engine: Engine, connector: str, rows: list[tuple[LogItem, int, int | None, dict[str, Any]]],
            cursor: str | None, report: SyncReport) -> None:
     """Insert one batch and move the cursor, in one transaction."""
+    _concurrently(report, lambda attempt: _write_batch(engine, connector, rows, cursor, attempt))
+
+
+def _write_batch(engine: Engine, connector: str, rows: list[tuple[LogItem, int, int | None, dict[str, Any]]],
+                 cursor: str | None, report: SyncReport) -> None:
     with engine.begin() as conn:
         if rows:
             if conn.dialect.name == "sqlite":
