@@ -109,8 +109,7 @@ def _sync_prompts(engine: Engine, connector: Connector, report: SyncReport) -> N
         if not isinstance(item, Problem):
             where = item.where or item.name
             item = (_oversize(where, PROMPT_LENGTHS, item, prompt=item.name)
-                    or _nul_problem(where, _find_nul(_prompt_fields(item)), prompt=item.name)
-                    or _non_finite_problem(where, _find_non_finite(item.params), prompt=item.name) or item)
+                    or _unstorable_prompt(where, item) or item)
         if isinstance(item, Problem):
             item.stream = "prompts"
             report.add_problem(item)
@@ -236,7 +235,20 @@ def unstorable(where: str, item: LogItem) -> Problem | None:
     fields = {"id": item.external_id, "prompt": item.prompt, "version": item.version, "output": item.output,
               "model": item.model, "inputs": item.inputs, "messages": item.rendered,
               "feedback": item.feedback, "meta": item.meta}
-    return _nul_problem(where, _find_nul(fields)) or _non_finite_problem(where, _find_non_finite(fields))
+    found = _first_unstorable(fields)
+    if found is None:
+        return None
+    field, nul = found
+    return _nul_problem(where, field) if nul else _non_finite_problem(where, field)
+
+
+def _unstorable_prompt(where: str, item: PromptItem) -> Problem | None:
+    """A prompt version with a NUL in any text or a non-finite number in its params."""
+    found = _first_unstorable(_prompt_fields(item))
+    if found is None:
+        return None
+    field, nul = found
+    return (_nul_problem if nul else _non_finite_problem)(where, field, prompt=item.name)
 
 
 def _prompt_fields(item: PromptItem) -> dict[str, Any]:
@@ -244,43 +256,47 @@ def _prompt_fields(item: PromptItem) -> dict[str, Any]:
             "description": item.description, "labels": item.labels, "version": item.external_version}
 
 
-def _find_nul(value: Any, path: str = "") -> str | None:
-    """The dotted path of the first string (or key) holding a NUL character, or None."""
+def _first_unstorable(value: dict[str, Any]) -> tuple[str, bool] | None:
+    """The dotted path of the first string or key holding a NUL (True) or float that is inf or
+    nan (False); None when there is neither. The path is built only when something is found."""
+    found = _walk(value)
+    if found is None:
+        return None
+    parts, nul = found
+    path = ""
+    for part in reversed(parts):
+        path += f"[{part}]" if type(part) is int else f".{part}" if path else str(part)
+    return (f"{path!r} (a key)" if nul == "key" else path), bool(nul)
+
+
+def _walk(value: Any) -> tuple[list[Any], bool | str] | None:
     kind = type(value)
     if kind is str:
-        return path if "\x00" in value else None
-    if kind is dict:
-        for key, inner in value.items():
-            here = f"{path}.{key}" if path else str(key)
-            if isinstance(key, str) and "\x00" in key:
-                return f"{here!r} (a key)"
-            found = _find_nul(inner, here)
-            if found:
-                return found
-    elif kind is list:
-        for i, inner in enumerate(value):
-            found = _find_nul(inner, f"{path}[{i}]")
-            if found:
-                return found
-    return None
-
-
-def _find_non_finite(value: Any, path: str = "") -> str | None:
-    """The dotted path of the first float that is inf or nan, or None."""
-    kind = type(value)
+        return ([], True) if "\x00" in value else None
     if kind is float:
-        return path if not math.isfinite(value) else None
+        return None if math.isfinite(value) else ([], False)
     if kind is dict:
-        for key, inner in value.items():
-            found = _find_non_finite(inner, f"{path}.{key}" if path else str(key))
-            if found:
-                return found
+        pairs: Any = value.items()
     elif kind is list:
-        for i, inner in enumerate(value):
-            found = _find_non_finite(inner, f"{path}[{i}]")
+        pairs = enumerate(value)
+    else:
+        return None
+    for key, inner in pairs:
+        if type(key) is str and "\x00" in key:
+            return [key], "key"
+        inner_kind = type(inner)
+        if inner_kind is str:
+            if "\x00" in inner:
+                return [key], True
+        elif inner_kind not in _SCALARS:
+            found = _walk(inner)
             if found:
+                found[0].append(key)
                 return found
     return None
+
+
+_SCALARS = frozenset((int, bool, type(None)))
 
 
 def _nul_problem(where: str, field: str | None, prompt: str | None = None) -> Problem | None:
@@ -371,8 +387,9 @@ def _conflicts(conn: Connection, connector: str,
         kept = stored.get(item.external_id)
         if kept is None:
             continue
-        differs = [name for name, old, new in zip(("called_at", "inputs", "output"), kept,
-                                                  (item.called_at, inputs, item.output), strict=True) if old != new]
+        mine = (item.called_at, inputs, item.output)
+        differs = [name for name, old, new in zip(("called_at", "inputs", "output"), kept, mine, strict=True)
+                   if old != new]
         if differs:
             problems.append(Problem(
                 item.where or item.external_id, f"id {item.external_id!r} is already stored for another call "
