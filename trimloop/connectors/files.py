@@ -208,7 +208,8 @@ class FilesConnector(Connector):
             labels = {}
             for version, path in versions.items():
                 try:
-                    for name in parse_prompt_file(safe_yaml.read_capped(path, self._rel(path)), self._rel(path)).labels:
+                    rel = self._rel(path)
+                    for name in parse_prompt_file(safe_yaml.read_capped(path, rel), rel).labels:
                         labels[name] = version
                 except UserError:
                     continue
