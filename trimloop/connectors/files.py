@@ -296,6 +296,9 @@ def _parse(raw: bytes, where: str) -> LogItem | Problem:
         return Problem(where, describe(exc), reason, hint)
     except ValueError as exc:
         return Problem(where, str(exc), "missing_field", "see docs/connectors.md for the log line shapes")
+    except OverflowError as exc:  # a number no datetime or integer can hold
+        return Problem(where, f"a number is out of range: {exc}", "out_of_range",
+                       "see docs/connectors.md for the log line shapes")
 
 
 def _incomplete(raw: bytes) -> bool:

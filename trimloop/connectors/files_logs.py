@@ -83,9 +83,12 @@ class OpenAIChoice(BaseModel):
     finish_reason: str | None = None
 
 
+MAX_UNIX_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime holds
+
+
 class OpenAIResponse(BaseModel):
     id: str = Field(min_length=1)
-    created: int | float
+    created: int | float = Field(ge=0, le=MAX_UNIX_TIME, allow_inf_nan=False)  # 1e20 overflowed the sync
     model: str | None = None
     choices: list[OpenAIChoice] = Field(min_length=1)
     usage: OpenAIUsage | None = None
