@@ -359,3 +359,26 @@ def test_two_first_syncs_of_a_new_store_at_once_both_succeed(engine: Engine, tmp
     assert mine.problems == [] and theirs.problems == []
     assert rows(engine, "select count(*) from prompt") == [(1,)]
     assert rows(engine, "select count(*) from logrecord") == [(3,)]
+
+
+class Untyped(FilesConnector):
+    """A source that hands over whatever its API returned: a cost as text, tokens past 32 bits."""
+
+    def read_logs(self, *, cursor: str | None) -> Iterator[LogItem | Problem | Checkpoint]:
+        at = datetime(2025, 6, 1, tzinfo=timezone.utc)
+        base = {"called_at": at, "prompt": "triage", "version": "1", "inputs": {"ticket": "t"}}
+        yield LogItem(external_id="ok", cost=0.5, input_tokens=20, **base)  # type: ignore[arg-type]
+        yield LogItem(external_id="text", cost="0.5", **base)  # type: ignore[arg-type]
+        yield LogItem(external_id="huge", input_tokens=2**40, **base)  # type: ignore[arg-type]
+        yield LogItem(external_id="float", output_tokens=1.5, **base)  # type: ignore[arg-type]
+        yield Checkpoint("{}")
+
+
+def test_numbers_of_the_wrong_type_from_any_connector_are_problems(engine: Engine, tmp_path: Path) -> None:
+    """The bounds hold for every connector, not only the files one's validator: SQLite stored a
+    cost as text and tokens as 1.5, and tokens past 32 bits failed the whole PostgreSQL batch."""
+    root = make_store(tmp_path)
+    report = sync_connector(engine=engine, connector=Untyped(name="local", options={"path": str(root)}))
+    assert report.fatal is None and report.logs_added == 1 and report.skipped == {"out_of_range": 3}
+    assert [p.where + ": " + p.message.split(";")[0] for p in report.problems] == [
+        "text: cost is '0.5'", f"huge: input_tokens is {2**40}", "float: output_tokens is 1.5"]

@@ -23,9 +23,9 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from trimloop.connectors.base import LogItem
+from trimloop.core.tables import MAX_TOKENS
 
 Scalar = bool | int | float | str | None
-MAX_TOKENS = 2**31 - 1  # the store's token columns are 32-bit integers (PostgreSQL INTEGER)
 
 
 class Feedback(TypedDict):

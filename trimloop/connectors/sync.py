@@ -27,7 +27,7 @@ from trimloop.connectors.resolve import Resolver
 from trimloop.core.errors import TrimloopError
 from trimloop.core.identity import version_identity
 from trimloop.core.settings import Settings
-from trimloop.core.tables import (MAX_COST_PER_CALL, MAX_LATENCY_S, ConnectorCursor, LogRecord, Prompt,
+from trimloop.core.tables import (MAX_COST_PER_CALL, MAX_LATENCY_S, MAX_TOKENS, ConnectorCursor, LogRecord, Prompt,
                                   PromptVersion, as_utc, utcnow)
 
 LOGS_STREAM = "logs"
@@ -229,9 +229,14 @@ def unstorable(where: str, item: LogItem) -> Problem | None:
     JSON, and with it the whole batch), a non-finite number, or a cost or latency out of bounds."""
     for attr, bound in _BOUNDS.items():
         value = getattr(item, attr)
-        if value is not None and not (0 <= value <= bound):  # NaN fails both comparisons
-            return Problem(where, f"{attr} is {value}; it must be a number from 0 to {bound:g}", "out_of_range",
+        if value is not None and not (type(value) in (int, float) and 0 <= value <= bound):  # NaN fails both
+            return Problem(where, f"{attr} is {value!r}; it must be a number from 0 to {bound:g}", "out_of_range",
                            f"check the {attr} in the source ({'dollars' if attr == 'cost' else 'seconds'})")
+    for attr in ("input_tokens", "output_tokens"):
+        value = getattr(item, attr)
+        if value is not None and not (type(value) is int and 0 <= value <= MAX_TOKENS):
+            return Problem(where, f"{attr} is {value!r}; it must be a whole number from 0 to {MAX_TOKENS}",
+                           "out_of_range", f"check the {attr} in the source")
     fields = {"id": item.external_id, "prompt": item.prompt, "version": item.version, "output": item.output,
               "model": item.model, "inputs": item.inputs, "messages": item.rendered,
               "feedback": item.feedback, "meta": item.meta}

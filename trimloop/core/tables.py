@@ -65,6 +65,7 @@ class PromptVersion(SQLModel, table=True):
 # Sync refuses records past them; reports leave out any stored before that check existed.
 MAX_COST_PER_CALL = 1_000.0  # dollars
 MAX_LATENCY_S = 86_400.0  # one day
+MAX_TOKENS = 2**31 - 1  # the token columns are 32-bit integers (PostgreSQL INTEGER)
 
 
 class LogRecord(SQLModel, table=True):
