@@ -130,6 +130,7 @@ def _matches_where(actual: str, wanted: str) -> bool:
 def _prompt_file(path: Path, expect: dict[str, Any], *, tmp_path: Path, engine: Engine, **_: Any) -> None:
     store = _files_store(tmp_path)
     target = expect.get("install_as", f"prompts/{path.name}")
+    (store / target).parent.mkdir(parents=True, exist_ok=True)
     (store / target).write_bytes(path.read_bytes())
     (store / "logs" / "good.jsonl").write_bytes(good_line(1) + good_line(2))
     report = _sync_files(store, tmp_path, engine)

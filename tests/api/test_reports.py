@@ -287,3 +287,43 @@ def test_realized_savings_by_hand(engine, monkeypatch):
     assert rows[b].realized_savings_to_date == pytest.approx(0.06, rel=1e-12)
     assert rows[b].realized_monthly_savings == pytest.approx(0.18, rel=1e-12)
     assert report.total_realized_monthly == pytest.approx(0.18, rel=1e-12)  # the rolled-back one is not counted
+
+
+def test_out_of_bound_costs_stored_earlier_do_not_break_the_reports(client, headers, engine, settings, store_dir):
+    """Two logged costs of 1e308 overflowed PostgreSQL's SUM (500) and an Infinity made the finance
+    report unanswerable (422) for everyone. Sync now refuses them; rows stored before that check
+    are left out of sums and means, so every report stays finite."""
+    from sqlalchemy import insert, select
+
+    from trimloop.core.tables import LogRecord, PromptVersion
+
+    prompt_id = synced(engine, settings)
+    shipped = make_suggestion(engine, prompt_id, savings=300.0)
+    eng = headers["engineer"]
+    assert client.post(f"/suggestions/{shipped}/approve", headers=headers["reviewer"]).status_code == 200
+    assert client.post(f"/suggestions/{shipped}/deploy", headers=eng).status_code == 200
+    assert client.post(f"/suggestions/{shipped}/promote", headers=eng).status_code == 200
+    write_logs(store_dir, "2", 10, 0.0005, datetime.now(timezone.utc) + timedelta(seconds=1), "after")
+    assert client.post("/connectors/sync", json={}, headers=eng).json()[0]["logs_added"] == 10
+    with engine.begin() as conn:
+        versions = dict(conn.execute(select(PromptVersion.external_version, PromptVersion.id)).all())
+        bad = [(float("inf"), versions["1"], -3), (1e308, versions["1"], -3), (1e308, versions["2"], 1),
+               (1e308, versions["2"], 1), (float("nan"), versions["2"], 1), (-1.0, versions["2"], 1)]
+        conn.execute(insert(LogRecord.__table__), [  # type: ignore[attr-defined]
+            {"connector": "old", "external_id": f"bad-{i}", "prompt_id": prompt_id, "version_id": version,
+             "cost": cost, "latency_s": float("inf"), "model": "big/model", "inputs": {}, "feedback": [], "meta": {},
+             "called_at": datetime.now(timezone.utc) + timedelta(days=days)}
+            for i, (cost, version, days) in enumerate(bad)])
+
+    report = client.get("/reports/savings", params={"days": 7}, headers=headers["viewer"])
+    assert report.status_code == 200, report.text
+    body = report.json()
+    assert sum(r["calls"] for r in body["spend_by_day"]) == 36
+    assert sum(r["cost"] for r in body["spend_by_day"]) == pytest.approx(0.045)
+    [row] = body["realized"]
+    assert row["baseline_cost_per_call"] == pytest.approx(0.002)
+    assert row["realized_cost_per_call"] == pytest.approx(0.0005)
+    assert client.get("/reports/savings", params={"format": "csv"}, headers=headers["viewer"]).status_code == 200
+    traffic = client.get(f"/prompts/{prompt_id}/traffic", headers=headers["viewer"])
+    assert traffic.status_code == 200, traffic.text
+    assert traffic.json()["total_cost"] == pytest.approx(0.045) and traffic.json()["latency_p50_s"] == 0.2

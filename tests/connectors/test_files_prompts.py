@@ -11,6 +11,7 @@ from tests.connectors.helpers import TRIAGE_V1, make_store
 from trimloop.connectors.base import Problem, PromptItem
 from trimloop.connectors.files import FilesConnector
 from trimloop.connectors.files_format import parse_prompt_file, render_prompt_file
+from trimloop.connectors.safe_yaml import MAX_FILE_BYTES
 from trimloop.core.errors import ConfigError, NotFound, TemplateError, UserError
 from trimloop.core.templates import Template
 
@@ -118,6 +119,20 @@ def test_move_label_to_a_missing_version_is_not_found(tmp_path: Path) -> None:
         connector(make_store(tmp_path)).move_label(prompt="triage", external_version="9", label="production")
 
 
+def test_files_over_the_size_cap_are_problems_and_the_rest_synced(tmp_path: Path) -> None:
+    """A prompt file or labels.yaml over MAX_FILE_BYTES is refused unread, naming its path."""
+    padding = "x" * (MAX_FILE_BYTES + 1)
+    root = make_store(tmp_path, {"triage/1.md": TRIAGE_V1, "huge/1.md": f"---\nmodel: m\n---\n{padding}",
+                                 "other/1.md": "---\nmodel: m\n---\nHello {{name}}",
+                                 "other/labels.yaml": f"production: '1'\n# {padding}\n"})
+    items = list(connector(root).read_prompts())
+    good = sorted((i.name, i.external_version, tuple(i.labels)) for i in items if isinstance(i, PromptItem))
+    bad = sorted((p.where, p.reason) for p in items if isinstance(p, Problem))
+    assert good == [("other", "1", ()), ("triage", "1", ("production",))]
+    assert bad == [("prompts/huge/1.md", "bad_prompt_file"), ("prompts/other/labels.yaml", "bad_labels_file")]
+    assert all("larger than 1024 KB" in p.message for p in items if isinstance(p, Problem))
+
+
 @pytest.mark.parametrize("name", ["../evil", "a/b", "..", ".hidden"])
 def test_write_back_refuses_paths_outside_the_folder(tmp_path: Path, name: str) -> None:
     with pytest.raises(UserError, match="not allowed"):
@@ -145,3 +160,16 @@ def test_unknown_option_is_a_config_error_naming_the_connector() -> None:
     with pytest.raises(ConfigError) as info:
         FilesConnector(name="local", options={"path": ".", "folder": "x"})
     assert info.value.where == "[connectors.local]" and "folder" in info.value.message
+
+
+def test_hidden_prompts_and_versions_are_reported_not_skipped_silently(tmp_path: Path) -> None:
+    """`prompts/..name` and `prompts/x/.2.md` were dropped without a word; a hidden .md file or
+    folder is now a problem saying why it is not synced. Other dot files (.DS_Store) stay quiet."""
+    root = make_store(tmp_path, {"triage/1.md": TRIAGE_V1, "triage/.2.md": TRIAGE_V1, "..name/1.md": TRIAGE_V1,
+                                 ".draft.md": TRIAGE_V1})
+    (root / "prompts" / ".DS_Store").write_bytes(b"\0")
+    items = list(connector(root).read_prompts())
+    assert [i.name for i in items if isinstance(i, PromptItem)] == ["triage"]
+    problems = [p for p in items if isinstance(p, Problem)]
+    assert sorted(p.where for p in problems) == ["prompts/..name", "prompts/.draft.md", "prompts/triage/.2.md"]
+    assert all(p.reason == "hidden" and "starts with '.'" in p.message and p.hint for p in problems)

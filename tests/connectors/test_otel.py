@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 
 from tests.connectors.helpers import make_store, stored_json
 from tests.connectors.servers import free_port, running
-from trimloop.connectors.base import LogItem
+from trimloop.connectors.base import LogItem, Problem
 from trimloop.connectors.files import FilesConnector
 from trimloop.connectors.otel import OtelConnector
 from trimloop.connectors.sync import sync_connector
@@ -97,6 +97,18 @@ def test_old_and_new_gen_ai_names_and_openinference(tmp_path: Path) -> None:
     assert (d.model, d.input_tokens, d.output, d.inputs, d.cost) == ("m3", 5, "Hey", {"name": "Cy"}, 0.001)
     assert a.latency_s == 0.5 and a.called_at.year == 2024
 
+
+
+def test_a_span_time_past_year_9999_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    """`startTimeUnixNano` of 10^30 raised OverflowError out of the connector, ending the sync."""
+    ok = span("a" * 16, {"gen_ai.request.model": "m", "gen_ai.system": "openai"})
+    late = {**span("b" * 16, {"gen_ai.request.model": "m", "gen_ai.system": "openai"}),
+            "startTimeUnixNano": "1" + "0" * 30}
+    (tmp_path / "spans.jsonl").write_text(export(ok, late) + "\n", encoding="utf-8")
+    items = list(OtelConnector(name="o", options={"path": str(tmp_path)}).read_logs(cursor=None))
+    assert [i.external_id[-16:] for i in items if isinstance(i, LogItem)] == ["a" * 16]
+    [problem] = [i for i in items if isinstance(i, Problem)]
+    assert problem.reason == "bad_span" and problem.where.endswith("span " + "b" * 16)
 
 def test_bad_files_are_reported_with_file_and_line(tmp_path: Path, engine: Engine) -> None:
     good = span("a" * 16, {"gen_ai.system": "openai", "gen_ai.prompt.0.role": "user",

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from datetime import datetime, timezone
 
-from sqlalchemy import text
+import pytest
+
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
 from tests.connectors.helpers import TRIAGE_V1, dump_store, log_line, make_store, stored_json, write_logs
@@ -250,3 +254,131 @@ def test_names_longer_than_the_store_keeps_are_skipped_with_a_problem(engine: En
     where = sorted(p.where for p in report.problems)
     assert where == ["logs/calls.jsonl:2", "prompts/other/1.md"], report.problems
     assert all("at most 200" in p.message and p.hint for p in report.problems)
+
+
+def test_a_nul_line_is_a_problem_and_log_sync_moves_on(engine: Engine, tmp_path: Path) -> None:
+    """PostgreSQL refuses NUL in text and JSON, and with it the whole batch: before, one such line
+    stored nothing, left the cursor where it was and failed every later sync the same way."""
+    root = make_store(tmp_path, {"triage/1.md": TRIAGE_V1, "nul/1.md": TRIAGE_V1.replace("billing", "bill\x00ing")})
+    write_logs(root / "logs" / "calls.jsonl", [
+        log_line(1), log_line(2, inputs={"ticket": "t\u0000"}), log_line(3, meta={"a": [{"b": "\u0000"}]}),
+        log_line(4, feedback=[{"name": "note", "value": "x\u0000"}]), log_line(5)])
+    first = sync_connector(engine=engine, connector=files(root))
+    assert first.fatal is None and first.logs_added == 2 and first.skipped == {"nul_character": 4}
+    assert sorted(p.where for p in first.problems) == [
+        "logs/calls.jsonl:2", "logs/calls.jsonl:3", "logs/calls.jsonl:4", "prompts/nul/1.md"]
+    assert {p.message.split(" contains")[0] for p in first.problems} == {
+        "inputs.ticket", "meta.a[0].b", "feedback[0].value", "template.messages[0].content"}
+    write_logs(root / "logs" / "calls.jsonl", [log_line(6)])
+    second = sync_connector(engine=engine, connector=files(root))  # the cursor moved past the bad lines
+    assert second.fatal is None and second.logs_added == 1 and second.skipped == {"nul_character": 1}
+    assert rows(engine, "select external_id from logrecord order by external_id") == [
+        ("call-1",), ("call-5",), ("call-6",)]
+
+
+def test_non_finite_and_out_of_bound_numbers_are_problems(engine: Engine, tmp_path: Path) -> None:
+    """One "cost": Infinity (or two of 1e308) made every spend sum infinite: the finance report
+    failed for everyone. Costs past $1,000 a call, latencies past a day and non-finite numbers
+    anywhere in a record are refused, naming the field and line."""
+    root = make_store(tmp_path)
+    lines = [log_line(1), log_line(2, cost=1e308), log_line(3, cost=1e308), log_line(4, latency_s=86_401),
+             log_line(5, meta={"score": float("nan")}), log_line(6, cost=999.0)]
+    write_logs(root / "logs" / "calls.jsonl", lines
+               + [log_line(7).replace('"cost": 1e-05', '"cost": Infinity')])
+    report = sync_connector(engine=engine, connector=files(root))
+    assert report.fatal is None and report.logs_added == 2 and report.skipped == {"out_of_range": 5}
+    assert [(p.where, p.message.split(";")[0]) for p in report.problems] == [
+        ("logs/calls.jsonl:2", "cost is 1e+308"), ("logs/calls.jsonl:3", "cost is 1e+308"),
+        ("logs/calls.jsonl:4", "latency_s is 86401"),
+        ("logs/calls.jsonl:5", "meta.score is not a finite number (Infinity or NaN)"),
+        ("logs/calls.jsonl:7", "cost is inf")]
+    assert rows(engine, "select sum(cost) from logrecord") == [(pytest.approx(999.00001),)]
+
+
+def test_a_symlinked_log_folder_is_reported_not_skipped_silently(engine: Engine, tmp_path: Path) -> None:
+    """Links are not followed (one could lead out of the folder, or loop), but saying nothing left
+    a team wondering where its logs went."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    write_logs(outside / "more.jsonl", [log_line(9)])
+    root = make_store(tmp_path / "store")
+    (root / "logs" / "2025").mkdir()
+    write_logs(root / "logs" / "2025" / "june.jsonl", [log_line(1)])
+    os.symlink(outside, root / "logs" / "linked")
+    os.symlink(root / "logs" / "2025", root / "logs" / "loop")
+    report = sync_connector(engine=engine, connector=files(root))
+    assert report.logs_added == 1 and report.skipped == {"outside_folder": 2}
+    assert [(p.where, p.message) for p in report.problems] == [
+        ("logs/linked", "log folder is a symlink; links are not followed"),
+        ("logs/loop", "log folder is a symlink; links are not followed")]
+
+
+def test_a_reused_id_with_other_content_is_a_conflict_not_already_synced(engine: Engine, tmp_path: Path) -> None:
+    """The same call sent twice is "already synced"; a different call under a stored id was counted
+    the same way and lost without a word. Now it is a problem naming the id, the line and what differs."""
+    root = make_store(tmp_path)
+    write_logs(root / "logs" / "a.jsonl", [log_line(1), log_line(2), log_line(2, output="bug"),
+                                          log_line(2)])
+    first = sync_connector(engine=engine, connector=files(root))
+    assert (first.logs_added, first.logs_already_synced) == (2, 1)
+    assert [(p.where, p.reason) for p in first.problems] == [("logs/a.jsonl:3", "conflicting_duplicate")]
+    assert "id 'call-2' is already stored for another call (different output)" in first.problems[0].message
+    write_logs(root / "logs" / "b.jsonl", [log_line(1), log_line(1, inputs={"ticket": "other"},
+                                                                  called_at="2025-06-02T00:00:00Z")])
+    again = sync_connector(engine=engine, connector=files(root))
+    assert (again.logs_added, again.logs_already_synced) == (0, 1)
+    assert [(p.where, p.message.split("(")[1].split(")")[0]) for p in again.problems] == [
+        ("logs/b.jsonl:2", "different called_at, inputs")]
+    full = sync_connector(engine=engine, connector=files(root), full=True)
+    assert full.logs_added == 0 and full.skipped == {"conflicting_duplicate": 2}
+    assert full.logs_already_synced == 4
+
+
+def test_two_first_syncs_of_a_new_store_at_once_both_succeed(engine: Engine, tmp_path: Path) -> None:
+    """The second of two concurrent first syncs died with an unhandled IntegrityError (the prompt
+    was inserted under it). Here the other sync runs to its commit just as this one inserts."""
+    root = make_store(tmp_path)
+    write_logs(root / "logs" / "calls.jsonl", [log_line(i) for i in range(3)])
+    other: list = []
+
+    def the_other_sync_first(conn, cursor, statement, *_):  # type: ignore[no-untyped-def]
+        if not other and statement.lstrip().lower().startswith("insert into prompt "):
+            other.append(None)
+            thread = threading.Thread(target=lambda: other.append(sync_connector(engine=engine, connector=files(root))))
+            thread.start()
+            thread.join()
+
+    event.listen(engine, "before_cursor_execute", the_other_sync_first)
+    try:
+        mine = sync_connector(engine=engine, connector=files(root))
+    finally:
+        event.remove(engine, "before_cursor_execute", the_other_sync_first)
+    theirs = other[1]
+    assert theirs.fatal is None and (theirs.prompts_added, theirs.versions_added, theirs.logs_added) == (1, 1, 3)
+    assert mine.fatal is None and (mine.prompts_added, mine.versions_added, mine.logs_added) == (0, 0, 0)
+    assert mine.problems == [] and theirs.problems == []
+    assert rows(engine, "select count(*) from prompt") == [(1,)]
+    assert rows(engine, "select count(*) from logrecord") == [(3,)]
+
+
+class Untyped(FilesConnector):
+    """A source that hands over whatever its API returned: a cost as text, tokens past 32 bits."""
+
+    def read_logs(self, *, cursor: str | None) -> Iterator[LogItem | Problem | Checkpoint]:
+        at = datetime(2025, 6, 1, tzinfo=timezone.utc)
+        base = {"called_at": at, "prompt": "triage", "version": "1", "inputs": {"ticket": "t"}}
+        yield LogItem(external_id="ok", cost=0.5, input_tokens=20, **base)  # type: ignore[arg-type]
+        yield LogItem(external_id="text", cost="0.5", **base)  # type: ignore[arg-type]
+        yield LogItem(external_id="huge", input_tokens=2**40, **base)  # type: ignore[arg-type]
+        yield LogItem(external_id="float", output_tokens=1.5, **base)  # type: ignore[arg-type]
+        yield Checkpoint("{}")
+
+
+def test_numbers_of_the_wrong_type_from_any_connector_are_problems(engine: Engine, tmp_path: Path) -> None:
+    """The bounds hold for every connector, not only the files one's validator: SQLite stored a
+    cost as text and tokens as 1.5, and tokens past 32 bits failed the whole PostgreSQL batch."""
+    root = make_store(tmp_path)
+    report = sync_connector(engine=engine, connector=Untyped(name="local", options={"path": str(root)}))
+    assert report.fatal is None and report.logs_added == 1 and report.skipped == {"out_of_range": 3}
+    assert [p.where + ": " + p.message.split(";")[0] for p in report.problems] == [
+        "text: cost is '0.5'", f"huge: input_tokens is {2**40}", "float: output_tokens is 1.5"]

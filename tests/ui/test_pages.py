@@ -130,3 +130,27 @@ def test_a_session_ends_when_its_token_expires(app_client: TestClient, seeded: d
         row.expires_at = utcnow() - timedelta(minutes=1)
         session.add(row)
     assert app_client.get("/ui/").headers["location"].startswith("/ui/login")
+
+
+def test_the_dashboard_survives_costs_stored_before_sync_checked_bounds(app_client: TestClient, seeded: dict,
+                                                                       engine) -> None:
+    """An Infinity (or two 1e308s) in the logs made the finance dashboard fail for everyone; sums
+    now leave out costs past the bounds, so the page renders with the finite ones."""
+    from datetime import datetime, timezone
+
+    from sqlalchemy import insert
+
+    from trimloop.core.tables import LogRecord
+
+    now = datetime.now(timezone.utc)
+    with engine.begin() as conn:
+        conn.execute(insert(LogRecord.__table__), [  # type: ignore[attr-defined]
+            {"connector": "old", "external_id": f"bad-{i}", "cost": cost, "model": "big/model", "inputs": {},
+             "feedback": [], "meta": {}, "called_at": now} for i, cost in enumerate(
+                [float("inf"), 1e308, 1e308, 0.25])])
+    sign_in(app_client, seeded["tokens"]["viewer"])
+    dash = app_client.get("/ui/dashboard")
+    assert dash.status_code == 200, dash.text[:500]
+    assert "inf" not in dash.text.lower().replace("info", "")
+    csv = app_client.get("/ui/dashboard.csv")
+    assert csv.status_code == 200 and "inf" not in csv.text.lower()

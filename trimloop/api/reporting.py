@@ -17,13 +17,15 @@ from trimloop.api.schemas import SavingsReport, SavingsRow, SpendRow
 from trimloop.core.tables import Deployment, LogRecord, Prompt, Suggestion, as_utc, utcnow
 from trimloop.optimizer.savings import realize
 
+COST = LogRecord.counted_cost()  # cost within bounds: sums over the store cannot overflow
+
 
 def spend(session: Session, since: datetime) -> tuple[list[SpendRow], list[SpendRow], list[SpendRow]]:
     """Calls and cost by day, by prompt and by model since `since`: one scan of the window's logs,
     grouped by (day, prompt, model), rolled up here (three scans took 3x as long)."""
     day = func.date(LogRecord.called_at)
     rows = session.exec(
-        select(day, LogRecord.prompt_id, LogRecord.model, func.count(), func.coalesce(func.sum(LogRecord.cost), 0.0))
+        select(day, LogRecord.prompt_id, LogRecord.model, func.count(), func.coalesce(func.sum(COST), 0.0))
         .where(LogRecord.called_at >= since)  # type: ignore[operator]
         .group_by(day, LogRecord.prompt_id, LogRecord.model)).all()
     days: dict[Any, list[Any]] = {}
@@ -81,7 +83,7 @@ def _baseline_cost_per_call(session: Session, w: Any, cuts: set[tuple[int, datet
                       .over(partition_by=distinct.c.baseline, order_by=distinct.c.since).label("start")
                       ).subquery("segments")
     rows = session.exec(  # type: ignore[call-overload]
-        select(segments.c.baseline, segments.c.since, func.count(LogRecord.cost), func.sum(LogRecord.cost))
+        select(segments.c.baseline, segments.c.since, func.count(COST), func.sum(COST))
         .join(LogRecord, and_(col(LogRecord.version_id) == segments.c.baseline,
                               col(LogRecord.called_at) >= segments.c.start, col(LogRecord.called_at) < segments.c.since))
         .group_by(segments.c.baseline, segments.c.since)).all()
@@ -118,7 +120,7 @@ def realized_rows(session: Session, names: dict[int, str]) -> list[SavingsRow]:
     if not windows:
         return rows
     after = session.exec(  # type: ignore[call-overload]
-        select(w.c.sid, func.count(), func.avg(LogRecord.cost))
+        select(w.c.sid, func.count(), func.avg(COST))
         .join(LogRecord, and_(col(LogRecord.version_id) == w.c.candidate, col(LogRecord.called_at) >= w.c.since,
                               or_(w.c.until.is_(None), col(LogRecord.called_at) < w.c.until)))
         .group_by(w.c.sid)).all()

@@ -14,6 +14,8 @@ from trimloop.core.evidence import Evidence, RunResults
 from trimloop.core.status import RunStatus as RunState
 from trimloop.core.status import SuggestionStatus
 
+from trimloop.optimizer.config import MAX_BUDGET_CALLS, MAX_BUDGET_DOLLARS
+
 
 class Public(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -112,7 +114,7 @@ class DatasetItemPublic(Public):
 class GoldImport(BaseModel):
     """A gold set sent inline: the file's text, its format and the column mapping."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [{
         "prompt_id": 1, "format": "jsonl", "content": '{"ticket": "charged twice", "label": "billing"}\n',
         "inputs": {"ticket": "ticket"}, "expected": "label", "holdout_fraction": 0.3}]})
 
@@ -122,10 +124,10 @@ class GoldImport(BaseModel):
     inputs: dict[str, str] = Field(min_length=1, description="template variable → column")
     expected: str | None = None
     baseline: str | None = None
-    version_id: int | None = None
+    version_id: int | None = Field(default=None, ge=1, le=2**31 - 1, description="a version of prompt_id")
     size: int | None = Field(default=None, ge=1)
     holdout_fraction: float = Field(default=0.3, ge=0, lt=1)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="seeds the search/holdout split")
     name: str | None = Field(default=None, max_length=200, pattern=r"^[^\x00-\x1f]*$")
 
 
@@ -137,12 +139,14 @@ class GoldImportResult(BaseModel):
 
 # -- runs ---------------------------------------------------------------------------------------
 class RunCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [{
         "prompt_id": 1, "budget_dollars": 2.0, "config": {"margin": 0.03, "models": ["local/smollm2-135m"]}}]})
 
     prompt_id: int = Field(ge=1)
-    budget_calls: int | None = Field(default=None, ge=1, strict=True, description="default: the prompt's config")
-    budget_dollars: float | None = Field(default=None, gt=0, strict=True, description="default: the prompt's config")
+    budget_calls: int | None = Field(default=None, ge=1, le=MAX_BUDGET_CALLS, strict=True,
+                                     description="default: the prompt's config")
+    budget_dollars: float | None = Field(default=None, gt=0, le=MAX_BUDGET_DOLLARS, strict=True,
+                                         description="default: the prompt's config")
     config: dict[str, Any] = Field(default_factory=dict, description="optimizer options for this run")
 
 

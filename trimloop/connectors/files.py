@@ -23,7 +23,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from trimloop.connectors.base import Checkpoint, Connector, LogItem, Problem, PromptItem, WriteResult
-from trimloop.connectors.files_format import PromptFile, parse_prompt_file, render_prompt_file
+from trimloop.connectors import safe_yaml
+from trimloop.connectors.files_format import PromptFile, decode, parse_prompt_file, render_prompt_file
 from trimloop.connectors.files_logs import classify, describe, parse_line
 from trimloop.core.errors import ConfigError, NotFound, UserError
 from trimloop.core.identity import version_identity
@@ -58,8 +59,11 @@ class FilesConnector(Connector):
                               hint="create it (trimloop demo does) or fix the path")
         if not self.prompts_root.is_dir():
             return
-        names = sorted({p.stem if p.suffix == ".md" else p.name for p in self.prompts_root.iterdir()
-                        if not p.name.startswith(".") and (p.is_dir() or p.suffix == ".md")})
+        entries = [p for p in self.prompts_root.iterdir() if p.is_dir() or p.suffix == ".md"]
+        for path in sorted(entries):
+            if path.name.startswith("."):
+                yield _hidden(self._rel(path))
+        names = sorted({p.stem if p.suffix == ".md" else p.name for p in entries if not p.name.startswith(".")})
         for name in names:
             yield from self._read_prompt(name)
 
@@ -69,6 +73,9 @@ class FilesConnector(Connector):
             yield Problem(where, f"prompt name {name!r} is not allowed", "bad_name",
                           "use letters, digits, '.', '_' and '-'", prompt=name)
             return
+        if (self.prompts_root / name).is_dir():
+            for hidden in sorted((self.prompts_root / name).glob(".*.md")):
+                yield _hidden(self._rel(hidden))
         versions: dict[str, PromptFile] = {}
         front_labels: dict[str, str] = {}
         for version, path in self._version_files(name):
@@ -78,7 +85,7 @@ class FilesConnector(Connector):
                               "copy the file into the folder instead of linking it", prompt=name)
                 continue
             try:
-                parsed = parse_prompt_file(path.read_bytes(), rel)
+                parsed = parse_prompt_file(safe_yaml.read_capped(path, rel), rel)
             except (UserError, OSError) as exc:
                 yield Problem(getattr(exc, "where", None) or rel, getattr(exc, "message", str(exc)),
                               "bad_prompt_file", getattr(exc, "hint", None), prompt=name)
@@ -114,7 +121,10 @@ class FilesConnector(Connector):
     def read_logs(self, *, cursor: str | None) -> Iterator[LogItem | Problem | Checkpoint]:
         state: dict[str, list[int]] = json.loads(cursor)["files"] if cursor else {}
         if self.logs_root.is_dir():
-            for path in sorted(self.logs_root.rglob("*.jsonl")):
+            for path in self._log_files():
+                if isinstance(path, Problem):
+                    yield path
+                    continue
                 rel = self._rel(path)
                 if not self._is_safe(path):
                     yield Problem(rel, "log file leaves the connector folder (symlink or '..')",
@@ -122,6 +132,20 @@ class FilesConnector(Connector):
                     continue
                 yield from self._read_log_file(path, rel, state)
         yield Checkpoint(json.dumps({"files": state}, sort_keys=True))
+
+    def _log_files(self) -> list[Path | Problem]:
+        """Every *.jsonl under logs/ in path order, and a problem for each symlinked folder (links
+        are not followed: one could lead out of the connector folder, or loop)."""
+        found: list[Path | Problem] = []
+        for folder, dirs, files in os.walk(self.logs_root):
+            here = Path(folder)
+            links = sorted(d for d in dirs if (here / d).is_symlink())
+            for name in links:
+                found.append(Problem(self._rel(here / name), "log folder is a symlink; links are not followed",
+                                     "outside_folder", "move or copy the log files into the logs folder"))
+            dirs[:] = [d for d in dirs if d not in links]
+            found.extend(here / name for name in files if name.endswith(".jsonl"))
+        return sorted(found, key=lambda p: p.where if isinstance(p, Problem) else self._rel(p))
 
     def _read_log_file(self, path: Path, rel: str,
                        state: dict[str, list[int]]) -> Iterator[LogItem | Problem | Checkpoint]:
@@ -150,7 +174,7 @@ class FilesConnector(Connector):
         existing = {}
         for version, path in self._version_files(prompt):
             try:
-                parsed = parse_prompt_file(path.read_bytes(), self._rel(path))
+                parsed = parse_prompt_file(safe_yaml.read_capped(path, self._rel(path)), self._rel(path))
             except UserError:
                 continue
             existing[version] = version_identity(template=parsed.template.dump(), model=parsed.model,
@@ -184,7 +208,8 @@ class FilesConnector(Connector):
             labels = {}
             for version, path in versions.items():
                 try:
-                    for name in parse_prompt_file(path.read_bytes(), self._rel(path)).labels:
+                    rel = self._rel(path)
+                    for name in parse_prompt_file(safe_yaml.read_capped(path, rel), rel).labels:
                         labels[name] = version
                 except UserError:
                     continue
@@ -217,10 +242,7 @@ class FilesConnector(Connector):
         rel = self._rel(path)
         if not self._is_safe(path):
             raise UserError("labels file leaves the connector folder", where=rel)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise UserError(f"labels file is not valid YAML: {exc}", where=rel) from None
+        data = safe_yaml.load(decode(safe_yaml.read_capped(path, rel), rel), rel, what="labels file") or {}
         if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
             raise UserError("labels file must map label names to versions", where=rel,
                             hint="write lines like production: \"2\"")
@@ -253,6 +275,12 @@ class FilesConnector(Connector):
             return str(path)
 
 
+def _hidden(where: str) -> Problem:
+    return Problem(where, "hidden (its name starts with '.'), so it is not synced", "hidden",
+                   "rename it without the leading '.' to sync it, or move it out of the prompts folder",
+                   stream="prompts")
+
+
 def _parse(raw: bytes, where: str) -> LogItem | Problem:
     try:
         return parse_line(raw, where)
@@ -268,6 +296,9 @@ def _parse(raw: bytes, where: str) -> LogItem | Problem:
         return Problem(where, describe(exc), reason, hint)
     except ValueError as exc:
         return Problem(where, str(exc), "missing_field", "see docs/connectors.md for the log line shapes")
+    except OverflowError as exc:  # a number no datetime or integer can hold
+        return Problem(where, f"a number is out of range: {exc}", "out_of_range",
+                       "see docs/connectors.md for the log line shapes")
 
 
 def _incomplete(raw: bytes) -> bool:

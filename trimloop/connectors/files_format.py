@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from trimloop.connectors import safe_yaml
 from trimloop.core.errors import UserError
 from trimloop.core.templates import ROLES, ChatMessage, Template, check_syntax
 
@@ -94,14 +95,7 @@ def parse_prompt_file(data: bytes, where: str) -> PromptFile:
 
 
 def _front_matter(text: str, where: str) -> dict[str, Any]:
-    try:
-        front = yaml.safe_load(text) if text.strip() else {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 2 if mark is not None else 2
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"front matter is not valid YAML: {problem}", where=f"{where}:{line}",
-                        hint="check indentation and quote values that contain ':'") from None
+    front = safe_yaml.load(text, where, first_line=2, what="front matter") if text.strip() else {}
     if not isinstance(front, dict):
         raise UserError("front matter must be a mapping of keys (model, params, labels)",
                         where=f"{where}:2")

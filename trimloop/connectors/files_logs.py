@@ -23,9 +23,9 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from trimloop.connectors.base import LogItem
+from trimloop.core.tables import MAX_TOKENS
 
 Scalar = bool | int | float | str | None
-MAX_TOKENS = 2**31 - 1  # the store's token columns are 32-bit integers (PostgreSQL INTEGER)
 
 
 class Feedback(TypedDict):
@@ -83,9 +83,12 @@ class OpenAIChoice(BaseModel):
     finish_reason: str | None = None
 
 
+MAX_UNIX_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime holds
+
+
 class OpenAIResponse(BaseModel):
     id: str = Field(min_length=1)
-    created: int | float
+    created: int | float = Field(ge=0, le=MAX_UNIX_TIME, allow_inf_nan=False)  # 1e20 overflowed the sync
     model: str | None = None
     choices: list[OpenAIChoice] = Field(min_length=1)
     usage: OpenAIUsage | None = None

@@ -154,7 +154,7 @@ class MlflowConnector(Connector):
             cost = json.loads(meta.get("mlflow.trace.cost") or "{}")
             linked = json.loads(tags.get("mlflow.linkedPrompts") or "[]")
             called_at = datetime.fromtimestamp(_millis(info.get("request_time")) / 1000, tz=timezone.utc)
-        except (ValueError, TypeError, AttributeError) as exc:
+        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
             return Problem(where, f"unreadable trace: {exc}", "bad_trace", "look at the trace in the MLflow UI")
         link = linked[0] if linked and isinstance(linked[0], dict) else {}
         messages = inputs.get("messages") if isinstance(inputs, dict) else None

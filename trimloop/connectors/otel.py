@@ -103,7 +103,7 @@ class OtelConnector(Connector):
             if _is_llm(attrs):
                 try:
                     yield self._item(span, attrs, by_id, where)
-                except (ValueError, TypeError, KeyError) as exc:
+                except (ValueError, TypeError, KeyError, OverflowError) as exc:
                     yield Problem(f"{where} span {_hex(span.get('spanId') or span.get('span_id'))}",
                                   f"unreadable span: {exc}", "bad_span")
 

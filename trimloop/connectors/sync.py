@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import orjson
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
 from trimloop.connectors import registry
 from trimloop.connectors.base import Checkpoint, Connector, LogItem, Problem, PromptItem
@@ -24,7 +27,8 @@ from trimloop.connectors.resolve import Resolver
 from trimloop.core.errors import TrimloopError
 from trimloop.core.identity import version_identity
 from trimloop.core.settings import Settings
-from trimloop.core.tables import ConnectorCursor, LogRecord, Prompt, PromptVersion, utcnow
+from trimloop.core.tables import (MAX_COST_PER_CALL, MAX_LATENCY_S, MAX_TOKENS, ConnectorCursor, LogRecord, Prompt,
+                                  PromptVersion, as_utc, utcnow)
 
 LOGS_STREAM = "logs"
 MAX_KEPT_PROBLEMS = 200
@@ -103,13 +107,20 @@ def _sync_prompts(engine: Engine, connector: Connector, report: SyncReport) -> N
     damaged: set[str] = set()  # prompts with an unreadable version: leave their labels alone
     for item in connector.read_prompts():
         if not isinstance(item, Problem):
-            item = _oversize(item.where or item.name, PROMPT_LENGTHS, item, prompt=item.name) or item
+            where = item.where or item.name
+            item = (_oversize(where, PROMPT_LENGTHS, item, prompt=item.name)
+                    or _unstorable_prompt(where, item) or item)
         if isinstance(item, Problem):
             item.stream = "prompts"
             report.add_problem(item)
             damaged.add(item.prompt or "")
         else:
             items.append(item)
+    _concurrently(report, lambda attempt: _store_prompts(engine, connector, items, damaged, attempt))
+
+
+def _store_prompts(engine: Engine, connector: Connector, items: list[PromptItem], damaged: set[str],
+                   report: SyncReport) -> None:
     with engine.begin() as conn:
         prompts = {n: (i, c) for i, n, c in conn.execute(select(Prompt.id, Prompt.name, Prompt.connector))}
         wanted: dict[int, dict[int, set[str]]] = {}  # prompt id → version id → labels
@@ -170,7 +181,8 @@ def _sync_logs(engine: Engine, connector: Connector, report: SyncReport, *, full
     last_cursor: str | None = None
     for item in connector.read_logs(cursor=cursor):
         if isinstance(item, LogItem):
-            resolved = _oversize(item.where or item.external_id, LOG_LENGTHS, item) or resolver.resolve(item)
+            where = item.where or item.external_id
+            resolved = _oversize(where, LOG_LENGTHS, item) or unstorable(where, item) or resolver.resolve(item)
             if isinstance(resolved, Problem):
                 report.add_problem(resolved)
             else:
@@ -209,6 +221,104 @@ def _oversize(where: str, limits: dict[str, tuple[str, int]], item: Any, prompt:
     return None
 
 
+_BOUNDS = {"cost": MAX_COST_PER_CALL, "latency_s": MAX_LATENCY_S}
+
+
+def unstorable(where: str, item: LogItem) -> Problem | None:
+    """A log record the store must not take: a NUL anywhere (PostgreSQL refuses it in text and
+    JSON, and with it the whole batch), a non-finite number, or a cost or latency out of bounds."""
+    for attr, bound in _BOUNDS.items():
+        value = getattr(item, attr)
+        if value is not None and not (type(value) in (int, float) and 0 <= value <= bound):  # NaN fails both
+            return Problem(where, f"{attr} is {value!r}; it must be a number from 0 to {bound:g}", "out_of_range",
+                           f"check the {attr} in the source ({'dollars' if attr == 'cost' else 'seconds'})")
+    for attr in ("input_tokens", "output_tokens"):
+        value = getattr(item, attr)
+        if value is not None and not (type(value) is int and 0 <= value <= MAX_TOKENS):
+            return Problem(where, f"{attr} is {value!r}; it must be a whole number from 0 to {MAX_TOKENS}",
+                           "out_of_range", f"check the {attr} in the source")
+    fields = {"id": item.external_id, "prompt": item.prompt, "version": item.version, "output": item.output,
+              "model": item.model, "inputs": item.inputs, "messages": item.rendered,
+              "feedback": item.feedback, "meta": item.meta}
+    found = _first_unstorable(fields)
+    if found is None:
+        return None
+    field, nul = found
+    return _nul_problem(where, field) if nul else _non_finite_problem(where, field)
+
+
+def _unstorable_prompt(where: str, item: PromptItem) -> Problem | None:
+    """A prompt version with a NUL in any text or a non-finite number in its params."""
+    found = _first_unstorable(_prompt_fields(item))
+    if found is None:
+        return None
+    field, nul = found
+    return (_nul_problem if nul else _non_finite_problem)(where, field, prompt=item.name)
+
+
+def _prompt_fields(item: PromptItem) -> dict[str, Any]:
+    return {"name": item.name, "template": item.template.dump(), "model": item.model, "params": item.params,
+            "description": item.description, "labels": item.labels, "version": item.external_version}
+
+
+def _first_unstorable(value: dict[str, Any]) -> tuple[str, bool] | None:
+    """The dotted path of the first string or key holding a NUL (True) or float that is inf or
+    nan (False); None when there is neither. The path is built only when something is found."""
+    found = _walk(value)
+    if found is None:
+        return None
+    parts, nul = found
+    path = ""
+    for part in reversed(parts):
+        path += f"[{part}]" if type(part) is int else f".{part}" if path else str(part)
+    return (f"{path!r} (a key)" if nul == "key" else path), bool(nul)
+
+
+def _walk(value: Any) -> tuple[list[Any], bool | str] | None:
+    kind = type(value)
+    if kind is str:
+        return ([], True) if "\x00" in value else None
+    if kind is float:
+        return None if math.isfinite(value) else ([], False)
+    if kind is dict:
+        pairs: Any = value.items()
+    elif kind is list:
+        pairs = enumerate(value)
+    else:
+        return None
+    for key, inner in pairs:
+        if type(key) is str and "\x00" in key:
+            return [key], "key"
+        inner_kind = type(inner)
+        if inner_kind is str:
+            if "\x00" in inner:
+                return [key], True
+        elif inner_kind not in _SCALARS:
+            found = _walk(inner)
+            if found:
+                found[0].append(key)
+                return found
+    return None
+
+
+_SCALARS = frozenset((int, bool, type(None)))
+
+
+def _nul_problem(where: str, field: str | None, prompt: str | None = None) -> Problem | None:
+    if field is None:
+        return None
+    return Problem(where, f"{field} contains a NUL character (\\u0000), which the store cannot hold",
+                   "nul_character", "remove the NUL characters in the source (often a bug in the logging code)",
+                   stream="logs" if prompt is None else "prompts", prompt=prompt)
+
+
+def _non_finite_problem(where: str, field: str | None, prompt: str | None = None) -> Problem | None:
+    if field is None:
+        return None
+    return Problem(where, f"{field} is not a finite number (Infinity or NaN)", "out_of_range",
+                   "write a finite number, or null when the value is unknown", prompt=prompt)
+
+
 def _row(connector: str, item: LogItem, prompt_id: int, version_id: int | None,
          inputs: dict[str, Any]) -> dict[str, Any]:
     return {
@@ -220,9 +330,33 @@ def _row(connector: str, item: LogItem, prompt_id: int, version_id: int | None,
     }
 
 
+def _concurrently(report: SyncReport, write: Callable[[SyncReport], None]) -> None:
+    """Run one write transaction, once more if a concurrent sync of the same store inserted the same
+    prompt, version or cursor first (the retry reads its rows); `write` counts into a fresh report
+    that is merged into `report` only when it commits."""
+    for last in (False, True):
+        attempt = SyncReport(connector=report.connector)
+        try:
+            write(attempt)
+        except IntegrityError:
+            if last:
+                raise
+            continue
+        for name in ("prompts_added", "versions_added", "labels_changed", "logs_added", "logs_already_synced"):
+            setattr(report, name, getattr(report, name) + getattr(attempt, name))
+        report.skipped.update(attempt.skipped)
+        report.problems.extend(attempt.problems[:MAX_KEPT_PROBLEMS - len(report.problems)])
+        return
+
+
 def _flush(engine: Engine, connector: str, rows: list[tuple[LogItem, int, int | None, dict[str, Any]]],
            cursor: str | None, report: SyncReport) -> None:
     """Insert one batch and move the cursor, in one transaction."""
+    _concurrently(report, lambda attempt: _write_batch(engine, connector, rows, cursor, attempt))
+
+
+def _write_batch(engine: Engine, connector: str, rows: list[tuple[LogItem, int, int | None, dict[str, Any]]],
+                 cursor: str | None, report: SyncReport) -> None:
     with engine.begin() as conn:
         if rows:
             if conn.dialect.name == "sqlite":
@@ -234,8 +368,39 @@ def _flush(engine: Engine, connector: str, rows: list[tuple[LogItem, int, int | 
                 added = len(conn.execute(statement, [_row(connector, *r) for r in rows]).all())
             report.logs_added += added
             report.logs_already_synced += len(rows) - added
+            if added < len(rows):  # some ids were stored already: the same call again, or another one?
+                for problem in _conflicts(conn, connector, rows):
+                    report.logs_already_synced -= 1
+                    report.add_problem(problem)
         if cursor is not None:
             write_cursor(conn, connector, LOGS_STREAM, cursor)
+
+
+def _conflicts(conn: Connection, connector: str,
+               rows: list[tuple[LogItem, int, int | None, dict[str, Any]]]) -> list[Problem]:
+    """Records whose id is stored with a different call (time, inputs or output): a source that
+    reuses ids would otherwise lose calls silently, counted as "already synced"."""
+    table = LogRecord.__table__
+    ids = list(dict.fromkeys(item.external_id for item, *_ in rows))
+    stored: dict[str, tuple[datetime, Any, Any]] = {}
+    for start in range(0, len(ids), 1000):
+        query = select(table.c.external_id, table.c.called_at, table.c.inputs, table.c.output).where(
+            table.c.connector == connector, table.c.external_id.in_(ids[start:start + 1000]))
+        stored.update((eid, (as_utc(at), inputs, output)) for eid, at, inputs, output in conn.execute(query))
+    problems = []
+    for item, _, _, inputs in rows:
+        kept = stored.get(item.external_id)
+        if kept is None:
+            continue
+        mine = (item.called_at, inputs, item.output)
+        differs = [name for name, old, new in zip(("called_at", "inputs", "output"), kept, mine, strict=True)
+                   if old != new]
+        if differs:
+            problems.append(Problem(
+                item.where or item.external_id, f"id {item.external_id!r} is already stored for another call "
+                f"(different {', '.join(differs)}); this record is not synced", "conflicting_duplicate",
+                "give every call its own id; a call sent again must repeat the same record"))
+    return problems
 
 
 _COLUMNS = ("connector", "external_id", "prompt_id", "version_id", "inputs", "output", "model",

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, case
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import AutoString, Field, SQLModel
 
@@ -132,6 +132,14 @@ class PromptVersion(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+# Bounds on one call's numbers. Real calls cost cents and take seconds; a value past these is a unit
+# mix-up or garbage, and one Infinity (or two 1e308s) makes every sum over it infinite or overflow.
+# Sync refuses records past them; reports leave out any stored before that check existed.
+MAX_COST_PER_CALL = 1_000.0  # dollars
+MAX_LATENCY_S = 86_400.0  # one day
+MAX_TOKENS = 2**31 - 1  # the token columns are 32-bit integers (PostgreSQL INTEGER)
+
+
 class LogRecord(SQLModel, table=True):
     """One production call. Idempotent on (connector, external_id)."""
 
@@ -158,6 +166,13 @@ class LogRecord(SQLModel, table=True):
     called_at: datetime = Field(default_factory=utcnow)
     feedback: list[dict[str, Any]] = _json(default_factory=list)  # {name, value, source}
     meta: dict[str, Any] = _json(default_factory=dict)
+
+    @classmethod
+    def counted_cost(cls) -> Any:
+        """`cost` for sums and means: NULL when out of bounds (Infinity, NaN, past MAX_COST_PER_CALL),
+        so no sum over the store can overflow or turn infinite."""
+        column = cls.__table__.c.cost  # type: ignore[attr-defined]
+        return case((column.between(0, MAX_COST_PER_CALL), column), else_=None)
 
 
 class ConnectorCursor(SQLModel, table=True):

@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 
 from trimloop.core.catalog import ResolvedModel, count_message_tokens, count_tokens
 from trimloop.core.errors import TemplateError
-from trimloop.core.tables import DatasetItem, LogRecord
+from trimloop.core.tables import MAX_COST_PER_CALL, MAX_LATENCY_S, DatasetItem, LogRecord
 from trimloop.core.templates import render
 from trimloop.evals.evaluators import EvalContext, NamedEvaluator, score_output
 from trimloop.evals.runner import EvalItem, ItemResult, evaluate_items
@@ -48,9 +48,9 @@ def log_facts(session: Session, rows: Sequence[DatasetItem], *, prompt_id: int) 
     for called_at, cost, latency, version_id in session.exec(query):
         facts.call_times.append(called_at)
         if version_id in baseline_ids:
-            if cost is not None:
+            if cost is not None and 0 <= cost <= MAX_COST_PER_CALL:  # stored before sync checked bounds
                 facts.logged_costs.append(float(cost))
-            if latency is not None:
+            if latency is not None and 0 <= latency <= MAX_LATENCY_S:
                 facts.latencies.append(float(latency))
     return facts
 

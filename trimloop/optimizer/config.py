@@ -17,8 +17,14 @@ from trimloop.evals.evaluators import build_evaluators
 OPTIONS_HINT = "the run options are listed in the README's Optimizer options section and docs/api.md"
 
 
+# Upper bounds on a run's budgets: far past any real run, low enough that spend arithmetic and the
+# store's integer columns cannot overflow (an Infinity budget once started a run that then died).
+MAX_BUDGET_DOLLARS = 100_000.0
+MAX_BUDGET_CALLS = 10_000_000
+
+
 class RunConfig(BaseModel):
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "allow_inf_nan": False}
 
     evaluators: Any = None  # default: matches_baseline (labels when the outputs look like labels)
     margin: float = Field(default=DEFAULT_MARGIN, ge=0, lt=1)
@@ -37,9 +43,10 @@ class RunConfig(BaseModel):
     certify_top: int = Field(default=2, ge=1)
     concurrency: int = Field(default=4, ge=1)
     seed: int = 0
-    budget_calls: int | None = Field(default=2000, ge=1)
-    search_budget_calls: int | None = Field(default=None, ge=1, description="the search's share of budget_calls")
-    budget_dollars: float | None = Field(default=None, gt=0)
+    budget_calls: int | None = Field(default=2000, ge=1, le=MAX_BUDGET_CALLS)
+    search_budget_calls: int | None = Field(default=None, ge=1, le=MAX_BUDGET_CALLS,
+                                            description="the search's share of budget_calls")
+    budget_dollars: float | None = Field(default=None, gt=0, le=MAX_BUDGET_DOLLARS)
     window_days: int = Field(default=28, ge=1)
     expected_from: str | None = Field(
         default=None, description="feedback name whose value is the gold answer (e.g. 'expected')"

@@ -52,7 +52,8 @@ def import_gold(body: GoldImport, session: SessionDep, who: Operator) -> GoldImp
         path.write_text(body.content, encoding="utf-8")
         result = import_file(session, prompt_id=body.prompt_id, path=path, mapping=mapping,
                              version_id=body.version_id, size=body.size,
-                             holdout_fraction=body.holdout_fraction, seed=body.seed, name=body.name)
+                             holdout_fraction=body.holdout_fraction, seed=body.seed, name=body.name,
+                             shown=f"upload {body.name or 'gold'}.{body.format}")
     assert result.dataset is not None
     store.record_audit(session=session, actor=who.actor, action="dataset.import", object_type="dataset",
                        object_id=result.dataset.id, after={"rows": result.rows, "skipped": len(result.problems)})

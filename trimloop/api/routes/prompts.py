@@ -9,9 +9,10 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from trimloop.api.auth import Reader, SessionDep
+from trimloop.api.reporting import COST
 from trimloop.api.schemas import PromptPublic, PromptVersionPublic, TrafficSummary
 from trimloop.core.errors import NotFound
-from trimloop.core.tables import LogRecord, Prompt, PromptVersion, utcnow
+from trimloop.core.tables import MAX_LATENCY_S, LogRecord, Prompt, PromptVersion, utcnow
 
 router = APIRouter(prefix="/prompts", tags=["prompts"])
 
@@ -47,14 +48,14 @@ def traffic(prompt_id: int, session: SessionDep, _: Reader,
     _prompt(session, prompt_id)
     since = utcnow() - timedelta(days=days)
     where = (LogRecord.prompt_id == prompt_id, LogRecord.called_at >= since)  # type: ignore[operator]
-    calls, cost = session.exec(select(func.count(), func.coalesce(func.sum(LogRecord.cost), 0.0)).where(*where)).one()
+    calls, cost = session.exec(select(func.count(), func.coalesce(func.sum(COST), 0.0)).where(*where)).one()
     latencies = sorted(x for x in session.exec(select(LogRecord.latency_s).where(
-        *where, col(LogRecord.latency_s).is_not(None)).limit(100_000)).all() if x is not None)
+        *where, col(LogRecord.latency_s).between(0, MAX_LATENCY_S)).limit(100_000)).all() if x is not None)
     by_version = [{"version_id": v, "calls": n, "cost": c} for v, n, c in session.exec(
-        select(LogRecord.version_id, func.count(), func.coalesce(func.sum(LogRecord.cost), 0.0))
+        select(LogRecord.version_id, func.count(), func.coalesce(func.sum(COST), 0.0))
         .where(*where).group_by(LogRecord.version_id)).all()]
     by_model = [{"model": m, "calls": n, "cost": c} for m, n, c in session.exec(
-        select(LogRecord.model, func.count(), func.coalesce(func.sum(LogRecord.cost), 0.0))
+        select(LogRecord.model, func.count(), func.coalesce(func.sum(COST), 0.0))
         .where(*where).group_by(LogRecord.model)).all()]
     return TrafficSummary(prompt_id=prompt_id, days=days, calls=calls, calls_per_day=calls / days,
                           total_cost=cost, cost_per_call=cost / calls if calls else None,

@@ -112,7 +112,7 @@ def spend_series(session: Session, start: date, end: date) -> dict[str, Any]:
     since = datetime.combine(start, time.min, tzinfo=timezone.utc)
     until = datetime.combine(end + timedelta(days=1), time.min, tzinfo=timezone.utc)
     day = func.date(LogRecord.called_at)
-    cost = func.coalesce(func.sum(LogRecord.cost), 0.0)
+    cost = func.coalesce(func.sum(LogRecord.counted_cost()), 0.0)  # out-of-bound costs left out
     window = (LogRecord.called_at >= since, LogRecord.called_at < until)  # type: ignore[operator]
     by_prompt: dict[str, dict[str, float]] = defaultdict(dict)
     by_model: dict[str, dict[str, float]] = defaultdict(dict)
