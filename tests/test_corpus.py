@@ -264,6 +264,8 @@ BASELINES: dict[str, dict[str, Any]] = {  # a valid server: one prompt version a
         "GET /api/2.0/mlflow/registered-models/search": {"json": {"registered_models": [
             {"name": "qa", "aliases": [{"alias": "production", "version": "1"}]}]}},
         "GET /api/2.0/mlflow/model-versions/search": {"json": {"model_versions": [_ML_VERSION]}},
+        "GET /api/2.0/mlflow/experiments/search": {"json": {"experiments": [
+            {"experiment_id": "0", "name": "Default"}]}},
         "POST /api/3.0/mlflow/traces/search": {"json": {"traces": [_ML_TRACE]}},
     },
     "phoenix": {
@@ -274,6 +276,7 @@ BASELINES: dict[str, dict[str, Any]] = {  # a valid server: one prompt version a
             "template_format": "MUSTACHE", "invocation_parameters": {"type": "openai", "openai": {}}}],
             "next_cursor": None}},
         "GET /v1/prompt_versions/VjE=/tags": {"json": {"data": [{"name": "production"}], "next_cursor": None}},
+        "GET /v1/projects": {"json": {"data": [{"id": "UHJvamVjdDox", "name": "default"}], "next_cursor": None}},
         "GET /v1/projects/default/spans": {"json": {"data": [_PX_SPAN], "next_cursor": None}},
         "GET /v1/projects/default/span_annotations": {"json": {"data": [], "next_cursor": None}},
     },

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 
 from tests.connectors.helpers import stored_json
 from tests.connectors.langfuse_stub import LangfuseStub
+from trimloop.connectors.base import Looked
 from trimloop.connectors.langfuse import LangfuseConnector
 from trimloop.connectors.sync import sync_connector
 from trimloop.core.errors import ConfigError, ConnectorError
@@ -74,6 +75,9 @@ def test_sync_and_write_back_follow_the_spec(stub: LangfuseStub, engine: Engine)
     report = sync_connector(engine=engine, connector=connector)
     assert (report.versions_added, report.logs_added) == (2, 2), report.to_dict()
     assert report.skipped == {"bad_prompt_version": 1}  # the placeholder message
+    assert [str(x) for x in report.looked] == [
+        "the project of the keys in LANGFUSE_PUBLIC_KEY, every environment (default 2): 2 read"]
+    assert report.notices == []
     with engine.connect() as conn:
         versions = conn.execute(text("select p.name, v.external_version, v.labels, v.model, v.params from promptversion v "
                                      "join prompt p on p.id = v.prompt_id order by p.name")).all()
@@ -143,6 +147,16 @@ def test_scores_window_starts_at_the_new_calls(stub: LangfuseStub, engine: Engin
     assert sync_connector(engine=engine, connector=connector).logs_added == 1
     assert _feedback(engine)["obs-2"] == [{"name": "thumbs_up", "value": True, "source": "api"}]
     assert stub.calls.count("GET /api/public/v2/scores") == 1 and stub.violations == []
+
+
+def test_a_project_with_no_generations_says_which_keys_it_used(stub: LangfuseStub) -> None:
+    stub.observations.clear()
+    with LangfuseConnector(name="lf", options={"url": stub.url}) as connector:
+        [looked] = [i for i in connector.read_logs(cursor=None) if isinstance(i, Looked)]
+    assert looked.read == 0 and looked.notice is not None
+    assert looked.notice.where == f"{stub.url} (keys from LANGFUSE_PUBLIC_KEY)"
+    assert looked.notice.message == "the project of these keys holds no generations"
+    assert "sk-lf-test" not in str(looked.notice) and "pk-lf-test" not in str(looked.notice)
 
 
 def test_credentials_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import Engine
 
-from trimloop.connectors.base import Checkpoint, LogItem, Problem, PromptItem
+from trimloop.connectors.base import Checkpoint, LogItem, Looked, Problem, PromptItem
 from trimloop.connectors.mlflow import MlflowConnector
 from trimloop.connectors.sync import sync_connector
 from trimloop.core.egress import Egress
@@ -42,6 +42,8 @@ class FakeMlflow:
         self.traces = [[trace("t1", "2025-01-01T00:00:00Z", '{"q": "one"}'),
                         trace("t2", "2025-01-01T00:00:01Z", '{"q": "tw')],  # truncated metadata
                        [trace("t3", "2025-01-01T00:00:01Z", '{"q": "three"}')]]
+        self.experiments = [{"experiment_id": "0", "name": "Default"}]
+        self.elsewhere: dict[str, list[dict[str, Any]]] = {}  # experiment id → its traces, when not "0"
         self.requests: list[httpx.Request] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -52,8 +54,13 @@ class FakeMlflow:
                 {"name": "qa", "aliases": [{"alias": "production", "version": "1"}]}]})
         if path.endswith("model-versions/search"):
             return httpx.Response(200, json={"model_versions": self.versions})
+        if path.endswith("experiments/search"):
+            return httpx.Response(200, json={"experiments": self.experiments})
         if path.endswith("traces/search"):
             body = json.loads(request.content)
+            experiment = body["locations"][0]["mlflow_experiment"]["experiment_id"]
+            if experiment != "0":
+                return httpx.Response(200, json={"traces": self.elsewhere.get(experiment, [])})
             page = int(body.get("page_token") or 0)
             out: dict[str, Any] = {"traces": self.traces[page]}
             if page + 1 < len(self.traces):
@@ -104,11 +111,59 @@ def test_traces_page_through_resume_from_cursor_and_fall_back_to_spans() -> None
     assert [(i.external_id, i.inputs, i.output, i.latency_s) for i in logs] == [
         ("t1", {"q": "one"}, "an answer", 1.5), ("t2", {"q": "two"}, "second", 1.5), ("t3", {"q": "three"}, "an answer", 1.5)]
     cursor = [i for i in out if isinstance(i, Checkpoint)][-1].cursor
-    assert json.loads(cursor) == {"ts": 1735689601000, "ids": ["t2", "t3"]}
+    assert json.loads(cursor) == {"experiments": {"0": {"ts": 1735689601000, "ids": ["t2", "t3"]}}}
+    assert [str(i) for i in out if isinstance(i, Looked)] == ["experiment 'Default' (id 0): 3 read"]
     fake.traces = [[trace("t2", "2025-01-01T00:00:01Z", '{"q": "2"}'), trace("t4", "2025-01-01T00:00:02Z", '{"q": "4"}')]]
     again = [i.external_id for i in make(fake).read_logs(cursor=cursor) if isinstance(i, LogItem)]
     assert again == ["t4"]
     assert "trace.timestamp_ms >= 1735689601000" in fake.requests[-1].content.decode()
+
+
+@pytest.mark.parametrize("options", [{}, {"experiment_ids": ["0"]}])
+def test_a_cursor_saved_before_cursors_were_per_experiment_resumes_there(options: dict[str, Any]) -> None:
+    """Before, one {ts, ids} covered the configured experiments (default "0"): it still resumes."""
+    fake = FakeMlflow()
+    fake.traces = [[trace("t2", "2025-01-01T00:00:01Z", '{"q": "2"}'), trace("t4", "2025-01-01T00:00:02Z", '{"q": "4"}')]]
+    fake.experiments.append({"experiment_id": "5", "name": "support-bot"})
+    fake.elsewhere["5"] = [trace("t9", "2024-01-01T00:00:00Z", '{"q": "9"}')]
+    old = json.dumps({"ts": 1735689601000, "ids": ["t2", "t3"]})
+    out = list(make(fake, **options).read_logs(cursor=old))
+    read = [i.external_id for i in out if isinstance(i, LogItem)]
+    assert read == (["t4", "t9"] if not options else ["t4"])  # experiment 5 was never read: from its start
+    cursor = json.loads([i for i in out if isinstance(i, Checkpoint)][-1].cursor)
+    assert cursor["experiments"]["0"] == {"ts": 1735689602000, "ids": ["t4"]}
+
+
+def test_an_empty_configured_experiment_names_where_the_traces_are_and_the_line_to_add() -> None:
+    fake = FakeMlflow()
+    fake.traces = [[]]
+    fake.experiments += [{"experiment_id": "5", "name": "support-bot"}, {"experiment_id": "6", "name": "idle"}]
+    fake.elsewhere["5"] = [trace(f"s{i}", "2025-01-01T00:00:00Z", "{}") for i in range(3)]
+    out = list(make(fake, experiment_ids=["0"]).read_logs(cursor=None))
+    assert not [i for i in out if isinstance(i, (LogItem, Problem))]
+    [looked] = [i for i in out if isinstance(i, Looked)]
+    assert str(looked) == "experiment 'Default' (id 0): 0 read" and looked.notice is not None
+    assert str(looked.notice) == (
+        f"{URL} experiment 'Default' (id 0): holds no traces; traces are in experiment 'support-bot' (id 5): "
+        "3 traces (hint: set experiment_ids = [\"0\", \"5\"] under [connectors.ml], or remove experiment_ids "
+        "to read every experiment)")
+    gone = [i for i in make(fake, experiment_ids=["42"]).read_logs(cursor=None) if isinstance(i, Looked)]
+    assert gone[0].notice is not None and gone[0].notice.reason == "no_such_experiment"
+    assert "is not an experiment there" in gone[0].notice.message and '["5"]' in (gone[0].notice.hint or "")
+
+
+def test_every_experiment_is_read_by_default_and_an_empty_server_says_so(engine: Engine) -> None:
+    fake = FakeMlflow()
+    fake.traces = [[]]
+    fake.experiments.append({"experiment_id": "5", "name": "support-bot"})
+    fake.elsewhere["5"] = [trace("s1", "2025-01-01T00:00:00Z", '{"q": "one"}')]
+    report = sync_connector(engine=engine, connector=make(fake))
+    assert report.logs_added == 1 and report.notices == []
+    assert [str(x) for x in report.looked] == ["experiment 'Default' (id 0): 0 read",
+                                               "experiment 'support-bot' (id 5): 1 read"]
+    fake.elsewhere["5"] = []
+    empty = [i for i in make(fake).read_logs(cursor=None) if isinstance(i, Looked)]
+    assert empty[0].notice is not None and empty[0].notice.message == "no traces in any of its 2 experiments"
 
 
 def test_sync_keeps_good_records_when_some_are_bad(engine: Engine) -> None:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from sqlalchemy.engine import Engine
 
 from tests.connectors.helpers import make_store, stored_json
 from tests.connectors.servers import free_port, running
-from trimloop.connectors.base import LogItem, Problem
+from trimloop.connectors.base import LogItem, Looked, Problem
 from trimloop.connectors.files import FilesConnector
 from trimloop.connectors.otel import OtelConnector
 from trimloop.connectors.sync import sync_connector
@@ -68,7 +69,22 @@ def test_spans_from_real_instrumentations_sync_and_link(fake_openai: str, tmp_pa
     assert sorted(stored_json(r[0])["ticket"] for r in rows) == sorted(["I was charged twice", "The app crashes on start"] * 2)
     assert all(r[1] == "gpt-4o-mini" and r[2] > 0 and r[3] == 4 and r[4] > 0 and r[5] == "1" for r in rows)
     assert sum(1 for r in rows if r[6] and r[6].startswith("echo: Ticket:")) == 2  # OpenInference keeps output
+    assert [str(x) for x in report.looked] == [f"{spans.resolve()} (2 span files): 4 read"] and report.notices == []
     assert sync_connector(engine=engine, connector=otel).logs_added == 0
+
+
+def test_a_folder_with_no_span_files_or_no_llm_spans_says_so(tmp_path: Path) -> None:
+    def notice(path: Path) -> Any:
+        [looked] = [i for i in OtelConnector(name="o", options={"path": str(path)}).read_logs(cursor=None)
+                    if isinstance(i, Looked)]
+        return looked.notice
+
+    empty = notice(tmp_path)
+    assert empty.reason == "no_span_files" and empty.where == f"[connectors.o] path {tmp_path.resolve()}"
+    assert "OTLP JSON file exporter" in (empty.hint or "")
+    (tmp_path / "app.jsonl").write_text(export(span("c" * 16, {"trimloop.prompt": "greet"})) + "\n", encoding="utf-8")
+    app_only = notice(tmp_path)
+    assert app_only.message == "its 1 file(s) hold no LLM spans" and "instrument the model client" in app_only.hint
 
 
 def test_old_and_new_gen_ai_names_and_openinference(tmp_path: Path) -> None:

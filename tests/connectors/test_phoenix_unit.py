@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 import pytest
 
-from trimloop.connectors.base import Problem, PromptItem
+from trimloop.connectors.base import Checkpoint, LogItem, Looked, Problem, PromptItem
 from trimloop.connectors.phoenix import PhoenixConnector
 from trimloop.core.egress import Egress
 from trimloop.core.errors import ConnectorError, UserError
@@ -71,3 +72,35 @@ def test_write_back_refuses_what_phoenix_refuses(prompt: str, label: str, templa
 def test_garbage_answer_is_a_connector_error() -> None:
     with pytest.raises(ConnectorError, match="without a 'data' list"):
         list(make(lambda r: httpx.Response(200, json={"items": []})).read_prompts())
+
+
+def span(sid: str, start: str) -> dict[str, Any]:
+    return {"context": {"span_id": sid, "trace_id": "t"}, "start_time": start, "end_time": start,
+            "attributes": {"llm.model_name": "m"}}
+
+
+@pytest.mark.parametrize("options", [{}, {"project": "default"}])
+def test_a_cursor_saved_before_cursors_were_per_project_resumes_there(options: dict[str, Any]) -> None:
+    """Before, one {ts, ids} covered the configured project (default "default"): it still resumes."""
+    spans = {"default": [span("a", "2025-01-01T00:00:00+00:00"), span("b", "2025-01-01T00:00:05+00:00")],
+             "support-bot": [span("c", "2024-01-01T00:00:00+00:00")]}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/v1/projects":
+            return httpx.Response(200, json={"data": [{"id": "1", "name": "default"}, {"id": "2", "name": "support-bot"}]})
+        project = path.split("/")[3]
+        if path.endswith("/spans"):
+            return httpx.Response(200, json={"data": spans[project], "next_cursor": None})
+        return httpx.Response(200, json={"data": [], "next_cursor": None})  # annotations
+
+    connector = PhoenixConnector(name="px", options={"url": URL, **options},
+                                 transport=httpx.MockTransport(handler), egress=Egress.parse(["phoenix.test"]))
+    old = json.dumps({"ts": "2025-01-01T00:00:00+00:00", "ids": ["a"]})
+    with connector:
+        out = list(connector.read_logs(cursor=old))
+    read = [i.external_id for i in out if isinstance(i, LogItem)]
+    assert read == (["b", "c"] if not options else ["b"])  # support-bot was never read: from its start
+    cursor = json.loads([i for i in out if isinstance(i, Checkpoint)][-1].cursor)
+    assert cursor["projects"]["default"] == {"ts": "2025-01-01T00:00:05+00:00", "ids": ["b"]}
+    assert [str(i) for i in out if isinstance(i, Looked)][0] == "project 'default': 1 read"

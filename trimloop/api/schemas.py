@@ -84,6 +84,9 @@ class SyncReportPublic(BaseModel):
     skipped: dict[str, int]
     problems: list[str]
     fatal: str | None
+    looked: list[str] = Field(default_factory=list, examples=[["experiment 'support-bot' (id 1): 31 read"]],
+                              description="where the logs were read (experiments, projects) and how many")
+    notices: list[str] = Field(default_factory=list, description="why an asked-for place gave nothing, with the fix")
     superseded: list[int] = Field(default_factory=list, description="suggestions superseded by moved labels")
     expired: list[int] = Field(default_factory=list,
                                description="pending suggestions that expired (scheduler.expire_pending_after_days)")

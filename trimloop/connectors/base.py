@@ -3,7 +3,8 @@
 A connector reads prompt versions (with their labels) and call logs, and writes an approved
 version back under a label. It yields plain records; `connectors.sync` turns them into store rows.
 Bad records are yielded as `Problem`s (with file:line, record id or URL) so the good ones around
-them are kept. Log streams yield `Checkpoint`s: a cursor that is safe to resume from.
+them are kept. Log streams yield `Checkpoint`s: a cursor that is safe to resume from, and
+`Looked`s: where they looked (an experiment, a project) and what they found there.
 """
 
 from __future__ import annotations
@@ -90,6 +91,20 @@ class Checkpoint:
     """Everything yielded before this point is covered by `cursor`."""
 
     cursor: str
+
+
+@dataclass
+class Looked:
+    """One place a log stream read (an MLflow experiment, a Phoenix project) and how many records
+    it read there in this sync. `notice` says why a place that was asked for gave nothing and how
+    to fix it (traces found elsewhere, with the config line to add); it skipped no record."""
+
+    where: str
+    read: int = 0
+    notice: Problem | None = None
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.read} read"
 
 
 @dataclass

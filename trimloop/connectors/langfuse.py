@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,7 +21,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, Field
 
-from trimloop.connectors.base import Checkpoint, Connector, LogItem, Problem, PromptItem, WriteResult
+from trimloop.connectors.base import Checkpoint, Connector, LogItem, Looked, Problem, PromptItem, WriteResult
 from trimloop.connectors.http import JsonClient, secret_from_env
 from trimloop.core.egress import Egress
 from trimloop.core.errors import ConnectorError, UserError
@@ -125,7 +126,8 @@ class LangfuseConnector(Connector):
         self.http.request("PATCH", f"{path}/versions/{int(external_version)}", json={"newLabels": labels})
 
     # -- observations ----------------------------------------------------------------------
-    def read_logs(self, *, cursor: str | None) -> Iterator[LogItem | Problem | Checkpoint]:
+    def read_logs(self, *, cursor: str | None) -> Iterator[LogItem | Problem | Checkpoint | Looked]:
+        """Generations of every environment of the keys' project; then where it looked."""
         state = json.loads(cursor) if cursor else {"ts": None, "ids": []}
         newest, seen = state["ts"], set(state["ids"])
         params: dict[str, Any] = {"type": "GENERATION", "fields": FIELDS, "parseIoAsJson": "true",
@@ -147,9 +149,12 @@ class LangfuseConnector(Connector):
             params["cursor"] = next_cursor
         feedback, problems = self._scores(items)
         yield from problems
+        first, environments = state["ts"] is None, Counter[str]()
         for obs in sorted(items, key=lambda o: str(o.get("startTime"))):
             item = self._log_item(obs, feedback)
             yield item
+            if isinstance(item, LogItem):
+                environments[str(obs.get("environment") or "default")] += 1
             if isinstance(item, Problem):
                 continue  # an unreadable start time must not become the cursor
             start_time = str(obs.get("startTime"))
@@ -158,6 +163,16 @@ class LangfuseConnector(Connector):
             if start_time == newest:
                 seen.add(str(obs.get("id")))
         yield Checkpoint(json.dumps({"ts": newest, "ids": sorted(seen)}))
+        per = ", ".join(f"{env} {n}" for env, n in sorted(environments.items()))
+        looked = Looked(f"the project of the keys in {self.options.public_key_env}, every environment"
+                        + (f" ({per})" if per else ""), sum(environments.values()))
+        if first and not items:
+            looked.notice = Problem(
+                f"{self.options.url} (keys from {self.options.public_key_env})",
+                "the project of these keys holds no generations", "no_traces",
+                "Langfuse keys belong to one project: use the keys of the project your app traces into "
+                "(Settings → API keys); trimloop reads GENERATION observations")
+        yield looked
 
     def _log_item(self, obs: dict[str, Any], feedback: Feedback) -> LogItem | Problem:
         where = f"{self.options.url} observation {obs.get('id')}"

@@ -3,7 +3,8 @@
 Prompts are registered models tagged `mlflow.prompt.is_prompt`; each version keeps its template in
 the `mlflow.prompt.text` tag (JSON messages when `_mlflow_prompt_type` is `chat`) and its model and
 params in `_mlflow_prompt_model_config`. Labels are MLflow aliases. Traces come from
-`POST /api/3.0/mlflow/traces/search`, ordered by time, resumed from a (timestamp, ids) cursor.
+`POST /api/3.0/mlflow/traces/search` for every experiment (`experiments/search`) or the configured
+ones, ordered by time, each experiment resumed from its own (timestamp, ids) cursor.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, Field
 
-from trimloop.connectors.base import Checkpoint, Connector, LogItem, Problem, PromptItem, WriteResult
+from trimloop.connectors.base import Checkpoint, Connector, Looked, LogItem, Problem, PromptItem, WriteResult
 from trimloop.connectors.http import JsonClient, secret_from_env
 from trimloop.connectors.otlp import attributes
 from trimloop.core.egress import Egress
@@ -28,6 +29,8 @@ TEXT_TAG, TYPE_TAG, CONFIG_TAG = "mlflow.prompt.text", "_mlflow_prompt_type", "_
 FORMAT_TAG = "_mlflow_prompt_response_format"
 CONFIG_FIELDS = ("temperature", "max_tokens", "top_p", "top_k", "frequency_penalty", "presence_penalty")
 PROMPT_FILTER = f"tags.`{IS_PROMPT}` = 'true'"
+MAX_TRACES_PAGE = 500  # the most MLflow's traces/search returns at once
+COUNT_CAP = 1000  # traces counted in an experiment the connector was not asked to read
 
 
 class MlflowConnector(Connector):
@@ -38,11 +41,11 @@ class MlflowConnector(Connector):
     class Options(BaseModel):
         model_config = {"extra": "forbid"}
         url: str = Field(description="tracking server, e.g. http://127.0.0.1:5000")
-        experiment_ids: list[str] = Field(default_factory=lambda: ["0"])
+        experiment_ids: list[str] | None = Field(default=None, description="default: every experiment")
         token_env: str | None = Field(default=None, description="env var with a bearer token")
         default_model: str | None = Field(default=None, description="for versions with no model config")
         timeout_s: float = 30.0
-        page_size: int = Field(default=100, ge=1, le=1000)
+        page_size: int = Field(default=100, ge=1, le=MAX_TRACES_PAGE)
 
     def __init__(self, *, name: str, options: dict[str, Any] | None = None,
                  transport: httpx.BaseTransport | None = None, egress: Egress | None = None) -> None:
@@ -112,22 +115,50 @@ class MlflowConnector(Connector):
                        {"name": prompt, "alias": label, "version": str(external_version)})
 
     # -- traces ----------------------------------------------------------------------------
-    def read_logs(self, *, cursor: str | None) -> Iterator[LogItem | Problem | Checkpoint]:
-        state = json.loads(cursor) if cursor else {"ts": 0, "ids": []}
-        since, seen = int(state["ts"]), set(state["ids"])
+    def read_logs(self, *, cursor: str | None) -> Iterator[LogItem | Problem | Checkpoint | Looked]:
+        """Traces of every experiment (or the configured ones), each resumed from its own cursor."""
+        state = _cursor_state(cursor, self.options.experiment_ids or ["0"])
+        experiments = {str(e.get("experiment_id")): str(e.get("name"))
+                       for e in self._pages("/api/2.0/mlflow/experiments/search", "experiments")}
+        wanted = self.options.experiment_ids or list(experiments)
+        looked: list[Looked] = []
+        fresh: list[str] = []  # experiments that never gave a record, nor in this sync
+        for experiment in wanted:
+            read = found = 0
+            if experiment not in experiments:  # a configured id that is gone: say so, read nothing
+                looked.append(Looked(self._experiment(experiment, experiments)))
+                fresh.append(experiment)
+                continue
+            for item in self._traces(experiment, state):
+                read, found = read + isinstance(item, LogItem), found + (not isinstance(item, Checkpoint))
+                yield item
+            yield Checkpoint(json.dumps({"experiments": state}, sort_keys=True))
+            looked.append(Looked(self._experiment(experiment, experiments), read))
+            if not found and state[experiment] == {"ts": 0, "ids": []}:
+                fresh.append(experiment)
+        if self.options.experiment_ids:
+            for x, seen in zip(wanted, looked):
+                if x in fresh:
+                    seen.notice = self._empty_experiment(x, experiments)
+        elif looked and len(fresh) == len(wanted):
+            looked[0].notice = Problem(
+                f"{self.options.url}", f"no traces in any of its {len(wanted)} experiments", "no_traces",
+                "trace the calls, e.g. mlflow.set_experiment('my-app') and mlflow.openai.autolog(), "
+                "and point them at this tracking server (mlflow.set_tracking_uri)")
+        yield from looked
+
+    def _traces(self, experiment: str, state: dict[str, dict[str, Any]]) -> Iterator[LogItem | Problem | Checkpoint]:
+        """One experiment's traces in time order from its cursor; `state[experiment]` follows them."""
+        mark = state.setdefault(experiment, {"ts": 0, "ids": []})
+        since, seen = int(mark["ts"]), set(mark["ids"])
         body: dict[str, Any] = {
-            "locations": [{"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": e}}
-                          for e in self.options.experiment_ids],
+            "locations": [{"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": experiment}}],
             "filter": f"trace.timestamp_ms >= {since}", "order_by": ["timestamp_ms ASC"],
             "max_results": self.options.page_size,
         }
         while True:
             page = self.http.post("/api/3.0/mlflow/traces/search", body)
-            traces = page.get("traces") or []
-            if not isinstance(traces, list) or not all(isinstance(t, dict) for t in traces):
-                raise ConnectorError("MLflow answered 'traces' that are not a list of objects",
-                                     where=self._url("/api/3.0/mlflow/traces/search"))
-            for info in traces:
+            for info in self._trace_infos(page):
                 trace_id = str(info.get("trace_id"))
                 try:
                     ts = _millis(info.get("request_time"))
@@ -138,11 +169,57 @@ class MlflowConnector(Connector):
                     continue
                 yield self._log_item(info)
                 since, seen = (ts, seen | {trace_id}) if ts == since else (ts, {trace_id})
-            yield Checkpoint(json.dumps({"ts": since, "ids": sorted(seen)}))
+            state[experiment] = {"ts": since, "ids": sorted(seen)}
             token = page.get("next_page_token")
             if not token:
                 return
+            yield Checkpoint(json.dumps({"experiments": state}, sort_keys=True))
             body["page_token"] = token
+
+    def _trace_infos(self, page: dict[str, Any]) -> list[dict[str, Any]]:
+        traces = page.get("traces") or []
+        if not isinstance(traces, list) or not all(isinstance(t, dict) for t in traces):
+            raise ConnectorError("MLflow answered 'traces' that are not a list of objects",
+                                 where=self._url("/api/3.0/mlflow/traces/search"))
+        return traces
+
+    def _empty_experiment(self, experiment: str, experiments: dict[str, str]) -> Problem:
+        """A configured experiment with no traces: where the traces are instead, and the line to add."""
+        where = f"{self.options.url} {self._experiment(experiment, experiments)}"
+        what = "holds no traces" if experiment in experiments else "is not an experiment there (or is deleted)"
+        reason = "traces_elsewhere" if experiment in experiments else "no_such_experiment"
+        others = {x: n for x in experiments if x not in (self.options.experiment_ids or [])
+                  if (n := self._count_traces(x))}
+        if not others:
+            return Problem(where, f"{what}, and no other experiment holds traces", reason,
+                           "trace the calls under this experiment, e.g. mlflow.set_experiment(...) and "
+                           "mlflow.openai.autolog()")
+        found = ", ".join(f"{self._experiment(x, experiments)}: {_count(n)} traces" for x, n in others.items())
+        return Problem(where, f"{what}; traces are in {found}", reason, self._hint(experiments, others=list(others)))
+
+    def _hint(self, experiments: dict[str, str], *, others: list[str]) -> str:
+        ids = ", ".join(f'"{x}"' for x in [*(i for i in self.options.experiment_ids or [] if i in experiments), *others])
+        return (f"set experiment_ids = [{ids}] under [connectors.{self.name}], or remove experiment_ids "
+                "to read every experiment")
+
+    def _count_traces(self, experiment: str) -> int:
+        """How many traces an experiment holds, counted up to COUNT_CAP."""
+        body: dict[str, Any] = {"locations": [{"type": "MLFLOW_EXPERIMENT",
+                                               "mlflow_experiment": {"experiment_id": experiment}}],
+                                "max_results": MAX_TRACES_PAGE}
+        count = 0
+        while count < COUNT_CAP:
+            page = self.http.post("/api/3.0/mlflow/traces/search", body)
+            count += len(self._trace_infos(page))
+            if not page.get("next_page_token"):
+                return count
+            body["page_token"] = page["next_page_token"]
+        return count
+
+    @staticmethod
+    def _experiment(experiment: str, experiments: dict[str, str]) -> str:
+        name = experiments.get(experiment)
+        return f"experiment {name!r} (id {experiment})" if name else f"experiment {experiment}"
 
     def _log_item(self, info: dict[str, Any]) -> LogItem | Problem:
         trace_id = str(info.get("trace_id"))
@@ -200,6 +277,21 @@ class MlflowConnector(Connector):
 
     def _url(self, path: str) -> str:
         return f"{self.options.url.rstrip('/')}/{path.lstrip('/')}"
+
+
+def _cursor_state(cursor: str | None, before: list[str]) -> dict[str, dict[str, Any]]:
+    """experiment id → {"ts", "ids"}. A cursor saved before cursors were per experiment is one
+    {"ts", "ids"} over the experiments read then (`before`: the configured ones, else "0")."""
+    if not cursor:
+        return {}
+    state = json.loads(cursor)
+    if "experiments" in state:
+        return {str(k): {"ts": int(v["ts"]), "ids": list(v["ids"])} for k, v in state["experiments"].items()}
+    return {experiment: {"ts": int(state["ts"]), "ids": list(state["ids"])} for experiment in before}
+
+
+def _count(n: int) -> str:
+    return f"{n}+" if n >= COUNT_CAP else str(n)
 
 
 def _decoded(value: Any) -> Any:

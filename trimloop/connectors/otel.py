@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from trimloop.connectors.base import Checkpoint, Connector, LogItem, Problem, PromptItem
+from trimloop.connectors.base import Checkpoint, Connector, LogItem, Looked, Problem, PromptItem
 from trimloop.connectors.otlp import attributes, maybe_json
 from trimloop.core.errors import ConfigError
 
@@ -45,21 +45,36 @@ class OtelConnector(Connector):
     def read_prompts(self) -> Iterator[PromptItem | Problem]:
         return iter(())
 
-    def read_logs(self, *, cursor: str | None) -> Iterator[LogItem | Problem | Checkpoint]:
+    def read_logs(self, *, cursor: str | None) -> Iterator[LogItem | Problem | Checkpoint | Looked]:
+        """LLM spans from every .json/.jsonl file under `path`; then where it looked (files found,
+        spans read), with a notice when the folder never gave a span."""
         root = self.options.path.expanduser().resolve()
         if not root.exists():
             raise ConfigError(f"{root} does not exist", where=f"[connectors.{self.name}] path",
                               hint="point path at the folder your OTLP file exporter writes to")
         state: dict[str, list[int]] = json.loads(cursor)["files"] if cursor else {}
         files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix in (".json", ".jsonl"))
+        first, read = not state, 0
         for path in files:
             rel = str(path.relative_to(root.parent if root.is_file() else root))
             if path.is_symlink() or not path.resolve().is_relative_to(root if root.is_dir() else root.parent):
                 yield Problem(rel, "file leaves the connector folder (symlink)", "outside_folder")
                 continue
-            yield from self._read_file(path, rel, state)
+            for item in self._read_file(path, rel, state):
+                read += isinstance(item, LogItem)
+                yield item
             yield Checkpoint(json.dumps({"files": state}, sort_keys=True))
         yield Checkpoint(json.dumps({"files": state}, sort_keys=True))
+        looked = Looked(f"{root} ({len(files)} span file{'s' if len(files) != 1 else ''})", read)
+        where = f"[connectors.{self.name}] path {root}"
+        if not files:
+            looked.notice = Problem(where, "holds no .json or .jsonl files", "no_span_files",
+                                    "point path at the folder your OTLP JSON file exporter writes to")
+        elif first and not read:
+            looked.notice = Problem(where, f"its {len(files)} file(s) hold no LLM spans", "no_llm_spans",
+                                    "trimloop reads spans with gen_ai.* (OpenTelemetry GenAI) or OpenInference "
+                                    "LLM attributes: instrument the model client, not only the app")
+        yield looked
 
     def _read_file(self, path: Path, rel: str, state: dict[str, list[int]]) -> Iterator[LogItem | Problem]:
         offset, lineno = state.get(rel, [0, 0])

@@ -13,11 +13,12 @@ import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, Field
 
-from trimloop.connectors.base import Checkpoint, Connector, LogItem, Problem, PromptItem, WriteResult
+from trimloop.connectors.base import Checkpoint, Connector, LogItem, Looked, Problem, PromptItem, WriteResult
 from trimloop.connectors.http import JsonClient, secret_from_env
 from trimloop.connectors.otel import llm_fields, params_meta
 from trimloop.core.egress import Egress
@@ -27,17 +28,19 @@ from trimloop.core.templates import ROLES, Template
 IDENTIFIER = re.compile(r"^[a-z0-9]([_a-z0-9-]*[a-z0-9])?$")
 PROVIDERS = {"openai": "OPENAI", "azure": "AZURE_OPENAI", "anthropic": "ANTHROPIC", "gemini": "GOOGLE",
              "google": "GOOGLE", "deepseek": "DEEPSEEK", "xai": "XAI", "ollama": "OLLAMA", "groq": "GROQ"}
+MAX_SPANS_PAGE = 1000
+COUNT_CAP = 1000  # LLM spans counted in a project the connector was not asked to read
 
 
 class PhoenixConnector(Connector):
-    """Prompts with tags, and LLM spans with their annotations, from one Phoenix project."""
+    """Prompts with tags, and LLM spans with their annotations, from every project (or one)."""
 
     type = "phoenix"
 
     class Options(BaseModel):
         model_config = {"extra": "forbid"}
         url: str = Field(description="Phoenix server, e.g. http://127.0.0.1:6006")
-        project: str = "default"
+        project: str | None = Field(default=None, description="one project; default: every project")
         api_key_env: str | None = Field(default=None, description="env var with a Phoenix API key")
         lookback_s: float = Field(default=300.0, ge=0, description="re-read window for late spans")
         timeout_s: float = 30.0
@@ -124,17 +127,47 @@ class PhoenixConnector(Connector):
         self.http.post(f"/v1/prompt_versions/{external_version}/tags", {"name": label})
 
     # -- spans -----------------------------------------------------------------------------
-    def read_logs(self, *, cursor: str | None) -> Iterator[LogItem | Problem | Checkpoint]:
-        state = json.loads(cursor) if cursor else {"ts": None, "ids": []}
-        since = state["ts"]
-        newest, seen = since, set(state["ids"])
+    def read_logs(self, *, cursor: str | None) -> Iterator[LogItem | Problem | Checkpoint | Looked]:
+        """LLM spans of every project (or the configured one), each resumed from its own cursor."""
+        state = _cursor_state(cursor, self.options.project or "default")
+        projects = [str(p.get("name")) for p in self._pages("/v1/projects")]
+        wanted = [self.options.project] if self.options.project else projects
+        looked: list[Looked] = []
+        fresh: list[str] = []  # projects that never gave a span, nor in this sync
+        for project in wanted:
+            if project not in projects:
+                looked.append(Looked(f"project {project!r}"))
+                fresh.append(project)
+                continue
+            read = found = 0
+            for item in self._spans(project, state):
+                read, found = read + isinstance(item, LogItem), found + 1
+                yield item
+            yield Checkpoint(json.dumps({"projects": state}, sort_keys=True))
+            looked.append(Looked(f"project {project!r}", read))
+            if not found and state[project]["ts"] is None:
+                fresh.append(project)
+        if self.options.project and fresh:
+            looked[0].notice = self._empty_project(self.options.project, projects)
+        elif looked and len(fresh) == len(wanted):
+            looked[0].notice = Problem(
+                self.options.url, f"no LLM spans in any of its {len(wanted)} projects", "no_traces",
+                "trace the calls, e.g. phoenix.otel.register(project_name='my-app') and the OpenInference "
+                "instrumentation of your client, sending to this Phoenix")
+        yield from looked
+
+    def _spans(self, project: str, state: dict[str, dict[str, Any]]) -> Iterator[LogItem | Problem]:
+        """One project's LLM spans since its cursor (less the look-back); `state[project]` follows them."""
+        mark = state.setdefault(project, {"ts": None, "ids": []})
+        since = mark["ts"]
+        newest, seen = since, set(mark["ids"])
         start = (datetime.fromisoformat(since) - timedelta(seconds=self.options.lookback_s)).isoformat() if since else None
-        path = f"/v1/projects/{self.options.project}/spans"
+        path = f"/v1/projects/{quote(project, safe='')}/spans"
         spans = list(self._pages(path, span_kind="LLM", start_time=start))
         if not all(isinstance(s, dict) for s in spans):
             raise ConnectorError("Phoenix answered spans that are not objects", where=f"{self.options.url}{path}")
         spans = [s for s in spans if _span_id(s) is None or _span_id(s) not in seen]
-        annotations = self._annotations([sid for s in spans if (sid := _span_id(s)) is not None])
+        annotations = self._annotations(project, [sid for s in spans if (sid := _span_id(s)) is not None])
         for span in sorted(spans, key=lambda s: str(s.get("start_time", ""))):
             item = self._log_item(span, annotations)
             yield item
@@ -144,7 +177,37 @@ class PhoenixConnector(Connector):
                 newest, seen = span.get("start_time"), set()
             if span.get("start_time") == newest:
                 seen.add(span["context"]["span_id"])
-        yield Checkpoint(json.dumps({"ts": newest, "ids": sorted(seen)}))
+        state[project] = {"ts": newest, "ids": sorted(seen)}
+
+    def _empty_project(self, project: str, projects: list[str]) -> Problem:
+        """The configured project holds no LLM spans: which projects do, with counts, and the line to set."""
+        where = f"{self.options.url} project {project!r}"
+        what = "holds no LLM spans" if project in projects else "is not a project there"
+        reason = "traces_elsewhere" if project in projects else "no_such_project"
+        others = {p: n for p in projects if p != project if (n := self._count_spans(p))}
+        if not others:
+            return Problem(where, f"{what}, and no other project holds any", reason,
+                           "trace the calls into this project, e.g. phoenix.otel.register(project_name=...) "
+                           "and the OpenInference instrumentation of your client")
+        found = ", ".join(f"project {p!r}: {_count(n)} LLM spans" for p, n in others.items())
+        lines = " or ".join(f'project = "{p}"' for p in others)
+        return Problem(where, f"{what}; they are in {found}", reason,
+                       f"set {lines} under [connectors.{self.name}], or remove project to read every project")
+
+    def _count_spans(self, project: str) -> int:
+        """How many LLM spans a project holds, counted up to COUNT_CAP."""
+        count, cursor = 0, None
+        path = f"/v1/projects/{quote(project, safe='')}/spans"
+        while count < COUNT_CAP:
+            page = self.http.get(path, limit=MAX_SPANS_PAGE, cursor=cursor, span_kind="LLM")
+            data = page.get("data")
+            if not isinstance(data, list):
+                raise ConnectorError("Phoenix answered without a 'data' list", where=f"{self.options.url}{path}")
+            count += len(data)
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
+        return count
 
     def _log_item(self, span: dict[str, Any], annotations: dict[str, list[dict[str, Any]]]) -> LogItem | Problem:
         span_id = _span_id(span)
@@ -168,9 +231,9 @@ class PhoenixConnector(Connector):
             where=where,
         )
 
-    def _annotations(self, span_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    def _annotations(self, project: str, span_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
         found: dict[str, list[dict[str, Any]]] = {}
-        path = f"/v1/projects/{self.options.project}/span_annotations"
+        path = f"/v1/projects/{quote(project, safe='')}/span_annotations"
         for chunk in range(0, len(span_ids), 50):
             for note in self._pages(path, span_ids=span_ids[chunk : chunk + 50]):
                 found.setdefault(str(note.get("span_id")), []).append(note)
@@ -187,6 +250,21 @@ class PhoenixConnector(Connector):
             cursor = page.get("next_cursor")
             if not cursor:
                 return
+
+
+def _cursor_state(cursor: str | None, before: str) -> dict[str, dict[str, Any]]:
+    """project name → {"ts", "ids"}. A cursor saved before cursors were per project is one
+    {"ts", "ids"} over the project read then (`before`: the configured one, else "default")."""
+    if not cursor:
+        return {}
+    state = json.loads(cursor)
+    if "projects" in state:
+        return {str(k): {"ts": v["ts"], "ids": list(v["ids"])} for k, v in state["projects"].items()}
+    return {before: {"ts": state["ts"], "ids": list(state["ids"])}}
+
+
+def _count(n: int) -> str:
+    return f"{n}+" if n >= COUNT_CAP else str(n)
 
 
 def _span_id(span: dict[str, Any]) -> str | None:

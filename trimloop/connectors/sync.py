@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from trimloop.connectors import registry
-from trimloop.connectors.base import Checkpoint, Connector, LogItem, Problem, PromptItem
+from trimloop.connectors.base import Checkpoint, Connector, LogItem, Looked, Problem, PromptItem
 from trimloop.connectors.resolve import Resolver
 from trimloop.core.errors import TrimloopError
 from trimloop.core.identity import version_identity
@@ -48,6 +48,12 @@ class SyncReport:
     skipped: Counter[str] = field(default_factory=Counter)  # reason code → count
     problems: list[Problem] = field(default_factory=list)  # the first MAX_KEPT_PROBLEMS
     fatal: str | None = None  # the connector could not be read at all
+    looked: list[Looked] = field(default_factory=list)  # where the logs were read, with notices
+
+    @property
+    def notices(self) -> list[Problem]:
+        """Why an asked-for place gave nothing, with the fix (nothing was skipped)."""
+        return [looked.notice for looked in self.looked if looked.notice is not None]
 
     @property
     def skipped_total(self) -> int:
@@ -69,6 +75,8 @@ class SyncReport:
             "skipped": dict(self.skipped),
             "problems": [str(p) for p in self.problems],
             "fatal": self.fatal,
+            "looked": [str(looked) for looked in self.looked],
+            "notices": [str(notice) for notice in self.notices],
         }
 
 
@@ -192,6 +200,8 @@ def _sync_logs(engine: Engine, connector: Connector, report: SyncReport, *, full
             if len(batch) >= batch_size:
                 _flush(engine, connector.name, batch, last_cursor, report)
                 batch = []
+        elif isinstance(item, Looked):
+            report.looked.append(item)
         else:
             report.add_problem(item)
     if last_cursor is not None or batch:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from trimloop.api import services
@@ -61,6 +62,12 @@ def print_reports(reports: list[SyncReport], out: Console) -> None:
     for r in reports:
         if r.fatal:
             out.print(f"[bold red]{r.connector} failed:[/] {r.fatal}", highlight=False)
+        if r.looked:
+            out.print(f"[dim]{r.connector} looked in: {escape('; '.join(map(str, r.looked)))}[/]", highlight=False)
+        for notice in r.notices:
+            out.print(f"[yellow]{r.connector}: {escape(notice.where)}: {escape(notice.message)}[/]", highlight=False)
+            if notice.hint:
+                out.print(f"    [dim]hint: {escape(notice.hint)}[/]", highlight=False)
         if r.skipped:
             reasons = ", ".join(f"{reason} {n}" for reason, n in r.skipped.most_common())
             out.print(f"[yellow]{r.connector}: skipped {r.skipped_total}[/] ({reasons})", highlight=False)
