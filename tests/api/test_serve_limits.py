@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 
 from trimloop.api.cli.serve import server_config
-from trimloop.core.fake_openai import free_port
+from trimloop.testing.fake_openai import free_port
 from trimloop.core.settings import Settings
 
 
