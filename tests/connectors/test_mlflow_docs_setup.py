@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from tests.connectors.helpers import stored_json
 from trimloop.connectors.mlflow import MlflowConnector
 from trimloop.connectors.sync import sync_connector
-from trimloop.core import fake_openai
+from trimloop.testing import fake_openai
 
 pytestmark = pytest.mark.integration
 HERE = Path(__file__).parent
