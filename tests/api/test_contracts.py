@@ -52,7 +52,7 @@ def test_every_status_is_in_the_transition_table_and_the_ends_do_not_move():
     assert set(TRANSITIONS) == set(SuggestionStatus) | set(RunStatus)
     assert sources(SuggestionStatus.approved) == ("pending",)
     assert set(sources(SuggestionStatus.rejected)) == {"pending", "approved"}
-    assert sources(SuggestionStatus.rolled_back) == ("deployed",)
+    assert set(sources(SuggestionStatus.rolled_back)) == {"deployed", "rolling_back"}  # rolling_back: the claim
     assert set(sources(RunStatus.cancelled)) == {"queued", "running"}
     for done in (SuggestionStatus.rolled_back, SuggestionStatus.rejected, SuggestionStatus.superseded,
                  SuggestionStatus.expired, RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled):

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlmodel import select
 
-from tests.optimizer.conftest import good_gateway, seeded  # noqa: F401  (fixtures)
+from tests.optimizer.conftest import gateway_for, good_gateway, good_provider, seeded  # noqa: F401  (fixtures)
 from tests.optimizer.provider_workspace import poll_until
 from trimloop.api.app import create_app
 from trimloop.api.scheduler import JOB_ID, JOBS_TABLE
