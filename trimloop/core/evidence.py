@@ -11,6 +11,7 @@ in `unreadable` rather than failing the whole row.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -220,5 +221,84 @@ class RunResults(Record):
     suggestion_id: int | None = None
     no_suggestion: str | None = Field(default=None, description="why the run made no suggestion")
     note: str | None = None
+    baseline_health: HealthReport | None = Field(
+        default=None, description="the baseline's check on the run's items (a broken one ends the run baseline_unhealthy)")
     unreadable: dict[str, Any] = Field(default_factory=dict,
                                        description="stored fields that no longer validate (older rows)")
+
+
+class HealthDay(Record):
+    """One day of a health signal: its value and how many calls it rests on."""
+
+    day: str = Field(default="", examples=["2026-12-01"])
+    n: int = 0
+    value: float | None = None
+
+
+class HealthSignal(Record):
+    """One live signal of a prompt (evals.health): an evaluator against gold answers, a feedback
+    name, a format failure share, the provider error share, cost or latency."""
+
+    key: str = Field(default="", examples=["evaluator:label", "feedback:thumbs", "format:no_label", "errors"])
+    kind: str = Field(default="", examples=["evaluator", "feedback", "format", "errors", "cost", "latency"])
+    title: str = Field(default="", description="what it measures, in words")
+    better: str = Field(default="higher", description="higher | lower | none (cost and latency are shown, not judged)")
+    n: int = 0
+    value: float | None = None
+    low: float | None = Field(default=None, description="95 % interval (Wilson, t or bootstrap), for showing")
+    high: float | None = None
+    method: str | None = Field(default=None, examples=["wilson", "t", "bootstrap"])
+    cs_low: float | None = Field(default=None, description="anytime-valid confidence sequence, for deciding")
+    cs_high: float | None = None
+    baseline: float | None = Field(default=None, description="mean before the recent days (its trailing baseline)")
+    baseline_n: int | None = None
+    recent: float | None = Field(default=None, description="mean over the recent days")
+    recent_n: int | None = None
+    floor: float | None = Field(default=None, description="configured floor (degraded below it)")
+    status: str = Field(default="ok", examples=["ok", "degraded", "broken", "info"])
+    note: str | None = None
+    days: list[HealthDay] = Field(default_factory=list)
+
+
+class LabelCheck(Record):
+    """A label evaluator against always answering the most common gold label, on the same items."""
+
+    evaluator: str = ""
+    n: int = 0
+    accuracy: float | None = None
+    majority_label: str | None = None
+    majority_rate: float | None = None
+    no_label_share: float | None = Field(default=None, description="answers that name no label (or several)")
+    upper: float | None = Field(default=None, description="anytime-valid upper bound of accuracy − majority rate")
+    broken: bool = False
+
+
+class HealthReport(Record):
+    """A prompt's health with the numbers behind it: the verdict, why, and every signal."""
+
+    prompt_id: int | None = None
+    version_id: int | None = None
+    version_sha: str | None = None
+    source: str = Field(default="logs", description="logs (the trailing window) or dataset N (a run's baseline check)")
+    verdict: str = Field(default="unknown", examples=["healthy", "degraded", "broken", "unknown"])
+    reasons: list[str] = Field(default_factory=list, description="why, with the numbers")
+    window_days: int | None = None
+    recent_days: int | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    calls: int = 0
+    alpha: float | None = None
+    gold_from: str | None = Field(default=None, description="where gold answers came from")
+    signals: list[HealthSignal] = Field(default_factory=list)
+    label_checks: list[LabelCheck] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    checked_at: datetime | None = None
+    unreadable: dict[str, Any] = Field(default_factory=dict,
+                                       description="stored fields that no longer validate (older rows)")
+
+    def message(self) -> str:
+        """The verdict in one line: "broken: label: agrees with reviewer labels on 2 % of 180 items; …"."""
+        return f"{self.verdict}: " + ("; ".join(self.reasons) if self.reasons else "no problem found")
+
+
+RunResults.model_rebuild()  # it names HealthReport, defined after it

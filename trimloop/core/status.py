@@ -9,8 +9,12 @@
        │  └─────────────► rejected, superseded
        └────────────────► expired (nobody decided in time)
 
-    queued ──► running ──► succeeded | failed | cancelled
+    queued ──► running ──► succeeded | failed | cancelled | baseline_unhealthy
        └─────► cancelled          (a dead worker's run stays running; another worker claims it)
+
+    baseline_unhealthy: the production version is broken (evals.health), so the run did not search.
+
+A prompt's health (evals.health) is one of HealthVerdict: healthy, degraded, broken, unknown.
 
 Store functions move a status only along these arrows; anything else is a Conflict naming both ends.
 """
@@ -41,6 +45,19 @@ class RunStatus(StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+    baseline_unhealthy = "baseline_unhealthy"  # the baseline is broken: no search (unless forced)
+
+
+class HealthVerdict(StrEnum):
+    """A prompt's health from its live signals (evals.health)."""
+
+    healthy = "healthy"
+    degraded = "degraded"  # a signal significantly worse than its own trailing baseline, or below a floor
+    broken = "broken"  # a label evaluator worse than always answering the most common label, or most outputs unparseable
+    unknown = "unknown"  # no signal to judge by
+
+
+UNHEALTHY = (HealthVerdict.degraded, HealthVerdict.broken)
 
 
 class CandidateStatus(StrEnum):
@@ -65,12 +82,12 @@ TRANSITIONS: dict[StrEnum, frozenset[StrEnum]] = {
     S.rolling_back: frozenset({S.rolled_back}),  # released back to deployed if the write fails
     S.rolled_back: frozenset(), S.rejected: frozenset(), S.superseded: frozenset(), S.expired: frozenset(),
     R.queued: frozenset({R.running, R.cancelled}),
-    R.running: frozenset({R.succeeded, R.failed, R.cancelled}),
-    R.succeeded: frozenset(), R.failed: frozenset(), R.cancelled: frozenset(),
+    R.running: frozenset({R.succeeded, R.failed, R.cancelled, R.baseline_unhealthy}),
+    R.succeeded: frozenset(), R.failed: frozenset(), R.cancelled: frozenset(), R.baseline_unhealthy: frozenset(),
 }
 OPEN_SUGGESTION = (S.pending, S.approved)  # a decision (or a deploy) may still come
 RUN_ACTIVE = (R.queued, R.running)
-RUN_DONE = (R.succeeded, R.failed, R.cancelled)
+RUN_DONE = (R.succeeded, R.failed, R.cancelled, R.baseline_unhealthy)
 
 
 def sources(to: SuggestionStatus | RunStatus) -> tuple[str, ...]:

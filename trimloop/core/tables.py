@@ -14,8 +14,8 @@ from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, case
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import AutoString, Field, SQLModel
 
-from trimloop.core.evidence import CandidateScores, Evidence, Record, RunResults
-from trimloop.core.status import CandidateStatus, RunStatus, SuggestionStatus
+from trimloop.core.evidence import CandidateScores, Evidence, HealthReport, Record, RunResults
+from trimloop.core.status import CandidateStatus, HealthVerdict, RunStatus, SuggestionStatus
 
 
 def utcnow() -> datetime:
@@ -324,6 +324,22 @@ class Suggestion(_Typed, SQLModel, table=True):
     reason: str | None = _text()
     created_at: datetime = Field(default_factory=utcnow)
     decided_at: datetime | None = None
+
+
+class PromptHealth(_Typed, SQLModel, table=True):
+    """A prompt's last health verdict (evals.health) and the report behind it, one row per prompt.
+
+    `verdict` changes only through a conditional update, so when several workers check at once
+    exactly one of them sees the change (and sends the `prompt.unhealthy` notification)."""
+
+    __typed__ = {"report": HealthReport}
+
+    id: int | None = Field(default=None, primary_key=True)
+    prompt_id: int = Field(foreign_key="prompt.id", unique=True, index=True)
+    verdict: HealthVerdict = _status(HealthVerdict, HealthVerdict.unknown)
+    report: HealthReport = _typed(HealthReport)
+    checked_at: datetime = Field(default_factory=utcnow)
+    changed_at: datetime = Field(default_factory=utcnow)
 
 
 class Review(SQLModel, table=True):
