@@ -13,6 +13,7 @@ from trimloop.core.errors import ConfigError
 from trimloop.core.settings import Settings
 from trimloop.evals.datasets import DEFAULT_EVALUATOR_KEYS
 from trimloop.evals.evaluators import build_evaluators
+from trimloop.evals.health import parse_health
 
 OPTIONS_HINT = "the run options are listed in the README's Optimizer options section and docs/api.md"
 
@@ -51,6 +52,9 @@ class RunConfig(BaseModel):
     expected_from: str | None = Field(
         default=None, description="feedback name whose value is the gold answer (e.g. 'expected')"
     )
+    force: bool = Field(default=False, description="search even when the baseline is broken (evals.health); "
+                        "otherwise such a run ends baseline_unhealthy without searching")
+    health: dict[str, Any] | None = Field(default=None, description="prompt health options (evals.health.HealthConfig)")
     dataset: int | None = Field(
         default=None, ge=1, description="id of an imported gold set of this prompt to optimize on instead of a "
         "sample of its logs; items without a baseline output are run once through the baseline (paid calls)")
@@ -108,6 +112,10 @@ def check_run_config(settings: Settings, prompt_name: str, overrides: dict[str, 
         unknown = [str(e["loc"][0]) for e in problems if e["type"] == "extra_forbidden"]
         hint = (f"known options: {', '.join(RunConfig.model_fields)}" if unknown else OPTIONS_HINT)
         raise error(message, first, hint) from None
+    try:
+        parse_health(config.health, where="health")
+    except ConfigError as exc:
+        raise error(exc.message, exc.where or "health", exc.hint) from None
     keys = set(DEFAULT_EVALUATOR_KEYS)
     if config.evaluators is not None:
         try:

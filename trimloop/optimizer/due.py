@@ -3,7 +3,8 @@
 A prompt is due when it has enough new traffic since its last run, when its candidate models or
 their prices changed since then, or when it has not been run for a while. It is never due while a
 suggestion awaits review or a run is queued or running, nor without a production version and
-logs. `decide` is pure (facts + policy + clock in, decision out); `due_prompts` reads the facts.
+logs, nor while its last health verdict (evals.health) is `broken`: no search budget is spent on a
+prompt that fails its own signals (a forced run still may). `decide` is pure (facts + policy + clock in, decision out); `due_prompts` reads the facts.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from sqlmodel import Session, col, select
 from trimloop.core.catalog import resolve_model
 from trimloop.core.errors import TrimloopError
 from trimloop.core.settings import Settings
-from trimloop.core.tables import LogRecord, OptimizationRun, Prompt, PromptVersion, RunEvent, Suggestion
+from trimloop.core.status import HealthVerdict
+from trimloop.core.tables import LogRecord, OptimizationRun, Prompt, PromptHealth, PromptVersion, RunEvent, Suggestion
 from trimloop.optimizer.config import check_run_config, default_candidate_models, run_config
 
 FINGERPRINT_EVENT = "run.candidates"  # a RunEvent holding the candidate models and prices a run saw
@@ -60,6 +62,8 @@ class PromptFacts:
     last_candidates: dict[str, Any] | None = None  # the models → prices the last run saw, if recorded
     candidates: dict[str, Any] | None = None  # the models → prices a run would see now
     config_error: str | None = None
+    health: str | None = None  # the last stored health verdict (evals.health)
+    health_reason: str | None = None
 
 
 def decide(facts: PromptFacts, policy: DuePolicy, *, now: datetime) -> DueDecision:
@@ -80,6 +84,9 @@ def decide(facts: PromptFacts, policy: DuePolicy, *, now: datetime) -> DueDecisi
         return no(f"run {facts.active_run[0]} is {facts.active_run[1]}")
     if facts.pending_suggestion is not None:
         return no(f"suggestion {facts.pending_suggestion} is pending review")
+    if facts.health == HealthVerdict.broken:
+        return no(f"its production version is broken, so no search budget is spent on it ({facts.health_reason}); "
+                  "fix the prompt, or start a forced run (trimloop optimize --force)")
     if facts.last_run is None:
         return yes(f"never optimized ({facts.logs} logs)")
     run_id, at = facts.last_run
@@ -156,6 +163,7 @@ def prompt_facts(session: Session, settings: Settings, prompt: Prompt) -> Prompt
         event = session.exec(select(RunEvent.data).where(
             RunEvent.run_id == last[0], RunEvent.kind == FINGERPRINT_EVENT).order_by(col(RunEvent.id).desc())).first()
         last_candidates = event.get("models") if event else None
+    health = session.exec(select(PromptHealth).where(PromptHealth.prompt_id == pid)).first()
     candidates, config_error = None, None
     try:
         check_run_config(settings, prompt.name)  # what `start_run` refuses is not due
@@ -167,6 +175,8 @@ def prompt_facts(session: Session, settings: Settings, prompt: Prompt) -> Prompt
         logs=int(logs), pending_suggestion=pending, active_run=tuple(active) if active else None,  # type: ignore[arg-type]
         last_run=tuple(last) if last else None, new_logs=int(new_logs),  # type: ignore[arg-type]
         last_candidates=last_candidates, candidates=candidates, config_error=config_error,
+        health=str(health.verdict) if health else None,
+        health_reason="; ".join(health.report.reasons) if health else None,
     )
 
 

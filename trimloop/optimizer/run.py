@@ -1,7 +1,8 @@
 """One optimization run for one prompt, from queued to a Suggestion (or a reason why not).
 
 build the dataset from the production version's logs → score the baseline's logged outputs
-(free) → search on the search split → certify the best on the holdout → project savings → store
+(free) → check the baseline is not broken (evals.health; else end `baseline_unhealthy`, unless
+forced) → search on the search split → certify the best on the holdout → project savings → store
 candidates, events and at most one Suggestion (the cheapest certified candidate). The run is
 resumable: a rerun after a crash repays nothing, thanks to the gateway's cache, and starts its
 ledger at what the earlier attempt spent, so the run's caps hold across crashes. A provider that
@@ -26,7 +27,7 @@ from trimloop.core.errors import Conflict, NotFound, ProviderUnavailable, Trimlo
 from trimloop.core.evidence import RunResults
 from trimloop.core.ledger import Ledger
 from trimloop.core.settings import Settings
-from trimloop.core.status import RUN_ACTIVE, RUN_DONE, RunStatus, SuggestionStatus
+from trimloop.core.status import RUN_ACTIVE, RUN_DONE, HealthVerdict, RunStatus, SuggestionStatus
 from trimloop.core.tables import (
     CachedResponse,
     Dataset,
@@ -39,6 +40,7 @@ from trimloop.core.tables import (
 from trimloop.evals.datasets import build_from_logs, dataset_items, default_evaluators, production_version
 from trimloop.evals.evaluators import build_evaluators
 from trimloop.evals.feedback import feedback_summary
+from trimloop.evals.health import baseline_check, parse_health
 from trimloop.evals.runner import EvalItem
 from trimloop.optimizer.baseline import baseline_results, log_facts
 from trimloop.optimizer.certify import certify
@@ -53,6 +55,14 @@ log = logging.getLogger("trimloop.optimizer.run")
 
 class Cancelled(Exception):
     pass
+
+
+class BaselineUnhealthy(Exception):
+    """The baseline is broken (evals.health): the run ends `baseline_unhealthy` without searching."""
+
+    def __init__(self, results: RunResults):
+        super().__init__(results.no_suggestion)
+        self.results = results
 
 
 class Reclaimed(Exception):
@@ -139,6 +149,8 @@ async def execute_run(*, engine: Engine, settings: Settings, run_id: int, gatewa
         status, error = RunStatus.succeeded, None
     except Cancelled:
         status, error, results = RunStatus.cancelled, None, RunResults(note="cancelled")
+    except BaselineUnhealthy as exc:
+        status, error, results = RunStatus.baseline_unhealthy, None, exc.results
     except Reclaimed:
         with session_scope(engine) as session:
             return session.get(OptimizationRun, run_id)  # type: ignore[return-value]
@@ -186,6 +198,8 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
             Suggestion.prompt_id == prompt_id, Suggestion.status == SuggestionStatus.rejected)).all())
         baseline = VersionSpec.of(version_row)
         baseline_id, dataset_id = version_row.id, dataset.id
+        gold_from = (f"feedback {config.expected_from!r}" if config.expected_from
+                     else f"gold set {dataset.name!r}" if dataset.source == "import" else None)
         feedback = {r.id: list(r.feedback or []) for r in rows}
     without_gold = [r for r in rows if r.expected is None]
     if config.expected_from and without_gold:
@@ -207,6 +221,18 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
     base = await baseline_results(rows, facts, baseline, evaluators, resolve=resolve, gateway=gateway,
                                   ledger=ledger, concurrency=config.concurrency)
     baseline_calls = ledger.calls
+    health = baseline_check([(base[r.id].output, r.expected) for r in rows], evaluators,  # type: ignore[index]
+                            parse_health(config.health, where=f"[prompts.{prompt_name}].health"),
+                            dataset_id=dataset_id, gold_from=gold_from)
+    emit("baseline.health", {"verdict": health.verdict, "reasons": health.reasons, "forced": config.force})
+    if health.verdict == HealthVerdict.broken:
+        if not config.force:
+            why = "the baseline is broken, so the run did not search for cheaper variants of it: " + \
+                "; ".join(health.reasons) + " (fix the prompt, or force a run: --force / config.force = true)"
+            emit("run.baseline_unhealthy", {"reason": why})
+            raise BaselineUnhealthy(RunResults(dataset_id=dataset_id, baseline_calls=baseline_calls, search_calls=0,
+                                               certify_calls=0, calls=ledger.calls, spent=ledger.spent,
+                                               baseline_health=health, no_suggestion=why))
     failures = [{"inputs": i.inputs, "expected": i.expected} for i in items["search"]
                  if i.expected is not None and min(base[i.id].scores.values(), default=1.0) < 1.0]
     context = MoveContext(models=config.models or default_candidate_models(settings), resolve=resolve,
@@ -237,6 +263,7 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
         "baseline_scores": {n.key: _mean([base[i.id].scores.get(n.key, 0.0) for i in items["holdout"]])
                             for n in evaluators},
         "baseline_feedback": feedback_summary(feedback.values()),
+        "baseline_health": health.model_dump(mode="json", exclude_none=True),
     }
     summary = RunResults.model_validate(_jsonable(found_summary))
     if not passed:
