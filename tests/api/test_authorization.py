@@ -26,6 +26,7 @@ EXPECTED = {
     ("GET", "/prompts/{prompt_id}"): "read",
     ("GET", "/prompts/{prompt_id}/versions"): "read",
     ("GET", "/prompts/{prompt_id}/traffic"): "read",
+    ("GET", "/prompts/{prompt_id}/health"): "read",
     ("GET", "/connectors"): "read",
     ("POST", "/connectors/{name}/test"): "operate",
     ("POST", "/connectors/sync"): "operate",

@@ -1,4 +1,6 @@
-"""The scheduled loop: sync every connector, queue a run for each due prompt, claim and execute them.
+"""The scheduled loop: sync every connector, check every prompt's health (a `prompt.unhealthy`
+notification per change to degraded or broken), queue a run for each due prompt (never a broken
+one), claim and execute them.
 
 `Worker.run_pass` is one pass (what `trimloop worker --once` does). `build_scheduler` wraps it in
 an APScheduler 3 BackgroundScheduler whose job store is the trimloop database, with one job that
@@ -37,10 +39,12 @@ ACTOR = "scheduler"  # who the audit log says queued the pass's runs and closed 
 
 @dataclass
 class PassReport:
-    """What one pass did: per-connector syncs, suggestions superseded or expired, due decisions,
-    runs queued and executed."""
+    """What one pass did: per-connector syncs, suggestions superseded or expired, health verdicts
+    (and the ones that changed), due decisions, runs queued and executed."""
 
     synced: list[SyncReport] = field(default_factory=list)
+    health: dict[int, str] = field(default_factory=dict)  # prompt id → verdict
+    health_changes: list[webhooks.HealthChange] = field(default_factory=list)
     superseded: list[int] = field(default_factory=list)
     expired: list[int] = field(default_factory=list)
     decisions: list[DueDecision] = field(default_factory=list)
@@ -52,6 +56,9 @@ class PassReport:
             "synced": [r.to_dict() for r in self.synced],
             "superseded": self.superseded,
             "expired": self.expired,
+            "health": {str(k): v for k, v in self.health.items()},
+            "health_changes": [{"prompt_id": c.prompt_id, "prompt": c.prompt, "before": c.before, "after": c.after}
+                               for c in self.health_changes],
             "decisions": [{"prompt_id": d.prompt_id, "prompt": d.prompt_name, "due": d.due, "reason": d.reason}
                           for d in self.decisions],
             "queued": self.queued,
@@ -78,6 +85,11 @@ class Worker:
         report.synced, report.superseded, report.expired = synced.reports, synced.superseded, synced.expired
         if synced.superseded or synced.expired:
             log.info("suggestions superseded: %s; expired: %s", synced.superseded, synced.expired)
+        health = await asyncio.to_thread(services.check_health, engine=self.engine, settings=self.settings,
+                                         now=self.clock())
+        report.health = {pid: r.verdict for pid, r in health.reports.items()}
+        report.health_changes = health.changes
+        await webhooks.announce_health(engine=self.engine, settings=self.settings, changes=health.changes)
         report.decisions, report.queued = await asyncio.to_thread(self._queue_due)
         stale_after = timedelta(minutes=self.settings.scheduler.stale_after_minutes)
         while max_runs is None or len(report.executed) < max_runs:

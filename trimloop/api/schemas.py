@@ -28,6 +28,10 @@ class PromptPublic(Public):
     connector: str = Field(examples=["local"])
     description: str | None = None
     created_at: datetime
+    health: str | None = Field(default=None, examples=["healthy"],
+                               description="last health verdict: healthy, degraded, broken or unknown (None: never "
+                                           "checked); GET /prompts/{id}/health for the numbers")
+    health_checked_at: datetime | None = None
 
 
 class PromptVersionPublic(Public):

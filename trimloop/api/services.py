@@ -5,11 +5,13 @@ sync`, `POST /connectors/sync` and the pass sync with `sync`. So every run is qu
 prompt's lock (one run per prompt, across processes), with checked options, the candidate-model
 fingerprint that makes "a new candidate model or price" due, and an audit entry; and every sync
 supersedes and expires the suggestions it made stale. Executing runs is `api/executor.py`;
-announcing them (webhooks) happens where they end.
+announcing them (webhooks) happens where they end. `check_health` computes and stores prompt
+health (evals.health) for the scheduler's pass, `trimloop health` and `GET /prompts/{id}/health`.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,15 +19,20 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from trimloop.api.webhooks import HealthChange
 from trimloop.connectors.sync import SyncReport, sync as sync_connectors
 from trimloop.core import store
 from trimloop.core.db import session_scope
-from trimloop.core.errors import Conflict
+from trimloop.core.errors import Conflict, TrimloopError
+from trimloop.core.evidence import HealthReport
 from trimloop.core.settings import Settings
-from trimloop.core.tables import OptimizationRun, utcnow
+from trimloop.core.tables import OptimizationRun, Prompt, utcnow
+from trimloop.evals.health import prompt_health, record_health
 from trimloop.optimizer.config import check_run_config
 from trimloop.optimizer.due import candidate_prices, record_candidates
 from trimloop.optimizer.queue import enqueue
+
+log = logging.getLogger("trimloop.api.services")
 
 
 def start_run(*, engine: Engine, settings: Settings, prompt_id: int, config: dict[str, Any] | None = None,
@@ -87,4 +94,45 @@ def sync(*, engine: Engine, settings: Settings, actor: str, only: list[str] | No
                 object_id=",".join(r.connector for r in outcome.reports),
                 after={"reports": [{k: v for k, v in r.to_dict().items() if k != "problems"} for r in outcome.reports],
                        "superseded": outcome.superseded, "expired": outcome.expired})
+    return outcome
+
+
+@dataclass
+class HealthOutcome:
+    """What a health check found: a report per prompt, and the verdicts it changed."""
+
+    reports: dict[int, HealthReport] = field(default_factory=dict)
+    changes: list[HealthChange] = field(default_factory=list)
+    problems: dict[int, str] = field(default_factory=dict)  # prompt id → why it could not be checked
+
+
+def check_health(*, engine: Engine, settings: Settings, prompt_ids: list[int] | None = None,
+                 now: datetime | None = None) -> HealthOutcome:
+    """Compute and store the health of the given prompts (default: every prompt). A prompt that
+    cannot be checked (bad health options) raises when it was named, else is noted in `problems`.
+    Announcing the changes (webhooks) is the caller's: `webhooks.announce_health`."""
+    outcome = HealthOutcome()
+    with session_scope(engine) as session:
+        named = prompt_ids is not None
+        if prompt_ids is None:
+            prompt_ids = [p for p in session.exec(select(Prompt.id).order_by(col(Prompt.id))).all() if p is not None]
+        else:
+            for pid in prompt_ids:
+                store.check_prompt(session=session, prompt_id=pid)
+    for pid in prompt_ids:
+        try:
+            with session_scope(engine) as session:
+                report = prompt_health(session, settings, prompt_id=pid, now=now)
+                before = record_health(session, report)
+                name = session.get(Prompt, pid).name  # type: ignore[union-attr]
+        except TrimloopError as exc:
+            if named:
+                raise
+            log.warning("health of prompt %s not checked: %s", pid, exc.message)
+            outcome.problems[pid] = f"{exc.message} ({exc.where})" if exc.where else exc.message
+            continue
+        outcome.reports[pid] = report
+        if before is not None:
+            outcome.changes.append(HealthChange(prompt_id=pid, prompt=name, before=before, after=report.verdict,
+                                                reasons=list(report.reasons)))
     return outcome

@@ -29,6 +29,7 @@ from sqlmodel import select
 
 from trimloop.core.db import session_scope
 from trimloop.core.egress import HostNotAllowed
+from trimloop.core.errors import TrimloopError
 from trimloop.core.settings import Settings, WebhookConfig
 from trimloop.core.store import record_audit
 from trimloop.core.tables import OptimizationRun, Suggestion
@@ -59,6 +60,8 @@ def link(settings: Settings, data: dict[str, Any]) -> str:
     base = settings.api.public_url.rstrip("/")
     if "suggestion_id" in data:
         return f"{base}/ui/suggestions/{data['suggestion_id']}"
+    if "health" in data and "prompt_id" in data:
+        return f"{base}/ui/prompts/{data['prompt_id']}/health"
     return f"{base}/runs/{data.get('run_id', '')}"
 
 
@@ -145,16 +148,27 @@ def _record(engine: Engine, deliveries: list[Delivery], data: dict[str, Any]) ->
 
 async def announce_run(*, engine: Engine, settings: Settings, run_id: int) -> None:
     """After a run ends, however it was started (POST /runs, the scheduler, `trimloop worker`):
-    `run.failed`, or `suggestion.created` for each suggestion it left."""
+    `run.failed`, or `suggestion.created` for each suggestion it left; a run that ended
+    `baseline_unhealthy` also re-checks the prompt's health (`prompt.unhealthy` if it changed)."""
     def read() -> tuple[OptimizationRun | None, list[Suggestion]]:
         with session_scope(engine) as session:
             return (session.get(OptimizationRun, run_id),
                     list(session.exec(select(Suggestion).where(Suggestion.run_id == run_id)).all()))
 
-    if not any(event in hook.events for hook in settings.webhooks for event in ("run.failed", "suggestion.created")):
-        return
     run, suggestions = await asyncio.to_thread(read)
     if run is None:
+        return
+    if run.status == "baseline_unhealthy":  # the run found the baseline broken: bring the prompt's health up to date
+        from trimloop.api import services  # services imports this module
+
+        try:
+            checked = await asyncio.to_thread(services.check_health, engine=engine, settings=settings,
+                                              prompt_ids=[run.prompt_id])
+        except TrimloopError as exc:
+            log.warning("health of prompt %s not checked after run %s: %s", run.prompt_id, run_id, exc.message)
+        else:
+            await announce_health(engine=engine, settings=settings, changes=checked.changes)
+    if not any(event in hook.events for hook in settings.webhooks for event in ("run.failed", "suggestion.created")):
         return
     if run.status == "failed":
         await notify(engine=engine, settings=settings, event="run.failed",
@@ -169,3 +183,33 @@ def suggestion_event(s: Suggestion) -> dict[str, Any]:
     return {"suggestion_id": s.id, "prompt_id": s.prompt_id, "run_id": s.run_id, "status": s.status,
             "projected_monthly_savings": s.projected_monthly_savings,
             "summary": f"suggestion {s.id} for prompt {s.prompt_id}: projected savings {saving}"}
+
+
+@dataclass
+class HealthChange:
+    """A prompt whose stored health verdict this check changed (evals.health.record_health)."""
+
+    prompt_id: int
+    prompt: str
+    before: str
+    after: str
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def unhealthy(self) -> bool:
+        return self.after in ("degraded", "broken")
+
+
+def health_event(change: HealthChange) -> dict[str, Any]:
+    why = "; ".join(change.reasons) or "no reason recorded"
+    return {"prompt_id": change.prompt_id, "prompt": change.prompt, "health": change.after, "before": change.before,
+            "reasons": change.reasons,
+            "summary": f"prompt {change.prompt!r} is {change.after} (was {change.before}): {why}"}
+
+
+async def announce_health(*, engine: Engine, settings: Settings, changes: list[HealthChange]) -> None:
+    """`prompt.unhealthy` for each prompt whose verdict just became degraded or broken (once per
+    change: `record_health` tells exactly one checker of each change)."""
+    for change in changes:
+        if change.unhealthy:
+            await notify(engine=engine, settings=settings, event="prompt.unhealthy", data=health_event(change))

@@ -348,10 +348,15 @@ def _drop(s: HealthSignal, points: Sequence[tuple[datetime, float]] | None, spli
 
 
 def evaluators_for(settings: Settings, prompt_name: str, calls: Sequence[Call]) -> list[NamedEvaluator]:
-    """The prompt's configured evaluators, or the defaults its calls suggest (as a run picks them)."""
+    """The prompt's configured evaluators, or the defaults its calls suggest (as a run picks them);
+    none when the defaults would only compare the answers with themselves (no gold answers)."""
     configured = settings.prompts.get(prompt_name, {}).get("evaluators")
-    rows = [_Row(c.expected, c.output) for c in calls]
-    return build_evaluators(configured or default_evaluators(rows), where=f"[prompts.{prompt_name}].evaluators")
+    if configured:
+        return build_evaluators(configured, where=f"[prompts.{prompt_name}].evaluators")
+    chosen = default_evaluators([_Row(c.expected, c.output) for c in calls])
+    if "matches_baseline" in chosen:  # labels read off the answers themselves: every answer names one
+        return []
+    return build_evaluators(chosen, where=f"[prompts.{prompt_name}].evaluators")
 
 
 @dataclass

@@ -24,7 +24,7 @@ err = Console(stderr=True)
 
 
 def _register() -> None:
-    from trimloop.api.cli import call, demo, init, models, optimize, serve, sync, tokens, worker
+    from trimloop.api.cli import call, demo, health, init, models, optimize, serve, sync, tokens, worker
 
     app.command("demo")(demo.demo)
     app.command("init")(init.init)
@@ -34,6 +34,7 @@ def _register() -> None:
     app.add_typer(tokens.app, name="tokens")
     app.command("serve")(serve.serve)
     app.command("optimize")(optimize.optimize)
+    app.command("health")(health.health)
     app.command("worker")(worker.worker)
 
 

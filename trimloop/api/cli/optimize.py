@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlmodel import col, select
 
@@ -29,9 +30,13 @@ def optimize(
     prompt: str = typer.Argument(..., help="the prompt's name, as `trimloop sync` stored it"),
     budget_calls: int = typer.Option(None, "--budget-calls", min=1, help="cap on LLM calls (default 2000)"),
     margin: float = typer.Option(None, "--margin", min=0, max=0.99, help="non-inferiority margin (default 0.02)"),
+    force: bool = typer.Option(False, "--force", help="search even when the baseline is broken (prompt health)"),
     as_json: bool = typer.Option(False, "--json", help="print the run and suggestion as JSON"),
 ) -> None:
-    """Search for a cheaper version of PROMPT now, certify it on the holdout, and print the verdict."""
+    """Search for a cheaper version of PROMPT now, certify it on the holdout, and print the verdict.
+
+    A run whose baseline is broken (it does worse than always giving the most common gold label, or
+    most answers fail their format) ends `baseline_unhealthy` without searching, unless --force."""
     settings, engine = settings_and_engine()
     with session_scope(engine) as session:
         row = session.exec(select(Prompt).where(Prompt.name == prompt)).first()
@@ -43,6 +48,8 @@ def optimize(
         prompt_id = row.id
         assert prompt_id is not None
     config: dict[str, Any] = {"margin": margin} if margin is not None else {}
+    if force:
+        config["force"] = True
     run_id = start_run(engine=engine, settings=settings, prompt_id=prompt_id, config=config,
                        budget_calls=budget_calls, actor=ACTOR, reason="requested with `trimloop optimize`")
     me = worker_id()
@@ -79,7 +86,10 @@ def run_summary(prompt: str, run: OptimizationRun, suggestion: Suggestion | None
     out: dict[str, Any] = {"prompt": prompt, "run_id": run.id, "status": run.status, "error": run.error,
                            "calls": run.calls_made, "spent": run.spent_dollars,
                            "search_calls": results.search_calls, "certify_calls": results.certify_calls,
-                           "no_suggestion": results.no_suggestion, "suggestion": None}
+                           "no_suggestion": results.no_suggestion, "suggestion": None,
+                           "baseline_health": results.baseline_health.model_dump(mode="json", exclude_none=True,
+                                                                                  exclude={"signals"})
+                           if results.baseline_health else None}
     if suggestion is not None:
         evidence = suggestion.evidence
         out["suggestion"] = {
@@ -119,6 +129,10 @@ def print_run(prompt: str, run: OptimizationRun, suggestion: Suggestion | None, 
     """A table for a suggestion; otherwise the reason there is none (or why the run failed)."""
     results = run.results
     spend = f"{money(run.spent_dollars)} in {run.calls_made} calls"
+    if run.status == RunStatus.baseline_unhealthy:
+        out.print(f"[bold red]run {run.id} baseline_unhealthy[/]: {escape(results.no_suggestion or '')}", highlight=False)
+        out.print(f"search calls: {results.search_calls or 0}; spend: {spend}", highlight=False)
+        return
     if run.status != RunStatus.succeeded:
         out.print(f"[bold red]run {run.id} {run.status}[/]: {run.error or results.note or ''}", highlight=False)
         return

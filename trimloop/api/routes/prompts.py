@@ -1,18 +1,21 @@
-"""`/prompts`: prompts, their versions, and traffic and cost from the logs."""
+"""`/prompts`: prompts (with their last health verdict), their versions, traffic and cost from the
+logs, and their health computed on demand."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, BackgroundTasks, Query
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from trimloop.api.auth import Reader, SessionDep
+from trimloop.api import services, webhooks
+from trimloop.api.auth import EngineDep, Reader, SessionDep, SettingsDep
 from trimloop.api.reporting import COST
 from trimloop.api.schemas import PromptPublic, PromptVersionPublic, TrafficSummary
 from trimloop.core.errors import NotFound
-from trimloop.core.tables import MAX_LATENCY_S, LogRecord, Prompt, PromptVersion, utcnow
+from trimloop.core.evidence import HealthReport
+from trimloop.core.tables import MAX_LATENCY_S, LogRecord, Prompt, PromptHealth, PromptVersion, utcnow
 
 router = APIRouter(prefix="/prompts", tags=["prompts"])
 
@@ -24,15 +27,34 @@ def _prompt(session: SessionDep, prompt_id: int) -> Prompt:
     return prompt
 
 
-@router.get("", response_model=list[PromptPublic], summary="every synced prompt")
+def _public(prompt: Prompt, health: PromptHealth | None) -> PromptPublic:
+    return PromptPublic.model_validate(prompt).model_copy(update={
+        "health": str(health.verdict) if health else None,
+        "health_checked_at": health.checked_at if health else None})
+
+
+@router.get("", response_model=list[PromptPublic], summary="every synced prompt, with its last health verdict")
 def list_prompts(session: SessionDep, _: Reader, limit: int = Query(200, ge=1, le=1000),
-                 offset: int = Query(0, ge=0)) -> list[Prompt]:
-    return list(session.exec(select(Prompt).order_by(col(Prompt.name)).offset(offset).limit(limit)).all())
+                 offset: int = Query(0, ge=0)) -> list[PromptPublic]:
+    rows = session.exec(select(Prompt, PromptHealth).join(PromptHealth, col(PromptHealth.prompt_id) == Prompt.id,
+                                                          isouter=True)
+                        .order_by(col(Prompt.name)).offset(offset).limit(limit)).all()
+    return [_public(prompt, health) for prompt, health in rows]
 
 
-@router.get("/{prompt_id}", response_model=PromptPublic, summary="one prompt")
-def get_prompt(prompt_id: int, session: SessionDep, _: Reader) -> Prompt:
-    return _prompt(session, prompt_id)
+@router.get("/{prompt_id}", response_model=PromptPublic, summary="one prompt, with its last health verdict")
+def get_prompt(prompt_id: int, session: SessionDep, _: Reader) -> PromptPublic:
+    prompt = _prompt(session, prompt_id)
+    return _public(prompt, session.exec(select(PromptHealth).where(PromptHealth.prompt_id == prompt_id)).first())
+
+
+@router.get("/{prompt_id}/health", response_model=HealthReport,
+            summary="its health now: verdict, why, and every signal per day (computed from its logs, then stored)")
+def prompt_health(prompt_id: int, engine: EngineDep, settings: SettingsDep, tasks: BackgroundTasks,
+                  _: Reader) -> HealthReport:
+    outcome = services.check_health(engine=engine, settings=settings, prompt_ids=[prompt_id])
+    tasks.add_task(webhooks.announce_health, engine=engine, settings=settings, changes=outcome.changes)
+    return outcome.reports[prompt_id]
 
 
 @router.get("/{prompt_id}/versions", response_model=list[PromptVersionPublic], summary="its versions, newest first")
