@@ -145,3 +145,19 @@ def scatter(points: list[dict[str, Any]], width: int = 480, height: int = 280) -
             continue
         out.append({**p, "cx": 48 + p["cost"] / x_top * (width - 60), "cy": 8 + (1 - p["score"]) * (height - 40)})
     return {"width": width, "height": height, "points": out, "x_top": x_top}
+
+
+def sparkline(days: list[Any], width: int = 240, height: int = 44) -> dict[str, Any] | None:
+    """One signal per day as a line with a dot per day (`days`: records with day, n, value);
+    the y axis runs from 0 to the largest value (1 for shares and scores)."""
+    points = [(d.day, d.value, d.n) for d in days if d.value is not None]
+    if not points:
+        return None
+    top = max(1.0, max(v for _, v, _ in points)) if max(v for _, v, _ in points) <= 1 else _nice_max(
+        max(v for _, v, _ in points))
+    step = (width - 12) / max(1, len(points) - 1)
+    dots = [{"x": 6 + i * step, "y": 4 + (1 - v / top) * (height - 8), "title": f"{day}: {v:.3g} (n={n})"}
+            for i, (day, v, n) in enumerate(points)]
+    return {"width": width, "height": height, "dots": dots,
+            "path": " ".join(f"{'M' if i == 0 else 'L'}{d['x']:.1f},{d['y']:.1f}" for i, d in enumerate(dots)),
+            "first": points[0][0], "last": points[-1][0]}

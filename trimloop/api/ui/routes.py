@@ -18,7 +18,7 @@ from trimloop.api.auth import Principal, SessionDep, client_address
 from trimloop.api.errors import ApiError
 from trimloop.api.routes import suggestions as api
 from trimloop.api.schemas import RejectRequest
-from trimloop.api.ui import monitor, pages, sessions, views
+from trimloop.api.ui import health, monitor, pages, sessions, views
 from trimloop.api.ui.pages import render
 from trimloop.core import store
 from trimloop.core.errors import TrimloopError
@@ -45,6 +45,7 @@ def install(app: FastAPI) -> None:
     ui.mount("/static", StaticFiles(directory=str(pages.HERE / "static")), name="static")
     ui.include_router(router)
     ui.include_router(monitor.router)
+    ui.include_router(health.router)
     app.mount("/ui", ui, name="ui")
     app.add_middleware(RootRedirect)
 
