@@ -58,6 +58,7 @@ def test_a_broken_prompt_is_broken_with_the_numbers(engine, tmp_path):
     assert "of answers name no label" in reason
     signals = {s.key: s for s in report.signals}
     assert signals["format:no_label"].status == "broken" and signals["evaluator:label"].n == 300
+    assert signals["evaluator:label"].status == "broken"
     assert signals["feedback:thumbs"].value == 0.0  # the reviewers' label is gold, not a feedback signal
     assert "feedback:label" not in signals
     assert {"errors", "cost_per_call", "latency_p50_s", "latency_p95_s", "format:empty"} <= set(signals)

@@ -266,14 +266,17 @@ def judge(report: HealthReport, config: HealthConfig, *, series: Series | None =
     signals' points in arrival order) and `split` (where the recent days start) for the trend."""
     broken: list[str] = []
     degraded: list[str] = []
+    by_key = {s.key: s for s in report.signals}
     for check in report.label_checks:
         if check.broken:
             broken.append(label_reason(check, report.gold_from))
+            if f"evaluator:{check.evaluator}" in by_key:
+                by_key[f"evaluator:{check.evaluator}"].status = "broken"
     for s in report.signals:
         if s.better == "none":
             s.status = "info"
             continue
-        if s.n < MIN_ITEMS or s.cs_low is None or s.cs_high is None:
+        if s.n < MIN_ITEMS or s.cs_low is None or s.cs_high is None or s.status == "broken":
             continue
         if s.kind == "format" and s.cs_low > config.unparseable_broken:
             s.status = "broken"
