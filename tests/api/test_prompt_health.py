@@ -167,3 +167,27 @@ def test_health_of_an_unknown_prompt_is_404_and_bad_options_are_400(headers, set
     with TestClient(create_app(settings, engine)) as client:  # no gold, no feedback: unknown, with why
         report = client.get(f"/prompts/{prompt_id}/health", headers=headers["viewer"]).json()
         assert report["verdict"] == "unknown" and report["calls"] == 20 and report["reasons"]
+
+
+def test_trimloop_health_prints_each_verdict_with_its_numbers(home_db, tmp_path):
+    (tmp_path / "trimloop.toml").write_text(
+        f'[prompts.triage]\nexpected_from = "label"\nevaluators = {{label = {{labels = {json.dumps(LABELS)}}}}}\n'
+        f'[prompts.triage-v2]\nexpected_from = "label"\n')
+    upgrade(home_db)
+    engine = make_engine(home_db)
+    try:
+        seed_triage(engine, quality="broken")
+        seed_triage(engine, quality="good", name="triage-v2", seed=5)  # default evaluators: label, from the gold
+    finally:
+        engine.dispose()
+    shown = runner.invoke(app, ["health"], env={"COLUMNS": "250"})
+    assert shown.exit_code == 0, shown.output
+    assert "triage: broken (300 calls in 14 days)" in shown.output and "triage-v2: healthy" in shown.output
+    assert "always answering the most common label (billing) would score" in shown.output
+    assert "format:no_label" in shown.output and "latency_p95_s" in shown.output
+    one = runner.invoke(app, ["health", "triage-v2", "--json"])
+    assert one.exit_code == 0, one.output
+    body = json.loads(one.output)
+    assert list(body) == ["triage-v2", "problems"] and body["triage-v2"]["verdict"] == "healthy"
+    unknown = runner.invoke(app, ["health", "triaje"])
+    assert "triaje" in unknown.exception.message and "triage" in unknown.exception.hint

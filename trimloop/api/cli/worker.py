@@ -1,4 +1,5 @@
-"""`trimloop worker`: sync, then optimize every due prompt, on a schedule (or once with --once)."""
+"""`trimloop worker`: sync, check prompt health, then optimize every due prompt, on a schedule (or once
+with --once)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import threading
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from trimloop.api.cli.common import money, settings_and_engine
@@ -58,12 +60,15 @@ def worker(
 
 
 def print_pass(report: PassReport, out: Console) -> None:
-    """Due decisions with reasons, then what each executed run produced."""
+    """Health verdicts that changed, due decisions with reasons, then what each executed run produced."""
     from trimloop.api.cli.sync import print_closed, print_reports
 
     if report.synced:
         print_reports(report.synced, out)
     print_closed(report.superseded, report.expired, out)
+    for change in report.health_changes:
+        out.print(f"health of {escape(change.prompt)}: {change.before} → {change.after}"
+                  + (f" ({escape('; '.join(change.reasons))})" if change.reasons else ""), highlight=False)
     if not report.decisions:
         out.print("no prompts in the store: configure a connector and run `trimloop sync`", highlight=False)
         return
