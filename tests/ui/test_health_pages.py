@@ -47,3 +47,24 @@ def test_the_prompts_page_and_a_broken_prompts_health_page(tmp_path: Path, engin
         hostile_page = client.get(f"/ui/prompts/{hostile}/health")
         assert hostile_page.status_code == 200 and "<script>alert" not in hostile_page.text
         assert client.get("/ui/prompts/999/health").status_code == 404
+
+
+def test_a_run_that_ended_baseline_unhealthy_says_why_on_its_page(tmp_path: Path, engine: Engine) -> None:
+    from trimloop.core.db import session_scope
+    from trimloop.core.tables import OptimizationRun
+
+    prompt_id = seed_triage(engine, quality="broken")
+    why = "the baseline is broken, so the run did not search for cheaper variants of it: label: agrees with …"
+    with session_scope(engine) as session:
+        run = OptimizationRun(prompt_id=prompt_id, status="baseline_unhealthy", results={"no_suggestion": why})
+        session.add(run)
+        session.flush()
+        run_id = run.id
+    tokens = seed.tokens(engine)
+    with TestClient(create_app(Settings(home=tmp_path / "home"), engine), follow_redirects=False) as client:
+        sign_in(client, tokens["engineer"])
+        page = client.get(f"/ui/runs/{run_id}").text
+        assert 'id="unhealthy"' in page and "did not search" in page and f"/ui/prompts/{prompt_id}/health" in page
+        assert "baseline_unhealthy" in client.get("/ui/runs").text
+        events = client.get(f"/ui/runs/{run_id}/events").text  # a finished status: the stream ends
+        assert "event: end" in events

@@ -387,6 +387,7 @@ def assess(calls: Sequence[Call], evaluators: Sequence[NamedEvaluator], config: 
                                        "no schema)")
         signals.append(_signal(key, "format", title, points, better="lower", alpha=alpha, split=split))
     feedback: dict[str, list[tuple[datetime, float]]] = defaultdict(list)
+    texts: set[str] = set()
     for call in calls:
         for entry in call.feedback:
             if not isinstance(entry, dict) or entry.get("name") in (None, skip_feedback):
@@ -396,6 +397,11 @@ def assess(calls: Sequence[Call], evaluators: Sequence[NamedEvaluator], config: 
                 feedback[str(entry["name"])].append((call.at, 1.0 if value else 0.0))
             elif isinstance(value, (int, float)) and math.isfinite(value):
                 feedback[str(entry["name"])].append((call.at, float(value)))
+            elif isinstance(value, str):
+                texts.add(str(entry["name"]))
+    for name in sorted(texts - set(feedback)):
+        report.notes.append(f"feedback {name!r} holds text (a label or a correction), not a score: not judged "
+                            "(name it in expected_from to score the answers against it)")
     for name, points in sorted(feedback.items()):
         bounded = all(0.0 <= v <= 1.0 for _, v in points)
         key = f"feedback:{name}"

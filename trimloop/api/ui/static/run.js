@@ -16,7 +16,8 @@
 
   function note(kind, data) {
     var li = document.createElement("li");
-    var detail = data.label || data.reason || data.status || (data.suggestion_id ? "suggestion #" + data.suggestion_id : "");
+    var detail = data.label || data.reason || data.status || data.verdict ||
+      (data.suggestion_id ? "suggestion #" + data.suggestion_id : "");
     li.textContent = kind + (detail ? " · " + detail : "");
     $("timeline").appendChild(li);
   }
@@ -57,7 +58,7 @@
   }
   ["run.queued", "run.claimed", "run.started", "dataset.ready", "search.started", "search.finished",
    "certify.started", "certify.finished", "suggestion.created", "run.no_suggestion",
-   "run.succeeded", "run.failed", "run.cancelled"].forEach(function (k) { on(k, function () {}); });
+   "run.succeeded", "run.failed", "run.cancelled", "baseline.health", "run.baseline_unhealthy"].forEach(function (k) { on(k, function () {}); });
   on("candidate.proposed", function (d) {
     if (!candidates[d.sha]) { tried += 1; }
     candidates[d.sha] = { label: d.label || d.sha.slice(0, 8), cost: null, score: null, status: "racing" };
