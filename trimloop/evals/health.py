@@ -160,6 +160,8 @@ def _signal(key: str, kind: str, title: str, points: Sequence[tuple[datetime, fl
                           value=_finite(shown.mean), low=_finite(shown.low), high=_finite(shown.high),
                           method="wilson" if all(v in (0.0, 1.0) for v in values) else "t", days=_days(points))
     if bounded and values:
+        signal.low = None if signal.low is None else max(0.0, signal.low)  # a t interval may pass 0 or 1
+        signal.high = None if signal.high is None else min(1.0, signal.high)
         cs = confidence_sequence(values, alpha=alpha)
         signal.cs_low, signal.cs_high = cs.low, cs.high
     if split is not None:

@@ -66,7 +66,7 @@ def print_report(name: str, report: HealthReport, out: Console) -> None:
         return
     table = Table(show_header=True, box=None, padding=(0, 2))
     for column in ("signal", "n", "value", "95 % interval", "recent vs before", "status"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "signal")
     for s in report.signals:
         shown = (lambda v: "—" if v is None else f"{v:.4g}")  # noqa: E731
         trend = f"{shown(s.recent)} vs {shown(s.baseline)}" if s.recent is not None else ""
