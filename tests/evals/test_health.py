@@ -203,3 +203,19 @@ def test_checking_a_steady_prompt_after_every_sync_rarely_calls_it_degraded():
     assert alarms / 100 <= 0.05
     caught = sum(_watch(rng, 14, 40, 0.8, 0.5, range(14, 15)) for _ in range(20))
     assert caught >= 15
+
+
+def test_json_answers_that_do_not_parse_are_format_failures():
+    from trimloop.core.evidence import HealthReport
+    from trimloop.evals.health import Call, assess
+
+    now = utcnow()
+    good = '{"name": "Lena", "city": "Quito"}'
+    calls = [Call(at=now - timedelta(hours=i), output=good if i % 5 == 0 else "Sorry, here is the order: Lena, Quito",
+                  expected=good) for i in range(60)][::-1]
+    config = parse_health(None, where="health")
+    fields = assess(calls, build_evaluators(["json_fields"]), config, report=HealthReport(), split=None)
+    assert fields.verdict == "broken" and fields.reasons[0].startswith("format:json: 80 % of 60 answers with no JSON")
+    schema = {"json_schema": {"schema": {"type": "object", "required": ["name", "city"]}}}
+    checked = assess(calls, build_evaluators(schema), config, report=HealthReport(), split=None)
+    assert checked.verdict == "broken" and checked.reasons[0].startswith("format:json_schema: 80 % of 60")

@@ -52,7 +52,7 @@ from trimloop.evals.anytime import confidence_sequence, mean_interval, percentil
 from trimloop.evals.datasets import _expected, default_evaluators, production_version
 from trimloop.evals.evaluators import EvalContext, MissingReference, NamedEvaluator, build_evaluators, find_labels
 from trimloop.evals.evaluators.base import normalise
-from trimloop.evals.evaluators.structured import JsonSchema, JsonValid
+from trimloop.evals.evaluators.structured import JsonFields, JsonSchema, JsonValid, parse_json
 from trimloop.evals.evaluators.text import Label, MatchesBaseline
 
 V = HealthVerdict
@@ -193,6 +193,7 @@ def evaluator_points(calls: Sequence[Call], evaluators: Sequence[NamedEvaluator]
             usable.append(named)
     label_sets = _label_sets(evaluators)
     json_keys = {n.key for n in evaluators if isinstance(n.evaluator, (JsonValid, JsonSchema))}
+    parse_only = not json_keys and any(isinstance(n.evaluator, JsonFields) for n in evaluators)
     for call in calls:
         if call.output is None:
             continue
@@ -200,6 +201,8 @@ def evaluator_points(calls: Sequence[Call], evaluators: Sequence[NamedEvaluator]
         if label_sets:  # one check per answer: does it name exactly one label of the first label evaluator?
             _, labels, mode = label_sets[0]
             formats["format:no_label"].append((call.at, 0.0 if find_labels(call.output, labels, mode=mode)[0] else 1.0))
+        if parse_only:  # json_fields scores fields; whether the answer is JSON at all is a format check
+            formats["format:json"].append((call.at, 1.0 if parse_json(call.output)[1] else 0.0))
         ctx = EvalContext(output=call.output, inputs=call.inputs, expected=call.expected)
         for named in usable:
             try:
@@ -212,7 +215,7 @@ def evaluator_points(calls: Sequence[Call], evaluators: Sequence[NamedEvaluator]
     return scores, formats, notes
 
 
-FORMAT_TITLES = {"format:empty": "answers that are empty",
+FORMAT_TITLES = {"format:empty": "answers that are empty", "format:json": "answers with no JSON in them",
                  "format:no_label": "answers that name no label (or several)"}
 
 
