@@ -219,3 +219,25 @@ def test_json_answers_that_do_not_parse_are_format_failures():
     schema = {"json_schema": {"schema": {"type": "object", "required": ["name", "city"]}}}
     checked = assess(calls, build_evaluators(schema), config, report=HealthReport(), split=None)
     assert checked.verdict == "broken" and checked.reasons[0].startswith("format:json_schema: 80 % of 60")
+
+
+def test_an_evaluator_that_crashes_is_left_out_with_a_note():
+    from dataclasses import dataclass
+
+    from trimloop.core.evidence import HealthReport
+    from trimloop.evals.evaluators import Evaluator, NamedEvaluator
+    from trimloop.evals.health import Call, assess
+
+    @dataclass
+    class Buggy(Evaluator):
+        name = "buggy"
+
+        def evaluate(self, ctx):  # type: ignore[no-untyped-def]
+            raise KeyError("oops")
+
+    now = utcnow()
+    calls = [Call(at=now - timedelta(minutes=i), output="billing", expected="billing") for i in range(20)]
+    evaluators = [NamedEvaluator("buggy", Buggy()), *build_evaluators({"label": {"labels": LABELS}})]
+    report = assess(calls, evaluators, parse_health(None, where="health"), report=HealthReport(), split=None)
+    assert report.verdict == "healthy" and "evaluator:buggy" not in {s.key for s in report.signals}
+    assert report.notes == ["buggy: failed with KeyError on 20 answers, which were left out (a bug in the evaluator)"]

@@ -131,6 +131,12 @@ def check_health(*, engine: Engine, settings: Settings, prompt_ids: list[int] | 
             log.warning("health of prompt %s not checked: %s", pid, exc.message)
             outcome.problems[pid] = f"{exc.message} ({exc.where})" if exc.where else exc.message
             continue
+        except Exception as exc:  # a bug must not stop the pass's sync and runs: the log has the traceback
+            if named:
+                raise
+            log.exception("health of prompt %s failed", pid)
+            outcome.problems[pid] = f"internal error ({exc.__class__.__name__}); the server log has the details"
+            continue
         outcome.reports[pid] = report
         if before is not None:
             outcome.changes.append(HealthChange(prompt_id=pid, prompt=name, before=before, after=report.verdict,

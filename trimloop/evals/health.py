@@ -194,6 +194,7 @@ def evaluator_points(calls: Sequence[Call], evaluators: Sequence[NamedEvaluator]
     label_sets = _label_sets(evaluators)
     json_keys = {n.key for n in evaluators if isinstance(n.evaluator, (JsonValid, JsonSchema))}
     parse_only = not json_keys and any(isinstance(n.evaluator, JsonFields) for n in evaluators)
+    failed: dict[str, tuple[int, str]] = {}
     for call in calls:
         if call.output is None:
             continue
@@ -209,9 +210,15 @@ def evaluator_points(calls: Sequence[Call], evaluators: Sequence[NamedEvaluator]
                 score = normalise(named.evaluator.evaluate(ctx), evaluator=named.key).value
             except MissingReference:
                 continue
+            except Exception as exc:  # a plugin's bug: say so, and judge by the other signals
+                failed[named.key] = failed.get(named.key, (0, exc.__class__.__name__))
+                failed[named.key] = (failed[named.key][0] + 1, failed[named.key][1])
+                continue
             scores[named.key].append((call.at, score))
             if named.key in json_keys:
                 formats[f"format:{named.key}"].append((call.at, 1.0 - score))
+    notes += [f"{key}: failed with {error} on {count} answers, which were left out (a bug in the evaluator)"
+              for key, (count, error) in failed.items()]
     return scores, formats, notes
 
 
