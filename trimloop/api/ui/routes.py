@@ -119,7 +119,7 @@ async def logout(request: Request, db: SessionDep) -> Response:
 @router.get("/")
 def queue(request: Request, db: SessionDep) -> Response:
     session = pages.signed_in(request, db)
-    cards, count = views.queue_cards(db)
+    cards, count = views.queue_cards(db, today=pages.today(request))
     return render(request, "queue.html", session, cards=cards, count=count)
 
 
