@@ -255,7 +255,7 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
     }
     summary = RunResults.model_validate(_jsonable(found_summary))
     if leaving is not None:
-        summary.migration = migration_outcome(leaving, today, left_out, certs, found.ranked)
+        summary.migration = migration_outcome(leaving, today, left_out, certs, found.ranked or found.arms)
     if not passed:
         why = [n for n in found.notes if n not in notes] or [c.reason for c in certs] or ["no candidate survived the search"]
         summary.no_suggestion = "no suggestion, because " + "; ".join(why)
@@ -277,9 +277,10 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
 
 
 def migration_outcome(leaving: Retirement, today: Any, left_out: dict[str, Retirement], certs: list[Any],
-                      ranked: list[Any]) -> Migration:
+                      arms: list[Any]) -> Migration:
     """What a migration run tells the person who must act: the deadline, the models left out, and
-    the best candidate's evidence (its certification, else its race on the search items)."""
+    the best candidate's evidence: its certification, else its race on the search items (the
+    search's ranking, or when every arm was eliminated, the one whose worst bound is highest)."""
     out = Migration(deadline=Deadline(model=leaving.model, retires_on=leaving.retires_on,
                                       days_left=leaving.days_left(today), source=leaving.source),
                     excluded_models={m: r.retires_on for m, r in left_out.items()})
@@ -291,10 +292,11 @@ def migration_outcome(leaving: Retirement, today: Any, left_out: dict[str, Retir
                                         reason=best.reason, n=best.n_planned, wanted=best.n_wanted)
         out.best_model = candidate.version.model
         out.best_evidence = {k: Verdict.model_validate(_jsonable(e.to_dict())) for k, e in best.evidence.items()}
-    elif ranked:
-        arm = ranked[0]
+    elif any(a.evidence for a in arms):
+        arm = max((a for a in arms if a.evidence), key=lambda a: a.worst_lower())
         out.best = CertificationSummary(sha=arm.candidate.sha, label=arm.candidate.label, passed=False,
-                                        reason=f"not certified; raced on {arm.n} search items", n=arm.n)
+                                        reason=f"not certified: {arm.reason or 'raced'} ({arm.n} search items)",
+                                        n=arm.n)
         out.best_model = arm.candidate.version.model
         out.best_evidence = {k: Verdict.model_validate(_jsonable(e.to_dict())) for k, e in arm.evidence.items()}
     out.certified = bool(passed)
