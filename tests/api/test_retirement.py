@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from trimloop.api import webhooks
 from trimloop.api.app import create_app
 from trimloop.api.cli import _register, app as cli_app
+from trimloop.api.scheduler import Worker
 from trimloop.core.db import session_scope
 from trimloop.core.settings import ModelConfig
 from trimloop.core.tables import Notification
@@ -53,6 +54,8 @@ def test_the_queue_lists_migrations_first_and_flags_the_deadline(retiring, engin
         assert page.index(flag) < page.index(f"#{big}<")  # on the migration's card, not the other one
         dashboard = client.get("/ui/dashboard").text
         assert flag in dashboard and dashboard.index(f">#{migration}<") < dashboard.index(f">#{big}<")
+        assert flag in client.get(f"/ui/suggestions/{migration}").text
+        assert "model retires" not in client.get(f"/ui/suggestions/{big}").text
 
 
 async def test_model_retiring_notices_go_out_at_60_30_and_7_days_each_once(retiring, engine, monkeypatch):
@@ -97,8 +100,17 @@ async def test_a_date_learnt_late_sends_one_notice_and_slack_gets_text_and_block
     try:
         settings = hooked(retiring, receiver.url, format="slack")  # every event, model.retiring among them
         synced(engine, settings)
+        # the scheduler's pass sends what is due on its clock
+        report = await Worker(engine=engine, settings=settings, gateway=None, clock=lambda: NOW).run_pass(
+            do_sync=False, max_runs=0)
+        assert report.notified == ["triage: big/model retires on 2026-12-11 (in 10 days); trimloop is looking for "
+                                   "a replacement model (the prompt is due first)"]
+        assert report.to_dict()["decisions"][0]["code"] == "model_retiring"
         sent = await webhooks.announce_retirements(engine=engine, settings=settings, now=NOW)
-        assert [n["threshold_days"] for n in sent] == [30]  # 10 days left: the 30-day notice, not 60 and 30
+        assert sent == []  # the pass sent it already
+        with session_scope(engine) as session:
+            [notice] = session.exec(select(Notification)).all()
+        assert notice.data["threshold_days"] == 30  # 10 days left: the 30-day notice, not 60 and 30
         [(_, body)] = receiver.requests
         slack = json.loads(body)
         assert slack["text"].startswith("trimloop: model retiring: triage: big/model retires on 2026-12-11 (in 10 days)")

@@ -109,7 +109,7 @@ class Worker:
                 continue
             try:
                 run_id = services.start_run(engine=self.engine, settings=self.settings, prompt_id=d.prompt_id,
-                                            actor=ACTOR, reason=d.reason)
+                                            actor=ACTOR, reason=d.reason, now=now)
             except Conflict:  # another worker queued it first
                 continue
             except TrimloopError as exc:  # busy database, options broken since the decision: the next pass tries again
