@@ -70,6 +70,8 @@ async def test_model_retiring_notices_go_out_at_60_30_and_7_days_each_once(retir
             return [n["threshold_days"] for n in
                     await webhooks.announce_retirements(engine=engine, settings=settings, now=now)]
 
+        unhooked = await webhooks.announce_retirements(engine=engine, settings=retiring, now=NOW)
+        assert unhooked == []  # no webhook wants it: nothing is sent, and nothing recorded as sent
         assert await on(date(2026, 10, 1)) == []  # 71 days out: nothing yet
         assert await on(date(2026, 10, 12)) == [60]  # 60 days out
         assert await on(date(2026, 10, 12)) == [] and await on(date(2026, 10, 30)) == []

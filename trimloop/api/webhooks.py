@@ -223,7 +223,11 @@ async def announce_retirements(*, engine: Engine, settings: Settings, now: datet
                                transport: httpx.AsyncBaseTransport | None = None) -> list[dict[str, Any]]:
     """Send each `model.retiring` notice due at `now` that was never sent; the data of those sent.
     Each is claimed by inserting its Notification row first (unique key): a notice two workers
-    find at once is sent by the one whose insert wins."""
+    find at once is sent by the one whose insert wins. Without a webhook subscribed to the event
+    nothing is recorded, so a webhook added later still gets the notices then due."""
+    if not any(RETIRING in hook.events for hook in settings.webhooks):
+        return []
+
     def claim() -> list[tuple[int, dict[str, Any]]]:
         claimed = []
         with session_scope(engine) as session:
