@@ -205,6 +205,8 @@ class SuggestionPublic(Public):
     savings_high: float | None
     optimization_spend: float
     payback_days: float | None
+    retires_on: date | None = Field(default=None, description="set on a migration off a retiring model: the "
+                                    "day its baseline model stops being served; the queue lists these first")
     reason: str | None
     created_at: datetime
     decided_at: datetime | None
@@ -267,6 +269,7 @@ class SavingsRow(BaseModel):
     realized_savings_to_date: float | None = None
     realized_monthly_savings: float | None = Field(default=None, description="run rate of the post-deploy logs")
     since: datetime | None = None
+    retires_on: date | None = Field(default=None, description="the baseline's model retires that day: migrate before")
 
 
 class SavingsReport(BaseModel):

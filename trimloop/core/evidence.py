@@ -11,7 +11,7 @@ in `unreadable` rather than failing the whole row.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -122,6 +122,16 @@ class SavingsProjection(BaseModel):
     payback_days: float | None = None
 
 
+class Deadline(Record):
+    """The baseline model's retirement: after `retires_on` the provider stops serving it, so the
+    prompt must move to another model before then (core.retirement)."""
+
+    model: str = ""
+    retires_on: date | None = None
+    days_left: int | None = Field(default=None, description="days from the run to the date")
+    source: str = Field(default="", examples=["litellm price map (deprecation_date)", "settings (retires_on)"])
+
+
 class SearchSummary(Record):
     search_calls: int | None = None
     candidates: int | None = None
@@ -153,6 +163,7 @@ class Evidence(Record):
     savings: SavingsProjection | None = None
     search: SearchSummary | None = None
     price_sources: dict[str, str] = Field(default_factory=dict)
+    deadline: Deadline | None = Field(default=None, description="set on a migration off a retiring model")
     evaluator_config: list[str] = Field(default_factory=list)
     baseline_feedback: dict[str, FeedbackSummary] = Field(default_factory=dict)
     unreadable: dict[str, Any] = Field(default_factory=dict,
@@ -199,6 +210,19 @@ class CertificationSummary(Record):
     wanted: int | None = None
 
 
+class Migration(Record):
+    """A run on a prompt whose model retires: the deadline, the retiring models it left out, and
+    — when no candidate held quality — the best candidate's evidence, for the person who must decide."""
+
+    deadline: Deadline = Field(default_factory=Deadline)
+    excluded_models: dict[str, date] = Field(default_factory=dict, description="retiring candidate models left out")
+    certified: bool = False
+    best: CertificationSummary | None = Field(default=None, description="the best candidate tried")
+    best_model: str | None = None
+    best_evidence: dict[str, Verdict] = Field(default_factory=dict, description="its test per evaluator")
+    message: str | None = Field(default=None, examples=["no certified replacement: needs a person before 2026-12-11"])
+
+
 class RunResults(Record):
     """What a run found (OptimizationRun.results); empty for a failed run, a note when cancelled."""
 
@@ -220,6 +244,7 @@ class RunResults(Record):
     baseline_feedback: dict[str, FeedbackSummary] = Field(default_factory=dict)
     suggestion_id: int | None = None
     no_suggestion: str | None = Field(default=None, description="why the run made no suggestion")
+    migration: Migration | None = Field(default=None, description="set when the baseline's model retires")
     note: str | None = None
     baseline_health: HealthReport | None = Field(
         default=None, description="the baseline's check on the run's items (a broken one ends the run baseline_unhealthy)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -47,6 +48,9 @@ class ModelConfig(BaseModel):
     completion_only: bool = Field(default=False, description="base model: plain-text templates only")
     via_litellm: bool = Field(
         default=False, description="call api_base through litellm instead of the direct path"
+    )
+    retires_on: date | None = Field(
+        default=None, description="the day the provider stops serving it (overrides litellm's deprecation_date)"
     )
 
 
@@ -87,13 +91,17 @@ class ConnectorConfig(BaseModel):
     model_config = {"extra": "allow"}
 
     type: str = Field(description="connector type registered under trimloop.connectors")
+    sample_rate: float | None = Field(
+        default=None, gt=0, le=1, description="share of calls the source logs (0.01: 1 %) when its records "
+        "do not say; each logged call then counts as 1 / sample_rate calls")
 
     @property
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
 
-WEBHOOK_EVENTS = ("suggestion.created", "suggestion.approved", "suggestion.deployed", "run.failed", "prompt.unhealthy")
+WEBHOOK_EVENTS = ("suggestion.created", "suggestion.approved", "suggestion.deployed", "run.failed", "model.retiring",
+                  "prompt.unhealthy")
 
 
 class ApiSettings(BaseModel):
@@ -149,7 +157,8 @@ class WebhookConfig(BaseModel):
 
     url: str = Field(description="http(s) URL that receives a POST per event")
     events: list[Literal["suggestion.created", "suggestion.approved", "suggestion.deployed",
-                         "run.failed", "prompt.unhealthy"]] = Field(default_factory=lambda: list(WEBHOOK_EVENTS))
+                         "run.failed", "model.retiring", "prompt.unhealthy"]] = Field(
+        default_factory=lambda: list(WEBHOOK_EVENTS))
     format: Literal["json", "slack"] = Field(default="json", description="slack: text + blocks")
     secret_env: str | None = Field(
         default=None, description="variable holding the HMAC secret; default: secret_key")
@@ -191,6 +200,13 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     webhooks: list[WebhookConfig] = Field(default_factory=list)
     scheduler: SchedulerSettings = SchedulerSettings()
+    # Model retirements (the date from litellm's price map or `models."ID".retires_on`): a production
+    # prompt whose model retires within retirement_warning_days is due first (reason model_retiring);
+    # a `model.retiring` notification goes out at each of retirement_notice_days before the date, once.
+    retirement_warning_days: int = Field(default=60, ge=1, le=3650,
+                                         description="days before a model's retirement that its prompts are due")
+    retirement_notice_days: list[int] = Field(default_factory=lambda: [60, 30, 7],
+                                              description="days before a retirement to notify, each once")
     # Hosts that connectors, webhooks and model api_bases may send requests to (core.egress has
     # the rule syntax). Unset: loopback only. TRIMLOOP_ALLOWED_HOSTS="a:5000,*.example.com" (or
     # a JSON list) overrides the file.
@@ -216,6 +232,13 @@ class Settings(BaseSettings):
         for entry in value or []:
             parse_rule(entry)  # ValueError names the entry and how to write it
         return value
+
+    @field_validator("retirement_notice_days")
+    @classmethod
+    def _notice_days(cls, value: list[int]) -> list[int]:
+        if not value or any(d < 0 for d in value):
+            raise ValueError(f"give days ≥ 0 before the retirement date, e.g. [60, 30, 7]; got {value}")
+        return sorted(set(value), reverse=True)
 
     @field_validator("database_url")
     @classmethod

@@ -12,6 +12,7 @@ from trimloop.core.catalog import ResolvedModel
 from trimloop.core.evidence import (
     CandidateScores,
     CertificationOutcome,
+    Deadline,
     Evidence,
     LineageStep,
     RunResults,
@@ -68,9 +69,10 @@ def record_suggestion(
     session: Session, *, run_id: int, prompt_id: int, baseline_id: int, run: RunContext,
     cert: Certification, candidate_id: int, facts: LogFacts, spend: float, now: datetime,
     window_days: int, search: RunResults, resolve: Callable[[str], ResolvedModel],
-    feedback: dict[Any, list[dict[str, Any]]] | None = None,
+    feedback: dict[Any, list[dict[str, Any]]] | None = None, deadline: Deadline | None = None,
 ) -> Suggestion:
-    """The pending Suggestion for a certified candidate, with its evidence and savings projected."""
+    """The pending Suggestion for a certified candidate, with its evidence and savings projected
+    (and, on a migration off a retiring model, the `deadline`)."""
     baseline, base, holdout, evaluators = run.baseline, run.baseline_results, run.holdout_items, run.evaluators
     candidate = cert.arm.candidate
     version = version_row(session, prompt_id=prompt_id, version=candidate.version)
@@ -78,7 +80,8 @@ def record_suggestion(
     pairs = [(base[i.id].cost, sum(r.cost for r in cert.results[i.id]) / len(cert.results[i.id])) for i in items]
     logged = facts.logged_costs or [b for b, _ in pairs]
     savings = project(
-        call_times=facts.call_times, logged_costs=logged, baseline_latencies=facts.latencies or
+        call_times=facts.call_times, call_weights=facts.call_weights, logged_costs=logged,
+        cost_weights=facts.cost_weights if facts.logged_costs else None, baseline_latencies=facts.latencies or
         [base[i.id].latency_s for i in items], paired_costs=pairs,
         candidate_latencies=[r.latency_s for i in items for r in cert.results[i.id] if r.error is None],
         optimization_spend=spend, now=now, window_days=window_days,
@@ -99,6 +102,7 @@ def record_suggestion(
         search=SearchSummary(search_calls=search.search_calls, candidates=search.candidates,
                              budget_exhausted=search.budget_exhausted, notes=search.notes),
         price_sources={m: resolve(m).price_source for m in {baseline.model, candidate.version.model}},
+        deadline=deadline,
         evaluator_config=[n.key for n in evaluators],
         baseline_feedback=feedback_summary((feedback or {}).get(i.id) for i in items),
     )
@@ -112,6 +116,7 @@ def record_suggestion(
         candidate_latency_p50_s=savings.candidate_latency_p50_s,
         projected_monthly_savings=savings.monthly, savings_low=savings.monthly_low,
         savings_high=savings.monthly_high, optimization_spend=spend, payback_days=savings.payback_days,
+        retires_on=deadline.retires_on if deadline is not None else None,
     )
     session.add(suggestion)
     session.flush()

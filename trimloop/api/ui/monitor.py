@@ -39,7 +39,7 @@ def dashboard(request: Request, db: SessionDep, start: str | None = None, end: s
     session = pages.signed_in(request, db)
     first, last = _range(start, end)
     days = (utcnow().date() - first).days + 1
-    projected, count, total = views.open_savings(db)
+    projected, count, total = views.open_savings(db, today=pages.today(request))
     done = views.realized_rows(db)
     realized = [(f"#{r.suggestion_id} {r.prompt}", r.projected_monthly_savings, r.realized_monthly_savings)
                 for r in done]

@@ -1,7 +1,7 @@
 """prompt health: each prompt's last verdict and the report behind it
 
 Revision ID: 0008_prompt_health
-Revises: 0007
+Revises: 0008_retirement (chained after it when main was merged in)
 Create Date: 2026-12-05
 
 One row per prompt (evals.health): the verdict (healthy, degraded, broken, unknown) is what the
@@ -15,7 +15,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = "0008_prompt_health"
-down_revision: Union[str, None] = "0007"
+down_revision: Union[str, None] = "0008_retirement"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
