@@ -78,14 +78,14 @@ def test_a_broken_prompt_is_never_due():
     from datetime import timedelta
 
     from trimloop.core.tables import utcnow
-    from trimloop.optimizer.due import DuePolicy, PromptFacts, decide
+    from trimloop.optimizer.due import DueCode, DuePolicy, PromptFacts, decide
 
     now = utcnow()
     facts = PromptFacts(prompt_id=1, name="triage", has_production=True, logs=500, health="broken",
                         health_reason="label: agrees with reviewer labels on 2 % of 180 items")
     decision = decide(facts, DuePolicy(), now=now)
     assert not decision.due and "broken" in decision.reason and "2 % of 180 items" in decision.reason
-    assert "--force" in decision.reason
+    assert "--force" in decision.reason and decision.code == DueCode.broken
     old = PromptFacts(prompt_id=1, name="triage", has_production=True, logs=500, health="degraded",
                       last_run=(3, now - timedelta(days=30)))
     assert decide(old, DuePolicy(), now=now).due  # degraded is watched, not skipped
