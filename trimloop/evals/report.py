@@ -15,11 +15,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from trimloop.core.defaults import DEFAULT_ALPHA, DEFAULT_MARGIN
 from trimloop.core.errors import NotFound, UserError
-from trimloop.core.tables import EvalRun
+from trimloop.core.tables import DatasetItem, EvalRun
 from trimloop.evals.runner import ItemResult, stored_results
 from trimloop.evals.stats import Method, NonInferiority, non_inferiority
 
@@ -145,3 +145,32 @@ def compare_runs(session: Session, baseline_run_id: int, candidate_run_id: int, 
     kwargs.setdefault("margins", test.get("margins"))
     return compare_results(stored_results(session, baseline_run_id).flat(),
                            stored_results(session, candidate_run_id).flat(), evaluators=keys, **kwargs)
+
+
+@dataclass(frozen=True)
+class ItemPair:
+    """One item as both arms saw it: the baseline's result and the candidate's samples."""
+
+    item_id: int
+    inputs: dict[str, Any]
+    expected: str | None
+    baseline: ItemResult | None
+    candidate: list[ItemResult]
+
+    @property
+    def differs(self) -> bool:
+        """The candidate's output (any sample) differs from the baseline's, ignoring outer spaces."""
+        base = ((self.baseline.output if self.baseline else None) or "").strip()
+        return any((r.output or "").strip() != base for r in self.candidate)
+
+
+def item_pairs(session: Session, baseline_run_id: int, candidate_run_id: int) -> list[ItemPair]:
+    """The items the candidate was tested on, in id order, with both arms' stored results."""
+    base, cand = stored_results(session, eval_run(session, baseline_run_id).id), stored_results(
+        session, eval_run(session, candidate_run_id).id)
+    ids = sorted(cand, key=_order)
+    items = {i.id: i for i in session.exec(select(DatasetItem).where(col(DatasetItem.id).in_(ids)))} if ids else {}
+    return [ItemPair(item_id=i, inputs=items[i].inputs if i in items else {},
+                     expected=items[i].expected if i in items else None,
+                     baseline=(base.get(i) or [None])[0], candidate=sorted(cand[i], key=lambda r: r.sample))
+            for i in ids]
