@@ -14,7 +14,7 @@ import numpy as np
 from scipy.stats import norm
 
 from trimloop.core.errors import ProviderUnavailable, SpendCapReached
-from trimloop.evals.report import compare_results
+from trimloop.evals.report import compare_results, paired
 from trimloop.evals.runner import ItemResult, Trials, evaluate_items, samples_for
 from trimloop.evals.stats import NonInferiority, items_needed, non_inferiority, paired_scores, predictive_power
 from trimloop.optimizer.context import RunContext
@@ -36,11 +36,11 @@ def _futile(cert: "Certification", baseline: dict[Any, ItemResult], keys: list[s
     inferior (the upper bound at level α / LOOKS is below −margin); (2) it is hopeless: the
     predictive power of going on to `n_final` items is below HOPELESS. Stopping only to fail never
     raises the chance of a false pass; it leaves the calls to the next candidate."""
+    tested_on = [baseline[i] for i in cert.results if i in baseline]
     for key in keys:
-        base = {i: [baseline[i].scores.get(key, 0.0)] for i in cert.results if i in baseline}
+        base, cand = paired(tested_on, cert.results.flat(), key)
         if len(base) < 20:
             return None
-        cand = {i: [r.scores.get(key, 0.0) for r in rs] for i, rs in cert.results.items() if i in base}
         m = margin_of.get(key, margin)
         e = non_inferiority(base, cand, margin=m, alpha=alpha / LOOKS)
         if e.upper < -m:
