@@ -80,3 +80,46 @@ async def test_the_evidence_rederives_exactly_from_the_stored_rows(engine, setti
         again = compare_runs(session, base_run.id, failed.eval_run_id)
     shown = next(e for e in finished if e["sha"] == failed.sha)
     assert not shown["passed"] and {k: v.to_dict() for k, v in again.verdicts.items()} == shown["evidence"]
+
+
+def test_recording_again_replaces_the_runs_eval_runs(engine, settings, seeded):
+    """A run that dies after recording and resumes records again: one set of EvalRuns, not two."""
+    from trimloop.core.templates import Template
+    from trimloop.evals.datasets import build_from_logs, dataset_items
+    from trimloop.evals.evaluators import build_evaluators
+    from trimloop.evals.runner import EvalItem, ItemResult
+    from trimloop.optimizer.certify import Certification
+    from trimloop.optimizer.context import RunContext
+    from trimloop.optimizer.race import Arm
+    from trimloop.optimizer.record import record_evaluations
+    from trimloop.optimizer.spec import VersionSpec, start
+
+    with session_scope(engine) as session:
+        dataset = build_from_logs(session, prompt_id=seeded, size=40, holdout_fraction=0.5)
+        rows = dataset_items(session, dataset.id)
+        run_id = create_run(session=session, prompt_id=seeded).id
+        dataset_id, baseline_id = dataset.id, dataset.version_id
+    holdout = [EvalItem(r.id, r.inputs, r.expected, r.baseline_output) for r in rows if r.split == "holdout"]
+    baseline = VersionSpec(Template(kind="text", text="{{text}}"), "local/gemma3-270m")
+    candidate = start(baseline).then(VersionSpec(Template(kind="text", text="{{text}}!"), "local/smollm2-135m"),
+                                     "retarget", "local/smollm2-135m")
+    cert = Certification(arm=Arm(candidate, 1e-7), n_planned=len(holdout), n_wanted=len(holdout), alpha=0.025,
+                         passed=True, reason="non-inferior")
+    for item in holdout:
+        cert.add(ItemResult(item.id, 0, " positive", {"matches_baseline": 1.0}, cost=1e-7, latency_s=0.1))
+    run = RunContext(baseline=baseline, search_items=[], holdout_items=holdout, evaluators=build_evaluators(["matches_baseline"]),
+                     baseline_results={i.id: ItemResult(i.id, 0, i.baseline_output, {"matches_baseline": 1.0}, cost=2e-7)
+                                       for i in holdout}, gateway=None, margin=0.05)
+    for _ in range(2):
+        with session_scope(engine) as session:
+            ids = record_evaluations(session, run_id=run_id, prompt_id=seeded, dataset_id=dataset_id,
+                                     baseline_id=baseline_id, run=run, certs=[cert], candidate_ids={candidate.sha: 7})
+    with session_scope(engine) as session:
+        stored = session.exec(select(EvalRun).where(EvalRun.run_id == run_id)).all()
+        counts = {r.id: len(session.exec(select(EvalResult).where(EvalResult.eval_run_id == r.id)).all()) for r in stored}
+        summary = session.get(EvalRun, ids[candidate.sha]).summary
+    assert sorted(counts) == sorted(ids.values()) and set(counts.values()) == {len(holdout)}
+    assert summary["role"] == "candidate" and summary["candidate_id"] == 7 and summary["scores"]["matches_baseline"] == 1.0
+    assert summary["certification"] == {"alpha": 0.025, "margin": 0.05, "margins": {"matches_baseline": 0.05},
+                                        "passed": True, "reason": "non-inferior", "n_planned": len(holdout),
+                                        "n_wanted": len(holdout)}
