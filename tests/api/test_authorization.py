@@ -50,6 +50,7 @@ EXPECTED = {
     ("POST", "/tokens"): "admin",
     ("GET", "/tokens"): "admin",
     ("POST", "/tokens/{token_id}/revoke"): "admin",
+    ("GET", "/doctor"): "operate",
 }
 
 

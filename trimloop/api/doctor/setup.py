@@ -160,15 +160,22 @@ def _start(settings: Settings, model_id: str, role: str, level: Callable[..., Fi
               seconds=round(took, 2))
 
 
+_llama_imported = False  # once it imported, it keeps importing for this process's life
+
+
 def _llama_importable() -> str | None:
     """None when llama.cpp's server imports (in a child process: a broken native library must not
     take this one down), else why not."""
+    global _llama_imported
+    if _llama_imported:
+        return None
     try:
         done = subprocess.run([sys.executable, "-c", "import llama_cpp.server.app"], capture_output=True, text=True,
                               timeout=LLAMA_IMPORT_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return f"importing it took over {LLAMA_IMPORT_TIMEOUT_S:.0f} s"
     if done.returncode == 0:
+        _llama_imported = True
         return None
     lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
     return lines[-1] if lines else f"exit code {done.returncode}"
