@@ -105,7 +105,7 @@ def test_a_healthy_workspace_exits_zero_and_says_what_it_checked(healthy: Path) 
     seen = findings(report, "ok")
     assert "schema at" in seen["database.ok"][0]["message"]
     reads = seen["connector.reads"][0]["message"]
-    assert "local (files): reachable; 1 prompt, 1 versions, 1 labelled production (triage)" in reads
+    assert "local (files): reachable; 1 prompt, 1 version, 1 labelled production (triage)" in reads
     assert "0 log records since the last sync" in seen["connector.logs"][0]["message"]
     priced = {f["data"]["model"]: f for f in seen["prices.known"]}
     assert set(priced) == {"acme/big", "acme/small"}
@@ -167,6 +167,19 @@ def test_an_unknown_production_price_is_named_with_the_config_to_set_it(tmp_path
     write_store(tmp_path / "store", model="selfhosted/llama-70b", cost=True)
     code, report = doctor("--full")
     assert code == 0 and "prices.unknown_logged" in findings(report, "warning")
+
+
+def test_a_model_whose_key_variable_is_unset_is_a_warning(healthy: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ACME_API_KEY", raising=False)
+    write_config(tmp_path, PRICES.replace('input_per_mtok = 0.1', 'api_key_env = "ACME_API_KEY"\ninput_per_mtok = 0.1')
+                 + '\n[prompts.triage]\nmodels = ["acme/small"]\n', store=healthy)
+    code, report = doctor()
+    missing = findings(report, "warning")["prices.key_missing"][0]
+    assert code == 0 and missing["message"].startswith("acme/small: its key variable ACME_API_KEY is not set")
+    monkeypatch.setenv("ACME_API_KEY", "sk-S3CRET")
+    code, report = doctor()
+    assert "prices.key_missing" not in findings(report) and "S3CRET" not in json.dumps(report)
 
 
 def test_a_database_behind_its_migrations_is_named_and_left_alone(tmp_path: Path, home_db: str) -> None:

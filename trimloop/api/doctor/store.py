@@ -3,6 +3,7 @@ production and candidate model, and each prompt (a production version, logs, its
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from sqlalchemy import func
@@ -81,8 +82,9 @@ def _judge(label: str, preview: Preview) -> list[Finding]:
                         connector=name)]
     prompts = preview.prompts
     production = sum(1 for p in prompts.values() if p.production)
+    versions = sum(p.versions for p in prompts.values())
     findings = [ok("connector.reads", f"{label}: reachable; {len(prompts)} prompt{_s(prompts)}, "
-                   f"{sum(p.versions for p in prompts.values())} versions, {production} labelled production"
+                   f"{versions} version{_s(versions)}, {production} labelled production"
                    + (f" ({_few(sorted(prompts))})" if prompts else ""),
                    connector=name, prompts=len(prompts), production=production)]
     if preview.prompt_problems:
@@ -217,6 +219,12 @@ def prices(settings: Settings, facts: dict[str, PromptFacts], tried: dict[str, l
             findings.append(warning("prices.unknown_candidate", f"the price of {model} is unknown, so a run "
                                     f"cannot say what it would cost as a candidate ({role})",
                                     f"set it in trimloop.toml:\n{lines}", model=model))
+    for model, config in settings.models.items():
+        if config.api_key_env and not os.environ.get(config.api_key_env):
+            findings.append(warning("prices.key_missing", f"{model}: its key variable {config.api_key_env} is not "
+                                    "set, so runs leave it out of the candidates and calls to it fail",
+                                    f"set {config.api_key_env} in the environment trimloop runs in (the key is never "
+                                    "read from trimloop.toml)", model=model))
     for name, models in tried.items():
         if models and not priced & set(models):
             findings.append(problem("prices.no_candidate", f"{name}: none of its candidate models has a price "
