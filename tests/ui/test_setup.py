@@ -19,6 +19,8 @@ def test_engineers_see_every_section_with_levels_and_fixes(app_client: TestClien
     assert 'data-code="connectors.none"' in html and "Not ready" in html
     assert 'fix: add one to trimloop.toml, e.g.\n[connectors.local]' in html
     assert 'class="finding level-ok" data-code="database.ok"' in html
+    # a production version with no number in a store (trimloop wrote it) still counts as production
+    assert "billing-triage: production version id " in html and "56 logs (56 of that version)" in html
 
 
 def test_prompt_names_are_escaped_on_the_setup_page(app_client: TestClient, seeded: dict) -> None:

@@ -124,13 +124,13 @@ def prompt_facts(engine: Engine | None, previews: dict[str, Preview]) -> dict[st
         with Session(engine) as session:
             prompts = {pid: (name, connector) for pid, name, connector in
                        session.exec(select(Prompt.id, Prompt.name, Prompt.connector)).all()}
-            production: dict[int, tuple[int, str | None, str]] = {}  # prompt → newest production version
+            production: dict[int, tuple[int, str, str]] = {}  # prompt → newest production version
             for vid, pid, ext, model, labels in session.exec(
                     select(PromptVersion.id, PromptVersion.prompt_id, PromptVersion.external_version,
                            PromptVersion.model, PromptVersion.labels)
                     .order_by(PromptVersion.created_at, PromptVersion.id)).all():
-                if PRODUCTION in (labels or []):
-                    production[pid] = (vid, ext, model)  # type: ignore[index]
+                if PRODUCTION in (labels or []):  # a version trimloop wrote itself has no external number
+                    production[pid] = (vid, ext or f"id {vid}", model)  # type: ignore[index]
             for pid, (name, connector) in prompts.items():
                 fact = facts[name] = PromptFacts(name, connector=connector, in_store=True)
                 if pid in production:
@@ -168,17 +168,18 @@ def candidates(settings: Settings, facts: dict[str, PromptFacts]) -> dict[str, l
 
 
 def roles(facts: dict[str, PromptFacts], tried: dict[str, list[str]], settings: Settings) -> dict[str, list[str]]:
-    """Model → what it is to whom ("production model of triage", "candidate of triage, router")."""
-    out: dict[str, list[str]] = {}
+    """Model → what it is to whom (["production model of triage", "candidate of triage, router"])."""
+    serves: dict[str, list[str]] = {}
     for fact in facts.values():
         if fact.model:
-            out.setdefault(fact.model, []).append(f"production model of {fact.name}")
+            serves.setdefault(fact.model, []).append(fact.name)
     users: dict[str, list[str]] = {}
     for name, models in tried.items():
         for model in models:
             users.setdefault(model, []).append(name)
     if not facts:
         users = {m: [] for m in default_candidate_models(settings)}
+    out: dict[str, list[str]] = {model: [f"production model of {_few(names)}"] for model, names in serves.items()}
     for model, names in users.items():
         out.setdefault(model, []).append(f"candidate of {_few(names)}" if names else "a default candidate")
     return out
@@ -189,7 +190,10 @@ def prices(settings: Settings, facts: dict[str, PromptFacts], tried: dict[str, l
     """Every production and candidate model priced, with where the price comes from."""
     findings: list[Finding] = []
     priced: set[str] = set()
-    production = {f.model: f for f in facts.values() if f.model}
+    serving: dict[str, list[PromptFacts]] = {}
+    for fact in facts.values():
+        if fact.model:
+            serving.setdefault(fact.model, []).append(fact)
     for model in sorted(used):
         role = "; ".join(used[model])
         try:
@@ -206,15 +210,16 @@ def prices(settings: Settings, facts: dict[str, PromptFacts], tried: dict[str, l
                                output_per_mtok=_mtok(resolved.output_per_token)))
             continue
         lines = _price_lines(model)
-        fact = production.get(model)
-        if fact is not None and not fact.has_cost:
-            findings.append(problem("prices.unknown", f"the price of {model} is unknown and the logs of {fact.name} "
-                                    f"carry no cost, so its calls count as free and nothing can be cheaper ({role})",
-                                    f"set it in trimloop.toml:\n{lines}\n(or log each call's cost)", model=model))
-        elif fact is not None:
+        uncosted = [f.name for f in serving.get(model, []) if not f.has_cost]
+        if uncosted:
+            findings.append(problem("prices.unknown", f"the price of {model} is unknown and the logs of "
+                                    f"{_few(uncosted)} carry no cost, so their calls count as free and nothing can "
+                                    f"be cheaper ({role})", f"set it in trimloop.toml:\n{lines}\n(or log each "
+                                    "call's cost)", model=model, prompts=uncosted))
+        elif model in serving:
             findings.append(warning("prices.unknown_logged", f"the price of {model} is unknown; the logged cost of "
-                                    f"{fact.name}'s calls stands in for the baseline ({role})",
-                                    f"to price new calls of it, set in trimloop.toml:\n{lines}", model=model))
+                                    "the calls stands in for the baseline's, but a run cannot price new calls of it "
+                                    f"({role})", f"set it in trimloop.toml:\n{lines}", model=model))
         else:
             findings.append(warning("prices.unknown_candidate", f"the price of {model} is unknown, so a run "
                                     f"cannot say what it would cost as a candidate ({role})",
