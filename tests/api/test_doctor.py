@@ -10,6 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from trimloop.api.cli import _register, app
+from trimloop.connectors import registry
+from trimloop.connectors.files import FilesConnector
 from trimloop.core.db import upgrade
 from trimloop.testing.fake_openai import free_port
 
@@ -240,3 +242,22 @@ def test_logs_not_synced_yet_are_counted_before_the_first_sync(tmp_path: Path, h
     assert "12 logged calls wait for the next sync" in warned["prompt.not_synced"][0]["message"]
     assert "[prompts.triagee] in trimloop.toml names no prompt" in warned["prompts.unknown_section"][0]["message"]
     assert "12 would be stored (triage 12)" in findings(report, "ok")["connector.logs"][0]["message"]
+
+
+class Broken(FilesConnector):
+    """A connector plugin with a bug."""
+
+    type = "broken"
+
+    def read_prompts(self):  # type: ignore[no-untyped-def]
+        raise KeyError("model")
+
+
+def test_a_connector_that_crashes_is_one_problem_not_a_crashed_doctor(healthy: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "available", lambda: {**dict(registry.BUILTINS), "broken": f"{__name__}:Broken"})
+    write_config(tmp_path, PRICES + f'\n[connectors.plugin]\ntype = "broken"\npath = "{healthy}"\n', store=healthy)
+    code, report = doctor()
+    failed = only_problem(report, "connector.failed")
+    assert code == 1 and failed["message"] == "plugin (broken): reading it raised KeyError: 'model'"
+    assert "local (files): reachable" in findings(report, "ok")["connector.reads"][0]["message"]  # the others still read

@@ -34,7 +34,7 @@ def test_a_store_never_synced_is_judged_as_its_first_sync_would_and_nothing_is_w
     assert seen.examples["unknown_prompt"].where.startswith("logs/calls.jsonl:")
     report = sync_connector(engine=engine, connector=files(root))  # the sync it foretold
     assert report.logs_added == 5 and report.skipped["unknown_prompt"] == 2
-    assert sum(seen.skipped.values()) == report.skipped_total
+    assert sum(seen.skipped.values()) == report.skipped_total and seen.logs_read == 8  # 5 stored + 3 skipped
 
 
 def test_after_a_sync_only_what_is_new_is_read_unless_full(engine: Engine, tmp_path: Path) -> None:

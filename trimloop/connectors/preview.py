@@ -38,7 +38,7 @@ class Preview:
     connector: str
     prompts: dict[str, PromptSeen] = field(default_factory=dict)
     prompt_problems: list[Problem] = field(default_factory=list)
-    logs_read: int = 0
+    logs_read: int = 0  # log records read: matched + skipped
     matched: Counter[str] = field(default_factory=Counter)  # prompt name → logs the next sync would store
     with_cost: Counter[str] = field(default_factory=Counter)  # prompt name → of those, with a logged cost
     skipped: Counter[str] = field(default_factory=Counter)  # reason → logs the next sync would skip
@@ -94,8 +94,13 @@ def _read_logs(connector: Connector, preview: Preview, resolver: Resolver, names
     stream = connector.read_logs(cursor=cursor)
     try:
         for item in stream:
+            if isinstance(item, Looked):
+                preview.looked.append(item)
+                continue
+            if isinstance(item, Checkpoint):
+                continue
+            preview.logs_read += 1  # a record: one the next sync stores, or one it skips
             if isinstance(item, LogItem):
-                preview.logs_read += 1
                 where = item.where or item.external_id
                 resolved = _oversize(where, LOG_LENGTHS, item) or unstorable(where, item) or resolver.resolve(item)
                 if isinstance(resolved, Problem):
@@ -104,13 +109,11 @@ def _read_logs(connector: Connector, preview: Preview, resolver: Resolver, names
                     name = names.get(resolved[0], "?")
                     preview.matched[name] += 1
                     preview.with_cost[name] += item.cost is not None
-                if max_logs is not None and preview.logs_read >= max_logs:
-                    preview.stopped_after = preview.logs_read
-                    return
-            elif isinstance(item, Looked):
-                preview.looked.append(item)
-            elif not isinstance(item, Checkpoint):
+            else:
                 _skip(preview, item)
+            if max_logs is not None and preview.logs_read >= max_logs:
+                preview.stopped_after = preview.logs_read
+                return
     finally:
         close = getattr(stream, "close", None)
         if close is not None:

@@ -65,9 +65,15 @@ def connectors(settings: Settings, engine: Engine | None, *, full: bool,
             findings.append(problem("connector.invalid", f"{label}: {where}{exc.message}", exc.hint or "",
                                     connector=name))
             continue
-        with connector:
-            preview = previews[name] = preview_connector(connector=connector, engine=engine, full=full,
-                                                         max_logs=max_logs)
+        try:
+            with connector:
+                preview = previews[name] = preview_connector(connector=connector, engine=engine, full=full,
+                                                             max_logs=max_logs)
+        except Exception as exc:  # a connector's bug: one finding, not a doctor that fails
+            findings.append(problem("connector.failed", f"{label}: reading it raised {type(exc).__name__}: {exc}",
+                                    "a bug in the connector (`trimloop sync` fails the same way): report it with "
+                                    "this message to whoever maintains it", connector=name))
+            continue
         findings += _judge(label, preview)
     return findings, previews
 
@@ -147,8 +153,9 @@ def prompt_facts(engine: Engine | None, previews: dict[str, Preview]) -> dict[st
     for connector, preview in previews.items():
         for name, seen in preview.prompts.items():
             fact = facts.setdefault(name, PromptFacts(name, connector=connector))
-            if fact.connector == connector and seen.production:  # the store's labels may be a sync behind
-                fact.production, fact.model = seen.production, seen.model
+            if fact.connector == connector and seen.production and seen.production != fact.production:
+                # the store's labels are a sync behind: its logs are of the version production was before
+                fact.production, fact.model, fact.production_logs = seen.production, seen.model, 0
         for name, n in preview.matched.items():
             if name in facts:
                 facts[name].pending += n
