@@ -143,6 +143,14 @@ def test_a_config_that_does_not_load_is_named_with_where_and_how(tmp_path: Path)
     assert "check the TOML syntax" in only_problem(report, "config.invalid")["fix"]
 
 
+def test_bad_run_options_of_a_prompt_are_named_with_their_key(healthy: Path, tmp_path: Path) -> None:
+    write_config(tmp_path, PRICES + '\n[prompts.triage]\nmodels = ["acme/small"]\nmargin = 2\n', store=healthy)
+    code, report = doctor()
+    bad = only_problem(report, "prompt.bad_options")
+    assert code == 1 and bad["message"].startswith("triage: [prompts.triage].margin: margin:")
+    assert bad["fix"]
+
+
 def test_an_unreachable_connector_is_named_without_its_credentials(healthy: Path, tmp_path: Path) -> None:
     port = free_port()
     write_config(tmp_path, PRICES + f'\n[connectors.ml]\ntype = "mlflow"\n'
