@@ -51,6 +51,7 @@ EXPECTED = {
     ("POST", "/tokens"): "admin",
     ("GET", "/tokens"): "admin",
     ("POST", "/tokens/{token_id}/revoke"): "admin",
+    ("GET", "/doctor"): "operate",
 }
 
 

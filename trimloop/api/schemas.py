@@ -358,3 +358,27 @@ class TokenCreated(TokenPublic):
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     version: str = Field(examples=["0.1.0"])
+
+
+# -- doctor -------------------------------------------------------------------------------------
+class FindingPublic(BaseModel):
+    """One checked fact (core.findings.Finding): ok, a warning, or a problem, with the fix."""
+
+    level: Literal["ok", "warning", "problem"]
+    code: str = Field(examples=["prices.unknown"], description="stable dotted key of the check")
+    message: str = Field(examples=["the price of acme/big is unknown and the logs of triage carry no cost, …"])
+    fix: str = Field(examples=['set it in trimloop.toml:\n[models."acme/big"]\ninput_per_mtok = …'])
+    data: dict[str, Any] = Field(default_factory=dict, description="the numbers behind it")
+
+
+class DoctorSection(BaseModel):
+    name: Literal["config", "database", "egress", "connectors", "prices", "local_models", "prompts"]
+    title: str = Field(examples=["Prices"])
+    level: Literal["ok", "warning", "problem"] = Field(description="its worst finding")
+    findings: list[FindingPublic]
+
+
+class DoctorReportPublic(BaseModel):
+    level: Literal["ok", "warning", "problem"] = Field(description="the worst finding: a problem means not ready")
+    counts: dict[str, int] = Field(examples=[{"ok": 9, "warning": 1, "problem": 0}])
+    sections: list[DoctorSection]
