@@ -166,6 +166,10 @@ class Evidence(Record):
     deadline: Deadline | None = Field(default=None, description="set on a migration off a retiring model")
     evaluator_config: list[str] = Field(default_factory=list)
     baseline_feedback: dict[str, FeedbackSummary] = Field(default_factory=dict)
+    baseline_eval_run_id: int | None = Field(default=None, description="the baseline's holdout results (EvalRun)")
+    candidate_eval_run_id: int | None = Field(
+        default=None, description="the candidate's holdout results (EvalRun); with the baseline's, the evaluators' "
+        "tests re-derive from these rows (GET /suggestions/{id}/items)")
     unreadable: dict[str, Any] = Field(default_factory=dict,
                                        description="stored fields that no longer validate (older rows)")
 
@@ -208,6 +212,7 @@ class CertificationSummary(Record):
     reason: str = ""
     n: int | None = None
     wanted: int | None = None
+    eval_run_id: int | None = Field(default=None, description="the candidate's holdout results (EvalRun)")
 
 
 class Migration(Record):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+from contextvars import ContextVar
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +30,9 @@ from trimloop.core.errors import ConfigError
 
 CONFIG_ENV = "TRIMLOOP_CONFIG"
 DEFAULT_CONFIG_FILE = "trimloop.toml"
+# False while `load_settings(check_egress=False)` runs: `trimloop doctor` reads the rest of a
+# config whose URLs allowed_hosts refuses, then reports each refused URL as its own finding.
+_check_egress: ContextVar[bool] = ContextVar("trimloop_check_egress", default=True)
 
 
 class ModelConfig(BaseModel):
@@ -260,11 +264,10 @@ class Settings(BaseSettings):
     def _targets_allowed(self) -> "Settings":
         """Webhook URLs and model api_bases must be inside allowed_hosts (connectors are
         checked when they are built, since their options belong to each connector type)."""
+        if not _check_egress.get():
+            return self
         egress = self.egress
-        targets = [(f"webhook {i + 1}", f"webhooks[{i}].url", hook.url) for i, hook in enumerate(self.webhooks)]
-        targets += [(f"model {name!r}", f'models."{name}".api_base', model.api_base)
-                    for name, model in self.models.items() if model.api_base]
-        for who, key, url in targets:
+        for who, key, url in egress_targets(self, connectors=False):
             try:
                 egress.check(url, who=who, where=key)
             except HostNotAllowed as exc:
@@ -294,12 +297,28 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, config_path()))
 
 
+def egress_targets(settings: Settings, *, connectors: bool = True) -> list[tuple[str, str, str]]:
+    """(who, config key, URL) of every configured request target that `allowed_hosts` must allow:
+    webhook URLs, model api_bases and (with `connectors`) each connector's `url`/`*_url` option."""
+    targets = [(f"webhook {i + 1}", f"webhooks[{i}].url", hook.url) for i, hook in enumerate(settings.webhooks)]
+    targets += [(f"model {name!r}", f'models."{name}".api_base', model.api_base)
+                for name, model in settings.models.items() if model.api_base]
+    if connectors:
+        targets += [(f"connector {name!r} ({config.type})", f"[connectors.{name}] {key}", value)
+                    for name, config in settings.connectors.items() for key, value in config.options.items()
+                    if (key == "url" or key.endswith("_url")) and isinstance(value, str)]
+    return targets
+
+
 def config_path() -> Path:
     return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_FILE)
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Read settings, turning validation failures into a ConfigError that names the field."""
+def load_settings(*, check_egress: bool = True, **overrides: Any) -> Settings:
+    """Read settings, turning validation failures into a ConfigError that names the field. With
+    `check_egress=False`, webhook URLs and model api_bases outside allowed_hosts are let through
+    (for `trimloop doctor`, which reports each refused one; settings read so must not serve calls)."""
+    token = _check_egress.set(check_egress)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -319,6 +338,8 @@ def load_settings(**overrides: Any) -> Settings:
             where=str(config_path()),
             hint="check the TOML syntax (strings in quotes, [sections] for tables)",
         ) from None
+    finally:
+        _check_egress.reset(token)
 
 
 @lru_cache(maxsize=1)

@@ -3,7 +3,8 @@
 build the dataset from the production version's logs → score the baseline's logged outputs
 (free) → check the baseline is not broken (evals.health; else end `baseline_unhealthy`, unless
 forced) → search on the search split → certify the best on the holdout → project savings → store
-candidates, events and at most one Suggestion (the cheapest certified candidate). The run is
+candidates, the holdout results of every arm certification tested (EvalRuns), events and at most
+one Suggestion (the cheapest certified candidate). The run is
 resumable: a rerun after a crash repays nothing, thanks to the gateway's cache, and starts its
 ledger at what the earlier attempt spent, so the run's caps hold across crashes. A provider that
 keeps failing after the gateway's retries fails the run with that reason (a failed call is not
@@ -47,7 +48,7 @@ from trimloop.optimizer.baseline import baseline_results, log_facts
 from trimloop.optimizer.certify import certify
 from trimloop.optimizer.config import default_candidate_models, run_config
 from trimloop.optimizer.context import RunContext
-from trimloop.optimizer.record import record_candidates, record_suggestion
+from trimloop.optimizer.record import record_candidates, record_evaluations, record_suggestion
 from trimloop.optimizer.search import SearchConfig, search
 from trimloop.optimizer.spec import MoveContext, VersionSpec
 
@@ -265,6 +266,8 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
     with session_scope(engine) as session:
         ids = record_candidates(session, run_id=run_id, prompt_id=prompt_id, baseline_id=baseline_id,
                                 arms=found.arms, certified={c.arm.candidate.sha: c for c in certs})
+        eval_runs = record_evaluations(session, run_id=run_id, prompt_id=prompt_id, dataset_id=dataset_id,
+                                       baseline_id=baseline_id, run=run, certs=certs, candidate_ids=ids)
     passed = [c for c in certs if c.passed]
     found_summary: dict[str, Any] = {
         "dataset_id": dataset_id, "baseline_calls": baseline_calls, "search_calls": search_calls - baseline_calls, "certify_calls": ledger.calls - search_calls,
@@ -274,7 +277,8 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
         "candidates": len(found.arms), "budget_exhausted": found.budget_exhausted,
         "front": [a.candidate.sha for a in found.front], "notes": found.notes,
         "certifications": [{"sha": c.arm.candidate.sha, "label": c.arm.candidate.label, "passed": c.passed,
-                            "reason": c.reason, "n": c.n_planned, "wanted": c.n_wanted} for c in certs],
+                            "reason": c.reason, "n": c.n_planned, "wanted": c.n_wanted,
+                            "eval_run_id": eval_runs[c.arm.candidate.sha]} for c in certs],
         "baseline_scores": {n.key: _mean([base[i.id].scores.get(n.key, 0.0) for i in items["holdout"]])
                             for n in evaluators},
         "baseline_feedback": feedback_summary(feedback.values()),
@@ -295,7 +299,7 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
         suggestion = record_suggestion(
             session, run_id=run_id, prompt_id=prompt_id, baseline_id=baseline_id, run=run,
             cert=best, candidate_id=ids[best.arm.candidate.sha], facts=facts, spend=ledger.spent, now=now,
-            window_days=config.window_days, search=summary, resolve=resolve, feedback=feedback,
+            window_days=config.window_days, search=summary, resolve=resolve, feedback=feedback, eval_runs=eval_runs,
             deadline=summary.migration.deadline if summary.migration is not None else None,
         )
         summary.suggestion_id = suggestion.id

@@ -24,7 +24,7 @@ err = Console(stderr=True)
 
 
 def _register() -> None:
-    from trimloop.api.cli import call, demo, health, init, models, optimize, serve, sync, tokens, worker
+    from trimloop.api.cli import call, demo, doctor, health, init, models, optimize, serve, sync, tokens, worker
 
     app.command("demo")(demo.demo)
     app.command("init")(init.init)
@@ -36,6 +36,7 @@ def _register() -> None:
     app.command("optimize")(optimize.optimize)
     app.command("health")(health.health)
     app.command("worker")(worker.worker)
+    app.command("doctor")(doctor.doctor)
 
 
 def main() -> None:
