@@ -209,7 +209,7 @@ def test_engineer_opens_the_setup_page_from_the_menu(page: Any, server: dict[str
     for title in ("Configuration", "Database", "Connectors", "Prices", "Prompts"):
         assert page.get_by_role("heading", name=re.compile(f"^{title}")).count() == 1, title
     assert page.locator(".finding.level-ok").count() >= 3
-    assert "sentiment: production version 1 on local/gemma3-270m" in page.locator("[data-code='prompt.ready']").inner_text()
+    assert "sentiment: production version 1 on local/gemma3-270m" in page.locator("[data-code='prompt.ready']").filter(has_text="sentiment:").inner_text()
     page.set_viewport_size({"width": 390, "height": 844})
     assert page.evaluate("document.documentElement.scrollWidth") <= 390  # long paths wrap on a phone
     shoot(page, "setup")
