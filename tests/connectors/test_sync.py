@@ -15,7 +15,8 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
-from tests.connectors.helpers import TRIAGE_V1, dump_store, log_line, make_store, stored_json, write_logs
+from tests.connectors.helpers import (TRIAGE_V1, dump_store, labels_by_version, log_line, make_store, stored_json,
+                                      write_logs)
 from trimloop.connectors.base import Checkpoint, LogItem, Problem
 from trimloop.connectors.files import FilesConnector
 from trimloop.connectors.sync import sync, sync_connector
@@ -46,7 +47,7 @@ def test_sync_stores_every_field_and_second_sync_adds_nothing(engine: Engine, tm
     assert (log[0], *log[2:8]) == ("call-0", "billing", "gpt-4o-mini", 20, 1, 0.00001, 0.2)
     assert str(log[8]).startswith("2025-06-01 12:00:00")
     assert stored_json(log[9]) == [{"name": "thumbs_up", "value": 1, "source": "user"}]
-    assert [stored_json(r[0]) for r in rows(engine, "select labels from promptversion")] == [["production"]]
+    assert list(labels_by_version(engine).values()) == [["production"]]
     with Session(engine) as session:  # the ORM reads what the bulk path wrote
         record = session.exec(select(LogRecord).where(LogRecord.external_id == "call-0")).one()
         assert record.inputs == {"ticket": "t0"} and record.feedback[0]["source"] == "user"
@@ -131,8 +132,8 @@ def test_labels_in_store_follow_the_connector(engine: Engine, tmp_path: Path) ->
     files(root).move_label(prompt="triage", external_version="2", label="production")
     report = sync_connector(engine=engine, connector=files(root))
     assert report.versions_added == 1 and report.labels_changed == 1
-    assert [(v, stored_json(labels)) for v, labels in
-            rows(engine, "select external_version, labels from promptversion order by id")] == [
+    labels = labels_by_version(engine)
+    assert [(v, labels[vid]) for vid, v in rows(engine, "select id, external_version from promptversion order by id")] == [
         ("1", []), ("2", ["production", "staging"])]
 
 

@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 from trimloop.core.catalog import resolve_model
 from trimloop.core.errors import TrimloopError
 from trimloop.core.settings import Settings
+from trimloop.core.store import production_version_id
 from trimloop.core.tables import LogRecord, OptimizationRun, Prompt, PromptVersion, RunEvent, Suggestion
 from trimloop.optimizer.config import check_run_config, default_candidate_models, run_config
 
@@ -140,7 +141,6 @@ def prompt_facts(session: Session, settings: Settings, prompt: Prompt) -> Prompt
     """Read the facts `decide` needs for one prompt."""
     pid = prompt.id
     assert pid is not None
-    labels = session.exec(select(PromptVersion.labels).where(PromptVersion.prompt_id == pid)).all()
     logs = session.exec(select(func.count()).select_from(LogRecord).where(LogRecord.prompt_id == pid)).one()
     pending = session.exec(select(Suggestion.id).where(
         Suggestion.prompt_id == pid, Suggestion.status == "pending").order_by(col(Suggestion.id))).first()
@@ -163,7 +163,7 @@ def prompt_facts(session: Session, settings: Settings, prompt: Prompt) -> Prompt
     except TrimloopError as exc:
         config_error = f"{exc.message} ({exc.where})" if exc.where else exc.message
     return PromptFacts(
-        prompt_id=pid, name=prompt.name, has_production=any("production" in (ls or []) for ls in labels),
+        prompt_id=pid, name=prompt.name, has_production=production_version_id(session=session, prompt_id=pid) is not None,
         logs=int(logs), pending_suggestion=pending, active_run=tuple(active) if active else None,  # type: ignore[arg-type]
         last_run=tuple(last) if last else None, new_logs=int(new_logs),  # type: ignore[arg-type]
         last_candidates=last_candidates, candidates=candidates, config_error=config_error,
