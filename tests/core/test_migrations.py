@@ -143,3 +143,66 @@ def test_tokens_made_before_0007_keep_working_and_get_their_digest_on_first_use(
         assert rows["old-4"].revoked_at is None and rows["old-4"].token_hash == legacy(4, "", "idle")["token_hash"]
     finally:
         engine.dispose()
+
+
+def test_labels_move_to_their_table_and_back_with_the_data(db_url):
+    """0008 carries each version's JSON labels into `promptlabel` (a label on two versions of a
+    prompt stays with the newer, the one read as labelled before); a downgrade writes them back
+    into the JSON lists; upgrading again gives the same rows."""
+    from datetime import datetime, timedelta, timezone
+
+    import sqlalchemy as sa
+    from alembic import command
+    from sqlmodel.sql.sqltypes import UTCDateTime
+
+    from trimloop.core import store
+    from trimloop.core.db import alembic_config, session_scope
+
+    upgrade(db_url, "0007")
+    prompt = sa.table("prompt", *(sa.column(c) for c in ("id", "name", "connector")),
+                      sa.column("config", sa.JSON()), sa.column("created_at", UTCDateTime()))
+    version = sa.table("promptversion", *(sa.column(c) for c in ("id", "prompt_id", "sha", "model", "connector")),
+                       *(sa.column(c, sa.JSON()) for c in ("template", "params", "labels")),
+                       sa.column("created_at", UTCDateTime()))
+    label = sa.table("promptlabel", *(sa.column(c) for c in ("prompt_id", "label", "version_id")))
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    labels = {  # version id → (prompt id, labels, made after t0)
+        1: (1, ["production"], 1), 2: (1, ["staging"], 2), 3: (1, ["production", "canary"], 3), 4: (1, [], 4),
+        5: (2, ["production"], 9), 6: (2, ["production"], 5),  # the newer by time, not by id, keeps it
+        7: (3, [], 1)}
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.insert(prompt), [{"id": p, "name": f"p{p}", "connector": "files", "config": {},
+                                              "created_at": t0} for p in (1, 2, 3)])
+            conn.execute(sa.insert(version), [
+                {"id": vid, "prompt_id": pid, "sha": f"{vid:064d}", "template": {"kind": "text", "text": "{{x}}"},
+                 "model": "m", "params": {}, "connector": "files", "labels": names,
+                 "created_at": t0 + timedelta(hours=hours)} for vid, (pid, names, hours) in labels.items()])
+            if engine.dialect.name == "postgresql":  # ids were given: move the sequences past them
+                conn.execute(sa.text("SELECT setval('prompt_id_seq', 3)"))
+                conn.execute(sa.text("SELECT setval('promptversion_id_seq', 7)"))
+        upgrade(db_url)
+        moved = [(1, "canary", 3), (1, "production", 3), (1, "staging", 2), (2, "production", 5)]
+        with engine.connect() as conn:
+            assert sorted(conn.execute(sa.select(label)).all()) == moved
+            assert "labels" not in {c["name"] for c in sa.inspect(conn).get_columns("promptversion")}
+        with session_scope(engine) as session:
+            assert [store.production_version_id(session=session, prompt_id=p) for p in (1, 2, 3)] == [3, 5, None]
+            assert store.version_labels(session=session, version_ids=range(1, 8)) == {
+                1: [], 2: ["staging"], 3: ["canary", "production"], 4: [], 5: ["production"], 6: [], 7: []}
+            store.move_label(session=session, prompt_id=1, label="production", version_id=4)  # after the upgrade
+
+        engine.dispose()
+        command.downgrade(alembic_config(db_url), "0007")
+        with engine.connect() as conn:
+            back = dict(conn.execute(sa.select(version.c.id, version.c.labels)).all())
+        assert back == {1: [], 2: ["staging"], 3: ["canary"], 4: ["production"], 5: ["production"], 6: [], 7: []}
+        engine.dispose()
+        upgrade(db_url)
+        with engine.connect() as conn:
+            assert sorted(conn.execute(sa.select(label)).all()) == [
+                (1, "canary", 3), (1, "production", 4), (1, "staging", 2), (2, "production", 5)]
+        assert schema(db_url)[1] == []
+    finally:
+        engine.dispose()
