@@ -21,7 +21,7 @@ from trimloop.core.catalog import resolve_model
 from trimloop.core.errors import TrimloopError
 from trimloop.core.settings import Settings
 from trimloop.core.store import production_version_id
-from trimloop.core.tables import LogRecord, OptimizationRun, Prompt, PromptVersion, RunEvent, Suggestion
+from trimloop.core.tables import LogRecord, OptimizationRun, Prompt, RunEvent, Suggestion
 from trimloop.optimizer.config import check_run_config, default_candidate_models, run_config
 
 FINGERPRINT_EVENT = "run.candidates"  # a RunEvent holding the candidate models and prices a run saw
