@@ -85,3 +85,50 @@ def test_a_move_through_a_connection_is_what_sync_writes(engine: Engine) -> None
         assert store.move_label(session=conn, prompt_id=pid, label="production", version_id=v2) == v1
         assert store.production_version_id(session=conn, prompt_id=pid) == v2
     assert _rows(engine) == [(pid, "production", v2)]
+
+
+@pytest.mark.postgres
+def test_two_moves_of_one_new_label_at_once_both_succeed(pg_url: str) -> None:
+    """A sync and a promote (or two syncs) may move the same label at the same moment. The second
+    read the label as absent before the first committed its insert; its upsert waits for the first
+    and then wins, where a read-then-insert would fail on the unique constraint."""
+    import threading
+    import time
+
+    from sqlalchemy import text
+
+    from trimloop.core.db import make_engine, upgrade
+
+    upgrade(pg_url)
+    engine = make_engine(pg_url)
+    try:
+        pid, (v1, v2) = _prompt(engine, "triage", 2)
+        done: dict[str, object] = {}
+        with engine.connect() as first, engine.connect() as watcher:
+            held = first.begin()
+            store.move_label(session=first, prompt_id=pid, label="production", version_id=v1)  # not committed
+
+            def second() -> None:
+                try:
+                    with engine.begin() as conn:
+                        done["before"] = store.move_label(session=conn, prompt_id=pid, label="production",
+                                                          version_id=v2)
+                except Exception as exc:  # the assertion below shows it
+                    done["error"] = exc
+
+            thread = threading.Thread(target=second)
+            thread.start()
+            blocked = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND wait_event_type = 'Lock'")
+            deadline = time.monotonic() + 60
+            while not watcher.execute(blocked).scalar():  # the second now waits on the first's row
+                watcher.rollback()  # pg_stat_activity is a snapshot per transaction
+                assert thread.is_alive() and time.monotonic() < deadline, done
+                time.sleep(0.01)
+            held.commit()
+            thread.join(60)
+        assert done == {"before": None}
+        with engine.connect() as conn:
+            assert store.production_version_id(session=conn, prompt_id=pid) == v2
+    finally:
+        engine.dispose()
