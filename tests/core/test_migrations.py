@@ -206,3 +206,18 @@ def test_labels_move_to_their_table_and_back_with_the_data(db_url):
         assert schema(db_url)[1] == []
     finally:
         engine.dispose()
+
+
+def test_an_old_sqlite_stops_migration_0008_with_what_to_do(sqlite_url, monkeypatch):
+    import sqlite3
+
+    upgrade(sqlite_url, "0007")
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    with pytest.raises(ConfigError) as info:
+        upgrade(sqlite_url)
+    assert "needs SQLite 3.35 or newer" in info.value.message and "3.31.1" in info.value.message
+    assert "PostgreSQL" in (info.value.hint or "")
+    monkeypatch.undo()
+    upgrade(sqlite_url)  # nothing was left half done
+    assert schema(sqlite_url)[1] == []

@@ -19,6 +19,8 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
+from trimloop.core.errors import ConfigError
+
 revision: str = "0008_labels"
 down_revision: Union[str, None] = "0007"
 branch_labels: Union[str, Sequence[str], None] = None
@@ -36,9 +38,9 @@ label = sa.table("promptlabel", sa.column("prompt_id", sa.Integer), sa.column("l
 def upgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name == "sqlite" and sqlite3.sqlite_version_info < (3, 35):
-        raise RuntimeError(f"this migration drops a column, which needs SQLite 3.35 or newer; Python here "
-                           f"uses SQLite {sqlite3.sqlite_version}: use a Python built with a newer SQLite, "
-                           "or PostgreSQL (TRIMLOOP_DATABASE_URL)")
+        raise ConfigError(f"migration 0008 drops a column, which needs SQLite 3.35 or newer; this Python uses "
+                          f"SQLite {sqlite3.sqlite_version}", where="the database (SQLite)",
+                          hint="use a Python built with a newer SQLite, or PostgreSQL (TRIMLOOP_DATABASE_URL)")
     op.create_table(
         "promptlabel",
         sa.Column("id", sa.Integer(), nullable=False),
