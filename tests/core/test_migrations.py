@@ -2,12 +2,13 @@
 
 import pytest
 from alembic.autogenerate import compare_metadata
+from alembic.script import ScriptDirectory
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
 from trimloop.core import tables  # noqa: F401
-from trimloop.core.db import make_engine, upgrade
+from trimloop.core.db import alembic_config, make_engine, upgrade
 from trimloop.core.errors import ConfigError
 
 
@@ -145,6 +146,9 @@ def test_tokens_made_before_0007_keep_working_and_get_their_digest_on_first_use(
         engine.dispose()
 
 
+BEFORE_LABELS = ScriptDirectory.from_config(alembic_config("sqlite://")).get_revision("0008_labels").down_revision
+
+
 def test_labels_move_to_their_table_and_back_with_the_data(db_url):
     """0008 carries each version's JSON labels into `promptlabel` (a label on two versions of a
     prompt stays with the newer, the one read as labelled before); a downgrade writes them back
@@ -158,7 +162,7 @@ def test_labels_move_to_their_table_and_back_with_the_data(db_url):
     from trimloop.core import store
     from trimloop.core.db import alembic_config, session_scope
 
-    upgrade(db_url, "0007")
+    upgrade(db_url, BEFORE_LABELS)
     prompt = sa.table("prompt", *(sa.column(c) for c in ("id", "name", "connector")),
                       sa.column("config", sa.JSON()), sa.column("created_at", UTCDateTime()))
     version = sa.table("promptversion", *(sa.column(c) for c in ("id", "prompt_id", "sha", "model", "connector")),
@@ -194,7 +198,7 @@ def test_labels_move_to_their_table_and_back_with_the_data(db_url):
             store.move_label(session=session, prompt_id=1, label="production", version_id=4)  # after the upgrade
 
         engine.dispose()
-        command.downgrade(alembic_config(db_url), "0007")
+        command.downgrade(alembic_config(db_url), BEFORE_LABELS)
         with engine.connect() as conn:
             back = dict(conn.execute(sa.select(version.c.id, version.c.labels)).all())
         assert back == {1: [], 2: ["staging"], 3: ["canary"], 4: ["production"], 5: ["production"], 6: [], 7: []}
@@ -211,7 +215,7 @@ def test_labels_move_to_their_table_and_back_with_the_data(db_url):
 def test_an_old_sqlite_stops_migration_0008_with_what_to_do(sqlite_url, monkeypatch):
     import sqlite3
 
-    upgrade(sqlite_url, "0007")
+    upgrade(sqlite_url, BEFORE_LABELS)
     monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
     monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
     with pytest.raises(ConfigError) as info:

@@ -154,3 +154,18 @@ def test_the_dashboard_survives_costs_stored_before_sync_checked_bounds(app_clie
     assert "inf" not in dash.text.lower().replace("info", "")
     csv = app_client.get("/ui/dashboard.csv")
     assert csv.status_code == 200 and "inf" not in csv.text.lower()
+
+
+def test_the_evidence_page_points_to_every_item_when_they_were_stored(app_client: TestClient, seeded: dict,
+                                                                       engine) -> None:
+    from trimloop.core.db import session_scope
+    from trimloop.core.tables import Suggestion
+
+    sign_in(app_client, seeded["tokens"]["viewer"])
+    sid = seeded["triage"][0]
+    assert "/items</code>" not in app_client.get(f"/ui/suggestions/{sid}").text  # seeded without eval runs
+    with session_scope(engine) as session:
+        row = session.get(Suggestion, sid)
+        row.evidence = row.evidence.model_copy(update={"baseline_eval_run_id": 1, "candidate_eval_run_id": 2})
+        session.add(row)
+    assert f"<code>GET /suggestions/{sid}/items</code>" in app_client.get(f"/ui/suggestions/{sid}").text

@@ -7,6 +7,9 @@ trimloop shape (one call per line; `called_at`, a prompt reference and inputs ar
      "cost": 0.0000084, "latency_s": 0.41, "called_at": "2025-06-01T12:00:00Z",
      "feedback": [{"name": "thumbs_up", "value": 1, "source": "user"}], "meta": {}}
 
+plus an optional `sample_rate` (0.01 when the app logs one call in a hundred): each such line
+counts as 1 / sample_rate calls in calls per day, spend and savings.
+
 OpenAI shape: `{"request": {chat.completions.create params}, "response": {ChatCompletion}}`
 plus optional `prompt`, `version`, `inputs`, `latency_s`, `feedback`, `meta`.
 """
@@ -44,6 +47,7 @@ class _Common(BaseModel):
     inputs: dict[str, Any] | None = None
     latency_s: float | None = Field(default=None, ge=0, strict=True)  # "1.2" or true are errors
     cost: float | None = Field(default=None, ge=0, strict=True)
+    sample_rate: float | None = Field(default=None, gt=0, le=1, strict=True, description="share of calls logged")
     feedback: list[Feedback] = Field(default_factory=list)
     meta: dict[str, Any] = Field(default_factory=dict)
 
@@ -122,12 +126,12 @@ def full_path(raw: bytes, where: str) -> LogItem:
         version_sha=line.version_sha, inputs=line.inputs, rendered=line.messages,
         output=line.output, model=line.model, input_tokens=line.input_tokens,
         output_tokens=line.output_tokens, cost=line.cost, latency_s=line.latency_s,
-        feedback=_feedback(line.feedback), meta=line.meta, where=where,
+        feedback=_feedback(line.feedback), meta=line.meta, where=where, sample_rate=line.sample_rate,
     )
 
 
 _FAST_KEYS = frozenset(("id", "prompt", "version", "inputs", "output", "model", "input_tokens",
-                        "output_tokens", "cost", "latency_s", "called_at", "feedback", "meta"))
+                        "output_tokens", "cost", "latency_s", "called_at", "feedback", "meta", "sample_rate"))
 _FEEDBACK_KEYS = frozenset(("name", "value", "source"))
 
 
@@ -144,11 +148,13 @@ def _fast_path(raw: bytes, where: str) -> LogItem | None:
     ident, prompt, version, inputs, meta = g("id"), g("prompt"), g("version"), g("inputs"), g("meta", {})
     output, model, at, feedback = g("output"), g("model"), g("called_at"), g("feedback", [])
     tokens_in, tokens_out, cost, latency = g("input_tokens"), g("output_tokens"), g("cost"), g("latency_s")
+    rate = g("sample_rate")
     if not (type(ident) is str and ident and type(prompt) is str and prompt and type(inputs) is dict
             and type(at) is str and type(meta) is dict and type(feedback) is list
             and (version is None or type(version) is str) and (output is None or type(output) is str)
             and (model is None or type(model) is str) and _count(tokens_in) and _count(tokens_out)
-            and _amount(cost) and _amount(latency)):
+            and _amount(cost) and _amount(latency)
+            and (rate is None or (type(rate) in (int, float) and 0 < rate <= 1))):
         return None
     for f in feedback:
         if not (type(f) is dict and _FEEDBACK_KEYS.issuperset(f) and type(f.get("name")) is str and f["name"]
@@ -162,7 +168,7 @@ def _fast_path(raw: bytes, where: str) -> LogItem | None:
     return LogItem(
         external_id=ident, called_at=_utc(called_at), prompt=prompt, version=version, inputs=inputs,
         output=output, model=model, input_tokens=tokens_in, output_tokens=tokens_out, cost=cost,
-        latency_s=latency, meta=meta, where=where,
+        latency_s=latency, meta=meta, where=where, sample_rate=rate,
         feedback=[{"name": f["name"], "value": f["value"], "source": f.get("source", "user")} for f in feedback],
     )
 
@@ -188,7 +194,7 @@ def _from_openai(line: OpenAILine, where: str) -> LogItem:
         rendered=[_flat_message(m) for m in line.request.messages], output=choice.message.content,
         model=response.model or line.request.model, input_tokens=usage.prompt_tokens,
         output_tokens=usage.completion_tokens, cost=line.cost, latency_s=line.latency_s,
-        feedback=_feedback(line.feedback), meta=meta, where=where,
+        feedback=_feedback(line.feedback), meta=meta, where=where, sample_rate=line.sample_rate,
     )
 
 

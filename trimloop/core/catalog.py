@@ -7,6 +7,9 @@ Three kinds of model:
   called directly (the fast path), priced from settings or litellm's price map;
 - everything else goes through litellm (OpenAI, Anthropic, Gemini …) and is priced from
   litellm's price map, read offline (`LITELLM_LOCAL_MODEL_COST_MAP=True`).
+
+The same map gives a model's retirement date (`deprecation_date`), which `models."ID".retires_on`
+overrides; `trimloop.core.retirement` decides what a date means for a prompt.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import importlib.util
 import logging
 import os
 from dataclasses import dataclass, field
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -73,6 +77,8 @@ class ResolvedModel:
     completion_only: bool
     openai_tokenizer: bool  # tiktoken counts are exact for it
     api_key: str | None = field(default=None, repr=False)  # a key held here, not in the environment (bundled)
+    retires_on: date | None = None  # the day the provider stops serving it, when known
+    retires_source: str = ""  # where that date came from
 
     @property
     def takes_text(self) -> bool:
@@ -130,7 +136,7 @@ def resolve_model(settings: Settings, model_id: str) -> ResolvedModel:
             openai_tokenizer=False,
             api_key=_local_key(settings),
         )
-        return _apply_config(resolved, config) if config else resolved
+        return _apply_config(resolved, config) if config else resolved  # bundled: never retired by a provider
 
     if config is not None and config.api_base and not config.via_litellm:
         wire = config.served_as or model_id.split("/", 1)[-1]
@@ -151,7 +157,7 @@ def resolve_model(settings: Settings, model_id: str) -> ResolvedModel:
         )
         if config.input_per_mtok is not None or config.output_per_mtok is not None:
             return _apply_config(base, config)  # priced in settings: no need to load litellm's map
-        return _apply_config(_with_map_price(base, wire), config)
+        return _apply_config(_with_map_retirement(_with_map_price(base, wire), wire), config)
 
     provider = model_id.split("/", 1)[0] if "/" in model_id else "openai"
     base = ResolvedModel(
@@ -169,7 +175,7 @@ def resolve_model(settings: Settings, model_id: str) -> ResolvedModel:
         completion_only=bool(config and config.completion_only),
         openai_tokenizer=provider in ("openai", "azure") or model_id.startswith(("gpt-", "o1", "o3")),
     )
-    base = _with_map_price(base, model_id)
+    base = _with_map_retirement(_with_map_price(base, model_id), model_id)
     return _apply_config(base, config) if config else base
 
 
@@ -197,6 +203,8 @@ def _apply_config(resolved: ResolvedModel, config: Any) -> ResolvedModel:
         changes["concurrency"] = config.concurrency
     if config.completion_only:
         changes["completion_only"] = True
+    if config.retires_on is not None:
+        changes.update(retires_on=config.retires_on, retires_source="settings (retires_on)")
     return _replace(resolved, **changes)
 
 
@@ -211,6 +219,13 @@ def _with_map_price(resolved: ResolvedModel, name: str) -> ResolvedModel:
         price_source="litellm price map (list price)",
         price_is_estimate=False,
     )
+
+
+def _with_map_retirement(resolved: ResolvedModel, name: str) -> ResolvedModel:
+    day = map_retirement(name)
+    if day is None:
+        return resolved
+    return _replace(resolved, retires_on=day, retires_source="litellm price map (deprecation_date)")
 
 
 def _replace(resolved: ResolvedModel, **changes: Any) -> ResolvedModel:
@@ -231,6 +246,26 @@ def map_price(model: str) -> tuple[float, float] | None:
     if inp is None and out is None:
         return None
     return float(inp or 0.0), float(out or 0.0)
+
+
+@lru_cache(maxsize=512)
+def map_retirement(model: str) -> date | None:
+    """The day litellm's offline price map says the provider retires `model` (its
+    `deprecation_date`, "YYYY-MM-DD"), or None when it has none or an unreadable one."""
+    litellm = import_litellm()
+    info: dict[str, Any] | None = litellm.model_cost.get(model)
+    if info is None:
+        try:  # a provider prefix or alias (openai/gpt-5-mini): litellm knows how to find its entry
+            info = dict(litellm.get_model_info(model))
+        except Exception:
+            return None
+        key = info.get("key")
+        info = litellm.model_cost.get(key, info) if isinstance(key, str) else info
+    raw = info.get("deprecation_date") if isinstance(info, dict) else None
+    try:
+        return date.fromisoformat(str(raw)[:10]) if raw else None
+    except ValueError:
+        return None
 
 
 @lru_cache(maxsize=1)

@@ -1,7 +1,7 @@
 """prompt labels in their own table
 
 Revision ID: 0008_labels
-Revises: 0007
+Revises: 0008_retirement
 Create Date: 2026-12-05
 
 `promptlabel`: one row per prompt and label, naming the one version the label sits on (unique on
@@ -22,7 +22,7 @@ from alembic import op
 from trimloop.core.errors import ConfigError
 
 revision: str = "0008_labels"
-down_revision: Union[str, None] = "0007"
+down_revision: Union[str, None] = "0008_retirement"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
@@ -38,7 +38,7 @@ label = sa.table("promptlabel", sa.column("prompt_id", sa.Integer), sa.column("l
 def upgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name == "sqlite" and sqlite3.sqlite_version_info < (3, 35):
-        raise ConfigError(f"migration 0008 drops a column, which needs SQLite 3.35 or newer; this Python uses "
+        raise ConfigError(f"migration 0008_labels drops a column, which needs SQLite 3.35 or newer; this Python uses "
                           f"SQLite {sqlite3.sqlite_version}", where="the database (SQLite)",
                           hint="use a Python built with a newer SQLite, or PostgreSQL (TRIMLOOP_DATABASE_URL)")
     op.create_table(
