@@ -38,7 +38,7 @@ from sqlalchemy import insert
 from bench._util import machine
 from trimloop.core import store
 from trimloop.core.db import make_engine, session_scope, upgrade
-from trimloop.core.tables import Deployment, LogRecord, Prompt, PromptVersion, Suggestion, utcnow
+from trimloop.core.tables import Deployment, LogRecord, Prompt, PromptLabel, PromptVersion, Suggestion, utcnow
 from trimloop.testing.fake_openai import free_port
 
 PROMPTS = 50
@@ -81,11 +81,13 @@ def seed(url: str, *, suggestions: int, logs: int, seed_: int = 7) -> str:
                                        "created_at": now - timedelta(days=90)} for p in range(1, PROMPTS + 1)])
         baselines = [{"prompt_id": p, "sha": f"base{p:060d}", "template": {"kind": "text", "text": "x" * 400},
                       "model": rng.choice(MODELS[:3]), "params": {"temperature": 0}, "connector": "local",
-                      "labels": ["production"], "created_at": now - timedelta(days=90)} for p in range(1, PROMPTS + 1)]
+                      "created_at": now - timedelta(days=90)} for p in range(1, PROMPTS + 1)]
         conn.execute(insert(PromptVersion), baselines)  # ids 1..PROMPTS
+        conn.execute(insert(PromptLabel), [{"prompt_id": p, "label": "production", "version_id": p,
+                                            "moved_at": now - timedelta(days=90)} for p in range(1, PROMPTS + 1)])
         candidates = [{"prompt_id": 1 + i % PROMPTS, "sha": f"cand{i:060d}",
                        "template": {"kind": "text", "text": "y" * 200}, "model": rng.choice(MODELS),
-                       "params": {"temperature": 0}, "connector": "trimloop", "labels": [],
+                       "params": {"temperature": 0}, "connector": "trimloop",
                        "created_at": now - timedelta(days=rng.uniform(0, 60))} for i in range(suggestions)]
         conn.execute(insert(PromptVersion), candidates)  # ids PROMPTS+1..PROMPTS+suggestions
         rows, deployments = [], []

@@ -114,13 +114,15 @@ def _sync_files(store: Path, tmp_path: Path, engine: Engine) -> Any:
 
 
 def _stored(engine: Engine) -> tuple[list[tuple[str, list[str]]], int]:
+    from trimloop.core.store import version_labels
     from trimloop.core.tables import LogRecord, Prompt, PromptVersion
 
     with engine.connect() as conn:
-        versions = conn.execute(select(Prompt.name, PromptVersion.labels).join(
+        versions = conn.execute(select(Prompt.name, PromptVersion.id).join(
             PromptVersion, PromptVersion.prompt_id == Prompt.id).order_by(Prompt.name)).all()
+        labels = version_labels(session=conn, version_ids=[vid for _, vid in versions])
         logs = conn.execute(select(func.count()).select_from(LogRecord)).scalar_one()
-    return [(n, list(labels)) for n, labels in versions], logs
+    return [(n, labels[vid]) for n, vid in versions], logs
 
 
 def _matches_where(actual: str, wanted: str) -> bool:

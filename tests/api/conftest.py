@@ -95,7 +95,7 @@ def make_suggestion(engine: Engine, prompt_id: int, *, savings: float = 100.0, *
                                  {"role": "user", "content": "Ticket: {{ticket}}"}]}
         sha = version_identity(template=template, model=baseline.model, params=baseline.params)
         version = PromptVersion(prompt_id=prompt_id, sha=sha, template=template, model=baseline.model,
-                                params=baseline.params, connector="trimloop", labels=[])
+                                params=baseline.params, connector="trimloop")
         session.add(version)
         session.flush()
         suggestion = Suggestion(prompt_id=prompt_id, baseline_version_id=baseline_id, candidate_version_id=version.id,

@@ -30,6 +30,17 @@ def test_init_writes_config_and_database(tmp_path, home_db):
     assert "kept existing" in again.output
 
 
+def test_optimize_help_shows_the_defaults_a_run_uses():
+    """The help reads the margin and the call budget from where runs take them, not from literals."""
+    from trimloop.core.defaults import DEFAULT_MARGIN
+    from trimloop.optimizer.config import RunConfig
+
+    shown = runner.invoke(app, ["optimize", "--help"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert f"non-inferiority margin (default {DEFAULT_MARGIN:g})" in shown.output
+    assert f"cap on LLM calls (default {RunConfig().budget_calls})" in shown.output
+
+
 def test_tokens_create_with_an_expiry_and_list_it(tmp_path, home_db):
     assert runner.invoke(app, ["init"]).exit_code == 0
     made = runner.invoke(app, ["tokens", "create", "--role", "viewer", "--name", "ci", "--expires-days", "90"])

@@ -124,7 +124,7 @@ def test_grouped_realized_savings_equal_the_per_suggestion_computation(engine, m
         session.flush()
         versions = [PromptVersion(prompt_id=prompts[0 if i < 7 else 1].id, sha=f"{i:064d}",
                                   template={"kind": "text", "text": f"v{i}"}, model="m", params={},
-                                  connector="local", labels=[]) for i in range(9)]
+                                  connector="local") for i in range(9)]
         session.add_all(versions)
         session.flush()
         base1, base2 = versions[0].id, versions[7].id
@@ -235,7 +235,7 @@ def test_realized_savings_by_hand(engine, monkeypatch):
         session.add(prompt)
         session.flush()
         versions = [PromptVersion(prompt_id=prompt.id, sha=f"{i:064d}", template={"kind": "text", "text": f"v{i}"},
-                                  model="m", params={}, connector="local", labels=[]) for i in range(4)]
+                                  model="m", params={}, connector="local") for i in range(4)]
         session.add_all(versions)
         session.flush()
         base_a, cand_a, base_b, cand_b = (v.id for v in versions)

@@ -24,7 +24,7 @@ def test_realized_savings_and_traffic_count_sampled_logs_by_their_weight(engine,
         session.add(prompt)
         session.flush()
         base, cand = (PromptVersion(prompt_id=prompt.id, sha=f"{i:064d}", template={"kind": "text", "text": f"v{i}"},
-                                    model="m", params={}, connector="local", labels=[]) for i in range(2))
+                                    model="m", params={}, connector="local") for i in range(2))
         session.add_all([base, cand])
         session.flush()
         rows = [(base.id, since - 3 * day, 0.002, 0.5), (base.id, since - 2 * day, 0.002, 0.5),

@@ -27,6 +27,15 @@ def stored_json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
+def labels_by_version(engine: Engine) -> dict[int, list[str]]:
+    """Version id → the labels sitting on it (sorted), for every stored version."""
+    from trimloop.core.store import version_labels
+
+    with engine.connect() as conn:
+        ids = [row[0] for row in conn.execute(text("select id from promptversion"))]
+        return version_labels(session=conn, version_ids=ids)
+
+
 def make_store(root: Path, prompts: dict[str, str] | None = None) -> Path:
     """A folder with prompts/<name>/<version>.md files and an empty logs/ folder."""
     for rel, body in (prompts if prompts is not None else {"triage/1.md": TRIAGE_V1}).items():
@@ -56,8 +65,10 @@ def dump_store(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
     """Everything sync writes, for comparing two stores."""
     queries = {
         "prompt": "select name, connector from prompt order by name",
-        "version": "select p.name, v.sha, v.external_version, v.labels from promptversion v "
+        "version": "select p.name, v.sha, v.external_version from promptversion v "
                    "join prompt p on p.id = v.prompt_id order by v.sha",
+        "label": "select p.name, l.label, v.sha from promptlabel l join prompt p on p.id = l.prompt_id "
+                 "join promptversion v on v.id = l.version_id order by p.name, l.label",
         "log": "select connector, external_id, prompt_id, version_id, inputs, output, model, input_tokens, "
                "output_tokens, cost, latency_s, called_at, feedback, meta from logrecord order by external_id",
         "cursor": "select connector, stream, cursor from connectorcursor order by connector, stream",

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from tests.connectors.helpers import stored_json
+from tests.connectors.helpers import labels_by_version, stored_json
 from tests.connectors.langfuse_stub import LangfuseStub
 from trimloop.connectors.base import Looked
 from trimloop.connectors.langfuse import LangfuseConnector
@@ -79,11 +79,12 @@ def test_sync_and_write_back_follow_the_spec(stub: LangfuseStub, engine: Engine)
         "the project of the keys in LANGFUSE_PUBLIC_KEY, every environment (default 2): 2 read"]
     assert report.notices == []
     with engine.connect() as conn:
-        versions = conn.execute(text("select p.name, v.external_version, v.labels, v.model, v.params from promptversion v "
+        versions = conn.execute(text("select p.name, v.external_version, v.id, v.model, v.params from promptversion v "
                                      "join prompt p on p.id = v.prompt_id order by p.name")).all()
         logs = conn.execute(text("select external_id, inputs, output, input_tokens, output_tokens, cost, latency_s "
                                  "from logrecord order by external_id")).all()
-    assert [(n, v, stored_json(lb), m, stored_json(p)) for n, v, lb, m, p in versions] == [
+    labels = labels_by_version(engine)
+    assert [(n, v, labels[vid], m, stored_json(p)) for n, v, vid, m, p in versions] == [
         ("qa", "1", ["production"], "gpt-4o-mini", {"max_tokens": 8}),
         ("triage", "1", ["production"], "gpt-4o-mini", {"temperature": 0})]
     first = logs[0]

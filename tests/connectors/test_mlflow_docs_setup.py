@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from tests.connectors.helpers import stored_json
+from tests.connectors.helpers import labels_by_version, stored_json
 from trimloop.connectors.mlflow import MlflowConnector
 from trimloop.connectors.sync import sync_connector
 from trimloop.testing import fake_openai
@@ -47,12 +47,13 @@ def test_the_documented_minimal_config_finds_matches_and_counts_the_traces(
     assert report.notices == []
     with engine.connect() as conn:
         logs = conn.execute(text(
-            "select l.external_id, p.name, v.external_version, v.labels, l.inputs, l.model, l.input_tokens, "
+            "select l.external_id, p.name, v.external_version, v.id, l.inputs, l.model, l.input_tokens, "
             "l.feedback from logrecord l join prompt p on p.id = l.prompt_id "
             "join promptversion v on v.id = l.version_id order by l.called_at")).all()
     assert [log[0] for log in logs] == seed["trace_ids"]
+    labels = labels_by_version(engine)
     for log, ticket in zip(logs, TICKETS):  # matched to the registered template by the messages sent
-        assert (log[1], log[2], stored_json(log[3]), stored_json(log[4]), log[5]) == (
+        assert (log[1], log[2], labels[log[3]], stored_json(log[4]), log[5]) == (
             "support-triage", "1", ["production"], {"ticket": ticket}, "gpt-4o-mini")
         assert log[6] > 0
         assert stored_json(log[7]) == [{"name": "correct", "value": True, "source": "reviewer@example.com"}]

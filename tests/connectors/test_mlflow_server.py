@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from tests.connectors.helpers import stored_json
+from tests.connectors.helpers import labels_by_version, stored_json
 from trimloop.connectors.mlflow import MlflowConnector
 from trimloop.connectors.sync import sync_connector
 from trimloop.core.templates import Template
@@ -39,13 +39,14 @@ def test_sync_write_back_and_promote_against_mlflow(mlflow_server: tuple[str, Pa
     assert (report.prompts_added, report.versions_added, report.logs_added) == (2, 3, 2)
     with engine.connect() as conn:
         versions = conn.execute(text(
-            "select p.name, v.external_version, v.labels, v.model, v.params, v.template from promptversion v "
+            "select p.name, v.external_version, v.id, v.model, v.params, v.template from promptversion v "
             "join prompt p on p.id = v.prompt_id order by p.name, v.external_version")).all()
         logs = conn.execute(text(
             "select l.external_id, p.name, v.external_version, l.inputs, l.output, l.model, l.input_tokens, "
             "l.output_tokens, l.cost, l.latency_s, l.feedback from logrecord l join prompt p on p.id = l.prompt_id "
             "join promptversion v on v.id = l.version_id order by l.called_at")).all()
-    assert [(n, v, stored_json(lb), m, stored_json(p)) for n, v, lb, m, p, _ in versions] == [
+    labels = labels_by_version(engine)
+    assert [(n, v, labels[vid], m, stored_json(p)) for n, v, vid, m, p, _ in versions] == [
         ("qa", "1", [], "openai/gpt-4o-mini", {"temperature": 0.2, "stop": ["\n"]}),
         ("triage", "1", ["production"], "gpt-4o-mini", {"temperature": 0.0, "max_tokens": 8}),
         ("triage", "2", [], "gpt-4o-mini", {"temperature": 0.0, "max_tokens": 8}),

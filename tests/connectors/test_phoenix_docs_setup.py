@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from tests.connectors.helpers import stored_json
+from tests.connectors.helpers import labels_by_version, stored_json
 from trimloop.connectors.phoenix import PhoenixConnector
 from trimloop.connectors.sync import sync_connector
 from trimloop.testing import fake_openai
@@ -44,13 +44,14 @@ def test_the_documented_minimal_config_finds_matches_and_counts_the_spans(
     assert "project 'support-bot': 3 read" in map(str, report.looked) and report.notices == []
     with engine.connect() as conn:
         logs = conn.execute(text(
-            "select l.external_id, p.name, v.external_version, v.labels, l.inputs, l.model from logrecord l "
+            "select l.external_id, p.name, v.external_version, v.id, l.inputs, l.model from logrecord l "
             "join prompt p on p.id = l.prompt_id join promptversion v on v.id = l.version_id")).all()
     assert {log[0] for log in logs} == set(seed["span_ids"])  # type: ignore[arg-type]
     by_ticket = {stored_json(log[4])["ticket"]: log for log in logs}  # matched by the messages sent
     assert sorted(by_ticket) == sorted(TICKETS)
+    labels = labels_by_version(engine)
     for log in logs:
-        assert (log[1], log[2], stored_json(log[3]), log[5]) == (
+        assert (log[1], log[2], labels[log[3]], log[5]) == (
             "support-triage", seed["version"], ["production"], "gpt-4o-mini")
 
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from tests.connectors.helpers import stored_json
+from tests.connectors.helpers import labels_by_version, stored_json
 from tests.connectors.servers import free_port, running
 from trimloop.connectors.phoenix import PhoenixConnector
 from trimloop.connectors.sync import sync_connector
@@ -38,11 +38,12 @@ def test_sync_write_back_and_promote_against_phoenix(phoenix_server: tuple[str, 
     assert report.fatal is None and report.skipped_total == 0, report.to_dict()
     assert (report.prompts_added, report.versions_added, report.logs_added) == (1, 2, 2)
     with engine.connect() as conn:
-        versions = conn.execute(text("select external_version, labels, model from promptversion order by id")).all()
+        versions = conn.execute(text("select external_version, id, model from promptversion order by id")).all()
         logs = conn.execute(text("select l.external_id, l.inputs, l.output, l.model, l.input_tokens, l.output_tokens, "
                                  "l.latency_s, l.feedback, v.external_version from logrecord l "
                                  "join promptversion v on v.id = l.version_id order by l.called_at")).all()
-    assert {v[0]: (stored_json(v[1]), v[2]) for v in versions}[seed["first_version"]] == (["production"], "gpt-4o-mini")
+    labels = labels_by_version(engine)
+    assert {v[0]: (labels[v[1]], v[2]) for v in versions}[seed["first_version"]] == (["production"], "gpt-4o-mini")
     assert {log[0] for log in logs} == set(seed["span_ids"])
     by_ticket = {stored_json(log[1])["ticket"]: log for log in logs}
     charged = by_ticket["I was charged twice"]

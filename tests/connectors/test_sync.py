@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -15,8 +16,9 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
-from tests.connectors.helpers import TRIAGE_V1, dump_store, log_line, make_store, stored_json, write_logs
-from trimloop.connectors.base import Checkpoint, LogItem, Problem
+from tests.connectors.helpers import (TRIAGE_V1, dump_store, labels_by_version, log_line, make_store, stored_json,
+                                      write_logs)
+from trimloop.connectors.base import Checkpoint, LogItem, Problem, PromptItem
 from trimloop.connectors.files import FilesConnector
 from trimloop.connectors.sync import sync, sync_connector
 from trimloop.core.settings import load_settings
@@ -46,7 +48,7 @@ def test_sync_stores_every_field_and_second_sync_adds_nothing(engine: Engine, tm
     assert (log[0], *log[2:8]) == ("call-0", "billing", "gpt-4o-mini", 20, 1, 0.00001, 0.2)
     assert str(log[8]).startswith("2025-06-01 12:00:00")
     assert stored_json(log[9]) == [{"name": "thumbs_up", "value": 1, "source": "user"}]
-    assert [stored_json(r[0]) for r in rows(engine, "select labels from promptversion")] == [["production"]]
+    assert list(labels_by_version(engine).values()) == [["production"]]
     with Session(engine) as session:  # the ORM reads what the bulk path wrote
         record = session.exec(select(LogRecord).where(LogRecord.external_id == "call-0")).one()
         assert record.inputs == {"ticket": "t0"} and record.feedback[0]["source"] == "user"
@@ -131,8 +133,8 @@ def test_labels_in_store_follow_the_connector(engine: Engine, tmp_path: Path) ->
     files(root).move_label(prompt="triage", external_version="2", label="production")
     report = sync_connector(engine=engine, connector=files(root))
     assert report.versions_added == 1 and report.labels_changed == 1
-    assert [(v, stored_json(labels)) for v, labels in
-            rows(engine, "select external_version, labels from promptversion order by id")] == [
+    labels = labels_by_version(engine)
+    assert [(v, labels[vid]) for vid, v in rows(engine, "select id, external_version from promptversion order by id")] == [
         ("1", []), ("2", ["production", "staging"])]
 
 
@@ -142,6 +144,34 @@ def test_a_damaged_prompt_file_does_not_strip_labels(engine: Engine, tmp_path: P
     (root / "prompts/triage/2.md").write_text("---\nmodel: [\n---\n", encoding="utf-8")
     report = sync_connector(engine=engine, connector=files(root))
     assert report.skipped == {"bad_prompt_file": 1} and report.labels_changed == 0
+
+
+def test_a_label_longer_than_the_store_keeps_is_a_problem_not_a_failed_sync(engine: Engine, tmp_path: Path) -> None:
+    long = "x" * 201
+    root = make_store(tmp_path, {"triage/1.md": TRIAGE_V1.replace("labels: [production]", f"labels: [{long}]")})
+    report = sync_connector(engine=engine, connector=files(root))
+    assert report.fatal is None and report.skipped == {"too_long": 1} and report.versions_added == 0
+    [problem] = report.problems
+    assert problem.where == "prompts/triage/1.md" and "the label is 201 characters long" in problem.message
+
+
+class TwoProduction(FilesConnector):
+    """A store that reports one label on two versions of a prompt (files itself refuses to)."""
+
+    def read_prompts(self) -> Iterator[PromptItem | Problem]:
+        for item in super().read_prompts():
+            yield item
+            if isinstance(item, PromptItem):
+                yield dataclasses.replace(item, template=Template.plain("{{ticket}}?"), external_version="2")
+
+
+def test_a_label_on_two_versions_goes_to_the_newer_one(engine: Engine, tmp_path: Path) -> None:
+    root = make_store(tmp_path)
+    report = sync_connector(engine=engine, connector=TwoProduction(name="local", options={"path": str(root)}))
+    assert report.versions_added == 2 and report.labels_changed == 0
+    labels = labels_by_version(engine)
+    assert [(v, labels[vid]) for vid, v in rows(engine, "select id, external_version from promptversion order by id")] == [
+        ("1", []), ("2", ["production"])]
 
 
 class Crashing(FilesConnector):

@@ -2,12 +2,13 @@
 
 import pytest
 from alembic.autogenerate import compare_metadata
+from alembic.script import ScriptDirectory
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
 from trimloop.core import tables  # noqa: F401
-from trimloop.core.db import make_engine, upgrade
+from trimloop.core.db import alembic_config, make_engine, upgrade
 from trimloop.core.errors import ConfigError
 
 
@@ -143,3 +144,84 @@ def test_tokens_made_before_0007_keep_working_and_get_their_digest_on_first_use(
         assert rows["old-4"].revoked_at is None and rows["old-4"].token_hash == legacy(4, "", "idle")["token_hash"]
     finally:
         engine.dispose()
+
+
+BEFORE_LABELS = ScriptDirectory.from_config(alembic_config("sqlite://")).get_revision("0008_labels").down_revision
+
+
+def test_labels_move_to_their_table_and_back_with_the_data(db_url):
+    """0008 carries each version's JSON labels into `promptlabel` (a label on two versions of a
+    prompt stays with the newer, the one read as labelled before); a downgrade writes them back
+    into the JSON lists; upgrading again gives the same rows."""
+    from datetime import datetime, timedelta, timezone
+
+    import sqlalchemy as sa
+    from alembic import command
+    from sqlmodel.sql.sqltypes import UTCDateTime
+
+    from trimloop.core import store
+    from trimloop.core.db import alembic_config, session_scope
+
+    upgrade(db_url, BEFORE_LABELS)
+    prompt = sa.table("prompt", *(sa.column(c) for c in ("id", "name", "connector")),
+                      sa.column("config", sa.JSON()), sa.column("created_at", UTCDateTime()))
+    version = sa.table("promptversion", *(sa.column(c) for c in ("id", "prompt_id", "sha", "model", "connector")),
+                       *(sa.column(c, sa.JSON()) for c in ("template", "params", "labels")),
+                       sa.column("created_at", UTCDateTime()))
+    label = sa.table("promptlabel", *(sa.column(c) for c in ("prompt_id", "label", "version_id")))
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    labels = {  # version id → (prompt id, labels, made after t0)
+        1: (1, ["production"], 1), 2: (1, ["staging"], 2), 3: (1, ["production", "canary"], 3), 4: (1, [], 4),
+        5: (2, ["production"], 9), 6: (2, ["production"], 5),  # the newer by time, not by id, keeps it
+        7: (3, [], 1)}
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.insert(prompt), [{"id": p, "name": f"p{p}", "connector": "files", "config": {},
+                                              "created_at": t0} for p in (1, 2, 3)])
+            conn.execute(sa.insert(version), [
+                {"id": vid, "prompt_id": pid, "sha": f"{vid:064d}", "template": {"kind": "text", "text": "{{x}}"},
+                 "model": "m", "params": {}, "connector": "files", "labels": names,
+                 "created_at": t0 + timedelta(hours=hours)} for vid, (pid, names, hours) in labels.items()])
+            if engine.dialect.name == "postgresql":  # ids were given: move the sequences past them
+                conn.execute(sa.text("SELECT setval('prompt_id_seq', 3)"))
+                conn.execute(sa.text("SELECT setval('promptversion_id_seq', 7)"))
+        upgrade(db_url)
+        moved = [(1, "canary", 3), (1, "production", 3), (1, "staging", 2), (2, "production", 5)]
+        with engine.connect() as conn:
+            assert sorted(conn.execute(sa.select(label)).all()) == moved
+            assert "labels" not in {c["name"] for c in sa.inspect(conn).get_columns("promptversion")}
+        with session_scope(engine) as session:
+            assert [store.production_version_id(session=session, prompt_id=p) for p in (1, 2, 3)] == [3, 5, None]
+            assert store.version_labels(session=session, version_ids=range(1, 8)) == {
+                1: [], 2: ["staging"], 3: ["canary", "production"], 4: [], 5: ["production"], 6: [], 7: []}
+            store.move_label(session=session, prompt_id=1, label="production", version_id=4)  # after the upgrade
+
+        engine.dispose()
+        command.downgrade(alembic_config(db_url), BEFORE_LABELS)
+        with engine.connect() as conn:
+            back = dict(conn.execute(sa.select(version.c.id, version.c.labels)).all())
+        assert back == {1: [], 2: ["staging"], 3: ["canary"], 4: ["production"], 5: ["production"], 6: [], 7: []}
+        engine.dispose()
+        upgrade(db_url)
+        with engine.connect() as conn:
+            assert sorted(conn.execute(sa.select(label)).all()) == [
+                (1, "canary", 3), (1, "production", 4), (1, "staging", 2), (2, "production", 5)]
+        assert schema(db_url)[1] == []
+    finally:
+        engine.dispose()
+
+
+def test_an_old_sqlite_stops_migration_0008_with_what_to_do(sqlite_url, monkeypatch):
+    import sqlite3
+
+    upgrade(sqlite_url, BEFORE_LABELS)
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    with pytest.raises(ConfigError) as info:
+        upgrade(sqlite_url)
+    assert "needs SQLite 3.35 or newer" in info.value.message and "3.31.1" in info.value.message
+    assert "PostgreSQL" in (info.value.hint or "")
+    monkeypatch.undo()
+    upgrade(sqlite_url)  # nothing was left half done
+    assert schema(sqlite_url)[1] == []

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from typing import Any
 
+from trimloop.core import store
 from trimloop.core.db import session_scope
 from trimloop.core.gateway import Gateway
 from trimloop.core.identity import version_identity
@@ -33,9 +34,11 @@ def add_version(engine, prompt_id: int, *, template=TEMPLATE, model="fake/model"
     with session_scope(engine) as session:
         version = PromptVersion(prompt_id=prompt_id, template=template, model=model, params=params,
                                 sha=version_identity(template=template, model=model, params=params),
-                                connector="test", labels=list(labels))
+                                connector="test")
         session.add(version)
         session.flush()
+        for label in labels:
+            store.move_label(session=session, prompt_id=prompt_id, label=label, version_id=version.id)
         return version.id
 
 

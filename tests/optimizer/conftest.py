@@ -13,6 +13,7 @@ from trimloop.core.db import session_scope
 from trimloop.core.gateway import Gateway
 from trimloop.core.identity import version_identity
 from trimloop.core.settings import Settings
+from trimloop.core.store import move_label
 from trimloop.core.tables import LogRecord, Prompt, PromptVersion, utcnow
 from trimloop.testing.fake_provider import FakeProvider
 from trimloop.testing.sentiment import VERBOSE, classify, prompt_text, review
@@ -39,9 +40,10 @@ def seeded(engine, settings):  # type: ignore[no-untyped-def]
         version = PromptVersion(prompt_id=prompt.id, sha=version_identity(template=template, model="local/gemma3-270m",
                                                                           params=params),
                                 template=template, model="local/gemma3-270m", params=params, connector="files",
-                                external_version="1", labels=["production"])
+                                external_version="1")
         session.add(version)
         session.flush()
+        move_label(session=session, prompt_id=prompt.id, label="production", version_id=version.id)
         for i in range(200):
             text, label = review(rng, i)
             output = f" {label}"

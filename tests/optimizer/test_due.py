@@ -8,6 +8,7 @@ from sqlmodel import select
 
 from trimloop.core.db import session_scope
 from trimloop.core.settings import ModelConfig, Settings
+from trimloop.core.store import move_label
 from trimloop.core.tables import LogRecord, OptimizationRun, Prompt, PromptVersion, Suggestion, utcnow
 from trimloop.optimizer.due import (
     DuePolicy,
@@ -101,8 +102,11 @@ def test_prompts_without_production_version_or_logs_are_not_due_and_say_why(engi
         quiet = Prompt(name="quiet", connector="files")
         session.add_all([bare, quiet])
         session.flush()
-        session.add(PromptVersion(prompt_id=quiet.id, sha="q" * 64, template={"kind": "text", "text": "{{x}}"},
-                                  model="local/smollm2-135m", connector="files", labels=["production"]))
+        version = PromptVersion(prompt_id=quiet.id, sha="q" * 64, template={"kind": "text", "text": "{{x}}"},
+                                model="local/smollm2-135m", connector="files")
+        session.add(version)
+        session.flush()
+        move_label(session=session, prompt_id=quiet.id, label="production", version_id=version.id)
     with session_scope(engine) as session:
         reasons = {d.prompt_name: (d.due, d.reason) for d in due_prompts(session, settings, now=utcnow())}
     assert reasons["bare"] == (False, "no version labelled production: label one in your prompt store, then sync")

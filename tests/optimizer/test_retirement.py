@@ -18,6 +18,7 @@ from trimloop.core.db import session_scope
 from trimloop.core.identity import version_identity
 from trimloop.core.retirement import retirement_of, split_retiring
 from trimloop.core.settings import ModelConfig, Settings
+from trimloop.core.store import move_label
 from trimloop.core.tables import Candidate, LogRecord, OptimizationRun, Prompt, PromptVersion, Suggestion
 from trimloop.optimizer.due import DueCode, DuePolicy, PromptFacts, decide, due_prompts
 from trimloop.optimizer.run import create_run, execute_run
@@ -48,9 +49,10 @@ def seed(engine, settings, name: str, model: str, n: int = 200) -> int:
         session.flush()
         version = PromptVersion(prompt_id=prompt.id, sha=version_identity(template=template, model=model, params=params),
                                 template=template, model=model, params=params, connector="files",
-                                external_version="1", labels=["production"])
+                                external_version="1")
         session.add(version)
         session.flush()
+        move_label(session=session, prompt_id=prompt.id, label="production", version_id=version.id)
         for i in range(n):
             text, label = review(rng, i)
             session.add(LogRecord(connector="files", external_id=f"{name}-{i}", prompt_id=prompt.id,

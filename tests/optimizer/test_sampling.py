@@ -26,6 +26,7 @@ from sqlmodel import select
 from trimloop.api.reporting import spend
 from trimloop.core.db import session_scope
 from trimloop.core.settings import Settings
+from trimloop.core.store import move_label
 from trimloop.core.tables import DatasetItem, LogRecord, OptimizationRun, Prompt, PromptVersion
 from trimloop.optimizer.baseline import log_facts
 from trimloop.optimizer.due import prompt_facts
@@ -50,9 +51,10 @@ def streams(engine):
             session.add(prompt)
             session.flush()
             version = PromptVersion(prompt_id=prompt.id, sha=name * 8, template={"kind": "text", "text": "{{x}}"},
-                                    model="local/gemma3-270m", connector="files", labels=["production"])
+                                    model="local/gemma3-270m", connector="files")
             session.add(version)
             session.flush()
+            move_label(session=session, prompt_id=prompt.id, label="production", version_id=version.id)
             ids[name] = (prompt.id, version.id)
             session.add(OptimizationRun(prompt_id=prompt.id, status="succeeded", created_at=NOW - timedelta(days=30)))
         for name, rows, rate in (("sampled", kept, P),):

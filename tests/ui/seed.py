@@ -103,9 +103,10 @@ def prompt_with_suggestions(engine: Engine, name: str, n: int, *, days_of_logs: 
         template = {"kind": "text", "text": f"Ticket for {name}: {{{{ticket}}}}\nAnswer:"}
         sha = version_identity(template=template, model="local/gemma3-270m", params={})
         base = PromptVersion(prompt_id=prompt.id, sha=sha, template=template, model="local/gemma3-270m",  # type: ignore[arg-type]
-                             params={}, connector="trimloop", labels=["production"])
+                             params={}, connector="trimloop")
         session.add(base)
         session.flush()
+        store.move_label(session=session, prompt_id=prompt.id, label="production", version_id=base.id)  # type: ignore[arg-type]
         start = utcnow() - timedelta(days=days_of_logs)
         session.add_all([LogRecord(connector="trimloop", external_id=f"{name}-{d}-{k}", prompt_id=prompt.id,
                                    version_id=base.id, model=base.model, cost=0.002 + 0.0001 * k,
@@ -116,7 +117,7 @@ def prompt_with_suggestions(engine: Engine, name: str, n: int, *, days_of_logs: 
             cand = {"kind": "text", "text": f"{name} {i}: {{{{ticket}}}}"}
             csha = version_identity(template=cand, model="local/smollm2-135m", params={})
             version = PromptVersion(prompt_id=prompt.id, sha=csha, template=cand, model="local/smollm2-135m",  # type: ignore[arg-type]
-                                    params={}, connector="trimloop", labels=[])
+                                    params={}, connector="trimloop")
             session.add(version)
             session.flush()
             monthly = 10.0 + (i * 37) % 500

@@ -23,8 +23,6 @@ from trimloop.core.settings import Settings
 from trimloop.core.tables import Deployment
 from trimloop.core.templates import Template
 
-STAGING, PRODUCTION = "staging", "production"
-
 
 def _connector(settings: Settings, name: str) -> Connector:
     config = settings.connectors.get(name)
@@ -45,10 +43,10 @@ def deploy(*, session: Session, settings: Settings, suggestion_id: int, actor: s
     def write(connector: Connector) -> tuple[str, str | None]:
         result = connector.write_version(
             prompt=plan.prompt.name, template=Template.model_validate(version.template),
-            model=version.model, params=version.params or {}, label=STAGING,
+            model=version.model, params=version.params or {}, label=store.STAGING,
             description=f"trimloop suggestion {suggestion_id}: {plan.prompt.description or ''}".strip())
         return result.external_version, result.external_id
-    return _claimed(session, settings, plan, "deploy", STAGING, actor, write)
+    return _claimed(session, settings, plan, "deploy", store.STAGING, actor, write)
 
 
 def promote(*, session: Session, settings: Settings, suggestion_id: int, actor: str) -> Deployment:
@@ -74,9 +72,9 @@ def _move(session: Session, settings: Settings, plan: store.DeployPlan, action: 
             raise ConfigError(f"version {plan.version.id} has no version id in the prompt store",
                               where=f"prompt {plan.prompt.name!r}",
                               hint="run a sync so trimloop learns the store's version ids, then retry")
-        connector.move_label(prompt=plan.prompt.name, external_version=external, label=PRODUCTION)
+        connector.move_label(prompt=plan.prompt.name, external_version=external, label=store.PRODUCTION)
         return external, None
-    return _claimed(session, settings, plan, action, PRODUCTION, actor, write)
+    return _claimed(session, settings, plan, action, store.PRODUCTION, actor, write)
 
 
 def _claimed(session: Session, settings: Settings, plan: store.DeployPlan, action: str, label: str, actor: str,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlmodel import Session
 
 from trimloop.core import store
 from trimloop.core.errors import UserError
@@ -13,6 +15,7 @@ from trimloop.core.errors import UserError
 from trimloop.core.evidence import Evidence, RunResults
 from trimloop.core.status import RunStatus as RunState
 from trimloop.core.status import SuggestionStatus
+from trimloop.core.tables import PromptVersion
 
 from trimloop.optimizer.config import MAX_BUDGET_CALLS, MAX_BUDGET_DOLLARS
 
@@ -42,8 +45,14 @@ class PromptVersionPublic(Public):
     model: str = Field(examples=["gpt-4o-mini"])
     params: dict[str, Any] = Field(examples=[{"temperature": 0}])
     external_version: str | None = Field(examples=["2"])
-    labels: list[str] = Field(examples=[["production"]])
+    labels: list[str] = Field(examples=[["production"]], description="the prompt's labels sitting on this version")
     created_at: datetime
+
+    @classmethod
+    def of(cls, session: Session, versions: Sequence[PromptVersion]) -> list[PromptVersionPublic]:
+        """The versions, each with the labels sitting on it."""
+        labels = store.version_labels(session=session, version_ids=[v.id for v in versions if v.id is not None])
+        return [cls.model_validate({**v.model_dump(), "labels": labels.get(v.id or 0, [])}) for v in versions]
 
 
 class TrafficSummary(BaseModel):

@@ -19,8 +19,7 @@ from trimloop.connectors.resolve import Resolver
 from trimloop.connectors.sync import (LOG_LENGTHS, LOGS_STREAM, PROMPT_LENGTHS, _oversize, _unstorable_prompt,
                                       read_cursor, unstorable)
 from trimloop.core.errors import TrimloopError
-
-PRODUCTION = "production"
+from trimloop.core.store import PRODUCTION
 
 
 @dataclass

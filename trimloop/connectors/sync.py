@@ -24,11 +24,12 @@ from sqlalchemy.exc import IntegrityError
 from trimloop.connectors import registry
 from trimloop.connectors.base import Checkpoint, Connector, LogItem, Looked, Problem, PromptItem
 from trimloop.connectors.resolve import Resolver
+from trimloop.core import store
 from trimloop.core.errors import TrimloopError
 from trimloop.core.identity import version_identity
 from trimloop.core.settings import Settings
 from trimloop.core.tables import (MAX_COST_PER_CALL, MAX_LATENCY_S, MAX_TOKENS, ConnectorCursor, LogRecord, Prompt,
-                                  PromptVersion, as_utc, utcnow)
+                                  PromptLabel, PromptVersion, as_utc, utcnow)
 
 LOGS_STREAM = "logs"
 MAX_KEPT_PROBLEMS = 200
@@ -135,6 +136,7 @@ def _store_prompts(engine: Engine, connector: Connector, items: list[PromptItem]
     with engine.begin() as conn:
         prompts = {n: (i, c) for i, n, c in conn.execute(select(Prompt.id, Prompt.name, Prompt.connector))}
         wanted: dict[int, dict[int, set[str]]] = {}  # prompt id → version id → labels
+        new: set[int] = set()  # versions this sync adds
         for item in items:
             owner = prompts.get(item.name)
             if owner is not None and owner[1] != connector.name:
@@ -150,16 +152,15 @@ def _store_prompts(engine: Engine, connector: Connector, items: list[PromptItem]
                 prompts[item.name] = (pid, connector.name)
                 report.prompts_added += 1
             pid = prompts[item.name][0]
-            vid = _upsert_version(conn, connector.name, pid, item, report)
+            vid = _upsert_version(conn, connector.name, pid, item, report, new)
             wanted.setdefault(pid, {}).setdefault(vid, set()).update(item.labels)
         names = {pid: name for name, (pid, _) in prompts.items()}
         for pid, versions in wanted.items():
-            if names[pid] not in damaged:
-                _apply_labels(conn, pid, versions, report)
+            _apply_labels(conn, pid, versions, new, names[pid] in damaged, report)
 
 
 def _upsert_version(conn: Connection, connector: str, pid: int, item: PromptItem,
-                    report: SyncReport) -> int:
+                    report: SyncReport, new: set[int]) -> int:
     template = item.template.dump()
     sha = version_identity(template=template, model=item.model, params=item.params)
     vid = conn.execute(select(PromptVersion.id).where(
@@ -167,20 +168,35 @@ def _upsert_version(conn: Connection, connector: str, pid: int, item: PromptItem
     if vid is not None:
         return vid
     report.versions_added += 1
-    return conn.execute(insert(PromptVersion).values(
+    vid = conn.execute(insert(PromptVersion).values(
         prompt_id=pid, sha=sha, template=template, model=item.model, params=item.params,
         connector=connector, external_id=item.external_id, external_version=item.external_version,
-        labels=sorted(set(item.labels)), created_at=utcnow())).inserted_primary_key[0]
+        created_at=utcnow())).inserted_primary_key[0]
+    new.add(vid)
+    return vid
 
 
-def _apply_labels(conn: Connection, pid: int, versions: dict[int, set[str]], report: SyncReport) -> None:
-    """Make the store's labels for one prompt equal the connector's (a label lives on one version)."""
-    rows = conn.execute(select(PromptVersion.id, PromptVersion.labels).where(PromptVersion.prompt_id == pid))
-    for vid, labels in rows.all():
-        want = sorted(versions.get(vid, set()))
-        if sorted(labels or []) != want:
-            conn.execute(update(PromptVersion).where(PromptVersion.id == vid).values(labels=want))
-            report.labels_changed += 1
+def _apply_labels(conn: Connection, pid: int, versions: dict[int, set[str]], new: set[int], damaged: bool,
+                  report: SyncReport) -> None:
+    """Move the prompt's labels to where the connector has them. A label the connector reports on
+    two versions goes to the newer one. A prompt with an unreadable version (`damaged`) keeps its
+    labels, except those the connector reports on versions this sync adds. `labels_changed`
+    counts the versions already stored whose labels changed."""
+    want: dict[str, int] = {}
+    for vid in sorted(versions):
+        if not damaged or vid in new:
+            want.update(dict.fromkeys(versions[vid], vid))
+    current = store.prompt_labels(session=conn, prompt_id=pid)
+    gone = [] if damaged else [label for label in current if label not in want]
+    changed: set[int] = set()
+    for label in gone:
+        changed.add(current[label])
+        store.move_label(session=conn, prompt_id=pid, label=label, version_id=None)
+    for label, vid in sorted(want.items()):
+        before = store.move_label(session=conn, prompt_id=pid, label=label, version_id=vid)
+        if before != vid:
+            changed.update(v for v in (before, vid) if v is not None)
+    report.labels_changed += len(changed - new)
 
 
 def _sync_logs(engine: Engine, connector: Connector, report: SyncReport, *, full: bool,
@@ -222,13 +238,16 @@ def _limits(table: Any, fields: dict[str, str]) -> dict[str, tuple[str, int]]:
 # whole batch) where SQLite would store it, so sync checks first and skips the record on both.
 PROMPT_LENGTHS = {**_limits(Prompt.__table__, {"name": "name"}),
                   **_limits(PromptVersion.__table__, {"model": "model", "external_id": "external_id",
-                                                      "external_version": "external_version"})}
+                                                      "external_version": "external_version"}),
+                  **_limits(PromptLabel.__table__, {"labels": "label"})}
 LOG_LENGTHS = _limits(LogRecord.__table__, {"external_id": "external_id", "model": "model"})
 
 
 def _oversize(where: str, limits: dict[str, tuple[str, int]], item: Any, prompt: str | None = None) -> Problem | None:
     for attr, (column, length) in limits.items():
         value = getattr(item, attr)
+        if isinstance(value, list):  # a prompt version's labels
+            value = next((label for label in value if isinstance(label, str) and len(label) > length), None)
         if isinstance(value, str) and len(value) > length:
             return Problem(where, f"the {column} is {len(value)} characters long; the store keeps at most "
                            f"{length}: {value[:40]}…", "too_long", f"shorten the {column} in the source",

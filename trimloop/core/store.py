@@ -13,11 +13,15 @@ import hashlib
 import hmac
 import secrets
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, select
 
 from trimloop.core.errors import Conflict, NotFound, UserError
@@ -29,6 +33,7 @@ from trimloop.core.tables import (
     Deployment,
     OptimizationRun,
     Prompt,
+    PromptLabel,
     PromptVersion,
     Review,
     Suggestion,
@@ -224,12 +229,60 @@ def list_suggestions(*, session: Session, status: str | None = None, prompt_id: 
     return list(session.exec(query.offset(offset).limit(limit)).all())
 
 
-def production_version_id(*, session: Session, prompt_id: int) -> int | None:
-    """The id of the newest version of the prompt labelled `production`, if any."""
-    rows = session.exec(select(PromptVersion.id, PromptVersion.labels)
-                        .where(PromptVersion.prompt_id == prompt_id)
-                        .order_by(col(PromptVersion.created_at).desc(), col(PromptVersion.id).desc())).all()
-    return next((vid for vid, labels in rows if "production" in (labels or [])), None)
+# -- labels ---------------------------------------------------------------------------------------
+# A label sits on one version of its prompt (a PromptLabel row, unique per prompt and label). Sync,
+# deploy, promote and rollback move labels only through `move_label`; everything that needs "the
+# production version" asks `production_version_id`. Both take a Session or a Connection (sync
+# writes through a Connection).
+PRODUCTION, STAGING = "production", "staging"
+
+
+def production_version_id(*, session: Session | Connection, prompt_id: int,
+                          label: str = PRODUCTION) -> int | None:
+    """The id of the version the prompt's `label` (default `production`) sits on, if any."""
+    return session.execute(select(PromptLabel.version_id).where(  # type: ignore[call-overload]
+        PromptLabel.prompt_id == prompt_id, PromptLabel.label == label)).scalar()
+
+
+def prompt_labels(*, session: Session | Connection, prompt_id: int) -> dict[str, int]:
+    """Every label of the prompt → the id of the version it sits on."""
+    rows = session.execute(select(PromptLabel.label, PromptLabel.version_id).where(  # type: ignore[call-overload]
+        PromptLabel.prompt_id == prompt_id))
+    return {label: vid for label, vid in rows.all()}
+
+
+def version_labels(*, session: Session | Connection, version_ids: Iterable[int]) -> dict[int, list[str]]:
+    """The labels sitting on each of the versions (sorted; [] for a version without any)."""
+    ids = sorted(set(version_ids))
+    found: dict[int, list[str]] = {vid: [] for vid in ids}
+    if ids:
+        rows = session.execute(select(PromptLabel.version_id, PromptLabel.label).where(  # type: ignore[call-overload]
+            col(PromptLabel.version_id).in_(ids)).order_by(col(PromptLabel.label)))
+        for vid, label in rows.all():
+            found[vid].append(label)
+    return found
+
+
+def move_label(*, session: Session | Connection, prompt_id: int, label: str, version_id: int | None) -> int | None:
+    """Put the prompt's `label` on `version_id` (None: take it off the prompt); the id of the
+    version it sat on before (None: nowhere). An upsert on (prompt, label), so a concurrent move
+    of the same label cannot fail on the unique constraint: the later one wins."""
+    if isinstance(session, Session):
+        session.flush()  # the version may have been added in this unit of work
+    before = production_version_id(session=session, prompt_id=prompt_id, label=label)
+    if before == version_id:
+        return before
+    table = PromptLabel.__table__
+    if version_id is None:
+        session.execute(table.delete().where(table.c.prompt_id == prompt_id, table.c.label == label))
+        return before
+    dialect = (session.get_bind() if isinstance(session, Session) else session).dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(table).values(prompt_id=prompt_id, label=label, version_id=version_id, moved_at=utcnow())
+    session.execute(statement.on_conflict_do_update(
+        index_elements=["prompt_id", "label"],
+        set_={"version_id": statement.excluded.version_id, "moved_at": statement.excluded.moved_at}))
+    return before
 
 
 def _move(session: Session, suggestion: Suggestion, *, to: SuggestionStatus,
@@ -385,17 +438,6 @@ def _plan(session: Session, suggestion: Suggestion, version_id: int, done: Deplo
     return DeployPlan(suggestion, prompt, version, done)
 
 
-def _set_label(session: Session, prompt_id: int, version_id: int, label: str) -> None:
-    """Make `label` sit on `version_id` alone among the prompt's versions (as the store now has it)."""
-    for version in session.exec(select(PromptVersion).where(PromptVersion.prompt_id == prompt_id)).all():
-        labels = [x for x in (version.labels or []) if x != label]
-        if version.id == version_id:
-            labels.append(label)
-        if sorted(labels) != sorted(version.labels or []):
-            version.labels = sorted(labels)
-            session.add(version)
-
-
 # -- write-back claims --------------------------------------------------------------------------
 # A deploy, promote or rollback first claims the suggestion with a conditional UPDATE from the
 # status the step starts at to a "busy" status, and commits that before the connector is touched:
@@ -481,7 +523,7 @@ def record_deployment(*, session: Session, plan: DeployPlan, claim: Deployment, 
         version.external_id = external_id or version.external_id
         version.connector = plan.prompt.connector
         session.add(version)
-    _set_label(session, plan.prompt.id, version.id, label)  # type: ignore[arg-type]
+    move_label(session=session, prompt_id=plan.prompt.id, label=label, version_id=version.id)  # type: ignore[arg-type]
     claim.status, claim.external_version = "done", external_version
     session.add(claim)
     session.flush()

@@ -128,8 +128,20 @@ class PromptVersion(SQLModel, table=True):
     connector: str = Field(max_length=100)
     external_id: str | None = Field(default=None, max_length=400)
     external_version: str | None = Field(default=None, max_length=200)
-    labels: list[str] = _json(default_factory=list)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class PromptLabel(SQLModel, table=True):
+    """A label (`production`, `staging`) of a prompt and the one version it sits on. Moved only
+    through `core.store.move_label`; the production version is `core.store.production_version_id`."""
+
+    __table_args__ = (UniqueConstraint("prompt_id", "label"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    prompt_id: int = Field(foreign_key="prompt.id", index=True)
+    label: str = Field(max_length=200)
+    version_id: int = Field(foreign_key="promptversion.id", index=True)
+    moved_at: datetime = Field(default_factory=utcnow)
 
 
 # Bounds on one call's numbers. Real calls cost cents and take seconds; a value past these is a unit

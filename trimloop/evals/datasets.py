@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 
 from trimloop.core.errors import NotFound, UserError
 from trimloop.core.identity import canonical_json, sha256_of
+from trimloop.core.store import PRODUCTION, production_version_id
 from trimloop.core.tables import Dataset, DatasetItem, LogRecord, Prompt, PromptVersion
 
 MAX_LABEL_CLASSES = 20
@@ -116,15 +117,13 @@ def sample_and_split(
     return [chosen[i] for i in order]
 
 
-def production_version(session: Session, prompt_id: int, label: str = "production") -> PromptVersion:
-    """The newest version of the prompt carrying `label`."""
-    versions = session.exec(
-        select(PromptVersion).where(PromptVersion.prompt_id == prompt_id)
-        .order_by(col(PromptVersion.created_at).desc(), col(PromptVersion.id).desc())
-    ).all()
-    for version in versions:
-        if label in (version.labels or []):
-            return version
+def production_version(session: Session, prompt_id: int, label: str = PRODUCTION) -> PromptVersion:
+    """The version of the prompt carrying `label` (core.store's one query for it)."""
+    version_id = production_version_id(session=session, prompt_id=prompt_id, label=label)
+    if version_id is not None:
+        version = session.get(PromptVersion, version_id)
+        assert version is not None  # a foreign key
+        return version
     raise NotFound(
         f"prompt {prompt_id} has no version labelled {label!r}",
         where=f"prompt id {prompt_id}",
@@ -137,7 +136,7 @@ def build_from_logs(
     *,
     prompt_id: int,
     version_id: int | None = None,
-    label: str = "production",
+    label: str = PRODUCTION,
     size: int | None = 500,
     holdout_fraction: float = 0.3,
     seed: int = 0,

@@ -212,7 +212,6 @@ def prompt_facts(session: Session, settings: Settings, prompt: Prompt, *, now: d
     """Read the facts `decide` needs for one prompt (`now`: the clock, for retirements)."""
     pid = prompt.id
     assert pid is not None
-    labels = session.exec(select(PromptVersion.labels).where(PromptVersion.prompt_id == pid)).all()
     logs = session.exec(select(func.count()).select_from(LogRecord).where(LogRecord.prompt_id == pid)).one()
     pending = session.exec(select(Suggestion.id).where(
         Suggestion.prompt_id == pid, Suggestion.status == "pending").order_by(col(Suggestion.id))).first()
@@ -238,7 +237,7 @@ def prompt_facts(session: Session, settings: Settings, prompt: Prompt, *, now: d
     production = production_version_id(session=session, prompt_id=pid)
     model = session.get(PromptVersion, production).model if production is not None else None  # type: ignore[union-attr]
     return PromptFacts(
-        prompt_id=pid, name=prompt.name, has_production=any("production" in (ls or []) for ls in labels),
+        prompt_id=pid, name=prompt.name, has_production=production is not None,
         logs=int(logs), pending_suggestion=pending, active_run=tuple(active) if active else None,  # type: ignore[arg-type]
         last_run=tuple(last) if last else None, new_logs=round(float(new_logs)),  # type: ignore[arg-type]
         last_candidates=last_candidates, candidates=candidates, config_error=config_error,

@@ -39,7 +39,7 @@ def version_row(session: Session, *, prompt_id: int, version: VersionSpec) -> Pr
                                                    PromptVersion.sha == version.sha)).first()
     if row is None:
         row = PromptVersion(prompt_id=prompt_id, sha=version.sha, template=version.template.dump(),
-                            model=version.model, params=version.params, connector="trimloop", labels=[])
+                            model=version.model, params=version.params, connector="trimloop")
         session.add(row)
         session.flush()
     return row

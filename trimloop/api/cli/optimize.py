@@ -17,10 +17,12 @@ from trimloop.api.cli.common import money, settings_and_engine, signed
 from trimloop.api.executor import real_gateway
 from trimloop.api.services import start_run
 from trimloop.core.db import session_scope
+from trimloop.core.defaults import DEFAULT_MARGIN
 from trimloop.core.errors import Conflict, NotFound
 from trimloop.core.evidence import Verdict
 from trimloop.core.status import RunStatus
 from trimloop.core.tables import OptimizationRun, Prompt, Suggestion
+from trimloop.optimizer.config import RunConfig
 from trimloop.optimizer.queue import claim_run, execute_claimed, worker_id
 
 ACTOR = "cli"
@@ -28,8 +30,10 @@ ACTOR = "cli"
 
 def optimize(
     prompt: str = typer.Argument(..., help="the prompt's name, as `trimloop sync` stored it"),
-    budget_calls: int = typer.Option(None, "--budget-calls", min=1, help="cap on LLM calls (default 2000)"),
-    margin: float = typer.Option(None, "--margin", min=0, max=0.99, help="non-inferiority margin (default 0.02)"),
+    budget_calls: int = typer.Option(None, "--budget-calls", min=1,
+                                     help=f"cap on LLM calls (default {RunConfig.model_fields['budget_calls'].default})"),
+    margin: float = typer.Option(None, "--margin", min=0, max=0.99,
+                                 help=f"non-inferiority margin (default {DEFAULT_MARGIN:g})"),
     force: bool = typer.Option(False, "--force", help="search even when the baseline is broken (prompt health)"),
     as_json: bool = typer.Option(False, "--json", help="print the run and suggestion as JSON"),
 ) -> None:

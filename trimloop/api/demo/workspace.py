@@ -17,6 +17,7 @@ from pathlib import Path
 
 from trimloop.api.demo.data import orders, reviews, tickets
 from trimloop.api.demo.prompts import PROMPTS
+from trimloop.core.defaults import DEFAULT_MARGIN
 from trimloop.core.gateway import Gateway
 from trimloop.core.tables import utcnow
 from trimloop.core.templates import Template, render
@@ -31,7 +32,7 @@ type = "files"
 path = "store"
 
 # The demo's holdouts are ~100-150 items, so it certifies at a 5-point margin; with a few thousand
-# logged calls, the production default of 0.02 is within reach.
+# logged calls, the default of {default_margin:g} is within reach.
 [prompts.movie-sentiment]
 evaluators = {{label = {{labels = ["positive", "negative"]}}}}
 expected_from = "expected"
@@ -74,7 +75,7 @@ def create(folder: Path) -> None:
     """Write trimloop.toml and the prompt store (keeps what a previous demo left)."""
     (folder / "store" / "prompts").mkdir(parents=True, exist_ok=True)
     (folder / "store" / "logs").mkdir(parents=True, exist_ok=True)
-    (folder / "trimloop.toml").write_text(CONFIG.format(common=COMMON), encoding="utf-8")
+    (folder / "trimloop.toml").write_text(CONFIG.format(common=COMMON, default_margin=DEFAULT_MARGIN), encoding="utf-8")
     for name, text in PROMPTS.items():
         path = folder / "store" / "prompts" / name / "1.md"
         if not path.exists():

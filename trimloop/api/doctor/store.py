@@ -11,7 +11,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from trimloop.connectors import registry
-from trimloop.connectors.preview import PRODUCTION, Preview, preview_connector
+from trimloop.connectors.preview import Preview, preview_connector
+from trimloop.core import store
 from trimloop.core.catalog import resolve_model
 from trimloop.core.egress import HostNotAllowed
 from trimloop.core.errors import TrimloopError
@@ -130,13 +131,12 @@ def prompt_facts(engine: Engine | None, previews: dict[str, Preview]) -> dict[st
         with Session(engine) as session:
             prompts = {pid: (name, connector) for pid, name, connector in
                        session.exec(select(Prompt.id, Prompt.name, Prompt.connector)).all()}
-            production: dict[int, tuple[int, str, str]] = {}  # prompt → newest production version
-            for vid, pid, ext, model, labels in session.exec(
-                    select(PromptVersion.id, PromptVersion.prompt_id, PromptVersion.external_version,
-                           PromptVersion.model, PromptVersion.labels)
-                    .order_by(PromptVersion.created_at, PromptVersion.id)).all():
-                if PRODUCTION in (labels or []):  # a version trimloop wrote itself has no external number
-                    production[pid] = (vid, ext or f"id {vid}", model)  # type: ignore[index]
+            production: dict[int, tuple[int, str, str]] = {}  # prompt → its production version
+            for pid in prompts:
+                vid = store.production_version_id(session=session, prompt_id=pid)
+                version = session.get(PromptVersion, vid) if vid is not None else None
+                if version is not None:  # a version trimloop wrote itself has no external number
+                    production[pid] = (vid, version.external_version or f"id {vid}", version.model)  # type: ignore[assignment]
             for pid, (name, connector) in prompts.items():
                 fact = facts[name] = PromptFacts(name, connector=connector, in_store=True)
                 if pid in production:

@@ -58,10 +58,11 @@ def prompt_health(prompt_id: int, engine: EngineDep, settings: SettingsDep, task
 
 
 @router.get("/{prompt_id}/versions", response_model=list[PromptVersionPublic], summary="its versions, newest first")
-def list_versions(prompt_id: int, session: SessionDep, _: Reader) -> list[PromptVersion]:
+def list_versions(prompt_id: int, session: SessionDep, _: Reader) -> list[PromptVersionPublic]:
     _prompt(session, prompt_id)
-    return list(session.exec(select(PromptVersion).where(PromptVersion.prompt_id == prompt_id)
-                             .order_by(col(PromptVersion.created_at).desc(), col(PromptVersion.id).desc())).all())
+    return PromptVersionPublic.of(session, session.exec(
+        select(PromptVersion).where(PromptVersion.prompt_id == prompt_id)
+        .order_by(col(PromptVersion.created_at).desc(), col(PromptVersion.id).desc())).all())
 
 
 @router.get("/{prompt_id}/traffic", response_model=TrafficSummary, summary="calls and cost from the logs")

@@ -51,11 +51,11 @@ def get_suggestion(suggestion_id: int, session: SessionDep, _: Reader) -> Sugges
     reviews = session.exec(select(Review).where(Review.suggestion_id == s.id).order_by(col(Review.id))).all()
     deployments = session.exec(select(Deployment).where(Deployment.suggestion_id == s.id)
                                .order_by(col(Deployment.id))).all()
+    baseline, candidate_version = PromptVersionPublic.of(session, [
+        session.get(PromptVersion, s.baseline_version_id), session.get(PromptVersion, s.candidate_version_id)])
     return SuggestionDetail.model_validate({
         **SuggestionPublic.model_validate(s).model_dump(), "evidence": s.evidence,
-        "prompt_name": prompt.name if prompt else "?",
-        "baseline": PromptVersionPublic.model_validate(session.get(PromptVersion, s.baseline_version_id)),
-        "candidate": PromptVersionPublic.model_validate(session.get(PromptVersion, s.candidate_version_id)),
+        "prompt_name": prompt.name if prompt else "?", "baseline": baseline, "candidate": candidate_version,
         "moves": candidate.moves if candidate else [], "reviews": reviews, "deployments": deployments})
 
 
