@@ -9,8 +9,12 @@
        │  └─────────────► rejected, superseded
        └────────────────► expired (nobody decided in time)
 
-    queued ──► running ──► succeeded | failed | cancelled
+    queued ──► running ──► succeeded | failed | cancelled | blocked
        └─────► cancelled          (a dead worker's run stays running; another worker claims it)
+
+A `blocked` run stopped before spending anything because its preflight found a problem (an
+unpriced baseline model, too few distinct inputs, no usable quality signal, no usable candidate
+model); its results carry the findings, root cause first (optimizer.preflight).
 
 Store functions move a status only along these arrows; anything else is a Conflict naming both ends.
 """
@@ -41,6 +45,7 @@ class RunStatus(StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+    blocked = "blocked"  # the preflight found a problem: nothing was spent (results.findings say why)
 
 
 class CandidateStatus(StrEnum):
@@ -65,12 +70,12 @@ TRANSITIONS: dict[StrEnum, frozenset[StrEnum]] = {
     S.rolling_back: frozenset({S.rolled_back}),  # released back to deployed if the write fails
     S.rolled_back: frozenset(), S.rejected: frozenset(), S.superseded: frozenset(), S.expired: frozenset(),
     R.queued: frozenset({R.running, R.cancelled}),
-    R.running: frozenset({R.succeeded, R.failed, R.cancelled}),
-    R.succeeded: frozenset(), R.failed: frozenset(), R.cancelled: frozenset(),
+    R.running: frozenset({R.succeeded, R.failed, R.cancelled, R.blocked}),
+    R.succeeded: frozenset(), R.failed: frozenset(), R.cancelled: frozenset(), R.blocked: frozenset(),
 }
 OPEN_SUGGESTION = (S.pending, S.approved)  # a decision (or a deploy) may still come
 RUN_ACTIVE = (R.queued, R.running)
-RUN_DONE = (R.succeeded, R.failed, R.cancelled)
+RUN_DONE = (R.succeeded, R.failed, R.cancelled, R.blocked)
 
 
 def sources(to: SuggestionStatus | RunStatus) -> tuple[str, ...]:

@@ -2,7 +2,10 @@
 
 build the dataset from the production version's logs → score the baseline's logged outputs
 (free) → search on the search split → certify the best on the holdout → project savings → store
-candidates, events and at most one Suggestion (the cheapest certified candidate). The run is
+candidates, events and at most one Suggestion (the cheapest certified candidate). Before any of
+that, the preflight (optimizer.preflight) checks what would doom the run — an unpriced baseline
+model, too few distinct inputs, no usable quality signal, no usable candidate model — and on a
+problem the run ends `blocked`, having spent nothing, with the findings in its results. The run is
 resumable: a rerun after a crash repays nothing, thanks to the gateway's cache, and starts its
 ledger at what the earlier attempt spent, so the run's caps hold across crashes. A provider that
 keeps failing after the gateway's retries fails the run with that reason (a failed call is not
@@ -20,7 +23,6 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from trimloop.core.catalog import resolve_model
 from trimloop.core.db import session_scope
 from trimloop.core.errors import Conflict, NotFound, ProviderUnavailable, TrimloopError
 from trimloop.core.evidence import RunResults
@@ -40,6 +42,7 @@ from trimloop.evals.datasets import build_from_logs, dataset_items, default_eval
 from trimloop.evals.evaluators import build_evaluators
 from trimloop.evals.feedback import feedback_summary
 from trimloop.evals.runner import EvalItem
+from trimloop.optimizer import preflight
 from trimloop.optimizer.baseline import baseline_results, log_facts
 from trimloop.optimizer.certify import certify
 from trimloop.optimizer.config import default_candidate_models, run_config
@@ -53,6 +56,14 @@ log = logging.getLogger("trimloop.optimizer.run")
 
 class Cancelled(Exception):
     pass
+
+
+class Blocked(Exception):
+    """The preflight found a problem: the run stops before spending anything."""
+
+    def __init__(self, findings: list[preflight.Finding]):
+        super().__init__(findings[0].message)
+        self.findings = findings
 
 
 class Reclaimed(Exception):
@@ -133,12 +144,20 @@ async def execute_run(*, engine: Engine, settings: Settings, run_id: int, gatewa
         ledger.max_dollars = budget_dollars if budget_dollars is not None else config.budget_dollars
         emit("run.started", {"prompt": prompt_name, "config": config.model_dump(mode="json"),
                              "budget_calls": ledger.max_calls, "budget_dollars": ledger.max_dollars})
+        with session_scope(engine) as session:
+            findings = preflight.check_prompt(session, settings=settings, prompt_id=prompt_id, overrides=overrides)
+        emit("run.preflight", {"findings": [f.record().model_dump(mode="json") for f in findings]})
+        if preflight.problems(findings):
+            raise Blocked(findings)
         results = await _optimize(engine=engine, settings=settings, run_id=run_id, prompt_id=prompt_id,
                                   prompt_name=prompt_name, config=config, gateway=gateway,
-                                  ledger=ledger, emit=emit, now=now or utcnow())
+                                  ledger=ledger, emit=emit, now=now or utcnow(), findings=findings)
         status, error = RunStatus.succeeded, None
     except Cancelled:
         status, error, results = RunStatus.cancelled, None, RunResults(note="cancelled")
+    except Blocked as exc:
+        status, results = RunStatus.blocked, RunResults(findings=[f.record() for f in exc.findings])
+        error = f"blocked before any spending: {exc.findings[0].message}"
     except Reclaimed:
         with session_scope(engine) as session:
             return session.get(OptimizationRun, run_id)  # type: ignore[return-value]
@@ -167,7 +186,8 @@ async def execute_run(*, engine: Engine, settings: Settings, run_id: int, gatewa
 
 
 async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_id: int, prompt_name: str,
-                    config: Any, gateway: Any, ledger: Ledger, emit: Any, now: datetime) -> RunResults:
+                    config: Any, gateway: Any, ledger: Ledger, emit: Any, now: datetime,
+                    findings: list[preflight.Finding]) -> RunResults:
     with session_scope(engine) as session:
         version_row = production_version(session, prompt_id)
         if config.dataset is not None:
@@ -200,7 +220,7 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
                      for r in rows if r.split == split] for split in ("search", "holdout")}
     evaluators = build_evaluators(config.evaluators or default_evaluators(rows),
                                   where=f"[prompts.{prompt_name}].evaluators")
-    resolve = lambda model_id: resolve_model(settings, model_id)  # noqa: E731
+    resolve = preflight.resolver(settings, findings)  # prices the baseline from its logs when nothing else does
     emit("dataset.ready", {"dataset_id": dataset_id, "search": len(items["search"]),
                            "left_out_without_gold": len(without_gold) if config.expected_from else 0,
                            "holdout": len(items["holdout"]), "evaluators": [n.key for n in evaluators]})
@@ -239,6 +259,7 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
         "baseline_feedback": feedback_summary(feedback.values()),
     }
     summary = RunResults.model_validate(_jsonable(found_summary))
+    summary.findings = [f.record() for f in findings]
     if not passed:
         why = found.notes or [c.reason for c in certs] or ["no candidate survived the search"]
         summary.no_suggestion = "no suggestion, because " + "; ".join(why)
@@ -252,8 +273,27 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
             window_days=config.window_days, search=summary, resolve=resolve, feedback=feedback,
         )
         summary.suggestion_id = suggestion.id
+        summary.suggestion_cut = cut_line(suggestion.baseline_cost_per_call, suggestion.candidate_cost_per_call,
+                                          suggestion.evidence)
     emit("suggestion.created", {"suggestion_id": summary.suggestion_id, "sha": best.arm.candidate.sha})
     return summary
+
+
+def cut_line(before: float | None, after: float | None, evidence: Any) -> str:
+    """"−38 % cost per call, label holds (margin 0.02, n 240)": a suggestion in one line."""
+    parts = []
+    if before and after is not None:
+        change = (after - before) / before * 100
+        parts.append(f"{'−' if change < 0 else '+'}{abs(change):.0f} % cost per call")
+    keys = sorted(evidence.evaluators)
+    if keys:
+        held = [k for k in keys if evidence.evaluators[k].ok]
+        words = (f"{', '.join(held)} hold{'s' if len(held) == 1 else ''}" if len(held) == len(keys)
+                 else f"{len(held)} of {len(keys)} evaluators hold")
+        n = max((v.n or 0 for v in evidence.evaluators.values()), default=0)
+        margin = evidence.margin()
+        parts.append(words + (f" (margin {margin:g}, n {n})" if margin is not None else ""))
+    return ", ".join(parts) or "certified"
 
 
 def _mean(values: list[float]) -> float | None:
