@@ -242,6 +242,7 @@ def fewest_items(margin: float, alpha: float) -> int:
     return high
 
 
+@lru_cache(maxsize=1024)
 def planned(margin: float, *, alpha: float, power: float, graded: bool) -> int:
     """The fewest holdout items the power helper (evals.stats.items_needed) plans at `margin`."""
     if margin <= 0:
@@ -251,13 +252,15 @@ def planned(margin: float, *, alpha: float, power: float, graded: bool) -> int:
     return items_needed(margin=margin, discordance=PLAN_DISCORDANCE, alpha=alpha, power=power)
 
 
+MIN_MARGIN = 0.005  # the smallest margin worth naming (half a point on a 0–1 score)
+
+
 def supported_margin(holdout: int, *, alpha: float, power: float, graded: bool) -> float | None:
-    """The smallest margin (to 0.001) whose plan fits in `holdout` items; None if none below 1."""
+    """The smallest margin (to 0.001, at least MIN_MARGIN) whose plan fits in `holdout` items; None
+    if none below 1."""
     if holdout < 2 or planned(0.99, alpha=alpha, power=power, graded=graded) > holdout:
         return None
-    low, high = 0.001, 0.99
-    if planned(low, alpha=alpha, power=power, graded=graded) <= holdout:
-        return low
+    low, high = MIN_MARGIN, 0.99
     while high - low > 0.001:
         mid = (low + high) / 2
         if planned(mid, alpha=alpha, power=power, graded=graded) <= holdout:
