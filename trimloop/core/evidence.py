@@ -257,4 +257,4 @@ class RunResults(Record):
             return f"suggestion #{self.suggestion_id}" + (f": {self.suggestion_cut}" if self.suggestion_cut else "")
         if self.no_suggestion:
             return self.no_suggestion
-        return str(status)
+        return f"{status}: {error}" if error else str(status)
