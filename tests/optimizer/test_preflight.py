@@ -201,3 +201,14 @@ async def test_logged_costs_price_an_unpriced_baseline_and_the_run_goes_on(engin
 def test_blocked_is_a_terminal_run_status_reached_from_running():
     assert allowed("running", RunStatus.blocked) and not allowed("blocked", RunStatus.running)
     assert RunStatus.blocked in RUN_DONE
+
+
+async def test_the_issue_case_names_both_causes_price_first(engine, settings, gateway_for):
+    """Issue 20's first hour: a self-hosted model with no price, 31 calls over 6 distinct inputs. The run
+    once said only "no move produced a candidate cheaper than the baseline"; now it names both causes."""
+    prompt_id = seed_prompt(engine, settings, name="support-bot", model=SELF_HOSTED, distinct=6, calls=31, cost=None)
+    provider = quiet_provider()
+    run = await run_it(engine, settings, prompt_id, gateway_for(provider))
+    assert run.status == "blocked" and provider.attempts == 0
+    assert [f.code for f in run.results.problems()] == ["baseline_price_unknown", "too_few_inputs"]
+    assert "no move produced" not in run.error
