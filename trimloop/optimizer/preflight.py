@@ -253,6 +253,7 @@ def planned(margin: float, *, alpha: float, power: float, graded: bool) -> int:
 
 
 MIN_MARGIN = 0.005  # the smallest margin worth naming (half a point on a 0–1 score)
+USEFUL_MARGIN = 0.1  # the widest margin worth suggesting: past it "quality holds" says little
 
 
 def supported_margin(holdout: int, *, alpha: float, power: float, graded: bool) -> float | None:
@@ -304,17 +305,18 @@ def _data(facts: _Facts) -> Finding:
     can = (f"the most these items can support is margin {support:g}" if support is not None
            else "they support no margin below 1")
     more = ("sync more logs of the production version" if facts.source == "logs" else "import a larger gold set")
+    wider = (f", or widen the margin: margin = {support:g} in [prompts.{facts.prompt}]"
+             if support is not None and support <= USEFUL_MARGIN else
+             f" (a margin these items could support, over {USEFUL_MARGIN:g}, would say little about quality)")
     if facts.holdout < floor or facts.search < 2:
         why = (f"even a candidate that agrees with the baseline on every item needs {floor} holdout items"
                if facts.holdout < floor else "the search needs at least 2 items to race candidates")
         return Finding("problem", "too_few_inputs", f"{have} cannot certify anything: {why}; {plan}; {can}",
-                       f"{more} (at least {distinct_wanted} distinct inputs), or widen the margin"
-                       + (f": margin = {support:g} in [prompts.{facts.prompt}]" if support is not None else ""), data)
+                       f"{more} (at least {distinct_wanted} distinct inputs){wider}", data)
     if facts.holdout < want:
         return Finding("warning", "few_inputs", f"{have}: {plan}, so only a candidate that almost never disagrees "
-                       f"with the baseline can pass; {can}",
-                       f"{more}, or set margin = {support:g} in [prompts.{facts.prompt}]" if support is not None
-                       else more, data)
+                       f"with the baseline can pass; {can}", f"{more} (about {distinct_wanted} distinct inputs){wider}",
+                       data)
     return Finding("ok", "enough_inputs", f"{have}: enough for margin {margin:g} (the plan needs {want})", data=data)
 
 
