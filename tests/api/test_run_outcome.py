@@ -64,3 +64,32 @@ def test_the_openapi_schema_documents_the_outcome_and_the_findings(client, heade
     assert {"level", "code", "message", "fix", "data"} <= set(finding["properties"])
     assert set(finding["properties"]["level"]["enum"]) == {"ok", "warning", "problem"}
     assert "blocked" in schemas[run["properties"]["status"]["$ref"].rsplit("/", 1)[-1]]["enum"]
+
+
+async def test_a_blocked_run_is_announced_with_its_root_cause_and_fix(engine, tmp_path, monkeypatch):
+    from tests.api.test_webhooks import SECRET, Receiver, hooked
+    from tests.optimizer.test_preflight import SELF_HOSTED, quiet_provider, run_it, seed_prompt
+    from trimloop.api import webhooks
+    from trimloop.core.settings import Settings
+
+    monkeypatch.setenv("TEST_HOOK_SECRET", SECRET)
+    receiver = Receiver()
+    try:
+        settings = hooked(Settings(home=tmp_path / "home"), receiver.url)  # every event, the default
+        prompt_id = seed_prompt(engine, settings, name="support-bot", model=SELF_HOSTED, distinct=300, cost=None)
+        gateway = Gateway(settings, engine=engine, provider=quiet_provider())
+        run = await run_it(engine, settings, prompt_id, gateway)
+        await gateway.aclose()
+        await webhooks.announce_run(engine=engine, settings=settings, run_id=run.id)
+        [(sent, body)] = receiver.requests
+    finally:
+        receiver.close()
+    import json
+
+    payload = json.loads(body)
+    assert sent["X-Trimloop-Event"] == payload["event"] == "run.blocked"
+    data = payload["data"]
+    assert data["run_id"] == run.id and data["codes"] == ["baseline_price_unknown"]
+    assert data["summary"].startswith(f"run {run.id} blocked: the price of {SELF_HOSTED} is unknown")
+    assert f'fix: add to trimloop.toml (USD per 1M tokens; for a self-hosted model, your own cost estimate):\n' \
+           f'[models."{SELF_HOSTED}"]' in data["summary"]

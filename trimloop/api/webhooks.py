@@ -145,13 +145,15 @@ def _record(engine: Engine, deliveries: list[Delivery], data: dict[str, Any]) ->
 
 async def announce_run(*, engine: Engine, settings: Settings, run_id: int) -> None:
     """After a run ends, however it was started (POST /runs, the scheduler, `trimloop worker`):
-    `run.failed`, or `suggestion.created` for each suggestion it left."""
+    `run.failed`, `run.blocked` (the preflight's root cause and its fix), or `suggestion.created`
+    for each suggestion it left."""
     def read() -> tuple[OptimizationRun | None, list[Suggestion]]:
         with session_scope(engine) as session:
             return (session.get(OptimizationRun, run_id),
                     list(session.exec(select(Suggestion).where(Suggestion.run_id == run_id)).all()))
 
-    if not any(event in hook.events for hook in settings.webhooks for event in ("run.failed", "suggestion.created")):
+    if not any(event in hook.events for hook in settings.webhooks
+               for event in ("run.failed", "run.blocked", "suggestion.created")):
         return
     run, suggestions = await asyncio.to_thread(read)
     if run is None:
@@ -160,6 +162,13 @@ async def announce_run(*, engine: Engine, settings: Settings, run_id: int) -> No
         await notify(engine=engine, settings=settings, event="run.failed",
                      data={"run_id": run_id, "prompt_id": run.prompt_id,
                            "summary": f"run {run_id} failed: {run.error or 'unknown error'}"})
+    if run.status == "blocked":
+        problems = run.results.problems()
+        root = problems[0] if problems else None
+        await notify(engine=engine, settings=settings, event="run.blocked",
+                     data={"run_id": run_id, "prompt_id": run.prompt_id, "codes": [p.code for p in problems],
+                           "summary": f"run {run_id} {run.results.outcome(run.status, run.error)}"
+                                      + (f"; fix: {root.fix}" if root and root.fix else "")})
     for s in suggestions:
         await notify(engine=engine, settings=settings, event="suggestion.created", data=suggestion_event(s))
 
