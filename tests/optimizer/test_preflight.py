@@ -38,9 +38,9 @@ def seed_prompt(engine: Any, settings: Settings, *, name: str, model: str, disti
         prompt = Prompt(name=name, connector="files")
         session.add(prompt)
         session.flush()
-        version = PromptVersion(prompt_id=prompt.id, sha=version_identity(template=template, model=model, params=params),
-                                template=template, model=model, params=params, connector="files",
-                                external_version="1", labels=["production"])
+        sha = version_identity(template=template, model=model, params=params)
+        version = PromptVersion(prompt_id=prompt.id, sha=sha, template=template, model=model, params=params,
+                                connector="files", external_version="1", labels=["production"])
         session.add(version)
         session.flush()
         for i in range(calls or distinct):
@@ -150,7 +150,8 @@ def test_agreement_only_is_a_warning_that_points_at_usable_feedback(engine, sett
     assert "POST /datasets/import" in findings_of(engine, settings, bare)["agreement_only"].fix
 
 
-async def test_unusable_candidate_models_block_the_run_and_say_which_and_why(engine, settings, gateway_for, monkeypatch):
+async def test_unusable_candidate_models_block_the_run_and_say_which_and_why(engine, settings, gateway_for,
+                                                                             monkeypatch):
     monkeypatch.delenv("PAID_X_KEY", raising=False)
     settings = settings.model_copy(update={"models": {"paid-x": fake_model(0.01, 0.02, api_key_env="PAID_X_KEY")}})
     prompt_id = seed_prompt(engine, settings, name="cands", model="local/gemma3-270m", distinct=300)
@@ -195,7 +196,8 @@ async def test_logged_costs_price_an_unpriced_baseline_and_the_run_goes_on(engin
     assert suggestion.evidence.price_sources[SELF_HOSTED].startswith("implied by its logged costs")
     cut = round(100 * (1 - suggestion.candidate_cost_per_call / suggestion.baseline_cost_per_call))
     outcome = run.results.outcome(run.status, run.error)
-    assert outcome.startswith(f"suggestion #{suggestion.id}: −{cut} % cost per call, matches_baseline holds (margin 0.05, n ")
+    assert outcome.startswith(f"suggestion #{suggestion.id}: −{cut} % cost per call, matches_baseline holds "
+                              "(margin 0.05, n ")
 
 
 def test_blocked_is_a_terminal_run_status_reached_from_running():

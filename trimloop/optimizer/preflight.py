@@ -350,9 +350,10 @@ def _signal(facts: _Facts) -> Finding:
                        + "; or remove expected_from to compare against the baseline's own outputs", data)
     gold = [k for n, k in zip(evaluators, keys, strict=True) if _needs_gold(n)]
     if gold and facts.with_gold == 0:
+        many = len(gold) > 1
         return Finding("problem", "no_gold",
-                       f"evaluator{'s' if len(gold) > 1 else ''} {', '.join(gold)} compare{'' if len(gold) > 1 else 's'}"
-                       f" against gold answers, and none of the {len(facts.expected)} items has one",
+                       f"evaluator{'s' if many else ''} {', '.join(gold)} compare{'' if many else 's'} against gold "
+                       f"answers, and none of the {len(facts.expected)} items has one",
                        (f"set {suggest}" if names else gold_ways) + "; or use evaluators that need no gold: "
                        + ", ".join(NEEDS_NO_GOLD), data)
     if facts.with_gold == 0:
