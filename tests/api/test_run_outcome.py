@@ -24,8 +24,8 @@ def test_a_blocked_run_reads_back_with_its_root_cause_and_findings(engine, setti
         assert started.status_code == 202 and started.json()["outcome"] == "queued"
         run = wait_for(client, started.json()["id"], headers["viewer"], statuses=("blocked", "succeeded", "failed"))
         assert run["status"] == "blocked" and provider.attempts == 0 and run["calls_made"] == 0
-        assert run["outcome"].startswith("blocked: 20 distinct inputs (12 in the holdout, 8 for the search) "
-                                         "cannot certify anything")
+        assert run["outcome"].startswith("blocked: 20 distinct inputs among 20 logged calls (12 in the holdout, "
+                                         "8 for the search) cannot certify anything")
         findings = run["results"]["findings"]
         assert [f["level"] for f in findings][:1] == ["problem"] and findings[0]["code"] == "too_few_inputs"
         assert findings[0]["data"]["distinct_inputs"] == 20 and findings[0]["fix"]

@@ -102,7 +102,7 @@ async def test_six_distinct_inputs_say_how_many_the_power_helper_needs(engine, s
     assert run.status == "blocked" and provider.attempts == 0 and run.calls_made == 0
     [root] = run.results.problems()
     wanted = items_needed(margin=0.02, discordance=0.02, alpha=0.05, power=0.8)  # the power helper's plan
-    assert root.code == "too_few_inputs" and root.message.startswith("6 distinct inputs (4 in the holdout")
+    assert root.code == "too_few_inputs" and root.message.startswith("6 distinct inputs among 31 logged calls (4 in the holdout")
     assert f"the power helper plans at least {wanted} holdout items at margin 0.02" in root.message
     assert f"needs {fewest_items(0.02, 0.05)} holdout items" in root.message  # even a perfect candidate
     assert root.data["distinct_inputs"] == 6 and root.data["holdout_needed"] == wanted

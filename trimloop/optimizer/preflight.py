@@ -298,8 +298,10 @@ def _data(facts: _Facts) -> Finding:
     data = {"distinct_inputs": facts.items, "search": facts.search, "holdout": facts.holdout,
             "margin": margin, "holdout_needed": want, "holdout_minimum": floor,
             "distinct_inputs_needed": distinct_wanted, "supported_margin": support, "source": facts.source}
-    have = (f"{facts.items} distinct input{'s' if facts.items != 1 else ''} ({facts.holdout} in the holdout, "
-            f"{facts.search} for the search)")
+    gold = " with a gold answer" if config.expected_from else ""
+    among = f" among {facts.logs} logged calls" if facts.source == "logs" else f" in {facts.source}"
+    have = (f"{facts.items} distinct input{'s' if facts.items != 1 else ''}{gold}{among} ({facts.holdout} in the "
+            f"holdout, {facts.search} for the search)")
     plan = (f"the power helper plans at least {want} holdout items at margin {margin:g} "
             f"(about {distinct_wanted} distinct inputs at holdout_fraction {config.holdout_fraction:g})")
     can = (f"the most these items can support is margin {support:g}" if support is not None
