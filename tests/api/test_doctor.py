@@ -42,7 +42,7 @@ output_per_mtok = 0.4
 """
 
 
-def write_store(folder: Path, *, model: str = "acme/big", logs: int = 30, cost: bool = True,
+def write_store(folder: Path, *, model: str = "acme/big", logs: int = 800, cost: bool = True,
                 prompt: str = "triage") -> Path:
     (folder / "prompts" / prompt).mkdir(parents=True, exist_ok=True)
     (folder / "prompts" / prompt / "1.md").write_text(PROMPT.format(model=model))
@@ -86,16 +86,32 @@ def only_problem(report: dict, code: str) -> dict:
     return problems[code][0]
 
 
+HEALTHY_LOGS = 800
+
+
 @pytest.fixture
 def healthy(tmp_path: Path, home_db: str) -> Path:
     """A demo-like workspace: a files store with a priced production model and priced candidates,
     logs with costs, synced into a migrated database."""
-    store = write_store(tmp_path / "store")
+    store = write_store(tmp_path / "store", logs=HEALTHY_LOGS)  # enough distinct inputs to certify at 0.02
     write_config(tmp_path, PRICES + '\n[prompts.triage]\nmodels = ["acme/small"]\n', store=store)
     assert runner.invoke(app, ["init"]).exit_code == 0
     synced = runner.invoke(app, ["sync"])
     assert synced.exit_code == 0, synced.output
     return store
+
+
+def test_a_prompt_too_small_to_certify_is_named_with_what_it_needs(tmp_path: Path, home_db: str) -> None:
+    """The run's own preflight, per prompt: 30 distinct inputs cannot certify at the default margin."""
+    write_config(tmp_path, PRICES + '\n[prompts.triage]\nmodels = ["acme/small"]\n',
+                 store=write_store(tmp_path / "store", logs=30))
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    assert runner.invoke(app, ["sync"]).exit_code == 0
+    code, report = doctor()
+    assert code == 1
+    small = only_problem(report, "preflight.too_few_inputs")
+    assert small["message"].startswith("triage: 30 distinct") and small["data"]["prompt"] == "triage"
+    assert small["fix"]
 
 
 def test_a_healthy_workspace_exits_zero_and_says_what_it_checked(healthy: Path) -> None:
@@ -114,7 +130,7 @@ def test_a_healthy_workspace_exits_zero_and_says_what_it_checked(healthy: Path) 
     assert priced["acme/big"]["data"]["source"] == "custom price from settings (estimate)"
     assert "production model of triage" in priced["acme/big"]["message"]
     assert "candidate of triage" in priced["acme/small"]["message"]
-    assert "triage: production version 1 on acme/big, 30 logs (30 of that version)" in \
+    assert f"triage: production version 1 on acme/big, {HEALTHY_LOGS} logs ({HEALTHY_LOGS} of that version)" in \
         seen["prompt.ready"][0]["message"]
 
 
@@ -186,7 +202,9 @@ def test_a_model_whose_key_variable_is_unset_is_a_warning(healthy: Path, tmp_pat
                  + '\n[prompts.triage]\nmodels = ["acme/small"]\n', store=healthy)
     code, report = doctor()
     missing = findings(report, "warning")["prices.key_missing"][0]
-    assert code == 0 and missing["message"].startswith("acme/small: its key variable ACME_API_KEY is not set")
+    assert missing["message"].startswith("acme/small: its key variable ACME_API_KEY is not set")
+    # triage's only candidate is that model, so a run of it would be blocked: the preflight says so
+    assert code == 1 and list(findings(report, "problem")) == ["preflight.no_candidate_model"]
     monkeypatch.setenv("ACME_API_KEY", "sk-S3CRET")
     code, report = doctor()
     assert "prices.key_missing" not in findings(report) and "S3CRET" not in json.dumps(report)
@@ -206,7 +224,7 @@ def test_a_database_behind_its_migrations_is_named_and_left_alone(tmp_path: Path
     assert "at revision 0005" in behind["message"] and f"{after} migrations to apply" in behind["message"]
     assert "trimloop init" in behind["fix"]
     assert "prompts.store_not_read" in findings(report, "warning")  # judged from the connector alone
-    assert "triage: 30 logged calls wait for the next sync" in findings(report, "warning")["prompt.not_synced"][0]["message"]
+    assert "triage: 800 logged calls wait for the next sync" in findings(report, "warning")["prompt.not_synced"][0]["message"]
     code, report = doctor()
     assert "at revision 0005" in only_problem(report, "database.migrations_behind")["message"]  # nothing migrated
 

@@ -56,6 +56,7 @@ rungs = [8, 24]
 dataset_size = 200
 holdout_fraction = 0.6
 models = ["fake/small"]
+margin = 0.05
 evaluators = {{label = {{labels = {json.dumps(LABELS)}}}}}
 
 [[webhooks]]

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from trimloop.core import store
 from trimloop.core.db import session_scope
 from trimloop.core.identity import version_identity
 from trimloop.core.tables import LogRecord, Prompt, PromptVersion, utcnow
@@ -59,9 +60,10 @@ def seed_triage(engine: Engine, *, n: int = 300, quality: str = "broken", days: 
         session.flush()
         version = PromptVersion(prompt_id=prompt.id, sha=version_identity(template=TEMPLATE, model=MODEL, params=PARAMS),
                                 template=TEMPLATE, model=MODEL, params=PARAMS, connector="files",
-                                external_version="1", labels=["production"])
+                                external_version="1")
         session.add(version)
         session.flush()
+        store.move_label(session=session, prompt_id=prompt.id, label="production", version_id=version.id)
         start = now - timedelta(days=days)
         for i in range(n):
             at = start + (now - start) * (i + 0.5) / n

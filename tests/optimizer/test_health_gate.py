@@ -35,7 +35,7 @@ async def test_a_broken_baseline_ends_the_run_without_searching(engine, settings
     with session_scope(engine) as session:
         run_id = create_run(session=session, prompt_id=prompt_id).id
     run = await execute_run(engine=engine, settings=settings, run_id=run_id, gateway=gateway_for(provider))
-    assert run.status == "baseline_unhealthy" and run.error is None
+    assert run.status == "baseline_unhealthy" and run.error is None, run.error
     assert provider.attempts == 0 and run.calls_made == 0 and run.spent_dollars == 0
     results = run.results
     assert results.search_calls == 0 and results.suggestion_id is None

@@ -209,6 +209,7 @@ async def test_a_run_on_an_imported_gold_set_runs_the_baseline_once_and_scores_a
         assert session.get(Dataset, dataset_id).source == "import"
     assert 0 < suggestion.evidence.evaluators["label"].n <= 210  # from the gold set's holdout
 
-    # A dataset that is not this prompt's fails the run with a clear reason.
+    # A dataset that is not this prompt's blocks the run, before any call, with a clear reason.
     missing = await _run(engine, settings, seeded, good_gateway, dataset=dataset_id + 99)
-    assert missing.status == "failed" and f"no dataset {dataset_id + 99}" in missing.error
+    assert missing.status == "blocked" and f"no dataset {dataset_id + 99}" in missing.error
+    assert missing.calls_made == 0 and missing.results.problems()[0].code == "dataset_unknown"

@@ -183,6 +183,8 @@ def test_run_page_follows_the_event_stream(page: Any, server: dict[str, Any]) ->
     page.wait_for_selector("#run[data-done=true]")
     assert int(page.locator("#tried").inner_text()) >= 1
     assert page.locator("#status").inner_text() == "succeeded"
+    assert re.match(r"Outcome: suggestion #\d+: −\d+ % cost per call, \S+ holds \(margin 0\.05, n \d+\)",
+                    page.locator("#outcome").inner_text())
     assert page.locator("#timeline li").count() > 3 and page.locator("#dots circle").count() >= 1
     shoot(page, "run")
     page.goto(server["base"] + "/ui/runs")

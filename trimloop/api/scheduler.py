@@ -67,7 +67,8 @@ class PassReport:
             "queued": self.queued,
             "executed": [{"run_id": r.id, "prompt_id": r.prompt_id, "status": r.status, "calls": r.calls_made,
                           "spent": r.spent_dollars, "suggestion_id": r.results.suggestion_id,
-                          "note": r.results.no_suggestion or r.error} for r in self.executed],
+                          "note": r.results.no_suggestion or r.error,
+                          "outcome": r.results.outcome(r.status, r.error)} for r in self.executed],
         }
 
 

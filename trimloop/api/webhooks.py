@@ -156,8 +156,9 @@ def _record(engine: Engine, deliveries: list[Delivery], data: dict[str, Any]) ->
 
 async def announce_run(*, engine: Engine, settings: Settings, run_id: int) -> None:
     """After a run ends, however it was started (POST /runs, the scheduler, `trimloop worker`):
-    `run.failed`, or `suggestion.created` for each suggestion it left; a run that ended
-    `baseline_unhealthy` also re-checks the prompt's health (`prompt.unhealthy` if it changed)."""
+    `run.failed`, `run.blocked` (the preflight's root cause and its fix), or `suggestion.created`
+    for each suggestion it left; a run that ended `baseline_unhealthy` also re-checks the prompt's
+    health (`prompt.unhealthy` if it changed)."""
     def read() -> tuple[OptimizationRun | None, list[Suggestion]]:
         with session_scope(engine) as session:
             return (session.get(OptimizationRun, run_id),
@@ -176,12 +177,20 @@ async def announce_run(*, engine: Engine, settings: Settings, run_id: int) -> No
             log.warning("health of prompt %s not checked after run %s: %s", run.prompt_id, run_id, exc.message)
         else:
             await announce_health(engine=engine, settings=settings, changes=checked.changes)
-    if not any(event in hook.events for hook in settings.webhooks for event in ("run.failed", "suggestion.created")):
+    if not any(event in hook.events for hook in settings.webhooks
+               for event in ("run.failed", "run.blocked", "suggestion.created")):
         return
     if run.status == "failed":
         await notify(engine=engine, settings=settings, event="run.failed",
                      data={"run_id": run_id, "prompt_id": run.prompt_id,
                            "summary": f"run {run_id} failed: {run.error or 'unknown error'}"})
+    if run.status == "blocked":
+        problems = run.results.problems()
+        root = problems[0] if problems else None
+        await notify(engine=engine, settings=settings, event="run.blocked",
+                     data={"run_id": run_id, "prompt_id": run.prompt_id, "codes": [p.code for p in problems],
+                           "summary": f"run {run_id} {run.results.outcome(run.status, run.error)}"
+                                      + (f"; fix: {root.fix}" if root and root.fix else "")})
     for s in suggestions:
         await notify(engine=engine, settings=settings, event="suggestion.created", data=suggestion_event(s))
 

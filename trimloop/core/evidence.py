@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date, datetime
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -228,8 +228,20 @@ class Migration(Record):
     message: str | None = Field(default=None, examples=["no certified replacement: needs a person before 2026-12-11"])
 
 
+class PreflightFinding(Record):
+    """One check a run makes before it spends anything (optimizer.preflight): ok, a warning that is
+    shown but does not stop the run, or a problem that blocks it, with the fix."""
+
+    level: Literal["ok", "warning", "problem"] = Field(default="ok", examples=["problem"])
+    code: str = Field(default="", examples=["baseline_price_unknown"])
+    message: str = Field(default="", examples=["the price of my-llama-8b is unknown and its 31 logs carry no cost"])
+    fix: str = Field(default="", examples=['[models."my-llama-8b"]\ninput_per_mtok = 0.05\noutput_per_mtok = 0.10'])
+    data: dict[str, Any] = Field(default_factory=dict, description="the numbers behind the finding")
+
+
 class RunResults(Record):
-    """What a run found (OptimizationRun.results); empty for a failed run, a note when cancelled."""
+    """What a run found (OptimizationRun.results); empty for a failed run, a note when cancelled,
+    the preflight's findings (problems first) when blocked."""
 
     dataset_id: int | None = None
     baseline_calls: int | None = None
@@ -250,11 +262,35 @@ class RunResults(Record):
     suggestion_id: int | None = None
     no_suggestion: str | None = Field(default=None, description="why the run made no suggestion")
     migration: Migration | None = Field(default=None, description="set when the baseline's model retires")
+    suggestion_cut: str | None = Field(default=None, description="the suggestion in one line",
+                                       examples=["−38 % cost per call, label holds (margin 0.02, n 240)"])
+    findings: list[PreflightFinding] = Field(default_factory=list,
+                                             description="the preflight's checks: problems (which block) first")
     note: str | None = None
     baseline_health: HealthReport | None = Field(
         default=None, description="the baseline's check on the run's items (a broken one ends the run baseline_unhealthy)")
     unreadable: dict[str, Any] = Field(default_factory=dict,
                                        description="stored fields that no longer validate (older rows)")
+
+    def problems(self) -> list[PreflightFinding]:
+        return [f for f in self.findings if f.level == "problem"]
+
+    def outcome(self, status: str, error: str | None = None) -> str:
+        """The run's outcome in one line: the suggestion with its cut, or why there is none."""
+        if status == "blocked":
+            first = next(iter(self.problems()), None)
+            return "blocked: " + (first.message if first else "the preflight found a problem")
+        if status == "failed":
+            return "failed: " + (error or "see the run's events")
+        if status == "cancelled":
+            return "cancelled"
+        if status in ("queued", "running"):
+            return status
+        if self.suggestion_id is not None:
+            return f"suggestion #{self.suggestion_id}" + (f": {self.suggestion_cut}" if self.suggestion_cut else "")
+        if self.no_suggestion:
+            return self.no_suggestion
+        return f"{status}: {error}" if error else str(status)
 
 
 class HealthDay(Record):

@@ -104,8 +104,8 @@ class ConnectorConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
-WEBHOOK_EVENTS = ("suggestion.created", "suggestion.approved", "suggestion.deployed", "run.failed", "model.retiring",
-                  "prompt.unhealthy")
+WEBHOOK_EVENTS = ("suggestion.created", "suggestion.approved", "suggestion.deployed", "run.failed", "run.blocked",
+                  "model.retiring", "prompt.unhealthy")
 
 
 class ApiSettings(BaseModel):
@@ -161,7 +161,7 @@ class WebhookConfig(BaseModel):
 
     url: str = Field(description="http(s) URL that receives a POST per event")
     events: list[Literal["suggestion.created", "suggestion.approved", "suggestion.deployed",
-                         "run.failed", "model.retiring", "prompt.unhealthy"]] = Field(
+                         "run.failed", "run.blocked", "model.retiring", "prompt.unhealthy"]] = Field(
         default_factory=lambda: list(WEBHOOK_EVENTS))
     format: Literal["json", "slack"] = Field(default="json", description="slack: text + blocks")
     secret_env: str | None = Field(

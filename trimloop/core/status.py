@@ -9,10 +9,13 @@
        │  └─────────────► rejected, superseded
        └────────────────► expired (nobody decided in time)
 
-    queued ──► running ──► succeeded | failed | cancelled | baseline_unhealthy
+    queued ──► running ──► succeeded | failed | cancelled | blocked | baseline_unhealthy
        └─────► cancelled          (a dead worker's run stays running; another worker claims it)
 
-    baseline_unhealthy: the production version is broken (evals.health), so the run did not search.
+A `blocked` run stopped before spending anything because its preflight found a problem (an
+unpriced baseline model, too few distinct inputs, no usable quality signal, no usable candidate
+model); its results carry the findings, root cause first (optimizer.preflight).
+baseline_unhealthy: the production version is broken (evals.health), so the run did not search.
 
 A prompt's health (evals.health) is one of HealthVerdict: healthy, degraded, broken, unknown.
 
@@ -45,6 +48,7 @@ class RunStatus(StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+    blocked = "blocked"  # the preflight found a problem: nothing was spent (results.findings say why)
     baseline_unhealthy = "baseline_unhealthy"  # the baseline is broken: no search (unless forced)
 
 
@@ -82,12 +86,13 @@ TRANSITIONS: dict[StrEnum, frozenset[StrEnum]] = {
     S.rolling_back: frozenset({S.rolled_back}),  # released back to deployed if the write fails
     S.rolled_back: frozenset(), S.rejected: frozenset(), S.superseded: frozenset(), S.expired: frozenset(),
     R.queued: frozenset({R.running, R.cancelled}),
-    R.running: frozenset({R.succeeded, R.failed, R.cancelled, R.baseline_unhealthy}),
-    R.succeeded: frozenset(), R.failed: frozenset(), R.cancelled: frozenset(), R.baseline_unhealthy: frozenset(),
+    R.running: frozenset({R.succeeded, R.failed, R.cancelled, R.blocked, R.baseline_unhealthy}),
+    R.succeeded: frozenset(), R.failed: frozenset(), R.cancelled: frozenset(), R.blocked: frozenset(),
+    R.baseline_unhealthy: frozenset(),
 }
 OPEN_SUGGESTION = (S.pending, S.approved)  # a decision (or a deploy) may still come
 RUN_ACTIVE = (R.queued, R.running)
-RUN_DONE = (R.succeeded, R.failed, R.cancelled, R.baseline_unhealthy)
+RUN_DONE = (R.succeeded, R.failed, R.cancelled, R.blocked, R.baseline_unhealthy)
 
 
 def sources(to: SuggestionStatus | RunStatus) -> tuple[str, ...]:

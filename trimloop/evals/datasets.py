@@ -168,14 +168,7 @@ def build_from_logs(
             where=f"prompt {prompt.name!r} version {version.sha[:12]}",
             hint="sync logs for this version first, or import a gold set with import_file()",
         )
-    rows: dict[str, Row] = {}
-    for log in logs:  # keep the earliest call per inputs; gather every duplicate's feedback
-        row = Row(inputs=log.inputs, baseline_output=log.output, feedback=list(log.feedback or []),
-                  log_id=log.id, expected=_expected(log.feedback, expected_from))
-        if row.key in rows:
-            rows[row.key].feedback.extend(log.feedback or [])
-        else:
-            rows[row.key] = row
+    rows = log_rows(logs, expected_from=expected_from)
     config = {"label": label, "size": size, "expected_from": expected_from, "holdout_fraction": holdout_fraction,
               "stratify": stratify, "logs": len(logs), "unique_inputs": len(rows)}
     chosen = sample_and_split(list(rows.values()), size=size, holdout_fraction=holdout_fraction,
@@ -183,6 +176,20 @@ def build_from_logs(
     return _store(session, prompt_id=prompt_id, version=version, source="logs", seed=seed,
                   chosen=chosen, config=config,
                   name=name or f"{prompt.name}@{version.sha[:8]} logs (seed {seed})")
+
+
+def log_rows(logs: Sequence[LogRecord], *, expected_from: str | None = None) -> dict[str, Row]:
+    """One Row per distinct inputs (the earliest call, oldest first in `logs`), with every
+    duplicate's feedback gathered; `expected` from the feedback named `expected_from`."""
+    rows: dict[str, Row] = {}
+    for log in logs:
+        row = Row(inputs=log.inputs, baseline_output=log.output, feedback=list(log.feedback or []),
+                  log_id=log.id, expected=_expected(log.feedback, expected_from))
+        if row.key in rows:
+            rows[row.key].feedback.extend(log.feedback or [])
+        else:
+            rows[row.key] = row
+    return rows
 
 
 def _expected(feedback: list[dict[str, Any]] | None, name: str | None) -> str | None:

@@ -4,7 +4,10 @@ build the dataset from the production version's logs → score the baseline's lo
 (free) → check the baseline is not broken (evals.health; else end `baseline_unhealthy`, unless
 forced) → search on the search split → certify the best on the holdout → project savings → store
 candidates, the holdout results of every arm certification tested (EvalRuns), events and at most
-one Suggestion (the cheapest certified candidate). The run is
+one Suggestion (the cheapest certified candidate). Before any of that, the preflight
+(optimizer.preflight) checks what would doom the run — an unpriced baseline model, too few
+distinct inputs, no usable quality signal, no usable candidate model — and on a problem the run
+ends `blocked`, having spent nothing, with the findings in its results. The run is
 resumable: a rerun after a crash repays nothing, thanks to the gateway's cache, and starts its
 ledger at what the earlier attempt spent, so the run's caps hold across crashes. A provider that
 keeps failing after the gateway's retries fails the run with that reason (a failed call is not
@@ -22,7 +25,6 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from trimloop.core.catalog import resolve_model
 from trimloop.core.db import session_scope
 from trimloop.core.errors import Conflict, NotFound, ProviderUnavailable, TrimloopError
 from trimloop.core.evidence import CertificationSummary, Deadline, Migration, RunResults, Verdict
@@ -44,6 +46,7 @@ from trimloop.evals.evaluators import build_evaluators
 from trimloop.evals.feedback import feedback_summary
 from trimloop.evals.health import baseline_check, parse_health
 from trimloop.evals.runner import EvalItem
+from trimloop.optimizer import preflight
 from trimloop.optimizer.baseline import baseline_results, log_facts
 from trimloop.optimizer.certify import certify
 from trimloop.optimizer.config import default_candidate_models, run_config
@@ -65,6 +68,14 @@ class BaselineUnhealthy(Exception):
     def __init__(self, results: RunResults):
         super().__init__(results.no_suggestion)
         self.results = results
+
+
+class Blocked(Exception):
+    """The preflight found a problem: the run stops before spending anything."""
+
+    def __init__(self, findings: list[preflight.Finding]):
+        super().__init__(findings[0].message)
+        self.findings = findings
 
 
 class Reclaimed(Exception):
@@ -145,14 +156,22 @@ async def execute_run(*, engine: Engine, settings: Settings, run_id: int, gatewa
         ledger.max_dollars = budget_dollars if budget_dollars is not None else config.budget_dollars
         emit("run.started", {"prompt": prompt_name, "config": config.model_dump(mode="json"),
                              "budget_calls": ledger.max_calls, "budget_dollars": ledger.max_dollars})
+        with session_scope(engine) as session:
+            findings = preflight.check_prompt(session, settings=settings, prompt_id=prompt_id, overrides=overrides)
+        emit("run.preflight", {"findings": [preflight.record(f).model_dump(mode="json") for f in findings]})
+        if preflight.problems(findings):
+            raise Blocked(findings)
         results = await _optimize(engine=engine, settings=settings, run_id=run_id, prompt_id=prompt_id,
                                   prompt_name=prompt_name, config=config, gateway=gateway,
-                                  ledger=ledger, emit=emit, now=now or utcnow())
+                                  ledger=ledger, emit=emit, now=now or utcnow(), findings=findings)
         status, error = RunStatus.succeeded, None
     except Cancelled:
         status, error, results = RunStatus.cancelled, None, RunResults(note="cancelled")
     except BaselineUnhealthy as exc:
         status, error, results = RunStatus.baseline_unhealthy, None, exc.results
+    except Blocked as exc:
+        status, results = RunStatus.blocked, RunResults(findings=[preflight.record(f) for f in exc.findings])
+        error = f"blocked before any spending: {exc.findings[0].message}"
     except Reclaimed:
         with session_scope(engine) as session:
             return session.get(OptimizationRun, run_id)  # type: ignore[return-value]
@@ -181,7 +200,8 @@ async def execute_run(*, engine: Engine, settings: Settings, run_id: int, gatewa
 
 
 async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_id: int, prompt_name: str,
-                    config: Any, gateway: Any, ledger: Ledger, emit: Any, now: datetime) -> RunResults:
+                    config: Any, gateway: Any, ledger: Ledger, emit: Any, now: datetime,
+                    findings: list[preflight.Finding]) -> RunResults:
     with session_scope(engine) as session:
         version_row = production_version(session, prompt_id)
         if config.dataset is not None:
@@ -216,7 +236,7 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
                      for r in rows if r.split == split] for split in ("search", "holdout")}
     evaluators = build_evaluators(config.evaluators or default_evaluators(rows),
                                   where=f"[prompts.{prompt_name}].evaluators")
-    resolve = lambda model_id: resolve_model(settings, model_id)  # noqa: E731
+    resolve = preflight.resolver(settings, findings)  # prices the baseline from its logs when nothing else does
     emit("dataset.ready", {"dataset_id": dataset_id, "search": len(items["search"]),
                            "left_out_without_gold": len(without_gold) if config.expected_from else 0,
                            "holdout": len(items["holdout"]), "evaluators": [n.key for n in evaluators]})
@@ -287,6 +307,7 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
     summary = RunResults.model_validate(_jsonable(found_summary))
     if leaving is not None:
         summary.migration = migration_outcome(leaving, today, left_out, certs, found.ranked or found.arms)
+    summary.findings = [preflight.record(f) for f in findings]
     if not passed:
         why = [n for n in found.notes if n not in notes] or [c.reason for c in certs] or ["no candidate survived the search"]
         summary.no_suggestion = "no suggestion, because " + "; ".join(why)
@@ -303,6 +324,8 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
             deadline=summary.migration.deadline if summary.migration is not None else None,
         )
         summary.suggestion_id = suggestion.id
+        summary.suggestion_cut = cut_line(suggestion.baseline_cost_per_call, suggestion.candidate_cost_per_call,
+                                          suggestion.evidence)
     emit("suggestion.created", {"suggestion_id": summary.suggestion_id, "sha": best.arm.candidate.sha})
     return summary
 
@@ -334,6 +357,23 @@ def migration_outcome(leaving: Retirement, today: Any, left_out: dict[str, Retir
     if not passed:
         out.message = f"no certified replacement: needs a person before {leaving.retires_on.isoformat()}"
     return out
+
+
+def cut_line(before: float | None, after: float | None, evidence: Any) -> str:
+    """"−38 % cost per call, label holds (margin 0.02, n 240)": a suggestion in one line."""
+    parts = []
+    if before and after is not None:
+        change = (after - before) / before * 100
+        parts.append(f"{'−' if change < 0 else '+'}{abs(change):.0f} % cost per call")
+    keys = sorted(evidence.evaluators)
+    if keys:
+        held = [k for k in keys if evidence.evaluators[k].ok]
+        words = (f"{', '.join(held)} hold{'s' if len(held) == 1 else ''}" if len(held) == len(keys)
+                 else f"{len(held)} of {len(keys)} evaluators hold")
+        n = max((v.n or 0 for v in evidence.evaluators.values()), default=0)
+        margin = evidence.margin()
+        parts.append(words + (f" (margin {margin:g}, n {n})" if margin is not None else ""))
+    return ", ".join(parts) or "certified"
 
 
 def _mean(values: list[float]) -> float | None:

@@ -153,7 +153,7 @@ def _table(out: Console, rows) -> None:  # type: ignore[no-untyped-def]
         if run is None:
             continue
         if suggestion is None:
-            reasons.append(f"{name}: {run.results.no_suggestion or run.error or run.status}")
+            reasons.append(f"{name}: {run.results.outcome(run.status, run.error)}")
             table.add_row(name, "no suggestion", "—", "—", "—", f"{money(run.spent_dollars)} ({run.calls_made} calls)", "—")
             continue
         ev = suggestion.evidence

@@ -19,7 +19,7 @@ from trimloop.api.services import start_run
 from trimloop.core.db import session_scope
 from trimloop.core.defaults import DEFAULT_MARGIN
 from trimloop.core.errors import Conflict, NotFound
-from trimloop.core.evidence import Verdict
+from trimloop.core.evidence import PreflightFinding, Verdict
 from trimloop.core.status import RunStatus
 from trimloop.core.tables import OptimizationRun, Prompt, Suggestion
 from trimloop.optimizer.config import RunConfig
@@ -90,7 +90,8 @@ def run_summary(prompt: str, run: OptimizationRun, suggestion: Suggestion | None
     out: dict[str, Any] = {"prompt": prompt, "run_id": run.id, "status": run.status, "error": run.error,
                            "calls": run.calls_made, "spent": run.spent_dollars,
                            "search_calls": results.search_calls, "certify_calls": results.certify_calls,
-                           "no_suggestion": results.no_suggestion, "suggestion": None,
+                           "no_suggestion": results.no_suggestion, "outcome": results.outcome(run.status, run.error),
+                           "findings": [f.model_dump(mode="json") for f in results.findings], "suggestion": None,
                            "baseline_health": results.baseline_health.model_dump(mode="json", exclude_none=True,
                                                                                   exclude={"signals"})
                            if results.baseline_health else None}
@@ -107,6 +108,17 @@ def run_summary(prompt: str, run: OptimizationRun, suggestion: Suggestion | None
             "optimization_spend": suggestion.optimization_spend, "payback_days": suggestion.payback_days,
         }
     return out
+
+
+def print_findings(findings: list[PreflightFinding], out: Console) -> None:
+    """The preflight's problems and warnings, each with its fix (what is fine is left out)."""
+    for f in findings:
+        if f.level == "ok":
+            continue
+        colour = "red" if f.level == "problem" else "yellow"
+        out.print(f"[bold {colour}]{f.level}[/] {escape(f.message)}", highlight=False)
+        if f.fix:
+            out.print("  fix: " + escape(f.fix).replace("\n", "\n       "), highlight=False)
 
 
 def _change(suggestion: Suggestion) -> str:
@@ -130,18 +142,24 @@ def verdict_line(e: Verdict) -> str:
 
 
 def print_run(prompt: str, run: OptimizationRun, suggestion: Suggestion | None, out: Console) -> None:
-    """A table for a suggestion; otherwise the reason there is none (or why the run failed)."""
+    """The run's outcome in one line, then a table for a suggestion, or the reason there is none (or
+    why the run failed); the preflight's problems (with their fixes) and warnings after it."""
     results = run.results
     spend = f"{money(run.spent_dollars)} in {run.calls_made} calls"
     if run.status == RunStatus.baseline_unhealthy:
         out.print(f"[bold red]run {run.id} baseline_unhealthy[/]: {escape(results.no_suggestion or '')}", highlight=False)
         out.print(f"search calls: {results.search_calls or 0}; spend: {spend}", highlight=False)
         return
-    if run.status != RunStatus.succeeded:
-        out.print(f"[bold red]run {run.id} {run.status}[/]: {run.error or results.note or ''}", highlight=False)
+    if run.status == RunStatus.blocked:
+        out.print(f"[bold red]run {run.id} blocked[/] before any spending:", highlight=False)
+        print_findings(results.findings, out)
         return
+    if run.status != RunStatus.succeeded:
+        out.print(f"[bold red]run {run.id} {run.status}[/]: {escape(run.error or results.note or '')}", highlight=False)
+        return
+    out.print(f"[bold]run {run.id}[/]: {escape(results.outcome(run.status, run.error))}", highlight=False)
+    print_findings(results.findings, out)
     if suggestion is None:
-        out.print(results.no_suggestion or "no suggestion, because no candidate was certified", highlight=False)
         out.print(f"optimization spend: {spend}", highlight=False)
         return
     table = Table(title=f"suggestion {suggestion.id} for {prompt} (run {run.id})", show_header=False)

@@ -87,8 +87,6 @@ def print_pass(report: PassReport, out: Console) -> None:
     for column in ("run", "prompt id", "status", "calls", "spent", "result"):
         runs.add_column(column)
     for r in report.executed:
-        first_error_line = (r.error or "").split("\n", 1)[0]
-        outcome = (f"suggestion {r.results.suggestion_id}" if r.results.suggestion_id
-                   else r.results.no_suggestion or first_error_line)
-        runs.add_row(str(r.id), str(r.prompt_id), r.status, str(r.calls_made), money(r.spent_dollars), str(outcome))
+        outcome = r.results.outcome(r.status, (r.error or "").split("\n", 1)[0])
+        runs.add_row(str(r.id), str(r.prompt_id), r.status, str(r.calls_made), money(r.spent_dollars), escape(outcome))
     out.print(runs)

@@ -88,5 +88,5 @@ def diagnose(settings: Settings, *, engine: Engine | None = None, config: list[F
         Section("connectors", "Connectors", connectors),
         Section("prices", "Prices", store.prices(settings, facts, tried, used)),
         Section("local_models", "Bundled models", setup.local_models(settings, used, start=start_models)),
-        Section("prompts", "Prompts", store.prompts(settings, facts, store_read=store_engine is not None)),
+        Section("prompts", "Prompts", store.prompts(settings, facts, store_read=store_engine is not None, engine=store_engine)),
     ])

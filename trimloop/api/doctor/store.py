@@ -19,6 +19,7 @@ from trimloop.core.errors import TrimloopError
 from trimloop.core.findings import Finding, ok, problem, warning
 from trimloop.core.settings import Settings
 from trimloop.core.tables import LogRecord, Prompt, PromptVersion
+from trimloop.optimizer import preflight
 from trimloop.optimizer.config import check_run_config, default_candidate_models, run_config
 
 SHOWN_NAMES = 8
@@ -32,6 +33,7 @@ class PromptFacts:
     name: str
     connector: str | None = None
     in_store: bool = False
+    prompt_id: int | None = None  # in the store
     production: str | None = None  # external version labelled production
     model: str | None = None  # its model
     logs: int = 0  # stored
@@ -138,7 +140,7 @@ def prompt_facts(engine: Engine | None, previews: dict[str, Preview]) -> dict[st
                 if version is not None:  # a version trimloop wrote itself has no external number
                     production[pid] = (vid, version.external_version or f"id {vid}", version.model)  # type: ignore[assignment]
             for pid, (name, connector) in prompts.items():
-                fact = facts[name] = PromptFacts(name, connector=connector, in_store=True)
+                fact = facts[name] = PromptFacts(name, connector=connector, in_store=True, prompt_id=pid)
                 if pid in production:
                     _, fact.production, fact.model = production[pid]
             counts = session.exec(select(LogRecord.prompt_id, LogRecord.version_id, func.count(),
@@ -245,7 +247,8 @@ def prices(settings: Settings, facts: dict[str, PromptFacts], tried: dict[str, l
     return findings
 
 
-def prompts(settings: Settings, facts: dict[str, PromptFacts], *, store_read: bool) -> list[Finding]:
+def prompts(settings: Settings, facts: dict[str, PromptFacts], *, store_read: bool,
+            engine: Engine | None = None) -> list[Finding]:
     """Each prompt: a production version, logs of it, valid run options; then the preflight's findings."""
     findings: list[Finding] = []
     if not facts:
@@ -257,13 +260,29 @@ def prompts(settings: Settings, facts: dict[str, PromptFacts], *, store_read: bo
                                 "fix the database finding, then run doctor again"))
     for fact in facts.values():
         findings += _prompt(settings, fact)
-        # MERGE(preflight): add `optimizer.preflight.check_prompt(...)`'s findings for this prompt here
-        # (quality signals, data sufficiency at its margin), the one call site for per-prompt preflight.
+        findings += _preflight(settings, fact, engine)
     for name in sorted(set(settings.prompts) - set(facts)):
         findings.append(warning("prompts.unknown_section", f"[prompts.{name}] in trimloop.toml names no prompt "
                                 "the store or a connector knows", f"known prompts: {_few(list(facts)) or 'none'}; "
                                 "fix the name, or sync the connector that holds it", prompt=name))
     return findings
+
+
+def _preflight(settings: Settings, fact: PromptFacts, engine: Engine | None) -> list[Finding]:
+    """What a run of this prompt would check before spending (optimizer.preflight): quality signals
+    and data sufficiency at its margin, each named after the prompt. Prices have their own section,
+    and a prompt without a production version or logs is already named above."""
+    if engine is None or fact.prompt_id is None or not fact.production or not fact.production_logs:
+        return []
+    try:
+        with Session(engine) as session:
+            found = preflight.check_prompt(session, settings=settings, prompt_id=fact.prompt_id)
+    except TrimloopError as exc:
+        return [problem("preflight.failed", f"{fact.name}: the run's checks could not be made: {exc.message}",
+                        exc.hint or "", prompt=fact.name)]
+    return [Finding(f.level, f"preflight.{f.code}", f"{fact.name}: {f.message}", f.fix, {"prompt": fact.name, **f.data})
+            for f in found if f.level != "ok" and "price" not in f.code
+            and f.code not in ("no_production_version", "no_logs", "options_invalid")]
 
 
 def _prompt(settings: Settings, fact: PromptFacts) -> list[Finding]:

@@ -95,7 +95,8 @@ def _poll(engine: Engine, run_id: int, after: int) -> tuple[list[RunEvent], dict
         run = db.get(OptimizationRun, run_id)
         progress = None if run is None else {
             "status": run.status, "calls_made": run.calls_made, "spent_dollars": run.spent_dollars,
-            "budget_calls": run.budget_calls, "budget_dollars": run.budget_dollars}
+            "budget_calls": run.budget_calls, "budget_dollars": run.budget_dollars,
+            "outcome": run.results.outcome(run.status, run.error)}
         return events, progress
 
 

@@ -58,7 +58,8 @@
   }
   ["run.queued", "run.claimed", "run.started", "dataset.ready", "search.started", "search.finished",
    "certify.started", "certify.finished", "suggestion.created", "run.no_suggestion",
-   "run.succeeded", "run.failed", "run.cancelled", "baseline.health", "run.baseline_unhealthy"].forEach(function (k) { on(k, function () {}); });
+   "run.preflight", "run.succeeded", "run.failed", "run.cancelled", "run.blocked", "baseline.health",
+   "run.baseline_unhealthy"].forEach(function (k) { on(k, function () {}); });
   on("candidate.proposed", function (d) {
     if (!candidates[d.sha]) { tried += 1; }
     candidates[d.sha] = { label: d.label || d.sha.slice(0, 8), cost: null, score: null, status: "racing" };
@@ -78,6 +79,15 @@
   source.addEventListener("progress", function (e) {
     var p = JSON.parse(e.data || "null");
     if (!p) { return; }
+    if ($("status").textContent !== p.status && p.outcome) {
+      var out = $("outcome");
+      while (out.firstChild) { out.removeChild(out.firstChild); }
+      var b = document.createElement("strong");
+      b.textContent = "Outcome:";
+      out.appendChild(b);
+      out.appendChild(document.createTextNode(" " + p.outcome));
+      out.className = "outcome outcome-" + p.status;
+    }
     $("status").textContent = p.status;
     var text = money(p.spent_dollars, 4) + (p.budget_dollars ? " of " + money(p.budget_dollars) : "") +
       " · " + p.calls_made + (p.budget_calls ? " of " + p.budget_calls : "") + " calls";
