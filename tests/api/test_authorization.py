@@ -40,6 +40,7 @@ EXPECTED = {
     ("GET", "/runs/{run_id}/events"): "read",
     ("GET", "/suggestions"): "read",
     ("GET", "/suggestions/{suggestion_id}"): "read",
+    ("GET", "/suggestions/{suggestion_id}/watch"): "read",
     ("POST", "/suggestions/{suggestion_id}/approve"): "review",
     ("POST", "/suggestions/{suggestion_id}/reject"): "review",
     ("POST", "/suggestions/{suggestion_id}/deploy"): "operate",

@@ -12,7 +12,7 @@ from trimloop.core.errors import UserError
 
 from trimloop.core.evidence import Evidence, RunResults
 from trimloop.core.status import RunStatus as RunState
-from trimloop.core.status import SuggestionStatus
+from trimloop.core.status import SuggestionStatus, WatchVerdict
 
 from trimloop.optimizer.config import MAX_BUDGET_CALLS, MAX_BUDGET_DOLLARS
 
@@ -224,6 +224,43 @@ class DeploymentPublic(Public):
     created_at: datetime
 
 
+class WatchCheckPublic(BaseModel):
+    signal: str = Field(description="an evaluator's key, or feedback:NAME")
+    mode: Literal["paired", "unpaired"] = Field(description="paired: shadow scores of both versions on the "
+                                                "same live inputs; unpaired: each version's own traffic")
+    n_new: int
+    n_old: int
+    mean_new: float | None
+    mean_old: float | None
+    low: float | None = Field(description="anytime-valid lower bound on new − old")
+    high: float | None = Field(description="anytime-valid upper bound on new − old")
+    margin: float
+    verdict: WatchVerdict
+
+
+class WatchPublic(BaseModel):
+    """The post-deploy watch of a deployed suggestion (checked after every sync)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    suggestion_id: int
+    prompt_id: int
+    verdict: WatchVerdict = Field(description="holding | regressed | inconclusive")
+    started_at: datetime = Field(description="when the new version could take traffic (its deploy)")
+    checked_at: datetime | None
+    looks: int = Field(description="syncs that checked it")
+    baseline_window: str | None = Field(description="concurrent: the old version's traffic since the deploy; "
+                                        "pre_deploy: its traffic before it")
+    n_new: int
+    n_old: int
+    shadow_items: int
+    shadow_cost: float
+    checks: list[WatchCheckPublic]
+    action: str | None = Field(description="alerted | rolled_back | promoted | failed")
+    action_at: datetime | None
+    note: str | None
+
+
 class SuggestionDetail(SuggestionPublic):
     evidence: Evidence = Field(description="certification: n, intervals, verdicts per evaluator; changes, "
                                            "lineage, savings projection")
@@ -233,6 +270,7 @@ class SuggestionDetail(SuggestionPublic):
     moves: list[dict[str, Any]] = Field(default_factory=list)
     reviews: list[ReviewPublic]
     deployments: list[DeploymentPublic]
+    watch: WatchPublic | None = Field(default=None, description="the post-deploy watch, once deployed")
 
 
 class RejectRequest(BaseModel):

@@ -93,7 +93,7 @@ class ConnectorConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
-WEBHOOK_EVENTS = ("suggestion.created", "suggestion.approved", "suggestion.deployed", "run.failed")
+WEBHOOK_EVENTS = ("suggestion.created", "suggestion.approved", "suggestion.deployed", "run.failed", "watch.regressed")
 
 
 class ApiSettings(BaseModel):
@@ -149,7 +149,7 @@ class WebhookConfig(BaseModel):
 
     url: str = Field(description="http(s) URL that receives a POST per event")
     events: list[Literal["suggestion.created", "suggestion.approved", "suggestion.deployed",
-                         "run.failed"]] = Field(default_factory=lambda: list(WEBHOOK_EVENTS))
+                         "run.failed", "watch.regressed"]] = Field(default_factory=lambda: list(WEBHOOK_EVENTS))
     format: Literal["json", "slack"] = Field(default="json", description="slack: text + blocks")
     secret_env: str | None = Field(
         default=None, description="variable holding the HMAC secret; default: secret_key")
