@@ -288,6 +288,20 @@ class SpendRow(BaseModel):
     cost: float
 
 
+class QualityRow(BaseModel):
+    """One quality signal of a deployed suggestion: projected (the holdout) and realized (live)."""
+
+    signal: str
+    projected_delta: float | None = Field(default=None, description="candidate − baseline on the holdout")
+    projected_low: float | None = None
+    projected_high: float | None = None
+    realized_mean: float | None = Field(default=None, description="the new version's live mean")
+    realized_old_mean: float | None = None
+    realized_delta_low: float | None = Field(default=None, description="anytime-valid bounds on new − old, live")
+    realized_delta_high: float | None = None
+    n: int = 0
+
+
 class SavingsRow(BaseModel):
     suggestion_id: int
     prompt: str
@@ -299,8 +313,20 @@ class SavingsRow(BaseModel):
     realized_cost_per_call: float | None = None
     realized_calls: int | None = None
     realized_savings_to_date: float | None = None
-    realized_monthly_savings: float | None = Field(default=None, description="run rate of the post-deploy logs")
+    realized_monthly_savings: float | None = Field(
+        default=None, description="run rate of the post-deploy logs; none while the window is too short")
     since: datetime | None = None
+    projected_cost_per_call: float | None = Field(default=None, description="the candidate's projected cost per call")
+    realized_cost_per_call_low: float | None = Field(default=None, description="95 % t-interval of the realized "
+                                                     "cost per call")
+    realized_cost_per_call_high: float | None = None
+    cost_projection_error: float | None = Field(default=None, description="realized / projected cost per call − 1")
+    window_days: float | None = Field(default=None, description="days of post-promotion traffic behind the figures")
+    window_note: str | None = Field(default=None, description="why no monthly figure yet: \"window too short: "
+                                    "N calls over M minutes …\"")
+    watch_verdict: WatchVerdict | None = Field(default=None, description="the post-deploy watch's verdict")
+    quality: list[QualityRow] = Field(default_factory=list, description="per signal: realized on live traffic "
+                                      "(the watch) next to the holdout's certified difference")
 
 
 class SavingsReport(BaseModel):
