@@ -211,9 +211,16 @@ def _look(session: Session, settings: Settings, watch: Watch, policy: WatchPolic
     k = len(unpaired_keys) + len(paired)
     a = per_signal_alpha(alpha, k)
 
+    suggestion = session.get(Suggestion, watch.suggestion_id)
+    certified = {k: e.margin for k, e in suggestion.evidence.evaluators.items()
+                 if e.margin is not None} if suggestion is not None else {}
+
     def margin(key: str) -> float:
+        """The policy's margin, else the one the suggestion was certified at, else the prompt's."""
         if policy.margin is not None:
             return policy.margin
+        if key in certified:
+            return float(certified[key])  # type: ignore[arg-type]
         return config.margins.get(key.removeprefix("feedback:"), config.margin)
 
     checks = [paired_check(key, *paired[key], alpha=a, margin=margin(key), min_items=policy.min_items)
