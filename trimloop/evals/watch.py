@@ -43,7 +43,7 @@ from trimloop.evals.evaluators import EvalContext, normalise
 from trimloop.evals.evaluators.base import MissingReference
 
 MIN_ITEMS = 30  # fewer items per arm than this: inconclusive, whatever the bound says
-LAMBDA_CAP = 0.5  # c in the paper: bets at most half the wealth
+LAMBDA_CAP = 0.75  # c in the paper (it suggests 1/2 or 3/4): bets at most 3/4 of the wealth
 
 
 class WatchPolicy(BaseModel):
