@@ -41,7 +41,9 @@ from trimloop.core.templates import Template, render
 
 pytestmark = pytest.mark.integration
 
-SST2 = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "sst2" / "test.jsonl"
+SST2 = next((p / "shared" / "datasets" / "sst2" / "test.jsonl" for p in Path(__file__).resolve().parents
+             if (p / "shared" / "datasets" / "sst2" / "test.jsonl").exists()),
+            Path("shared") / "datasets" / "sst2" / "test.jsonl")  # beside the checkout (or a worktree's parents)
 EXAMPLES = [("a gorgeous , witty , seductive movie .", "positive"),
             ("the movie is a disaster from start to finish .", "negative"),
             ("an utterly charming and hilarious film .", "positive"),

@@ -236,3 +236,5 @@ def test_a_deployed_suggestion_shows_its_watch(page: Any, server: dict[str, Any]
     row = panel.get_by_role("row", name=re.compile("feedback:thumbs"))
     assert "own traffic" in row.inner_text() and "regressed" in row.inner_text() and "200 / 300" in row.inner_text()
     shoot(page, "suggestion-watch")
+    page.goto(server["base"] + "/ui/dashboard")  # finance sees it beside projected vs realized
+    assert "regressed" in page.locator(f"tr.realized-row[data-suggestion='{sid}']").inner_text()
