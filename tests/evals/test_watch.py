@@ -65,3 +65,22 @@ def test_watch_policy_errors_name_the_key(tmp_path):
     assert watch_policy(Settings(home=tmp_path), "p").on_regression == "alert"
     with pytest.raises(ConfigError, match="must be a table"):
         watch_policy(Settings(home=tmp_path, prompts={"p": {"watch": "rollback"}}), "p")
+
+
+def test_the_sequence_after_n_items_is_the_one_computed_on_the_first_n():
+    """Predictable bets: the bench evaluates every look from one pass over the stream."""
+    x = np.random.default_rng(2).binomial(1, 0.7, 500).astype(float)
+    full_low, full_high = betting_bounds(x, 0.05)
+    for n in (30, 137, 500):
+        low, high = betting_bounds(x[:n], 0.05)
+        assert low[-1] == pytest.approx(full_low[n - 1]) and high[-1] == pytest.approx(full_high[n - 1])
+
+
+def test_a_fixed_pre_deploy_window_is_bounded_once_and_tighter():
+    old = np.random.default_rng(3).binomial(1, 0.9, 2000).astype(float)
+    seq_low, seq_high = betting_bounds(old, 0.025)
+    fix_low, fix_high = betting_bounds(old, 0.025, fixed=True)
+    assert seq_low[-1] < fix_low[-1] < 0.9 < fix_high[-1] < seq_high[-1]
+    rng = np.random.default_rng(4)  # and it still covers: 400 samples at one-sided 0.1
+    misses = sum(bool(betting_bounds(rng.binomial(1, 0.9, 500), 0.1, fixed=True)[0][-1] > 0.9) for _ in range(400))
+    assert misses / 400 <= 0.1

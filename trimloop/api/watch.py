@@ -226,7 +226,7 @@ def _look(session: Session, settings: Settings, watch: Watch, policy: WatchPolic
     checks = [paired_check(key, *paired[key], alpha=a, margin=margin(key), min_items=policy.min_items)
               for key in sorted(paired)]
     checks += [unpaired_check(key, new_signals[key], old_signals[key], alpha=a, margin=margin(key),
-                              min_items=policy.min_items) for key in unpaired_keys]
+                              min_items=policy.min_items, old_fixed=window == "pre_deploy") for key in unpaired_keys]
     watch.n_new, watch.n_old, watch.baseline_window = len(new), len(old), window
     watch.shadow_items = len(shadows)
     watch.shadow_cost = float(sum(row.cost for row in shadows))

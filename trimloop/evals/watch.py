@@ -85,9 +85,14 @@ def watch_policy(settings: Settings, prompt_name: str) -> WatchPolicy:
                           ) from None
 
 
-def betting_bounds(x: Sequence[float] | np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+def betting_bounds(x: Sequence[float] | np.ndarray, alpha: float, *, fixed: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """One-sided (1 − alpha) lower and upper PrPl-EB confidence sequences for the mean of x ∈ [0, 1],
-    after each observation, running-intersected (lower non-decreasing, upper non-increasing)."""
+    after each observation, running-intersected (lower non-decreasing, upper non-increasing).
+
+    `fixed`: x is a sample fixed before any look (the old version's pre-deploy window), so only the
+    bound at its full length is used, and the bets are tuned for that length (the paper's PrPl-EB
+    confidence interval, λ_t = sqrt(2 log(1/α) / (n σ̂²_{t−1})) ∧ c): narrower than the sequence."""
     x = np.clip(np.asarray(x, dtype=float), 0.0, 1.0)
     n = len(x)
     if n == 0:
@@ -99,7 +104,8 @@ def betting_bounds(x: Sequence[float] | np.ndarray, alpha: float) -> tuple[np.nd
     mu_prev = np.concatenate(([0.5], mu[:-1]))
     var_prev = np.concatenate(([0.25], var[:-1]))
     log_term = math.log(1.0 / alpha)
-    lam = np.minimum(np.sqrt(2.0 * log_term / (var_prev * t * np.log1p(t))), LAMBDA_CAP)
+    spread = np.full(n, float(n)) if fixed else t * np.log1p(t)
+    lam = np.minimum(np.sqrt(2.0 * log_term / (var_prev * spread)), LAMBDA_CAP)
     v = 4.0 * (x - mu_prev) ** 2
     psi = (-np.log1p(-lam) - lam) / 4.0
     lam_sum = np.cumsum(lam)
@@ -140,13 +146,14 @@ def _verdict(low: float, high: float, margin: float, enough: bool) -> WatchVerdi
 
 
 def unpaired_check(signal: str, new: Sequence[float], old: Sequence[float], *, alpha: float, margin: float,
-                   min_items: int = MIN_ITEMS) -> SignalCheck:
-    """New version's live values against the old one's (concurrent, or its pre-deploy window)."""
+                   min_items: int = MIN_ITEMS, old_fixed: bool = False) -> SignalCheck:
+    """New version's live values against the old one's: concurrent (both grow, both sequences), or its
+    pre-deploy window (`old_fixed`: a sample fixed before the first look, bounded once at its size)."""
     if not len(new) or not len(old):
         return SignalCheck(signal, "unpaired", len(new), len(old), _mean(new), _mean(old), None, None, margin,
                            WatchVerdict.inconclusive)
     new_low, new_high = betting_bounds(new, alpha / 2)
-    old_low, old_high = betting_bounds(old, alpha / 2)
+    old_low, old_high = betting_bounds(old, alpha / 2, fixed=old_fixed)
     low, high = float(new_low[-1] - old_high[-1]), float(new_high[-1] - old_low[-1])
     enough = min(len(new), len(old)) >= min_items
     return SignalCheck(signal, "unpaired", len(new), len(old), _mean(new), _mean(old), low, high, margin,
