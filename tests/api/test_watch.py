@@ -176,3 +176,24 @@ def test_a_bad_watch_policy_is_named_and_does_not_stop_the_sync(engine, settings
         deployed(client, engine, bad, headers)
         [look] = services.sync(engine=engine, settings=bad, actor="test").watches
     assert look.verdict == "inconclusive" and "on_regression" in (look.error or "")
+
+
+def test_trimloop_sync_prints_each_watch_with_its_numbers():
+    import io
+
+    from rich.console import Console
+
+    from trimloop.api.cli.sync import print_watches
+    from trimloop.api.watch import WatchOutcome
+    from trimloop.core.status import WatchVerdict
+
+    out = io.StringIO()
+    check = {"signal": "label", "mode": "unpaired", "n_new": 75, "n_old": 800, "mean_new": 0.5, "mean_old": 0.95,
+             "low": -0.61, "high": -0.29, "margin": 0.05, "verdict": "regressed"}
+    print_watches([WatchOutcome(7, WatchVerdict.regressed, True, action="rolled_back", checks=[check]),
+                   WatchOutcome(8, WatchVerdict.inconclusive, False, error="invalid watch policy: …")],
+                  Console(file=out, width=200))
+    lines = out.getvalue().splitlines()
+    assert lines[0] == ("watch suggestion 7: regressed — label: new 0.500 vs old 0.950, new − old in [-0.610, -0.290] "
+                        "(n 75/800, unpaired); rolled back")
+    assert lines[1] == "watch suggestion 8: inconclusive invalid watch policy: …"
