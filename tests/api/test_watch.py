@@ -197,3 +197,19 @@ def test_trimloop_sync_prints_each_watch_with_its_numbers():
     assert lines[0] == ("watch suggestion 7: regressed — label: new 0.500 vs old 0.950, new − old in [-0.610, -0.290] "
                         "(n 75/800, unpaired); rolled back")
     assert lines[1] == "watch suggestion 8: inconclusive invalid watch policy: …"
+
+
+def test_while_both_versions_serve_the_old_ones_concurrent_traffic_is_the_comparison(
+        engine, settings, headers, receiver, old_traffic, monkeypatch):
+    monkeypatch.setenv("TEST_HOOK_SECRET", SECRET)
+    settings = configured(settings, receiver.url)
+    with TestClient(create_app(settings, engine)) as client:
+        sid, version = deployed(client, engine, settings, headers)  # staging takes a share; production stays on 1
+        start = datetime.now(timezone.utc) + timedelta(seconds=1)
+        traffic(old_traffic, "1", start, 300, 0.5, "old-now")  # the old version, same period, now worse
+        traffic(old_traffic, version, start, 300, 0.95, "new")
+        [look] = services.sync(engine=engine, settings=settings, actor="test").watches
+    with session_scope(engine) as session:
+        watch = session.exec(select(Watch).where(Watch.suggestion_id == sid)).one()
+    assert watch.baseline_window == "concurrent" and (watch.n_new, watch.n_old) == (300, 300)
+    assert look.verdict == "holding" and receiver.requests == []  # judged against the same period, not before
