@@ -42,6 +42,7 @@ EXPECTED = {
     ("GET", "/suggestions"): "read",
     ("GET", "/suggestions/{suggestion_id}"): "read",
     ("GET", "/suggestions/{suggestion_id}/items"): "read",
+    ("GET", "/suggestions/{suggestion_id}/watch"): "read",
     ("POST", "/suggestions/{suggestion_id}/approve"): "review",
     ("POST", "/suggestions/{suggestion_id}/reject"): "review",
     ("POST", "/suggestions/{suggestion_id}/deploy"): "operate",

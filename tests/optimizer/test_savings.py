@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from trimloop.core.defaults import DAYS_PER_MONTH
-from trimloop.optimizer.savings import project, realize
+from trimloop.optimizer.savings import mean_interval, project, projection_error, realize
 
 NOW = datetime(2026, 3, 29, tzinfo=timezone.utc)
 DAY = timedelta(days=1)
@@ -114,10 +114,25 @@ def test_realized_by_hand():
     assert r.days == 5.0 and r.calls_per_day == 2.0
     assert r.savings_to_date == pytest.approx(0.015, rel=1e-12)
     assert r.monthly == pytest.approx(0.09, rel=1e-12)
-    # six hours count as one day: 10 calls a day → 10 × 30 × 0.0015 = 0.45 (not 4 × that)
+    # six hours are too short for a monthly figure: none is made up, the reason says why
     r = realize(calls=10, baseline_cost_per_call=0.002, candidate_cost_per_call=0.0005,
                 since=NOW - timedelta(hours=6), until=NOW)
-    assert r.days == 1.0 and r.monthly == pytest.approx(0.45, rel=1e-12)
+    assert r.days == 0.25 and r.monthly is None and r.calls_per_day is None
+    assert r.savings_to_date == pytest.approx(0.015, rel=1e-12)
+    assert r.too_short == "window too short: 10 calls over 6.0 hours; a monthly figure needs at least 1 day of traffic"
+    # the case: 300 calls in the 5 minutes after a deploy
+    r = realize(calls=300, baseline_cost_per_call=0.002, candidate_cost_per_call=0.0005,
+                since=NOW - timedelta(minutes=5), until=NOW)
+    assert r.monthly is None and r.too_short.startswith("window too short: 300 calls over 5 minutes")
     # a dearer version loses money: 4 calls over 2 days at 0.003 against 0.002 → 2 × 30 × (−0.001) = −0.06
     r = realize(calls=4, baseline_cost_per_call=0.002, candidate_cost_per_call=0.003, since=NOW - 2 * DAY, until=NOW)
     assert r.savings_to_date == pytest.approx(-0.004, rel=1e-12) and r.monthly == pytest.approx(-0.06, rel=1e-12)
+
+
+def test_cost_interval_and_projection_error():
+    costs = [0.001, 0.002, 0.003, 0.002]
+    low, high = mean_interval(len(costs), sum(costs), sum(c * c for c in costs))  # type: ignore[misc]
+    # mean 0.002, sd 0.000816, t(0.975, 3) = 3.182 → half-width 0.0012992
+    assert low == pytest.approx(0.002 - 0.0012992, rel=1e-4) and high == pytest.approx(0.002 + 0.0012992, rel=1e-4)
+    assert mean_interval(1, 0.002, 0.000004) is None
+    assert projection_error(0.0011, 0.001) == pytest.approx(0.1) and projection_error(0.001, None) is None

@@ -54,7 +54,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, test_databases: Any) -> Ite
         time.sleep(0.05)
     assert http.started, "uvicorn did not start"
     yield {"base": f"http://127.0.0.1:{port}", "tokens": seed.tokens(engine), "run": run_id, "real": real,
-           "hostile": hostile, "triage": triage}
+           "hostile": hostile, "triage": triage, "engine": engine, "settings": settings}
     http.should_exit = True
     thread.join(10)
     engine.dispose()
@@ -215,3 +215,41 @@ def test_engineer_opens_the_setup_page_from_the_menu(page: Any, server: dict[str
     page.set_viewport_size({"width": 390, "height": 844})
     assert page.evaluate("document.documentElement.scrollWidth") <= 390  # long paths wrap on a phone
     shoot(page, "setup")
+
+
+def test_a_deployed_suggestion_shows_its_watch(page: Any, server: dict[str, Any]) -> None:
+    """A deployed suggestion whose users' thumbs fell after the deploy: the watch (run as a sync runs
+    it) says regressed, and the suggestion page shows the verdict, the numbers and the action."""
+    from datetime import timedelta
+
+    from trimloop.api.watch import check_watches
+    from trimloop.core.tables import Deployment, LogRecord, utcnow
+
+    engine = server["engine"]
+    [sid] = seed.prompt_with_suggestions(engine, "watched-triage", 1, days_of_logs=1)
+    deployed_at = utcnow() - timedelta(hours=2)
+    with session_scope(engine) as session:
+        s = session.get(Suggestion, sid)
+        s.status = "deployed"
+        session.add(s)
+        session.add(Deployment(suggestion_id=sid, connector="trimloop", label="staging", action="deploy",
+                               actor="test", created_at=deployed_at))
+
+        def logs(version_id: int, start: Any, n: int, good: float, tag: str) -> list[LogRecord]:
+            return [LogRecord(connector="trimloop", external_id=f"watch-{tag}-{i}", prompt_id=s.prompt_id,
+                              version_id=version_id, output="ok", cost=0.001, called_at=start + timedelta(seconds=i),
+                              feedback=[{"name": "thumbs", "value": (i * 37) % 100 < good * 100}]) for i in range(n)]
+        session.add_all(logs(s.baseline_version_id, deployed_at - timedelta(hours=5), 300, 0.9, "old")
+                        + logs(s.candidate_version_id, deployed_at + timedelta(minutes=1), 200, 0.4, "new"))
+    [look] = [o for o in check_watches(engine=engine, settings=server["settings"]) if o.suggestion_id == sid]
+    assert look.verdict == "regressed" and look.action == "alerted"
+
+    login(page, server, "viewer", f"/ui/suggestions/{sid}")
+    panel = page.locator("#watch")
+    assert panel.locator(".watch").get_attribute("data-verdict") == "regressed"
+    assert "Action: alerted" in panel.inner_text()
+    row = panel.get_by_role("row", name=re.compile("feedback:thumbs"))
+    assert "own traffic" in row.inner_text() and "regressed" in row.inner_text() and "200 / 300" in row.inner_text()
+    shoot(page, "suggestion-watch")
+    page.goto(server["base"] + "/ui/dashboard")  # finance sees it beside projected vs realized
+    assert "regressed" in page.locator(f"tr.realized-row[data-suggestion='{sid}']").inner_text()

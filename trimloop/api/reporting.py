@@ -15,9 +15,10 @@ from sqlalchemy import and_, func, literal, or_
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
-from trimloop.api.schemas import SavingsReport, SavingsRow, SpendRow
-from trimloop.core.tables import Deployment, LogRecord, Prompt, Suggestion, as_utc, utcnow
-from trimloop.optimizer.savings import realize
+from trimloop.api.schemas import QualityRow, SavingsReport, SavingsRow, SpendRow
+from trimloop.core.evidence import Evidence
+from trimloop.core.tables import Deployment, LogRecord, Prompt, Suggestion, Watch, as_utc, utcnow
+from trimloop.optimizer.savings import mean_interval, projection_error, realize
 
 COST = LogRecord.counted_cost()  # cost within bounds: sums over the store cannot overflow
 CALLS = LogRecord.weight()  # the calls a log stands for: 1 / sample_rate
@@ -113,24 +114,31 @@ def realized_rows(session: Session, names: dict[int, str]) -> list[SavingsRow]:
     three per suggestion (which took ~1.4 s for 160 deployed suggestions over 100k logs)."""
     suggestions = session.exec(  # columns, not ORM objects: 800 objects took ~0.3 s
         select(Suggestion.id, Suggestion.prompt_id, Suggestion.status, Suggestion.projected_monthly_savings,
-               Suggestion.savings_low, Suggestion.savings_high, Suggestion.baseline_cost_per_call)
+               Suggestion.savings_low, Suggestion.savings_high, Suggestion.candidate_cost_per_call,
+               Suggestion.baseline_cost_per_call)
         .where(col(Suggestion.status).in_(DONE)).order_by(col(Suggestion.id))).all()
     rows = [SavingsRow(suggestion_id=sid, prompt=names.get(prompt_id, "?"), status=status,  # type: ignore[arg-type]
-                       projected_monthly_savings=projected, savings_low=low, savings_high=high)
-            for sid, prompt_id, status, projected, low, high, _ in suggestions]
+                       projected_monthly_savings=projected, savings_low=low, savings_high=high,
+                       projected_cost_per_call=candidate)
+            for sid, prompt_id, status, projected, low, high, candidate, _ in suggestions]
     if not rows:
         return rows
+    _quality(session, rows)
     w = _windows()
     windows = {sid: (baseline, since, until) for sid, baseline, since, until in session.exec(
         select(w.c.sid, w.c.baseline, w.c.since, w.c.until)).all()}
     if not windows:
         return rows
     after = session.exec(  # type: ignore[call-overload]
-        select(w.c.sid, func.sum(CALLS), func.sum(SPEND), func.sum(COSTED))
+        select(w.c.sid, func.sum(CALLS), func.sum(SPEND), func.sum(COSTED), func.count(COST), func.sum(COST),
+               func.sum(COST * COST))
         .join(LogRecord, and_(col(LogRecord.version_id) == w.c.candidate, col(LogRecord.called_at) >= w.c.since,
                               or_(w.c.until.is_(None), col(LogRecord.called_at) < w.c.until)))
         .group_by(w.c.sid)).all()
-    realized = {sid: (round(n or 0), spent / costed if costed else None) for sid, n, spent, costed in after}
+    # calls and mean cost weigh each log by the calls it stands for (sampled logs); the interval of
+    # the cost per call is over the logged calls themselves
+    realized = {sid: (round(n or 0), spent / costed if costed else None) for sid, n, spent, costed, *_ in after}
+    spread = {sid: (int(k), total or 0.0, squares or 0.0) for sid, _, _, _, k, total, squares in after}
     baseline_cpc = _baseline_cost_per_call(session, w, {(b, since) for b, since, _ in windows.values()})
     now = utcnow()
     for (sid, *_, estimate), row in zip(suggestions, rows, strict=True):
@@ -143,11 +151,40 @@ def realized_rows(session: Session, names: dict[int, str]) -> list[SavingsRow]:
             baseline = estimate
         row.since, row.realized_calls, row.realized_cost_per_call = since, calls, realized_cpc
         row.baseline_cost_per_call = baseline
+        interval = mean_interval(*spread.get(sid, (0, 0.0, 0.0)))
+        if interval is not None:
+            row.realized_cost_per_call_low, row.realized_cost_per_call_high = interval
+        row.cost_projection_error = projection_error(realized_cpc, row.projected_cost_per_call)
         if calls and realized_cpc is not None and baseline is not None:
             done = realize(calls=calls, baseline_cost_per_call=baseline, candidate_cost_per_call=realized_cpc,
                            since=as_utc(since), until=as_utc(until) if until else now)
             row.realized_savings_to_date, row.realized_monthly_savings = done.savings_to_date, done.monthly
+            row.window_days, row.window_note = done.days, done.too_short
     return rows
+
+
+def _quality(session: Session, rows: list[SavingsRow]) -> None:
+    """Each row's quality: the holdout's certified difference per evaluator next to what the watch
+    measures on live traffic (its last check), and the watch's verdict."""
+    ids = [r.suggestion_id for r in rows]
+    evidence = dict(session.exec(select(Suggestion.id, Suggestion.evidence).where(col(Suggestion.id).in_(ids))).all())
+    watches = {w.suggestion_id: w for w in session.exec(select(Watch).where(col(Watch.suggestion_id).in_(ids))).all()}
+    for row in rows:
+        ev = evidence.get(row.suggestion_id)
+        watch = watches.get(row.suggestion_id)
+        by_signal: dict[str, QualityRow] = {}
+        if isinstance(ev, Evidence):
+            for key, e in ev.evaluators.items():
+                by_signal[key] = QualityRow(signal=key, projected_delta=e.delta, projected_low=e.lower,
+                                            projected_high=e.upper)
+        if watch is not None:
+            row.watch_verdict = watch.verdict
+            for check in watch.checks:
+                q = by_signal.setdefault(check["signal"], QualityRow(signal=check["signal"]))
+                q.realized_mean, q.realized_old_mean = check.get("mean_new"), check.get("mean_old")
+                q.realized_delta_low, q.realized_delta_high = check.get("low"), check.get("high")
+                q.n = int(check.get("n_new") or 0)
+        row.quality = list(by_signal.values())
 
 
 def savings_report(session: Session, days: int = 30) -> SavingsReport:
@@ -174,7 +211,9 @@ def savings_report(session: Session, days: int = 30) -> SavingsReport:
 
 CSV_COLUMNS = ("section", "day", "prompt", "model", "calls", "cost", "suggestion_id", "status",
                "projected_monthly_savings", "realized_monthly_savings", "realized_savings_to_date",
-               "baseline_cost_per_call", "realized_cost_per_call", "realized_calls", "since", "retires_on")
+               "baseline_cost_per_call", "realized_cost_per_call", "realized_calls", "since", "retires_on",
+               "projected_cost_per_call", "realized_cost_per_call_low", "realized_cost_per_call_high",
+               "cost_projection_error", "window_days", "window_note", "watch_verdict")
 
 
 def as_csv(report: SavingsReport) -> str:

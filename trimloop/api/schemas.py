@@ -14,7 +14,7 @@ from trimloop.core.errors import UserError
 
 from trimloop.core.evidence import Evidence, RunResults
 from trimloop.core.status import RunStatus as RunState
-from trimloop.core.status import SuggestionStatus
+from trimloop.core.status import SuggestionStatus, WatchVerdict
 from trimloop.core.tables import PromptVersion
 
 from trimloop.optimizer.config import MAX_BUDGET_CALLS, MAX_BUDGET_DOLLARS
@@ -247,6 +247,43 @@ class DeploymentPublic(Public):
     created_at: datetime
 
 
+class WatchCheckPublic(BaseModel):
+    signal: str = Field(description="an evaluator's key, or feedback:NAME")
+    mode: Literal["paired", "unpaired"] = Field(description="paired: shadow scores of both versions on the "
+                                                "same live inputs; unpaired: each version's own traffic")
+    n_new: int
+    n_old: int
+    mean_new: float | None
+    mean_old: float | None
+    low: float | None = Field(description="anytime-valid lower bound on new − old")
+    high: float | None = Field(description="anytime-valid upper bound on new − old")
+    margin: float
+    verdict: WatchVerdict
+
+
+class WatchPublic(BaseModel):
+    """The post-deploy watch of a deployed suggestion (checked after every sync)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    suggestion_id: int
+    prompt_id: int
+    verdict: WatchVerdict = Field(description="holding | regressed | inconclusive")
+    started_at: datetime = Field(description="when the new version could take traffic (its deploy)")
+    checked_at: datetime | None
+    looks: int = Field(description="syncs that checked it")
+    baseline_window: str | None = Field(description="concurrent: the old version's traffic since the deploy; "
+                                        "pre_deploy: its traffic before it")
+    n_new: int
+    n_old: int
+    shadow_items: int
+    shadow_cost: float
+    checks: list[WatchCheckPublic]
+    action: str | None = Field(description="alerted | rolled_back | promoted | failed")
+    action_at: datetime | None
+    note: str | None
+
+
 class SuggestionDetail(SuggestionPublic):
     evidence: Evidence = Field(description="certification: n, intervals, verdicts per evaluator; changes, "
                                            "lineage, savings projection")
@@ -256,6 +293,7 @@ class SuggestionDetail(SuggestionPublic):
     moves: list[dict[str, Any]] = Field(default_factory=list)
     reviews: list[ReviewPublic]
     deployments: list[DeploymentPublic]
+    watch: WatchPublic | None = Field(default=None, description="the post-deploy watch, once deployed")
 
 
 class TrialPublic(BaseModel):
@@ -307,6 +345,20 @@ class SpendRow(BaseModel):
     cost: float
 
 
+class QualityRow(BaseModel):
+    """One quality signal of a deployed suggestion: projected (the holdout) and realized (live)."""
+
+    signal: str
+    projected_delta: float | None = Field(default=None, description="candidate − baseline on the holdout")
+    projected_low: float | None = None
+    projected_high: float | None = None
+    realized_mean: float | None = Field(default=None, description="the new version's live mean")
+    realized_old_mean: float | None = None
+    realized_delta_low: float | None = Field(default=None, description="anytime-valid bounds on new − old, live")
+    realized_delta_high: float | None = None
+    n: int = 0
+
+
 class SavingsRow(BaseModel):
     suggestion_id: int
     prompt: str
@@ -318,9 +370,21 @@ class SavingsRow(BaseModel):
     realized_cost_per_call: float | None = None
     realized_calls: int | None = None
     realized_savings_to_date: float | None = None
-    realized_monthly_savings: float | None = Field(default=None, description="run rate of the post-deploy logs")
+    realized_monthly_savings: float | None = Field(
+        default=None, description="run rate of the post-deploy logs; none while the window is too short")
     since: datetime | None = None
     retires_on: date | None = Field(default=None, description="the baseline's model retires that day: migrate before")
+    projected_cost_per_call: float | None = Field(default=None, description="the candidate's projected cost per call")
+    realized_cost_per_call_low: float | None = Field(default=None, description="95 % t-interval of the realized "
+                                                     "cost per call")
+    realized_cost_per_call_high: float | None = None
+    cost_projection_error: float | None = Field(default=None, description="realized / projected cost per call − 1")
+    window_days: float | None = Field(default=None, description="days of post-promotion traffic behind the figures")
+    window_note: str | None = Field(default=None, description="why no monthly figure yet: \"window too short: "
+                                    "N calls over M minutes …\"")
+    watch_verdict: WatchVerdict | None = Field(default=None, description="the post-deploy watch's verdict")
+    quality: list[QualityRow] = Field(default_factory=list, description="per signal: realized on live traffic "
+                                      "(the watch) next to the holdout's certified difference")
 
 
 class SavingsReport(BaseModel):

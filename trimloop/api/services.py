@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from trimloop.api.webhooks import HealthChange
+from trimloop.api.watch import WatchOutcome, check_watches
 from trimloop.connectors.sync import SyncReport, sync as sync_connectors
 from trimloop.core import store
 from trimloop.core.db import session_scope
@@ -69,18 +70,23 @@ def start_run(*, engine: Engine, settings: Settings, prompt_id: int, config: dic
 
 @dataclass
 class SyncOutcome:
-    """What a sync did: per-connector reports, and the suggestions it superseded or expired."""
+    """What a sync did: per-connector reports, the suggestions it superseded or expired, and what the
+    post-deploy watch of each deployed suggestion found (and did) after it."""
 
     reports: list[SyncReport] = field(default_factory=list)
     superseded: list[int] = field(default_factory=list)
     expired: list[int] = field(default_factory=list)
+    watches: list[WatchOutcome] = field(default_factory=list)
 
 
 def sync(*, engine: Engine, settings: Settings, actor: str, only: list[str] | None = None, full: bool = False,
-         pull: bool = True, now: datetime | None = None) -> SyncOutcome:
+         pull: bool = True, now: datetime | None = None, watch: bool = True,
+         gateway_factory: Any = None, transport: Any = None) -> SyncOutcome:
     """Pull from the connectors (those named in `only`; none when `pull` is False), then mark open
     suggestions whose baseline left production `superseded` and pending ones older than
-    scheduler.expire_pending_after_days `expired`, so the prompt stops waiting on them."""
+    scheduler.expire_pending_after_days `expired`, so the prompt stops waiting on them; then look at
+    every deployed suggestion's watch (api/watch.py: verdict, alert, rollback or promote by policy).
+    `gateway_factory` and `transport` replace the real gateway (shadow scoring) and webhook transport."""
     outcome = SyncOutcome()
     if pull:
         outcome.reports = sync_connectors(engine=engine, settings=settings, only=only, full=full)
@@ -94,6 +100,9 @@ def sync(*, engine: Engine, settings: Settings, actor: str, only: list[str] | No
                 object_id=",".join(r.connector for r in outcome.reports),
                 after={"reports": [{k: v for k, v in r.to_dict().items() if k != "problems"} for r in outcome.reports],
                        "superseded": outcome.superseded, "expired": outcome.expired})
+    if watch:
+        outcome.watches = check_watches(engine=engine, settings=settings, now=now, gateway_factory=gateway_factory,
+                                        transport=transport)
     return outcome
 
 

@@ -105,7 +105,7 @@ class ConnectorConfig(BaseModel):
 
 
 WEBHOOK_EVENTS = ("suggestion.created", "suggestion.approved", "suggestion.deployed", "run.failed", "run.blocked",
-                  "model.retiring", "prompt.unhealthy")
+                  "model.retiring", "prompt.unhealthy", "watch.regressed")
 
 
 class ApiSettings(BaseModel):
@@ -161,7 +161,7 @@ class WebhookConfig(BaseModel):
 
     url: str = Field(description="http(s) URL that receives a POST per event")
     events: list[Literal["suggestion.created", "suggestion.approved", "suggestion.deployed",
-                         "run.failed", "run.blocked", "model.retiring", "prompt.unhealthy"]] = Field(
+                         "run.failed", "run.blocked", "model.retiring", "prompt.unhealthy", "watch.regressed"]] = Field(
         default_factory=lambda: list(WEBHOOK_EVENTS))
     format: Literal["json", "slack"] = Field(default="json", description="slack: text + blocks")
     secret_env: str | None = Field(

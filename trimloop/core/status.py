@@ -42,6 +42,14 @@ class SuggestionStatus(StrEnum):
     expired = "expired"
 
 
+class WatchVerdict(StrEnum):
+    """The post-deploy watch's verdict on a deployed version against the one it replaced."""
+
+    holding = "holding"
+    regressed = "regressed"
+    inconclusive = "inconclusive"
+
+
 class RunStatus(StrEnum):
     queued = "queued"
     running = "running"

@@ -15,7 +15,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import AutoString, Field, SQLModel
 
 from trimloop.core.evidence import CandidateScores, Evidence, HealthReport, Record, RunResults
-from trimloop.core.status import CandidateStatus, HealthVerdict, RunStatus, SuggestionStatus
+from trimloop.core.status import CandidateStatus, HealthVerdict, RunStatus, SuggestionStatus, WatchVerdict
 
 
 def utcnow() -> datetime:
@@ -400,6 +400,49 @@ class Deployment(SQLModel, table=True):
     actor: str = Field(max_length=200)
     error: str | None = _text()
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Watch(SQLModel, table=True):
+    """The post-deploy watch of one deployed suggestion: its version's live signals against the
+    version it replaced, checked after every sync (api/watch.py), with the numbers of the last check."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    suggestion_id: int = Field(foreign_key="suggestion.id", unique=True, index=True)
+    prompt_id: int = Field(foreign_key="prompt.id", index=True)
+    old_version_id: int = Field(foreign_key="promptversion.id")
+    new_version_id: int = Field(foreign_key="promptversion.id")
+    started_at: datetime  # when the new version could take traffic (its deploy to staging)
+    verdict: WatchVerdict = _status(WatchVerdict, WatchVerdict.inconclusive)
+    checks: list[dict[str, Any]] = _json(default_factory=list)  # one SignalCheck per signal, last check
+    baseline_window: str | None = Field(default=None, max_length=20)  # concurrent | pre_deploy
+    n_new: int = 0
+    n_old: int = 0
+    shadow_items: int = 0
+    shadow_cost: float = 0.0
+    looks: int = 0  # how many times it was checked
+    history: list[dict[str, Any]] = _json(default_factory=list)  # {at, verdict, n_new, n_old}, newest last
+    action: str | None = Field(default=None, max_length=20)  # alerted | rolled_back | promoted | failed
+    action_at: datetime | None = None
+    note: str | None = _text()
+    checked_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ShadowScore(SQLModel, table=True):
+    """One live input of the new version also run through the old version (paired shadow scoring):
+    both versions' scores on the same evaluators. At most once per (watch, log)."""
+
+    __table_args__ = (UniqueConstraint("watch_id", "log_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    watch_id: int = Field(foreign_key="watch.id", index=True)
+    log_id: int = Field(foreign_key="logrecord.id")
+    new_scores: dict[str, Any] = _json(default_factory=dict)
+    old_scores: dict[str, Any] = _json(default_factory=dict)
+    old_output: str | None = _text()
+    cost: float = 0.0
+    error: str | None = _text()
+    created_at: datetime = Field(default_factory=utcnow, index=True)
 
 
 class AuditEvent(SQLModel, table=True):

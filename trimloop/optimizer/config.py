@@ -14,6 +14,7 @@ from trimloop.core.settings import Settings
 from trimloop.evals.datasets import DEFAULT_EVALUATOR_KEYS
 from trimloop.evals.evaluators import build_evaluators
 from trimloop.evals.health import parse_health
+from trimloop.evals.watch import WatchPolicy
 
 OPTIONS_HINT = "the run options are listed in the README's Optimizer options section and docs/api.md"
 
@@ -55,6 +56,8 @@ class RunConfig(BaseModel):
     force: bool = Field(default=False, description="search even when the baseline is broken (evals.health); "
                         "otherwise such a run ends baseline_unhealthy without searching")
     health: dict[str, Any] | None = Field(default=None, description="prompt health options (evals.health.HealthConfig)")
+    watch: dict[str, Any] | None = Field(
+        default=None, description="the post-deploy watch's policy (evals.watch.WatchPolicy); not used by a run")
     dataset: int | None = Field(
         default=None, ge=1, description="id of an imported gold set of this prompt to optimize on instead of a "
         "sample of its logs; items without a baseline output are run once through the baseline (paid calls)")
@@ -134,6 +137,14 @@ def check_run_config(settings: Settings, prompt_name: str, overrides: dict[str, 
         _check_model(settings, model_id, lambda m, h, i=index: error(m, f"models.{i}", h))
     if config.proposer_model is not None:
         _check_model(settings, config.proposer_model, lambda m, h: error(m, "proposer_model", h))
+    if config.watch is not None:
+        try:
+            WatchPolicy(**config.watch)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise error(f"watch.{'.'.join(map(str, first['loc']))}: {_plain(first['msg'])}",
+                        f"watch.{'.'.join(map(str, first['loc']))}",
+                        f"watch takes: {', '.join(WatchPolicy.model_fields)}") from None
     return config
 
 

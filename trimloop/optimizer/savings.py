@@ -94,21 +94,56 @@ def project(
     )
 
 
+MIN_REALIZED_DAYS = 1.0  # a monthly run rate needs a whole daily cycle of traffic behind it
+
+
 @dataclass(frozen=True)
 class Realized:
     days: float
-    calls_per_day: float
+    calls_per_day: float | None  # None while the window is too short to say
     savings_to_date: float
-    monthly: float
+    monthly: float | None  # None while the window is too short: never extrapolated from minutes
+    too_short: str | None = None  # "window too short: 300 calls over 5 minutes …"
+
+
+def window_text(calls: int, days: float) -> str:
+    minutes = days * 1440
+    span = f"{minutes:.0f} minutes" if minutes < 120 else f"{minutes / 60:.1f} hours"
+    return (f"window too short: {calls} calls over {span}; a monthly figure needs at least "
+            f"{MIN_REALIZED_DAYS:g} day of traffic")
 
 
 def realize(*, calls: int, baseline_cost_per_call: float, candidate_cost_per_call: float,
             since: datetime, until: datetime) -> Realized:
     """What a deployed version saved over [since, until): its `calls` at its logged cost per call against
-    the baseline's; the monthly run rate counts at least one day (a promotion an hour old is not ×720)."""
-    days = max((until - since).total_seconds() / 86400, 1.0)
+    the baseline's. The monthly run rate is left out (with the reason) until the window covers
+    MIN_REALIZED_DAYS: 300 calls in the 5 minutes after a deploy are not a rate to scale ×8640."""
+    days = max((until - since).total_seconds() / 86400, 0.0)
+    to_date = calls * (baseline_cost_per_call - candidate_cost_per_call)
+    if days < MIN_REALIZED_DAYS:
+        return Realized(days=days, calls_per_day=None, savings_to_date=to_date, monthly=None,
+                        too_short=window_text(calls, days))
     per_day = calls / days
     return Realized(
-        days=days, calls_per_day=per_day, savings_to_date=calls * (baseline_cost_per_call - candidate_cost_per_call),
+        days=days, calls_per_day=per_day, savings_to_date=to_date,
         monthly=monthly_saving(calls_per_day=per_day, baseline_cost_per_call=baseline_cost_per_call,
                                candidate_cost_per_call=candidate_cost_per_call))
+
+
+def mean_interval(n: int, total: float, total_sq: float, level: float = 0.95) -> tuple[float, float] | None:
+    """A t-interval for a mean from its count, sum and sum of squares (what one SQL pass gives)."""
+    if n < 2:
+        return None
+    from scipy import stats
+
+    mean = total / n
+    var = max(total_sq / n - mean * mean, 0.0) * n / (n - 1)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * math.sqrt(var / n)
+    return mean - half, mean + half
+
+
+def projection_error(realized: float | None, projected: float | None) -> float | None:
+    """realized / projected − 1 (+0.10: the realized figure is 10 % above the projection)."""
+    if realized is None or not projected:
+        return None
+    return realized / projected - 1.0

@@ -3,6 +3,8 @@ suggestions that made stale (as `POST /connectors/sync` and the scheduler do), a
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -34,6 +36,7 @@ def sync(
     out = Console()
     print_reports(done.reports, out)
     print_closed(done.superseded, done.expired, out)
+    print_watches(done.watches, out)
     if any(r.fatal for r in done.reports):
         raise typer.Exit(1)
 
@@ -45,6 +48,20 @@ def print_closed(superseded: list[int], expired: list[int], out: Console) -> Non
                   highlight=False)
     if expired:
         out.print(f"suggestions expired (pending too long without a decision): {', '.join(map(str, expired))}",
+                  highlight=False)
+
+
+def print_watches(watches: list[Any], out: Console) -> None:
+    """One line per deployed suggestion's watch: verdict, the numbers of its worst signal, the action."""
+    for w in watches:
+        colour = {"regressed": "red", "holding": "green"}.get(str(w.verdict), "yellow")
+        worst = min(w.checks, key=lambda c: c["high"] if c.get("high") is not None else 1.0, default=None)
+        numbers = (f" — {worst['signal']}: new {worst['mean_new']:.3f} vs old {worst['mean_old']:.3f}, new − old in "
+                   f"[{worst['low']:+.3f}, {worst['high']:+.3f}] (n {worst['n_new']}/{worst['n_old']}, {worst['mode']})"
+                   if worst and worst.get("low") is not None else "")
+        action = f"; {w.action.replace('_', ' ')}" if w.action else ""
+        error = f" [red]{escape(w.error)}[/]" if w.error else ""
+        out.print(f"watch suggestion {w.suggestion_id}: [{colour}]{w.verdict}[/]{escape(numbers)}{action}{error}",
                   highlight=False)
 
 

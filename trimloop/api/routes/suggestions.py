@@ -19,11 +19,12 @@ from trimloop.api.schemas import (
     SuggestionItems,
     SuggestionPublic,
     TrialPublic,
+    WatchPublic,
 )
 from trimloop.core import store
 from trimloop.core.errors import NotFound
 from trimloop.core.status import SuggestionStatus
-from trimloop.core.tables import Candidate, Deployment, Prompt, PromptVersion, Review, Suggestion
+from trimloop.core.tables import Candidate, Deployment, Prompt, PromptVersion, Review, Suggestion, Watch
 from trimloop.evals.report import item_pairs
 from trimloop.evals.runner import ItemResult
 
@@ -53,10 +54,12 @@ def get_suggestion(suggestion_id: int, session: SessionDep, _: Reader) -> Sugges
                                .order_by(col(Deployment.id))).all()
     baseline, candidate_version = PromptVersionPublic.of(session, [
         session.get(PromptVersion, s.baseline_version_id), session.get(PromptVersion, s.candidate_version_id)])
+    watch = session.exec(select(Watch).where(Watch.suggestion_id == s.id)).first()
     return SuggestionDetail.model_validate({
         **SuggestionPublic.model_validate(s).model_dump(), "evidence": s.evidence,
         "prompt_name": prompt.name if prompt else "?", "baseline": baseline, "candidate": candidate_version,
-        "moves": candidate.moves if candidate else [], "reviews": reviews, "deployments": deployments})
+        "moves": candidate.moves if candidate else [], "reviews": reviews, "deployments": deployments,
+        "watch": WatchPublic.model_validate(watch) if watch else None})
 
 
 @router.get("/{suggestion_id}/items", response_model=SuggestionItems,
@@ -122,3 +125,15 @@ def promote(suggestion_id: int, session: SessionDep, settings: SettingsDep, who:
              summary="move `production` back to the baseline version")
 def rollback(suggestion_id: int, session: SessionDep, settings: SettingsDep, who: Operator) -> Deployment:
     return write_back.rollback(session=session, settings=settings, suggestion_id=suggestion_id, actor=who.actor)
+
+
+@router.get("/{suggestion_id}/watch", response_model=WatchPublic,
+            summary="the post-deploy watch: verdict and the numbers of its last check")
+def get_watch(suggestion_id: int, session: SessionDep, _: Reader) -> Watch:
+    s = store.get_suggestion(session=session, suggestion_id=suggestion_id)
+    watch = session.exec(select(Watch).where(Watch.suggestion_id == s.id)).first()
+    if watch is None:
+        raise NotFound(f"suggestion {suggestion_id} has no watch: it is {s.status}",
+                       where=f"suggestion {suggestion_id}",
+                       hint="a watch starts at the first sync after the suggestion is deployed (POST .../deploy)")
+    return watch

@@ -23,7 +23,7 @@ from trimloop.api.ui.pages import render
 from trimloop.core import store
 from trimloop.core.errors import TrimloopError
 from trimloop.core.store import Superseded, verify_token
-from trimloop.core.tables import Deployment, Prompt, PromptVersion, Review
+from trimloop.core.tables import Deployment, Prompt, PromptVersion, Review, Watch
 
 router = APIRouter(include_in_schema=False)
 ACTIONS = {"approve": "review", "reject": "review", "deploy": "operate", "promote": "operate", "rollback": "operate"}
@@ -146,7 +146,8 @@ def suggestion(suggestion_id: int, request: Request, db: SessionDep) -> Response
         items=evidence.differing_items[:20], lineage=evidence.lineage,
         reviews=db.exec(select(Review).where(Review.suggestion_id == s.id).order_by(col(Review.id))).all(),
         deployments=db.exec(select(Deployment).where(Deployment.suggestion_id == s.id)
-                            .order_by(col(Deployment.id))).all())
+                            .order_by(col(Deployment.id))).all(),
+        watch=db.exec(select(Watch).where(Watch.suggestion_id == s.id)).first())
 
 
 @router.post("/suggestions/{suggestion_id}/{action}")
