@@ -35,13 +35,30 @@ from trimloop.core.settings import Settings
 from trimloop.core.status import SuggestionStatus, WatchVerdict
 from trimloop.core.tables import (Deployment, LogRecord, Prompt, PromptVersion, ShadowScore, Suggestion, Watch,
                                   as_utc, utcnow)
-from trimloop.evals.config import eval_config
+from trimloop.evals.datasets import default_evaluators
+from trimloop.evals.evaluators import NamedEvaluator, build_evaluators
 from trimloop.evals.control import Answered, run_control
 from trimloop.evals.watch import (SignalCheck, WatchPolicy, gold, log_signals, overall, paired_check,
                                   per_signal_alpha, unpaired_check, watch_policy)
 from trimloop.optimizer.config import run_config
 
 log = logging.getLogger("trimloop.api.watch")
+
+
+@dataclass(frozen=True)
+class _Options:
+    """A prompt's evaluators and test options, as its runs read them (optimizer.config.run_config)."""
+
+    evaluators: list[NamedEvaluator]
+    margin: float
+    margins: dict[str, float]
+    alpha: float
+
+
+def eval_config(settings: Settings, name: str) -> _Options:
+    config = run_config(settings, name)
+    evaluators = build_evaluators(config.evaluators or default_evaluators(), where=f"[prompts.{name}].evaluators")
+    return _Options(evaluators=evaluators, margin=config.margin, margins=dict(config.margins), alpha=config.alpha)
 ACTOR = "trimloop watch"
 HISTORY = 200  # looks kept in a watch's history
 T = TypeVar("T")
