@@ -232,6 +232,7 @@ def _oversize(where: str, limits: dict[str, tuple[str, int]], item: Any, prompt:
 
 
 _BOUNDS = {"cost": MAX_COST_PER_CALL, "latency_s": MAX_LATENCY_S}
+TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens")
 
 
 def unstorable(where: str, item: LogItem) -> Problem | None:
@@ -242,7 +243,7 @@ def unstorable(where: str, item: LogItem) -> Problem | None:
         if value is not None and not (type(value) in (int, float) and 0 <= value <= bound):  # NaN fails both
             return Problem(where, f"{attr} is {value!r}; it must be a number from 0 to {bound:g}", "out_of_range",
                            f"check the {attr} in the source ({'dollars' if attr == 'cost' else 'seconds'})")
-    for attr in ("input_tokens", "output_tokens"):
+    for attr in TOKEN_FIELDS:
         value = getattr(item, attr)
         if value is not None and not (type(value) is int and 0 <= value <= MAX_TOKENS):
             return Problem(where, f"{attr} is {value!r}; it must be a whole number from 0 to {MAX_TOKENS}",
@@ -336,7 +337,9 @@ def _row(connector: str, item: LogItem, prompt_id: int, version_id: int | None,
         "version_id": version_id, "inputs": inputs, "output": item.output, "model": item.model,
         "input_tokens": item.input_tokens, "output_tokens": item.output_tokens, "cost": item.cost,
         "latency_s": item.latency_s, "called_at": item.called_at, "feedback": item.feedback,
-        "meta": item.meta,
+        "meta": item.meta, "cached_input_tokens": item.cached_input_tokens,
+        "cache_write_tokens": item.cache_write_tokens, "reasoning_tokens": item.reasoning_tokens,
+        "batch": bool(item.batch),
     }
 
 
@@ -414,7 +417,8 @@ def _conflicts(conn: Connection, connector: str,
 
 
 _COLUMNS = ("connector", "external_id", "prompt_id", "version_id", "inputs", "output", "model",
-            "input_tokens", "output_tokens", "cost", "latency_s", "called_at", "feedback", "meta")
+            "input_tokens", "output_tokens", "cost", "latency_s", "called_at", "feedback", "meta",
+            "cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "batch")
 _SQLITE_INSERT = (f"INSERT INTO logrecord ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
                   "ON CONFLICT (connector, external_id) DO NOTHING")
 
@@ -424,7 +428,8 @@ def _insert_sqlite(conn: Connection, connector: str,
     """The hot path of a big sync: values serialised here as SQLAlchemy would, one executemany."""
     params = [
         (connector, i.external_id, pid, vid, _json(inputs), i.output, i.model, i.input_tokens,
-         i.output_tokens, i.cost, i.latency_s, _sqlite_time(i.called_at), _json(i.feedback), _json(i.meta))
+         i.output_tokens, i.cost, i.latency_s, _sqlite_time(i.called_at), _json(i.feedback), _json(i.meta),
+         i.cached_input_tokens, i.cache_write_tokens, i.reasoning_tokens, 1 if i.batch else 0)
         for i, pid, vid, inputs in rows
     ]
     return conn.exec_driver_sql(_SQLITE_INSERT, params).rowcount  # sqlite3 sums executemany rows

@@ -10,12 +10,13 @@ from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, case
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, case, false
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import AutoString, Field, SQLModel
 
 from trimloop.core.evidence import CandidateScores, Evidence, Record, RunResults
 from trimloop.core.status import CandidateStatus, RunStatus, SuggestionStatus
+from trimloop.core.usage import TokenUsage
 
 
 def utcnow() -> datetime:
@@ -159,13 +160,22 @@ class LogRecord(SQLModel, table=True):
     inputs: dict[str, Any] = _json(default_factory=dict)
     output: str | None = _text()
     model: str | None = Field(default=None, max_length=200)
-    input_tokens: int | None = None
-    output_tokens: int | None = None
+    input_tokens: int | None = None  # every prompt token, cached and written ones included
+    output_tokens: int | None = None  # every completion token, reasoning included
+    cached_input_tokens: int | None = None  # read from the provider's prompt cache (part of input_tokens)
+    cache_write_tokens: int | None = None  # written to it (part of input_tokens)
+    reasoning_tokens: int | None = None  # part of output_tokens
+    batch: bool = Field(default=False, sa_column_kwargs={"server_default": false()})  # billed at the batch price
     cost: float | None = None
     latency_s: float | None = None
     called_at: datetime = Field(default_factory=utcnow)
     feedback: list[dict[str, Any]] = _json(default_factory=list)  # {name, value, source}
     meta: dict[str, Any] = _json(default_factory=dict)
+
+    @property
+    def usage(self) -> TokenUsage:
+        return TokenUsage(self.input_tokens, self.output_tokens, self.cached_input_tokens, self.cache_write_tokens,
+                          self.reasoning_tokens, bool(self.batch))
 
     @classmethod
     def counted_cost(cls) -> Any:
