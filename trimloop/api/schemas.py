@@ -74,6 +74,17 @@ class SyncRequest(BaseModel):
     full: bool = Field(default=False, description="reread all logs, ignoring cursors")
 
 
+class PriceGapPublic(BaseModel):
+    """Logs of one prompt on one model whose logged cost is off tokens × the catalog's price by > 5 %."""
+
+    prompt: str
+    model: str
+    checked: int = Field(description="logs with cost, tokens and a known price")
+    flagged: int = Field(description="of those, the ones off by more than 5 %")
+    median_gap: float = Field(description="logged ÷ priced − 1, median over the flagged logs")
+    price_source: str
+
+
 class SyncReportPublic(BaseModel):
     connector: str
     prompts_added: int
@@ -87,6 +98,8 @@ class SyncReportPublic(BaseModel):
     looked: list[str] = Field(default_factory=list, examples=[["experiment 'support-bot' (id 1): 31 read"]],
                               description="where the logs were read (experiments, projects) and how many")
     notices: list[str] = Field(default_factory=list, description="why an asked-for place gave nothing, with the fix")
+    price_gaps: list[PriceGapPublic] = Field(
+        default_factory=list, description="logged costs that disagree with tokens × prices by more than 5 %")
     superseded: list[int] = Field(default_factory=list, description="suggestions superseded by moved labels")
     expired: list[int] = Field(default_factory=list,
                                description="pending suggestions that expired (scheduler.expire_pending_after_days)")

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from trimloop.connectors import registry
 from trimloop.connectors.base import Checkpoint, Connector, LogItem, Looked, Problem, PromptItem
+from trimloop.connectors.price_check import PriceCheck, PriceGap
 from trimloop.connectors.resolve import Resolver
 from trimloop.core.errors import TrimloopError
 from trimloop.core.identity import version_identity
@@ -49,6 +50,7 @@ class SyncReport:
     problems: list[Problem] = field(default_factory=list)  # the first MAX_KEPT_PROBLEMS
     fatal: str | None = None  # the connector could not be read at all
     looked: list[Looked] = field(default_factory=list)  # where the logs were read, with notices
+    price_gaps: list[PriceGap] = field(default_factory=list)  # logged costs off tokens × prices by > 5 %
 
     @property
     def notices(self) -> list[Problem]:
@@ -77,6 +79,7 @@ class SyncReport:
             "fatal": self.fatal,
             "looked": [str(looked) for looked in self.looked],
             "notices": [str(notice) for notice in self.notices],
+            "price_gaps": [gap.to_dict() for gap in self.price_gaps],
         }
 
 
@@ -93,20 +96,25 @@ def sync(
     for name, connector in registry.from_settings(settings, only).items():
         with connector:
             reports.append(sync_connector(engine=engine, connector=connector, full=full,
-                                          batch_size=batch_size))
+                                          batch_size=batch_size, settings=settings))
     return reports
 
 
 def sync_connector(
-    *, engine: Engine, connector: Connector, full: bool = False, batch_size: int = 5000
+    *, engine: Engine, connector: Connector, full: bool = False, batch_size: int = 5000,
+    settings: Settings | None = None,
 ) -> SyncReport:
-    """Sync one connector: its prompts (all, labels refreshed), then its logs since the cursor."""
+    """Sync one connector: its prompts (all, labels refreshed), then its logs since the cursor. With
+    `settings`, logged costs are checked against tokens × the catalog's prices (`price_check`)."""
     report = SyncReport(connector=connector.name)
+    check = PriceCheck(settings) if settings is not None else None
     try:
         _sync_prompts(engine, connector, report)
-        _sync_logs(engine, connector, report, full=full, batch_size=batch_size)
+        _sync_logs(engine, connector, report, full=full, batch_size=batch_size, check=check)
     except TrimloopError as exc:
         report.fatal = str(exc)
+    if check is not None:
+        report.price_gaps = check.flagged()
     return report
 
 
@@ -181,10 +189,11 @@ def _apply_labels(conn: Connection, pid: int, versions: dict[int, set[str]], rep
 
 
 def _sync_logs(engine: Engine, connector: Connector, report: SyncReport, *, full: bool,
-               batch_size: int) -> None:
+               batch_size: int, check: PriceCheck | None = None) -> None:
     with engine.connect() as conn:
         cursor = None if full else read_cursor(conn, connector.name, LOGS_STREAM)
         resolver = Resolver.load(conn)
+        names = dict(conn.execute(select(Prompt.id, Prompt.name)).all()) if check is not None else {}
     batch: list[tuple[LogItem, int, int | None, dict[str, Any]]] = []
     last_cursor: str | None = None
     for item in connector.read_logs(cursor=cursor):
@@ -195,6 +204,8 @@ def _sync_logs(engine: Engine, connector: Connector, report: SyncReport, *, full
                 report.add_problem(resolved)
             else:
                 batch.append((item, *resolved))
+                if check is not None:
+                    check.check(item, names.get(resolved[0]) or item.prompt or f"prompt {resolved[0]}")
         elif isinstance(item, Checkpoint):
             last_cursor = item.cursor
             if len(batch) >= batch_size:
