@@ -159,8 +159,8 @@ class Evidence(Record):
     savings: SavingsProjection | None = None
     search: SearchSummary | None = None
     price_sources: dict[str, str] = Field(default_factory=dict)
-    prices: dict[str, dict[str, str]] = Field(
-        default_factory=dict, description="model → token class → '$ per 1M tokens (source)'")
+    prices: dict[str, dict[str, str]] | None = Field(
+        default=None, description="model → token class → '$ per 1M tokens (source)'")
     evaluator_config: list[str] = Field(default_factory=list)
     baseline_feedback: dict[str, FeedbackSummary] = Field(default_factory=dict)
     unreadable: dict[str, Any] = Field(default_factory=dict,

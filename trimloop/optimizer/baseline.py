@@ -21,6 +21,7 @@ from trimloop.core.tables import MAX_COST_PER_CALL, MAX_LATENCY_S, DatasetItem, 
 from trimloop.core.templates import render
 from trimloop.evals.evaluators import EvalContext, NamedEvaluator, score_output
 from trimloop.evals.runner import EvalItem, ItemResult, evaluate_items
+from trimloop.optimizer.caching import CacheTraffic
 from trimloop.optimizer.spec import VersionSpec
 
 
@@ -32,6 +33,7 @@ class LogFacts:
     call_times: list[datetime] = field(default_factory=list)
     logged_costs: list[float] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
+    cache: CacheTraffic = field(default_factory=CacheTraffic)  # the baseline's prompt-cache reads and writes
 
 
 def log_facts(session: Session, rows: Sequence[DatasetItem], *, prompt_id: int) -> LogFacts:
@@ -43,11 +45,13 @@ def log_facts(session: Session, rows: Sequence[DatasetItem], *, prompt_id: int) 
     by_log = {r.log_id: r.id for r in rows if r.log_id is not None}
     facts.per_item = {by_log[k]: v for k, v in facts.per_item.items() if k in by_log}
     baseline_ids = {r.version_id for r in facts.per_item.values()}
-    query = select(LogRecord.called_at, LogRecord.cost, LogRecord.latency_s, LogRecord.version_id).where(
+    query = select(LogRecord.called_at, LogRecord.cost, LogRecord.latency_s, LogRecord.version_id,
+                   LogRecord.input_tokens, LogRecord.cached_input_tokens, LogRecord.cache_write_tokens).where(
         LogRecord.prompt_id == prompt_id)
-    for called_at, cost, latency, version_id in session.exec(query):
+    for called_at, cost, latency, version_id, tokens, cached, written in session.exec(query):
         facts.call_times.append(called_at)
         if version_id in baseline_ids:
+            facts.cache = facts.cache.add(tokens, cached, written)
             if cost is not None and 0 <= cost <= MAX_COST_PER_CALL:  # stored before sync checked bounds
                 facts.logged_costs.append(float(cost))
             if latency is not None and 0 <= latency <= MAX_LATENCY_S:
