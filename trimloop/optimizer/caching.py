@@ -115,7 +115,10 @@ def why(model: CacheModel, *, baseline: tuple[str, Template], candidate: tuple[s
                 f"minimum of {rule.provider}: {pct}")
     if share_before > 0 and share_after == 0:
         return f"the candidate loses the prompt cache ({candidate[0]} does not cache this prefix): {pct}"
-    return (f"cached share of the prompt {share_before * 100:.0f} % before, {share_after * 100:.0f} % after: {pct}")
+    shares = f"cached share of the prompt {share_before * 100:.0f} % before, {share_after * 100:.0f} % after"
+    if round(saving * 100) == round(naive_saving * 100):
+        return f"{shares}: the cache leaves the saving at {saving * 100:.0f} %"
+    return f"{shares}: {pct}"
 
 
 @dataclass(frozen=True)

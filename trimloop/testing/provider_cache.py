@@ -15,6 +15,7 @@ content, 1 after, 3 to prime the reply), so their lengths equal `count_message_t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from trimloop.core.catalog import tiktoken_encoding
 from trimloop.core.pricing import CacheRule
@@ -22,15 +23,19 @@ from trimloop.core.pricing import CacheRule
 _ROLE = {"system": -1, "user": -2, "assistant": -3}
 
 
+@lru_cache(maxsize=4096)
+def _encode(text: str) -> tuple[int, ...]:
+    return tuple(tiktoken_encoding().encode(text, disallowed_special=()))
+
+
 def chat_tokens(messages: list[dict[str, str]]) -> tuple[list[int], list[int]]:
     """The prompt's token sequence and, per message, the position where its content ends."""
-    encode = tiktoken_encoding().encode
     tokens: list[int] = []
     ends: list[int] = []
     for message in messages:
         marker = _ROLE.get(str(message.get("role")), -4)
         tokens += [marker, marker, marker]
-        tokens += encode(str(message.get("content", "")), disallowed_special=())
+        tokens += _encode(str(message.get("content", "")))
         ends.append(len(tokens))
         tokens.append(-5)
     tokens += [-6, -6, -6]
