@@ -27,6 +27,7 @@ EXPECTED = {
     ("GET", "/prompts/{prompt_id}/versions"): "read",
     ("GET", "/prompts/{prompt_id}/traffic"): "read",
     ("GET", "/connectors"): "read",
+    ("GET", "/models"): "read",
     ("POST", "/connectors/{name}/test"): "operate",
     ("POST", "/connectors/sync"): "operate",
     ("GET", "/datasets"): "read",

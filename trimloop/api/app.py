@@ -22,7 +22,8 @@ from sqlalchemy.engine import Engine
 from trimloop.api import errors
 from trimloop.api.auth import LoginLimiter, Reader
 from trimloop.api.limits import BodyLimit, Turns
-from trimloop.api.routes import audit, connectors, datasets, health, prompts, reports, runs, suggestions, tokens
+from trimloop.api.routes import (audit, connectors, datasets, health, models, prompts, reports, runs, suggestions,
+                                  tokens)
 from trimloop.api.executor import real_gateway
 from trimloop.api.runner import RunScheduler
 from trimloop.api.scheduler import HostedPasses, hosting
@@ -48,6 +49,7 @@ TAGS = [
     {"name": "reports", "description": "spend and savings, projected and realized"},
     {"name": "audit", "description": "who did what, when"},
     {"name": "tokens", "description": "API tokens (admin)"},
+    {"name": "models", "description": "configured models, prices per token class and their sources"},
     {"name": "health", "description": "liveness"},
 ]
 
@@ -97,7 +99,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, g
                        pause_s=settings.api.body_timeout_s)
     errors.install(app)
     app.include_router(health.router)
-    for module in (prompts, connectors, datasets, runs, suggestions, reports, audit, tokens):
+    for module in (prompts, connectors, datasets, runs, suggestions, reports, audit, tokens, models):
         app.include_router(module.router, responses=errors.ERROR_RESPONSES)
     ui.install(app)
 

@@ -74,6 +74,28 @@ class SyncRequest(BaseModel):
     full: bool = Field(default=False, description="reread all logs, ignoring cursors")
 
 
+class PricePublic(BaseModel):
+    per_mtok: float | None = Field(description="USD per 1M tokens; null when unknown (never 0 for unknown)")
+    source: str = Field(description="where the price came from: litellm's map key, a setting, a fallback")
+
+
+class TierPublic(BaseModel):
+    above_tokens: int = Field(description="prompts longer than this are billed at these prices, whole call")
+    input_per_mtok: float
+    output_per_mtok: float | None
+    source: str
+
+
+class ModelPublic(BaseModel):
+    id: str
+    route: str
+    api_base: str | None
+    price_is_estimate: bool
+    prices: dict[str, PricePublic] = Field(description="token class (input, cache_read, cache_write, output, "
+                                                       "reasoning, batch_input, batch_output) → price")
+    long_context: list[TierPublic] = Field(default_factory=list)
+
+
 class PriceGapPublic(BaseModel):
     """Logs of one prompt on one model whose logged cost is off tokens × the catalog's price by > 5 %."""
 

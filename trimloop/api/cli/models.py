@@ -37,33 +37,46 @@ def serve(
 
 
 @app.command("list")
-def list_models() -> None:
+def list_models(
+    classes: bool = typer.Option(False, "--classes", help="every token class's price and source, per model"),
+) -> None:
     """Every configured model, its price per million tokens, and where the price came from."""
     settings = load_settings()
-    table = Table("model", "route", "$/M in", "$/M out", "price source", "notes")
+    table = Table("model", "route", "$/M in", "$/M cached", "$/M out", "price source", "notes")
     local = settings.local_models
-    for model in configured_models(settings):
-        def per_m(rate: float | None) -> str:
-            return "unknown" if rate is None else f"{rate * 1e6:.6g}"
-
+    models = configured_models(settings)
+    for model in models:
         notes = []
         if model.id in BUNDLED:
             notes.append(BUNDLED[model.id].note)
         if model.completion_only and model.id not in BUNDLED:
             notes.append("completion-style templates only")
+        if model.prices.tiers:
+            notes.append("; ".join(f"above {t.above:,} prompt tokens: ${t.input * 1e6:.6g}/M in" for t in model.prices.tiers))
         table.add_row(
             model.id,
             f"{model.route} ({model.api_base})" if model.api_base else model.route,
-            per_m(model.input_per_token),
-            per_m(model.output_per_token),
+            model.prices.input.per_mtok(),
+            model.prices.cache_read.per_mtok(),
+            model.prices.output.per_mtok(),
             "notional estimate (see below)" if model.id in BUNDLED else model.price_source,
             "; ".join(notes),
         )
     out = Console()
     out.print(table)
+    if classes:
+        detail = Table("model", "token class", "$/M", "source")
+        for model in models:
+            for name, rate in model.prices.rates().items():
+                detail.add_row(model.id, name, rate.per_mtok(), rate.source)
+            for tier in model.prices.tiers:
+                detail.add_row(model.id, f"above {tier.above:,} tokens (input)", f"{tier.input * 1e6:.6g}", tier.source)
+        out.print(detail)
     out.print(
         f"Bundled models are priced at a notional self-hosting rate: "
         f"${local.usd_per_mtok_per_bparam_input} (input) and ${local.usd_per_mtok_per_bparam_output} "
-        "(output) per 1M tokens per billion parameters; set local_models.usd_per_mtok_per_bparam_*.",
+        "(output) per 1M tokens per billion parameters; set local_models.usd_per_mtok_per_bparam_*. "
+        "Per-class prices (cache_read_per_mtok, cache_write_per_mtok, reasoning_per_mtok, batch_*_per_mtok, "
+        "long_context_*) can be set under [models.\"ID\"]; --classes shows each price's source.",
         highlight=False,
     )
