@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from tests.connectors.helpers import log_line, make_store, write_logs
@@ -29,11 +30,28 @@ def test_costs_off_their_tokens_are_flagged_with_prompt_model_and_gap(engine: En
     report = sync_connector(engine=engine, connector=FilesConnector(name="local", options={"path": str(root)}),
                             settings=Settings())
     assert report.logs_added == 6
+    with engine.connect() as conn:
+        priced = conn.execute(text("select cost from logrecord where external_id = 'call-6'")).scalar()
+    assert priced == 0.5  # a logged cost stays as logged
     [gap] = report.price_gaps
     assert (gap.prompt, gap.model, gap.checked, gap.flagged) == ("triage", "gpt-4o-mini", 5, 2)
     assert abs(gap.median_gap - 9.0) < 1e-9
     assert "2 of 5 logged costs are 900 % more than tokens × price" in str(gap)
     assert report.to_dict()["price_gaps"][0]["median_gap"] == 9.0
+
+
+def test_a_log_without_cost_is_priced_by_the_same_cost_function(engine: Engine, tmp_path: Path) -> None:
+    root = make_store(tmp_path)
+    write_logs(root / "logs" / "calls.jsonl", [
+        log_line(1, input_tokens=1000, cached_input_tokens=800, output_tokens=10, cost=None),
+        log_line(2, model="acme/unpriced", cost=None)])
+    report = sync_connector(engine=engine, connector=FilesConnector(name="local", options={"path": str(root)}),
+                            settings=Settings())
+    assert report.price_gaps == []
+    with engine.connect() as conn:
+        costs = dict(conn.execute(text("select external_id, cost from logrecord")).all())
+    assert abs(costs["call-1"] - (200 * 0.15 * M + 800 * 0.075 * M + 10 * 0.60 * M)) < 1e-15
+    assert costs["call-2"] is None  # unknown price: unknown cost, not 0
 
 
 def test_a_custom_price_setting_is_what_the_logs_are_checked_against(engine: Engine, tmp_path: Path) -> None:

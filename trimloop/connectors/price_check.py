@@ -1,6 +1,8 @@
 """Sync's price check: a logged cost that disagrees with its tokens × the catalog's prices.
 
-A logged `cost` stays the truth for the baseline (it is what the team was billed), but a gap of more
+A logged `cost` stays the truth for the baseline (it is what the team was billed). A log without a
+cost but with tokens gets tokens × prices — the same cost function as projections — so spend and
+realized savings count it (its meta says so: `cost_from`). A gap of more
 than `TOLERANCE` usually means a wrong price setting — a custom price per 1M tokens entered per 1K,
 a fine-tuned model priced as its base, a cache discount the settings do not know — and every
 projection scaled from those prices would be off by as much. Gaps are reported per prompt and model.
@@ -16,6 +18,7 @@ from trimloop.connectors.base import LogItem
 from trimloop.core.catalog import ResolvedModel, resolve_model
 from trimloop.core.errors import ConfigError
 from trimloop.core.settings import Settings
+from trimloop.core.tables import MAX_COST_PER_CALL
 from trimloop.core.usage import TokenUsage
 
 TOLERANCE = 0.05
@@ -62,7 +65,7 @@ class PriceCheck:
         return self._models[name]
 
     def check(self, item: LogItem, prompt: str) -> None:
-        if item.cost is None or item.model is None or item.input_tokens is None or item.output_tokens is None:
+        if item.model is None or item.input_tokens is None or item.output_tokens is None:
             return
         model = self._model(item.model)
         if model is None:
@@ -70,6 +73,11 @@ class PriceCheck:
         priced = model.cost(TokenUsage(item.input_tokens, item.output_tokens, item.cached_input_tokens,
                                        item.cache_write_tokens, item.reasoning_tokens, item.batch))
         if priced is None:
+            return
+        if item.cost is None:
+            if priced <= MAX_COST_PER_CALL:
+                item.cost = priced
+                item.meta = {**item.meta, "cost_from": f"tokens × price ({model.price_source})"}
             return
         group = self.groups.get((prompt, item.model))
         if group is None:
