@@ -7,6 +7,10 @@ Three kinds of model:
   called directly (the fast path), priced from settings or litellm's price map;
 - everything else goes through litellm (OpenAI, Anthropic, Gemini …) and is priced from
   litellm's price map, read offline (`LITELLM_LOCAL_MODEL_COST_MAP=True`).
+
+Every model carries a `PriceSheet` (`core.pricing`): a price per token class (input, cache read,
+cache write, output, reasoning, batch, long-context tiers) with its source, each overridable in
+`[models."id"]`; `ResolvedModel.cost(usage)` is what a call costs, None when the price is unknown.
 """
 
 from __future__ import annotations
