@@ -36,7 +36,7 @@ def test_costs_off_their_tokens_are_flagged_with_prompt_model_and_gap(engine: En
     [gap] = report.price_gaps
     assert (gap.prompt, gap.model, gap.checked, gap.flagged) == ("triage", "gpt-4o-mini", 5, 2)
     assert abs(gap.median_gap - 9.0) < 1e-9
-    assert "2 of 5 logged costs are 900 % more than tokens × price" in str(gap)
+    assert "2 of 5 logged costs are 900 % more than tokens × price (median)" in str(gap)
     assert report.to_dict()["price_gaps"][0]["median_gap"] == 9.0
 
 
@@ -66,3 +66,14 @@ def test_a_custom_price_setting_is_what_the_logs_are_checked_against(engine: Eng
                            settings=wrong, full=True)
     assert [round(g.median_gap, 3) for g in again.price_gaps] == [round(0.0012 / 0.0022 - 1, 3)]
     assert again.price_gaps[0].price_source.startswith("custom price")
+
+
+def test_a_zero_price_for_billed_calls_is_flagged_without_an_infinite_gap(engine: Engine, tmp_path: Path) -> None:
+    root = make_store(tmp_path)
+    write_logs(root / "logs" / "calls.jsonl", [log_line(1, input_tokens=1000, output_tokens=10, cost=0.002)])
+    settings = Settings(models={"gpt-4o-mini": ModelConfig(input_per_mtok=0.0, output_per_mtok=0.0)})
+    report = sync_connector(engine=engine, connector=FilesConnector(name="local", options={"path": str(root)}),
+                            settings=settings)
+    [gap] = report.price_gaps
+    assert (gap.flagged, gap.median_gap) == (1, None) and report.to_dict()["price_gaps"][0]["median_gap"] is None
+    assert "charged although tokens × price is $0" in str(gap)

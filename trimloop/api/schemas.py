@@ -103,7 +103,8 @@ class PriceGapPublic(BaseModel):
     model: str
     checked: int = Field(description="logs with cost, tokens and a known price")
     flagged: int = Field(description="of those, the ones off by more than 5 %")
-    median_gap: float = Field(description="logged ÷ priced − 1, median over the flagged logs")
+    median_gap: float | None = Field(description="logged ÷ priced − 1, median over the flagged logs; null when "
+                                                  "they were all priced at $0")
     price_source: str
 
 

@@ -36,17 +36,23 @@ class PriceGap:
     price_source: str = ""
 
     @property
-    def median_gap(self) -> float:
-        return statistics.median(self.gaps) if self.gaps else 0.0
+    def median_gap(self) -> float | None:
+        """logged ÷ priced − 1 over the flagged logs; None when every one was priced at $0."""
+        return statistics.median(self.gaps) if self.gaps else None
 
     def __str__(self) -> str:
-        way = "more" if self.median_gap > 0 else "less"
-        return (f"{self.prompt} on {self.model}: {self.flagged} of {self.checked} logged costs are "
-                f"{abs(self.median_gap) * 100:.0f} % {way} than tokens × price (median; price from {self.price_source})")
+        gap = self.median_gap
+        if gap is None:
+            size = "charged although tokens × price is $0"
+        else:
+            size = f"{abs(gap) * 100:.0f} % {'more' if gap > 0 else 'less'} than tokens × price (median)"
+        return (f"{self.prompt} on {self.model}: {self.flagged} of {self.checked} logged costs are {size}; "
+                f"price from {self.price_source}")
 
     def to_dict(self) -> dict[str, Any]:
+        gap = self.median_gap
         return {"prompt": self.prompt, "model": self.model, "checked": self.checked, "flagged": self.flagged,
-                "median_gap": round(self.median_gap, 4), "price_source": self.price_source}
+                "median_gap": None if gap is None else round(gap, 4), "price_source": self.price_source}
 
 
 class PriceCheck:
@@ -84,9 +90,8 @@ class PriceCheck:
             group = self.groups[prompt, item.model] = PriceGap(prompt, item.model, price_source=model.price_source)
         group.checked += 1
         if priced <= 0:
-            if item.cost > 0:
+            if item.cost > 0:  # a $0 price for a call that was billed: no finite gap to report
                 group.flagged += 1
-                group.gaps.append(float("inf"))
             return
         gap = item.cost / priced - 1
         if abs(gap) > TOLERANCE:
