@@ -155,3 +155,18 @@ async def test_unknown_price_is_unknown_not_zero(openai_cache):
         model = gw.model("acme/mystery")
     assert result.cost is None and result.spent == 0.0 and result.input_tokens > 0
     assert model.cost(TokenUsage(100, 10)) is None and model.prices.input.source == "unknown"
+
+
+async def test_litellm_anthropic_route_bills_cache_write_then_read(anthropic_cache):
+    """litellm's own Anthropic client against the fake Messages API: its usage (prompt_tokens with both
+    cache buckets, cache_creation_input_tokens) reaches the cost the way Anthropic bills it."""
+    config = ModelConfig(api_base=anthropic_cache, via_litellm=True)
+    messages = padded(1400, "through litellm to anthropic")
+    async with Gateway(settings(**{"anthropic/claude-sonnet-4-5": config})) as gw:
+        write = await call(gw, "anthropic/claude-sonnet-4-5", messages)
+        read = await call(gw, "anthropic/claude-sonnet-4-5", [messages[0], {"role": "user", "content": "again"}])
+    system = 3 + count_tokens(messages[0]["content"]) + 1
+    assert (write.input_tokens, write.cache_write_tokens) == (1400, system)
+    assert write.cost == pytest.approx((1400 - system) * 3.00 * M + system * 3.75 * M + 4 * 15.00 * M)
+    assert read.cached_tokens == system
+    assert read.cost == pytest.approx((read.input_tokens - system) * 3.00 * M + system * 0.30 * M + 4 * 15.00 * M)

@@ -2,7 +2,8 @@
 
     python -m trimloop.testing.fake_openai --port 8500 --latency-ms 50
 
-Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`, and control routes:
+Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `POST /v1/messages` (Anthropic's Messages
+API, answered in its shape), `GET /v1/models`, and control routes:
 
 - `POST /_faults` with `{"faults": ["429:2", "500", "timeout", "malformed", "slow:300", "ok"]}`:
   applied to the next requests in order (`429:N` sends Retry-After N; `302`, `307` … redirect elsewhere). With `"cycle": [...]` the
@@ -91,6 +92,7 @@ class FakeOpenAI:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/messages", self.messages)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/_faults", self.set_faults)
@@ -102,6 +104,10 @@ class FakeOpenAI:
     async def chat(self, request: web.Request) -> web.StreamResponse:
         return await self._answer(request, chat=True)
 
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        """Anthropic's Messages API (what litellm's `anthropic/…` models call at `{api_base}/v1/messages`)."""
+        return await self._answer(request, chat=True, anthropic=True)
+
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._answer(request, chat=False)
 
@@ -110,7 +116,7 @@ class FakeOpenAI:
             return self.faults.popleft()
         return next(self._cycle) if self._cycle is not None else "ok"
 
-    async def _answer(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
+    async def _answer(self, request: web.Request, *, chat: bool, anthropic: bool = False) -> web.StreamResponse:
         self.requests += 1
         self.inflight += 1
         self.peak_inflight = max(self.peak_inflight, self.inflight)
@@ -155,6 +161,10 @@ class FakeOpenAI:
                 return self._failed(track, web.Response(text='{"choices": [ {"mess', content_type="application/json"))
             max_tokens = int(body.get("max_tokens") or 16)
             cached = written = 0
+            if anthropic:  # the system prompt rides beside the messages; contents may be blocks
+                body["messages"] = ([{"role": "system", "content": _text_of(body["system"])}] if body.get("system")
+                                    else []) + [{"role": m.get("role"), "content": _text_of(m.get("content"))}
+                                                for m in body["messages"]]
             if chat:
                 last = body["messages"][-1]["content"]
                 prompt_tokens = _chat_tokens(body["messages"]) if self.count_tokens else 10
@@ -170,13 +180,21 @@ class FakeOpenAI:
                 choice = {"index": 0, "text": text, "finish_reason": "length"}
             completion_tokens = max_tokens + self.reasoning_tokens
             usage = self._usage(prompt_tokens, completion_tokens, cached, written)
-            response = web.json_response({
-                "id": f"cmpl-{self.requests}",
-                "object": "chat.completion" if chat else "text_completion",
-                "model": body.get("model", "fake"),
-                "choices": [choice],
-                "usage": usage,
-            })
+            if anthropic:
+                usage = {"input_tokens": prompt_tokens - cached - written, "cache_creation_input_tokens": written,
+                         "cache_read_input_tokens": cached, "output_tokens": completion_tokens}
+                response = web.json_response({
+                    "id": f"msg_{self.requests}", "type": "message", "role": "assistant",
+                    "model": body.get("model", "fake"), "content": [{"type": "text", "text": content}],
+                    "stop_reason": "max_tokens", "stop_sequence": None, "usage": usage})
+            else:
+                response = web.json_response({
+                    "id": f"cmpl-{self.requests}",
+                    "object": "chat.completion" if chat else "text_completion",
+                    "model": body.get("model", "fake"),
+                    "choices": [choice],
+                    "usage": usage,
+                })
             if request.transport is None or request.transport.is_closing():
                 self.abandoned += 1  # the client went away (timed out, was killed): nobody gets this
                 if track is not None:
@@ -274,6 +292,13 @@ class FakeOpenAI:
         self._cycle = None
         self._zero()
         return web.json_response({"ok": True})
+
+
+def _text_of(content: Any) -> str:
+    """Text of an Anthropic content: a string, or blocks of which the text ones count."""
+    if isinstance(content, list):
+        return "".join(str(block.get("text", "")) for block in content if isinstance(block, dict))
+    return str(content or "")
 
 
 def _compile_replies(spec: dict[str, Any]) -> tuple[str, list[tuple[re.Pattern[str], str]], str]:
