@@ -221,8 +221,7 @@ def _api(path: Path, expect: dict[str, Any], *, tmp_path: Path, engine: Engine, 
 def _config(path: Path, expect: dict[str, Any], *, monkeypatch: pytest.MonkeyPatch, **_: Any) -> None:
     from trimloop.connectors import registry
     from trimloop.core.settings import load_settings
-    from trimloop.evals.config import eval_config
-    from trimloop.optimizer.config import run_config
+    from trimloop.optimizer.config import check_run_config, run_config
 
     monkeypatch.setenv("TRIMLOOP_CONFIG", str(path))
     stage = expect["stage"]
@@ -231,8 +230,8 @@ def _config(path: Path, expect: dict[str, Any], *, monkeypatch: pytest.MonkeyPat
         assert stage != "settings", "load_settings accepted the file"
         if stage == "connectors":
             registry.from_settings(settings)
-        elif stage == "eval":
-            eval_config(settings, "triage")
+        elif stage == "options":
+            check_run_config(settings, "triage")
         else:
             run_config(settings, "triage")
     text = str(info.value)

@@ -41,6 +41,7 @@ EXPECTED = {
     ("GET", "/runs/{run_id}/events"): "read",
     ("GET", "/suggestions"): "read",
     ("GET", "/suggestions/{suggestion_id}"): "read",
+    ("GET", "/suggestions/{suggestion_id}/items"): "read",
     ("POST", "/suggestions/{suggestion_id}/approve"): "review",
     ("POST", "/suggestions/{suggestion_id}/reject"): "review",
     ("POST", "/suggestions/{suggestion_id}/deploy"): "operate",
@@ -51,6 +52,7 @@ EXPECTED = {
     ("POST", "/tokens"): "admin",
     ("GET", "/tokens"): "admin",
     ("POST", "/tokens/{token_id}/revoke"): "admin",
+    ("GET", "/doctor"): "operate",
 }
 
 

@@ -96,6 +96,19 @@ def test_sync_optimize_approve_deploy_promote_realize(e2e, engine, headers):
         [suggestion] = client.get("/suggestions", params={"status": "pending"}, headers=fin).json()
         projected = suggestion["projected_monthly_savings"]
         assert projected > 0
+        # The rows behind the evidence: every holdout item the candidate was tested on, both arms.
+        evidence = client.get(f"/suggestions/{suggestion['id']}", headers=fin).json()["evidence"]
+        rows = client.get(f"/suggestions/{suggestion['id']}/items", params={"limit": 1000}, headers=fin).json()
+        assert rows["total"] == len(rows["items"]) == evidence["n"]
+        assert (rows["baseline_eval_run_id"], rows["candidate_eval_run_id"]) == (
+            evidence["baseline_eval_run_id"], evidence["candidate_eval_run_id"])
+        first = rows["items"][0]
+        assert first["inputs"]["text"] and first["baseline"]["cached"] and len(first["candidate"]) == 1
+        assert set(first["candidate"][0]["scores"]) == set(evidence["evaluators"])
+        assert first["candidate"][0]["cost"] < first["baseline"]["cost"]
+        differing = client.get(f"/suggestions/{suggestion['id']}/items", params={"differing": True}, headers=fin).json()
+        assert all(item["differs"] for item in differing["items"])
+        assert differing["total"] == sum(item["differs"] for item in rows["items"])
         assert client.post(f"/suggestions/{suggestion['id']}/approve", headers=rev).status_code == 200
         deployed = client.post(f"/suggestions/{suggestion['id']}/deploy", headers=eng).json()
         assert deployed["label"] == "staging" and (folder / "prompts" / "sentiment" / "2.md").exists()

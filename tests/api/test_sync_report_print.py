@@ -25,3 +25,19 @@ def test_the_report_says_where_it_looked_and_how_to_find_the_traces() -> None:
     public = SyncReportPublic(**report.to_dict())  # what POST /connectors/sync answers
     assert public.looked == ["experiment 'Default' (id 0): 0 read"] and public.notices == [str(notice)]
     assert report.skipped_total == 0  # a notice skips no record
+
+
+def test_skipped_records_and_a_failure_print_their_brackets_verbatim() -> None:
+    """Square brackets in a problem (`[connectors.ml]`, a JSON path) are text, not rich markup."""
+    from collections import Counter
+
+    problem = Problem("logs/[2026-12].jsonl line 3", "field [cost] is not a number", "invalid",
+                      "fix it under [connectors.ml] in trimloop.toml")
+    report = SyncReport(connector="ml", skipped=Counter({"invalid": 1}), problems=[problem],
+                        fatal="cannot reach [bold]http://mlflow:5000[/bold]")
+    out = Console(record=True, width=400)
+    print_reports([report], out)
+    printed = out.export_text()
+    assert "logs/[2026-12].jsonl line 3: field [cost] is not a number" in printed
+    assert "hint: fix it under [connectors.ml] in trimloop.toml" in printed
+    assert "ml failed: cannot reach [bold]http://mlflow:5000[/bold]" in printed

@@ -41,7 +41,7 @@ def test_worker_once_reports_each_prompt_and_why_it_is_not_due(home_engine):
     report = json.loads(result.output)
     assert report["decisions"] == [{"prompt_id": 1, "prompt": "unlabelled", "due": False,
                                     "reason": "no version labelled production: label one in your prompt store, "
-                                              "then sync"}]
+                                              "then sync", "code": "no_production", "deadline": None}]
     assert report["queued"] == [] and report["executed"] == []
     table = runner.invoke(app, ["worker", "--once"], env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "unlabelled" in table.output and "nothing to run" in table.output

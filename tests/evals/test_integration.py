@@ -14,9 +14,10 @@ import pytest
 from trimloop.core.db import session_scope
 from trimloop.core.gateway import Gateway
 from trimloop.evals.evaluators import build_evaluators
+from trimloop.evals.datasets import dataset_items
 from trimloop.evals.gold import ColumnMapping, import_file
-from trimloop.evals.report import compare_runs, comparison_frame, differences_frame, run_frame
-from trimloop.evals.runner import run_eval
+from trimloop.evals.report import compare_runs
+from trimloop.evals.runner import EvalItem, evaluate_items, store_eval_run, stored_results
 
 from tests.evals.helpers import add_prompt, add_version
 
@@ -61,32 +62,41 @@ async def test_runner_and_report_reach_the_verdict_a_person_would(engine, local_
                                mapping=ColumnMapping({"text": "text"}, expected="label"))
     assert imported.rows == 200 and not imported.problems
     evaluators = build_evaluators(EVALUATORS)
+    with session_scope(engine) as session:
+        items = [EvalItem(r.id, r.inputs, r.expected) for r in dataset_items(session, imported.dataset.id, "search")]
+    runs = {}
     async with Gateway(local_models, engine=engine) as gateway:
-        base = await run_eval(engine, version_id=baseline, dataset_id=imported.dataset.id,
-                              split="search", evaluators=evaluators, gateway=gateway, concurrency=4)
-        cand = await run_eval(engine, version_id=candidate, dataset_id=imported.dataset.id,
-                              split="search", evaluators=evaluators, gateway=gateway, concurrency=4)
+        for version, model in ((baseline, "local/gemma3-270m"), (candidate, "local/smollm2-135m")):
+            results = await evaluate_items(template=template, model=model, params=PARAMS, items=items,
+                                           evaluators=evaluators, gateway=gateway, concurrency=4)
+            with session_scope(engine) as session:
+                run = store_eval_run(session, version_id=version, dataset_id=imported.dataset.id, split="search",
+                                     results=results, evaluators=evaluators,
+                                     expected={i.id: i.expected for i in items})
+                runs[version] = (run.id, run.summary)
         calls_before = gateway.stats.calls
-        rerun = await run_eval(engine, version_id=candidate, dataset_id=imported.dataset.id,
-                               split="search", evaluators=evaluators, gateway=gateway)
-        assert rerun.id == cand.id and gateway.stats.calls == calls_before  # resumed: nothing repaid
+        await evaluate_items(template=template, model="local/smollm2-135m", params=PARAMS, items=items,
+                             evaluators=evaluators, gateway=gateway)
+        assert gateway.stats.calls == calls_before  # the response cache: nothing repaid
 
-    table = run_frame(engine, base.id)
-    assert len(table) == 200 and table["error"].isna().all()
-    assert (table["input_tokens"] > 100).all() and (table["output_tokens"] >= 1).all()
-    assert (table["cost"] > 0).all() and (table["latency_s"] > 0).all()
-    base_acc = base.summary["label_metrics"]["label"]["accuracy"]
-    cand_acc = cand.summary["label_metrics"]["label"]["accuracy"]
-    assert base_acc >= 0.75, base.summary
+    with session_scope(engine) as session:
+        table = stored_results(session, runs[baseline][0]).flat()
+    assert len(table) == 200 and all(r.error is None for r in table)
+    assert all(r.input_tokens > 100 and r.output_tokens >= 1 for r in table)
+    assert all(r.cost > 0 and r.latency_s > 0 for r in table)
+    base_acc = runs[baseline][1]["label_metrics"]["label"]["accuracy"]
+    cand_acc = runs[candidate][1]["label_metrics"]["label"]["accuracy"]
+    assert base_acc >= 0.75, runs[baseline][1]
     assert base_acc - cand_acc >= 0.1, (base_acc, cand_acc)
 
-    comparison = compare_runs(engine, base.id, cand.id, margin=0.02, alpha=0.05)
-    frame = comparison_frame(comparison)
-    print(frame.to_string())  # visible with -s: the table a reviewer would read
-    assert frame.loc[0, "n"] == 200 and frame.loc[0, "verdict"] == "inferior"
+    with session_scope(engine) as session:
+        comparison = compare_runs(session, runs[baseline][0], runs[candidate][0], margin=0.02, alpha=0.05)
+    verdict = comparison.verdicts["label"]
+    print(comparison.to_dict())  # visible with -s: what a reviewer would read
+    assert verdict.n == 200 and verdict.verdict == "inferior"
     assert not comparison.passed
     assert comparison.candidate_cost_per_call < comparison.baseline_cost_per_call
-    assert len(differences_frame(engine, base.id, cand.id)) == len(comparison.differing_items) > 0
+    assert len(comparison.differing_items) > 0
 
 
 async def test_llm_judges_run_end_to_end_on_the_bundled_models(engine, local_models) -> None:

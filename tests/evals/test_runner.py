@@ -1,21 +1,19 @@
-"""The runner: pure API, stored runs, resumability (calls counted by the fake provider), samples."""
+"""The runner: pure API (calls counted by the fake provider), trials, stored runs, samples."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from sqlmodel import select
 
 from trimloop.core.db import session_scope
-from trimloop.core.errors import SpendCapReached
-from trimloop.core.ledger import Ledger
-from trimloop.core.providers import Retryable
-from trimloop.core.tables import EvalResult, EvalRun
-from trimloop.evals.datasets import build_from_logs
+from trimloop.core.tables import EvalRun
+from trimloop.evals.datasets import build_from_logs, dataset_items
 from trimloop.evals.evaluators import build_evaluators
 from trimloop.evals.gold import ColumnMapping, import_file
-from trimloop.evals.runner import EvalItem, evaluate_items, run_eval, samples_for, stored_results
+from trimloop.evals.runner import (
+    EvalItem, ItemResult, Trials, evaluate_items, samples_for, store_eval_run, stored_results, summarize,
+)
 from trimloop.testing.fake_provider import FakeProvider
 
 from tests.evals.helpers import TEMPLATE, add_logs, add_prompt, add_version, fake_gateway
@@ -55,74 +53,43 @@ async def test_pure_api_scores_items_without_a_database() -> None:
     assert first.latency_s >= 0.01
 
 
-async def test_stored_run_records_everything_and_a_rerun_pays_nothing(engine) -> None:
+async def test_stored_run_keeps_every_result_and_reads_back_the_same(engine) -> None:
     version, dataset = _setup(engine)
+    with session_scope(engine) as session:
+        items = [EvalItem(r.id, r.inputs, r.expected, r.baseline_output) for r in dataset_items(session, dataset, "holdout")]
     provider = FakeProvider(responder=sentiment, latency_s=0.01)
-    gateway = fake_gateway(provider)
-    run = await run_eval(engine, version_id=version, dataset_id=dataset, split="holdout",
-                         evaluators=LABEL, gateway=gateway, concurrency=4)
-    assert run.status == "done" and len(provider.calls) == 20
-    summary = run.summary
+    results = await evaluate_items(template=TEMPLATE, model="fake/model", params={"temperature": 0}, items=items,
+                                   evaluators=LABEL, gateway=fake_gateway(provider), concurrency=4)
+    with session_scope(engine) as session:
+        run = store_eval_run(session, version_id=version, dataset_id=dataset, split="holdout", results=results,
+                             evaluators=LABEL, summary={"role": "baseline"})
+        run_id, summary = run.id, run.summary
+    assert len(provider.calls) == 20 and summary["role"] == "baseline"
     assert summary["items"] == 20 and summary["scores"] == {"label": 1.0, "matches_baseline": 1.0}
     assert summary["cost"] == pytest.approx(sum(c["input_tokens"] + c["output_tokens"] for c in provider.calls) / 1e6)
     assert summary["latency_p50_s"] >= 0.01 and summary["errors"] == 0
-    results = stored_results(engine, run.id)
-    assert len(results) == 20 and all(r.output in (" positive", " negative") for r in results)
-
-    again = await run_eval(engine, version_id=version, dataset_id=dataset, split="holdout",
-                           evaluators=LABEL, gateway=gateway)
-    assert again.id == run.id and len(provider.calls) == 20  # nothing new was called
     with session_scope(engine) as session:
-        assert len(session.exec(select(EvalRun)).all()) == 1
+        assert session.get(EvalRun, run_id).status == "done"
+        stored = stored_results(session, run_id)
+    assert sorted(stored) == sorted(r.item_id for r in results)
+    assert sorted(stored.flat(), key=lambda r: r.item_id) == sorted(results, key=lambda r: r.item_id)
 
 
-async def test_an_interrupted_run_resumes_where_it_stopped(engine) -> None:
-    version, dataset = _setup(engine)
-    cap = Ledger(max_calls=7)
-    with pytest.raises(SpendCapReached):
-        await run_eval(engine, version_id=version, dataset_id=dataset, split="search",
-                       evaluators=LABEL, gateway=fake_gateway(FakeProvider(responder=sentiment)), ledger=cap,
-                       concurrency=1)
-    with session_scope(engine) as session:
-        run = session.exec(select(EvalRun)).one()
-        stored = session.exec(select(EvalResult)).all()
-    assert run.status == "interrupted" and len(stored) == 7
-    second = FakeProvider(responder=sentiment)  # a fresh process
-    done = await run_eval(engine, version_id=version, dataset_id=dataset, split="search",
-                          evaluators=LABEL, gateway=fake_gateway(second))
-    assert done.id == run.id and done.status == "done"
-    assert len(second.calls) == 20 - 7 and done.summary["items"] == 20
+def test_trials_group_samples_by_item() -> None:
+    trials = Trials.of([ItemResult("a", 1, "x", {"k": 0.0}, cost=3.0, latency_s=2.0),
+                        ItemResult("a", 0, "y", {"k": 1.0}, cost=1.0, latency_s=1.0),
+                        ItemResult("b", 0, None, {"k": 0.0}, error="503")])
+    assert trials.calls == 3 and len(trials) == 2 and trials.scores("k") == {"a": [0.0, 1.0], "b": [0.0]}
+    assert trials.mean_score("k") == 0.25  # item means 0.5 and 0, then their mean
+    assert trials.cost_per_call == 2.0 and trials.latency_p50 == 1.5  # failed calls left out
 
 
-async def test_failed_items_are_recorded_then_retried_on_rerun(engine) -> None:
-    version, dataset = _setup(engine, n=10)
-    state = {"down": True}
-
-    def flaky(model, prompt):
-        if state["down"]:
-            raise Retryable("503 server error: provider down")
-        return sentiment(model, prompt)
-
-    provider = FakeProvider(responder=flaky)
-    gateway = fake_gateway(provider, max_retries=1, backoff_base_s=0.001)
-    run = await run_eval(engine, version_id=version, dataset_id=dataset, split="search",
-                         evaluators=LABEL, gateway=gateway)
-    assert run.summary["errors"] == 5 and run.summary["scores"]["label"] == 0.0
-    assert all("gave up after 2 attempts; last error: 503 server error: provider down" in r.error
-               for r in stored_results(engine, run.id))
-    state["down"] = False
-    rerun = await run_eval(engine, version_id=version, dataset_id=dataset, split="search",
-                           evaluators=LABEL, gateway=gateway)
-    assert rerun.id == run.id and rerun.summary["errors"] == 0 and len(provider.calls) == 5
-    assert rerun.summary["scores"]["label"] == 1.0
-
-
-async def test_temperature_above_zero_samples_each_item_with_seeds(engine) -> None:
-    version, dataset = _setup(engine, n=8, params={"temperature": 0.7, "max_tokens": 5})
+async def test_temperature_above_zero_samples_each_item_with_seeds() -> None:
     provider = FakeProvider(responder=sentiment)
-    run = await run_eval(engine, version_id=version, dataset_id=dataset, split="search",
-                         evaluators=LABEL, gateway=fake_gateway(provider))
-    assert run.samples == 3 and len(provider.calls) == 4 * 3
+    items = [EvalItem(i, {"text": f"fine film {i}"}, baseline_output=" positive") for i in range(4)]
+    results = await evaluate_items(template=TEMPLATE, model="m", params={"temperature": 0.7, "max_tokens": 5},
+                                   items=items, evaluators=LABEL, gateway=fake_gateway(provider))
+    assert len(results) == len(provider.calls) == 4 * 3
     assert sorted({c["seed"] for c in provider.calls}) == [0, 1, 2]
     assert samples_for({"temperature": 0}, None) == 1 and samples_for({}, 5) == 5
     with pytest.raises(ValueError):
@@ -139,12 +106,16 @@ async def test_label_metrics_in_the_summary(engine, tmp_path) -> None:
     with session_scope(engine) as session:
         dataset = import_file(session, prompt_id=prompt, path=path, holdout_fraction=0,
                               mapping=ColumnMapping({"text": "text"}, expected="label")).dataset.id
-    run = await run_eval(engine, version_id=version, dataset_id=dataset, split="search",
-                         evaluators=build_evaluators({"label": ["positive", "negative"]}),
-                         gateway=fake_gateway(FakeProvider(responder=sentiment)))
-    metrics = run.summary["label_metrics"]["label"]
+    evaluators = build_evaluators({"label": ["positive", "negative"]})
+    with session_scope(engine) as session:
+        items = dataset_items(session, dataset, "search")
+    results = await evaluate_items(template=TEMPLATE, model="m", params={"temperature": 0}, evaluators=evaluators,
+                                   items=[EvalItem(i.id, i.inputs, i.expected) for i in items],
+                                   gateway=fake_gateway(FakeProvider(responder=sentiment)))
+    summary = summarize(results, evaluators, {i.id: i.expected for i in items})
+    metrics = summary["label_metrics"]["label"]
     predicted = ["negative" if "bad" in r["text"] else "positive" for r in rows]
     expected_acc = sum(p == r["label"] for p, r in zip(predicted, rows)) / 12
     assert metrics["n"] == 12 and metrics["accuracy"] == pytest.approx(expected_acc)
-    assert metrics["accuracy"] == pytest.approx(run.summary["scores"]["label"])
+    assert metrics["accuracy"] == pytest.approx(summary["scores"]["label"])
     assert set(metrics["per_label"]) == {"positive", "negative"}

@@ -84,3 +84,20 @@ def test_a_cheap_arm_with_a_doubtful_record_ranks_below_a_dearer_one_at_parity()
     gone.status = "eliminated"
     ranked = final_ranking([cheap_doubtful, dearer_parity, gone, cheaper_parity], 100.0)
     assert ranked == [cheaper_parity, dearer_parity]  # the dropped arm's upper bound is below −margin
+
+
+def test_a_migration_races_dearer_candidates_and_ranks_by_the_chance_of_holding_quality():
+    cheap = _candidate("small", 0, None)
+    dear = _candidate("huge", None, None)
+    est = {cheap.sha: 40.0, dear.sha: 250.0}
+    assert [a.candidate for a in select_arms([cheap, dear], est, baseline_cost=100.0, limit=5)] == [cheap]
+    assert [a.candidate for a in select_arms([cheap, dear], est, baseline_cost=100.0, limit=5, migrate=True)] == [
+        cheap, dear]  # the baseline's model retires: it cannot stay, so a dearer replacement may race
+
+    doubtful_cheap = _arm(10.0, agree=60, disagree=12, sha_hint="a")
+    parity_dear = _arm(250.0, agree=72, disagree=0, sha_hint="b")  # costs more than the baseline
+    parity_cheaper = _arm(150.0, agree=72, disagree=0, sha_hint="c")
+    assert prospect(parity_dear, 100.0) == 0.0  # no saving: an ordinary run never picks it
+    assert prospect(parity_dear, 100.0, migrate=True) > 0.9
+    assert rank([doubtful_cheap, parity_dear, parity_cheaper], 100.0, migrate=True) == [
+        parity_cheaper, parity_dear, doubtful_cheap]  # quality first, then cost

@@ -200,3 +200,16 @@ def test_engineer_deploys_what_a_reviewer_approved(page: Any, server: dict[str, 
     assert "Could not deploy" in page.locator(".flash").inner_text()  # its connector is not configured
     page.goto(server["base"] + "/ui/login")
     shoot(page, "login-signed-in-redirect")
+
+
+def test_engineer_opens_the_setup_page_from_the_menu(page: Any, server: dict[str, Any]) -> None:
+    login(page, server, "engineer")
+    page.get_by_role("link", name="Setup").click()
+    page.wait_for_url(re.compile(r"/ui/setup$"))
+    for title in ("Configuration", "Database", "Connectors", "Prices", "Prompts"):
+        assert page.get_by_role("heading", name=re.compile(f"^{title}")).count() == 1, title
+    assert page.locator(".finding.level-ok").count() >= 3
+    assert "sentiment: production version 1 on local/gemma3-270m" in page.locator("[data-code='prompt.ready']").inner_text()
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # long paths wrap on a phone
+    shoot(page, "setup")

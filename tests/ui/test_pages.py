@@ -178,3 +178,18 @@ def test_a_suggestion_shows_what_the_prompt_cache_does_to_its_saving(app_client:
     assert "Prompt read from the provider's cache</th><td>72 %</td><td>0 %</td>" in page.text
     assert "saves 12 %, not 59 %" in page.text and "$2.69" in page.text
     assert "cache_read_input_token_cost" in page.text
+
+
+def test_the_evidence_page_points_to_every_item_when_they_were_stored(app_client: TestClient, seeded: dict,
+                                                                       engine) -> None:
+    from trimloop.core.db import session_scope
+    from trimloop.core.tables import Suggestion
+
+    sign_in(app_client, seeded["tokens"]["viewer"])
+    sid = seeded["triage"][0]
+    assert "/items</code>" not in app_client.get(f"/ui/suggestions/{sid}").text  # seeded without eval runs
+    with session_scope(engine) as session:
+        row = session.get(Suggestion, sid)
+        row.evidence = row.evidence.model_copy(update={"baseline_eval_run_id": 1, "candidate_eval_run_id": 2})
+        session.add(row)
+    assert f"<code>GET /suggestions/{sid}/items</code>" in app_client.get(f"/ui/suggestions/{sid}").text

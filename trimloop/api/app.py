@@ -11,8 +11,9 @@ Requests take turns at the database and bodies are capped (trimloop.api.limits).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import anyio.to_thread
@@ -22,14 +23,15 @@ from sqlalchemy.engine import Engine
 from trimloop.api import errors
 from trimloop.api.auth import LoginLimiter, Reader
 from trimloop.api.limits import BodyLimit, Turns
-from trimloop.api.routes import (audit, connectors, datasets, health, models, prompts, reports, runs, suggestions,
-                                  tokens)
+from trimloop.api.routes import (audit, connectors, datasets, doctor, health, models, prompts, reports, runs,
+                                 suggestions, tokens)
 from trimloop.api.executor import real_gateway
 from trimloop.api.runner import RunScheduler
 from trimloop.api.scheduler import HostedPasses, hosting
 from trimloop.api.ui import routes as ui
 from trimloop.core.db import get_engine, upgrade
 from trimloop.core.settings import Settings, load_settings
+from trimloop.core.tables import utcnow
 
 DESCRIPTION = """\
 trimloop proposes cheaper, faster versions of your LLM prompts with statistical proof that
@@ -49,16 +51,18 @@ TAGS = [
     {"name": "reports", "description": "spend and savings, projected and realized"},
     {"name": "audit", "description": "who did what, when"},
     {"name": "tokens", "description": "API tokens (admin)"},
+    {"name": "doctor", "description": "setup checks, each with its fix (`trimloop doctor`)"},
     {"name": "models", "description": "configured models, prices per token class and their sources"},
     {"name": "health", "description": "liveness"},
 ]
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None, gateway: Any | None = None, *,
-               scheduler: bool = False) -> FastAPI:
+               scheduler: bool = False, clock: Callable[[], datetime] = utcnow) -> FastAPI:
     """The API over `engine` (default: the settings' database, migrated to the newest schema). With
     `scheduler`, the scheduler runs while the app is served: a pass at once, then every
-    `scheduler.interval_minutes`; stopping the app cancels a pass in flight."""
+    `scheduler.interval_minutes`; stopping the app cancels a pass in flight. `clock` is what the
+    pages count days to a model's retirement from (tests set it)."""
     settings = settings or load_settings()
     if engine is None:
         upgrade(settings.db_url)
@@ -93,13 +97,14 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, g
     app = FastAPI(title="trimloop", version="0.1.0", description=DESCRIPTION, openapi_tags=TAGS,
                   lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
     app.state.settings, app.state.engine, app.state.runs, app.state.passes = settings, engine, run_scheduler, passes
+    app.state.clock = clock
     app.state.login_limiter = LoginLimiter(settings.api.failed_logins_per_minute)
     app.state.turns = Turns(settings.api.concurrent_requests, settings.api.queue_timeout_s)
     app.add_middleware(BodyLimit, api_bytes=settings.api.max_body_bytes, form_bytes=settings.api.max_form_bytes,
                        pause_s=settings.api.body_timeout_s)
     errors.install(app)
     app.include_router(health.router)
-    for module in (prompts, connectors, datasets, runs, suggestions, reports, audit, tokens, models):
+    for module in (prompts, connectors, datasets, runs, suggestions, reports, audit, tokens, doctor, models):
         app.include_router(module.router, responses=errors.ERROR_RESPONSES)
     ui.install(app)
 

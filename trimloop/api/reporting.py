@@ -1,6 +1,8 @@
 """The savings report: spend from logs, projected savings of open suggestions, realized savings of
 deployed ones (post-promotion logs of the new version against the baseline's cost per call; the
-arithmetic is optimizer.savings.realize, beside the projection)."""
+arithmetic is optimizer.savings.realize, beside the projection). A sampled log (sample_rate r)
+counts as 1 / r calls and 1 / r times its cost. Open suggestions that migrate off a retiring
+model come first, the nearest retirement first."""
 
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ from trimloop.core.tables import Deployment, LogRecord, Prompt, Suggestion, as_u
 from trimloop.optimizer.savings import realize
 
 COST = LogRecord.counted_cost()  # cost within bounds: sums over the store cannot overflow
+CALLS = LogRecord.weight()  # the calls a log stands for: 1 / sample_rate
+SPEND = LogRecord.weighted_cost()  # the spend a log stands for
+COSTED = LogRecord.costed_weight()  # CALLS where COST is known: the denominator of a mean cost per call
 
 
 def spend(session: Session, since: datetime) -> tuple[list[SpendRow], list[SpendRow], list[SpendRow]]:
@@ -25,7 +30,7 @@ def spend(session: Session, since: datetime) -> tuple[list[SpendRow], list[Spend
     grouped by (day, prompt, model), rolled up here (three scans took 3x as long)."""
     day = func.date(LogRecord.called_at)
     rows = session.exec(
-        select(day, LogRecord.prompt_id, LogRecord.model, func.count(), func.coalesce(func.sum(COST), 0.0))
+        select(day, LogRecord.prompt_id, LogRecord.model, func.sum(CALLS), func.coalesce(func.sum(SPEND), 0.0))
         .where(LogRecord.called_at >= since)  # type: ignore[operator]
         .group_by(day, LogRecord.prompt_id, LogRecord.model)).all()
     days: dict[Any, list[Any]] = {}
@@ -38,10 +43,11 @@ def spend(session: Session, since: datetime) -> tuple[list[SpendRow], list[Spend
             acc[1] += c
     names = dict(session.exec(select(Prompt.id, Prompt.name).where(
         col(Prompt.id).in_([p for p in prompts if p is not None]))).all()) if prompts else {}
-    by_day = [SpendRow(day=d, calls=n, cost=c) for d, (n, c) in sorted(days.items())]
-    by_prompt = [SpendRow(prompt_id=p, prompt=names.get(p) if p is not None else None, calls=n, cost=c)
+    by_day = [SpendRow(day=d, calls=round(n), cost=c) for d, (n, c) in sorted(days.items())]
+    by_prompt = [SpendRow(prompt_id=p, prompt=names.get(p) if p is not None else None, calls=round(n), cost=c)
                  for p, (n, c) in sorted(prompts.items(), key=lambda kv: -kv[1][1])]
-    by_model = [SpendRow(model=m, calls=n, cost=c) for m, (n, c) in sorted(models.items(), key=lambda kv: -kv[1][1])]
+    by_model = [SpendRow(model=m, calls=round(n), cost=c)
+                for m, (n, c) in sorted(models.items(), key=lambda kv: -kv[1][1])]
     return by_day, by_prompt, by_model
 
 
@@ -83,16 +89,16 @@ def _baseline_cost_per_call(session: Session, w: Any, cuts: set[tuple[int, datet
                       .over(partition_by=distinct.c.baseline, order_by=distinct.c.since).label("start")
                       ).subquery("segments")
     rows = session.exec(  # type: ignore[call-overload]
-        select(segments.c.baseline, segments.c.since, func.count(COST), func.sum(COST))
+        select(segments.c.baseline, segments.c.since, func.sum(COSTED), func.sum(SPEND))
         .join(LogRecord, and_(col(LogRecord.version_id) == segments.c.baseline,
                               col(LogRecord.called_at) >= segments.c.start, col(LogRecord.called_at) < segments.c.since))
         .group_by(segments.c.baseline, segments.c.since)).all()
-    totals = {(baseline, since): (int(n), total or 0.0) for baseline, since, n, total in rows}
+    totals = {(baseline, since): (float(n or 0.0), total or 0.0) for baseline, since, n, total in rows}
     out: dict[tuple[int, datetime], float | None] = {}
-    running: dict[int, tuple[int, float]] = {}
+    running: dict[int, tuple[float, float]] = {}
     for cut in sorted(cuts):  # by baseline, then promotion time: each segment adds to the ones before it
-        n, total = totals.get(cut, (0, 0.0))
-        earlier_n, earlier_total = running.get(cut[0], (0, 0.0))
+        n, total = totals.get(cut, (0.0, 0.0))
+        earlier_n, earlier_total = running.get(cut[0], (0.0, 0.0))
         running[cut[0]] = (earlier_n + n, earlier_total + total)
         out[cut] = (earlier_total + total) / (earlier_n + n) if earlier_n + n else None
     return out
@@ -120,11 +126,11 @@ def realized_rows(session: Session, names: dict[int, str]) -> list[SavingsRow]:
     if not windows:
         return rows
     after = session.exec(  # type: ignore[call-overload]
-        select(w.c.sid, func.count(), func.avg(COST))
+        select(w.c.sid, func.sum(CALLS), func.sum(SPEND), func.sum(COSTED))
         .join(LogRecord, and_(col(LogRecord.version_id) == w.c.candidate, col(LogRecord.called_at) >= w.c.since,
                               or_(w.c.until.is_(None), col(LogRecord.called_at) < w.c.until)))
         .group_by(w.c.sid)).all()
-    realized = {sid: (int(n), avg) for sid, n, avg in after}
+    realized = {sid: (round(n or 0), spent / costed if costed else None) for sid, n, spent, costed in after}
     baseline_cpc = _baseline_cost_per_call(session, w, {(b, since) for b, since, _ in windows.values()})
     now = utcnow()
     for (sid, *_, estimate), row in zip(suggestions, rows, strict=True):
@@ -150,12 +156,14 @@ def savings_report(session: Session, days: int = 30) -> SavingsReport:
     names = dict(session.exec(select(Prompt.id, Prompt.name)).all())
     projected = [SavingsRow(suggestion_id=sid, prompt=names.get(prompt_id, "?"), status=status,
                             projected_monthly_savings=savings, savings_low=low, savings_high=high,
-                            baseline_cost_per_call=baseline)
-                 for sid, prompt_id, status, savings, low, high, baseline in session.exec(
+                            baseline_cost_per_call=baseline, retires_on=retires_on)
+                 for sid, prompt_id, status, savings, low, high, baseline, retires_on in session.exec(
                      select(Suggestion.id, Suggestion.prompt_id, Suggestion.status, Suggestion.projected_monthly_savings,
-                            Suggestion.savings_low, Suggestion.savings_high, Suggestion.baseline_cost_per_call)
+                            Suggestion.savings_low, Suggestion.savings_high, Suggestion.baseline_cost_per_call,
+                            Suggestion.retires_on)
                      .where(col(Suggestion.status).in_(("pending", "approved")))
-                     .order_by(col(Suggestion.projected_monthly_savings).desc())).all()]
+                     .order_by(col(Suggestion.retires_on).asc().nulls_last(),
+                               col(Suggestion.projected_monthly_savings).desc())).all()]
     done = realized_rows(session, names)
     return SavingsReport(
         since=since, spend_by_day=by_day, spend_by_prompt=by_prompt, spend_by_model=by_model,
@@ -166,7 +174,7 @@ def savings_report(session: Session, days: int = 30) -> SavingsReport:
 
 CSV_COLUMNS = ("section", "day", "prompt", "model", "calls", "cost", "suggestion_id", "status",
                "projected_monthly_savings", "realized_monthly_savings", "realized_savings_to_date",
-               "baseline_cost_per_call", "realized_cost_per_call", "realized_calls", "since")
+               "baseline_cost_per_call", "realized_cost_per_call", "realized_calls", "since", "retires_on")
 
 
 def as_csv(report: SavingsReport) -> str:

@@ -46,14 +46,17 @@ class PassReport:
     decisions: list[DueDecision] = field(default_factory=list)
     queued: list[int] = field(default_factory=list)
     executed: list[OptimizationRun] = field(default_factory=list)
+    notified: list[str] = field(default_factory=list)  # model.retiring notices sent
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "synced": [r.to_dict() for r in self.synced],
             "superseded": self.superseded,
             "expired": self.expired,
-            "decisions": [{"prompt_id": d.prompt_id, "prompt": d.prompt_name, "due": d.due, "reason": d.reason}
+            "decisions": [{"prompt_id": d.prompt_id, "prompt": d.prompt_name, "due": d.due, "reason": d.reason,
+                           "code": d.code, "deadline": d.deadline.isoformat() if d.deadline else None}
                           for d in self.decisions],
+            "notified": self.notified,
             "queued": self.queued,
             "executed": [{"run_id": r.id, "prompt_id": r.prompt_id, "status": r.status, "calls": r.calls_made,
                           "spent": r.spent_dollars, "suggestion_id": r.results.suggestion_id,
@@ -62,7 +65,7 @@ class PassReport:
 
 
 class Worker:
-    """Runs passes of sync → due → queue → claim → execute with one gateway and one identity."""
+    """Runs passes of sync → due → queue → notify retirements → claim → execute with one gateway and one identity."""
 
     def __init__(self, *, engine: Engine, settings: Settings, gateway: Any, name: str | None = None,
                  clock: Callable[[], datetime] = utcnow):
@@ -79,6 +82,9 @@ class Worker:
         if synced.superseded or synced.expired:
             log.info("suggestions superseded: %s; expired: %s", synced.superseded, synced.expired)
         report.decisions, report.queued = await asyncio.to_thread(self._queue_due)
+        report.notified = [n["summary"] for n in
+                           await webhooks.announce_retirements(engine=self.engine, settings=self.settings,
+                                                               now=self.clock())]
         stale_after = timedelta(minutes=self.settings.scheduler.stale_after_minutes)
         while max_runs is None or len(report.executed) < max_runs:
             run_id = await asyncio.to_thread(claim_next, self.engine, worker=self.name, now=self.clock(),
@@ -103,7 +109,7 @@ class Worker:
                 continue
             try:
                 run_id = services.start_run(engine=self.engine, settings=self.settings, prompt_id=d.prompt_id,
-                                            actor=ACTOR, reason=d.reason)
+                                            actor=ACTOR, reason=d.reason, now=now)
             except Conflict:  # another worker queued it first
                 continue
             except TrimloopError as exc:  # busy database, options broken since the decision: the next pass tries again

@@ -237,6 +237,8 @@ class SuggestionPublic(Public):
     savings_high: float | None
     optimization_spend: float
     payback_days: float | None
+    retires_on: date | None = Field(default=None, description="set on a migration off a retiring model: the "
+                                    "day its baseline model stops being served; the queue lists these first")
     reason: str | None
     created_at: datetime
     decided_at: datetime | None
@@ -271,6 +273,40 @@ class SuggestionDetail(SuggestionPublic):
     deployments: list[DeploymentPublic]
 
 
+class TrialPublic(BaseModel):
+    """One call of one arm on one item (an EvalResult)."""
+
+    sample: int = 0
+    output: str | None
+    scores: dict[str, float] = Field(description="evaluator key → score in [0, 1]")
+    input_tokens: int
+    output_tokens: int
+    cost: float = Field(description="USD at catalog prices (the baseline's: its logged tokens)")
+    latency_s: float
+    cached: bool = Field(description="answered from the response cache or, for the baseline, from its logs")
+    error: str | None = None
+
+
+class ItemPairPublic(BaseModel):
+    item_id: int
+    inputs: dict[str, Any]
+    expected: str | None
+    differs: bool = Field(description="the candidate's output differs from the baseline's")
+    baseline: TrialPublic | None
+    candidate: list[TrialPublic] = Field(description="one per sample (several when temperature > 0)")
+
+
+class SuggestionItems(BaseModel):
+    """The holdout items certification tested the candidate on, both arms' stored results: the
+    rows the evidence's tests re-derive from."""
+
+    suggestion_id: int
+    baseline_eval_run_id: int
+    candidate_eval_run_id: int
+    total: int = Field(description="items matching the filter, before limit and offset")
+    items: list[ItemPairPublic]
+
+
 class RejectRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"reason": "drops the order id from replies"}]})
     reason: str = Field(min_length=1, max_length=2000, description="why (required)")
@@ -299,6 +335,7 @@ class SavingsRow(BaseModel):
     realized_savings_to_date: float | None = None
     realized_monthly_savings: float | None = Field(default=None, description="run rate of the post-deploy logs")
     since: datetime | None = None
+    retires_on: date | None = Field(default=None, description="the baseline's model retires that day: migrate before")
 
 
 class SavingsReport(BaseModel):
@@ -357,3 +394,27 @@ class TokenCreated(TokenPublic):
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     version: str = Field(examples=["0.1.0"])
+
+
+# -- doctor -------------------------------------------------------------------------------------
+class FindingPublic(BaseModel):
+    """One checked fact (core.findings.Finding): ok, a warning, or a problem, with the fix."""
+
+    level: Literal["ok", "warning", "problem"]
+    code: str = Field(examples=["prices.unknown"], description="stable dotted key of the check")
+    message: str = Field(examples=["the price of acme/big is unknown and the logs of triage carry no cost, …"])
+    fix: str = Field(examples=['set it in trimloop.toml:\n[models."acme/big"]\ninput_per_mtok = …'])
+    data: dict[str, Any] = Field(default_factory=dict, description="the numbers behind it")
+
+
+class DoctorSection(BaseModel):
+    name: Literal["config", "database", "egress", "connectors", "prices", "local_models", "prompts"]
+    title: str = Field(examples=["Prices"])
+    level: Literal["ok", "warning", "problem"] = Field(description="its worst finding")
+    findings: list[FindingPublic]
+
+
+class DoctorReportPublic(BaseModel):
+    level: Literal["ok", "warning", "problem"] = Field(description="the worst finding: a problem means not ready")
+    counts: dict[str, int] = Field(examples=[{"ok": 9, "warning": 1, "problem": 0}])
+    sections: list[DoctorSection]

@@ -30,14 +30,14 @@ from trimloop.optimizer.queue import enqueue
 
 def start_run(*, engine: Engine, settings: Settings, prompt_id: int, config: dict[str, Any] | None = None,
               budget_calls: int | None = None, budget_dollars: float | None = None, actor: str,
-              reason: str = "") -> int:
+              reason: str = "", now: datetime | None = None) -> int:
     """Queue a run of the prompt; its id. Raises NotFound for an unknown prompt, RunOptionError
     (naming the field) for bad options, Conflict while another run of the prompt is queued or
     running, and Busy when SQLite stayed locked."""
     with session_scope(engine) as session:
         name = store.check_prompt(session=session, prompt_id=prompt_id).name
     check_run_config(settings, name, config)  # refuse bad options now, not once the run starts
-    prices = candidate_prices(settings, name, config)  # the models this run will try
+    prices = candidate_prices(settings, name, config, now=now)  # the models this run will try (none retiring)
 
     def recorded(session: Session, run: OptimizationRun) -> None:
         record_candidates(session, run_id=run.id, prices=prices)  # type: ignore[arg-type]

@@ -3,6 +3,9 @@
 Signature: `X-Trimloop-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">` with the
 timestamp in `X-Trimloop-Timestamp`, keyed by the secret in `secret_env` (default: secret_key).
 A webhook whose `secret_env` is unset or empty is not sent (recorded as `secret_env_unset`).
+`model.retiring` goes out for each production prompt whose model retires, at each of
+`retirement_notice_days` before the date, once: a `Notification` row under a unique key is written
+before the send, so a second pass (or worker) never sends it again.
 Every delivery (its attempts and outcome) is recorded as an AuditEvent `webhook.delivery`;
 only the URL's host is recorded, since incoming-webhook URLs carry their secret in the path.
 A webhook's host must be in `allowed_hosts` (checked when settings load, and again before each
@@ -20,18 +23,21 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
 
 from trimloop.core.db import session_scope
 from trimloop.core.egress import HostNotAllowed
+from trimloop.core.retirement import retirement_of, today_of
 from trimloop.core.settings import Settings, WebhookConfig
-from trimloop.core.store import record_audit
-from trimloop.core.tables import OptimizationRun, Suggestion
+from trimloop.core.store import production_version_id, record_audit
+from trimloop.core.tables import Notification, OptimizationRun, Prompt, PromptVersion, Suggestion
 
 log = logging.getLogger("trimloop.api.webhooks")
 RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
@@ -59,6 +65,8 @@ def link(settings: Settings, data: dict[str, Any]) -> str:
     base = settings.api.public_url.rstrip("/")
     if "suggestion_id" in data:
         return f"{base}/ui/suggestions/{data['suggestion_id']}"
+    if "run_id" not in data and "prompt_id" in data:
+        return f"{base}/prompts/{data['prompt_id']}"
     return f"{base}/runs/{data.get('run_id', '')}"
 
 
@@ -169,3 +177,84 @@ def suggestion_event(s: Suggestion) -> dict[str, Any]:
     return {"suggestion_id": s.id, "prompt_id": s.prompt_id, "run_id": s.run_id, "status": s.status,
             "projected_monthly_savings": s.projected_monthly_savings,
             "summary": f"suggestion {s.id} for prompt {s.prompt_id}: projected savings {saving}"}
+
+
+RETIRING = "model.retiring"
+
+
+def retiring_notices(session: Any, settings: Settings, *, now: datetime) -> list[tuple[str, dict[str, Any]]]:
+    """(key, data) of each `model.retiring` notice due at `now`: per production prompt whose model
+    retires, the tightest of `retirement_notice_days` reached (core.retirement.Retirement.notice)."""
+    today = today_of(now)
+    out = []
+    for prompt_id, name in session.exec(select(Prompt.id, Prompt.name).order_by(col(Prompt.id))).all():
+        version_id = production_version_id(session=session, prompt_id=prompt_id)
+        version = session.get(PromptVersion, version_id) if version_id is not None else None
+        leaving = retirement_of(settings, version.model if version is not None else None)
+        threshold = leaving.notice(today, settings.retirement_notice_days) if leaving is not None else None
+        if leaving is None or threshold is None:
+            continue
+        run = session.exec(select(OptimizationRun).where(OptimizationRun.prompt_id == prompt_id)
+                           .order_by(col(OptimizationRun.id).desc())).first()
+        pending = session.exec(select(Suggestion.id).where(
+            Suggestion.prompt_id == prompt_id, col(Suggestion.status).in_(("pending", "approved")),
+            col(Suggestion.retires_on).is_not(None)).order_by(col(Suggestion.id).desc())).first()
+        migration = run.results.migration if run is not None else None
+        if pending is not None:
+            status = f"suggestion {pending} migrates it: review it before then"
+        elif migration is not None and migration.message:
+            status = migration.message
+        else:
+            status = "trimloop is looking for a replacement model (the prompt is due first)"
+        left = leaving.days_left(today)
+        data = {"prompt_id": prompt_id, "prompt": name, "model": leaving.model,
+                "retires_on": leaving.retires_on.isoformat(), "days_left": left, "threshold_days": threshold,
+                "source": leaving.source, "status": status,
+                "summary": f"{name}: {leaving.words(today)}; {status}"}
+        if run is not None:
+            data["run_id"] = run.id
+        if pending is not None:
+            data["suggestion_id"] = pending
+        out.append((f"{RETIRING}:prompt {prompt_id}:{leaving.model}:{leaving.retires_on.isoformat()}:{threshold}", data))
+    return out
+
+
+async def announce_retirements(*, engine: Engine, settings: Settings, now: datetime,
+                               transport: httpx.AsyncBaseTransport | None = None) -> list[dict[str, Any]]:
+    """Send each `model.retiring` notice due at `now` that was never sent; the data of those sent.
+    Each is claimed by inserting its Notification row first (unique key): a notice two workers
+    find at once is sent by the one whose insert wins. Without a webhook subscribed to the event
+    nothing is recorded, so a webhook added later still gets the notices then due."""
+    if not any(RETIRING in hook.events for hook in settings.webhooks):
+        return []
+
+    def claim() -> list[tuple[int, dict[str, Any]]]:
+        claimed = []
+        with session_scope(engine) as session:
+            due = retiring_notices(session, settings, now=now)
+        for key, data in due:
+            try:
+                with session_scope(engine) as session:
+                    if session.exec(select(Notification.id).where(Notification.key == key)).first() is not None:
+                        continue
+                    row = Notification(event=RETIRING, key=key, data=data, sent_at=now)
+                    session.add(row)
+                    session.flush()
+                    claimed.append((row.id, data))
+            except IntegrityError:  # another worker claimed it between the read and the insert
+                continue
+        return claimed
+
+    claimed = await asyncio.to_thread(claim)
+    for row_id, data in claimed:
+        deliveries = await notify(engine=engine, settings=settings, event=RETIRING, data=data, transport=transport)
+        ok = bool(deliveries) and all(d.ok for d in deliveries)
+        await asyncio.to_thread(_mark_delivered, engine, row_id, ok)
+    return [data for _, data in claimed]
+
+
+def _mark_delivered(engine: Engine, row_id: int, ok: bool) -> None:
+    with session_scope(engine) as session:
+        row = session.get(Notification, row_id)
+        if row is not None:
+            row.delivered = ok

@@ -65,6 +65,7 @@ class LogItem:
     feedback: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     where: str | None = None
+    sample_rate: float | None = None  # the share of calls the source logged; None: every call (or unknown)
     cached_input_tokens: int | None = None
     cache_write_tokens: int | None = None
     reasoning_tokens: int | None = None

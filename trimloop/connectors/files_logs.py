@@ -7,6 +7,9 @@ trimloop shape (one call per line; `called_at`, a prompt reference and inputs ar
      "cost": 0.0000084, "latency_s": 0.41, "called_at": "2025-06-01T12:00:00Z",
      "feedback": [{"name": "thumbs_up", "value": 1, "source": "user"}], "meta": {}}
 
+plus an optional `sample_rate` (0.01 when the app logs one call in a hundred): each such line
+counts as 1 / sample_rate calls in calls per day, spend and savings.
+
 Token classes (trimloop shape): `cached_input_tokens` and `cache_write_tokens` are parts of
 `input_tokens`, `reasoning_tokens` a part of `output_tokens`; `"batch": true` marks a batch call.
 
@@ -53,6 +56,7 @@ class _Common(BaseModel):
     inputs: dict[str, Any] | None = None
     latency_s: float | None = Field(default=None, ge=0, strict=True)  # "1.2" or true are errors
     cost: float | None = Field(default=None, ge=0, strict=True)
+    sample_rate: float | None = Field(default=None, gt=0, le=1, strict=True, description="share of calls logged")
     feedback: list[Feedback] = Field(default_factory=list)
     meta: dict[str, Any] = Field(default_factory=dict)
     batch: bool = Field(default=False, strict=True)
@@ -180,11 +184,12 @@ def full_path(raw: bytes, where: str) -> LogItem:
         feedback=_feedback(line.feedback), meta=line.meta, where=where,
         cached_input_tokens=line.cached_input_tokens, cache_write_tokens=line.cache_write_tokens,
         reasoning_tokens=line.reasoning_tokens, batch=line.batch,
+        sample_rate=line.sample_rate,
     )
 
 
 _FAST_KEYS = frozenset(("id", "prompt", "version", "inputs", "output", "model", "input_tokens",
-                        "output_tokens", "cost", "latency_s", "called_at", "feedback", "meta",
+                        "output_tokens", "cost", "latency_s", "called_at", "feedback", "meta", "sample_rate",
                         "cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "batch"))
 _FEEDBACK_KEYS = frozenset(("name", "value", "source"))
 
@@ -204,12 +209,14 @@ def _fast_path(raw: bytes, where: str) -> LogItem | None:
     tokens_in, tokens_out, cost, latency = g("input_tokens"), g("output_tokens"), g("cost"), g("latency_s")
     cached, written, reasoning, batch = g("cached_input_tokens"), g("cache_write_tokens"), g("reasoning_tokens"), g(
         "batch", False)
+    rate = g("sample_rate")
     if not (type(ident) is str and ident and type(prompt) is str and prompt and type(inputs) is dict
             and type(at) is str and type(meta) is dict and type(feedback) is list
             and (version is None or type(version) is str) and (output is None or type(output) is str)
             and (model is None or type(model) is str) and _count(tokens_in) and _count(tokens_out)
             and _count(cached) and _count(written) and _count(reasoning) and type(batch) is bool
-            and _amount(cost) and _amount(latency)):
+            and _amount(cost) and _amount(latency)
+            and (rate is None or (type(rate) in (int, float) and 0 < rate <= 1))):
         return None
     for f in feedback:
         if not (type(f) is dict and _FEEDBACK_KEYS.issuperset(f) and type(f.get("name")) is str and f["name"]
@@ -223,8 +230,8 @@ def _fast_path(raw: bytes, where: str) -> LogItem | None:
     return LogItem(
         external_id=ident, called_at=_utc(called_at), prompt=prompt, version=version, inputs=inputs,
         output=output, model=model, input_tokens=tokens_in, output_tokens=tokens_out, cost=cost,
-        latency_s=latency, meta=meta, where=where, cached_input_tokens=cached, cache_write_tokens=written,
-        reasoning_tokens=reasoning, batch=batch,
+        latency_s=latency, meta=meta, where=where, sample_rate=rate, cached_input_tokens=cached,
+        cache_write_tokens=written, reasoning_tokens=reasoning, batch=batch,
         feedback=[{"name": f["name"], "value": f["value"], "source": f.get("source", "user")} for f in feedback],
     )
 
@@ -249,7 +256,7 @@ def _from_openai(line: OpenAILine, where: str) -> LogItem:
         version_sha=line.version_sha, inputs=line.inputs,
         rendered=[_flat_message(m) for m in line.request.messages], output=choice.message.content,
         model=response.model or line.request.model, cost=line.cost, latency_s=line.latency_s,
-        feedback=_feedback(line.feedback), meta=meta, where=where, batch=line.batch,
+        feedback=_feedback(line.feedback), meta=meta, where=where, batch=line.batch, sample_rate=line.sample_rate,
     ).set_usage(usage_from(usage.model_dump(exclude_none=True)))
 
 
@@ -281,7 +288,7 @@ def _from_anthropic(line: AnthropicLine, where: str) -> LogItem:
         external_id=response.id, called_at=_utc(line.called_at), prompt=line.prompt, version=line.version,
         version_sha=line.version_sha, inputs=line.inputs, rendered=rendered, output=text,
         model=response.model or line.request.model, cost=line.cost, latency_s=line.latency_s,
-        feedback=_feedback(line.feedback), meta=meta, where=where, batch=line.batch,
+        feedback=_feedback(line.feedback), meta=meta, where=where, batch=line.batch, sample_rate=line.sample_rate,
     ).set_usage(found)
 
 

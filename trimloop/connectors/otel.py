@@ -8,6 +8,10 @@ A span is an LLM call when it has `gen_ai.operation.name`/`gen_ai.system` or Ope
 LLM. It names its prompt with `trimloop.prompt`, `trimloop.prompt.version` and `trimloop.inputs`
 (JSON) on itself or an ancestor span, or OpenInference's `llm.prompt_template.*`; otherwise sync
 matches its input messages against the known templates.
+
+A span sampled by an OpenTelemetry probability sampler carries its threshold in its trace state
+(`ot=th:…`, the spec's "TraceState: Probability Sampling"): its sampling probability becomes the
+log's `sample_rate`, so each such span counts as 1 / probability calls.
 """
 
 from __future__ import annotations
@@ -145,7 +149,34 @@ class OtelConnector(Connector):
             latency_s=(end - start) / 1e9, **llm_fields(attrs),
             meta={"trace_id": trace_id, "span_id": span_id, "span_name": span.get("name"), **_params(attrs)},
             where=f"{where} span {span_id}",
+            sample_rate=sampling_probability(span.get("traceState") or span.get("trace_state")),
         )
+
+
+MAX_THRESHOLD = 2**56  # thresholds are 56-bit: 14 hex digits
+
+
+def sampling_probability(trace_state: Any) -> float | None:
+    """The sampling probability in a W3C trace state's OpenTelemetry entry: `ot=th:T` with T the
+    rejection threshold, up to 14 hex digits with trailing zeros left out (`th:0` keeps every
+    span, `th:8` half, `th:fd70a4` about 1 %); probability = (2^56 − T) / 2^56. None when the
+    trace state has no threshold, or an unreadable one (the span then counts once)."""
+    if not isinstance(trace_state, str):
+        return None
+    for member in trace_state.split(","):
+        key, _, value = member.strip().partition("=")
+        if key != "ot":
+            continue
+        for field in value.split(";"):
+            name, _, th = field.partition(":")
+            if name != "th" or not 1 <= len(th) <= 14:
+                continue
+            try:
+                threshold = int(th.ljust(14, "0"), 16)
+            except ValueError:
+                return None
+            return (MAX_THRESHOLD - threshold) / MAX_THRESHOLD if threshold < MAX_THRESHOLD else None
+    return None
 
 
 def llm_fields(attrs: dict[str, Any]) -> dict[str, Any]:

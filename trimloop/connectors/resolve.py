@@ -13,7 +13,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from trimloop.connectors.base import LogItem, Problem
+from trimloop.connectors.base import LogItem, Problem, PromptItem
+from trimloop.core.identity import version_identity
 from trimloop.core.tables import Prompt, PromptVersion
 from trimloop.core.templates import PLACEHOLDER
 
@@ -102,6 +103,23 @@ class Resolver:
                 self.by_external.setdefault((pid, ext), version)
             self.by_prompt.setdefault(pid, []).append(version)
         return self
+
+    def extend(self, items: list[PromptItem]) -> None:
+        """Also know versions read from a store but not synced yet (a dry run: `trimloop doctor`);
+        what they add gets negative ids, so it can never be mistaken for a stored row."""
+        fresh = -1 - len(self.by_sha) - len(self.prompts)
+        for item in items:
+            template = item.template.dump()
+            sha = version_identity(template=template, model=item.model, params=item.params)
+            if item.name not in self.prompts:
+                self.prompts[item.name], fresh = fresh, fresh - 1
+            pid = self.prompts[item.name]
+            version = self.by_sha.get(sha)
+            if version is None or version.prompt_id != pid:
+                version, fresh = _Version(fresh, pid, template), fresh - 1
+                self.by_sha.setdefault(sha, version)
+                self.by_prompt.setdefault(pid, []).append(version)
+            self.by_external.setdefault((pid, item.external_version), version)
 
     def resolve(self, item: LogItem) -> tuple[int, int | None, dict[str, Any]] | Problem:
         """(prompt_id, version_id, inputs) for the item, or the Problem that stops it."""

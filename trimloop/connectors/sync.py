@@ -94,23 +94,27 @@ def sync(
     """Sync every configured connector (or those named in `only`); one report each."""
     reports = []
     for name, connector in registry.from_settings(settings, only).items():
+        config = settings.connectors.get(name)
         with connector:
-            reports.append(sync_connector(engine=engine, connector=connector, full=full,
-                                          batch_size=batch_size, settings=settings))
+            reports.append(sync_connector(engine=engine, connector=connector, full=full, batch_size=batch_size,
+                                          sample_rate=config.sample_rate if config is not None else None,
+                                          settings=settings))
     return reports
 
 
 def sync_connector(
     *, engine: Engine, connector: Connector, full: bool = False, batch_size: int = 5000,
-    settings: Settings | None = None,
+    sample_rate: float | None = None, settings: Settings | None = None,
 ) -> SyncReport:
-    """Sync one connector: its prompts (all, labels refreshed), then its logs since the cursor. With
+    """Sync one connector: its prompts (all, labels refreshed), then its logs since the cursor.
+    `sample_rate` ([connectors.NAME] sample_rate) is given to every log whose record carries none. With
     `settings`, logged costs are checked against tokens × the catalog's prices (`price_check`)."""
     report = SyncReport(connector=connector.name)
     check = PriceCheck(settings) if settings is not None else None
     try:
         _sync_prompts(engine, connector, report)
-        _sync_logs(engine, connector, report, full=full, batch_size=batch_size, check=check)
+        _sync_logs(engine, connector, report, full=full, batch_size=batch_size, sample_rate=sample_rate,
+                   check=check)
     except TrimloopError as exc:
         report.fatal = str(exc)
     if check is not None:
@@ -189,7 +193,7 @@ def _apply_labels(conn: Connection, pid: int, versions: dict[int, set[str]], rep
 
 
 def _sync_logs(engine: Engine, connector: Connector, report: SyncReport, *, full: bool,
-               batch_size: int, check: PriceCheck | None = None) -> None:
+               batch_size: int, sample_rate: float | None = None, check: PriceCheck | None = None) -> None:
     with engine.connect() as conn:
         cursor = None if full else read_cursor(conn, connector.name, LOGS_STREAM)
         resolver = Resolver.load(conn)
@@ -199,6 +203,8 @@ def _sync_logs(engine: Engine, connector: Connector, report: SyncReport, *, full
     for item in connector.read_logs(cursor=cursor):
         if isinstance(item, LogItem):
             where = item.where or item.external_id
+            if item.sample_rate is None:
+                item.sample_rate = sample_rate
             resolved = _oversize(where, LOG_LENGTHS, item) or unstorable(where, item) or resolver.resolve(item)
             if isinstance(resolved, Problem):
                 report.add_problem(resolved)
@@ -254,6 +260,11 @@ def unstorable(where: str, item: LogItem) -> Problem | None:
         if value is not None and not (type(value) in (int, float) and 0 <= value <= bound):  # NaN fails both
             return Problem(where, f"{attr} is {value!r}; it must be a number from 0 to {bound:g}", "out_of_range",
                            f"check the {attr} in the source ({'dollars' if attr == 'cost' else 'seconds'})")
+    rate = item.sample_rate
+    if rate is not None and not (type(rate) in (int, float) and 0 < rate <= 1):  # NaN fails too
+        return Problem(where, f"sample_rate is {rate!r}; it must be a share of calls above 0 and at most 1",
+                       "out_of_range", "write the share of calls that were logged, e.g. 0.01 for one in a hundred, "
+                       "or leave it out when every call is logged")
     for attr in TOKEN_FIELDS:
         value = getattr(item, attr)
         if value is not None and not (type(value) is int and 0 <= value <= MAX_TOKENS):
@@ -348,7 +359,7 @@ def _row(connector: str, item: LogItem, prompt_id: int, version_id: int | None,
         "version_id": version_id, "inputs": inputs, "output": item.output, "model": item.model,
         "input_tokens": item.input_tokens, "output_tokens": item.output_tokens, "cost": item.cost,
         "latency_s": item.latency_s, "called_at": item.called_at, "feedback": item.feedback,
-        "meta": item.meta, "cached_input_tokens": item.cached_input_tokens,
+        "meta": item.meta, "sample_rate": item.sample_rate, "cached_input_tokens": item.cached_input_tokens,
         "cache_write_tokens": item.cache_write_tokens, "reasoning_tokens": item.reasoning_tokens,
         "batch": bool(item.batch),
     }
@@ -428,7 +439,7 @@ def _conflicts(conn: Connection, connector: str,
 
 
 _COLUMNS = ("connector", "external_id", "prompt_id", "version_id", "inputs", "output", "model",
-            "input_tokens", "output_tokens", "cost", "latency_s", "called_at", "feedback", "meta",
+            "input_tokens", "output_tokens", "cost", "latency_s", "called_at", "feedback", "meta", "sample_rate",
             "cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "batch")
 _SQLITE_INSERT = (f"INSERT INTO logrecord ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
                   "ON CONFLICT (connector, external_id) DO NOTHING")
@@ -440,7 +451,7 @@ def _insert_sqlite(conn: Connection, connector: str,
     params = [
         (connector, i.external_id, pid, vid, _json(inputs), i.output, i.model, i.input_tokens,
          i.output_tokens, i.cost, i.latency_s, _sqlite_time(i.called_at), _json(i.feedback), _json(i.meta),
-         i.cached_input_tokens, i.cache_write_tokens, i.reasoning_tokens, 1 if i.batch else 0)
+         i.sample_rate, i.cached_input_tokens, i.cache_write_tokens, i.reasoning_tokens, 1 if i.batch else 0)
         for i, pid, vid, inputs in rows
     ]
     return conn.exec_driver_sql(_SQLITE_INSERT, params).rowcount  # sqlite3 sums executemany rows

@@ -8,6 +8,9 @@ Three kinds of model:
 - everything else goes through litellm (OpenAI, Anthropic, Gemini …) and is priced from
   litellm's price map, read offline (`LITELLM_LOCAL_MODEL_COST_MAP=True`).
 
+The same map gives a model's retirement date (`deprecation_date`), which `models."ID".retires_on`
+overrides; `trimloop.core.retirement` decides what a date means for a prompt.
+
 Every model carries a `PriceSheet` (`core.pricing`): a price per token class (input, cache read,
 cache write, output, reasoning, batch, long-context tiers) with its source, each overridable in
 `[models."id"]`; `ResolvedModel.cost(usage)` is what a call costs, None when the price is unknown.
@@ -19,6 +22,7 @@ import importlib.util
 import logging
 import os
 from dataclasses import dataclass, field
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -80,6 +84,8 @@ class ResolvedModel:
     openai_tokenizer: bool  # tiktoken counts are exact for it
     api_key: str | None = field(default=None, repr=False)  # a key held here, not in the environment (bundled)
     prices: PriceSheet = field(default_factory=PriceSheet)  # every token class's price and its source
+    retires_on: date | None = None  # the day the provider stops serving it, when known
+    retires_source: str = ""  # where that date came from
 
     @property
     def takes_text(self) -> bool:
@@ -144,7 +150,7 @@ def resolve_model(settings: Settings, model_id: str) -> ResolvedModel:
             api_key=_local_key(settings),
             prices=simple_sheet(in_rate, out_rate, "notional self-hosting estimate"),
         )
-        return _apply_config(resolved, config) if config else resolved
+        return _apply_config(resolved, config) if config else resolved  # bundled: never retired by a provider
 
     if config is not None and config.api_base and not config.via_litellm:
         wire = config.served_as or model_id.split("/", 1)[-1]
@@ -165,7 +171,7 @@ def resolve_model(settings: Settings, model_id: str) -> ResolvedModel:
         )
         if config.input_per_mtok is not None or config.output_per_mtok is not None:
             return _apply_config(base, config)  # priced in settings: no need to load litellm's map
-        return _apply_config(_with_map_price(base, wire), config)
+        return _apply_config(_with_map_retirement(_with_map_price(base, wire), wire), config)
 
     provider = model_id.split("/", 1)[0] if "/" in model_id else "openai"
     base = ResolvedModel(
@@ -183,7 +189,7 @@ def resolve_model(settings: Settings, model_id: str) -> ResolvedModel:
         completion_only=bool(config and config.completion_only),
         openai_tokenizer=provider in ("openai", "azure") or model_id.startswith(("gpt-", "o1", "o3")),
     )
-    base = _with_map_price(base, model_id)
+    base = _with_map_retirement(_with_map_price(base, model_id), model_id)
     return _apply_config(base, config) if config else base
 
 
@@ -212,6 +218,8 @@ def _apply_config(resolved: ResolvedModel, config: Any) -> ResolvedModel:
         changes["concurrency"] = config.concurrency
     if config.completion_only:
         changes["completion_only"] = True
+    if config.retires_on is not None:
+        changes.update(retires_on=config.retires_on, retires_source="settings (retires_on)")
     return _replace(resolved, **changes)
 
 
@@ -262,6 +270,13 @@ def _with_map_price(resolved: ResolvedModel, name: str) -> ResolvedModel:
     )
 
 
+def _with_map_retirement(resolved: ResolvedModel, name: str) -> ResolvedModel:
+    day = map_retirement(name)
+    if day is None:
+        return resolved
+    return _replace(resolved, retires_on=day, retires_source="litellm price map (deprecation_date)")
+
+
 def _replace(resolved: ResolvedModel, **changes: Any) -> ResolvedModel:
     from dataclasses import replace
 
@@ -285,6 +300,26 @@ def map_price(model: str) -> tuple[float, float] | None:
     if sheet is None:
         return None
     return sheet.input.per_token or 0.0, sheet.output.per_token or 0.0
+
+
+@lru_cache(maxsize=512)
+def map_retirement(model: str) -> date | None:
+    """The day litellm's offline price map says the provider retires `model` (its
+    `deprecation_date`, "YYYY-MM-DD"), or None when it has none or an unreadable one."""
+    litellm = import_litellm()
+    info: dict[str, Any] | None = litellm.model_cost.get(model)
+    if info is None:
+        try:  # a provider prefix or alias (openai/gpt-5-mini): litellm knows how to find its entry
+            info = dict(litellm.get_model_info(model))
+        except Exception:
+            return None
+        key = info.get("key")
+        info = litellm.model_cost.get(key, info) if isinstance(key, str) else info
+    raw = info.get("deprecation_date") if isinstance(info, dict) else None
+    try:
+        return date.fromisoformat(str(raw)[:10]) if raw else None
+    except ValueError:
+        return None
 
 
 @lru_cache(maxsize=1)

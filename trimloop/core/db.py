@@ -6,10 +6,13 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool
@@ -122,6 +125,32 @@ def upgrade(url: str, revision: str = "head") -> None:
                 hint="check TRIMLOOP_DATABASE_URL and that the server is running and reachable",
             ) from None
         raise
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """Where a database's schema stands against the migrations this code ships."""
+
+    current: tuple[str, ...]  # the revisions it is at; empty: no schema yet
+    head: tuple[str, ...]  # the newest revisions shipped
+    behind: int  # migrations `upgrade` would apply
+    unknown: tuple[str, ...]  # revisions it is at that this code does not know (a newer trimloop made them)
+
+
+def schema_state(engine: Engine) -> SchemaState:
+    """Read the database's Alembic revision without changing anything (SQLAlchemy errors pass through)."""
+    script = ScriptDirectory.from_config(alembic_config(engine.url.render_as_string(hide_password=False)))
+    with engine.connect() as conn:
+        current = tuple(sorted(MigrationContext.configure(conn).get_current_heads()))
+    known = {revision.revision for revision in script.walk_revisions()}
+    unknown = tuple(r for r in current if r not in known)
+    behind = 0 if unknown else sum(1 for _ in script.iterate_revisions("heads", current or "base"))
+    return SchemaState(current=current, head=tuple(sorted(script.get_heads())), behind=behind, unknown=unknown)
+
+
+def safe_url(url: str) -> str:
+    """The database URL with its password hidden, for messages."""
+    return _safe_url(url)
 
 
 @contextmanager

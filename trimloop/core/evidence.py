@@ -11,6 +11,7 @@ in `unreadable` rather than failing the whole row.
 from __future__ import annotations
 
 import logging
+from datetime import date
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -128,6 +129,16 @@ class SavingsProjection(BaseModel):
     cache_note: str | None = Field(default=None, description="what caching does to the saving, in words")
 
 
+class Deadline(Record):
+    """The baseline model's retirement: after `retires_on` the provider stops serving it, so the
+    prompt must move to another model before then (core.retirement)."""
+
+    model: str = ""
+    retires_on: date | None = None
+    days_left: int | None = Field(default=None, description="days from the run to the date")
+    source: str = Field(default="", examples=["litellm price map (deprecation_date)", "settings (retires_on)"])
+
+
 class SearchSummary(Record):
     search_calls: int | None = None
     candidates: int | None = None
@@ -159,10 +170,15 @@ class Evidence(Record):
     savings: SavingsProjection | None = None
     search: SearchSummary | None = None
     price_sources: dict[str, str] = Field(default_factory=dict)
+    deadline: Deadline | None = Field(default=None, description="set on a migration off a retiring model")
     prices: dict[str, dict[str, str]] | None = Field(
         default=None, description="model → token class → '$ per 1M tokens (source)'")
     evaluator_config: list[str] = Field(default_factory=list)
     baseline_feedback: dict[str, FeedbackSummary] = Field(default_factory=dict)
+    baseline_eval_run_id: int | None = Field(default=None, description="the baseline's holdout results (EvalRun)")
+    candidate_eval_run_id: int | None = Field(
+        default=None, description="the candidate's holdout results (EvalRun); with the baseline's, the evaluators' "
+        "tests re-derive from these rows (GET /suggestions/{id}/items)")
     unreadable: dict[str, Any] = Field(default_factory=dict,
                                        description="stored fields that no longer validate (older rows)")
 
@@ -205,6 +221,20 @@ class CertificationSummary(Record):
     reason: str = ""
     n: int | None = None
     wanted: int | None = None
+    eval_run_id: int | None = Field(default=None, description="the candidate's holdout results (EvalRun)")
+
+
+class Migration(Record):
+    """A run on a prompt whose model retires: the deadline, the retiring models it left out, and
+    — when no candidate held quality — the best candidate's evidence, for the person who must decide."""
+
+    deadline: Deadline = Field(default_factory=Deadline)
+    excluded_models: dict[str, date] = Field(default_factory=dict, description="retiring candidate models left out")
+    certified: bool = False
+    best: CertificationSummary | None = Field(default=None, description="the best candidate tried")
+    best_model: str | None = None
+    best_evidence: dict[str, Verdict] = Field(default_factory=dict, description="its test per evaluator")
+    message: str | None = Field(default=None, examples=["no certified replacement: needs a person before 2026-12-11"])
 
 
 class RunResults(Record):
@@ -228,6 +258,7 @@ class RunResults(Record):
     baseline_feedback: dict[str, FeedbackSummary] = Field(default_factory=dict)
     suggestion_id: int | None = None
     no_suggestion: str | None = Field(default=None, description="why the run made no suggestion")
+    migration: Migration | None = Field(default=None, description="set when the baseline's model retires")
     note: str | None = None
     unreadable: dict[str, Any] = Field(default_factory=dict,
                                        description="stored fields that no longer validate (older rows)")

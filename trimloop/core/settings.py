@@ -10,6 +10,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+from contextvars import ContextVar
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,6 +30,9 @@ from trimloop.core.errors import ConfigError
 
 CONFIG_ENV = "TRIMLOOP_CONFIG"
 DEFAULT_CONFIG_FILE = "trimloop.toml"
+# False while `load_settings(check_egress=False)` runs: `trimloop doctor` reads the rest of a
+# config whose URLs allowed_hosts refuses, then reports each refused URL as its own finding.
+_check_egress: ContextVar[bool] = ContextVar("trimloop_check_egress", default=True)
 
 
 class ModelConfig(BaseModel):
@@ -56,6 +61,9 @@ class ModelConfig(BaseModel):
     completion_only: bool = Field(default=False, description="base model: plain-text templates only")
     via_litellm: bool = Field(
         default=False, description="call api_base through litellm instead of the direct path"
+    )
+    retires_on: date | None = Field(
+        default=None, description="the day the provider stops serving it (overrides litellm's deprecation_date)"
     )
 
 
@@ -96,13 +104,16 @@ class ConnectorConfig(BaseModel):
     model_config = {"extra": "allow"}
 
     type: str = Field(description="connector type registered under trimloop.connectors")
+    sample_rate: float | None = Field(
+        default=None, gt=0, le=1, description="share of calls the source logs (0.01: 1 %) when its records "
+        "do not say; each logged call then counts as 1 / sample_rate calls")
 
     @property
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
 
-WEBHOOK_EVENTS = ("suggestion.created", "suggestion.approved", "suggestion.deployed", "run.failed")
+WEBHOOK_EVENTS = ("suggestion.created", "suggestion.approved", "suggestion.deployed", "run.failed", "model.retiring")
 
 
 class ApiSettings(BaseModel):
@@ -158,7 +169,7 @@ class WebhookConfig(BaseModel):
 
     url: str = Field(description="http(s) URL that receives a POST per event")
     events: list[Literal["suggestion.created", "suggestion.approved", "suggestion.deployed",
-                         "run.failed"]] = Field(default_factory=lambda: list(WEBHOOK_EVENTS))
+                         "run.failed", "model.retiring"]] = Field(default_factory=lambda: list(WEBHOOK_EVENTS))
     format: Literal["json", "slack"] = Field(default="json", description="slack: text + blocks")
     secret_env: str | None = Field(
         default=None, description="variable holding the HMAC secret; default: secret_key")
@@ -200,6 +211,13 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     webhooks: list[WebhookConfig] = Field(default_factory=list)
     scheduler: SchedulerSettings = SchedulerSettings()
+    # Model retirements (the date from litellm's price map or `models."ID".retires_on`): a production
+    # prompt whose model retires within retirement_warning_days is due first (reason model_retiring);
+    # a `model.retiring` notification goes out at each of retirement_notice_days before the date, once.
+    retirement_warning_days: int = Field(default=60, ge=1, le=3650,
+                                         description="days before a model's retirement that its prompts are due")
+    retirement_notice_days: list[int] = Field(default_factory=lambda: [60, 30, 7],
+                                              description="days before a retirement to notify, each once")
     # Hosts that connectors, webhooks and model api_bases may send requests to (core.egress has
     # the rule syntax). Unset: loopback only. TRIMLOOP_ALLOWED_HOSTS="a:5000,*.example.com" (or
     # a JSON list) overrides the file.
@@ -226,6 +244,13 @@ class Settings(BaseSettings):
             parse_rule(entry)  # ValueError names the entry and how to write it
         return value
 
+    @field_validator("retirement_notice_days")
+    @classmethod
+    def _notice_days(cls, value: list[int]) -> list[int]:
+        if not value or any(d < 0 for d in value):
+            raise ValueError(f"give days ≥ 0 before the retirement date, e.g. [60, 30, 7]; got {value}")
+        return sorted(set(value), reverse=True)
+
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, value: str | None) -> str | None:
@@ -246,11 +271,10 @@ class Settings(BaseSettings):
     def _targets_allowed(self) -> "Settings":
         """Webhook URLs and model api_bases must be inside allowed_hosts (connectors are
         checked when they are built, since their options belong to each connector type)."""
+        if not _check_egress.get():
+            return self
         egress = self.egress
-        targets = [(f"webhook {i + 1}", f"webhooks[{i}].url", hook.url) for i, hook in enumerate(self.webhooks)]
-        targets += [(f"model {name!r}", f'models."{name}".api_base', model.api_base)
-                    for name, model in self.models.items() if model.api_base]
-        for who, key, url in targets:
+        for who, key, url in egress_targets(self, connectors=False):
             try:
                 egress.check(url, who=who, where=key)
             except HostNotAllowed as exc:
@@ -280,12 +304,28 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, config_path()))
 
 
+def egress_targets(settings: Settings, *, connectors: bool = True) -> list[tuple[str, str, str]]:
+    """(who, config key, URL) of every configured request target that `allowed_hosts` must allow:
+    webhook URLs, model api_bases and (with `connectors`) each connector's `url`/`*_url` option."""
+    targets = [(f"webhook {i + 1}", f"webhooks[{i}].url", hook.url) for i, hook in enumerate(settings.webhooks)]
+    targets += [(f"model {name!r}", f'models."{name}".api_base', model.api_base)
+                for name, model in settings.models.items() if model.api_base]
+    if connectors:
+        targets += [(f"connector {name!r} ({config.type})", f"[connectors.{name}] {key}", value)
+                    for name, config in settings.connectors.items() for key, value in config.options.items()
+                    if (key == "url" or key.endswith("_url")) and isinstance(value, str)]
+    return targets
+
+
 def config_path() -> Path:
     return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_FILE)
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Read settings, turning validation failures into a ConfigError that names the field."""
+def load_settings(*, check_egress: bool = True, **overrides: Any) -> Settings:
+    """Read settings, turning validation failures into a ConfigError that names the field. With
+    `check_egress=False`, webhook URLs and model api_bases outside allowed_hosts are let through
+    (for `trimloop doctor`, which reports each refused one; settings read so must not serve calls)."""
+    token = _check_egress.set(check_egress)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -305,6 +345,8 @@ def load_settings(**overrides: Any) -> Settings:
             where=str(config_path()),
             hint="check the TOML syntax (strings in quotes, [sections] for tables)",
         ) from None
+    finally:
+        _check_egress.reset(token)
 
 
 @lru_cache(maxsize=1)

@@ -218,7 +218,9 @@ def list_suggestions(*, session: Session, status: str | None = None, prompt_id: 
         query = query.where(Suggestion.prompt_id == prompt_id)
     if min_savings is not None:
         query = query.where(col(Suggestion.projected_monthly_savings) >= min_savings)
-    query = query.order_by(col(Suggestion.projected_monthly_savings).desc(), col(Suggestion.id).desc())
+    # migrations off a retiring model first, the nearest date first; then the biggest savings
+    query = query.order_by(col(Suggestion.retires_on).asc().nulls_last(),
+                           col(Suggestion.projected_monthly_savings).desc(), col(Suggestion.id).desc())
     return list(session.exec(query.offset(offset).limit(limit)).all())
 
 

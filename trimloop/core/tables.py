@@ -6,11 +6,11 @@ queried or joined on is a real column with an index. Times are timezone-aware UT
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, case, false
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, and_, case, false
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import AutoString, Field, SQLModel
 
@@ -171,6 +171,9 @@ class LogRecord(SQLModel, table=True):
     called_at: datetime = Field(default_factory=utcnow)
     feedback: list[dict[str, Any]] = _json(default_factory=list)  # {name, value, source}
     meta: dict[str, Any] = _json(default_factory=dict)
+    # the share of calls the source logged (0.01: one in a hundred); NULL: every call. A record
+    # stands for 1 / sample_rate calls in calls per day, spend and savings.
+    sample_rate: float | None = None
 
     @property
     def usage(self) -> TokenUsage:
@@ -183,6 +186,23 @@ class LogRecord(SQLModel, table=True):
         so no sum over the store can overflow or turn infinite."""
         column = cls.__table__.c.cost  # type: ignore[attr-defined]
         return case((column.between(0, MAX_COST_PER_CALL), column), else_=None)
+
+    @classmethod
+    def weight(cls) -> Any:
+        """The calls one record stands for: 1 / sample_rate (1 when unsampled or out of (0, 1])."""
+        rate = cls.__table__.c.sample_rate  # type: ignore[attr-defined]
+        return case((and_(rate > 0, rate <= 1), 1.0 / rate), else_=1.0)
+
+    @classmethod
+    def weighted_cost(cls) -> Any:
+        """`counted_cost` × `weight`: the spend a record stands for (NULL where the cost is)."""
+        return cls.counted_cost() * cls.weight()
+
+    @classmethod
+    def costed_weight(cls) -> Any:
+        """`weight` where `counted_cost` is known, else NULL: the denominator of a weighted mean cost."""
+        column = cls.__table__.c.cost  # type: ignore[attr-defined]
+        return case((column.between(0, MAX_COST_PER_CALL), cls.weight()), else_=None)
 
 
 class ConnectorCursor(SQLModel, table=True):
@@ -331,6 +351,8 @@ class Suggestion(_Typed, SQLModel, table=True):
     savings_high: float | None = None
     optimization_spend: float = 0.0
     payback_days: float | None = None
+    # the day the baseline's model retires, on a suggestion that migrates off it: the queue sorts by it
+    retires_on: date | None = Field(default=None, index=True)
     reason: str | None = _text()
     created_at: datetime = Field(default_factory=utcnow)
     decided_at: datetime | None = None
@@ -373,6 +395,18 @@ class AuditEvent(SQLModel, table=True):
     object_id: str | None = Field(default=None, max_length=100)
     before: dict[str, Any] | None = _json(default=None, nullable=True)
     after: dict[str, Any] | None = _json(default=None, nullable=True)
+
+
+class Notification(SQLModel, table=True):
+    """A notification that must go out once (`model.retiring` at 60, 30 and 7 days): its row is
+    written, under a unique key, before it is sent, so two workers never send it twice."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    event: str = Field(max_length=50)
+    key: str = Field(unique=True, max_length=400)  # e.g. model.retiring:prompt 3:gpt-5-mini:2026-12-11:30
+    data: dict[str, Any] = _json(default_factory=dict)
+    delivered: bool = False
+    sent_at: datetime = Field(default_factory=utcnow)
 
 
 class CachedResponse(SQLModel, table=True):

@@ -2,7 +2,9 @@
 
 - `evaluators`  registry by name (built-ins + entry-point group `trimloop.evaluators`)
 - `datasets`    datasets from logs (dedupe, stratify, split, content hash); `gold` imports CSV/JSONL
-- `runner`      `evaluate_items` (pure, for the optimizer) and `run_eval` (stored, resumable)
+- `runner`      `evaluate_items` (pure, for the optimizer), `Trials` (a version's results by item),
+                `store_eval_run` / `stored_results` (EvalRun rows)
 - `stats`       paired non-inferiority (Tango, t, bootstrap), power helper; `sequential` racing test
-- `report`      `compare_results` / `compare_runs` and pandas tables; `config` per-prompt options
+- `report`      `compare_results`: the one comparison certification decides with; `compare_runs`
+                re-derives it from stored EvalRuns, `item_pairs` lists their rows side by side
 """

@@ -1,23 +1,22 @@
-"""Reports: a run's per-item table and summary, and baseline vs candidate per evaluator.
+"""The one comparison of baseline and candidate: paired per-item differences → a non-inferiority
+verdict per evaluator. Certification decides with it, and it re-derives a suggestion's evidence
+from the stored EvalRuns (`compare_runs`), so the two can never disagree.
 
-`compare_results` is the plain comparison (the optimizer certifies with it): per evaluator the
-baseline and candidate means, the delta, its interval, the non-inferiority verdict and n; the
+Per evaluator: the baseline and candidate means, the delta, its interval, the verdict and n; the
 candidate passes only when every evaluator passes (intersection–union: no correction needed).
-The `*_frame` functions turn stored runs into pandas DataFrames for people.
+Items are paired in a fixed order (item id, then sample), so the numbers do not depend on the
+order the results arrived in, and re-deriving them from rows gives them exactly.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
-from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import Session, col, select
 
-from trimloop.core.db import session_scope
 from trimloop.core.defaults import DEFAULT_ALPHA, DEFAULT_MARGIN
 from trimloop.core.errors import NotFound, UserError
 from trimloop.core.tables import DatasetItem, EvalRun
@@ -29,7 +28,8 @@ from trimloop.evals.stats import Method, NonInferiority, non_inferiority
 class Comparison:
     margin: float
     alpha: float
-    verdicts: dict[str, NonInferiority]
+    evaluators: list[str]
+    verdicts: dict[str, NonInferiority]  # an evaluator with fewer than 2 paired items has none
     baseline_cost_per_call: float | None
     candidate_cost_per_call: float | None
     baseline_latency_p50_s: float | None
@@ -38,7 +38,7 @@ class Comparison:
 
     @property
     def passed(self) -> bool:
-        return bool(self.verdicts) and all(v.passed for v in self.verdicts.values())
+        return bool(self.evaluators) and all(k in self.verdicts and self.verdicts[k].passed for k in self.evaluators)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,11 +52,25 @@ class Comparison:
         }
 
 
-def _by_item(results: Sequence[ItemResult], key: str) -> dict[Any, list[float]]:
-    out: dict[Any, list[float]] = {}
-    for r in results:
-        out.setdefault(r.item_id, []).append(float(r.scores.get(key, 0.0)))
-    return out
+def _order(item_id: Any) -> tuple[int, Any]:
+    """Item ids sort as numbers when they are numbers (dataset items), else as text."""
+    return (0, item_id) if isinstance(item_id, int) else (1, str(item_id))
+
+
+def paired(baseline: Iterable[ItemResult], candidate: Iterable[ItemResult],
+           key: str) -> tuple[dict[Any, list[float]], dict[Any, list[float]]]:
+    """Both arms' scores for `key` on the items both have, item → sample scores (0 when the
+    evaluator gave none), items in id order and samples in sample order."""
+    def by_item(results: Iterable[ItemResult]) -> dict[Any, list[ItemResult]]:
+        out: dict[Any, list[ItemResult]] = {}
+        for r in results:
+            out.setdefault(r.item_id, []).append(r)
+        return out
+
+    base, cand = by_item(baseline), by_item(candidate)
+    common = sorted((i for i in base if i in cand), key=_order)
+    scores = lambda rs: [float(r.scores.get(key, 0.0)) for r in sorted(rs, key=lambda r: r.sample)]  # noqa: E731
+    return {i: scores(base[i]) for i in common}, {i: scores(cand[i]) for i in common}
 
 
 def _cost(results: Sequence[ItemResult]) -> float | None:
@@ -69,8 +83,8 @@ def _p50(results: Sequence[ItemResult]) -> float | None:
 
 
 def compare_results(
-    baseline: Sequence[ItemResult],
-    candidate: Sequence[ItemResult],
+    baseline: Iterable[ItemResult],
+    candidate: Iterable[ItemResult],
     *,
     evaluators: Sequence[str],
     margin: float = DEFAULT_MARGIN,
@@ -79,7 +93,9 @@ def compare_results(
     method: Method = "auto",
     seed: int = 0,
 ) -> Comparison:
-    """Paired non-inferiority per evaluator on the items both runs scored."""
+    """Paired non-inferiority per evaluator on the items both arms scored (the samples of an item
+    are its cluster). An evaluator with fewer than 2 paired items gets no verdict (and fails)."""
+    baseline, candidate = list(baseline), list(candidate)
     if not evaluators:
         raise UserError("nothing to compare: no evaluators given", where="comparison",
                         hint="pass the evaluator keys the runs were scored with")
@@ -89,90 +105,72 @@ def compare_results(
         if missing:
             raise UserError(f"evaluator {key!r} has no score for item {missing[0]}", where="comparison",
                             hint="compare runs scored with the same evaluators")
-        verdicts[key] = non_inferiority(_by_item(baseline, key), _by_item(candidate, key),
-                                        margin=(margins or {}).get(key, margin), alpha=alpha,
-                                        method=method, seed=seed)
+        base, cand = paired(baseline, candidate, key)
+        if len(base) >= 2:
+            verdicts[key] = non_inferiority(base, cand, margin=(margins or {}).get(key, margin), alpha=alpha,
+                                            method=method, seed=seed)
     base_out = {(r.item_id, r.sample): r.output for r in baseline}
     differing = sorted({r.item_id for r in candidate
                         if (r.item_id, r.sample) in base_out
                         and (r.output or "").strip() != (base_out[(r.item_id, r.sample)] or "").strip()},
-                       key=str)
-    return Comparison(margin=margin, alpha=alpha, verdicts=verdicts,
+                       key=_order)
+    return Comparison(margin=margin, alpha=alpha, evaluators=list(evaluators), verdicts=verdicts,
                       baseline_cost_per_call=_cost(baseline), candidate_cost_per_call=_cost(candidate),
                       baseline_latency_p50_s=_p50(baseline), candidate_latency_p50_s=_p50(candidate),
                       differing_items=differing)
 
 
-def _run(engine: Engine, eval_run_id: int) -> EvalRun:
-    with session_scope(engine) as session:
-        run = session.get(EvalRun, eval_run_id)
-        if run is None:
-            raise NotFound(f"no eval run with id {eval_run_id}", where="report",
-                           hint="list eval runs of a prompt, or run the evaluation first")
-        return run
+def eval_run(session: Session, eval_run_id: int) -> EvalRun:
+    run = session.get(EvalRun, eval_run_id)
+    if run is None:
+        raise NotFound(f"no eval run with id {eval_run_id}", where="report",
+                       hint="a suggestion's evidence names its eval runs (baseline_eval_run_id, candidate_eval_run_id)")
+    return run
 
 
-def compare_runs(engine: Engine, baseline_run_id: int, candidate_run_id: int, **kwargs: Any) -> Comparison:
-    """`compare_results` on two stored EvalRuns of the same dataset split."""
-    base, cand = _run(engine, baseline_run_id), _run(engine, candidate_run_id)
+def compare_runs(session: Session, baseline_run_id: int, candidate_run_id: int, *,
+                 evaluators: Sequence[str] | None = None, **kwargs: Any) -> Comparison:
+    """`compare_results` on two stored EvalRuns of the same dataset split. The margins and α
+    default to those the candidate's certification used (stored in its summary)."""
+    base, cand = eval_run(session, baseline_run_id), eval_run(session, candidate_run_id)
     if (base.dataset_id, base.split) != (cand.dataset_id, cand.split):
         raise UserError(
             f"runs {baseline_run_id} and {candidate_run_id} are on different items "
             f"(dataset {base.dataset_id}/{base.split} vs {cand.dataset_id}/{cand.split})",
             where="comparison", hint="a paired comparison needs both runs on the same dataset split")
-    keys = kwargs.pop("evaluators", None) or [
-        k for k in base.summary.get("evaluators", {}) if k in cand.summary.get("evaluators", {})]
-    return compare_results(stored_results(engine, baseline_run_id), stored_results(engine, candidate_run_id),
-                           evaluators=keys, **kwargs)
+    keys = list(evaluators or [k for k in base.summary.get("evaluators", {}) if k in cand.summary.get("evaluators", {})])
+    test = cand.summary.get("certification") or {}
+    kwargs.setdefault("alpha", test.get("alpha", DEFAULT_ALPHA))
+    kwargs.setdefault("margin", test.get("margin", DEFAULT_MARGIN))
+    kwargs.setdefault("margins", test.get("margins"))
+    return compare_results(stored_results(session, baseline_run_id).flat(),
+                           stored_results(session, candidate_run_id).flat(), evaluators=keys, **kwargs)
 
 
-def comparison_frame(comparison: Comparison) -> pd.DataFrame:
-    """One row per evaluator: baseline, candidate, delta, interval, verdict, n."""
-    rows = [{"evaluator": key, "baseline": v.baseline_mean, "candidate": v.candidate_mean,
-             "delta": v.delta, "lower": v.lower, "upper": v.upper, "margin": v.margin,
-             "verdict": v.verdict, "n": v.n, "samples": v.samples, "method": v.method,
-             "p_value": v.p_value} for key, v in comparison.verdicts.items()]
-    return pd.DataFrame(rows, columns=["evaluator", "baseline", "candidate", "delta", "lower", "upper",
-                                       "margin", "verdict", "n", "samples", "method", "p_value"])
+@dataclass(frozen=True)
+class ItemPair:
+    """One item as both arms saw it: the baseline's result and the candidate's samples."""
+
+    item_id: int
+    inputs: dict[str, Any]
+    expected: str | None
+    baseline: ItemResult | None
+    candidate: list[ItemResult]
+
+    @property
+    def differs(self) -> bool:
+        """The candidate's output (any sample) differs from the baseline's, ignoring outer spaces."""
+        base = ((self.baseline.output if self.baseline else None) or "").strip()
+        return any((r.output or "").strip() != base for r in self.candidate)
 
 
-def _items(engine: Engine, dataset_id: int) -> dict[int, DatasetItem]:
-    with session_scope(engine) as session:
-        return {i.id: i for i in session.exec(select(DatasetItem).where(DatasetItem.dataset_id == dataset_id)).all()}  # type: ignore[misc]
-
-
-def run_frame(engine: Engine, eval_run_id: int) -> pd.DataFrame:
-    """Per item and sample: inputs, expected, output, each score, tokens, cost, latency, cached."""
-    run = _run(engine, eval_run_id)
-    items = _items(engine, run.dataset_id)
-    rows = []
-    for r in stored_results(engine, eval_run_id):
-        item = items.get(int(r.item_id))
-        rows.append({"item_id": r.item_id, "position": item.position if item else None,
-                     "sample": r.sample, "inputs": item.inputs if item else None,
-                     "expected": item.expected if item else None, "output": r.output,
-                     **{f"score.{k}": v for k, v in r.scores.items()},
-                     "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
-                     "cost": r.cost, "latency_s": r.latency_s, "cached": r.cached, "error": r.error})
-    return pd.DataFrame(rows)
-
-
-def run_summary(engine: Engine, eval_run_id: int) -> dict[str, Any]:
-    """The stored summary of a finished run (scores, tokens, cost, latency, label metrics)."""
-    run = _run(engine, eval_run_id)
-    return {"eval_run_id": run.id, "version_id": run.version_id, "dataset_id": run.dataset_id,
-            "split": run.split, "samples": run.samples, "status": run.status} | dict(run.summary)
-
-
-def differences_frame(engine: Engine, baseline_run_id: int, candidate_run_id: int) -> pd.DataFrame:
-    """The items where the candidate's output differs from the baseline's, side by side."""
-    base, cand = run_frame(engine, baseline_run_id), run_frame(engine, candidate_run_id)
-    if base.empty or cand.empty:
-        return pd.DataFrame(columns=["item_id", "sample", "inputs", "expected", "output_baseline",
-                                     "output_candidate"])
-    merged = base.merge(cand, on=["item_id", "sample"], suffixes=("_baseline", "_candidate"))
-    strip = lambda s: s.fillna("").str.strip()  # noqa: E731
-    differ = merged[strip(merged["output_baseline"]) != strip(merged["output_candidate"])]
-    keep = ["item_id", "sample", "inputs_baseline", "expected_baseline", "output_baseline",
-            "output_candidate"] + [c for c in merged.columns if c.startswith("score.")]
-    return differ[keep].rename(columns={"inputs_baseline": "inputs", "expected_baseline": "expected"}).reset_index(drop=True)
+def item_pairs(session: Session, baseline_run_id: int, candidate_run_id: int) -> list[ItemPair]:
+    """The items the candidate was tested on, in id order, with both arms' stored results."""
+    base, cand = stored_results(session, eval_run(session, baseline_run_id).id), stored_results(
+        session, eval_run(session, candidate_run_id).id)
+    ids = sorted(cand, key=_order)
+    items = {i.id: i for i in session.exec(select(DatasetItem).where(col(DatasetItem.id).in_(ids)))} if ids else {}
+    return [ItemPair(item_id=i, inputs=items[i].inputs if i in items else {},
+                     expected=items[i].expected if i in items else None,
+                     baseline=(base.get(i) or [None])[0], candidate=sorted(cand[i], key=lambda r: r.sample))
+            for i in ids]

@@ -1,29 +1,27 @@
 """Evaluate one PromptVersion on dataset items through the gateway.
 
-`evaluate_items` is the pure API (no database: the optimizer races candidates with it);
-`run_eval` stores an EvalRun with one EvalResult per item and sample, and is resumable: a rerun
-finds the run, keeps the stored results and only evaluates what is missing (failed items are
-retried), while the gateway's cache makes repeated calls free. Calls run concurrently, bounded by
-`concurrency`. With temperature > 0 each item is sampled `samples` times, with seed = sample index.
+`evaluate_items` is the pure API (no database: the optimizer races and certifies candidates
+with it); its results, grouped by item, are a version's `Trials`. `store_eval_run` keeps trials as
+an EvalRun with one EvalResult per item and sample (certification stores every arm it tested, so
+a suggestion's evidence can be re-derived from rows), `stored_results` reads them back. Calls run
+concurrently, bounded by `concurrency`. With temperature > 0 each item is sampled `samples` times,
+with seed = sample index.
 """
 
 from __future__ import annotations
 
 import asyncio
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import Session, col, select
 
-from trimloop.core.db import session_scope
-from trimloop.core.errors import GatewayError, NotFound, SpendCapReached, TemplateError
+from trimloop.core.errors import GatewayError, SpendCapReached, TemplateError
 from trimloop.core.identity import sha256_of
-from trimloop.core.tables import EvalResult, EvalRun, PromptVersion, utcnow
+from trimloop.core.tables import EvalResult, EvalRun, utcnow
 from trimloop.core.templates import Template, render
-from trimloop.evals.datasets import dataset_items
 from trimloop.evals.evaluators import EvalContext, NamedEvaluator, find_labels, label_metrics, score_output
 
 DEFAULT_SAMPLES_WHEN_RANDOM = 3
@@ -52,6 +50,47 @@ class ItemResult:
     latency_s: float = 0.0
     cached: bool = False
     error: str | None = None
+
+
+class Trials(dict[Any, list[ItemResult]]):
+    """One version's trials on items: item id → its samples (ItemResult: output, scores, tokens,
+    cost, latency). The one record behind a search arm, a certification and a stored EvalRun."""
+
+    @classmethod
+    def of(cls, results: Iterable[ItemResult]) -> Trials:
+        trials = cls()
+        for result in results:
+            trials.add(result)
+        return trials
+
+    def add(self, result: ItemResult) -> None:
+        self.setdefault(result.item_id, []).append(result)
+
+    def flat(self) -> list[ItemResult]:
+        return [r for rs in self.values() for r in rs]
+
+    @property
+    def calls(self) -> int:
+        return sum(len(rs) for rs in self.values())
+
+    @property
+    def cost_per_call(self) -> float | None:
+        costs = [r.cost for rs in self.values() for r in rs if r.error is None]
+        return statistics.fmean(costs) if costs else None
+
+    @property
+    def latency_p50(self) -> float | None:
+        values = [r.latency_s for rs in self.values() for r in rs if r.error is None]
+        return statistics.median(values) if values else None
+
+    def scores(self, key: str) -> dict[Any, list[float]]:
+        """Item → the score of each sample (0 when the evaluator gave none)."""
+        return {item: [r.scores.get(key, 0.0) for r in rs] for item, rs in self.items()}
+
+    def mean_score(self, key: str) -> float | None:
+        """The mean over items of each item's mean over samples."""
+        per_item = [statistics.fmean(v) for v in self.scores(key).values() if v]
+        return statistics.fmean(per_item) if per_item else None
 
 
 def samples_for(params: dict[str, Any], samples: int | None) -> int:
@@ -150,85 +189,35 @@ def evaluator_config(evaluators: Sequence[NamedEvaluator]) -> dict[str, Any]:
     return {n.key: n.evaluator.options() for n in evaluators}
 
 
-async def run_eval(
-    engine: Engine,
+def store_eval_run(
+    session: Session,
     *,
     version_id: int,
     dataset_id: int,
     split: str,
+    results: Iterable[ItemResult],
     evaluators: Sequence[NamedEvaluator],
-    gateway: Any,
-    samples: int | None = None,
-    concurrency: int = 8,
+    samples: int = 1,
     run_id: int | None = None,
-    ledger: Any = None,
+    expected: dict[Any, str | None] | None = None,
+    summary: dict[str, Any] | None = None,
 ) -> EvalRun:
-    """Evaluate a stored version on a dataset split, storing results; resumes a matching run."""
+    """Store one version's results on dataset items as an EvalRun (one EvalResult per item and
+    sample) with its `summarize` numbers, plus `summary` (e.g. the certification it was part of)."""
+    results = list(results)
     config = evaluator_config(evaluators)
-    with session_scope(engine) as session:
-        version = session.get(PromptVersion, version_id)
-        if version is None:
-            raise NotFound(f"no prompt version with id {version_id}", where="eval run",
-                           hint="pick a version id from GET /prompts/{id}/versions")
-        items = dataset_items(session, dataset_id, split)
-        if not items:
-            raise NotFound(f"dataset {dataset_id} has no {split} items", where="eval run",
-                           hint="build the dataset first, or use the other split")
-        n_samples = samples_for(version.params, samples)
-        fingerprint = sha256_of(config)
-        run = session.exec(
-            select(EvalRun).where(EvalRun.version_id == version_id, EvalRun.dataset_id == dataset_id,
-                                  EvalRun.split == split, EvalRun.samples == n_samples,
-                                  EvalRun.run_id == run_id)
-        ).all()
-        run = next((r for r in run if r.summary.get("evaluators_sha") == fingerprint), None)
-        if run is None:
-            run = EvalRun(version_id=version_id, dataset_id=dataset_id, split=split,
-                          samples=n_samples, run_id=run_id,
-                          summary={"evaluators": config, "evaluators_sha": fingerprint})
-            session.add(run)
-            session.flush()
-        run.status = "running"
-        stored = session.exec(select(EvalResult).where(EvalResult.eval_run_id == run.id)).all()
-        for failed in [r for r in stored if r.error is not None]:
-            session.delete(failed)  # retried below
-        done = frozenset((r.item_id, r.sample) for r in stored if r.error is None)
-        run_pk, template, model, params = run.id, version.template, version.model, dict(version.params)
-        eval_items = [EvalItem(i.id, i.inputs, i.expected, i.baseline_output) for i in items]  # type: ignore[arg-type]
-
-    def store(result: ItemResult) -> None:
-        with session_scope(engine) as session:
-            session.add(EvalResult(
-                eval_run_id=run_pk, item_id=int(result.item_id), sample=result.sample,
-                output=result.output, scores=result.scores, reasons=result.reasons,
-                input_tokens=result.input_tokens, output_tokens=result.output_tokens,
-                cost=result.cost, latency_s=result.latency_s, cached=result.cached,
-                error=result.error))
-
-    try:
-        await evaluate_items(template=template, model=model, params=params, items=eval_items,
-                             evaluators=evaluators, gateway=gateway, samples=n_samples,
-                             concurrency=concurrency, ledger=ledger, skip=done, on_result=store)
-    except BaseException:
-        with session_scope(engine) as session:
-            run_row = session.get(EvalRun, run_pk)
-            if run_row is not None:
-                run_row.status = "interrupted"
-        raise
-    with session_scope(engine) as session:
-        run_row = session.get(EvalRun, run_pk)
-        assert run_row is not None
-        results = session.exec(select(EvalResult).where(EvalResult.eval_run_id == run_pk)).all()
-        items_by_id = {i.id: i for i in items}
-        run_row.summary = {"evaluators": config, "evaluators_sha": fingerprint} | summarize(
-            [_as_item_result(r) for r in results], evaluators, {k: v.expected for k, v in items_by_id.items()})
-        run_row.status = "done"
-        run_row.finished_at = utcnow()
-        session.add(run_row)
-    with session_scope(engine) as session:
-        final = session.get(EvalRun, run_pk)
-        assert final is not None
-        return final
+    run = EvalRun(version_id=version_id, dataset_id=dataset_id, split=split, samples=samples, run_id=run_id,
+                  status="done", finished_at=utcnow(),
+                  summary={"evaluators": config, "evaluators_sha": sha256_of(config)}
+                  | summarize(results, evaluators, expected) | dict(summary or {}))
+    session.add(run)
+    session.flush()
+    session.add_all(EvalResult(
+        eval_run_id=run.id, item_id=int(r.item_id), sample=r.sample, output=r.output, scores=dict(r.scores),
+        reasons=dict(r.reasons), input_tokens=r.input_tokens, output_tokens=r.output_tokens, cost=r.cost,
+        latency_s=r.latency_s, cached=r.cached, error=r.error) for r in results)
+    session.flush()
+    return run
 
 
 def _as_item_result(row: EvalResult) -> ItemResult:
@@ -238,14 +227,11 @@ def _as_item_result(row: EvalResult) -> ItemResult:
                       latency_s=row.latency_s, cached=row.cached, error=row.error)
 
 
-def stored_results(engine: Engine, eval_run_id: int) -> list[ItemResult]:
-    """An EvalRun's results as ItemResults, in item and sample order."""
-    with session_scope(engine) as session:
-        rows = session.exec(select(EvalResult).where(EvalResult.eval_run_id == eval_run_id)
-                            .order_by(EvalResult.item_id, EvalResult.sample)).all()
-        return [_as_item_result(r) for r in rows]
-
-
+def stored_results(session: Session, eval_run_id: int) -> Trials:
+    """An EvalRun's results, by item in item and sample order."""
+    rows = session.exec(select(EvalResult).where(EvalResult.eval_run_id == eval_run_id)
+                        .order_by(col(EvalResult.item_id), col(EvalResult.sample))).all()
+    return Trials.of(_as_item_result(r) for r in rows)
 
 def summarize(results: Sequence[ItemResult], evaluators: Sequence[NamedEvaluator],
               expected: dict[Any, str | None] | None = None) -> dict[str, Any]:

@@ -31,7 +31,9 @@ class LogFacts:
 
     per_item: dict[int, LogRecord] = field(default_factory=dict)
     call_times: list[datetime] = field(default_factory=list)
+    call_weights: list[float] = field(default_factory=list)  # calls each log stands for: 1 / sample_rate
     logged_costs: list[float] = field(default_factory=list)
+    cost_weights: list[float] = field(default_factory=list)  # the weight of each logged cost
     latencies: list[float] = field(default_factory=list)
     cache: CacheTraffic = field(default_factory=CacheTraffic)  # the baseline's prompt-cache reads and writes
 
@@ -46,14 +48,17 @@ def log_facts(session: Session, rows: Sequence[DatasetItem], *, prompt_id: int) 
     facts.per_item = {by_log[k]: v for k, v in facts.per_item.items() if k in by_log}
     baseline_ids = {r.version_id for r in facts.per_item.values()}
     query = select(LogRecord.called_at, LogRecord.cost, LogRecord.latency_s, LogRecord.version_id,
-                   LogRecord.input_tokens, LogRecord.cached_input_tokens, LogRecord.cache_write_tokens).where(
-        LogRecord.prompt_id == prompt_id)
-    for called_at, cost, latency, version_id, tokens, cached, written in session.exec(query):
+                   LogRecord.sample_rate, LogRecord.input_tokens, LogRecord.cached_input_tokens,
+                   LogRecord.cache_write_tokens).where(LogRecord.prompt_id == prompt_id)
+    for called_at, cost, latency, version_id, rate, tokens, cached, written in session.exec(query):
+        weight = 1.0 / rate if rate is not None and 0 < rate <= 1 else 1.0
         facts.call_times.append(called_at)
+        facts.call_weights.append(weight)
         if version_id in baseline_ids:
             facts.cache = facts.cache.add(tokens, cached, written)
             if cost is not None and 0 <= cost <= MAX_COST_PER_CALL:  # stored before sync checked bounds
                 facts.logged_costs.append(float(cost))
+                facts.cost_weights.append(weight)
             if latency is not None and 0 <= latency <= MAX_LATENCY_S:
                 facts.latencies.append(float(latency))
     return facts

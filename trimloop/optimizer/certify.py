@@ -14,7 +14,8 @@ import numpy as np
 from scipy.stats import norm
 
 from trimloop.core.errors import ProviderUnavailable, SpendCapReached
-from trimloop.evals.runner import ItemResult, evaluate_items, samples_for
+from trimloop.evals.report import compare_results, paired
+from trimloop.evals.runner import ItemResult, Trials, evaluate_items, samples_for
 from trimloop.evals.stats import NonInferiority, items_needed, non_inferiority, paired_scores, predictive_power
 from trimloop.optimizer.context import RunContext
 from trimloop.optimizer.race import Arm
@@ -35,11 +36,11 @@ def _futile(cert: "Certification", baseline: dict[Any, ItemResult], keys: list[s
     inferior (the upper bound at level α / LOOKS is below −margin); (2) it is hopeless: the
     predictive power of going on to `n_final` items is below HOPELESS. Stopping only to fail never
     raises the chance of a false pass; it leaves the calls to the next candidate."""
+    tested_on = [baseline[i] for i in cert.results if i in baseline]
     for key in keys:
-        base = {i: [baseline[i].scores.get(key, 0.0)] for i in cert.results if i in baseline}
+        base, cand = paired(tested_on, cert.results.flat(), key)
         if len(base) < 20:
             return None
-        cand = {i: [r.scores.get(key, 0.0) for r in rs] for i, rs in cert.results.items() if i in base}
         m = margin_of.get(key, margin)
         e = non_inferiority(base, cand, margin=m, alpha=alpha / LOOKS)
         if e.upper < -m:
@@ -58,24 +59,23 @@ def _futile(cert: "Certification", baseline: dict[Any, ItemResult], keys: list[s
 
 @dataclass
 class Certification:
+    """One arm tested on the holdout: its trials there, the test per evaluator at level `alpha`."""
+
     arm: Arm
     n_planned: int
     n_wanted: int
-    results: dict[Any, list[ItemResult]] = field(default_factory=dict)
+    alpha: float
+    results: Trials = field(default_factory=Trials)
     evidence: dict[str, NonInferiority] = field(default_factory=dict)
     passed: bool = False
     reason: str = ""
 
     def add(self, result: ItemResult) -> None:
-        self.results.setdefault(result.item_id, []).append(result)
+        self.results.add(result)
 
     @property
     def calls(self) -> int:
-        return sum(len(v) for v in self.results.values())
-
-    def cost_per_call(self) -> float | None:
-        costs = [r.cost for rs in self.results.values() for r in rs if r.error is None]
-        return statistics.fmean(costs) if costs else None
+        return self.results.calls
 
 
 def anticipated_delta(observed: float, margin: float) -> float:
@@ -170,7 +170,7 @@ async def certify(*, ranked: Sequence[Arm], run: RunContext, top: int = 2,
     for arm in tested:
         wanted = plans[arm.candidate.sha]
         n = min(wanted, len(order))
-        cert = Certification(arm=arm, n_planned=n, n_wanted=wanted)
+        cert = Certification(arm=arm, n_planned=n, n_wanted=wanted, alpha=alpha)
         say("certify.started", {"sha": arm.candidate.sha, "label": arm.candidate.label, "items": n,
                                 "wanted": wanted})
         chunk = look_size(n)
@@ -189,11 +189,9 @@ async def certify(*, ranked: Sequence[Arm], run: RunContext, top: int = 2,
                     break
         except SpendCapReached as exc:
             cert.reason = f"budget ran out during certification: {exc.message}"
-        for key in keys:
-            base = {i: [baseline_results[i].scores.get(key, 0.0)] for i in cert.results if i in baseline_results}
-            cand = {i: [r.scores.get(key, 0.0) for r in rs] for i, rs in cert.results.items() if i in base}
-            if len(base) >= 2:
-                cert.evidence[key] = non_inferiority(base, cand, margin=margin_of.get(key, margin), alpha=alpha)
+        tested_on = [baseline_results[i] for i in cert.results if i in baseline_results]
+        cert.evidence = dict(compare_results(tested_on, cert.results.flat(), evaluators=keys, margin=margin,
+                                             margins=margin_of, alpha=alpha).verdicts)
         failing = [k for k in keys if k not in cert.evidence or not cert.evidence[k].passed]
         cert.passed = not failing and not cert.reason and cert.calls >= n
         if not cert.reason:

@@ -3,7 +3,10 @@
 A prompt is due when it has enough new traffic since its last run, when its candidate models or
 their prices changed since then, or when it has not been run for a while. It is never due while a
 suggestion awaits review or a run is queued or running, nor without a production version and
-logs. `decide` is pure (facts + policy + clock in, decision out); `due_prompts` reads the facts.
+logs. A prompt whose production model retires within `retirement_warning_days` is due with reason
+`model_retiring` (once its last run predates the warning, or on the rules above) and goes first in
+line, the nearest date first. Traffic counts each sampled log as 1 / sample_rate calls.
+`decide` is pure (facts + policy + clock in, decision out); `due_prompts` reads the facts.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta, timezone
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import func
@@ -19,11 +23,29 @@ from sqlmodel import Session, col, select
 
 from trimloop.core.catalog import resolve_model
 from trimloop.core.errors import TrimloopError
+from trimloop.core.retirement import Retirement, retirement_of, split_retiring, today_of
 from trimloop.core.settings import Settings
-from trimloop.core.tables import LogRecord, OptimizationRun, Prompt, PromptVersion, RunEvent, Suggestion
+from trimloop.core.store import production_version_id
+from trimloop.core.tables import LogRecord, OptimizationRun, Prompt, PromptVersion, RunEvent, Suggestion, as_utc, utcnow
 from trimloop.optimizer.config import check_run_config, default_candidate_models, run_config
 
 FINGERPRINT_EVENT = "run.candidates"  # a RunEvent holding the candidate models and prices a run saw
+
+
+class DueCode(StrEnum):
+    """Why a prompt is due, or not, as a code (the reason says it in words)."""
+
+    model_retiring = "model_retiring"
+    never_optimized = "never_optimized"
+    new_traffic = "new_traffic"
+    candidates_changed = "candidates_changed"
+    stale = "stale"
+    no_production = "no_production"
+    no_logs = "no_logs"
+    invalid_options = "invalid_options"
+    run_active = "run_active"
+    pending_review = "pending_review"
+    up_to_date = "up_to_date"
 
 
 @dataclass(frozen=True)
@@ -32,17 +54,25 @@ class DueDecision:
     due: bool
     reason: str
     prompt_name: str = ""
+    code: DueCode | None = None
+    deadline: date | None = None  # the production model's retirement date, when it is retiring
+
+    @property
+    def urgent(self) -> bool:
+        return self.due and self.code == DueCode.model_retiring
 
 
 @dataclass(frozen=True)
 class DuePolicy:
     min_new_logs: int = 200
     max_days_between_runs: float = 7.0
+    retirement_warning_days: int = 60
 
     @classmethod
     def of(cls, settings: Settings) -> "DuePolicy":
         return cls(min_new_logs=settings.scheduler.min_new_logs,
-                   max_days_between_runs=settings.scheduler.max_days_between_runs)
+                   max_days_between_runs=settings.scheduler.max_days_between_runs,
+                   retirement_warning_days=settings.retirement_warning_days)
 
 
 @dataclass(frozen=True)
@@ -56,43 +86,64 @@ class PromptFacts:
     pending_suggestion: int | None = None
     active_run: tuple[int, str] | None = None  # (run id, status)
     last_run: tuple[int, datetime] | None = None  # (run id, created_at)
-    new_logs: int = 0  # logs called after the last run was created
+    new_logs: int = 0  # calls after the last run was created (a sampled log counts 1 / sample_rate)
     last_candidates: dict[str, Any] | None = None  # the models → prices the last run saw, if recorded
     candidates: dict[str, Any] | None = None  # the models → prices a run would see now
     config_error: str | None = None
+    retirement: Retirement | None = None  # the production model's retirement date, when one is known
 
 
 def decide(facts: PromptFacts, policy: DuePolicy, *, now: datetime) -> DueDecision:
     """Due or not, with the reason a person would want to read."""
-    def no(reason: str) -> DueDecision:
-        return DueDecision(facts.prompt_id, False, reason, facts.name)
+    today = today_of(now)
+    leaving = facts.retirement
+    if leaving is not None and not leaving.retiring(today, policy.retirement_warning_days):
+        leaving = None
+    deadline = leaving.retires_on if leaving is not None else None
 
-    def yes(reason: str) -> DueDecision:
-        return DueDecision(facts.prompt_id, True, reason, facts.name)
+    def no(reason: str, code: DueCode) -> DueDecision:
+        return DueDecision(facts.prompt_id, False, reason, facts.name, code, deadline)
+
+    def yes(reason: str, code: DueCode) -> DueDecision:
+        if leaving is not None:  # a migration run: first in line, whatever else made it due
+            return DueDecision(facts.prompt_id, True, f"{DueCode.model_retiring}: {leaving.words(today)}; {reason}",
+                               facts.name, DueCode.model_retiring, deadline)
+        return DueDecision(facts.prompt_id, True, reason, facts.name, code)
 
     if not facts.has_production:
-        return no("no version labelled production: label one in your prompt store, then sync")
+        return no("no version labelled production: label one in your prompt store, then sync", DueCode.no_production)
     if facts.logs == 0:
-        return no("no logs for this prompt yet: sync a connector that has its calls")
+        return no("no logs for this prompt yet: sync a connector that has its calls", DueCode.no_logs)
     if facts.config_error:
-        return no(f"invalid optimization options: {facts.config_error}")
+        return no(f"invalid optimization options: {facts.config_error}", DueCode.invalid_options)
     if facts.active_run is not None:
-        return no(f"run {facts.active_run[0]} is {facts.active_run[1]}")
+        return no(f"run {facts.active_run[0]} is {facts.active_run[1]}", DueCode.run_active)
     if facts.pending_suggestion is not None:
-        return no(f"suggestion {facts.pending_suggestion} is pending review")
+        return no(f"suggestion {facts.pending_suggestion} is pending review", DueCode.pending_review)
     if facts.last_run is None:
-        return yes(f"never optimized ({facts.logs} logs)")
+        return yes(f"never optimized ({facts.logs} logs)", DueCode.never_optimized)
     run_id, at = facts.last_run
+    if leaving is not None:
+        warned = datetime.combine(leaving.retires_on - timedelta(days=policy.retirement_warning_days), time.min,
+                                  tzinfo=timezone.utc)
+        if as_utc(at) < warned:
+            return yes(f"run {run_id} predates the warning: find a replacement model before the date",
+                       DueCode.model_retiring)
     if facts.new_logs >= policy.min_new_logs:
-        return yes(f"{facts.new_logs} new logs since run {run_id} (threshold {policy.min_new_logs})")
+        return yes(f"{facts.new_logs} new logs since run {run_id} (threshold {policy.min_new_logs})",
+                   DueCode.new_traffic)
     changed = candidates_changed(facts.last_candidates, facts.candidates)
     if changed:
-        return yes(f"candidate models changed since run {run_id}: {changed}")
+        return yes(f"candidate models changed since run {run_id}: {changed}", DueCode.candidates_changed)
     age = now - at
     if age >= timedelta(days=policy.max_days_between_runs):
-        return yes(f"no run for {age.total_seconds() / 86400:.1f} days (limit {policy.max_days_between_runs:g})")
+        return yes(f"no run for {age.total_seconds() / 86400:.1f} days (limit {policy.max_days_between_runs:g})",
+                   DueCode.stale)
+    if leaving is not None:
+        return no(f"{leaving.words(today)}: run {run_id} already looked for a replacement since the warning began; "
+                  "it runs again on new traffic or new candidate models", DueCode.up_to_date)
     return no(f"up to date: {facts.new_logs} new logs since run {run_id} (< {policy.min_new_logs}), "
-              f"last run {age.total_seconds() / 86400:.1f} days ago")
+              f"last run {age.total_seconds() / 86400:.1f} days ago", DueCode.up_to_date)
 
 
 def candidates_changed(before: dict[str, Any] | None, now: dict[str, Any] | None) -> str:
@@ -112,10 +163,12 @@ def candidates_changed(before: dict[str, Any] | None, now: dict[str, Any] | None
     return "; ".join(parts)
 
 
-def candidate_prices(settings: Settings, prompt_name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def candidate_prices(settings: Settings, prompt_name: str, overrides: dict[str, Any] | None = None,
+                     *, now: datetime | None = None) -> dict[str, Any]:
     """The candidate models a run of this prompt would try (with the run's own options
-    `overrides`), each with its [input, output] $/token."""
+    `overrides`) on `now`'s day — retiring ones are left out — each with its [input, output] $/token."""
     models = run_config(settings, prompt_name, overrides).models or default_candidate_models(settings)
+    models, _ = split_retiring(settings, models, today_of(now or utcnow()))
     prices: dict[str, Any] = {}
     for model_id in sorted(models):
         try:
@@ -136,8 +189,8 @@ def record_candidates(session: Session, *, run_id: int, prices: dict[str, Any]) 
                          data={"models": prices, "fingerprint": fingerprint(prices)}))
 
 
-def prompt_facts(session: Session, settings: Settings, prompt: Prompt) -> PromptFacts:
-    """Read the facts `decide` needs for one prompt."""
+def prompt_facts(session: Session, settings: Settings, prompt: Prompt, *, now: datetime | None = None) -> PromptFacts:
+    """Read the facts `decide` needs for one prompt (`now`: the clock, for retirements)."""
     pid = prompt.id
     assert pid is not None
     labels = session.exec(select(PromptVersion.labels).where(PromptVersion.prompt_id == pid)).all()
@@ -151,7 +204,7 @@ def prompt_facts(session: Session, settings: Settings, prompt: Prompt) -> Prompt
                                                    col(OptimizationRun.id).desc())).first()
     new_logs, last_candidates = 0, None
     if last is not None:
-        new_logs = session.exec(select(func.count()).select_from(LogRecord).where(
+        new_logs = session.exec(select(func.coalesce(func.sum(LogRecord.weight()), 0)).where(
             LogRecord.prompt_id == pid, LogRecord.called_at > last[1])).one()
         event = session.exec(select(RunEvent.data).where(
             RunEvent.run_id == last[0], RunEvent.kind == FINGERPRINT_EVENT).order_by(col(RunEvent.id).desc())).first()
@@ -159,20 +212,25 @@ def prompt_facts(session: Session, settings: Settings, prompt: Prompt) -> Prompt
     candidates, config_error = None, None
     try:
         check_run_config(settings, prompt.name)  # what `start_run` refuses is not due
-        candidates = candidate_prices(settings, prompt.name)
+        candidates = candidate_prices(settings, prompt.name, now=now)
     except TrimloopError as exc:
         config_error = f"{exc.message} ({exc.where})" if exc.where else exc.message
+    production = production_version_id(session=session, prompt_id=pid)
+    model = session.get(PromptVersion, production).model if production is not None else None  # type: ignore[union-attr]
     return PromptFacts(
         prompt_id=pid, name=prompt.name, has_production=any("production" in (ls or []) for ls in labels),
         logs=int(logs), pending_suggestion=pending, active_run=tuple(active) if active else None,  # type: ignore[arg-type]
-        last_run=tuple(last) if last else None, new_logs=int(new_logs),  # type: ignore[arg-type]
+        last_run=tuple(last) if last else None, new_logs=round(float(new_logs)),  # type: ignore[arg-type]
         last_candidates=last_candidates, candidates=candidates, config_error=config_error,
+        retirement=retirement_of(settings, model),
     )
 
 
 def due_prompts(session: Session, settings: Settings, *, now: datetime,
                 policy: DuePolicy | None = None) -> list[DueDecision]:
-    """A decision for every prompt in the store, in name order."""
+    """A decision for every prompt in the store: the due ones on a retiring model first (nearest
+    retirement first), then the rest in name order. The scheduler queues them in this order."""
     policy = policy or DuePolicy.of(settings)
     prompts = session.exec(select(Prompt).order_by(col(Prompt.name))).all()
-    return [decide(prompt_facts(session, settings, p), policy, now=now) for p in prompts]
+    decisions = [decide(prompt_facts(session, settings, p, now=now), policy, now=now) for p in prompts]
+    return sorted(decisions, key=lambda d: (not d.urgent, d.deadline if d.urgent and d.deadline else date.max))

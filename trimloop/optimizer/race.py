@@ -1,4 +1,4 @@
-"""Arms of a race: one candidate's results so far, and the paired evidence against the baseline."""
+"""Arms of a race: one candidate's trials so far, and the paired evidence against the baseline."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trimloop.core.status import CandidateStatus
-from trimloop.evals.runner import ItemResult
+from trimloop.evals.runner import ItemResult, Trials
 from trimloop.evals.stats import NonInferiority, non_inferiority
 from trimloop.optimizer.spec import CandidateSpec
 
@@ -16,14 +16,14 @@ from trimloop.optimizer.spec import CandidateSpec
 class Arm:
     candidate: CandidateSpec
     est_cost: float  # estimated cost per call before any evaluation, for ordering
-    results: dict[Any, list[ItemResult]] = field(default_factory=dict)
+    results: Trials = field(default_factory=Trials)
     status: CandidateStatus = CandidateStatus.racing
     reason: str = ""
     evidence: dict[str, NonInferiority] = field(default_factory=dict)
     rung: int = 0
 
     def add(self, result: ItemResult) -> None:
-        self.results.setdefault(result.item_id, []).append(result)
+        self.results.add(result)
 
     @property
     def n(self) -> int:
@@ -31,28 +31,25 @@ class Arm:
 
     @property
     def calls(self) -> int:
-        return sum(len(rs) for rs in self.results.values())
+        return self.results.calls
 
     @property
     def cost_per_call(self) -> float | None:
-        costs = [r.cost for rs in self.results.values() for r in rs if r.error is None]
-        return statistics.fmean(costs) if costs else None
+        return self.results.cost_per_call
 
     @property
     def latency_p50(self) -> float | None:
-        values = [r.latency_s for rs in self.results.values() for r in rs if r.error is None]
-        return statistics.median(values) if values else None
+        return self.results.latency_p50
 
     def saving(self, baseline_cost: float) -> float:
         """The share of the baseline's cost per call this arm would save, by its estimate (≥ 0)."""
         return max(0.0, 1 - self.est_cost / baseline_cost) if baseline_cost > 0 else 0.0
 
     def scores(self, key: str) -> dict[Any, list[float]]:
-        return {item: [r.scores.get(key, 0.0) for r in rs] for item, rs in self.results.items()}
+        return self.results.scores(key)
 
     def mean_score(self, key: str) -> float | None:
-        per_item = [statistics.fmean(v) for v in self.scores(key).values() if v]
-        return statistics.fmean(per_item) if per_item else None
+        return self.results.mean_score(key)
 
     def worst_lower(self) -> float:
         return min((e.lower for e in self.evidence.values()), default=float("-inf"))

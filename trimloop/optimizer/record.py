@@ -1,4 +1,5 @@
-"""Store what a run found: candidate versions with their lineage, and the Suggestion's evidence."""
+"""Store what a run found: candidate versions with their lineage, the holdout trials of every arm
+certification tested (EvalRuns), and the Suggestion's evidence."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, delete, select
 
 from trimloop.core.catalog import ResolvedModel
 from trimloop.core.evidence import (
     CandidateScores,
     CertificationOutcome,
+    Deadline,
     Evidence,
     LineageStep,
     RunResults,
@@ -19,9 +21,9 @@ from trimloop.core.evidence import (
     Verdict,
 )
 from trimloop.core.status import CandidateStatus, SuggestionStatus
-from trimloop.core.tables import Candidate, PromptVersion, Suggestion
+from trimloop.core.tables import Candidate, EvalResult, EvalRun, PromptVersion, Suggestion
 from trimloop.evals.feedback import feedback_summary
-from trimloop.evals.runner import ItemResult
+from trimloop.evals.runner import ItemResult, samples_for, store_eval_run
 from trimloop.optimizer.baseline import LogFacts
 from trimloop.optimizer.caching import CacheModel, PricedPairs, price_pairs
 from trimloop.optimizer.certify import Certification
@@ -66,13 +68,44 @@ def record_candidates(session: Session, *, run_id: int, prompt_id: int, baseline
     return ids
 
 
+def record_evaluations(session: Session, *, run_id: int, prompt_id: int, dataset_id: int, baseline_id: int,
+                       run: RunContext, certs: Sequence[Certification],
+                       candidate_ids: dict[str, int]) -> dict[str, int]:
+    """The holdout as certification saw it, one EvalRun per arm: the baseline on every holdout
+    item, and each tested candidate on the items it was tested on (all samples), with the test's
+    α and margins in its summary. Returns sha → EvalRun id ("baseline" for the baseline's).
+    A run that resumes after recording replaces its earlier EvalRuns."""
+    earlier = session.exec(select(EvalRun.id).where(EvalRun.run_id == run_id)).all()
+    if earlier:
+        session.exec(delete(EvalResult).where(col(EvalResult.eval_run_id).in_(earlier)))  # type: ignore[call-overload]
+        session.exec(delete(EvalRun).where(col(EvalRun.id).in_(earlier)))  # type: ignore[call-overload]
+    expected = {i.id: i.expected for i in run.holdout_items}
+    common = dict(dataset_id=dataset_id, split="holdout", evaluators=run.evaluators, run_id=run_id, expected=expected)
+    ids = {"baseline": store_eval_run(session, version_id=baseline_id, samples=1,
+                                      results=[run.baseline_results[i.id] for i in run.holdout_items],
+                                      summary={"role": "baseline"}, **common).id}
+    for cert in certs:
+        candidate = cert.arm.candidate
+        version = version_row(session, prompt_id=prompt_id, version=candidate.version)
+        test = {"alpha": cert.alpha, "margin": run.margin, "margins": {k: run.margin_of(k) for k in run.keys},
+                "passed": cert.passed, "reason": cert.reason, "n_planned": cert.n_planned, "n_wanted": cert.n_wanted}
+        ids[candidate.sha] = store_eval_run(
+            session, version_id=version.id, samples=samples_for(candidate.version.params, run.samples),
+            results=cert.results.flat(), summary={"role": "candidate", "candidate_id": candidate_ids.get(candidate.sha),
+                                                  "sha": candidate.sha, "label": candidate.label,
+                                                  "certification": test}, **common).id
+    return ids
+
+
 def record_suggestion(
     session: Session, *, run_id: int, prompt_id: int, baseline_id: int, run: RunContext,
     cert: Certification, candidate_id: int, facts: LogFacts, spend: float, now: datetime,
     window_days: int, search: RunResults, resolve: Callable[[str], ResolvedModel],
-    feedback: dict[Any, list[dict[str, Any]]] | None = None,
+    feedback: dict[Any, list[dict[str, Any]]] | None = None, eval_runs: dict[str, int] | None = None,
+    deadline: Deadline | None = None,
 ) -> Suggestion:
-    """The pending Suggestion for a certified candidate, with its evidence and savings projected."""
+    """The pending Suggestion for a certified candidate, with its evidence and savings projected
+    (and, on a migration off a retiring model, the `deadline`)."""
     baseline, base, holdout, evaluators = run.baseline, run.baseline_results, run.holdout_items, run.evaluators
     candidate = cert.arm.candidate
     version = version_row(session, prompt_id=prompt_id, version=candidate.version)
@@ -81,7 +114,8 @@ def record_suggestion(
     priced = _cache_aware(items, base, cert, baseline, candidate.version, facts, resolve)
     logged = facts.logged_costs or [b for b, _ in pairs]
     savings = project(
-        call_times=facts.call_times, logged_costs=logged, baseline_latencies=facts.latencies or
+        call_times=facts.call_times, call_weights=facts.call_weights, logged_costs=logged,
+        cost_weights=facts.cost_weights if facts.logged_costs else None, baseline_latencies=facts.latencies or
         [base[i.id].latency_s for i in items], paired_costs=priced.pairs if priced else pairs,
         candidate_latencies=[r.latency_s for i in items for r in cert.results[i.id] if r.error is None],
         optimization_spend=spend, now=now, window_days=window_days,
@@ -107,8 +141,11 @@ def record_suggestion(
                              budget_exhausted=search.budget_exhausted, notes=search.notes),
         price_sources={m: resolve(m).price_source for m in {baseline.model, candidate.version.model}},
         prices={m: price_table(resolve(m)) for m in {baseline.model, candidate.version.model}},
+        deadline=deadline,
         evaluator_config=[n.key for n in evaluators],
         baseline_feedback=feedback_summary((feedback or {}).get(i.id) for i in items),
+        baseline_eval_run_id=(eval_runs or {}).get("baseline"),
+        candidate_eval_run_id=(eval_runs or {}).get(candidate.sha),
     )
     suggestion = Suggestion(
         prompt_id=prompt_id, run_id=run_id, candidate_id=candidate_id, baseline_version_id=baseline_id,
@@ -120,6 +157,7 @@ def record_suggestion(
         candidate_latency_p50_s=savings.candidate_latency_p50_s,
         projected_monthly_savings=savings.monthly, savings_low=savings.monthly_low,
         savings_high=savings.monthly_high, optimization_spend=spend, payback_days=savings.payback_days,
+        retires_on=deadline.retires_on if deadline is not None else None,
     )
     session.add(suggestion)
     session.flush()

@@ -2,7 +2,8 @@
 
 build the dataset from the production version's logs → score the baseline's logged outputs
 (free) → search on the search split → certify the best on the holdout → project savings → store
-candidates, events and at most one Suggestion (the cheapest certified candidate). The run is
+candidates, the holdout results of every arm certification tested (EvalRuns), events and at most
+one Suggestion (the cheapest certified candidate). The run is
 resumable: a rerun after a crash repays nothing, thanks to the gateway's cache, and starts its
 ledger at what the earlier attempt spent, so the run's caps hold across crashes. A provider that
 keeps failing after the gateway's retries fails the run with that reason (a failed call is not
@@ -23,8 +24,9 @@ from sqlmodel import Session, col, select
 from trimloop.core.catalog import resolve_model
 from trimloop.core.db import session_scope
 from trimloop.core.errors import Conflict, NotFound, ProviderUnavailable, TrimloopError
-from trimloop.core.evidence import RunResults
+from trimloop.core.evidence import CertificationSummary, Deadline, Migration, RunResults, Verdict
 from trimloop.core.ledger import Ledger
+from trimloop.core.retirement import Retirement, retiring, split_retiring, today_of
 from trimloop.core.settings import Settings
 from trimloop.core.status import RUN_ACTIVE, RUN_DONE, RunStatus, SuggestionStatus
 from trimloop.core.tables import (
@@ -44,7 +46,7 @@ from trimloop.optimizer.baseline import baseline_results, log_facts
 from trimloop.optimizer.certify import certify
 from trimloop.optimizer.config import default_candidate_models, run_config
 from trimloop.optimizer.context import RunContext
-from trimloop.optimizer.record import record_candidates, record_suggestion
+from trimloop.optimizer.record import record_candidates, record_evaluations, record_suggestion
 from trimloop.optimizer.search import SearchConfig, search
 from trimloop.optimizer.spec import MoveContext, VersionSpec
 
@@ -209,21 +211,37 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
     baseline_calls = ledger.calls
     failures = [{"inputs": i.inputs, "expected": i.expected} for i in items["search"]
                  if i.expected is not None and min(base[i.id].scores.values(), default=1.0) < 1.0]
-    context = MoveContext(models=config.models or default_candidate_models(settings), resolve=resolve,
+    today = today_of(now)
+    leaving = retiring(settings, baseline.model, today)
+    models, left_out = split_retiring(settings, config.models or default_candidate_models(settings), today)
+    notes = [f"left out retiring candidate models: {'; '.join(r.words(today) for r in left_out.values())}"] \
+        if left_out else []
+    if leaving is not None:
+        notes.insert(0, f"migration: {leaving.words(today)}; every candidate is on another model, at any cost")
+        emit("run.migration", {"model": leaving.model, "retires_on": leaving.retires_on.isoformat(),
+                               "left_out": sorted(left_out)})
+    context = MoveContext(models=models, resolve=resolve,
                           seed=config.seed, gateway=gateway, ledger=ledger,
-                          proposer_model=config.proposer_model, failures=failures)
+                          proposer_model=config.proposer_model, failures=failures, migrate=leaving is not None)
     run = RunContext(baseline=baseline, search_items=items["search"], holdout_items=items["holdout"],
                      baseline_results=base, evaluators=evaluators, gateway=gateway, ledger=ledger, emit=emit,
                      margin=config.margin, alpha=config.alpha, margins=dict(config.margins), power=config.power,
                      samples=config.samples, concurrency=config.concurrency, seed=config.seed)
+    never = frozenset(left_out) | ({baseline.model} if leaving is not None else set())
     found = await search(run=run, context=context, exclude=rejected,
                          config=SearchConfig(rungs=config.rungs, eta=config.eta, max_candidates=config.max_candidates,
-                                             max_calls=config.search_budget_calls))
+                                             max_calls=config.search_budget_calls, migrate=leaving is not None,
+                                             exclude_models=never))
+    found.notes[:0] = notes
     search_calls = ledger.calls
-    certs = await certify(ranked=found.ranked, run=run, top=config.certify_top, baseline_cost=found.baseline_cost)
+    # A migration keeps the search's order (chance of holding quality first); otherwise by saving.
+    certs = await certify(ranked=found.ranked, run=run, top=config.certify_top,
+                          baseline_cost=None if leaving is not None else found.baseline_cost)
     with session_scope(engine) as session:
         ids = record_candidates(session, run_id=run_id, prompt_id=prompt_id, baseline_id=baseline_id,
                                 arms=found.arms, certified={c.arm.candidate.sha: c for c in certs})
+        eval_runs = record_evaluations(session, run_id=run_id, prompt_id=prompt_id, dataset_id=dataset_id,
+                                       baseline_id=baseline_id, run=run, certs=certs, candidate_ids=ids)
     passed = [c for c in certs if c.passed]
     found_summary: dict[str, Any] = {
         "dataset_id": dataset_id, "baseline_calls": baseline_calls, "search_calls": search_calls - baseline_calls, "certify_calls": ledger.calls - search_calls,
@@ -233,15 +251,20 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
         "candidates": len(found.arms), "budget_exhausted": found.budget_exhausted,
         "front": [a.candidate.sha for a in found.front], "notes": found.notes,
         "certifications": [{"sha": c.arm.candidate.sha, "label": c.arm.candidate.label, "passed": c.passed,
-                            "reason": c.reason, "n": c.n_planned, "wanted": c.n_wanted} for c in certs],
+                            "reason": c.reason, "n": c.n_planned, "wanted": c.n_wanted,
+                            "eval_run_id": eval_runs[c.arm.candidate.sha]} for c in certs],
         "baseline_scores": {n.key: _mean([base[i.id].scores.get(n.key, 0.0) for i in items["holdout"]])
                             for n in evaluators},
         "baseline_feedback": feedback_summary(feedback.values()),
     }
     summary = RunResults.model_validate(_jsonable(found_summary))
+    if leaving is not None:
+        summary.migration = migration_outcome(leaving, today, left_out, certs, found.ranked or found.arms)
     if not passed:
-        why = found.notes or [c.reason for c in certs] or ["no candidate survived the search"]
+        why = [n for n in found.notes if n not in notes] or [c.reason for c in certs] or ["no candidate survived the search"]
         summary.no_suggestion = "no suggestion, because " + "; ".join(why)
+        if summary.migration is not None:
+            summary.no_suggestion = f"{summary.migration.message}; {'; '.join(why)}"
         emit("run.no_suggestion", {"reason": summary.no_suggestion})
         return summary
     best = passed[0]
@@ -249,11 +272,41 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
         suggestion = record_suggestion(
             session, run_id=run_id, prompt_id=prompt_id, baseline_id=baseline_id, run=run,
             cert=best, candidate_id=ids[best.arm.candidate.sha], facts=facts, spend=ledger.spent, now=now,
-            window_days=config.window_days, search=summary, resolve=resolve, feedback=feedback,
+            window_days=config.window_days, search=summary, resolve=resolve, feedback=feedback, eval_runs=eval_runs,
+            deadline=summary.migration.deadline if summary.migration is not None else None,
         )
         summary.suggestion_id = suggestion.id
     emit("suggestion.created", {"suggestion_id": summary.suggestion_id, "sha": best.arm.candidate.sha})
     return summary
+
+
+def migration_outcome(leaving: Retirement, today: Any, left_out: dict[str, Retirement], certs: list[Any],
+                      arms: list[Any]) -> Migration:
+    """What a migration run tells the person who must act: the deadline, the models left out, and
+    the best candidate's evidence: its certification, else its race on the search items (the
+    search's ranking, or when every arm was eliminated, the one whose worst bound is highest)."""
+    out = Migration(deadline=Deadline(model=leaving.model, retires_on=leaving.retires_on,
+                                      days_left=leaving.days_left(today), source=leaving.source),
+                    excluded_models={m: r.retires_on for m, r in left_out.items()})
+    passed = [c for c in certs if c.passed]
+    best = passed[0] if passed else (certs[0] if certs else None)
+    if best is not None:
+        candidate = best.arm.candidate
+        out.best = CertificationSummary(sha=candidate.sha, label=candidate.label, passed=best.passed,
+                                        reason=best.reason, n=best.n_planned, wanted=best.n_wanted)
+        out.best_model = candidate.version.model
+        out.best_evidence = {k: Verdict.model_validate(_jsonable(e.to_dict())) for k, e in best.evidence.items()}
+    elif any(a.evidence for a in arms):
+        arm = max((a for a in arms if a.evidence), key=lambda a: a.worst_lower())
+        out.best = CertificationSummary(sha=arm.candidate.sha, label=arm.candidate.label, passed=False,
+                                        reason=f"not certified: {arm.reason or 'raced'} ({arm.n} search items)",
+                                        n=arm.n)
+        out.best_model = arm.candidate.version.model
+        out.best_evidence = {k: Verdict.model_validate(_jsonable(e.to_dict())) for k, e in arm.evidence.items()}
+    out.certified = bool(passed)
+    if not passed:
+        out.message = f"no certified replacement: needs a person before {leaving.retires_on.isoformat()}"
+    return out
 
 
 def _mean(values: list[float]) -> float | None:

@@ -5,8 +5,10 @@ Projected (`project`): calls per day over a trailing window of the baseline's lo
 cost per call = the baseline's logged cost per call × the holdout's cost ratio, with a bootstrap
 interval over days and items; latency before and after; payback. The holdout's costs are priced
 the way the provider bills them, prompt cache included (`optimizer.caching`); the saving at list
-price is kept beside it (`naive_monthly`) so the evidence can say what the cache changes. Realized (`realize`): the deployed
-version's logged calls and cost per call since its promotion against the baseline's."""
+price is kept beside it (`naive_monthly`) so the evidence can say what the cache changes. Realized
+(`realize`): the deployed version's logged calls and cost per call since its promotion against the
+baseline's. A sampled log (sample_rate r) counts as 1 / r calls in calls per day and in the mean
+cost per call."""
 
 from __future__ import annotations
 
@@ -37,6 +39,8 @@ def project(
     *,
     call_times: list[datetime],
     logged_costs: list[float],
+    call_weights: list[float] | None = None,
+    cost_weights: list[float] | None = None,
     baseline_latencies: list[float],
     paired_costs: list[tuple[float, float]],
     candidate_latencies: list[float],
@@ -51,17 +55,23 @@ def project(
     cache_note: str | None = None,
 ) -> Savings:
     """`paired_costs` = (baseline, candidate) cost of the same items at catalog prices; their
-    ratio scales the baseline's logged cost per call, so real bills stay the reference."""
+    ratio scales the baseline's logged cost per call, so real bills stay the reference.
+    `call_weights` / `cost_weights` (beside `call_times` / `logged_costs`): the calls each log
+    stands for, 1 / its sample rate (default 1)."""
     if window_days < 1:
         raise ValueError("window_days must be ≥ 1")
+    weights = call_weights if call_weights is not None else [1.0] * len(call_times)
+    if len(weights) != len(call_times):
+        raise ValueError("call_weights must have one weight per call time")
     start = now - timedelta(days=window_days)
-    recent = [t for t in call_times if start <= t <= now]
-    first = min(recent) if recent else now
+    recent = [(t, w) for t, w in zip(call_times, weights) if start <= t <= now]
+    first = min(t for t, _ in recent) if recent else now
     days = max(1, min(window_days, math.ceil((now - first).total_seconds() / 86400)))
     daily = np.zeros(days)
-    for t in recent:
-        daily[min(days - 1, int((now - t).total_seconds() // 86400))] += 1
-    base_cpc = statistics.fmean(logged_costs) if logged_costs else 0.0
+    for t, w in recent:
+        daily[min(days - 1, int((now - t).total_seconds() // 86400))] += w
+    base_cpc = (statistics.fmean(logged_costs, weights=cost_weights) if cost_weights else
+                statistics.fmean(logged_costs)) if logged_costs else 0.0
     pairs = np.array(paired_costs or [(1.0, 1.0)], dtype=float)
     base_mean = pairs[:, 0].mean()
     ratio = float(pairs[:, 1].mean() / base_mean) if base_mean > 0 else 1.0

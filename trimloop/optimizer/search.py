@@ -3,6 +3,8 @@ search split (successive halving; the sequential test's futility side stops lose
 keep the score–cost–latency Pareto front. Deterministic for a seed; never sees the holdout.
 
 Objectives, in order: non-inferior on every evaluator, then cost per call, then latency p50.
+A migration (`SearchConfig.migrate`: the baseline's model retires) races candidates on other
+models whatever they cost, ranked by their chance of holding quality, then by cost.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class SearchConfig:
     max_candidates: int = 12
     compose: bool = True  # also shorten / prune the retargeted versions
     max_calls: int | None = None  # the search's own share of the run's budget
+    migrate: bool = False  # the baseline's model retires: any cost, quality first
+    exclude_models: frozenset[str] = frozenset()  # never candidates (retiring models)
 
     def __post_init__(self) -> None:
         if not self.rungs or list(self.rungs) != sorted(set(self.rungs)) or self.rungs[0] < 2:
@@ -116,14 +120,15 @@ def family(candidate: CandidateSpec) -> tuple[Any, ...]:
 
 
 def select_arms(candidates: list[CandidateSpec], estimates: dict[str, float], baseline_cost: float,
-                limit: int) -> list[Arm]:
-    """At most `limit` cheaper-than-baseline candidates, covering the families first.
+                limit: int, *, migrate: bool = False) -> list[Arm]:
+    """At most `limit` cheaper-than-baseline candidates (any cost, when migrating off a retiring
+    model), covering the families first.
 
     Round one takes the cheapest candidate of every family (same model and examples, any
     instruction length), round two the next cheapest of each, and so on: the race tries every
     model × example set before it spends arms on a second instruction length of one. A round with
     more families than room left is spread evenly over its cost ranking."""
-    cheaper = sorted((c for c in candidates if estimates[c.sha] < baseline_cost),
+    cheaper = sorted((c for c in candidates if migrate or estimates[c.sha] < baseline_cost),
                      key=lambda c: (estimates[c.sha], c.sha))
     families: dict[tuple[Any, ...], list[CandidateSpec]] = {}
     for c in cheaper:
@@ -144,35 +149,45 @@ def select_arms(candidates: list[CandidateSpec], estimates: dict[str, float], ba
     return [Arm(c, estimates[c.sha]) for c in picked]
 
 
-def prospect(arm: Arm, baseline_cost: float) -> float:
-    """Expected saving: the share of the baseline's cost the arm saves, times the chance, from the
-    evidence so far, that it is non-inferior on every evaluator (Φ((δ̂ + margin) / se) each).
-    A cheap arm with a doubtful record ranks below a dearer one that looks like parity."""
-    if not arm.evidence or baseline_cost <= 0:
+def chance(arm: Arm) -> float:
+    """The chance, from the evidence so far, that the arm is non-inferior on every evaluator
+    (Φ((δ̂ + margin) / se) each); 0 without evidence."""
+    if not arm.evidence:
         return 0.0
-    chance = 1.0
+    p = 1.0
     for e in arm.evidence.values():
         se = (e.upper - e.lower) / (2 * float(norm.ppf(1 - e.alpha)))
         gap = e.delta + e.margin
-        chance *= float(norm.cdf(gap / se)) if se > 1e-12 else float(gap > 0)
-    return arm.saving(baseline_cost) * chance
+        p *= float(norm.cdf(gap / se)) if se > 1e-12 else float(gap > 0)
+    return p
 
 
-def rank(arms: list[Arm], baseline_cost: float) -> list[Arm]:
-    """Best first: by expected saving (see `prospect`), then faster; arms that halving dropped
-    after those still racing. Small slices give wide intervals, so a cheap arm is not written off
-    on a few unlucky items; later looks and certification do the proving."""
+def prospect(arm: Arm, baseline_cost: float, *, migrate: bool = False) -> float:
+    """Expected saving: the share of the baseline's cost the arm saves, times its `chance`.
+    A cheap arm with a doubtful record ranks below a dearer one that looks like parity. When
+    migrating off a retiring model the baseline cannot stay, so only the chance counts."""
+    if migrate:
+        return chance(arm)
+    if not arm.evidence or baseline_cost <= 0:
+        return 0.0
+    return arm.saving(baseline_cost) * chance(arm)
+
+
+def rank(arms: list[Arm], baseline_cost: float, *, migrate: bool = False) -> list[Arm]:
+    """Best first: by expected saving (see `prospect`), then cheaper (a migration's ties), then
+    faster; arms that halving dropped after those still racing. Small slices give wide intervals,
+    so a cheap arm is not written off on a few unlucky items; later looks and certification do the proving."""
     def key(arm: Arm) -> tuple[Any, ...]:
-        return (arm.status == CandidateStatus.dropped, -round(prospect(arm, baseline_cost), 9), arm.latency_p50 or math.inf,
-                arm.candidate.sha)
+        return (arm.status == CandidateStatus.dropped, -round(prospect(arm, baseline_cost, migrate=migrate), 9),
+                arm.est_cost if migrate else 0.0, arm.latency_p50 or math.inf, arm.candidate.sha)
 
     return sorted((a for a in arms if a.status != CandidateStatus.eliminated and a.n), key=key)
 
 
-def final_ranking(arms: list[Arm], baseline_cost: float) -> list[Arm]:
+def final_ranking(arms: list[Arm], baseline_cost: float, *, migrate: bool = False) -> list[Arm]:
     """For certification: the arms still in the race, then those halving dropped for budget (not
     shown inferior) that may still be non-inferior, so a futile first pick is not the end."""
-    ranked = rank(arms, baseline_cost)
+    ranked = rank(arms, baseline_cost, migrate=migrate)
     return [a for a in ranked if a.status != CandidateStatus.dropped or all(e.upper > -e.margin for e in a.evidence.values())]
 
 
@@ -197,9 +212,9 @@ async def search(
 
     proposed = (list(candidates) if candidates is not None
                 else await propose_candidates(baseline, context, compose=config.compose, emit=say))
-    proposed = [c for c in proposed if c.sha not in exclude]
+    proposed = [c for c in proposed if c.sha not in exclude and c.version.model not in config.exclude_models]
     estimates = {c.sha: estimate_cost(c.version, context, sample_inputs, out_tokens) for c in proposed}
-    arms = select_arms(proposed, estimates, baseline_cost, config.max_candidates)
+    arms = select_arms(proposed, estimates, baseline_cost, config.max_candidates, migrate=config.migrate)
     result = SearchResult(arms=arms, front=[], ranked=[], baseline_cost=baseline_cost)
     say("search.started", {"proposed": len(proposed), "racing": len(arms), "baseline_est_cost": baseline_cost,
                            "excluded": len(exclude)})
@@ -207,7 +222,8 @@ async def search(
         say("candidate.proposed", {"sha": arm.candidate.sha, "label": arm.candidate.label,
                                    "lineage": list(arm.candidate.lineage), "est_cost": arm.est_cost})
     if not arms:
-        result.notes.append("no move produced a candidate cheaper than the baseline")
+        result.notes.append("no move produced a candidate on a model that is not retiring" if config.migrate
+                            else "no move produced a candidate cheaper than the baseline")
         return result
 
     rungs = [min(r, len(order)) for r in config.rungs]
@@ -250,10 +266,10 @@ async def search(
         done = size
         if result.budget_exhausted or look == len(rungs):
             break  # no halving after the last look: certification takes the best few from here
-        _halve(arms, config.eta, say, baseline_cost)
+        _halve(arms, config.eta, say, baseline_cost, migrate=config.migrate)
     result.calls = sum(a.calls for a in arms)
     result.front = pareto_front([a for a in arms if a.status not in (CandidateStatus.eliminated, CandidateStatus.dropped)], keys)
-    result.ranked = final_ranking(arms, baseline_cost)
+    result.ranked = final_ranking(arms, baseline_cost, migrate=config.migrate)
     say("search.finished", {"calls": result.calls, "front": [a.candidate.sha for a in result.front],
                             "ranked": [a.candidate.sha for a in result.ranked]})
     return result
@@ -300,10 +316,10 @@ def _judge(arm: Arm, base: dict[str, dict[Any, list[float]]], keys: list[str], r
         arm.status, arm.reason = CandidateStatus.qualified, f"non-inferior on every evaluator after {arm.n} items"
 
 
-def _halve(arms: list[Arm], eta: int, say: Emit, baseline_cost: float) -> None:
+def _halve(arms: list[Arm], eta: int, say: Emit, baseline_cost: float, *, migrate: bool = False) -> None:
     racing = [a for a in arms if a.status == CandidateStatus.racing]
     keep = max(1, math.ceil(len(racing) / eta))
-    for arm in rank(racing, baseline_cost)[keep:]:
+    for arm in rank(racing, baseline_cost, migrate=migrate)[keep:]:
         arm.status = CandidateStatus.dropped  # out of the race for budget, not shown inferior
         arm.reason = arm.reason or f"successive halving: not in the best {keep} after {arm.n} items"
         say("candidate.eliminated", {"sha": arm.candidate.sha, "reason": arm.reason, "n": arm.n})

@@ -66,6 +66,7 @@ class MoveContext:
     ledger: Any = None
     sample_inputs: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)  # for reflective rewrites
+    migrate: bool = False  # the baseline's model retires: retarget to dearer models too
 
 
 def start(version: VersionSpec) -> CandidateSpec:

@@ -24,7 +24,7 @@ err = Console(stderr=True)
 
 
 def _register() -> None:
-    from trimloop.api.cli import call, demo, init, models, optimize, serve, sync, tokens, worker
+    from trimloop.api.cli import call, demo, doctor, init, models, optimize, serve, sync, tokens, worker
 
     app.command("demo")(demo.demo)
     app.command("init")(init.init)
@@ -35,6 +35,7 @@ def _register() -> None:
     app.command("serve")(serve.serve)
     app.command("optimize")(optimize.optimize)
     app.command("worker")(worker.worker)
+    app.command("doctor")(doctor.doctor)
 
 
 def main() -> None:

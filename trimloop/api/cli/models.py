@@ -1,16 +1,21 @@
-"""`trimloop models serve|list`: the bundled llama.cpp models and every configured model's price."""
+"""`trimloop models serve|list`: the bundled llama.cpp models and every configured model's price
+and retirement date."""
 
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from trimloop.core.catalog import BUNDLED, configured_models
+from trimloop.core.catalog import BUNDLED, ResolvedModel, configured_models, resolve_model
+from trimloop.core.errors import ConfigError
 from trimloop.core.local_models import ensure_running
+from trimloop.core.retirement import today_of
 from trimloop.core.settings import load_settings
+from trimloop.core.tables import utcnow
 
 app = typer.Typer(help="Serve the bundled local models; list models and their prices.", no_args_is_help=True)
 
@@ -39,12 +44,25 @@ def serve(
 @app.command("list")
 def list_models(
     classes: bool = typer.Option(False, "--classes", help="every token class's price and source, per model"),
+    model_ids: list[str] = typer.Option([], "--model", "-m", help="also show these models (e.g. gpt-5-mini), "
+                                        "configured or not"),
+    today: datetime = typer.Option(None, "--today", formats=["%Y-%m-%d"],
+                                   help="count days to retirement from this day (default: today, UTC)"),
 ) -> None:
-    """Every configured model, its price per million tokens, and where the price came from."""
+    """Every configured model, its price per million tokens and where the price came from, and
+    the day its provider retires it (litellm's deprecation_date, or `retires_on` in settings)."""
     settings = load_settings()
-    table = Table("model", "route", "$/M in", "$/M cached", "$/M out", "price source", "notes")
+    day = today.date() if today is not None else today_of(utcnow())
+    table = Table("model", "route", "$/M in", "$/M cached", "$/M out", "price source", "retires", "notes")
     local = settings.local_models
-    models = configured_models(settings)
+    models: list[ResolvedModel] = configured_models(settings)
+    for model_id in model_ids:
+        if model_id not in {m.id for m in models}:
+            try:
+                models.append(resolve_model(settings, model_id))
+            except ConfigError as exc:
+                raise typer.BadParameter(f"{exc.message}; {exc.hint}" if exc.hint else exc.message,
+                                         param_hint="--model") from None
     for model in models:
         notes = []
         if model.id in BUNDLED:
@@ -60,6 +78,7 @@ def list_models(
             model.prices.cache_read.per_mtok(),
             model.prices.output.per_mtok(),
             "notional estimate (see below)" if model.id in BUNDLED else model.price_source,
+            _retires(model, day, settings.retirement_warning_days),
             "; ".join(notes),
         )
     out = Console()
@@ -80,3 +99,14 @@ def list_models(
         "long_context_*) can be set under [models.\"ID\"]; --classes shows each price's source.",
         highlight=False,
     )
+
+
+def _retires(model: ResolvedModel, today: object, warning_days: int) -> str:
+    """"2026-12-11 (in 10 days, retiring; litellm price map)", or "—" when no date is known."""
+    if model.retires_on is None:
+        return "—"
+    left = (model.retires_on - today).days  # type: ignore[operator]
+    when = f"in {left} days" if left >= 0 else f"{-left} days ago"
+    flag = ", retiring" if left <= warning_days else ""
+    source = "settings" if model.retires_source.startswith("settings") else "litellm price map"
+    return f"{model.retires_on.isoformat()} ({when}{flag}; {source})"

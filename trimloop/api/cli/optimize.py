@@ -130,6 +130,10 @@ def print_run(prompt: str, run: OptimizationRun, suggestion: Suggestion | None, 
     table.add_column("", style="bold")
     table.add_column("")
     table.add_row("prompt", prompt)
+    deadline = suggestion.evidence.deadline
+    if deadline is not None and deadline.retires_on is not None:
+        table.add_row("deadline", f"{deadline.model} retires on {deadline.retires_on.isoformat()}: "
+                      "approve and deploy a replacement before then")
     table.add_row("change", _change(suggestion))
     for key, e in suggestion.evidence.evaluators.items():
         table.add_row(f"verdict: {key}", verdict_line(e))

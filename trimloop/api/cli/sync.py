@@ -61,7 +61,7 @@ def print_reports(reports: list[SyncReport], out: Console) -> None:
     out.print(table)
     for r in reports:
         if r.fatal:
-            out.print(f"[bold red]{r.connector} failed:[/] {r.fatal}", highlight=False)
+            out.print(f"[bold red]{escape(r.connector)} failed:[/] {escape(str(r.fatal))}", highlight=False)
         if r.looked:
             out.print(f"[dim]{r.connector} looked in: {escape('; '.join(map(str, r.looked)))}[/]", highlight=False)
         for notice in r.notices:
@@ -74,10 +74,10 @@ def print_reports(reports: list[SyncReport], out: Console) -> None:
                       "truth for the baseline, but projections use these prices[/]", highlight=False)
         if r.skipped:
             reasons = ", ".join(f"{reason} {n}" for reason, n in r.skipped.most_common())
-            out.print(f"[yellow]{r.connector}: skipped {r.skipped_total}[/] ({reasons})", highlight=False)
+            out.print(f"[yellow]{escape(r.connector)}: skipped {r.skipped_total}[/] ({escape(reasons)})", highlight=False)
             for problem in r.problems[:SHOWN_PROBLEMS]:
-                out.print(f"  {problem.where}: {problem.message}", highlight=False)
+                out.print(f"  {escape(problem.where)}: {escape(problem.message)}", highlight=False)
                 if problem.hint:
-                    out.print(f"    [dim]hint: {problem.hint}[/]", highlight=False)
+                    out.print(f"    [dim]hint: {escape(problem.hint)}[/]", highlight=False)
             if r.skipped_total > SHOWN_PROBLEMS:
                 out.print(f"  … and {r.skipped_total - SHOWN_PROBLEMS} more", highlight=False)

@@ -73,6 +73,8 @@ def print_pass(report: PassReport, out: Console) -> None:
     for d in report.decisions:
         table.add_row(d.prompt_name, "[green]yes[/]" if d.due else "no", d.reason)
     out.print(table)
+    for line in report.notified:
+        out.print(f"model.retiring sent: {line}", highlight=False, markup=False)
     if not report.executed:
         out.print("nothing to run", highlight=False)
         return

@@ -9,7 +9,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from trimloop.api.auth import Reader, SessionDep
-from trimloop.api.reporting import COST
+from trimloop.api.reporting import CALLS, SPEND
 from trimloop.api.schemas import PromptPublic, PromptVersionPublic, TrafficSummary
 from trimloop.core.errors import NotFound
 from trimloop.core.tables import MAX_LATENCY_S, LogRecord, Prompt, PromptVersion, utcnow
@@ -48,14 +48,16 @@ def traffic(prompt_id: int, session: SessionDep, _: Reader,
     _prompt(session, prompt_id)
     since = utcnow() - timedelta(days=days)
     where = (LogRecord.prompt_id == prompt_id, LogRecord.called_at >= since)  # type: ignore[operator]
-    calls, cost = session.exec(select(func.count(), func.coalesce(func.sum(COST), 0.0)).where(*where)).one()
+    calls, cost = session.exec(select(func.coalesce(func.sum(CALLS), 0.0), func.coalesce(func.sum(SPEND), 0.0))
+                               .where(*where)).one()
+    calls = round(calls)
     latencies = sorted(x for x in session.exec(select(LogRecord.latency_s).where(
         *where, col(LogRecord.latency_s).between(0, MAX_LATENCY_S)).limit(100_000)).all() if x is not None)
-    by_version = [{"version_id": v, "calls": n, "cost": c} for v, n, c in session.exec(
-        select(LogRecord.version_id, func.count(), func.coalesce(func.sum(COST), 0.0))
+    by_version = [{"version_id": v, "calls": round(n), "cost": c} for v, n, c in session.exec(
+        select(LogRecord.version_id, func.sum(CALLS), func.coalesce(func.sum(SPEND), 0.0))
         .where(*where).group_by(LogRecord.version_id)).all()]
-    by_model = [{"model": m, "calls": n, "cost": c} for m, n, c in session.exec(
-        select(LogRecord.model, func.count(), func.coalesce(func.sum(COST), 0.0))
+    by_model = [{"model": m, "calls": round(n), "cost": c} for m, n, c in session.exec(
+        select(LogRecord.model, func.sum(CALLS), func.coalesce(func.sum(SPEND), 0.0))
         .where(*where).group_by(LogRecord.model)).all()]
     return TrafficSummary(prompt_id=prompt_id, days=days, calls=calls, calls_per_day=calls / days,
                           total_cost=cost, cost_per_call=cost / calls if calls else None,

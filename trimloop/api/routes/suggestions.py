@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from fastapi import APIRouter, BackgroundTasks, Query, Request
 from sqlmodel import col, select
 
@@ -11,13 +13,19 @@ from trimloop.api.auth import Operator, Reader, Reviewer, SessionDep, SettingsDe
 from trimloop.api.schemas import (
     DeploymentPublic,
     PromptVersionPublic,
+    ItemPairPublic,
     RejectRequest,
     SuggestionDetail,
+    SuggestionItems,
     SuggestionPublic,
+    TrialPublic,
 )
 from trimloop.core import store
+from trimloop.core.errors import NotFound
 from trimloop.core.status import SuggestionStatus
 from trimloop.core.tables import Candidate, Deployment, Prompt, PromptVersion, Review, Suggestion
+from trimloop.evals.report import item_pairs
+from trimloop.evals.runner import ItemResult
 
 router = APIRouter(prefix="/suggestions", tags=["suggestions"])
 def _announce(tasks: BackgroundTasks, request: Request, event: str, suggestion: Suggestion) -> None:
@@ -49,6 +57,30 @@ def get_suggestion(suggestion_id: int, session: SessionDep, _: Reader) -> Sugges
         "baseline": PromptVersionPublic.model_validate(session.get(PromptVersion, s.baseline_version_id)),
         "candidate": PromptVersionPublic.model_validate(session.get(PromptVersion, s.candidate_version_id)),
         "moves": candidate.moves if candidate else [], "reviews": reviews, "deployments": deployments})
+
+
+@router.get("/{suggestion_id}/items", response_model=SuggestionItems,
+            summary="the holdout items behind the evidence: both arms' output, scores, tokens, cost, latency")
+def list_items(suggestion_id: int, session: SessionDep, _: Reader,
+               differing: bool = Query(False, description="only items where the outputs differ"),
+               limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> SuggestionItems:
+    s = store.get_suggestion(session=session, suggestion_id=suggestion_id)
+    base_id, cand_id = s.evidence.baseline_eval_run_id, s.evidence.candidate_eval_run_id
+    if base_id is None or cand_id is None:
+        raise NotFound(f"suggestion {suggestion_id} has no stored per-item results: it was certified before "
+                       "trimloop kept them", where=f"suggestion {suggestion_id}",
+                       hint="its evidence lists up to 20 differing items; a new run of the prompt stores every item")
+    pairs = [p for p in item_pairs(session, base_id, cand_id) if p.differs or not differing]
+
+    def trial(r: ItemResult) -> TrialPublic:
+        return TrialPublic.model_validate({k: v for k, v in asdict(r).items() if k in TrialPublic.model_fields})
+
+    return SuggestionItems(
+        suggestion_id=suggestion_id, baseline_eval_run_id=base_id, candidate_eval_run_id=cand_id, total=len(pairs),
+        items=[ItemPairPublic(item_id=p.item_id, inputs=p.inputs, expected=p.expected, differs=p.differs,
+                              baseline=trial(p.baseline) if p.baseline else None,
+                              candidate=[trial(r) for r in p.candidate])
+               for p in pairs[offset:offset + limit]])
 
 
 @router.post("/{suggestion_id}/approve", response_model=SuggestionPublic, summary="approve (idempotent)")

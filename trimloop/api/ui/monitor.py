@@ -1,5 +1,6 @@
-"""The web UI's pages for finance and engineers: the savings dashboard (with CSV export) and the
-optimization runs, one of them live through a cookie-authenticated event stream."""
+"""The web UI's pages for finance and engineers: the savings dashboard (with CSV export), the
+optimization runs, one of them live through a cookie-authenticated event stream, and the setup
+page (the doctor's findings)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from trimloop.api.auth import SessionDep
+from trimloop.api.doctor import diagnose
 from trimloop.api.reporting import as_csv, savings_report
 from trimloop.api.ui import charts, pages, views
 from trimloop.api.ui.pages import render
@@ -39,7 +41,7 @@ def dashboard(request: Request, db: SessionDep, start: str | None = None, end: s
     session = pages.signed_in(request, db)
     first, last = _range(start, end)
     days = (utcnow().date() - first).days + 1
-    projected, count, total = views.open_savings(db)
+    projected, count, total = views.open_savings(db, today=pages.today(request))
     done = views.realized_rows(db)
     realized = [(f"#{r.suggestion_id} {r.prompt}", r.projected_monthly_savings, r.realized_monthly_savings)
                 for r in done]
@@ -128,3 +130,16 @@ def run_events(run_id: int, request: Request, db: SessionDep) -> Response:
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.get("/setup")
+def setup(request: Request, db: SessionDep) -> Response:
+    """The doctor's findings on this server's settings and database (engineers and admins)."""
+    session = pages.signed_in(request, db)
+    if not session.can("operate"):
+        return render(request, "setup.html", session, status_code=403, report=None,
+                      denied=f"Your role ({session.principal.role}) may not see the setup checks: they need an "  # type: ignore[union-attr]
+                             "engineer or admin token.")
+    db.commit()  # the checks take a while and read through their own connections: hold no transaction
+    report = diagnose(request.app.state.settings, engine=request.app.state.engine)
+    return render(request, "setup.html", session, report=report, denied=None)

@@ -3,6 +3,7 @@ CSRF token and role, the sign-in guard, and the flash-and-redirect after a form 
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -15,6 +16,8 @@ from sqlmodel import Session
 from trimloop.api.auth import PERMISSIONS
 from trimloop.api.ui import charts, sessions
 from trimloop.api.ui.sessions import UiSession
+from trimloop.core.retirement import today_of
+from trimloop.core.tables import utcnow
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -38,6 +41,11 @@ class SignInNeeded(Exception):
 
     def __init__(self, path: str):
         self.path = path
+
+
+def today(request: Request) -> date:
+    """The app's clock's day (create_app's `clock`), for "retires in N days"."""
+    return today_of(getattr(request.app.state, "clock", utcnow)())
 
 
 def signed_in(request: Request, db: Session) -> UiSession:

@@ -119,7 +119,7 @@ async def logout(request: Request, db: SessionDep) -> Response:
 @router.get("/")
 def queue(request: Request, db: SessionDep) -> Response:
     session = pages.signed_in(request, db)
-    cards, count = views.queue_cards(db)
+    cards, count = views.queue_cards(db, today=pages.today(request))
     return render(request, "queue.html", session, cards=cards, count=count)
 
 
@@ -137,6 +137,8 @@ def suggestion(suggestion_id: int, request: Request, db: SessionDep) -> Response
     return render(
         request, "suggestion.html", session, s=s, ev=evidence, prompt=prompt.name if prompt else "?",
         before=before, after=after, verdict=words, ok=ok,
+        deadline=views.deadline_words(evidence.deadline.retires_on if evidence.deadline else s.retires_on,
+                                      pages.today(request)),
         change=views.change_in_words(evidence, before.model if before else None, after.model if after else None),
         diff=views.template_diff(evidence, before.template if before else {}, after.template if after else {}),
         rows=views.evidence_rows(evidence), margin=evidence.margin(), savings=evidence.savings,

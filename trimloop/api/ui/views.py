@@ -54,10 +54,21 @@ def verdict(evidence: Evidence) -> tuple[str, bool]:
     return f"quality not shown on {len(rows) - passed} of {len(rows)} evaluators", False
 
 
-def queue_cards(session: Session, limit: int = 100) -> tuple[list[dict[str, Any]], int]:
-    """Pending suggestions, biggest projected monthly savings first (the top `limit`), and their count.
+def deadline_words(retires_on: date | None, today: date) -> str | None:
+    """"gpt model retires 2026-12-11 (in 10 days)": the flag on a migration off a retiring model."""
+    if retires_on is None:
+        return None
+    left = (retires_on - today).days
+    when = f"in {left} day{'s' if left != 1 else ''}" if left >= 0 else f"{-left} day{'s' if left != -1 else ''} ago"
+    return f"model retires {retires_on.isoformat()} ({when}): migrate before then"
+
+
+def queue_cards(session: Session, limit: int = 100, *, today: date | None = None) -> tuple[list[dict[str, Any]], int]:
+    """Pending suggestions — migrations off a retiring model first, the nearest date first, then
+    the biggest projected monthly savings — (the top `limit`), and their count.
 
     Reads only the parts of the evidence a card shows; the differing items are most of its bytes."""
+    today = today or datetime.now(timezone.utc).date()
     names = dict(session.exec(select(Prompt.id, Prompt.name)).all())
     evidence = type_coerce(Suggestion.evidence, JSON)  # parts of it: plain JSON, not the whole record
     pending = Suggestion.status == SuggestionStatus.pending
@@ -65,18 +76,20 @@ def queue_cards(session: Session, limit: int = 100) -> tuple[list[dict[str, Any]
     rows = session.exec(
         select(Suggestion.id, Suggestion.prompt_id, Suggestion.projected_monthly_savings, Suggestion.savings_low,
                Suggestion.savings_high, evidence["prompt_tokens"], evidence[("changes", "model")],
-               evidence[("changes", "params")], evidence[("changes", "template_chars")], evidence["evaluators"])
-        .where(pending).order_by(col(Suggestion.projected_monthly_savings).desc().nulls_last(), col(Suggestion.id))
+               evidence[("changes", "params")], evidence[("changes", "template_chars")], evidence["evaluators"],
+               Suggestion.retires_on)
+        .where(pending).order_by(col(Suggestion.retires_on).asc().nulls_last(),
+                                 col(Suggestion.projected_monthly_savings).desc().nulls_last(), col(Suggestion.id))
         .limit(limit)).all()
     cards = []
-    for sid, prompt_id, monthly, low, high, tokens, model, params, chars, evaluators in rows:
+    for sid, prompt_id, monthly, low, high, tokens, model, params, chars, evaluators, retires_on in rows:
         changes = {k: v for k, v in (("model", model), ("params", params), ("template_chars", chars)) if v is not None}
         ev = Evidence.load({k: v for k, v in (("prompt_tokens", tokens), ("changes", changes),
                                               ("evaluators", evaluators)) if v is not None})
         words, ok = verdict(ev)
         cards.append({"id": sid, "prompt": names.get(prompt_id, "?"), "change": change_in_words(ev),
                       "monthly": charts.money(monthly), "range": f"{charts.money(low)} – {charts.money(high)}",
-                      "verdict": words, "ok": ok})
+                      "verdict": words, "ok": ok, "deadline": deadline_words(retires_on, today)})
     return cards, int(count)
 
 
@@ -108,44 +121,52 @@ def parse_day(value: str | None, default: date) -> date:
 
 
 def spend_series(session: Session, start: date, end: date) -> dict[str, Any]:
-    """Cost per day, split by prompt and by model, for [start, end]."""
+    """Cost per day, split by prompt and by model, for [start, end] (a sampled log counts 1 / its rate)."""
     since = datetime.combine(start, time.min, tzinfo=timezone.utc)
     until = datetime.combine(end + timedelta(days=1), time.min, tzinfo=timezone.utc)
     day = func.date(LogRecord.called_at)
-    cost = func.coalesce(func.sum(LogRecord.counted_cost()), 0.0)  # out-of-bound costs left out
+    cost = func.coalesce(func.sum(LogRecord.weighted_cost()), 0.0)  # out-of-bound costs left out
     window = (LogRecord.called_at >= since, LogRecord.called_at < until)  # type: ignore[operator]
     by_prompt: dict[str, dict[str, float]] = defaultdict(dict)
     by_model: dict[str, dict[str, float]] = defaultdict(dict)
     table: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
     for d, name, model, n, c in session.exec(  # one pass: day × prompt × model
-            select(day, Prompt.name, LogRecord.model, func.count(), cost)
+            select(day, Prompt.name, LogRecord.model, func.sum(LogRecord.weight()), cost)
             .join(Prompt, col(Prompt.id) == LogRecord.prompt_id, isouter=True)
             .where(*window).group_by(day, Prompt.name, LogRecord.model)).all():
         name, model, d = name or "(unknown prompt)", short_model(model), str(d)
         by_prompt[name][d] = by_prompt[name].get(d, 0.0) + float(c)
         by_model[model][d] = by_model[model].get(d, 0.0) + float(c)
-        table[name][0] += n
+        table[name][0] += float(n)
         table[name][1] += float(c)
     days = [str(start + timedelta(days=i)) for i in range((end - start).days + 1)]
     return {"by_prompt": charts.stacked_bars(days, by_prompt), "by_model": charts.stacked_bars(days, by_model),
-            "table": sorted(((k, int(v[0]), v[1]) for k, v in table.items()), key=lambda r: -r[2]),
+            "table": sorted(((k, round(v[0]), v[1]) for k, v in table.items()), key=lambda r: -r[2]),
             "total": sum(v[1] for v in table.values())}
 
 
-def open_savings(session: Session, limit: int = 100) -> tuple[list[dict[str, Any]], int, float]:
-    """Pending and approved suggestions by projected savings (the top `limit`), their count and total.
+def open_savings(session: Session, limit: int = 100, *, today: date | None = None
+                 ) -> tuple[list[dict[str, Any]], int, float]:
+    """Pending and approved suggestions — migrations off a retiring model first (nearest date first,
+    flagged), then by projected savings — (the top `limit`), their count and total.
 
     Reads only the columns it shows: loading 1,000 suggestions' evidence would cost ~300 ms."""
+    today = today or datetime.now(timezone.utc).date()
     status = col(Suggestion.status).in_(OPEN_SUGGESTION)
     count, total = session.exec(select(func.count(), func.coalesce(func.sum(Suggestion.projected_monthly_savings),
                                                                    0.0)).where(status)).one()
     rows = session.exec(
         select(Suggestion.id, Prompt.name, Suggestion.status, Suggestion.projected_monthly_savings,
-               Suggestion.savings_low, Suggestion.savings_high)
+               Suggestion.savings_low, Suggestion.savings_high, Suggestion.retires_on)
         .join(Prompt, col(Prompt.id) == Suggestion.prompt_id, isouter=True).where(status)
-        .order_by(col(Suggestion.projected_monthly_savings).desc().nulls_last(), col(Suggestion.id)).limit(limit)).all()
-    keys = ("suggestion_id", "prompt", "status", "projected_monthly_savings", "savings_low", "savings_high")
-    return [dict(zip(keys, r, strict=True)) for r in rows], int(count), float(total)
+        .order_by(col(Suggestion.retires_on).asc().nulls_last(),
+                  col(Suggestion.projected_monthly_savings).desc().nulls_last(), col(Suggestion.id)).limit(limit)).all()
+    keys = ("suggestion_id", "prompt", "status", "projected_monthly_savings", "savings_low", "savings_high",
+            "retires_on")
+    out = [dict(zip(keys, r, strict=True)) for r in rows]
+    for row in out:
+        row["deadline"] = deadline_words(row["retires_on"], today)
+    return out, int(count), float(total)
 
 
 def realized_rows(session: Session) -> list[Any]:

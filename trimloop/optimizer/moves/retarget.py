@@ -1,4 +1,5 @@
-"""`retarget`: the same prompt on each cheaper model of the candidate list.
+"""`retarget`: the same prompt on each cheaper model of the candidate list (on every priced one
+when migrating off a retiring model: the baseline cannot stay where it is).
 
 A base (completion-only) target gets a plain-text version of a chat template: the system text,
 then each few-shot user/assistant pair as `Input:`/`Output:` lines, then the last user message
@@ -72,7 +73,7 @@ class Retarget:
                 target = context.resolve(model_id)
             except ConfigError:
                 continue
-            if not target.has_price or typical_price(target) >= current_price:
+            if not target.has_price or (not context.migrate and typical_price(target) >= current_price):
                 continue
             template = convert_for(candidate.version.template, target)
             converted = ""

@@ -1,7 +1,7 @@
 """Token classes on logs: cached input, cache write, reasoning tokens and a batch flag
 
-Revision ID: 0008_token_classes
-Revises: 0007
+Revision ID: 0009_token_classes
+Revises: 0008_retirement
 Create Date: 2026-12-05
 
 `logrecord.cached_input_tokens` / `cache_write_tokens` (parts of input_tokens) and
@@ -13,8 +13,8 @@ from typing import Sequence, Union
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008_token_classes"
-down_revision: Union[str, None] = "0007"
+revision: str = "0009_token_classes"
+down_revision: Union[str, None] = "0008_retirement"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
