@@ -4,7 +4,7 @@
                                             # every bench, one JSON document, docs/benchmarks.md
                                             # (--with-optimize adds the slow real-model ones,
                                             #  --with-soak the 5-minute soak of the API under load)
-    python -m bench NAME [-- ARGS...]       # one bench (gateway, gate, ingest, ui, api, peers, optimize,
+    python -m bench NAME [-- ARGS...]       # one bench (gateway, savings, gate, ingest, ui, api, peers, optimize,
                                             #   peers_search)
     python -m bench docs                    # rewrite docs/benchmarks.md from the last `all` results
 
@@ -35,6 +35,7 @@ SAVED = ROOT / "bench-output" / "bench-all.json"
 BY_HAND = ROOT / "docs" / "benchmarks-by-hand.md"  # measurements made by hand; the renderer appends them
 BENCHES: dict[str, dict[str, Any]] = {  # in running order; timeouts in seconds
     "gateway": {"timeout": 900},
+    "savings": {"timeout": 600},
     "gate": {"timeout": 2400},
     "ingest": {"timeout": 1800},
     "ui": {"timeout": 900},

@@ -28,6 +28,7 @@ EXPECTED = {
     ("GET", "/prompts/{prompt_id}/traffic"): "read",
     ("GET", "/prompts/{prompt_id}/health"): "read",
     ("GET", "/connectors"): "read",
+    ("GET", "/models"): "read",
     ("POST", "/connectors/{name}/test"): "operate",
     ("POST", "/connectors/sync"): "operate",
     ("GET", "/datasets"): "read",

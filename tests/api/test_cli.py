@@ -62,6 +62,20 @@ def test_models_list_shows_prices_and_sources(tmp_path):
     assert "per billion parameters" in result.output
 
 
+def test_models_list_classes_shows_every_token_class_and_its_source(tmp_path):
+    (tmp_path / "trimloop.toml").write_text('[models."gpt-4.1-mini"]\ncache_read_per_mtok = 0.05\n'
+                                            '[models."acme/mystery"]\napi_base = "http://127.0.0.1:9/v1"\n')
+    result = runner.invoke(app, ["models", "list", "--classes"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    read = next(line for line in lines if "gpt-4.1-mini" in line and "cache_read" in line)
+    assert "0.05" in read and 'settings: models."gpt-4.1-mini".cache_read_per_mtok' in read
+    batch = next(line for line in lines if "gpt-4.1-mini" in line and "batch_input" in line)
+    assert "0.2" in batch and "input_cost_per_token_batches" in batch
+    unknown = next(line for line in lines if "acme/mystery" in line and "│ input" in line)
+    assert "unknown" in unknown
+
+
 def _cli(*args, env):
     return subprocess.run([sys.executable, "-c", "from trimloop.api.cli import main; main()", *args],
                           capture_output=True, text=True, env=env, timeout=300)

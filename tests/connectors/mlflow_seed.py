@@ -2,7 +2,8 @@
 
     python mlflow_seed.py URL  → prints JSON {"trace_ids": [...]}
 Prompts: `triage` (chat, two versions, alias production → 1) and `qa` (text, one version).
-Traces: two LLM calls linked to triage v1 with token usage and a user feedback assessment.
+Traces: two LLM calls linked to triage v1 with token usage (the second with 16 cached prompt tokens
+in its response's usage) and a user feedback assessment.
 """
 
 import json
@@ -42,7 +43,11 @@ for i, ticket in enumerate(["I was charged twice", "The app crashes on start"]):
         span.set_inputs({"model": "gpt-4o-mini", "messages": messages})
         span.set_outputs({"id": f"chatcmpl-{i}", "object": "chat.completion", "model": "gpt-4o-mini",
                           "choices": [{"index": 0, "finish_reason": "stop",
-                                       "message": {"role": "assistant", "content": ["billing", "bug"][i]}}]})
+                                       "message": {"role": "assistant", "content": ["billing", "bug"][i]}}],
+                          # the provider's usage, as an autologged response keeps it: the token classes
+                          "usage": {"prompt_tokens": 30 + i, "completion_tokens": 1, "total_tokens": 31 + i,
+                                    "prompt_tokens_details": {"cached_tokens": 16 * i},
+                                    "completion_tokens_details": {"reasoning_tokens": 0}}})
         span.set_attribute("mlflow.chat.tokenUsage",
                            {"input_tokens": 30 + i, "output_tokens": 1, "total_tokens": 31 + i})
         trace_ids.append(span.trace_id)

@@ -23,6 +23,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 out, base_url = Path(sys.argv[1]), sys.argv[2]
 SYSTEM = "You sort support tickets into billing, bug or other."
+if os.environ.get("PRODUCE_LONG_SYSTEM"):  # over OpenAI's 1,024-token cache minimum: the second call hits
+    SYSTEM = " ".join([SYSTEM] * 120)
 TICKETS = ["I was charged twice", "The app crashes on start"]
 
 

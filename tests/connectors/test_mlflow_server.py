@@ -43,7 +43,8 @@ def test_sync_write_back_and_promote_against_mlflow(mlflow_server: tuple[str, Pa
             "join prompt p on p.id = v.prompt_id order by p.name, v.external_version")).all()
         logs = conn.execute(text(
             "select l.external_id, p.name, v.external_version, l.inputs, l.output, l.model, l.input_tokens, "
-            "l.output_tokens, l.cost, l.latency_s, l.feedback from logrecord l join prompt p on p.id = l.prompt_id "
+            "l.output_tokens, l.cost, l.latency_s, l.feedback, l.cached_input_tokens, l.reasoning_tokens "
+            "from logrecord l join prompt p on p.id = l.prompt_id "
             "join promptversion v on v.id = l.version_id order by l.called_at")).all()
     labels = labels_by_version(engine)
     assert [(n, v, labels[vid], m, stored_json(p)) for n, v, vid, m, p, _ in versions] == [
@@ -58,6 +59,7 @@ def test_sync_write_back_and_promote_against_mlflow(mlflow_server: tuple[str, Pa
     assert first[8] > 0 and first[9] >= 0  # MLflow's own cost estimate and the trace duration
     assert stored_json(first[10]) == [{"name": "correct", "value": True, "source": "reviewer@example.com"}]
     assert second[0] == trace_ids[1] and stored_json(second[3]) == {"ticket": "The app crashes on start"}
+    assert (first[11], first[12], second[11], second[12]) == (0, 0, 16, 0)  # from the response's usage
 
     again = sync_connector(engine=engine, connector=connector)
     assert (again.versions_added, again.logs_added, again.labels_changed) == (0, 0, 0)

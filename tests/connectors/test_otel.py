@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -71,6 +72,33 @@ def test_spans_from_real_instrumentations_sync_and_link(fake_openai: str, tmp_pa
     assert sum(1 for r in rows if r[6] and r[6].startswith("echo: Ticket:")) == 2  # OpenInference keeps output
     assert [str(x) for x in report.looked] == [f"{spans.resolve()} (2 span files): 4 read"] and report.notices == []
     assert sync_connector(engine=engine, connector=otel).logs_added == 0
+
+
+@pytest.mark.integration
+def test_real_instrumentations_carry_cached_and_reasoning_tokens(tmp_path: Path) -> None:
+    """OpenInference's OpenAI instrumentation records the usage details of a provider that caches
+    (the fake server billing like OpenAI): the shared system prompt, sent first by the GenAI-instrumented
+    run, is read from the cache."""
+    import openinference.instrumentation.openai  # noqa: F401
+    port = free_port()
+    spans = tmp_path / "spans"
+    spans.mkdir()
+    with running([sys.executable, "-m", "trimloop.testing.fake_openai", "--port", str(port), "--prompt-cache",
+                  "openai", "--reasoning-tokens", "3"], health=f"http://127.0.0.1:{port}/v1/models",
+                 env={"PYTHONPATH": str(HERE.parent.parent)},  # this checkout's fake server
+                 log=tmp_path / "fake.log", timeout_s=30):
+        subprocess.run([sys.executable, str(HERE / "otel_produce.py"), str(spans), f"http://127.0.0.1:{port}/v1"],
+                       check=True, timeout=120, capture_output=True, env={**os.environ, "PRODUCE_LONG_SYSTEM": "1"})
+    only = tmp_path / "openinference"
+    only.mkdir()
+    (spans / "openinference.json").rename(only / "openinference.json")  # the GenAI instrumentation records no details
+    otel = OtelConnector(name="otel", options={"path": str(only)})
+    items = sorted((i for i in otel.read_logs(cursor=None) if isinstance(i, LogItem)), key=lambda i: i.called_at)
+    assert len(items) == 2
+    for item in items:
+        assert item.cached_input_tokens >= 1024 and item.cached_input_tokens % 128 == 0
+        assert item.cached_input_tokens < item.input_tokens  # the ticket after the system prompt is not cached
+        assert item.reasoning_tokens == 3 and item.output_tokens == 4 + 3
 
 
 def test_a_folder_with_no_span_files_or_no_llm_spans_says_so(tmp_path: Path) -> None:

@@ -156,6 +156,30 @@ def test_the_dashboard_survives_costs_stored_before_sync_checked_bounds(app_clie
     assert csv.status_code == 200 and "inf" not in csv.text.lower()
 
 
+def test_a_suggestion_shows_what_the_prompt_cache_does_to_its_saving(app_client: TestClient, seeded: dict,
+                                                                     engine) -> None:
+    from sqlalchemy import JSON, column, select, table, update
+
+    from trimloop.core.db import session_scope
+
+    sid = seeded["triage"][0]
+    raw = table("suggestion", column("id"), column("evidence", JSON))
+    note = ("the candidate's static prefix (812 tokens) falls under the 1,024-token cache minimum of openai: "
+            "saves 12 %, not 59 %")
+    with session_scope(engine) as session:
+        evidence = session.execute(select(raw.c.evidence).where(raw.c.id == sid)).scalar_one()
+        evidence["savings"].update(cached_share_before=0.72, cached_share_after=0.0, naive_monthly=2.69,
+                                   cache_note=note)
+        evidence["prices"] = {"gpt-4.1-mini": {"cache_read": "0.1 (litellm price map (cache_read_input_token_cost))"}}
+        session.execute(update(raw).where(raw.c.id == sid).values(evidence=evidence))
+    sign_in(app_client, seeded["tokens"]["viewer"])
+    page = app_client.get(f"/ui/suggestions/{sid}")
+    assert page.status_code == 200
+    assert "Prompt read from the provider's cache</th><td>72 %</td><td>0 %</td>" in page.text
+    assert "saves 12 %, not 59 %" in page.text and "$2.69" in page.text
+    assert "cache_read_input_token_cost" in page.text
+
+
 def test_the_evidence_page_points_to_every_item_when_they_were_stored(app_client: TestClient, seeded: dict,
                                                                        engine) -> None:
     from trimloop.core.db import session_scope

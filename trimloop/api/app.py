@@ -23,8 +23,8 @@ from sqlalchemy.engine import Engine
 from trimloop.api import errors
 from trimloop.api.auth import LoginLimiter, Reader
 from trimloop.api.limits import BodyLimit, Turns
-from trimloop.api.routes import (audit, connectors, datasets, doctor, health, prompts, reports, runs, suggestions,
-                                 tokens)
+from trimloop.api.routes import (audit, connectors, datasets, doctor, health, models, prompts, reports, runs,
+                                 suggestions, tokens)
 from trimloop.api.executor import real_gateway
 from trimloop.api.runner import RunScheduler
 from trimloop.api.scheduler import HostedPasses, hosting
@@ -52,6 +52,7 @@ TAGS = [
     {"name": "audit", "description": "who did what, when"},
     {"name": "tokens", "description": "API tokens (admin)"},
     {"name": "doctor", "description": "setup checks, each with its fix (`trimloop doctor`)"},
+    {"name": "models", "description": "configured models, prices per token class and their sources"},
     {"name": "health", "description": "liveness"},
 ]
 
@@ -103,7 +104,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, g
                        pause_s=settings.api.body_timeout_s)
     errors.install(app)
     app.include_router(health.router)
-    for module in (prompts, connectors, datasets, runs, suggestions, reports, audit, tokens, doctor):
+    for module in (prompts, connectors, datasets, runs, suggestions, reports, audit, tokens, doctor, models):
         app.include_router(module.router, responses=errors.ERROR_RESPONSES)
     ui.install(app)
 

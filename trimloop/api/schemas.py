@@ -87,6 +87,40 @@ class SyncRequest(BaseModel):
     full: bool = Field(default=False, description="reread all logs, ignoring cursors")
 
 
+class PricePublic(BaseModel):
+    per_mtok: float | None = Field(description="USD per 1M tokens; null when unknown (never 0 for unknown)")
+    source: str = Field(description="where the price came from: litellm's map key, a setting, a fallback")
+
+
+class TierPublic(BaseModel):
+    above_tokens: int = Field(description="prompts longer than this are billed at these prices, whole call")
+    input_per_mtok: float
+    output_per_mtok: float | None
+    source: str
+
+
+class ModelPublic(BaseModel):
+    id: str
+    route: str
+    api_base: str | None
+    price_is_estimate: bool
+    prices: dict[str, PricePublic] = Field(description="token class (input, cache_read, cache_write, output, "
+                                                       "reasoning, batch_input, batch_output) → price")
+    long_context: list[TierPublic] = Field(default_factory=list)
+
+
+class PriceGapPublic(BaseModel):
+    """Logs of one prompt on one model whose logged cost is off tokens × the catalog's price by > 5 %."""
+
+    prompt: str
+    model: str
+    checked: int = Field(description="logs with cost, tokens and a known price")
+    flagged: int = Field(description="of those, the ones off by more than 5 %")
+    median_gap: float | None = Field(description="logged ÷ priced − 1, median over the flagged logs; null when "
+                                                  "they were all priced at $0")
+    price_source: str
+
+
 class SyncReportPublic(BaseModel):
     connector: str
     prompts_added: int
@@ -100,6 +134,8 @@ class SyncReportPublic(BaseModel):
     looked: list[str] = Field(default_factory=list, examples=[["experiment 'support-bot' (id 1): 31 read"]],
                               description="where the logs were read (experiments, projects) and how many")
     notices: list[str] = Field(default_factory=list, description="why an asked-for place gave nothing, with the fix")
+    price_gaps: list[PriceGapPublic] = Field(
+        default_factory=list, description="logged costs that disagree with tokens × prices by more than 5 %")
     superseded: list[int] = Field(default_factory=list, description="suggestions superseded by moved labels")
     expired: list[int] = Field(default_factory=list,
                                description="pending suggestions that expired (scheduler.expire_pending_after_days)")

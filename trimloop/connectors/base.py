@@ -23,6 +23,7 @@ from trimloop.core.egress import Egress
 from trimloop.core.errors import ConfigError, UserError
 from trimloop.core.redact import redact_urls
 from trimloop.core.templates import Template
+from trimloop.core.usage import TokenUsage
 
 
 @dataclass
@@ -57,14 +58,28 @@ class LogItem:
     rendered: list[dict[str, Any]] | str | None = None
     output: str | None = None
     model: str | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
+    input_tokens: int | None = None  # every prompt token, cached ones included (core.usage)
+    output_tokens: int | None = None  # every completion token, reasoning included
     cost: float | None = None
     latency_s: float | None = None
     feedback: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     where: str | None = None
     sample_rate: float | None = None  # the share of calls the source logged; None: every call (or unknown)
+    cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    batch: bool = False
+
+    def set_usage(self, usage: TokenUsage) -> "LogItem":
+        """Take the token classes of `usage` (what the source reported; None leaves a field as it is)."""
+        for attr, value in (("input_tokens", usage.input), ("output_tokens", usage.output),
+                            ("cached_input_tokens", usage.cached), ("cache_write_tokens", usage.cache_write),
+                            ("reasoning_tokens", usage.reasoning)):
+            if value is not None:
+                setattr(self, attr, value)
+        self.batch = self.batch or usage.batch
+        return self
 
 
 @dataclass

@@ -10,8 +10,16 @@ trimloop shape (one call per line; `called_at`, a prompt reference and inputs ar
 plus an optional `sample_rate` (0.01 when the app logs one call in a hundred): each such line
 counts as 1 / sample_rate calls in calls per day, spend and savings.
 
+Token classes (trimloop shape): `cached_input_tokens` and `cache_write_tokens` are parts of
+`input_tokens`, `reasoning_tokens` a part of `output_tokens`; `"batch": true` marks a batch call.
+
 OpenAI shape: `{"request": {chat.completions.create params}, "response": {ChatCompletion}}`
-plus optional `prompt`, `version`, `inputs`, `latency_s`, `feedback`, `meta`.
+plus optional `prompt`, `version`, `inputs`, `latency_s`, `feedback`, `meta`, `batch`; usage's
+`prompt_tokens_details.cached_tokens` and `completion_tokens_details.reasoning_tokens` are read.
+
+Anthropic shape: `{"request": {messages.create params}, "response": {Message}, "called_at": …}`
+(a Message has no timestamp); usage's `cache_read_input_tokens` and `cache_creation_input_tokens`
+are read (Anthropic's `input_tokens` leaves them out; trimloop's `input_tokens` counts them).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from trimloop.connectors.base import LogItem
 from trimloop.core.tables import MAX_TOKENS
+from trimloop.core.usage import TokenUsage, usage_from
 
 Scalar = bool | int | float | str | None
 
@@ -50,6 +59,7 @@ class _Common(BaseModel):
     sample_rate: float | None = Field(default=None, gt=0, le=1, strict=True, description="share of calls logged")
     feedback: list[Feedback] = Field(default_factory=list)
     meta: dict[str, Any] = Field(default_factory=dict)
+    batch: bool = Field(default=False, strict=True)
 
     @field_validator("version", mode="before")
     @classmethod
@@ -66,6 +76,9 @@ class TrimloopLine(_Common):
     model: str | None = None
     input_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS, strict=True)
     output_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS, strict=True)
+    cached_input_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS, strict=True)
+    cache_write_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS, strict=True)
+    reasoning_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS, strict=True)
 
 
 class OpenAIRequest(BaseModel):
@@ -73,9 +86,49 @@ class OpenAIRequest(BaseModel):
     messages: list[dict[str, Any]] = Field(min_length=1)
 
 
+class _Details(BaseModel):
+    model_config = {"extra": "allow"}
+    cached_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
+    reasoning_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
+
+
 class OpenAIUsage(BaseModel):
+    model_config = {"extra": "allow"}
     prompt_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
     completion_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
+    prompt_tokens_details: _Details | None = None
+    completion_tokens_details: _Details | None = None
+    cache_creation_input_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS)  # litellm, for Anthropic
+
+
+class AnthropicUsage(BaseModel):
+    model_config = {"extra": "allow"}
+    input_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
+    output_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
+    cache_read_input_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
+    cache_creation_input_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
+
+
+class AnthropicRequest(BaseModel):
+    model: str | None = None
+    system: str | list[dict[str, Any]] | None = None
+    messages: list[dict[str, Any]] = Field(min_length=1)
+
+
+class AnthropicResponse(BaseModel):
+    id: str = Field(min_length=1)
+    type: str = "message"
+    model: str | None = None
+    content: list[dict[str, Any]] = Field(default_factory=list)
+    stop_reason: str | None = None
+    usage: AnthropicUsage | None = None
+
+
+class AnthropicLine(_Common):
+    model_config = {"extra": "forbid"}
+    request: AnthropicRequest
+    response: AnthropicResponse
+    called_at: datetime
 
 
 class OpenAIMessage(BaseModel):
@@ -111,6 +164,8 @@ def parse_line(raw: bytes, where: str) -> LogItem:
     Raises ValidationError (bad JSON, wrong type, missing field) or ValueError.
     """
     if b'"response"' in raw:
+        if _is_anthropic(raw):
+            return _from_anthropic(AnthropicLine.model_validate_json(raw), where)
         return _from_openai(OpenAILine.model_validate_json(raw), where)
     return _fast_path(raw, where) or full_path(raw, where)
 
@@ -126,12 +181,16 @@ def full_path(raw: bytes, where: str) -> LogItem:
         version_sha=line.version_sha, inputs=line.inputs, rendered=line.messages,
         output=line.output, model=line.model, input_tokens=line.input_tokens,
         output_tokens=line.output_tokens, cost=line.cost, latency_s=line.latency_s,
-        feedback=_feedback(line.feedback), meta=line.meta, where=where, sample_rate=line.sample_rate,
+        feedback=_feedback(line.feedback), meta=line.meta, where=where,
+        cached_input_tokens=line.cached_input_tokens, cache_write_tokens=line.cache_write_tokens,
+        reasoning_tokens=line.reasoning_tokens, batch=line.batch,
+        sample_rate=line.sample_rate,
     )
 
 
 _FAST_KEYS = frozenset(("id", "prompt", "version", "inputs", "output", "model", "input_tokens",
-                        "output_tokens", "cost", "latency_s", "called_at", "feedback", "meta", "sample_rate"))
+                        "output_tokens", "cost", "latency_s", "called_at", "feedback", "meta", "sample_rate",
+                        "cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "batch"))
 _FEEDBACK_KEYS = frozenset(("name", "value", "source"))
 
 
@@ -148,11 +207,14 @@ def _fast_path(raw: bytes, where: str) -> LogItem | None:
     ident, prompt, version, inputs, meta = g("id"), g("prompt"), g("version"), g("inputs"), g("meta", {})
     output, model, at, feedback = g("output"), g("model"), g("called_at"), g("feedback", [])
     tokens_in, tokens_out, cost, latency = g("input_tokens"), g("output_tokens"), g("cost"), g("latency_s")
+    cached, written, reasoning, batch = g("cached_input_tokens"), g("cache_write_tokens"), g("reasoning_tokens"), g(
+        "batch", False)
     rate = g("sample_rate")
     if not (type(ident) is str and ident and type(prompt) is str and prompt and type(inputs) is dict
             and type(at) is str and type(meta) is dict and type(feedback) is list
             and (version is None or type(version) is str) and (output is None or type(output) is str)
             and (model is None or type(model) is str) and _count(tokens_in) and _count(tokens_out)
+            and _count(cached) and _count(written) and _count(reasoning) and type(batch) is bool
             and _amount(cost) and _amount(latency)
             and (rate is None or (type(rate) in (int, float) and 0 < rate <= 1))):
         return None
@@ -168,7 +230,8 @@ def _fast_path(raw: bytes, where: str) -> LogItem | None:
     return LogItem(
         external_id=ident, called_at=_utc(called_at), prompt=prompt, version=version, inputs=inputs,
         output=output, model=model, input_tokens=tokens_in, output_tokens=tokens_out, cost=cost,
-        latency_s=latency, meta=meta, where=where, sample_rate=rate,
+        latency_s=latency, meta=meta, where=where, sample_rate=rate, cached_input_tokens=cached,
+        cache_write_tokens=written, reasoning_tokens=reasoning, batch=batch,
         feedback=[{"name": f["name"], "value": f["value"], "source": f.get("source", "user")} for f in feedback],
     )
 
@@ -192,10 +255,41 @@ def _from_openai(line: OpenAILine, where: str) -> LogItem:
         external_id=response.id, called_at=_utc(called), prompt=line.prompt, version=line.version,
         version_sha=line.version_sha, inputs=line.inputs,
         rendered=[_flat_message(m) for m in line.request.messages], output=choice.message.content,
-        model=response.model or line.request.model, input_tokens=usage.prompt_tokens,
-        output_tokens=usage.completion_tokens, cost=line.cost, latency_s=line.latency_s,
-        feedback=_feedback(line.feedback), meta=meta, where=where, sample_rate=line.sample_rate,
-    )
+        model=response.model or line.request.model, cost=line.cost, latency_s=line.latency_s,
+        feedback=_feedback(line.feedback), meta=meta, where=where, batch=line.batch, sample_rate=line.sample_rate,
+    ).set_usage(usage_from(usage.model_dump(exclude_none=True)))
+
+
+def _is_anthropic(raw: bytes) -> bool:
+    """An Anthropic Message (`"type": "message"`, content blocks) rather than an OpenAI ChatCompletion."""
+    try:
+        response = orjson.loads(raw).get("response")
+    except (orjson.JSONDecodeError, AttributeError):
+        return False
+    return isinstance(response, dict) and (response.get("type") == "message" or (
+        "choices" not in response and isinstance(response.get("content"), list)))
+
+
+def _from_anthropic(line: AnthropicLine, where: str) -> LogItem:
+    response, usage = line.response, line.response.usage or AnthropicUsage()
+    meta = dict(line.meta)
+    if response.stop_reason:
+        meta.setdefault("finish_reason", response.stop_reason)
+    system = line.request.system
+    if isinstance(system, list):
+        system = "".join(str(p.get("text", "")) for p in system if isinstance(p, dict))
+    rendered = ([{"role": "system", "content": system}] if system else []) + [
+        _flat_message(m) for m in line.request.messages]
+    text = "".join(str(b.get("text", "")) for b in response.content if b.get("type") == "text")
+    found = usage_from(usage.model_dump(exclude_none=True))
+    if usage.cache_read_input_tokens is None and usage.cache_creation_input_tokens is None:
+        found = TokenUsage(usage.input_tokens, usage.output_tokens)  # no cache keys: nothing to add
+    return LogItem(
+        external_id=response.id, called_at=_utc(line.called_at), prompt=line.prompt, version=line.version,
+        version_sha=line.version_sha, inputs=line.inputs, rendered=rendered, output=text,
+        model=response.model or line.request.model, cost=line.cost, latency_s=line.latency_s,
+        feedback=_feedback(line.feedback), meta=meta, where=where, batch=line.batch, sample_rate=line.sample_rate,
+    ).set_usage(found)
 
 
 def _feedback(items: list[Feedback]) -> list[dict[str, Any]]:

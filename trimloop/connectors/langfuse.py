@@ -26,6 +26,7 @@ from trimloop.connectors.http import JsonClient, secret_from_env
 from trimloop.core.egress import Egress
 from trimloop.core.errors import ConnectorError, UserError
 from trimloop.core.templates import ROLES, Template
+from trimloop.core.usage import usage_from_details
 
 MANAGED_LABEL = "latest"
 FIELDS = "core,basic,time,io,model,usage,prompt"
@@ -186,11 +187,10 @@ class LangfuseConnector(Connector):
             return LogItem(
                 external_id=str(obs["id"]), called_at=started, prompt=obs.get("promptName"),
                 version=str(version) if version is not None else None, rendered=_messages(obs.get("input")),
-                output=_output(obs.get("output")), model=obs.get("providedModelName"),
-                input_tokens=usage.get("input"), output_tokens=usage.get("output"), cost=obs.get("totalCost"),
+                output=_output(obs.get("output")), model=obs.get("providedModelName"), cost=obs.get("totalCost"),
                 latency_s=(ended - started).total_seconds(), feedback=[entry for _, _, entry in scores], where=where,
                 meta={"trace_id": obs.get("traceId"), "params": obs.get("modelParameters") or {}},
-            )
+            ).set_usage(usage_from_details(usage))
         except (KeyError, TypeError, ValueError) as exc:
             return Problem(where, f"unreadable observation: {exc}", "bad_observation", "look at it in Langfuse")
 

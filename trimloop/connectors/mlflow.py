@@ -23,6 +23,7 @@ from trimloop.connectors.otlp import attributes
 from trimloop.core.egress import Egress
 from trimloop.core.errors import ConnectorError, UserError
 from trimloop.core.templates import Template
+from trimloop.core.usage import TokenUsage, usage_from
 
 IS_PROMPT = "mlflow.prompt.is_prompt"
 TEXT_TAG, TYPE_TAG, CONFIG_TAG = "mlflow.prompt.text", "_mlflow_prompt_type", "_mlflow_prompt_model_config"
@@ -241,13 +242,12 @@ class MlflowConnector(Connector):
             version=str(link["version"]) if link.get("version") is not None else None,
             inputs=variables, rendered=_messages(messages), output=_output_text(outputs),
             model=(inputs.get("model") if isinstance(inputs, dict) else None) or _output_model(outputs),
-            input_tokens=usage.get("input_tokens"), output_tokens=usage.get("output_tokens"),
             cost=cost.get("total_cost"), latency_s=_seconds(info.get("execution_duration")),
             feedback=[f for a in info.get("assessments") or [] if (f := _feedback(a))],
             meta={"trace_state": info.get("state"), "linked_prompts": linked} if len(linked) > 1
             else {"trace_state": info.get("state")},
             where=where,
-        )
+        ).set_usage(_usage(usage, outputs))
 
     def _io(self, trace_id: str, meta: dict[str, Any]) -> tuple[Any, Any]:
         """Root span inputs/outputs: from the trace metadata, or the spans when it is truncated."""
@@ -403,3 +403,19 @@ def _seconds(value: Any) -> float | None:
 
 def _quote(name: str) -> str:
     return name.replace("'", "\\'")
+
+
+def _usage(token_usage: Any, outputs: Any) -> TokenUsage:
+    """The trace's token classes: `mlflow.trace.tokenUsage` (input/output, and the cache keys newer MLflow
+    writes), completed by the provider's own usage object in the outputs (an autologged ChatCompletion or
+    Anthropic Message), which carries cached, cache-write and reasoning tokens."""
+    found = usage_from(token_usage if isinstance(token_usage, dict) else None)
+    raw = outputs.get("usage") if isinstance(outputs, dict) else None
+    if isinstance(raw, dict):
+        detail = usage_from(raw)
+        merged = {f: getattr(found, f) if getattr(found, f) is not None else getattr(detail, f)
+                  for f in ("input", "output", "cached", "cache_write", "reasoning")}
+        if detail.input is not None and found.input is not None and detail.input > found.input:
+            merged["input"] = detail.input  # Anthropic's input_tokens leaves the cache buckets out
+        return TokenUsage(**merged)
+    return found

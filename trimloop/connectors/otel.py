@@ -33,6 +33,14 @@ INPUT_TOKENS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.
 OUTPUT_TOKENS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion")
 MODEL = ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name")
 COST = ("gen_ai.usage.cost", "llm.cost.total")
+# token classes: OTel GenAI semconv (input_tokens includes both cache buckets), Traceloop's older
+# spellings, OpenInference's details (llm.token_count.prompt includes them too)
+CACHE_READ_TOKENS = ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens",
+                     "llm.token_count.prompt_details.cache_read")
+CACHE_WRITE_TOKENS = ("gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_creation_input_tokens",
+                      "llm.token_count.prompt_details.cache_write")
+REASONING_TOKENS = ("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens",
+                    "llm.token_count.completion_details.reasoning")
 PARAMS = ("temperature", "max_tokens", "top_p", "frequency_penalty", "presence_penalty", "seed")
 
 
@@ -175,7 +183,9 @@ def llm_fields(attrs: dict[str, Any]) -> dict[str, Any]:
     """LogItem fields from flat span attributes in either convention (also used by phoenix)."""
     return {"rendered": _input_messages(attrs), "output": _output(attrs), "model": _first(attrs, MODEL),
             "input_tokens": _int(_first(attrs, INPUT_TOKENS)), "output_tokens": _int(_first(attrs, OUTPUT_TOKENS)),
-            "cost": _first(attrs, COST)}
+            "cached_input_tokens": _int(_first(attrs, CACHE_READ_TOKENS)),
+            "cache_write_tokens": _int(_first(attrs, CACHE_WRITE_TOKENS)),
+            "reasoning_tokens": _int(_first(attrs, REASONING_TOKENS)), "cost": _first(attrs, COST)}
 
 
 def params_meta(attrs: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from trimloop.connectors import registry
 from trimloop.connectors.base import Checkpoint, Connector, LogItem, Looked, Problem, PromptItem
+from trimloop.connectors.price_check import PriceCheck, PriceGap
 from trimloop.connectors.resolve import Resolver
 from trimloop.core import store
 from trimloop.core.errors import TrimloopError
@@ -50,6 +51,7 @@ class SyncReport:
     problems: list[Problem] = field(default_factory=list)  # the first MAX_KEPT_PROBLEMS
     fatal: str | None = None  # the connector could not be read at all
     looked: list[Looked] = field(default_factory=list)  # where the logs were read, with notices
+    price_gaps: list[PriceGap] = field(default_factory=list)  # logged costs off tokens × prices by > 5 %
 
     @property
     def notices(self) -> list[Problem]:
@@ -78,6 +80,7 @@ class SyncReport:
             "fatal": self.fatal,
             "looked": [str(looked) for looked in self.looked],
             "notices": [str(notice) for notice in self.notices],
+            "price_gaps": [gap.to_dict() for gap in self.price_gaps],
         }
 
 
@@ -95,22 +98,28 @@ def sync(
         config = settings.connectors.get(name)
         with connector:
             reports.append(sync_connector(engine=engine, connector=connector, full=full, batch_size=batch_size,
-                                          sample_rate=config.sample_rate if config is not None else None))
+                                          sample_rate=config.sample_rate if config is not None else None,
+                                          settings=settings))
     return reports
 
 
 def sync_connector(
     *, engine: Engine, connector: Connector, full: bool = False, batch_size: int = 5000,
-    sample_rate: float | None = None,
+    sample_rate: float | None = None, settings: Settings | None = None,
 ) -> SyncReport:
     """Sync one connector: its prompts (all, labels refreshed), then its logs since the cursor.
-    `sample_rate` ([connectors.NAME] sample_rate) is given to every log whose record carries none."""
+    `sample_rate` ([connectors.NAME] sample_rate) is given to every log whose record carries none. With
+    `settings`, logged costs are checked against tokens × the catalog's prices (`price_check`)."""
     report = SyncReport(connector=connector.name)
+    check = PriceCheck(settings) if settings is not None else None
     try:
         _sync_prompts(engine, connector, report)
-        _sync_logs(engine, connector, report, full=full, batch_size=batch_size, sample_rate=sample_rate)
+        _sync_logs(engine, connector, report, full=full, batch_size=batch_size, sample_rate=sample_rate,
+                   check=check)
     except TrimloopError as exc:
         report.fatal = str(exc)
+    if check is not None:
+        report.price_gaps = check.flagged()
     return report
 
 
@@ -200,10 +209,11 @@ def _apply_labels(conn: Connection, pid: int, versions: dict[int, set[str]], new
 
 
 def _sync_logs(engine: Engine, connector: Connector, report: SyncReport, *, full: bool,
-               batch_size: int, sample_rate: float | None = None) -> None:
+               batch_size: int, sample_rate: float | None = None, check: PriceCheck | None = None) -> None:
     with engine.connect() as conn:
         cursor = None if full else read_cursor(conn, connector.name, LOGS_STREAM)
         resolver = Resolver.load(conn)
+        names = dict(conn.execute(select(Prompt.id, Prompt.name)).all()) if check is not None else {}
     batch: list[tuple[LogItem, int, int | None, dict[str, Any]]] = []
     last_cursor: str | None = None
     for item in connector.read_logs(cursor=cursor):
@@ -216,6 +226,8 @@ def _sync_logs(engine: Engine, connector: Connector, report: SyncReport, *, full
                 report.add_problem(resolved)
             else:
                 batch.append((item, *resolved))
+                if check is not None:
+                    check.check(item, names.get(resolved[0]) or item.prompt or f"prompt {resolved[0]}")
         elif isinstance(item, Checkpoint):
             last_cursor = item.cursor
             if len(batch) >= batch_size:
@@ -256,6 +268,7 @@ def _oversize(where: str, limits: dict[str, tuple[str, int]], item: Any, prompt:
 
 
 _BOUNDS = {"cost": MAX_COST_PER_CALL, "latency_s": MAX_LATENCY_S}
+TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens")
 
 
 def unstorable(where: str, item: LogItem) -> Problem | None:
@@ -271,7 +284,7 @@ def unstorable(where: str, item: LogItem) -> Problem | None:
         return Problem(where, f"sample_rate is {rate!r}; it must be a share of calls above 0 and at most 1",
                        "out_of_range", "write the share of calls that were logged, e.g. 0.01 for one in a hundred, "
                        "or leave it out when every call is logged")
-    for attr in ("input_tokens", "output_tokens"):
+    for attr in TOKEN_FIELDS:
         value = getattr(item, attr)
         if value is not None and not (type(value) is int and 0 <= value <= MAX_TOKENS):
             return Problem(where, f"{attr} is {value!r}; it must be a whole number from 0 to {MAX_TOKENS}",
@@ -365,7 +378,9 @@ def _row(connector: str, item: LogItem, prompt_id: int, version_id: int | None,
         "version_id": version_id, "inputs": inputs, "output": item.output, "model": item.model,
         "input_tokens": item.input_tokens, "output_tokens": item.output_tokens, "cost": item.cost,
         "latency_s": item.latency_s, "called_at": item.called_at, "feedback": item.feedback,
-        "meta": item.meta, "sample_rate": item.sample_rate,
+        "meta": item.meta, "sample_rate": item.sample_rate, "cached_input_tokens": item.cached_input_tokens,
+        "cache_write_tokens": item.cache_write_tokens, "reasoning_tokens": item.reasoning_tokens,
+        "batch": bool(item.batch),
     }
 
 
@@ -443,7 +458,8 @@ def _conflicts(conn: Connection, connector: str,
 
 
 _COLUMNS = ("connector", "external_id", "prompt_id", "version_id", "inputs", "output", "model",
-            "input_tokens", "output_tokens", "cost", "latency_s", "called_at", "feedback", "meta", "sample_rate")
+            "input_tokens", "output_tokens", "cost", "latency_s", "called_at", "feedback", "meta", "sample_rate",
+            "cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "batch")
 _SQLITE_INSERT = (f"INSERT INTO logrecord ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
                   "ON CONFLICT (connector, external_id) DO NOTHING")
 
@@ -454,7 +470,7 @@ def _insert_sqlite(conn: Connection, connector: str,
     params = [
         (connector, i.external_id, pid, vid, _json(inputs), i.output, i.model, i.input_tokens,
          i.output_tokens, i.cost, i.latency_s, _sqlite_time(i.called_at), _json(i.feedback), _json(i.meta),
-         i.sample_rate)
+         i.sample_rate, i.cached_input_tokens, i.cache_write_tokens, i.reasoning_tokens, 1 if i.batch else 0)
         for i, pid, vid, inputs in rows
     ]
     return conn.exec_driver_sql(_SQLITE_INSERT, params).rowcount  # sqlite3 sums executemany rows

@@ -10,6 +10,10 @@ Three kinds of model:
 
 The same map gives a model's retirement date (`deprecation_date`), which `models."ID".retires_on`
 overrides; `trimloop.core.retirement` decides what a date means for a prompt.
+
+Every model carries a `PriceSheet` (`core.pricing`): a price per token class (input, cache read,
+cache write, output, reasoning, batch, long-context tiers) with its source, each overridable in
+`[models."id"]`; `ResolvedModel.cost(usage)` is what a call costs, None when the price is unknown.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from trimloop.core.errors import ConfigError
+from trimloop.core.pricing import PriceSheet, Rate, Tier, sheet_from_map, simple_sheet, with_fallbacks
 from trimloop.core.settings import Settings
+from trimloop.core.usage import TokenUsage
 
 LOCAL_PREFIX = "local/"
 
@@ -77,6 +83,7 @@ class ResolvedModel:
     completion_only: bool
     openai_tokenizer: bool  # tiktoken counts are exact for it
     api_key: str | None = field(default=None, repr=False)  # a key held here, not in the environment (bundled)
+    prices: PriceSheet = field(default_factory=PriceSheet)  # every token class's price and its source
     retires_on: date | None = None  # the day the provider stops serving it, when known
     retires_source: str = ""  # where that date came from
 
@@ -87,9 +94,15 @@ class ResolvedModel:
         return self.completion_only or self.route == "direct"
 
     def price(self, input_tokens: int, output_tokens: int) -> float:
+        """Input and output tokens at list price, no cache (estimates, worst cases); 0 when unknown.
+        A call's cost is `cost`, which knows every token class and says when the price is unknown."""
         return input_tokens * (self.input_per_token or 0.0) + output_tokens * (
             self.output_per_token or 0.0
         )
+
+    def cost(self, usage: TokenUsage) -> float | None:
+        """What one call with these token classes costs the way the provider bills it; None if unknown."""
+        return self.prices.cost(usage)
 
     @property
     def has_price(self) -> bool:
@@ -135,6 +148,7 @@ def resolve_model(settings: Settings, model_id: str) -> ResolvedModel:
             completion_only=bundled.completion_only,
             openai_tokenizer=False,
             api_key=_local_key(settings),
+            prices=simple_sheet(in_rate, out_rate, "notional self-hosting estimate"),
         )
         return _apply_config(resolved, config) if config else resolved  # bundled: never retired by a provider
 
@@ -199,6 +213,7 @@ def _apply_config(resolved: ResolvedModel, config: Any) -> ResolvedModel:
             price_source=config.price_note or "custom price from settings (estimate)",
             price_is_estimate=True,
         )
+    changes["prices"] = _config_prices(resolved, config, changes)
     if config.concurrency:
         changes["concurrency"] = config.concurrency
     if config.completion_only:
@@ -208,16 +223,50 @@ def _apply_config(resolved: ResolvedModel, config: Any) -> ResolvedModel:
     return _replace(resolved, **changes)
 
 
+_CLASS_OVERRIDES = {"cache_read": "cache_read_per_mtok", "cache_write": "cache_write_per_mtok",
+                    "reasoning": "reasoning_per_mtok", "batch_input": "batch_input_per_mtok",
+                    "batch_output": "batch_output_per_mtok"}
+
+
+def _config_prices(resolved: ResolvedModel, config: Any, changes: dict[str, Any]) -> PriceSheet:
+    """The model's price sheet with the per-class prices set in `[models."id"]`. A custom input or
+    output price replaces the whole sheet (the map's cache and batch prices belong to its list price);
+    classes without their own setting then follow the fallbacks."""
+    from dataclasses import replace
+
+    where = f'settings: models."{resolved.id}"'
+    sheet = resolved.prices
+    if "input_per_token" in changes:
+        note = config.price_note or f"{where} (custom price, estimate)"
+        sheet = PriceSheet(input=Rate(changes["input_per_token"], note), output=Rate(changes["output_per_token"], note))
+    overrides = {cls: Rate(getattr(config, key) / 1e6, f"{where}.{key}")
+                 for cls, key in _CLASS_OVERRIDES.items() if getattr(config, key) is not None}
+    if config.long_context_above_tokens is not None:
+        if config.long_context_input_per_mtok is None:
+            raise ConfigError(f'models."{resolved.id}": long_context_above_tokens needs long_context_input_per_mtok',
+                              where=f'[models."{resolved.id}"]',
+                              hint="set the input price above the threshold (and long_context_output_per_mtok)")
+        overrides_tiers = (Tier(above=config.long_context_above_tokens, input=config.long_context_input_per_mtok / 1e6,
+                                output=None if config.long_context_output_per_mtok is None
+                                else config.long_context_output_per_mtok / 1e6,
+                                source=f"{where}.long_context_*"),)
+        sheet = replace(sheet, tiers=overrides_tiers)
+    if overrides:
+        sheet = replace(sheet, **overrides)
+    return with_fallbacks(sheet)
+
+
 def _with_map_price(resolved: ResolvedModel, name: str) -> ResolvedModel:
-    price = map_price(name)
-    if price is None:
+    sheet = map_prices(name)
+    if sheet is None:
         return resolved
     return _replace(
         resolved,
-        input_per_token=price[0],
-        output_per_token=price[1],
+        input_per_token=sheet.input.per_token,
+        output_per_token=sheet.output.per_token,
         price_source="litellm price map (list price)",
         price_is_estimate=False,
+        prices=sheet,
     )
 
 
@@ -235,17 +284,22 @@ def _replace(resolved: ResolvedModel, **changes: Any) -> ResolvedModel:
 
 
 @lru_cache(maxsize=512)
-def map_price(model: str) -> tuple[float, float] | None:
-    """(input, output) USD per token from litellm's offline price map, or None if unknown."""
+def map_prices(model: str) -> PriceSheet | None:
+    """Every token class's price from litellm's offline price map, or None if the model is not in it."""
     litellm = import_litellm()
     try:
         info = litellm.get_model_info(model)
     except Exception:
         return None
-    inp, out = info.get("input_cost_per_token"), info.get("output_cost_per_token")
-    if inp is None and out is None:
+    return sheet_from_map(info)
+
+
+def map_price(model: str) -> tuple[float, float] | None:
+    """(input, output) USD per token from litellm's offline price map, or None if unknown."""
+    sheet = map_prices(model)
+    if sheet is None:
         return None
-    return float(inp or 0.0), float(out or 0.0)
+    return sheet.input.per_token or 0.0, sheet.output.per_token or 0.0
 
 
 @lru_cache(maxsize=512)

@@ -120,6 +120,13 @@ class SavingsProjection(BaseModel):
     candidate_latency_p95_s: float | None = None
     optimization_spend: float
     payback_days: float | None = None
+    cached_share_before: float | None = Field(
+        default=None, description="share of the baseline's prompt tokens read from the provider's cache")
+    cached_share_after: float | None = Field(
+        default=None, description="the same share projected for the candidate (provider's cache rules)")
+    naive_monthly: float | None = Field(
+        default=None, description="the saving at tokens × list price, ignoring the cache (for comparison)")
+    cache_note: str | None = Field(default=None, description="what caching does to the saving, in words")
 
 
 class Deadline(Record):
@@ -164,6 +171,8 @@ class Evidence(Record):
     search: SearchSummary | None = None
     price_sources: dict[str, str] = Field(default_factory=dict)
     deadline: Deadline | None = Field(default=None, description="set on a migration off a retiring model")
+    prices: dict[str, dict[str, str]] | None = Field(
+        default=None, description="model → token class → '$ per 1M tokens (source)'")
     evaluator_config: list[str] = Field(default_factory=list)
     baseline_feedback: dict[str, FeedbackSummary] = Field(default_factory=dict)
     baseline_eval_run_id: int | None = Field(default=None, description="the baseline's holdout results (EvalRun)")

@@ -8,7 +8,8 @@ cost, latency, and whether it came from the cache. On the way it
 - reserves the call's worst-case cost on the run's `Ledger` and refuses it if that could pass the cap;
 - bounds in-flight calls per provider, and retries 429 (honouring Retry-After), 5xx, timeouts
   and malformed bodies with exponential backoff and jitter, up to a limit;
-- prices tokens (provider usage, else tiktoken) with the catalog's price.
+- records every token class the provider reports (cached, cache-write, reasoning; else tiktoken
+  counts) and prices them with the catalog's price sheet (`core.pricing`): unknown price, cost None.
 
 OpenAI-compatible endpoints (the bundled llama.cpp models, any `api_base`) are called directly
 over a pooled aiohttp session; every other provider goes through litellm. Tests give it one
@@ -39,6 +40,7 @@ from trimloop.core.ledger import Ledger
 from trimloop.core.llm_cache import CachedCall, ResponseCache, cache_key
 from trimloop.core.providers import DirectProvider, Fatal, LiteLLMProvider, Provider, RawReply, Retryable
 from trimloop.core.settings import Settings
+from trimloop.core.usage import TokenUsage
 
 Prompt = list[dict[str, str]] | str
 
@@ -49,13 +51,21 @@ class CallResult:
     model: str
     input_tokens: int
     output_tokens: int
-    cost: float  # what this call costs at the model's price
-    spent: float  # what it spent now: 0 on a cache hit
+    cost: float | None  # what this call costs at the model's price sheet; None when the price is unknown
+    spent: float  # what it spent now (known prices only): 0 on a cache hit
     latency_s: float  # the provider's latency (a cache hit keeps the original's)
     cached: bool
     cost_is_estimate: bool
     key: str
     attempts: int = 1
+    cached_tokens: int | None = None  # prompt tokens read from the provider's cache (part of input_tokens)
+    cache_write_tokens: int | None = None  # prompt tokens written to it (part of input_tokens)
+    reasoning_tokens: int | None = None  # part of output_tokens
+
+    @property
+    def usage(self) -> TokenUsage:
+        return TokenUsage(self.input_tokens, self.output_tokens, self.cached_tokens, self.cache_write_tokens,
+                          self.reasoning_tokens)
 
 
 @dataclass
@@ -180,12 +190,14 @@ class Gateway:
         if input_tokens is None:
             input_tokens = count_message_tokens(prompt) if isinstance(prompt, list) else count_tokens(prompt)
         output_tokens = reply.output_tokens if reply.output_tokens is not None else count_tokens(reply.output)
-        cost = model.price(input_tokens, output_tokens)
+        usage = TokenUsage(input_tokens, output_tokens, reply.cached, reply.cache_write, reply.reasoning)
+        cost = model.cost(usage)
+        spent = cost or 0.0  # an unknown price cannot be counted against the cap
         if ledger:
-            ledger.settle(worst, cost)
+            ledger.settle(worst, spent)
         self.stats.calls += 1
         if self.cache is not None:  # committed before the caller sees the result: a crash cannot lose it
-            await self.cache.store(key, model.id, CachedCall(reply.output, input_tokens, output_tokens, cost, latency),
+            await self.cache.store(key, model.id, CachedCall(reply.output, input_tokens, output_tokens, spent, latency),
                                    run_id=ledger.run_id if ledger else None)
         return CallResult(
             output=reply.output,
@@ -193,12 +205,15 @@ class Gateway:
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             cost=cost,
-            spent=cost,
+            spent=spent,
             latency_s=latency,
             cached=False,
             cost_is_estimate=model.price_is_estimate,
             key=key,
             attempts=attempts,
+            cached_tokens=reply.cached,
+            cache_write_tokens=reply.cache_write,
+            reasoning_tokens=reply.reasoning,
         )
 
     async def _prepare(self, model_id: str) -> None:
@@ -270,7 +285,7 @@ class Gateway:
             model=model.id,
             input_tokens=hit.input_tokens,
             output_tokens=hit.output_tokens,
-            cost=hit.cost,
+            cost=hit.cost if model.prices.known else None,
             spent=0.0,
             latency_s=hit.latency_s,
             cached=True,

@@ -15,13 +15,29 @@ from typing import Any, Protocol
 import aiohttp
 
 from trimloop.core.catalog import ResolvedModel, import_litellm
+from trimloop.core.usage import usage_from
 
 
 @dataclass(frozen=True)
 class RawReply:
+    """An answer and the usage the provider reported (None: not reported). `cached` and
+    `cache_write` are parts of `input_tokens`, `reasoning` a part of `output_tokens` (core.usage)."""
+
     output: str
     input_tokens: int | None
     output_tokens: int | None
+    cached: int | None = None
+    cache_write: int | None = None
+    reasoning: int | None = None
+
+
+def reply_with_usage(text: str, usage: Any) -> RawReply:
+    """A RawReply with the token classes of a usage object in any shape core.usage reads."""
+    if usage is not None and not isinstance(usage, dict):
+        dump = getattr(usage, "model_dump", None)  # litellm's (and openai's) pydantic Usage
+        usage = dump() if callable(dump) else dict(getattr(usage, "__dict__", {}))
+    found = usage_from(usage)
+    return RawReply(text, found.input, found.output, found.cached, found.cache_write, found.reasoning)
 
 
 class Retryable(Exception):
@@ -114,8 +130,7 @@ class DirectProvider:
                 raise TypeError("content is not a string")
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise Retryable(f"malformed response body ({exc.__class__.__name__}): {_snippet(raw)}") from None
-        usage = data.get("usage") or {}
-        return RawReply(text, _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")))
+        return reply_with_usage(text, data.get("usage") or {})
 
     async def aclose(self) -> None:
         if self._session is not None and not self._session.closed:
@@ -159,12 +174,7 @@ class LiteLLMProvider:
                 raise Fatal(f"authentication failed: {_first_line(exc)}",
                             hint="check the provider's API key environment variable") from None
             raise Fatal(f"{name}: {_first_line(exc)}") from None
-        usage = getattr(resp, "usage", None)
-        return RawReply(
-            text,
-            _int(getattr(usage, "prompt_tokens", None)),
-            _int(getattr(usage, "completion_tokens", None)),
-        )
+        return reply_with_usage(text, getattr(resp, "usage", None))
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -174,10 +184,6 @@ def _retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None  # an HTTP date: fall back to exponential backoff
-
-
-def _int(value: Any) -> int | None:
-    return int(value) if isinstance(value, (int, float)) and value >= 0 else None
 
 
 def _snippet(raw: bytes) -> str:

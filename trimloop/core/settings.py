@@ -47,6 +47,15 @@ class ModelConfig(BaseModel):
     api_key_env: str | None = Field(default=None, description="environment variable with the key")
     input_per_mtok: float | None = Field(default=None, ge=0, description="USD per 1M input tokens")
     output_per_mtok: float | None = Field(default=None, ge=0, description="USD per 1M output tokens")
+    cache_read_per_mtok: float | None = Field(default=None, ge=0, description="USD per 1M cached input tokens")
+    cache_write_per_mtok: float | None = Field(default=None, ge=0, description="USD per 1M tokens written to the cache")
+    reasoning_per_mtok: float | None = Field(default=None, ge=0, description="USD per 1M reasoning tokens")
+    batch_input_per_mtok: float | None = Field(default=None, ge=0, description="USD per 1M input tokens (batch)")
+    batch_output_per_mtok: float | None = Field(default=None, ge=0, description="USD per 1M output tokens (batch)")
+    long_context_above_tokens: int | None = Field(
+        default=None, ge=1, description="prompts longer than this are billed at the long-context prices")
+    long_context_input_per_mtok: float | None = Field(default=None, ge=0)
+    long_context_output_per_mtok: float | None = Field(default=None, ge=0)
     price_note: str | None = None
     concurrency: int | None = Field(default=None, ge=1)
     completion_only: bool = Field(default=False, description="base model: plain-text templates only")

@@ -10,12 +10,13 @@ from datetime import date, datetime, timezone
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, and_, case
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, and_, case, false
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import AutoString, Field, SQLModel
 
 from trimloop.core.evidence import CandidateScores, Evidence, HealthReport, Record, RunResults
 from trimloop.core.status import CandidateStatus, HealthVerdict, RunStatus, SuggestionStatus, WatchVerdict
+from trimloop.core.usage import TokenUsage
 
 
 def utcnow() -> datetime:
@@ -171,8 +172,12 @@ class LogRecord(SQLModel, table=True):
     inputs: dict[str, Any] = _json(default_factory=dict)
     output: str | None = _text()
     model: str | None = Field(default=None, max_length=200)
-    input_tokens: int | None = None
-    output_tokens: int | None = None
+    input_tokens: int | None = None  # every prompt token, cached and written ones included
+    output_tokens: int | None = None  # every completion token, reasoning included
+    cached_input_tokens: int | None = None  # read from the provider's prompt cache (part of input_tokens)
+    cache_write_tokens: int | None = None  # written to it (part of input_tokens)
+    reasoning_tokens: int | None = None  # part of output_tokens
+    batch: bool = Field(default=False, sa_column_kwargs={"server_default": false()})  # billed at the batch price
     cost: float | None = None
     latency_s: float | None = None
     called_at: datetime = Field(default_factory=utcnow)
@@ -181,6 +186,11 @@ class LogRecord(SQLModel, table=True):
     # the share of calls the source logged (0.01: one in a hundred); NULL: every call. A record
     # stands for 1 / sample_rate calls in calls per day, spend and savings.
     sample_rate: float | None = None
+
+    @property
+    def usage(self) -> TokenUsage:
+        return TokenUsage(self.input_tokens, self.output_tokens, self.cached_input_tokens, self.cache_write_tokens,
+                          self.reasoning_tokens, bool(self.batch))
 
     @classmethod
     def counted_cost(cls) -> Any:

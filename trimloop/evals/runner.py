@@ -132,7 +132,9 @@ async def evaluate_one(
     return ItemResult(
         item_id=item.id, sample=sample, output=result.output,
         scores={k: s.value for k, s in scores.items()}, reasons=reasons,
-        input_tokens=result.input_tokens, output_tokens=result.output_tokens, cost=result.cost,
+        # an unknown price (None) counts as 0 here: eval sums compare candidates priced alike, and
+        # retarget never proposes a model without a price
+        input_tokens=result.input_tokens, output_tokens=result.output_tokens, cost=result.cost or 0.0,
         latency_s=result.latency_s, cached=result.cached,
     )
 

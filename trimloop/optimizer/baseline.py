@@ -21,6 +21,7 @@ from trimloop.core.tables import MAX_COST_PER_CALL, MAX_LATENCY_S, DatasetItem, 
 from trimloop.core.templates import render
 from trimloop.evals.evaluators import EvalContext, NamedEvaluator, score_output
 from trimloop.evals.runner import EvalItem, ItemResult, evaluate_items
+from trimloop.optimizer.caching import CacheTraffic
 from trimloop.optimizer.spec import VersionSpec
 
 
@@ -34,6 +35,7 @@ class LogFacts:
     logged_costs: list[float] = field(default_factory=list)
     cost_weights: list[float] = field(default_factory=list)  # the weight of each logged cost
     latencies: list[float] = field(default_factory=list)
+    cache: CacheTraffic = field(default_factory=CacheTraffic)  # the baseline's prompt-cache reads and writes
 
 
 def log_facts(session: Session, rows: Sequence[DatasetItem], *, prompt_id: int) -> LogFacts:
@@ -46,12 +48,14 @@ def log_facts(session: Session, rows: Sequence[DatasetItem], *, prompt_id: int) 
     facts.per_item = {by_log[k]: v for k, v in facts.per_item.items() if k in by_log}
     baseline_ids = {r.version_id for r in facts.per_item.values()}
     query = select(LogRecord.called_at, LogRecord.cost, LogRecord.latency_s, LogRecord.version_id,
-                   LogRecord.sample_rate).where(LogRecord.prompt_id == prompt_id)
-    for called_at, cost, latency, version_id, rate in session.exec(query):
+                   LogRecord.sample_rate, LogRecord.input_tokens, LogRecord.cached_input_tokens,
+                   LogRecord.cache_write_tokens).where(LogRecord.prompt_id == prompt_id)
+    for called_at, cost, latency, version_id, rate, tokens, cached, written in session.exec(query):
         weight = 1.0 / rate if rate is not None and 0 < rate <= 1 else 1.0
         facts.call_times.append(called_at)
         facts.call_weights.append(weight)
         if version_id in baseline_ids:
+            facts.cache = facts.cache.add(tokens, cached, written)
             if cost is not None and 0 <= cost <= MAX_COST_PER_CALL:  # stored before sync checked bounds
                 facts.logged_costs.append(float(cost))
                 facts.cost_weights.append(weight)

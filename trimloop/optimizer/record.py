@@ -3,7 +3,7 @@ certification tested (EvalRuns), and the Suggestion's evidence."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,8 +23,9 @@ from trimloop.core.evidence import (
 from trimloop.core.status import CandidateStatus, SuggestionStatus
 from trimloop.core.tables import Candidate, EvalResult, EvalRun, PromptVersion, Suggestion
 from trimloop.evals.feedback import feedback_summary
-from trimloop.evals.runner import samples_for, store_eval_run
+from trimloop.evals.runner import ItemResult, samples_for, store_eval_run
 from trimloop.optimizer.baseline import LogFacts
+from trimloop.optimizer.caching import CacheModel, PricedPairs, price_pairs
 from trimloop.optimizer.certify import Certification
 from trimloop.optimizer.context import RunContext
 from trimloop.optimizer.evidence import changes, differing_items
@@ -110,13 +111,18 @@ def record_suggestion(
     version = version_row(session, prompt_id=prompt_id, version=candidate.version)
     items = [i for i in holdout if i.id in cert.results]
     pairs = [(base[i.id].cost, sum(r.cost for r in cert.results[i.id]) / len(cert.results[i.id])) for i in items]
+    priced = _cache_aware(items, base, cert, baseline, candidate.version, facts, resolve)
     logged = facts.logged_costs or [b for b, _ in pairs]
     savings = project(
         call_times=facts.call_times, call_weights=facts.call_weights, logged_costs=logged,
         cost_weights=facts.cost_weights if facts.logged_costs else None, baseline_latencies=facts.latencies or
-        [base[i.id].latency_s for i in items], paired_costs=pairs,
+        [base[i.id].latency_s for i in items], paired_costs=priced.pairs if priced else pairs,
         candidate_latencies=[r.latency_s for i in items for r in cert.results[i.id] if r.error is None],
         optimization_spend=spend, now=now, window_days=window_days,
+        naive_costs=priced.naive if priced else None,
+        cached_share_before=priced.cached_share_before if priced else None,
+        cached_share_after=priced.cached_share_after if priced else None,
+        cache_note=priced.note if priced else None,
     )
     tokens_before = sum(base[i.id].input_tokens for i in items) / max(1, len(items))
     tokens_after = sum(r.input_tokens for i in items for r in cert.results[i.id]) / max(
@@ -134,6 +140,7 @@ def record_suggestion(
         search=SearchSummary(search_calls=search.search_calls, candidates=search.candidates,
                              budget_exhausted=search.budget_exhausted, notes=search.notes),
         price_sources={m: resolve(m).price_source for m in {baseline.model, candidate.version.model}},
+        prices={m: price_table(resolve(m)) for m in {baseline.model, candidate.version.model}},
         deadline=deadline,
         evaluator_config=[n.key for n in evaluators],
         baseline_feedback=feedback_summary((feedback or {}).get(i.id) for i in items),
@@ -155,3 +162,27 @@ def record_suggestion(
     session.add(suggestion)
     session.flush()
     return suggestion
+
+
+def _cache_aware(items: Sequence[Any], base: Mapping[Any, ItemResult], cert: Certification,
+                 baseline: VersionSpec, candidate: VersionSpec, facts: LogFacts,
+                 resolve: Callable[[str], ResolvedModel]) -> PricedPairs | None:
+    """The holdout's baseline and candidate costs priced as the provider bills them, the baseline's
+    observed prompt-cache behaviour carried over (optimizer.caching); None when a price is unknown."""
+    tokens = []
+    for item in items:
+        results = cert.results[item.id]
+        tokens.append(((base[item.id].input_tokens, base[item.id].output_tokens),
+                       (sum(r.input_tokens for r in results) / len(results),
+                        sum(r.output_tokens for r in results) / len(results))))
+    if not tokens:
+        return None
+    base_model, cand_model = resolve(baseline.model), resolve(candidate.model)
+    cache = CacheModel.learn(facts.cache, baseline=base_model, template=baseline.template)
+    return price_pairs(tokens, cache=cache, baseline=(base_model, baseline.template),
+                       candidate=(cand_model, candidate.template))
+
+
+def price_table(model: ResolvedModel) -> dict[str, str]:
+    """Each token class's price per 1M tokens and where it came from, for the evidence."""
+    return {name: f"{rate.per_mtok()} ({rate.source})" for name, rate in model.prices.rates().items()}

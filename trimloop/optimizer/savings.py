@@ -3,9 +3,12 @@ DAYS_PER_MONTH × (baseline − candidate) cost per call.
 
 Projected (`project`): calls per day over a trailing window of the baseline's logs, the candidate's
 cost per call = the baseline's logged cost per call × the holdout's cost ratio, with a bootstrap
-interval over days and items; latency before and after; payback. Realized (`realize`): the deployed
-version's logged calls and cost per call since its promotion against the baseline's. A sampled log
-(sample_rate r) counts as 1 / r calls in calls per day and in the mean cost per call."""
+interval over days and items; latency before and after; payback. The holdout's costs are priced
+the way the provider bills them, prompt cache included (`optimizer.caching`); the saving at list
+price is kept beside it (`naive_monthly`) so the evidence can say what the cache changes. Realized
+(`realize`): the deployed version's logged calls and cost per call since its promotion against the
+baseline's. A sampled log (sample_rate r) counts as 1 / r calls in calls per day and in the mean
+cost per call."""
 
 from __future__ import annotations
 
@@ -46,6 +49,10 @@ def project(
     window_days: int = 28,
     seed: int = 0,
     n_boot: int = 2000,
+    naive_costs: list[tuple[float, float]] | None = None,
+    cached_share_before: float | None = None,
+    cached_share_after: float | None = None,
+    cache_note: str | None = None,
 ) -> Savings:
     """`paired_costs` = (baseline, candidate) cost of the same items at catalog prices; their
     ratio scales the baseline's logged cost per call, so real bills stay the reference.
@@ -83,6 +90,12 @@ def project(
     low, high = (float(v) for v in np.percentile(boot, [5, 95]))
     daily_saving = monthly / DAYS_PER_MONTH
     payback = optimization_spend / daily_saving if daily_saving > 0 else None
+    naive_monthly = None
+    if naive_costs:
+        naive = np.array(naive_costs, dtype=float)
+        naive_ratio = float(naive[:, 1].mean() / naive[:, 0].mean()) if naive[:, 0].mean() > 0 else 1.0
+        naive_monthly = monthly_saving(calls_per_day=per_day, baseline_cost_per_call=base_cpc,
+                                       candidate_cost_per_call=base_cpc * naive_ratio)
     return SavingsProjection(
         window_days=days, calls_per_day=per_day, baseline_cost_per_call=base_cpc,
         candidate_cost_per_call=cand_cpc, cost_ratio=ratio, monthly=monthly, monthly_low=low,
@@ -90,7 +103,8 @@ def project(
         baseline_latency_p95_s=_percentile(baseline_latencies, 95),
         candidate_latency_p50_s=_percentile(candidate_latencies, 50),
         candidate_latency_p95_s=_percentile(candidate_latencies, 95),
-        optimization_spend=optimization_spend, payback_days=payback,
+        optimization_spend=optimization_spend, payback_days=payback, naive_monthly=naive_monthly,
+        cached_share_before=cached_share_before, cached_share_after=cached_share_after, cache_note=cache_note,
     )
 
 

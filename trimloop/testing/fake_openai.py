@@ -2,7 +2,8 @@
 
     python -m trimloop.testing.fake_openai --port 8500 --latency-ms 50
 
-Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`, and control routes:
+Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `POST /v1/messages` (Anthropic's Messages
+API, answered in its shape), `GET /v1/models`, and control routes:
 
 - `POST /_faults` with `{"faults": ["429:2", "500", "timeout", "malformed", "slow:300", "ok"]}`:
   applied to the next requests in order (`429:N` sends Retry-After N; `302`, `307` … redirect elsewhere). With `"cycle": [...]` the
@@ -24,6 +25,15 @@ worst-case estimate and the bill agree. Answers echo the prompt, unless `--repli
 rules: `{"after": "Review: ", "rules": [["regex", "reply"], …], "default": "reply"}` — the text
 after the last `after` in the prompt is searched with each regex in turn; the first match's reply
 is the answer (so a test can make the fake model answer a classification correctly).
+
+Billing as providers do (`testing.provider_cache`): `--prompt-cache openai` caches prompt prefixes
+by OpenAI's rule (≥ 1,024 tokens, 128-token steps, automatic) and reports
+`usage.prompt_tokens_details.cached_tokens`; `--prompt-cache anthropic` caches the system message
+as if it carried a `cache_control` breakpoint (per-model minimum, `--cache-minimum` to change it)
+and reports Anthropic's usage (`input_tokens` without the cache, `cache_read_input_tokens`,
+`cache_creation_input_tokens`, `output_tokens`). `--reasoning-tokens N` adds N reasoning tokens to
+every answer's completion tokens (`completion_tokens_details.reasoning_tokens`). Both imply
+`--count-tokens`.
 """
 
 from __future__ import annotations
@@ -40,18 +50,30 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from itertools import cycle
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from trimloop.core.pricing import cache_rule
+from trimloop.testing.provider_cache import PromptCache, chat_tokens
+
 
 class FakeOpenAI:
     def __init__(self, *, latency_ms: float = 0.0, count_tokens: bool = False, timeout_s: float = 30.0,
-                 track_bodies: bool = False, replies: dict[str, Any] | None = None):
+                 track_bodies: bool = False, replies: dict[str, Any] | None = None,
+                 prompt_cache: str | None = None, cache_minimum: int | None = None, cache_ttl_s: float = 300.0,
+                 reasoning_tokens: int = 0):
         self.latency = latency_ms / 1000
-        self.count_tokens = count_tokens
+        self.count_tokens = count_tokens or prompt_cache is not None or reasoning_tokens > 0
+        self.usage_style = prompt_cache or "openai"
+        self.prompt_cache = prompt_cache
+        self.cache_minimum = cache_minimum
+        self.cache_ttl_s = cache_ttl_s
+        self.reasoning_tokens = reasoning_tokens
+        self._caches: dict[str, PromptCache] = {}
         self.timeout_s = timeout_s
         self.track_bodies = track_bodies
         self.replies = _compile_replies(replies) if replies else None
@@ -70,6 +92,7 @@ class FakeOpenAI:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/messages", self.messages)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/_faults", self.set_faults)
@@ -81,6 +104,10 @@ class FakeOpenAI:
     async def chat(self, request: web.Request) -> web.StreamResponse:
         return await self._answer(request, chat=True)
 
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        """Anthropic's Messages API (what litellm's `anthropic/…` models call at `{api_base}/v1/messages`)."""
+        return await self._answer(request, chat=True, anthropic=True)
+
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._answer(request, chat=False)
 
@@ -89,7 +116,7 @@ class FakeOpenAI:
             return self.faults.popleft()
         return next(self._cycle) if self._cycle is not None else "ok"
 
-    async def _answer(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
+    async def _answer(self, request: web.Request, *, chat: bool, anthropic: bool = False) -> web.StreamResponse:
         self.requests += 1
         self.inflight += 1
         self.peak_inflight = max(self.peak_inflight, self.inflight)
@@ -133,9 +160,16 @@ class FakeOpenAI:
             if name == "malformed":
                 return self._failed(track, web.Response(text='{"choices": [ {"mess', content_type="application/json"))
             max_tokens = int(body.get("max_tokens") or 16)
+            cached = written = 0
+            if anthropic:  # the system prompt rides beside the messages; contents may be blocks
+                body["messages"] = ([{"role": "system", "content": _text_of(body["system"])}] if body.get("system")
+                                    else []) + [{"role": m.get("role"), "content": _text_of(m.get("content"))}
+                                                for m in body["messages"]]
             if chat:
                 last = body["messages"][-1]["content"]
                 prompt_tokens = _chat_tokens(body["messages"]) if self.count_tokens else 10
+                if self.prompt_cache:
+                    cached, written = self._bill_cache(str(body.get("model", "fake")), body["messages"])
                 whole = "\n".join(str(m.get("content", "")) for m in body["messages"])
                 content = self._reply(whole) if self.replies else f"echo: {last[:40]}"
                 choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": content},
@@ -144,14 +178,23 @@ class FakeOpenAI:
                 prompt_tokens = _tokens(body["prompt"]) if self.count_tokens else 10
                 text = self._reply(body["prompt"]) if self.replies else f" echo: {body['prompt'][-40:]}"
                 choice = {"index": 0, "text": text, "finish_reason": "length"}
-            response = web.json_response({
-                "id": f"cmpl-{self.requests}",
-                "object": "chat.completion" if chat else "text_completion",
-                "model": body.get("model", "fake"),
-                "choices": [choice],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": max_tokens,
-                          "total_tokens": prompt_tokens + max_tokens},
-            })
+            completion_tokens = max_tokens + self.reasoning_tokens
+            usage = self._usage(prompt_tokens, completion_tokens, cached, written)
+            if anthropic:
+                usage = {"input_tokens": prompt_tokens - cached - written, "cache_creation_input_tokens": written,
+                         "cache_read_input_tokens": cached, "output_tokens": completion_tokens}
+                response = web.json_response({
+                    "id": f"msg_{self.requests}", "type": "message", "role": "assistant",
+                    "model": body.get("model", "fake"), "content": [{"type": "text", "text": content}],
+                    "stop_reason": "max_tokens", "stop_sequence": None, "usage": usage})
+            else:
+                response = web.json_response({
+                    "id": f"cmpl-{self.requests}",
+                    "object": "chat.completion" if chat else "text_completion",
+                    "model": body.get("model", "fake"),
+                    "choices": [choice],
+                    "usage": usage,
+                })
             if request.transport is None or request.transport.is_closing():
                 self.abandoned += 1  # the client went away (timed out, was killed): nobody gets this
                 if track is not None:
@@ -161,10 +204,41 @@ class FakeOpenAI:
             if track is not None:
                 track["answered"] += 1
                 track["answers"].append({"model": body.get("model"), "prompt_tokens": prompt_tokens,
-                                         "completion_tokens": max_tokens})
+                                         "completion_tokens": completion_tokens, "cached_tokens": cached,
+                                         "cache_write_tokens": written, "reasoning_tokens": self.reasoning_tokens})
             return response
         finally:
             self.inflight -= 1
+
+    def _bill_cache(self, model: str, messages: list[dict[str, Any]]) -> tuple[int, int]:
+        """(cached, written) prompt tokens of this request, by the provider's caching rule."""
+        cache = self._caches.get(model)
+        if cache is None:
+            rule = cache_rule(model)  # the served model's own rule (claude-haiku-4-5: 4,096 tokens) …
+            if rule is None or rule.provider != self.prompt_cache:  # … else the provider's usual one
+                rule = cache_rule("claude" if self.prompt_cache == "anthropic" else "gpt-4o")
+            assert rule is not None
+            if self.cache_minimum is not None:
+                rule = replace(rule, minimum=self.cache_minimum)
+            cache = self._caches[model] = PromptCache(rule, self.cache_ttl_s)
+        tokens, ends = chat_tokens(messages)
+        systems = [end for end, m in zip(ends, messages, strict=True) if m.get("role") == "system"]
+        breakpoint = systems[-1] + 1 if systems else None  # as if the last system message had cache_control
+        return cache.bill(model, tokens, time.monotonic(), breakpoint)
+
+    def _usage(self, prompt: int, completion: int, cached: int, written: int) -> dict[str, Any]:
+        """The usage object in the provider's own shape."""
+        if self.usage_style == "anthropic":  # input_tokens leaves out both cache buckets
+            return {"input_tokens": prompt - cached - written, "cache_read_input_tokens": cached,
+                    "cache_creation_input_tokens": written, "output_tokens": completion}
+        usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                                 "total_tokens": prompt + completion}
+        if self.prompt_cache:
+            usage["prompt_tokens_details"] = {"cached_tokens": cached, "audio_tokens": 0}
+        if self.reasoning_tokens:
+            usage["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens, "audio_tokens": 0,
+                                                  "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
+        return usage
 
     def _failed(self, track: dict[str, Any] | None, response: web.Response) -> web.Response:
         self.failed += 1
@@ -218,6 +292,13 @@ class FakeOpenAI:
         self._cycle = None
         self._zero()
         return web.json_response({"ok": True})
+
+
+def _text_of(content: Any) -> str:
+    """Text of an Anthropic content: a string, or blocks of which the text ones count."""
+    if isinstance(content, list):
+        return "".join(str(block.get("text", "")) for block in content if isinstance(block, dict))
+    return str(content or "")
 
 
 def _compile_replies(spec: dict[str, Any]) -> tuple[str, list[tuple[re.Pattern[str], str]], str]:
@@ -278,12 +359,19 @@ def main() -> None:
     parser.add_argument("--timeout-s", type=float, default=30.0)
     parser.add_argument("--track-bodies", action="store_true", help="count requests per distinct body")
     parser.add_argument("--replies", type=Path, help="JSON reply rules (see the module's docstring)")
+    parser.add_argument("--prompt-cache", choices=("openai", "anthropic"),
+                        help="cache prompt prefixes by this provider's rule and report its usage shape")
+    parser.add_argument("--cache-minimum", type=int, help="fewest tokens cached (default: the provider's)")
+    parser.add_argument("--cache-ttl-s", type=float, default=300.0)
+    parser.add_argument("--reasoning-tokens", type=int, default=0, help="reasoning tokens added to every answer")
     args = parser.parse_args()
     replies = json.loads(args.replies.read_text()) if args.replies else None
-    if args.count_tokens:
-        _chat_tokens([{"role": "user", "content": "warm up"}])  # load the tokenizer before the first request
     server = FakeOpenAI(latency_ms=args.latency_ms, count_tokens=args.count_tokens, timeout_s=args.timeout_s,
-                        track_bodies=args.track_bodies, replies=replies)
+                        track_bodies=args.track_bodies, replies=replies, prompt_cache=args.prompt_cache,
+                        cache_minimum=args.cache_minimum, cache_ttl_s=args.cache_ttl_s,
+                        reasoning_tokens=args.reasoning_tokens)
+    if server.count_tokens:
+        _chat_tokens([{"role": "user", "content": "warm up"}])  # load the tokenizer before the first request
     web.run_app(server.app(), host="127.0.0.1", port=args.port, print=None, access_log=None,
                 backlog=1024)
 

@@ -49,7 +49,8 @@ def call(
             "output": result.output, "model": result.model, "input_tokens": result.input_tokens,
             "output_tokens": result.output_tokens, "cost": result.cost, "spent": result.spent,
             "cost_is_estimate": result.cost_is_estimate, "latency_s": result.latency_s,
-            "cached": result.cached,
+            "cached": result.cached, "cached_tokens": result.cached_tokens,
+            "cache_write_tokens": result.cache_write_tokens, "reasoning_tokens": result.reasoning_tokens,
         }))
         return
     out = Console()
@@ -58,5 +59,5 @@ def call(
     cache = "cache hit, spent $0" if result.cached else f"spent {money(result.spent)}"
     out.print(
         f"[dim]{result.model} · {result.input_tokens} in / {result.output_tokens} out tokens · "
-        f"cost {money(result.cost)}{estimate} · {result.latency_s * 1000:.0f} ms · {cache}[/]"
+        f"cost {'unknown (no price)' if result.cost is None else money(result.cost)}{estimate} · {result.latency_s * 1000:.0f} ms · {cache}[/]"
     )

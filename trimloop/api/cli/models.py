@@ -43,6 +43,7 @@ def serve(
 
 @app.command("list")
 def list_models(
+    classes: bool = typer.Option(False, "--classes", help="every token class's price and source, per model"),
     model_ids: list[str] = typer.Option([], "--model", "-m", help="also show these models (e.g. gpt-5-mini), "
                                         "configured or not"),
     today: datetime = typer.Option(None, "--today", formats=["%Y-%m-%d"],
@@ -52,7 +53,7 @@ def list_models(
     the day its provider retires it (litellm's deprecation_date, or `retires_on` in settings)."""
     settings = load_settings()
     day = today.date() if today is not None else today_of(utcnow())
-    table = Table("model", "route", "$/M in", "$/M out", "price source", "retires", "notes")
+    table = Table("model", "route", "$/M in", "$/M cached", "$/M out", "price source", "retires", "notes")
     local = settings.local_models
     models: list[ResolvedModel] = configured_models(settings)
     for model_id in model_ids:
@@ -63,29 +64,39 @@ def list_models(
                 raise typer.BadParameter(f"{exc.message}; {exc.hint}" if exc.hint else exc.message,
                                          param_hint="--model") from None
     for model in models:
-        def per_m(rate: float | None) -> str:
-            return "unknown" if rate is None else f"{rate * 1e6:.6g}"
-
         notes = []
         if model.id in BUNDLED:
             notes.append(BUNDLED[model.id].note)
         if model.completion_only and model.id not in BUNDLED:
             notes.append("completion-style templates only")
+        if model.prices.tiers:
+            notes.append("; ".join(f"above {t.above:,} prompt tokens: ${t.input * 1e6:.6g}/M in" for t in model.prices.tiers))
         table.add_row(
             model.id,
             f"{model.route} ({model.api_base})" if model.api_base else model.route,
-            per_m(model.input_per_token),
-            per_m(model.output_per_token),
+            model.prices.input.per_mtok(),
+            model.prices.cache_read.per_mtok(),
+            model.prices.output.per_mtok(),
             "notional estimate (see below)" if model.id in BUNDLED else model.price_source,
             _retires(model, day, settings.retirement_warning_days),
             "; ".join(notes),
         )
     out = Console()
     out.print(table)
+    if classes:
+        detail = Table("model", "token class", "$/M", "source")
+        for model in models:
+            for name, rate in model.prices.rates().items():
+                detail.add_row(model.id, name, rate.per_mtok(), rate.source)
+            for tier in model.prices.tiers:
+                detail.add_row(model.id, f"above {tier.above:,} tokens (input)", f"{tier.input * 1e6:.6g}", tier.source)
+        out.print(detail)
     out.print(
         f"Bundled models are priced at a notional self-hosting rate: "
         f"${local.usd_per_mtok_per_bparam_input} (input) and ${local.usd_per_mtok_per_bparam_output} "
-        "(output) per 1M tokens per billion parameters; set local_models.usd_per_mtok_per_bparam_*.",
+        "(output) per 1M tokens per billion parameters; set local_models.usd_per_mtok_per_bparam_*. "
+        "Per-class prices (cache_read_per_mtok, cache_write_per_mtok, reasoning_per_mtok, batch_*_per_mtok, "
+        "long_context_*) can be set under [models.\"ID\"]; --classes shows each price's source.",
         highlight=False,
     )
 

@@ -85,6 +85,10 @@ def print_reports(reports: list[SyncReport], out: Console) -> None:
             out.print(f"[yellow]{r.connector}: {escape(notice.where)}: {escape(notice.message)}[/]", highlight=False)
             if notice.hint:
                 out.print(f"    [dim]hint: {escape(notice.hint)}[/]", highlight=False)
+        for gap in r.price_gaps:
+            out.print(f"[yellow]{r.connector}: price check: {escape(str(gap))}[/]", highlight=False)
+            out.print("    [dim]hint: a wrong price setting? see `trimloop models list`; logged costs stay the "
+                      "truth for the baseline, but projections use these prices[/]", highlight=False)
         if r.skipped:
             reasons = ", ".join(f"{reason} {n}" for reason, n in r.skipped.most_common())
             out.print(f"[yellow]{escape(r.connector)}: skipped {r.skipped_total}[/] ({escape(reasons)})", highlight=False)

@@ -1,0 +1,102 @@
+"""Sync's price check: a logged cost that disagrees with its tokens × the catalog's prices.
+
+A logged `cost` stays the truth for the baseline (it is what the team was billed). A log without a
+cost but with tokens gets tokens × prices — the same cost function as projections — so spend and
+realized savings count it (its meta says so: `cost_from`). A gap of more
+than `TOLERANCE` usually means a wrong price setting — a custom price per 1M tokens entered per 1K,
+a fine-tuned model priced as its base, a cache discount the settings do not know — and every
+projection scaled from those prices would be off by as much. Gaps are reported per prompt and model.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from trimloop.connectors.base import LogItem
+from trimloop.core.catalog import ResolvedModel, resolve_model
+from trimloop.core.errors import ConfigError
+from trimloop.core.settings import Settings
+from trimloop.core.tables import MAX_COST_PER_CALL
+from trimloop.core.usage import TokenUsage
+
+TOLERANCE = 0.05
+
+
+@dataclass
+class PriceGap:
+    """Logs of one prompt on one model whose cost is off its tokens × prices by more than 5 %."""
+
+    prompt: str
+    model: str
+    checked: int = 0
+    flagged: int = 0
+    gaps: list[float] = field(default_factory=list)  # logged ÷ priced − 1, of the flagged logs
+    price_source: str = ""
+
+    @property
+    def median_gap(self) -> float | None:
+        """logged ÷ priced − 1 over the flagged logs; None when every one was priced at $0."""
+        return statistics.median(self.gaps) if self.gaps else None
+
+    def __str__(self) -> str:
+        gap = self.median_gap
+        if gap is None:
+            size = "charged although tokens × price is $0"
+        else:
+            size = f"{abs(gap) * 100:.0f} % {'more' if gap > 0 else 'less'} than tokens × price (median)"
+        return (f"{self.prompt} on {self.model}: {self.flagged} of {self.checked} logged costs are {size}; "
+                f"price from {self.price_source}")
+
+    def to_dict(self) -> dict[str, Any]:
+        gap = self.median_gap
+        return {"prompt": self.prompt, "model": self.model, "checked": self.checked, "flagged": self.flagged,
+                "median_gap": None if gap is None else round(gap, 4), "price_source": self.price_source}
+
+
+class PriceCheck:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._models: dict[str, ResolvedModel | None] = {}
+        self.groups: dict[tuple[str, str], PriceGap] = {}
+
+    def _model(self, name: str) -> ResolvedModel | None:
+        if name not in self._models:
+            try:
+                resolved: ResolvedModel | None = resolve_model(self.settings, name)
+            except ConfigError:
+                resolved = None
+            self._models[name] = resolved
+        return self._models[name]
+
+    def check(self, item: LogItem, prompt: str) -> None:
+        if item.model is None or item.input_tokens is None or item.output_tokens is None:
+            return
+        model = self._model(item.model)
+        if model is None:
+            return
+        priced = model.cost(TokenUsage(item.input_tokens, item.output_tokens, item.cached_input_tokens,
+                                       item.cache_write_tokens, item.reasoning_tokens, item.batch))
+        if priced is None:
+            return
+        if item.cost is None:
+            if priced <= MAX_COST_PER_CALL:
+                item.cost = priced
+                item.meta = {**item.meta, "cost_from": f"tokens × price ({model.price_source})"}
+            return
+        group = self.groups.get((prompt, item.model))
+        if group is None:
+            group = self.groups[prompt, item.model] = PriceGap(prompt, item.model, price_source=model.price_source)
+        group.checked += 1
+        if priced <= 0:
+            if item.cost > 0:  # a $0 price for a call that was billed: no finite gap to report
+                group.flagged += 1
+            return
+        gap = item.cost / priced - 1
+        if abs(gap) > TOLERANCE:
+            group.flagged += 1
+            group.gaps.append(gap)
+
+    def flagged(self) -> list[PriceGap]:
+        return sorted((g for g in self.groups.values() if g.flagged), key=lambda g: (-g.flagged, g.prompt, g.model))
