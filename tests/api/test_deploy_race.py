@@ -137,3 +137,18 @@ def test_a_claim_whose_writer_died_is_taken_over_after_a_while(client, headers, 
     assert client.get(f"/suggestions/{sid}", headers=headers["viewer"]).json()["status"] == "approved"
     assert client.post(f"/suggestions/{sid}/deploy", headers=headers["engineer"]).status_code == 200
     assert sorted(d.status for d in rows(engine, sid, "deploy")) == ["abandoned", "done"]
+
+
+def test_a_claim_after_the_status_moved_on_is_a_conflict_naming_both_ends(client, headers, engine, settings):
+    """A request that planned a deploy while the suggestion was approved, and claims after another
+    request finished it, is refused with the two statuses named (it was an AttributeError)."""
+    from trimloop.core import store
+    from trimloop.core.errors import Conflict
+    sid = make_suggestion(engine, synced(engine, settings))
+    assert client.post(f"/suggestions/{sid}/approve", headers=headers["reviewer"]).status_code == 200
+    assert client.post(f"/suggestions/{sid}/deploy", headers=headers["engineer"]).status_code == 200
+    with session_scope(engine) as session:  # the late request's claim, after the first one finished
+        plan = store.plan_deploy(session=session, suggestion_id=sid, actor="late")
+        with pytest.raises(Conflict) as refused:
+            store.claim_write(session=session, plan=plan, action="deploy", label="staging", actor="late")
+    assert "deployed → deploying is not allowed" in str(refused.value)

@@ -481,7 +481,7 @@ def claim_write(*, session: Session, plan: DeployPlan, action: str, label: str, 
                        f"({BUSY[suggestion.status]})", where=f"suggestion {suggestion.id}",
                        hint="wait a few seconds and reload it (GET /suggestions/{id}); repeat the step "
                        "only if it failed")
-    raise _refuse(suggestion, action)
+    raise _refuse(suggestion, SuggestionStatus(busy))
 
 
 def _release_stale(session: Session, suggestion: Suggestion) -> bool:
