@@ -4,8 +4,8 @@
                                             # every bench, one JSON document, docs/benchmarks.md
                                             # (--with-optimize adds the slow real-model ones,
                                             #  --with-soak the 5-minute soak of the API under load)
-    python -m bench NAME [-- ARGS...]       # one bench (gateway, savings, gate, ingest, ui, api, peers, optimize,
-                                            #   peers_search)
+    python -m bench NAME [-- ARGS...]       # one bench (gateway, savings, gate, ingest, ui, api, peers, health,
+                                            #   watch, optimize, peers_search)
     python -m bench docs                    # rewrite docs/benchmarks.md from the last `all` results
 
 Each bench runs as its own process (`python -m bench.NAME`) with a timeout, one after another
@@ -42,6 +42,8 @@ BENCHES: dict[str, dict[str, Any]] = {  # in running order; timeouts in seconds
     "api": {"timeout": 900, "optional": True},
     "soak": {"timeout": 1800, "soak": True},  # 5 minutes of mixed load: opt-in (--with-soak)
     "peers": {"timeout": 2400},
+    "health": {"timeout": 900},
+    "watch": {"timeout": 3600, "slow": True},  # its realized/projected part runs the bundled models
     "optimize": {"timeout": 7200, "slow": True},
     # after optimize: reads its sst2 store (trimloop's side of the comparison)
     "peers_search": {"timeout": 3600, "slow": True},

@@ -4,8 +4,8 @@
 
 Seeds a temporary SQLite database (SQLAlchemy Core bulk inserts) with prompts, versions,
 `--suggestions` suggestions with realistic evidence (pending, approved, rejected, superseded,
-deployed with promote/rollback rows) and `--logs` log records over the last 60 days; starts the app
-with uvicorn in a subprocess on a free loopback port; then `--concurrency` clients (httpx) with a
+deployed with promote/rollback rows) and `--logs` log records over the last 60 days; starts `trimloop
+serve --no-scheduler` (what users run) on a free loopback port; then `--concurrency` clients (httpx) with a
 viewer token request, round-robin, `/suggestions?status=pending&min_savings=…`,
 `/suggestions?prompt_id=…`, `/reports/savings` and `/reports/savings?format=csv` for `--seconds`.
 Then a burst: `--burst` clients (100) at once, each `--burst-requests` GET /prompts and
@@ -286,8 +286,9 @@ def main() -> None:
         server_log = Path(tmp) / "server.log"
         with server_log.open("wb") as log:
             server = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "trimloop.api.app:create_app", "--factory", "--host", "127.0.0.1",
-                 "--port", str(port), "--log-level", "warning", "--no-access-log"],
+                # what users run: `trimloop serve` (its uvicorn limits and process settings), no scheduler
+                [sys.executable, "-c", "from trimloop.api.cli import main; main()", "serve", "--no-scheduler",
+                 "--host", "127.0.0.1", "--port", str(port)],
                 env=env, stdout=subprocess.DEVNULL, stderr=log)
         base = f"http://127.0.0.1:{port}"
         try:
