@@ -62,6 +62,24 @@ def allowed_answers(evaluators: Sequence[NamedEvaluator], expected: Sequence[str
     return []
 
 
+def examples(items: Sequence[Any], answers: Sequence[str], *, seed: int,
+             per_answer: int = 1) -> list[tuple[dict[str, Any], str]]:
+    """Search-split items to show the answer's shape with: `per_answer` per allowed answer (the
+    gold answer naming it), in a seeded order, at most 4 answers' worth. Never holdout items."""
+    import random
+
+    from trimloop.evals.evaluators.text import find_labels
+
+    order = list(items)
+    random.Random(seed).shuffle(order)
+    out: list[tuple[dict[str, Any], str]] = []
+    for answer in list(answers)[:4]:
+        found = [i for i in order if i.expected is not None
+                 and find_labels(i.expected, list(answers), mode="first")[0] == answer][:per_answer]
+        out += [(dict(i.inputs), answer) for i in found]
+    return out
+
+
 def summary(*, cert: Any, min_effect: float, alpha: float, savings: SavingsProjection,
             health: HealthReport | None) -> RepairSummary:
     """The repair's gain per evaluator (its superiority test's numbers) and its cost change."""

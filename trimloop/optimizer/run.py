@@ -279,7 +279,8 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
     context = MoveContext(models=models, resolve=resolve,
                           seed=config.seed, gateway=gateway, ledger=ledger,
                           proposer_model=config.proposer_model, failures=failures, migrate=leaving is not None,
-                          repair=config.repair, answers=answers)
+                          repair=config.repair, answers=answers,
+                          examples=repairs.examples(items["search"], answers, seed=config.seed) if answers else [])
     # A repair's test is superiority by min_effect: the same test at margin −min_effect (evals.stats).
     margin, margins = ((-config.min_effect, {k: -v for k, v in config.min_effects.items()}) if config.repair
                        else (config.margin, dict(config.margins)))

@@ -78,7 +78,9 @@ async def propose_candidates(baseline: VersionSpec, context: MoveContext, *, com
         first += await move.propose(root, context=context)
     found = {c.sha: c for c in first}
     if compose:
-        composing = [m for m in free if m.composes]
+        # A repair also moves the reformatted prompts to the other models (a base model may follow
+        # a shown format that the baseline's model ignores).
+        composing = [m for m in free if m.composes or (repair and m.name == "retarget")]
         level = first
         for _ in range(len(composing)):
             children = []

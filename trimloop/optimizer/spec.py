@@ -69,6 +69,7 @@ class MoveContext:
     migrate: bool = False  # the baseline's model retires: retarget to dearer models too
     repair: bool = False  # a repair: quality first, dearer models too (optimizer.repair)
     answers: list[str] = field(default_factory=list)  # the allowed answers (labels), for answer_format
+    examples: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # (inputs, gold answer) from the search split
 
 
 def start(version: VersionSpec) -> CandidateSpec:

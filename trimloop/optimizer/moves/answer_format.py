@@ -11,7 +11,12 @@ cue that the model continues with one label. Variants, each one candidate:
 - `rule + reminder`: the rule, and the allowed answers again after the input (small models heed
   the last thing they read);
 - `completion`: the chat prompt with the rule as plain text ending on `Answer:` (chat → text), or a
-  text prompt as one chat message for a chat-only model (text → chat).
+  text prompt as one chat message for a chat-only model (text → chat);
+- `examples`: the output shape shown, not only told: a few search-split items with their gold
+  answers (one per answer, `MoveContext.examples`) before the input of a chat prompt — as
+  `Input:`/`Answer:` lines in completion form, or as user/assistant turns. Small models follow a shown
+  format far more often than a stated one; the examples come from the search split, never the
+  holdout, and the diff shows them to the reviewer.
 
 Every variant adds the stop sequence "\\n" and keeps `max_tokens` (or sets a small one when unset).
 The allowed answers come from the run's label evaluator, else from the gold answers when they are
@@ -25,7 +30,7 @@ from typing import Any
 
 from trimloop.core.catalog import count_tokens
 from trimloop.core.errors import ConfigError
-from trimloop.core.templates import ChatMessage, Template
+from trimloop.core.templates import PLACEHOLDER, ChatMessage, Template, render
 from trimloop.optimizer.moves.retarget import text_to_chat
 from trimloop.optimizer.spec import CandidateSpec, MoveContext, VersionSpec
 
@@ -74,21 +79,53 @@ def with_rule(template: Template, answers: list[str], *, remind: bool) -> Templa
     return Template(kind="chat", messages=messages)
 
 
-def completion_form(template: Template, answers: list[str]) -> Template:
-    """A chat template as plain text: instruction and rule, the few-shot pairs as Input/Answer
-    lines, the last user message, then the `Answer:` cue."""
+def completion_form(template: Template, answers: list[str],
+                    examples: list[tuple[str, str]] | None = None) -> Template:
+    """A chat template as plain text: instruction and rule, the few-shot pairs (and `examples`:
+    (input text, answer)) as Input/Answer lines, the last user message, then the `Answer:` cue."""
     messages = list(template.messages or [])
     system = [m.content.strip() for m in messages if m.role == "system"]
     turns = [m for m in messages if m.role != "system"]
     last_user = max((i for i, m in enumerate(turns) if m.role == "user"), default=None)
     parts = ["\n".join(system + [rule_text(answers)])]
-    shots = [f"{'Input' if m.role == 'user' else CUE} {m.content.strip()}" for i, m in enumerate(turns)
+    shots = [f"{'Input:' if m.role == 'user' else CUE} {m.content.strip()}" for i, m in enumerate(turns)
              if last_user is None or i < last_user]
+    shots += [f"Input: {text}\n{CUE} {answer}\n" for text, answer in examples or []]
     if shots:
-        parts.append("\n".join(shots))
+        parts.append("\n".join(shots).strip())
     if last_user is not None:
         parts.append(f"Input: {turns[last_user].content.strip()}\n{CUE}")
     return Template.plain("\n\n".join(p for p in parts if p))
+
+
+def shown(template: Template, examples: list[tuple[dict[str, Any], str]]) -> list[tuple[str, str]]:
+    """The examples' inputs as a chat prompt's input would read them (its last user message), each
+    with its answer; [] for a text template, or when an input would add a placeholder."""
+    out = []
+    for inputs, answer in examples:
+        try:
+            rendered = render(template, inputs)
+        except Exception:  # an example that does not fill the template: not shown
+            return []
+        if isinstance(rendered, list):
+            users = [m["content"] for m in rendered if m["role"] == "user"]
+            text = users[-1].strip() if users else ""
+        else:  # a text template's examples are its own business (prune_examples): none added here
+            return []
+        if not text or PLACEHOLDER.search(text):
+            return []
+        out.append((text, answer))
+    return out
+
+
+def chat_with_examples(template: Template, answers: list[str], examples: list[tuple[str, str]]) -> Template:
+    """The chat template with the rule, and the examples as user/assistant turns before the input."""
+    ruled = with_rule(template, answers, remind=False)
+    messages = list(ruled.messages or [])
+    last = max((i for i, m in enumerate(messages) if m.role == "user"), default=len(messages))
+    turns = [ChatMessage(role=role, content=content) for text, answer in examples
+             for role, content in (("user", text), ("assistant", answer))]
+    return Template(kind="chat", messages=messages[:last] + turns + messages[last:])
 
 
 @dataclass(frozen=True)
@@ -112,12 +149,21 @@ class AnswerFormat:
             (with_rule(version.template, answers, remind=True), "state the allowed answers before and after the "
                                                                  "input, stop at the line's end"),
         ]
+        examples = shown(version.template, context.examples)
+        few = f"{len(examples)} examples of the answer from the search split"
         if version.template.kind == "chat" and model.takes_text:
             variants.append((completion_form(version.template, answers), "chat → completion form ending on "
                                                                           f"{CUE!r}, allowed answers stated"))
+            if examples:
+                variants.append((completion_form(version.template, answers, examples),
+                                 f"chat → completion form ending on {CUE!r}, allowed answers stated, {few}"))
         elif version.template.kind == "text" and not model.takes_text:
             variants.append((with_rule(text_to_chat(version.template), answers, remind=False),
                              "text → chat (a chat-only model), allowed answers stated"))
+        if version.template.kind == "chat" and examples:
+            variants.append((chat_with_examples(version.template, answers, examples),
+                             f"allowed answers stated, {few} as chat turns"))
+
         out, seen = [], {version.sha}
         for template, detail in variants:
             new = VersionSpec(template, version.model, params)
