@@ -123,6 +123,7 @@ def test_a_chat_prompt_that_ignores_the_answer_format_gets_a_certified_repair(en
         gain = s.evidence.repair.gains["label"]
         assert verdict.test == "superiority" and verdict.verdict == "superior" and verdict.lower > 0.05
         assert gain.after > gain.before and gain.lower == verdict.lower
+        assert gain.n == 144  # a repair is tested on the whole holdout
         print("suggestion", s.id, "—", results.suggestion_cut)
         print("lineage:", [(step.move, step.detail) for step in s.evidence.lineage])
         print(f"label accuracy {gain.before:.3f} → {gain.after:.3f} on {gain.n} holdout items; gain {gain.delta:+.3f}, "

@@ -186,7 +186,9 @@ async def certify(*, ranked: Sequence[Arm], run: RunContext, top: int = 2,
         wanted = plans[arm.candidate.sha]
         if wanted >= ALL_ITEMS:
             wanted = len(order)  # a repair with no plan: tested on the whole holdout
-        n = min(wanted, len(order))
+        # A repair is tested on the whole holdout: the plan says it can pass on fewer, but its gain
+        # is a number the reviewer reads (the interval narrows with every item), and repairs are rare.
+        n = len(order) if run.repair else min(wanted, len(order))
         cert = Certification(arm=arm, n_planned=n, n_wanted=wanted, alpha=alpha)
         say("certify.started", {"sha": arm.candidate.sha, "label": arm.candidate.label, "items": n,
                                 "wanted": wanted})
