@@ -15,6 +15,7 @@ repair found" with the best candidate's evidence. Gold answers (or reviewers' la
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,7 +31,7 @@ from trimloop.core.evidence import (
 )
 from trimloop.evals.datasets import looks_like_labels
 from trimloop.evals.evaluators import NamedEvaluator
-from trimloop.evals.evaluators.text import Label, MatchesBaseline
+from trimloop.evals.evaluators.text import Label, MatchesBaseline, find_labels
 
 MAX_ANSWERS = 30  # more distinct gold answers than this are free text, not labels
 
@@ -66,10 +67,6 @@ def examples(items: Sequence[Any], answers: Sequence[str], *, seed: int,
              per_answer: int = 1) -> list[tuple[dict[str, Any], str]]:
     """Search-split items to show the answer's shape with: `per_answer` per allowed answer (the
     gold answer naming it), in a seeded order, at most 4 answers' worth. Never holdout items."""
-    import random
-
-    from trimloop.evals.evaluators.text import find_labels
-
     order = list(items)
     random.Random(seed).shuffle(order)
     out: list[tuple[dict[str, Any], str]] = []
@@ -122,7 +119,7 @@ def outcome(*, certs: Sequence[Any], arms: Sequence[Any], min_effect: float, not
             shown += "): " + ", ".join(
                 f"{k} {v.baseline_mean:.2f} → {v.candidate_mean:.2f} (delta {v.delta:+.3f}, lower bound "
                 f"{v.lower:+.3f}, n={v.n})" for k, v in sorted(out.best_evidence.items())
-                if None not in (v.baseline_mean, v.candidate_mean, v.delta, v.lower)) 
+                if None not in (v.baseline_mean, v.candidate_mean, v.delta, v.lower))
         out.message = (f"no repair found: no candidate of {len(arms)} was shown better than the baseline by "
                        f"{min_effect:g} on every evaluator ({'; '.join(why)}){shown}")
     return out
