@@ -108,3 +108,22 @@ def test_items_needed_reaches_the_power_and_grows_with_discordance() -> None:
         items_needed(margin=0.02)
     with pytest.raises(ValueError, match="no sample size"):
         items_needed(margin=0.02, discordance=0.1, true_delta=-0.03)
+
+
+def test_superiority_is_the_non_inferiority_test_at_margin_minus_the_min_effect():
+    from trimloop.evals.stats import superiority
+
+    base = [0.0] * 70 + [1.0] * 30
+    better = [1.0] * 60 + [0.0] * 10 + [1.0] * 30  # fixes 60 of the 70 misses, breaks none
+    e = superiority(base, better, min_effect=0.05)
+    same = non_inferiority(base, better, margin=-0.05)
+    assert (e.lower, e.upper, e.p_value, e.method) == (same.lower, same.upper, same.p_value, same.method)
+    assert e.test == "superiority" and e.min_effect == 0.05 and e.threshold == 0.05
+    assert e.verdict == "superior" and e.passed and e.lower > 0.05 and e.p_value < 0.05
+    slight = [1.0] * 3 + [0.0] * 67 + [1.0] * 30  # three points better: not shown better by five
+    s = superiority(base, slight, min_effect=0.05)
+    assert s.verdict in ("not superior", "inconclusive") and not s.passed and s.lower <= 0.05
+    assert superiority(base, [0.0] * 100, min_effect=0.05).verdict == "not superior"
+    assert non_inferiority(base, slight, margin=0.02).test == "non-inferiority"
+    with pytest.raises(ValueError, match="min_effect"):
+        superiority(base, better, min_effect=0.0)

@@ -150,3 +150,33 @@ def test_every_move_has_the_one_async_propose_signature():
         assert isinstance(move, Move) and inspect.iscoroutinefunction(move.propose), cls
         assert list(inspect.signature(move.propose).parameters) == ["candidate", "context"], cls
     assert [cls.name for cls in MOVES if cls.calls_model] == ["rewrite"]  # the one that costs calls
+
+
+async def test_answer_format_states_shows_and_stops_the_answer(context):
+    from dataclasses import replace
+
+    from trimloop.optimizer.moves import AnswerFormat
+    from trimloop.core.templates import render
+
+    chat = Template.chat(("system", "Sort the support ticket."), ("user", "Ticket: {{ticket}}"))
+    root = start(VersionSpec(chat, "local/smollm2-135m", {"temperature": 0, "max_tokens": 8}))
+    assert await AnswerFormat().propose(root, context=context) == []  # no allowed answers known: nothing
+    known = replace(context, answers=["billing", "bug", "other"],
+                    examples=[({"ticket": "charged twice"}, "billing"), ({"ticket": "app crashes"}, "bug")])
+    proposals = await AnswerFormat().propose(root, context=known)
+    details = [p.lineage[-1]["detail"] for p in proposals]
+    assert len(proposals) == 5 and all(p.version.params["stop"] == ["\n"] for p in proposals)
+    assert all(p.version.params["max_tokens"] == 8 and p.label == "answer_format" for p in proposals)
+    rule = "Answer with exactly one of: billing, bug, other."
+    assert all(rule in "\n".join(p.version.template.parts()) for p in proposals)
+    completion = next(p for p, d in zip(proposals, details) if d.endswith("search split") and "completion" in d)
+    text = render(completion.version.template, {"ticket": "refund please"})
+    assert text.endswith("Input: Ticket: refund please\nAnswer:") and "Input: Ticket: charged twice\nAnswer: billing" in text
+    turns = next(p for p, d in zip(proposals, details) if d.endswith("as chat turns"))
+    roles = [(m.role, m.content) for m in turns.version.template.messages]
+    assert roles[1:5] == [("user", "Ticket: charged twice"), ("assistant", "billing"), ("user", "Ticket: app crashes"),
+                          ("assistant", "bug")] and roles[-1] == ("user", "Ticket: {{ticket}}")
+    on_base = await AnswerFormat().propose(start(VersionSpec(Template.plain("Ticket: {{ticket}}\nTeam:"),
+                                                             "local/gemma3-270m", {})), context=known)
+    assert [p.version.template.kind for p in on_base] == ["text", "text"]  # a text prompt: rule, rule + reminder
+    assert on_base[0].version.params["max_tokens"] >= 4  # unset: room for the longest label

@@ -1,6 +1,7 @@
 """The scheduled loop: sync every connector, check every prompt's health (a `prompt.unhealthy`
-notification per change to degraded or broken), queue a run for each due prompt (never a broken
-one), claim and execute them.
+notification per change to degraded or broken), queue a run for each due prompt (never a cost
+search of a broken one; with `scheduler.repair`, a repair run on its own budget instead), claim
+and execute them.
 
 `Worker.run_pass` is one pass (what `trimloop worker --once` does). `build_scheduler` wraps it in
 an APScheduler 3 BackgroundScheduler whose job store is the trimloop database, with one job that
@@ -120,9 +121,12 @@ class Worker:
         for d in decisions:
             if not d.due:
                 continue
+            # A repair run has its own budget (scheduler.repair_budget_*), never the prompt's cost search's.
+            extra = ({"config": {"repair": True}, "budget_calls": self.settings.scheduler.repair_budget_calls,
+                      "budget_dollars": self.settings.scheduler.repair_budget_dollars} if d.repair else {})
             try:
                 run_id = services.start_run(engine=self.engine, settings=self.settings, prompt_id=d.prompt_id,
-                                            actor=ACTOR, reason=d.reason, now=now)
+                                            actor=ACTOR, reason=d.reason, now=now, **extra)
             except Conflict:  # another worker queued it first
                 continue
             except TrimloopError as exc:  # busy database, options broken since the decision: the next pass tries again

@@ -14,7 +14,7 @@ from trimloop.core.errors import UserError
 
 from trimloop.core.evidence import Evidence, RunResults
 from trimloop.core.status import RunStatus as RunState
-from trimloop.core.status import SuggestionStatus, WatchVerdict
+from trimloop.core.status import SuggestionKind, SuggestionStatus, WatchVerdict
 from trimloop.core.tables import PromptVersion
 
 from trimloop.optimizer.config import MAX_BUDGET_CALLS, MAX_BUDGET_DOLLARS
@@ -260,6 +260,9 @@ class SuggestionPublic(Public):
     payback_days: float | None
     retires_on: date | None = Field(default=None, description="set on a migration off a retiring model: the "
                                     "day its baseline model stops being served; the queue lists these first")
+    kind: SuggestionKind = Field(default=SuggestionKind.cost, examples=["cost", "repair"],
+                                 description="cost: cheaper, quality holds (non-inferiority); repair: better quality "
+                                 "(superiority test), the cost may rise; the queue lists repairs after migrations")
     reason: str | None
     created_at: datetime
     decided_at: datetime | None

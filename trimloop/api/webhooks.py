@@ -197,9 +197,12 @@ async def announce_run(*, engine: Engine, settings: Settings, run_id: int) -> No
 
 def suggestion_event(s: Suggestion) -> dict[str, Any]:
     saving = f"${s.projected_monthly_savings:,.2f}/month" if s.projected_monthly_savings is not None else "n/a"
+    summary = f"suggestion {s.id} for prompt {s.prompt_id}: projected savings {saving}"
+    repair = s.evidence.repair if s.kind == "repair" else None
+    if repair is not None:
+        summary = f"repair suggestion {s.id} for prompt {s.prompt_id}: {repair.line()}"
     return {"suggestion_id": s.id, "prompt_id": s.prompt_id, "run_id": s.run_id, "status": s.status,
-            "projected_monthly_savings": s.projected_monthly_savings,
-            "summary": f"suggestion {s.id} for prompt {s.prompt_id}: projected savings {saving}"}
+            "kind": str(s.kind), "projected_monthly_savings": s.projected_monthly_savings, "summary": summary}
 
 
 @dataclass

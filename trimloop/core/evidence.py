@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 log = logging.getLogger(__name__)
 
-PASSING = ("non-inferior", "pass", "passed")  # verdicts that count as a pass (older rows wrote the last two)
+PASSING = ("non-inferior", "superior", "pass", "passed")  # verdicts that count as a pass (older rows wrote the last two)
 
 
 class Record(BaseModel):
@@ -47,7 +47,8 @@ class Record(BaseModel):
 
 
 class Verdict(Record):
-    """The non-inferiority test of one evaluator on the holdout (evals.stats.NonInferiority)."""
+    """The test of one evaluator on the holdout (evals.stats.NonInferiority): non-inferiority at a
+    margin, or — on a repair — superiority by at least `min_effect` (stored as margin −min_effect)."""
 
     method: str | None = Field(default=None, examples=["paired t"])
     n: int | None = Field(default=None, description="items (clusters) compared")
@@ -60,8 +61,12 @@ class Verdict(Record):
     margin: float | None = Field(default=None, description="the test passes when lower > −margin")
     alpha: float | None = None
     p_value: float | None = Field(default=None, description="of H0: delta ≤ −margin")
-    verdict: str | None = Field(default=None, examples=["non-inferior", "inferior", "inconclusive"])
+    verdict: str | None = Field(default=None, examples=["non-inferior", "inferior", "inconclusive", "superior",
+                                                         "not superior"])
     passed: bool | None = None
+    test: str | None = Field(default=None, examples=["non-inferiority", "superiority"],
+                             description="None on rows written before repairs: non-inferiority")
+    min_effect: float | None = Field(default=None, description="superiority: the lower bound must exceed it")
 
     @property
     def ok(self) -> bool:
@@ -156,9 +161,50 @@ class FeedbackSummary(Record):
     values: dict[str, int] | None = None
 
 
-class Evidence(Record):
-    """A suggestion's evidence: what changed, how it was found, the test per evaluator, the savings."""
+class QualityGain(Record):
+    """One evaluator's gain on a repair: the holdout means before → after, the difference and its
+    one-sided (1 − α) interval, from the superiority test (the same numbers as its Verdict)."""
 
+    before: float | None = None
+    after: float | None = None
+    delta: float | None = Field(default=None, description="after − before")
+    lower: float | None = Field(default=None, description="one-sided (1 − α) lower bound of delta")
+    upper: float | None = None
+    min_effect: float | None = Field(default=None, description="the lower bound had to exceed it")
+    n: int | None = None
+    passed: bool | None = None
+
+
+class RepairSummary(Record):
+    """What a repair changes: the quality gain per evaluator (with its interval) and the cost per
+    call before → after, which may rise (a stronger model); `monthly_cost_change` > 0 is a rise."""
+
+    min_effect: float | None = None
+    alpha: float | None = None
+    gains: dict[str, QualityGain] = Field(default_factory=dict, description="evaluator key → its gain")
+    cost_per_call: list[float | None] = Field(default_factory=list, description="[before, after], $")
+    cost_change: float | None = Field(default=None, description="after / before − 1 (+0.4: 40 % dearer)")
+    monthly_cost_change: float | None = Field(default=None, description="$ per month at current traffic (+: more)")
+    baseline_health: str | None = Field(default=None, examples=["broken", "degraded"])
+    health_reasons: list[str] = Field(default_factory=list)
+
+    def line(self) -> str:
+        """"label +0.62 (0.02 → 0.64, lower bound +0.54 > +0.05), cost per call +35 %"."""
+        parts = [f"{k} {g.delta:+.2f} ({g.before:.2f} → {g.after:.2f}, lower bound {g.lower:+.2f} > "
+                 f"{g.min_effect:+g})" for k, g in sorted(self.gains.items())
+                 if None not in (g.delta, g.before, g.after, g.lower, g.min_effect)]
+        if self.cost_change is not None:
+            parts.append(f"cost per call {self.cost_change * 100:+.0f} %")
+        return ", ".join(parts)
+
+
+class Evidence(Record):
+    """A suggestion's evidence: what changed, how it was found, the test per evaluator, the savings.
+    `kind` is `repair` on a repair (certified by the superiority test; `repair` has the gain and
+    the cost change), else `cost` (None on rows written before repairs)."""
+
+    kind: str | None = Field(default=None, examples=["cost", "repair"])
+    repair: RepairSummary | None = None
     changes: Changes = Field(default_factory=Changes)
     lineage: list[LineageStep] = Field(default_factory=list)
     evaluators: dict[str, Verdict] = Field(default_factory=dict, description="evaluator key → its test")
@@ -248,6 +294,19 @@ class PreflightFinding(Record):
     data: dict[str, Any] = Field(default_factory=dict, description="the numbers behind the finding")
 
 
+class RepairOutcome(Record):
+    """A repair run's outcome: certified, or "no repair found" with the best candidate's evidence
+    (its holdout test, else its race on the search items) for the person who must fix the prompt."""
+
+    min_effect: float | None = None
+    certified: bool = False
+    tried: int | None = Field(default=None, description="candidates raced")
+    best: CertificationSummary | None = None
+    best_model: str | None = None
+    best_evidence: dict[str, Verdict] = Field(default_factory=dict)
+    message: str | None = Field(default=None, examples=["no repair found: the best of 9 candidates …"])
+
+
 class RunResults(Record):
     """What a run found (OptimizationRun.results); empty for a failed run, a note when cancelled,
     the preflight's findings (problems first) when blocked."""
@@ -271,6 +330,7 @@ class RunResults(Record):
     suggestion_id: int | None = None
     no_suggestion: str | None = Field(default=None, description="why the run made no suggestion")
     migration: Migration | None = Field(default=None, description="set when the baseline's model retires")
+    repair: RepairOutcome | None = Field(default=None, description="set on a repair run")
     suggestion_cut: str | None = Field(default=None, description="the suggestion in one line",
                                        examples=["−38 % cost per call, label holds (margin 0.02, n 240)"])
     findings: list[PreflightFinding] = Field(default_factory=list,

@@ -193,6 +193,12 @@ class SchedulerSettings(BaseModel):
     heartbeat_seconds: float = Field(default=30.0, gt=0, description="how often a worker marks its run alive")
     expire_pending_after_days: float = Field(
         default=30.0, gt=0, description="a suggestion pending this long without a decision becomes expired")
+    repair: bool = Field(default=False, description="queue a repair run (optimizer.repair) for a prompt whose health "
+                         "is broken: once per broken spell, again after max_days_between_runs; never a cost search")
+    repair_budget_calls: int = Field(default=400, ge=1, le=10_000_000, description="the calls one scheduled repair "
+                                     "run may make (its own budget, not the prompt's budget_calls)")
+    repair_budget_dollars: float | None = Field(default=1.0, gt=0, le=100_000, description="the dollars one scheduled "
+                                                "repair run may spend (a stronger model may be dear)")
 
 
 class Settings(BaseSettings):

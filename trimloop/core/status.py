@@ -42,6 +42,14 @@ class SuggestionStatus(StrEnum):
     expired = "expired"
 
 
+class SuggestionKind(StrEnum):
+    """What a suggestion is for: a `cost` cut that holds quality (non-inferiority), or a `repair`
+    that raises it (superiority), possibly at a higher cost (optimizer.repair)."""
+
+    cost = "cost"
+    repair = "repair"
+
+
 class WatchVerdict(StrEnum):
     """The post-deploy watch's verdict on a deployed version against the one it replaced."""
 

@@ -18,14 +18,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import case, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, select
 
 from trimloop.core.errors import Conflict, NotFound, UserError
-from trimloop.core.status import OPEN_SUGGESTION, RUN_ACTIVE, RUN_DONE, RunStatus, SuggestionStatus, illegal, sources
+from trimloop.core.status import (
+    OPEN_SUGGESTION,
+    RUN_ACTIVE,
+    RUN_DONE,
+    RunStatus,
+    SuggestionKind,
+    SuggestionStatus,
+    illegal,
+    sources,
+)
 from trimloop.core.redact import redact_urls
 from trimloop.core.tables import (
     ApiToken,
@@ -215,16 +224,20 @@ def get_suggestion(*, session: Session, suggestion_id: int) -> Suggestion:
 
 
 def list_suggestions(*, session: Session, status: str | None = None, prompt_id: int | None = None,
-                     min_savings: float | None = None, limit: int = 100, offset: int = 0) -> list[Suggestion]:
+                     min_savings: float | None = None, kind: str | None = None, limit: int = 100,
+                     offset: int = 0) -> list[Suggestion]:
     query = select(Suggestion)
     if status:
         query = query.where(Suggestion.status == status)
+    if kind:
+        query = query.where(Suggestion.kind == kind)
     if prompt_id is not None:
         query = query.where(Suggestion.prompt_id == prompt_id)
     if min_savings is not None:
         query = query.where(col(Suggestion.projected_monthly_savings) >= min_savings)
-    # migrations off a retiring model first, the nearest date first; then the biggest savings
+    # migrations off a retiring model first, the nearest date first; then repairs; then the biggest savings
     query = query.order_by(col(Suggestion.retires_on).asc().nulls_last(),
+                           case((col(Suggestion.kind) == SuggestionKind.repair.value, 0), else_=1),
                            col(Suggestion.projected_monthly_savings).desc(), col(Suggestion.id).desc())
     return list(session.exec(query.offset(offset).limit(limit)).all())
 

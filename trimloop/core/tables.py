@@ -15,7 +15,14 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import AutoString, Field, SQLModel
 
 from trimloop.core.evidence import CandidateScores, Evidence, HealthReport, Record, RunResults
-from trimloop.core.status import CandidateStatus, HealthVerdict, RunStatus, SuggestionStatus, WatchVerdict
+from trimloop.core.status import (
+    CandidateStatus,
+    HealthVerdict,
+    RunStatus,
+    SuggestionKind,
+    SuggestionStatus,
+    WatchVerdict,
+)
 from trimloop.core.usage import TokenUsage
 
 
@@ -365,6 +372,9 @@ class Suggestion(_Typed, SQLModel, table=True):
     payback_days: float | None = None
     # the day the baseline's model retires, on a suggestion that migrates off it: the queue sorts by it
     retires_on: date | None = Field(default=None, index=True)
+    # cost (cheaper, quality holds) or repair (better, certified by the superiority test): the queue marks it
+    kind: SuggestionKind = Field(default=SuggestionKind.cost, sa_column=Column(
+        StatusText(SuggestionKind), nullable=False, index=True, server_default=SuggestionKind.cost.value))
     reason: str | None = _text()
     created_at: datetime = Field(default_factory=utcnow)
     decided_at: datetime | None = None

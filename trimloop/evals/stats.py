@@ -4,7 +4,8 @@ The unit is the item: baseline and candidate are scored on the same items and co
 per-item differences (candidate − baseline). With repeated samples (temperature > 0) the samples of
 an item are averaged first, so the item is the cluster and samples never count as extra items.
 A candidate is *non-inferior* when the lower bound of a one-sided (1 − α) interval for the mean
-difference is above −margin. Methods:
+difference is above −margin. A repair is *superior* when that lower bound is above +min_effect:
+the same test at margin −min_effect (`superiority`), so both gates share one code path. Methods:
 
 - `tango`: Tango's score interval for paired proportions (0/1 scores, one sample per item). Good
   one-sided coverage down to a handful of discordant pairs, where Wald and the bootstrap fail.
@@ -25,15 +26,19 @@ from typing import Any, Literal
 import numpy as np
 from scipy import optimize, stats
 
-from trimloop.core.defaults import DEFAULT_ALPHA, DEFAULT_MARGIN
+from trimloop.core.defaults import DEFAULT_ALPHA, DEFAULT_MARGIN, DEFAULT_MIN_EFFECT
 
 Method = Literal["auto", "tango", "t", "bootstrap"]
+PASSED = ("non-inferior", "superior")
 Scores = Mapping[Hashable, Sequence[float] | float] | Sequence[float]
 
 
 @dataclass(frozen=True)
 class NonInferiority:
-    """The evidence for one evaluator: n, means, the interval, the p-value and the verdict."""
+    """The evidence for one evaluator: n, means, the interval, the p-value and the verdict.
+
+    A negative margin is a superiority test at min_effect = −margin (`test` says which): the
+    verdict is then superior | not superior | inconclusive, and the p-value is of H0: delta ≤ min_effect."""
 
     method: str
     n: int  # items (clusters)
@@ -46,14 +51,24 @@ class NonInferiority:
     margin: float
     alpha: float
     p_value: float  # of H0: delta ≤ −margin
-    verdict: str  # non-inferior | inferior | inconclusive
+    verdict: str  # non-inferior | inferior | inconclusive (superior | not superior | inconclusive)
+    test: str = "non-inferiority"  # or superiority (margin < 0)
+    min_effect: float | None = None  # −margin, on a superiority test
 
     @property
     def passed(self) -> bool:
-        return self.verdict == "non-inferior"
+        return self.verdict in PASSED
+
+    @property
+    def threshold(self) -> float:
+        """The value the lower bound must clear: −margin, i.e. +min_effect on a superiority test."""
+        return -self.margin
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"passed": self.passed}
+        out = asdict(self) | {"passed": self.passed}
+        if out["min_effect"] is None:  # a non-inferiority test has none
+            del out["min_effect"]
+        return out
 
 
 def paired_scores(baseline: Scores, candidate: Scores) -> tuple[np.ndarray, np.ndarray, bool, int]:
@@ -126,11 +141,12 @@ def non_inferiority(
     n_boot: int = 4000,
     seed: int = 0,
 ) -> NonInferiority:
-    """One-sided non-inferiority of candidate vs baseline at `margin` and level `alpha`."""
+    """One-sided non-inferiority of candidate vs baseline at `margin` and level `alpha` (H0:
+    delta ≤ −margin). A negative margin tests superiority by at least −margin (see `superiority`)."""
     if not 0 < alpha < 0.5:
         raise ValueError(f"alpha must be in (0, 0.5), got {alpha}")
-    if margin < 0:
-        raise ValueError(f"margin must be ≥ 0, got {margin}")
+    if not -1 < margin < 1:
+        raise ValueError(f"margin must be in (−1, 1), got {margin}")
     b, c, clustered, samples = paired_scores(baseline, candidate)
     n = len(b)
     if n < 2:
@@ -160,12 +176,28 @@ def non_inferiority(
         p = float((np.sum(means <= -margin) + 1) / (n_boot + 1))
     else:
         raise ValueError(f"unknown method {method!r}; use auto, tango, t or bootstrap")
-    verdict = "non-inferior" if lower > -margin else "inferior" if upper < -margin else "inconclusive"
+    superiority_test = margin < 0
+    words = ("superior", "not superior") if superiority_test else ("non-inferior", "inferior")
+    verdict = words[0] if lower > -margin else words[1] if upper < -margin else "inconclusive"
     return NonInferiority(
         method=method, n=n, samples=samples, baseline_mean=float(b.mean()),
         candidate_mean=float(c.mean()), delta=delta, lower=float(lower), upper=float(upper),
         margin=margin, alpha=alpha, p_value=min(1.0, max(0.0, p)), verdict=verdict,
+        test="superiority" if superiority_test else "non-inferiority",
+        min_effect=-margin if superiority_test else None,
     )
+
+
+def superiority(baseline: Scores, candidate: Scores, *, min_effect: float = DEFAULT_MIN_EFFECT,
+                alpha: float = DEFAULT_ALPHA, method: Method = "auto", n_boot: int = 4000,
+                seed: int = 0) -> NonInferiority:
+    """One-sided superiority of candidate vs baseline by at least `min_effect` (> 0): H0: delta ≤
+    min_effect, rejected when the lower bound of the one-sided (1 − α) interval is above it. It is
+    `non_inferiority` at margin −min_effect: one interval, one code path for both gates."""
+    if not 0 < min_effect < 1:
+        raise ValueError(f"min_effect must be in (0, 1), got {min_effect}")
+    return non_inferiority(baseline, candidate, margin=-min_effect, alpha=alpha, method=method, n_boot=n_boot,
+                           seed=seed)
 
 
 def items_needed(

@@ -1,6 +1,9 @@
 """Certification: the best few candidates of the search are tested on the holdout with the
 non-inferiority gate, every evaluator. Only those that pass become Suggestions. The holdout
 never influences which candidates are chosen: they arrive already ranked by the search.
+
+A repair (`RunContext.repair`) is certified the same way, on the same code path, at margin
+−min_effect per evaluator: the one-sided superiority test (better by at least min_effect).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def _futile(cert: "Certification", baseline: dict[Any, ItemResult], keys: list[s
         e = non_inferiority(base, cand, margin=m, alpha=alpha / LOOKS)
         if e.upper < -m:
             return (f"{key}: stopped early for futility after {e.n} items: delta {e.delta:+.3f}, "
-                    f"upper bound {e.upper:+.3f} < −{m} at level {alpha / LOOKS:.4f}")
+                    f"upper bound {e.upper:+.3f} < {-m:+g} at level {alpha / LOOKS:.4f}")
         b, c, _, _ = paired_scores(base, cand)
         if len(b) < n_final:
             chance = predictive_power(c - b, n_final, margin=m, alpha=alpha)
@@ -80,8 +83,14 @@ class Certification:
 
 def anticipated_delta(observed: float, margin: float) -> float:
     """The difference to plan certification for: what the search saw, if it was a loss, but never
-    planned below half the margin (a candidate the search saw doing better is planned at parity)."""
+    planned below half the margin (a candidate the search saw doing better is planned at parity).
+    On a superiority test (margin < 0) the gain the search saw, as it is."""
+    if margin < 0:
+        return observed
     return max(min(observed, 0.0), -margin / 2)
+
+
+ALL_ITEMS = 10**6  # "as many as there are": a superiority test whose search gain gives no plan
 
 
 def planned_items(arm: Arm, baseline: dict[Any, ItemResult], keys: list[str], *, margin: float,
@@ -100,12 +109,18 @@ def planned_items(arm: Arm, baseline: dict[Any, ItemResult], keys: list[str], *,
             continue
         b, c = np.array(pairs).T
         expect = anticipated_delta(float(np.mean(c - b)), margin)
+        if expect + margin <= 0.01:  # a repair the search saw gain little: no plan has power, use every item
+            needed = ALL_ITEMS
+            continue
         binary = set(np.unique(np.concatenate([b, c]))) <= {0.0, 1.0}
         if binary:
             # Laplace's estimate: zero disagreements on a small slice is not zero discordance.
-            discordance = max((float(np.sum(b != c)) + 1) / (len(b) + 2), 0.02, abs(expect) + 0.01)
-            needed = max(needed, items_needed(margin=margin, discordance=discordance, alpha=alpha, power=power,
-                                              true_delta=expect))
+            discordance = min(1.0, max((float(np.sum(b != c)) + 1) / (len(b) + 2), 0.02, abs(expect) + 0.01))
+            try:
+                needed = max(needed, items_needed(margin=margin, discordance=discordance, alpha=alpha, power=power,
+                                                  true_delta=expect))
+            except ValueError:  # a gain as large as the discordance (all wins on the search): no formula
+                needed = ALL_ITEMS
         else:
             sd = max(float(np.std(c - b, ddof=1)), 0.05)
             needed = max(needed, items_needed(margin=margin, sd=sd, alpha=alpha, power=power, true_delta=expect))
@@ -169,7 +184,11 @@ async def certify(*, ranked: Sequence[Arm], run: RunContext, top: int = 2,
     out: list[Certification] = []
     for arm in tested:
         wanted = plans[arm.candidate.sha]
-        n = min(wanted, len(order))
+        if wanted >= ALL_ITEMS:
+            wanted = len(order)  # a repair with no plan: tested on the whole holdout
+        # A repair is tested on the whole holdout: the plan says it can pass on fewer, but its gain
+        # is a number the reviewer reads (the interval narrows with every item), and repairs are rare.
+        n = len(order) if run.repair else min(wanted, len(order))
         cert = Certification(arm=arm, n_planned=n, n_wanted=wanted, alpha=alpha)
         say("certify.started", {"sha": arm.candidate.sha, "label": arm.candidate.label, "items": n,
                                 "wanted": wanted})
@@ -196,12 +215,13 @@ async def certify(*, ranked: Sequence[Arm], run: RunContext, top: int = 2,
         cert.passed = not failing and not cert.reason and cert.calls >= n
         if not cert.reason:
             if cert.passed:
-                cert.reason = f"non-inferior on every evaluator at margin {margin} (n={n})"
+                cert.reason = (f"better by at least {-margin:g} on every evaluator (superiority, n={n})" if run.repair
+                               else f"non-inferior on every evaluator at margin {margin} (n={n})")
             else:
                 parts = []
                 for k in failing:
                     e = cert.evidence.get(k)
-                    parts.append(f"{k}: lower bound {e.lower:+.3f} ≤ −{e.margin} (n={e.n})" if e else f"{k}: too few items")
+                    parts.append(f"{k}: lower bound {e.lower:+.3f} ≤ {-e.margin:+g} (n={e.n})" if e else f"{k}: too few items")
                 cert.reason = "; ".join(parts)
                 if wanted > len(order):
                     cert.reason += f"; the holdout has {len(order)} items, the power helper wanted {wanted}"

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from trimloop.core.catalog import BUNDLED, LOCAL_PREFIX
-from trimloop.core.defaults import DEFAULT_ALPHA, DEFAULT_MARGIN
+from trimloop.core.defaults import DEFAULT_ALPHA, DEFAULT_MARGIN, DEFAULT_MIN_EFFECT
 from trimloop.core.errors import ConfigError
 from trimloop.core.settings import Settings
 from trimloop.evals.datasets import DEFAULT_EVALUATOR_KEYS
@@ -55,6 +55,11 @@ class RunConfig(BaseModel):
     )
     force: bool = Field(default=False, description="search even when the baseline is broken (evals.health); "
                         "otherwise such a run ends baseline_unhealthy without searching")
+    repair: bool = Field(default=False, description="search for a repair (better quality, at any cost) instead of "
+                         "cheaper variants: the repair moves, certified by the superiority test")
+    min_effect: float = Field(default=DEFAULT_MIN_EFFECT, gt=0, lt=1,
+                              description="a repair must beat the baseline by at least this on every evaluator")
+    min_effects: dict[str, float] = Field(default_factory=dict, description="per-evaluator min effects of a repair")
     health: dict[str, Any] | None = Field(default=None, description="prompt health options (evals.health.HealthConfig)")
     watch: dict[str, Any] | None = Field(
         default=None, description="the post-deploy watch's policy (evals.watch.WatchPolicy); not used by a run")
@@ -133,6 +138,13 @@ def check_run_config(settings: Settings, prompt_name: str, overrides: dict[str, 
         if not 0 <= value < 1:
             raise error(f"margin of {name!r} must be in [0, 1) on the 0–1 score scale, got {value:g}",
                         f"margins.{name}", "e.g. margins = {" + f"{name} = 0.05" + "}")
+    for name in sorted(set(config.min_effects) - keys):
+        raise error(f"min_effects names evaluator {name!r}, which this run does not use", f"min_effects.{name}",
+                    f"evaluators of this run: {', '.join(sorted(keys))}")
+    for name, value in config.min_effects.items():
+        if not 0 < value < 1:
+            raise error(f"min effect of {name!r} must be in (0, 1) on the 0–1 score scale, got {value:g}",
+                        f"min_effects.{name}", "e.g. min_effects = {" + f"{name} = 0.1" + "}")
     for index, model_id in enumerate(config.models or []):
         _check_model(settings, model_id, lambda m, h, i=index: error(m, f"models.{i}", h))
     if config.proposer_model is not None:

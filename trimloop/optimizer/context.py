@@ -32,6 +32,9 @@ class RunContext:
     margin: float = DEFAULT_MARGIN
     alpha: float = DEFAULT_ALPHA
     margins: Mapping[str, float] = field(default_factory=dict)  # per-evaluator overrides of margin
+    # A repair (optimizer.repair): every evaluator must be superior by its min effect; the search and
+    # certification then use margin −min_effect, which is that superiority test (evals.stats).
+    repair: bool = False
     power: float = 0.8
     samples: int | None = None  # per item at temperature > 0 (runner default: 3)
     concurrency: int = 4
@@ -40,7 +43,10 @@ class RunContext:
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 0.5:
             raise ValueError(f"alpha must be in (0, 0.5), got {self.alpha}")
-        if not 0 <= self.margin < 1:
+        if self.repair:
+            if not all(m < 0 for m in (self.margin, *self.margins.values())):
+                raise ValueError("a repair's margins are −min_effect: negative (min_effect > 0)")
+        elif not 0 <= self.margin < 1:
             raise ValueError(f"margin must be in [0, 1), got {self.margin}")
 
     @property

@@ -4,7 +4,10 @@ A prompt is due when it has enough new traffic since its last run, when its cand
 their prices changed since then, or when it has not been run for a while. It is never due while a
 suggestion awaits review or a run is queued or running, nor without a production version and
 logs, nor while its last health verdict (evals.health) is `broken`: no search budget is spent on a
-prompt that fails its own signals (a forced run still may). A prompt whose production model retires
+prompt that fails its own signals (a forced run still may). With `scheduler.repair` on, a broken
+prompt is due for a *repair* run instead (`DueCode.repair`, optimizer.repair) — once per broken
+spell (no repair run since the verdict became broken), and again after max_days_between_runs —
+on the scheduler's own repair budget, never the cost search's. A prompt whose production model retires
 within `retirement_warning_days` is due with reason `model_retiring` (once its last run predates
 the warning, or on the rules above) and goes first in line, the nearest date first. Traffic counts
 each sampled log as 1 / sample_rate calls.
@@ -59,6 +62,7 @@ class DueCode(StrEnum):
     run_active = "run_active"
     pending_review = "pending_review"
     broken = "broken"  # its production version is broken (evals.health): no search budget spent on it
+    repair = "repair"  # broken, and scheduler.repair is on: due for a repair run (its own budget)
     up_to_date = "up_to_date"
 
 
@@ -75,18 +79,24 @@ class DueDecision:
     def urgent(self) -> bool:
         return self.due and self.code == DueCode.model_retiring
 
+    @property
+    def repair(self) -> bool:
+        """Due for a repair run (optimizer.repair), not a cost search."""
+        return self.due and self.code == DueCode.repair
+
 
 @dataclass(frozen=True)
 class DuePolicy:
     min_new_logs: int = 200
     max_days_between_runs: float = 7.0
     retirement_warning_days: int = 60
+    repair: bool = False  # a broken prompt is due for a repair run
 
     @classmethod
     def of(cls, settings: Settings) -> "DuePolicy":
         return cls(min_new_logs=settings.scheduler.min_new_logs,
                    max_days_between_runs=settings.scheduler.max_days_between_runs,
-                   retirement_warning_days=settings.retirement_warning_days)
+                   retirement_warning_days=settings.retirement_warning_days, repair=settings.scheduler.repair)
 
 
 @dataclass(frozen=True)
@@ -107,6 +117,8 @@ class PromptFacts:
     retirement: Retirement | None = None  # the production model's retirement date, when one is known
     health: str | None = None  # the last stored health verdict (evals.health)
     health_reason: str | None = None
+    health_changed_at: datetime | None = None  # when the verdict last changed
+    last_repair: tuple[int, datetime] | None = None  # the last repair run (id, created_at)
 
 
 def decide(facts: PromptFacts, policy: DuePolicy, *, now: datetime) -> DueDecision:
@@ -137,8 +149,22 @@ def decide(facts: PromptFacts, policy: DuePolicy, *, now: datetime) -> DueDecisi
     if facts.pending_suggestion is not None:
         return no(f"suggestion {facts.pending_suggestion} is pending review", DueCode.pending_review)
     if facts.health == HealthVerdict.broken:
+        if policy.repair:
+            last = facts.last_repair
+            since = facts.health_changed_at
+            if last is None or (since is not None and as_utc(last[1]) < as_utc(since)):
+                return DueDecision(facts.prompt_id, True, f"broken, so due for a repair run, not a cost search "
+                                   f"({facts.health_reason})", facts.name, DueCode.repair, deadline)
+            age = now - last[1]
+            if age >= timedelta(days=policy.max_days_between_runs):
+                return DueDecision(facts.prompt_id, True, f"still broken {age.total_seconds() / 86400:.1f} days after "
+                                   f"repair run {last[0]}: due for another repair run", facts.name, DueCode.repair,
+                                   deadline)
+            return no(f"broken; repair run {last[0]} already searched for a fix since it broke ({facts.health_reason})",
+                      DueCode.broken)
         return no(f"its production version is broken, so no search budget is spent on it ({facts.health_reason}); "
-                  "fix the prompt, or start a forced run (trimloop optimize --force)", DueCode.broken)
+                  "fix the prompt, search for a repair (trimloop optimize NAME --repair, or scheduler.repair = true), "
+                  "or start a forced run (trimloop optimize --force)", DueCode.broken)
     if facts.last_run is None:
         return yes(f"never optimized ({facts.logs} logs)", DueCode.never_optimized)
     run_id, at = facts.last_run
@@ -228,6 +254,10 @@ def prompt_facts(session: Session, settings: Settings, prompt: Prompt, *, now: d
             RunEvent.run_id == last[0], RunEvent.kind == FINGERPRINT_EVENT).order_by(col(RunEvent.id).desc())).first()
         last_candidates = event.get("models") if event else None
     health = session.exec(select(PromptHealth).where(PromptHealth.prompt_id == pid)).first()
+    repairs = [(rid, at) for rid, at, config in session.exec(
+        select(OptimizationRun.id, OptimizationRun.created_at, OptimizationRun.config).where(
+            OptimizationRun.prompt_id == pid).order_by(col(OptimizationRun.created_at).desc()).limit(50)).all()
+        if (config or {}).get("repair")]
     candidates, config_error = None, None
     try:
         check_run_config(settings, prompt.name)  # what `start_run` refuses is not due
@@ -244,6 +274,8 @@ def prompt_facts(session: Session, settings: Settings, prompt: Prompt, *, now: d
         retirement=retirement_of(settings, model),
         health=str(health.verdict) if health else None,
         health_reason="; ".join(health.report.reasons) if health else None,
+        health_changed_at=health.changed_at if health else None,
+        last_repair=tuple(repairs[0]) if repairs else None,  # type: ignore[arg-type]
     )
 
 

@@ -6,7 +6,8 @@ Four checks, root cause first:
 - **price**: the production model has a price (catalog, settings, or implied by its logged costs),
   else every candidate is compared with a $0 baseline and none can be cheaper;
 - **data**: enough distinct inputs for the holdout to certify at the run's margin (the power
-  helper's numbers, and the margin the data can support);
+  helper's numbers, and the margin the data can support); on a repair, enough for the
+  superiority test at its min effect (and the smallest gain the items can show);
 - **signal**: gold answers or feedback the evaluators can use, and what to configure if not;
 - **candidates**: which candidate models are unusable (unpriced, no key, unknown) and why.
 
@@ -274,8 +275,55 @@ class _Item:
     baseline_output: str | None
 
 
+@lru_cache(maxsize=256)
+def fewest_for_superiority(min_effect: float, alpha: float) -> int:
+    """Holdout items below which even a repair that fixes every item cannot be shown better by
+    `min_effect` (Tango's bound with every item a win)."""
+    n = 2
+    while tango_bounds(n, 0, n, alpha)[0] <= min_effect:
+        n += 1
+        if n > 100_000:
+            break
+    return n
+
+
+def smallest_gain(holdout: int, *, min_effect: float, alpha: float, power: float) -> float | None:
+    """The smallest gain (to 0.01) a repair that breaks no item could be shown to have on
+    `holdout` items with `power` (the power helper at margin −min_effect); None if none below 1."""
+    for step in range(int(min_effect * 100) + 2, 100):
+        gain = step / 100
+        try:
+            if items_needed(margin=-min_effect, discordance=min(1.0, gain + 0.01), alpha=alpha, power=power,
+                            true_delta=gain) <= holdout:
+                return gain
+        except ValueError:
+            continue
+    return None
+
+
+def _repair_data(facts: _Facts) -> Finding:
+    """A repair's data check: enough holdout items for the superiority test at the min effect."""
+    config = facts.config
+    effect = min([config.min_effect, *config.min_effects.values()])
+    floor = fewest_for_superiority(effect, config.alpha)
+    gain = smallest_gain(facts.holdout, min_effect=effect, alpha=config.alpha, power=config.power)
+    data = {"distinct_inputs": facts.items, "search": facts.search, "holdout": facts.holdout, "min_effect": effect,
+            "holdout_minimum": floor, "smallest_gain": gain, "source": facts.source}
+    have = f"{facts.items} distinct inputs ({facts.holdout} in the holdout, {facts.search} for the search)"
+    if facts.holdout < floor or facts.search < 2:
+        why = (f"even a repair that fixes every item needs {floor} holdout items to be shown better by {effect:g}"
+               if facts.holdout < floor else "the search needs at least 2 items to race candidates")
+        return Finding("problem", "too_few_inputs", f"{have} cannot certify a repair: {why}",
+                       "sync more logs of the production version, or import a larger gold set", data)
+    shown = (f"a repair that gains {gain:g} or more can be shown better by {effect:g} with power {config.power:g}"
+             if gain is not None else f"only a repair that fixes almost every item can be shown better by {effect:g}")
+    return Finding("ok", "enough_inputs", f"{have}: {shown}", data=data)
+
+
 def _data(facts: _Facts) -> Finding:
     config = facts.config
+    if config.repair:
+        return _repair_data(facts)
     evaluators = _evaluators(facts) or []
     graded = bool(evaluators) and all(n.evaluator.name in GRADED for n in evaluators)
     margin = min([config.margin, *[config.margins.get(n.key, config.margin) for n in evaluators]])
@@ -394,7 +442,7 @@ def _candidates(settings: Settings, facts: _Facts) -> Finding:
                        f"{len(unusable)} of {len(models)} candidate models cannot be used — {listed}",
                        "fix them or drop them from models", data)
     cheaper = [m for m in usable if m not in dearer]
-    if base_price is not None and not cheaper:
+    if base_price is not None and not cheaper and not facts.config.repair:  # a repair may cost more
         return Finding("warning", "no_cheaper_model",
                        f"no candidate model is cheaper than {facts.model} ({', '.join(models) or 'none configured'}), "
                        "so only shorter prompts on the same model are tried",

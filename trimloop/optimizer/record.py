@@ -15,12 +15,13 @@ from trimloop.core.evidence import (
     CertificationOutcome,
     Deadline,
     Evidence,
+    HealthReport,
     LineageStep,
     RunResults,
     SearchSummary,
     Verdict,
 )
-from trimloop.core.status import CandidateStatus, SuggestionStatus
+from trimloop.core.status import CandidateStatus, SuggestionKind, SuggestionStatus
 from trimloop.core.tables import Candidate, EvalResult, EvalRun, PromptVersion, Suggestion
 from trimloop.evals.feedback import feedback_summary
 from trimloop.evals.runner import ItemResult, samples_for, store_eval_run
@@ -30,6 +31,7 @@ from trimloop.optimizer.certify import Certification
 from trimloop.optimizer.context import RunContext
 from trimloop.optimizer.evidence import changes, differing_items
 from trimloop.optimizer.race import Arm
+from trimloop.optimizer.repair import summary as repair_summary
 from trimloop.optimizer.savings import project
 from trimloop.optimizer.spec import VersionSpec
 
@@ -88,6 +90,7 @@ def record_evaluations(session: Session, *, run_id: int, prompt_id: int, dataset
         candidate = cert.arm.candidate
         version = version_row(session, prompt_id=prompt_id, version=candidate.version)
         test = {"alpha": cert.alpha, "margin": run.margin, "margins": {k: run.margin_of(k) for k in run.keys},
+                **({"test": "superiority"} if run.repair else {}),  # at margin −min_effect
                 "passed": cert.passed, "reason": cert.reason, "n_planned": cert.n_planned, "n_wanted": cert.n_wanted}
         ids[candidate.sha] = store_eval_run(
             session, version_id=version.id, samples=samples_for(candidate.version.params, run.samples),
@@ -102,10 +105,11 @@ def record_suggestion(
     cert: Certification, candidate_id: int, facts: LogFacts, spend: float, now: datetime,
     window_days: int, search: RunResults, resolve: Callable[[str], ResolvedModel],
     feedback: dict[Any, list[dict[str, Any]]] | None = None, eval_runs: dict[str, int] | None = None,
-    deadline: Deadline | None = None,
+    deadline: Deadline | None = None, repair: tuple[float, HealthReport | None] | None = None,
 ) -> Suggestion:
     """The pending Suggestion for a certified candidate, with its evidence and savings projected
-    (and, on a migration off a retiring model, the `deadline`)."""
+    (and, on a migration off a retiring model, the `deadline`; on a repair, `repair` = (min effect,
+    the baseline's health): kind `repair`, with the gain and the cost change)."""
     baseline, base, holdout, evaluators = run.baseline, run.baseline_results, run.holdout_items, run.evaluators
     candidate = cert.arm.candidate
     version = version_row(session, prompt_id=prompt_id, version=candidate.version)
@@ -128,6 +132,9 @@ def record_suggestion(
     tokens_after = sum(r.input_tokens for i in items for r in cert.results[i.id]) / max(
         1, sum(len(cert.results[i.id]) for i in items))
     evidence = Evidence(
+        kind=SuggestionKind.repair if repair is not None else SuggestionKind.cost,
+        repair=repair_summary(cert=cert, min_effect=repair[0], alpha=run.alpha, savings=savings, health=repair[1])
+        if repair is not None else None,
         changes=changes(baseline, candidate.version),
         lineage=[LineageStep.model_validate(step) for step in candidate.lineage],
         evaluators={k: Verdict.model_validate(e.to_dict()) for k, e in cert.evidence.items()},
@@ -158,6 +165,7 @@ def record_suggestion(
         projected_monthly_savings=savings.monthly, savings_low=savings.monthly_low,
         savings_high=savings.monthly_high, optimization_spend=spend, payback_days=savings.payback_days,
         retires_on=deadline.retires_on if deadline is not None else None,
+        kind=evidence.kind,
     )
     session.add(suggestion)
     session.flush()

@@ -2,9 +2,11 @@
 
 build the dataset from the production version's logs → score the baseline's logged outputs
 (free) → check the baseline is not broken (evals.health; else end `baseline_unhealthy`, unless
-forced) → search on the search split → certify the best on the holdout → project savings → store
+forced or a repair) → search on the search split → certify the best on the holdout → project savings → store
 candidates, the holdout results of every arm certification tested (EvalRuns), events and at most
-one Suggestion (the cheapest certified candidate). Before any of that, the preflight
+one Suggestion (the cheapest certified candidate). A repair run (`repair = true`,
+optimizer.repair) searches with the moves that raise quality, at any cost, and certifies with
+the superiority test; its suggestion is of kind `repair`. Before any of that, the preflight
 (optimizer.preflight) checks what would doom the run — an unpriced baseline model, too few
 distinct inputs, no usable quality signal, no usable candidate model — and on a problem the run
 ends `blocked`, having spent nothing, with the findings in its results. The run is
@@ -47,6 +49,7 @@ from trimloop.evals.feedback import feedback_summary
 from trimloop.evals.health import baseline_check, parse_health
 from trimloop.evals.runner import EvalItem
 from trimloop.optimizer import preflight
+from trimloop.optimizer import repair as repairs
 from trimloop.optimizer.baseline import baseline_results, log_facts
 from trimloop.optimizer.certify import certify
 from trimloop.optimizer.config import default_candidate_models, run_config
@@ -248,13 +251,20 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
                             dataset_id=dataset_id, gold_from=gold_from)
     emit("baseline.health", {"verdict": health.verdict, "reasons": health.reasons, "forced": config.force})
     if health.verdict == HealthVerdict.broken:
-        if not config.force:
+        if not config.force and not config.repair:
             why = "the baseline is broken, so the run did not search for cheaper variants of it: " + \
-                "; ".join(health.reasons) + " (fix the prompt, or force a run: --force / config.force = true)"
+                "; ".join(health.reasons) + " (search for a repair: trimloop optimize NAME --repair / config.repair = " \
+                "true; fix the prompt yourself; or force a cost search: --force / config.force = true)"
             emit("run.baseline_unhealthy", {"reason": why})
             raise BaselineUnhealthy(RunResults(dataset_id=dataset_id, baseline_calls=baseline_calls, search_calls=0,
                                                certify_calls=0, calls=ledger.calls, spent=ledger.spent,
                                                baseline_health=health, no_suggestion=why))
+    answers: list[str] = []
+    if config.repair:
+        repairs.check_signal(evaluators, prompt_name=prompt_name)
+        answers = repairs.allowed_answers(evaluators, [r.expected for r in rows])
+        emit("repair.started", {"health": health.verdict, "min_effect": config.min_effect,
+                                "min_effects": dict(config.min_effects), "answers": answers})
     failures = [{"inputs": i.inputs, "expected": i.expected} for i in items["search"]
                  if i.expected is not None and min(base[i.id].scores.values(), default=1.0) < 1.0]
     today = today_of(now)
@@ -268,21 +278,26 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
                                "left_out": sorted(left_out)})
     context = MoveContext(models=models, resolve=resolve,
                           seed=config.seed, gateway=gateway, ledger=ledger,
-                          proposer_model=config.proposer_model, failures=failures, migrate=leaving is not None)
+                          proposer_model=config.proposer_model, failures=failures, migrate=leaving is not None,
+                          repair=config.repair, answers=answers,
+                          examples=repairs.examples(items["search"], answers, seed=config.seed) if answers else [])
+    # A repair's test is superiority by min_effect: the same test at margin −min_effect (evals.stats).
+    margin, margins = ((-config.min_effect, {k: -v for k, v in config.min_effects.items()}) if config.repair
+                       else (config.margin, dict(config.margins)))
     run = RunContext(baseline=baseline, search_items=items["search"], holdout_items=items["holdout"],
                      baseline_results=base, evaluators=evaluators, gateway=gateway, ledger=ledger, emit=emit,
-                     margin=config.margin, alpha=config.alpha, margins=dict(config.margins), power=config.power,
-                     samples=config.samples, concurrency=config.concurrency, seed=config.seed)
+                     margin=margin, alpha=config.alpha, margins=margins, power=config.power,
+                     samples=config.samples, concurrency=config.concurrency, seed=config.seed, repair=config.repair)
     never = frozenset(left_out) | ({baseline.model} if leaving is not None else set())
     found = await search(run=run, context=context, exclude=rejected,
                          config=SearchConfig(rungs=config.rungs, eta=config.eta, max_candidates=config.max_candidates,
                                              max_calls=config.search_budget_calls, migrate=leaving is not None,
-                                             exclude_models=never))
+                                             repair=config.repair, exclude_models=never))
     found.notes[:0] = notes
     search_calls = ledger.calls
     # A migration keeps the search's order (chance of holding quality first); otherwise by saving.
     certs = await certify(ranked=found.ranked, run=run, top=config.certify_top,
-                          baseline_cost=None if leaving is not None else found.baseline_cost)
+                          baseline_cost=None if leaving is not None or config.repair else found.baseline_cost)
     with session_scope(engine) as session:
         ids = record_candidates(session, run_id=run_id, prompt_id=prompt_id, baseline_id=baseline_id,
                                 arms=found.arms, certified={c.arm.candidate.sha: c for c in certs})
@@ -308,11 +323,16 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
     if leaving is not None:
         summary.migration = migration_outcome(leaving, today, left_out, certs, found.ranked or found.arms)
     summary.findings = [preflight.record(f) for f in findings]
+    if config.repair:
+        summary.repair = repairs.outcome(certs=certs, arms=found.arms, min_effect=config.min_effect,
+                                         notes=[n for n in found.notes if n not in notes])
     if not passed:
         why = [n for n in found.notes if n not in notes] or [c.reason for c in certs] or ["no candidate survived the search"]
         summary.no_suggestion = "no suggestion, because " + "; ".join(why)
         if summary.migration is not None:
             summary.no_suggestion = f"{summary.migration.message}; {'; '.join(why)}"
+        if summary.repair is not None:
+            summary.no_suggestion = summary.repair.message
         emit("run.no_suggestion", {"reason": summary.no_suggestion})
         return summary
     best = passed[0]
@@ -322,10 +342,12 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
             cert=best, candidate_id=ids[best.arm.candidate.sha], facts=facts, spend=ledger.spent, now=now,
             window_days=config.window_days, search=summary, resolve=resolve, feedback=feedback, eval_runs=eval_runs,
             deadline=summary.migration.deadline if summary.migration is not None else None,
+            repair=(config.min_effect, health) if config.repair else None,
         )
         summary.suggestion_id = suggestion.id
-        summary.suggestion_cut = cut_line(suggestion.baseline_cost_per_call, suggestion.candidate_cost_per_call,
-                                          suggestion.evidence)
+        summary.suggestion_cut = (repairs.cut_line(suggestion.evidence.repair) if suggestion.evidence.repair
+                                  else cut_line(suggestion.baseline_cost_per_call, suggestion.candidate_cost_per_call,
+                                                suggestion.evidence))
     emit("suggestion.created", {"suggestion_id": summary.suggestion_id, "sha": best.arm.candidate.sha})
     return summary
 

@@ -4,7 +4,10 @@ keep the score–cost–latency Pareto front. Deterministic for a seed; never se
 
 Objectives, in order: non-inferior on every evaluator, then cost per call, then latency p50.
 A migration (`SearchConfig.migrate`: the baseline's model retires) races candidates on other
-models whatever they cost, ranked by their chance of holding quality, then by cost.
+models whatever they cost, ranked by their chance of holding quality, then by cost. A repair
+(`SearchConfig.repair`) proposes with the repair moves (moves.REPAIR_MOVES) and races candidates
+whatever they cost, ranked by their chance of being better by the min effect (the run's margins
+are then −min_effect: the superiority test), then by cost.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from trimloop.core.templates import render
 from trimloop.evals.runner import evaluate_items
 from trimloop.evals.sequential import sequential_design
 from trimloop.optimizer.context import Emit, RunContext
-from trimloop.optimizer.moves import MOVES, Move
+from trimloop.optimizer.moves import MOVES, REPAIR_MOVES, Move
 from trimloop.optimizer.race import Arm, compare, pareto_front
 from trimloop.optimizer.spec import CandidateSpec, MoveContext, VersionSpec, start
 
@@ -40,6 +43,7 @@ class SearchConfig:
     compose: bool = True  # also shorten / prune the retargeted versions
     max_calls: int | None = None  # the search's own share of the run's budget
     migrate: bool = False  # the baseline's model retires: any cost, quality first
+    repair: bool = False  # a repair: the repair moves, any cost, chance of superiority first
     exclude_models: frozenset[str] = frozenset()  # never candidates (retiring models)
 
     def __post_init__(self) -> None:
@@ -61,19 +65,22 @@ class SearchResult:
 
 
 async def propose_candidates(baseline: VersionSpec, context: MoveContext, *, compose: bool,
-                             emit: Emit | None = None) -> list[CandidateSpec]:
+                             emit: Emit | None = None, repair: bool = False) -> list[CandidateSpec]:
     """Every free move on the baseline, then the composing ones on top of those proposals (every
-    order-free combination), then the moves that call a model, on the baseline only."""
+    order-free combination), then the moves that call a model, on the baseline only. `repair`:
+    the moves that can raise quality (REPAIR_MOVES) instead of the ones that cut cost."""
     say = emit or (lambda kind, data: None)
     root = start(baseline)
-    moves: list[Move] = [cls() for cls in MOVES]
+    moves: list[Move] = [cls() for cls in (REPAIR_MOVES if repair else MOVES)]
     free = [m for m in moves if not m.calls_model]
     first: list[CandidateSpec] = []
     for move in free:
         first += await move.propose(root, context=context)
     found = {c.sha: c for c in first}
     if compose:
-        composing = [m for m in free if m.composes]
+        # A repair also moves the reformatted prompts to the other models (a base model may follow
+        # a shown format that the baseline's model ignores).
+        composing = [m for m in free if m.composes or (repair and m.name == "retarget")]
         level = first
         for _ in range(len(composing)):
             children = []
@@ -151,7 +158,7 @@ def select_arms(candidates: list[CandidateSpec], estimates: dict[str, float], ba
 
 def chance(arm: Arm) -> float:
     """The chance, from the evidence so far, that the arm is non-inferior on every evaluator
-    (Φ((δ̂ + margin) / se) each); 0 without evidence."""
+    (Φ((δ̂ + margin) / se) each; on a repair, margin −min_effect: superior); 0 without evidence."""
     if not arm.evidence:
         return 0.0
     p = 1.0
@@ -210,11 +217,12 @@ async def search(
     sample_inputs = [it.inputs for it in order[:20]]
     baseline_cost = estimate_cost(baseline, context, sample_inputs, out_tokens)
 
+    quality_first = config.migrate or config.repair  # any cost; ranked by the chance of passing
     proposed = (list(candidates) if candidates is not None
-                else await propose_candidates(baseline, context, compose=config.compose, emit=say))
+                else await propose_candidates(baseline, context, compose=config.compose, emit=say, repair=config.repair))
     proposed = [c for c in proposed if c.sha not in exclude and c.version.model not in config.exclude_models]
     estimates = {c.sha: estimate_cost(c.version, context, sample_inputs, out_tokens) for c in proposed}
-    arms = select_arms(proposed, estimates, baseline_cost, config.max_candidates, migrate=config.migrate)
+    arms = select_arms(proposed, estimates, baseline_cost, config.max_candidates, migrate=quality_first)
     result = SearchResult(arms=arms, front=[], ranked=[], baseline_cost=baseline_cost)
     say("search.started", {"proposed": len(proposed), "racing": len(arms), "baseline_est_cost": baseline_cost,
                            "excluded": len(exclude)})
@@ -222,7 +230,9 @@ async def search(
         say("candidate.proposed", {"sha": arm.candidate.sha, "label": arm.candidate.label,
                                    "lineage": list(arm.candidate.lineage), "est_cost": arm.est_cost})
     if not arms:
-        result.notes.append("no move produced a candidate on a model that is not retiring" if config.migrate
+        result.notes.append("no repair move produced a candidate (no allowed answers known, no other candidate "
+                            "model, no proposer_model)" if config.repair
+                            else "no move produced a candidate on a model that is not retiring" if config.migrate
                             else "no move produced a candidate cheaper than the baseline")
         return result
 
@@ -266,10 +276,10 @@ async def search(
         done = size
         if result.budget_exhausted or look == len(rungs):
             break  # no halving after the last look: certification takes the best few from here
-        _halve(arms, config.eta, say, baseline_cost, migrate=config.migrate)
+        _halve(arms, config.eta, say, baseline_cost, migrate=quality_first)
     result.calls = sum(a.calls for a in arms)
     result.front = pareto_front([a for a in arms if a.status not in (CandidateStatus.eliminated, CandidateStatus.dropped)], keys)
-    result.ranked = final_ranking(arms, baseline_cost, migrate=config.migrate)
+    result.ranked = final_ranking(arms, baseline_cost, migrate=quality_first)
     say("search.finished", {"calls": result.calls, "front": [a.candidate.sha for a in result.front],
                             "ranked": [a.candidate.sha for a in result.ranked]})
     return result
@@ -279,7 +289,7 @@ def _design(run: RunContext, base_scores: dict[str, dict[Any, list[float]]], key
     """The sequential design for racing; discordance guessed from the baseline's error rate."""
     values = [v[0] for k in keys for v in base_scores[k].values()]
     binary = values and all(v in (0.0, 1.0) for v in values)
-    if not binary:
+    if not binary or run.repair:  # the group-sequential design is the non-inferiority one
         return None
     error = 1 - statistics.fmean(values)
     discordance = min(0.9, max(0.05, 2 * error, run.margin * 2))
@@ -301,8 +311,9 @@ def _judge(arm: Arm, base: dict[str, dict[Any, list[float]]], keys: list[str], r
         strict = compare(base[key], arm.scores(key), margin=margin, alpha=race_alpha)
         if strict is not None and strict.upper < -margin:
             arm.status = CandidateStatus.eliminated
-            arm.reason = (f"{key}: inferior after {evidence.n} items (delta {evidence.delta:+.3f}, "
-                          f"upper bound {strict.upper:+.3f} < −{margin})")
+            arm.reason = (f"{key}: {'not better by the min effect' if margin < 0 else 'inferior'} after "
+                          f"{evidence.n} items (delta {evidence.delta:+.3f}, upper bound {strict.upper:+.3f} < "
+                          f"{-margin:+g})")
             return
         if design is not None and margin == run.margin:
             decision = design.test({i: v[0] for i, v in base[key].items() if i in arm.results},

@@ -67,6 +67,9 @@ class MoveContext:
     sample_inputs: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)  # for reflective rewrites
     migrate: bool = False  # the baseline's model retires: retarget to dearer models too
+    repair: bool = False  # a repair: quality first, dearer models too (optimizer.repair)
+    answers: list[str] = field(default_factory=list)  # the allowed answers (labels), for answer_format
+    examples: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # (inputs, gold answer) from the search split
 
 
 def start(version: VersionSpec) -> CandidateSpec:

@@ -17,7 +17,7 @@ from trimloop.api.cli.common import money, settings_and_engine, signed
 from trimloop.api.executor import real_gateway
 from trimloop.api.services import start_run
 from trimloop.core.db import session_scope
-from trimloop.core.defaults import DEFAULT_MARGIN
+from trimloop.core.defaults import DEFAULT_MARGIN, DEFAULT_MIN_EFFECT
 from trimloop.core.errors import Conflict, NotFound
 from trimloop.core.evidence import PreflightFinding, Verdict
 from trimloop.core.status import RunStatus
@@ -35,12 +35,19 @@ def optimize(
     margin: float = typer.Option(None, "--margin", min=0, max=0.99,
                                  help=f"non-inferiority margin (default {DEFAULT_MARGIN:g})"),
     force: bool = typer.Option(False, "--force", help="search even when the baseline is broken (prompt health)"),
+    repair: bool = typer.Option(False, "--repair", help="search for a repair (better quality, at any cost) instead "
+                                "of a cheaper version; certified by the superiority test"),
+    min_effect: float = typer.Option(None, "--min-effect", min=0.001, max=0.99,
+                                     help=f"a repair's minimum gain on every evaluator (default {DEFAULT_MIN_EFFECT:g})"),
     as_json: bool = typer.Option(False, "--json", help="print the run and suggestion as JSON"),
 ) -> None:
     """Search for a cheaper version of PROMPT now, certify it on the holdout, and print the verdict.
 
     A run whose baseline is broken (it does worse than always giving the most common gold label, or
-    most answers fail their format) ends `baseline_unhealthy` without searching, unless --force."""
+    most answers fail their format) ends `baseline_unhealthy` without searching, unless --force.
+    With --repair it searches for a better version instead (answer format stated, other and stronger
+    models, rewrites), at any cost, and suggests it only when the superiority test shows it better
+    by at least --min-effect on every evaluator."""
     settings, engine = settings_and_engine()
     with session_scope(engine) as session:
         row = session.exec(select(Prompt).where(Prompt.name == prompt)).first()
@@ -54,6 +61,10 @@ def optimize(
     config: dict[str, Any] = {"margin": margin} if margin is not None else {}
     if force:
         config["force"] = True
+    if repair:
+        config["repair"] = True
+    if min_effect is not None:
+        config["min_effect"] = min_effect
     run_id = start_run(engine=engine, settings=settings, prompt_id=prompt_id, config=config,
                        budget_calls=budget_calls, actor=ACTOR, reason="requested with `trimloop optimize`")
     me = worker_id()
@@ -94,11 +105,14 @@ def run_summary(prompt: str, run: OptimizationRun, suggestion: Suggestion | None
                            "findings": [f.model_dump(mode="json") for f in results.findings], "suggestion": None,
                            "baseline_health": results.baseline_health.model_dump(mode="json", exclude_none=True,
                                                                                   exclude={"signals"})
-                           if results.baseline_health else None}
+                           if results.baseline_health else None,
+                           "repair": results.repair.model_dump(mode="json", exclude_none=True)
+                           if results.repair else None}
     if suggestion is not None:
         evidence = suggestion.evidence
         out["suggestion"] = {
-            "id": suggestion.id, "model": evidence.changes.model or None,
+            "id": suggestion.id, "kind": suggestion.kind, "model": evidence.changes.model or None,
+            "repair": evidence.repair.model_dump(mode="json", exclude_none=True) if evidence.repair else None,
             "lineage": [step.model_dump(mode="json") for step in evidence.lineage],
             "evaluators": {key: v.model_dump(mode="json") for key, v in evidence.evaluators.items()},
             "cost_per_call": [suggestion.baseline_cost_per_call, suggestion.candidate_cost_per_call],
@@ -135,10 +149,12 @@ def _change(suggestion: Suggestion) -> str:
 
 
 def verdict_line(e: Verdict) -> str:
-    """"non-inferior (Δ +0.010, 90% interval [−0.020, +0.040], margin 0.02, n 120)"."""
+    """"non-inferior (Δ +0.010, 90% interval [−0.020, +0.040], margin 0.02, n 120)"; a repair's
+    "superior (Δ +0.420, …, min effect 0.05, n 144)"."""
     level = f"{100 * (1 - 2 * e.alpha):.0f}%" if e.alpha is not None else "?"
+    bound = f"min effect {e.min_effect:g}" if e.test == "superiority" and e.min_effect is not None else f"margin {e.margin}"
     return (f"{e.verdict} (Δ {signed(e.delta)}, {level} interval [{signed(e.lower)}, {signed(e.upper)}], "
-            f"margin {e.margin}, n {e.n})")
+            f"{bound}, n {e.n})")
 
 
 def print_run(prompt: str, run: OptimizationRun, suggestion: Suggestion | None, out: Console) -> None:
@@ -166,6 +182,8 @@ def print_run(prompt: str, run: OptimizationRun, suggestion: Suggestion | None, 
     table.add_column("", style="bold")
     table.add_column("")
     table.add_row("prompt", prompt)
+    if suggestion.kind == "repair":
+        table.add_row("kind", "repair: better quality, certified by the superiority test (the cost may rise)")
     deadline = suggestion.evidence.deadline
     if deadline is not None and deadline.retires_on is not None:
         table.add_row("deadline", f"{deadline.model} retires on {deadline.retires_on.isoformat()}: "
@@ -174,7 +192,7 @@ def print_run(prompt: str, run: OptimizationRun, suggestion: Suggestion | None, 
     for key, e in suggestion.evidence.evaluators.items():
         table.add_row(f"verdict: {key}", verdict_line(e))
     before, after = suggestion.baseline_cost_per_call, suggestion.candidate_cost_per_call
-    cut = f" (−{100 * (1 - after / before):.0f}%)" if before and after is not None else ""
+    cut = f" ({'+' if after >= before else '−'}{abs(100 * (after / before - 1)):.0f}%)" if before and after is not None else ""
     table.add_row("cost per call", f"{money(before)} → {money(after)}{cut}")
     table.add_row("projected $/month", f"{money(suggestion.projected_monthly_savings)} "
                   f"[{money(suggestion.savings_low)}, {money(suggestion.savings_high)}]")

@@ -23,7 +23,7 @@ from trimloop.api.schemas import (
 )
 from trimloop.core import store
 from trimloop.core.errors import NotFound
-from trimloop.core.status import SuggestionStatus
+from trimloop.core.status import SuggestionKind, SuggestionStatus
 from trimloop.core.tables import Candidate, Deployment, Prompt, PromptVersion, Review, Suggestion, Watch
 from trimloop.evals.report import item_pairs
 from trimloop.evals.runner import ItemResult
@@ -34,14 +34,15 @@ def _announce(tasks: BackgroundTasks, request: Request, event: str, suggestion: 
                    event=event, data=webhooks.suggestion_event(suggestion))
 
 
-@router.get("", response_model=list[SuggestionPublic], summary="the queue, biggest savings first")
+@router.get("", response_model=list[SuggestionPublic], summary="the queue: migrations, then repairs, then the biggest savings")
 def list_suggestions(session: SessionDep, _: Reader,
                      status: SuggestionStatus | None = Query(None, examples=["pending"]),
                      prompt_id: int | None = None,
                      min_savings: float | None = Query(None, description="projected USD per month", examples=[100]),
+                     kind: SuggestionKind | None = Query(None, description="cost or repair", examples=["repair"]),
                      limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> list[Suggestion]:
     return store.list_suggestions(session=session, status=status, prompt_id=prompt_id,
-                                  min_savings=min_savings, limit=limit, offset=offset)
+                                  min_savings=min_savings, kind=kind, limit=limit, offset=offset)
 
 
 @router.get("/{suggestion_id}", response_model=SuggestionDetail, summary="one suggestion with all its evidence")

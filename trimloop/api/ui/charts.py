@@ -122,15 +122,16 @@ def paired_bars(rows: list[tuple[str, float | None, float | None]], width: int =
 
 
 def interval_plot(row: Verdict, width: int = 220, height: int = 28) -> dict[str, Any] | None:
-    """The delta and its interval on an axis centred at 0, with the −margin line in red."""
+    """The delta and its interval on an axis centred at 0, with the line the lower bound must clear
+    in red: −margin, or +min_effect on a repair's superiority test (stored as margin −min_effect)."""
     lower, upper, delta = row.lower, row.upper, row.delta
     if lower is None or delta is None:
         return None
     upper = upper if upper is not None else delta
-    margin = abs(row.margin or 0.0)
-    span = max(abs(lower), abs(upper), margin, 0.01) * 1.25
+    threshold = -(row.margin or 0.0)
+    span = max(abs(lower), abs(upper), abs(threshold), 0.01) * 1.25
     scale = lambda v: 6 + (v + span) / (2 * span) * (width - 12)  # noqa: E731
-    return {"width": width, "height": height, "zero": scale(0.0), "margin": scale(-margin) if margin else None,
+    return {"width": width, "height": height, "zero": scale(0.0), "margin": scale(threshold) if threshold else None,
             "lo": scale(lower), "hi": scale(upper), "delta": scale(delta), "mid": height / 2,
             "ok": row.ok}
 

@@ -7,13 +7,13 @@ from collections import defaultdict
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import JSON, func, type_coerce
+from sqlalchemy import JSON, case, func, type_coerce
 from sqlmodel import Session, col, select
 
 from trimloop.api import reporting
 from trimloop.api.ui import charts
 from trimloop.core.evidence import Evidence
-from trimloop.core.status import OPEN_SUGGESTION, SuggestionStatus
+from trimloop.core.status import OPEN_SUGGESTION, SuggestionKind, SuggestionStatus
 from trimloop.core.tables import LogRecord, Prompt, Suggestion
 
 
@@ -44,11 +44,18 @@ def change_in_words(evidence: Evidence, before_model: str | None = None,
 
 
 def verdict(evidence: Evidence) -> tuple[str, bool]:
-    """("quality holds on 2 of 2 evaluators", True), in words for the card."""
+    """("quality holds on 2 of 2 evaluators", True), in words for the card; a repair's
+    ("better on 1 of 1 evaluator: label +0.42 (0.02 → 0.44)", True)."""
     rows = evidence.evaluators
     if not rows:
         return "no quality evidence recorded", False
     passed = evidence.passes()
+    if evidence.kind == "repair":
+        gains = ", ".join(f"{k} {v.delta:+.2f} ({v.baseline_mean:.2f} → {v.candidate_mean:.2f})"
+                          for k, v in sorted(rows.items())
+                          if None not in (v.delta, v.baseline_mean, v.candidate_mean))
+        return (f"better on {passed} of {len(rows)} evaluator{'s' if len(rows) > 1 else ''}"
+                + (f": {gains}" if gains else ""), passed == len(rows))
     if passed == len(rows):
         return f"quality holds on {passed} of {len(rows)} evaluator{'s' if len(rows) > 1 else ''}", True
     return f"quality not shown on {len(rows) - passed} of {len(rows)} evaluators", False
@@ -65,7 +72,8 @@ def deadline_words(retires_on: date | None, today: date) -> str | None:
 
 def queue_cards(session: Session, limit: int = 100, *, today: date | None = None) -> tuple[list[dict[str, Any]], int]:
     """Pending suggestions — migrations off a retiring model first, the nearest date first, then
-    the biggest projected monthly savings — (the top `limit`), and their count.
+    repairs of failing prompts, then the biggest projected monthly savings — (the top `limit`), and
+    their count. A repair's card is marked as one and shows its cost change (which may be a rise).
 
     Reads only the parts of the evidence a card shows; the differing items are most of its bytes."""
     today = today or datetime.now(timezone.utc).date()
@@ -77,20 +85,36 @@ def queue_cards(session: Session, limit: int = 100, *, today: date | None = None
         select(Suggestion.id, Suggestion.prompt_id, Suggestion.projected_monthly_savings, Suggestion.savings_low,
                Suggestion.savings_high, evidence["prompt_tokens"], evidence[("changes", "model")],
                evidence[("changes", "params")], evidence[("changes", "template_chars")], evidence["evaluators"],
-               Suggestion.retires_on)
-        .where(pending).order_by(col(Suggestion.retires_on).asc().nulls_last(),
-                                 col(Suggestion.projected_monthly_savings).desc().nulls_last(), col(Suggestion.id))
+               Suggestion.retires_on, Suggestion.kind, Suggestion.baseline_cost_per_call,
+               Suggestion.candidate_cost_per_call)
+        .where(pending).order_by(*queue_order())
         .limit(limit)).all()
     cards = []
-    for sid, prompt_id, monthly, low, high, tokens, model, params, chars, evaluators, retires_on in rows:
+    for (sid, prompt_id, monthly, low, high, tokens, model, params, chars, evaluators, retires_on, kind,
+         before, after) in rows:
         changes = {k: v for k, v in (("model", model), ("params", params), ("template_chars", chars)) if v is not None}
         ev = Evidence.load({k: v for k, v in (("prompt_tokens", tokens), ("changes", changes),
-                                              ("evaluators", evaluators)) if v is not None})
+                                              ("evaluators", evaluators), ("kind", kind)) if v is not None})
         words, ok = verdict(ev)
+        repair = kind == SuggestionKind.repair
+        cost = None
+        if repair and before and after is not None:
+            cost = (f"{'+' if after >= before else '−'}{abs(after / before - 1) * 100:.0f} % per call "
+                    f"({charts.money(-monthly if monthly is not None else None)} / month "
+                    f"{'more' if (monthly or 0) <= 0 else 'less'})")
         cards.append({"id": sid, "prompt": names.get(prompt_id, "?"), "change": change_in_words(ev),
                       "monthly": charts.money(monthly), "range": f"{charts.money(low)} – {charts.money(high)}",
-                      "verdict": words, "ok": ok, "deadline": deadline_words(retires_on, today)})
+                      "verdict": words, "ok": ok, "deadline": deadline_words(retires_on, today),
+                      "repair": repair, "cost": cost})
     return cards, int(count)
+
+
+def queue_order() -> tuple[Any, ...]:
+    """The review queue's order: migrations off a retiring model (nearest date first), then
+    repairs, then the biggest projected monthly savings (store.list_suggestions agrees)."""
+    return (col(Suggestion.retires_on).asc().nulls_last(),
+            case((col(Suggestion.kind) == SuggestionKind.repair.value, 0), else_=1),
+            col(Suggestion.projected_monthly_savings).desc().nulls_last(), col(Suggestion.id))
 
 
 def evidence_rows(evidence: Evidence) -> list[dict[str, Any]]:

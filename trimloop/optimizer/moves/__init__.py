@@ -2,12 +2,16 @@
 
 `retarget` (a cheaper model), `shorten` (fewer words, same rules and placeholders),
 `prune_examples` (fewer few-shot examples) and `rewrite` (LLM-proposed instructions, DSPy).
+A repair (a run with `repair = true`) uses the moves that can raise quality instead:
+`retarget` to any model of the candidate list (stronger ones too), `answer_format` (state the
+allowed answers and the output shape, a stop sequence, chat ↔ completion) and `rewrite`.
 """
 
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from trimloop.optimizer.moves.answer_format import AnswerFormat
 from trimloop.optimizer.moves.prune import PruneExamples
 from trimloop.optimizer.moves.retarget import Retarget
 from trimloop.optimizer.moves.rewrite import Rewrite
@@ -29,5 +33,6 @@ class Move(Protocol):
 
 
 MOVES: tuple[type[Move], ...] = (Retarget, Shorten, PruneExamples, Rewrite)  # in the order they propose
+REPAIR_MOVES: tuple[type[Move], ...] = (Retarget, AnswerFormat, Rewrite)  # the moves that can raise quality
 
-__all__ = ["MOVES", "Move", "PruneExamples", "Retarget", "Rewrite", "Shorten"]
+__all__ = ["MOVES", "REPAIR_MOVES", "AnswerFormat", "Move", "PruneExamples", "Retarget", "Rewrite", "Shorten"]

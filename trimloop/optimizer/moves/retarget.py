@@ -1,5 +1,6 @@
 """`retarget`: the same prompt on each cheaper model of the candidate list (on every priced one
-when migrating off a retiring model: the baseline cannot stay where it is).
+when migrating off a retiring model: the baseline cannot stay where it is; and on a repair, where
+a stronger, dearer model may be the fix).
 
 A base (completion-only) target gets a plain-text version of a chat template: the system text,
 then each few-shot user/assistant pair as `Input:`/`Output:` lines, then the last user message
@@ -73,7 +74,7 @@ class Retarget:
                 target = context.resolve(model_id)
             except ConfigError:
                 continue
-            if not target.has_price or (not context.migrate and typical_price(target) >= current_price):
+            if not target.has_price or (not (context.migrate or context.repair) and typical_price(target) >= current_price):
                 continue
             template = convert_for(candidate.version.template, target)
             converted = ""
