@@ -39,3 +39,27 @@ def maybe_json(value: Any) -> Any:
         except ValueError:
             return value
     return value
+
+
+def decode_traces(body: bytes, *, protobuf: bool) -> dict[str, Any]:
+    """An ExportTraceServiceRequest as the OTLP/JSON dict the otel mapping reads: protobuf (ids
+    become base64, 64-bit ints strings — the mapping reads both) or JSON. ValueError when it is
+    neither a readable message nor a JSON object."""
+    if protobuf:
+        from google.protobuf.json_format import MessageToDict
+        from google.protobuf.message import DecodeError
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        message = ExportTraceServiceRequest()
+        try:
+            message.ParseFromString(body)
+        except DecodeError as exc:
+            raise ValueError(f"not an OTLP protobuf ExportTraceServiceRequest: {exc}") from None
+        return MessageToDict(message)
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise ValueError(f"invalid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("not an OTLP/JSON ExportTraceServiceRequest (expected an object with resourceSpans)")
+    return data
