@@ -100,7 +100,8 @@ def send(server: Server, base_url: str, protocol: str, instrumentation: str, tim
     """Run the exporting app in its own process, configured the way the docs say."""
     env = {**os.environ, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{server.url}/v1/traces",
            "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "Authorization=" + urllib.parse.quote(f"Bearer {server.tokens['ingest']}"),
-           "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "gzip"}
+           "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "gzip",
+           "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "60"}  # seconds; the default 10 is short on a loaded 2-core machine
     done = subprocess.run([sys.executable, str(HERE / "otlp_send.py"), base_url, protocol, instrumentation, str(times)],
                           check=True, timeout=120, capture_output=True, env=env, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
