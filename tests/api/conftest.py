@@ -20,7 +20,7 @@ from trimloop.core.identity import version_identity
 from trimloop.core.settings import Settings
 from trimloop.core.tables import Prompt, PromptVersion, Suggestion
 
-ROLES = ("viewer", "reviewer", "engineer", "admin")
+ROLES = ("viewer", "reviewer", "engineer", "admin", "ingest")
 PROMPT_V1 = """---
 model: big/model
 params: {temperature: 0}

@@ -55,6 +55,7 @@ EXPECTED = {
     ("GET", "/tokens"): "admin",
     ("POST", "/tokens/{token_id}/revoke"): "admin",
     ("GET", "/doctor"): "operate",
+    ("POST", "/v1/traces"): "ingest",
 }
 
 

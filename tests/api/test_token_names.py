@@ -10,6 +10,8 @@ from trimloop.api.cli import _register, app
 from trimloop.core.db import session_scope
 from trimloop.core.tables import ApiToken
 
+from tests.api.conftest import ROLES
+
 _register()
 BAD_NAMES = {"nul": "ci\x00bot", "newline": "ci-bot\nadmin-1 (admin) token.create", "rtl": "ci\u202ebot-gpj.exe",
              "zero width": "ad\u200bmin", "carriage return": "ci\rbot"}
@@ -23,8 +25,7 @@ def test_the_api_refuses_a_name_with_control_characters(client, headers, engine,
     assert "name" in error["where"] and "control or formatting characters" in error["message"]
     assert "U+" in error["message"] and "ci-bot" in error["message"]  # which character, and an example
     with session_scope(engine) as session:
-        assert [t.name for t in session.exec(select(ApiToken)).all()] == [f"{r}-1" for r in
-                                                                          ("viewer", "reviewer", "engineer", "admin")]
+        assert [t.name for t in session.exec(select(ApiToken)).all()] == [f"{r}-1" for r in ROLES]
 
 
 def test_ordinary_names_still_work(client, headers):

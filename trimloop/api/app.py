@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from trimloop.api import errors
 from trimloop.api.auth import LoginLimiter, Reader
 from trimloop.api.limits import BodyLimit, Turns
-from trimloop.api.routes import (audit, connectors, datasets, doctor, health, models, prompts, reports, runs,
+from trimloop.api.routes import (audit, connectors, datasets, doctor, health, models, otlp, prompts, reports, runs,
                                  suggestions, tokens)
 from trimloop.api.executor import real_gateway
 from trimloop.api.runner import RunScheduler
@@ -38,7 +38,8 @@ trimloop proposes cheaper, faster versions of your LLM prompts with statistical 
 quality holds. Authenticate with `Authorization: Bearer <token>` (`trimloop tokens create`).
 
 Roles: **viewer** reads; **reviewer** also approves and rejects; **engineer** also runs, syncs
-and deploys; **admin** does everything, including tokens. Errors always have the body
+and deploys; **admin** does everything, including tokens; **ingest** only sends spans to
+`POST /v1/traces` (OTLP/HTTP). Errors always have the body
 `{"error": {"code", "message", "where", "hint"}}`.
 """
 
@@ -53,6 +54,7 @@ TAGS = [
     {"name": "tokens", "description": "API tokens (admin)"},
     {"name": "doctor", "description": "setup checks, each with its fix (`trimloop doctor`)"},
     {"name": "models", "description": "configured models, prices per token class and their sources"},
+    {"name": "ingest", "description": "OTLP/HTTP spans from your app's OpenTelemetry exporter (role ingest)"},
     {"name": "health", "description": "liveness"},
 ]
 
@@ -100,11 +102,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, g
     app.state.clock = clock
     app.state.login_limiter = LoginLimiter(settings.api.failed_logins_per_minute)
     app.state.turns = Turns(settings.api.concurrent_requests, settings.api.queue_timeout_s)
+    app.state.ingest = otlp.IngestQueue(settings.api.ingest_queue)
     app.add_middleware(BodyLimit, api_bytes=settings.api.max_body_bytes, form_bytes=settings.api.max_form_bytes,
                        pause_s=settings.api.body_timeout_s)
     errors.install(app)
     app.include_router(health.router)
-    for module in (prompts, connectors, datasets, runs, suggestions, reports, audit, tokens, doctor, models):
+    for module in (prompts, connectors, datasets, runs, suggestions, reports, audit, tokens, doctor, models, otlp):
         app.include_router(module.router, responses=errors.ERROR_RESPONSES)
     ui.install(app)
 

@@ -1,12 +1,13 @@
 """Bearer-token authentication, roles, the per-client limit on failed logins, and the session.
 
-Roles grant permissions; every role reads, and the rest are split so that no one both approves
-and deploys unless they are an admin:
+Roles grant permissions; every role but `ingest` reads, and the rest are split so that no one
+both approves and deploys unless they are an admin:
 
     viewer    read                         (finance: reports)
     reviewer  read, review                 (approve, reject)
     engineer  read, operate                (runs, syncs, connectors, deploy, promote, rollback)
     admin     read, review, operate, admin (tokens)
+    ingest    ingest                       (POST /v1/traces only: an app's OTLP exporter holds it)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "reviewer": frozenset({"read", "review"}),
     "engineer": frozenset({"read", "operate"}),
     "admin": frozenset({"read", "review", "operate", "admin"}),
+    "ingest": frozenset({"ingest"}),
 }
 
 T = TypeVar("T")
@@ -225,6 +227,7 @@ Reader = Annotated[Principal, Depends(_requires("read"))]
 Reviewer = Annotated[Principal, Depends(_requires("review"))]
 Operator = Annotated[Principal, Depends(_requires("operate"))]
 Admin = Annotated[Principal, Depends(_requires("admin"))]
+Ingester = Annotated[Principal, Depends(_requires("ingest"))]
 
 
 def _settings(request: Request) -> Settings:

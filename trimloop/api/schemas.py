@@ -451,7 +451,7 @@ class AuditPublic(Public):
 class TokenCreate(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"name": "finance-dashboard", "role": "viewer"}]})
     name: str = Field(min_length=1, max_length=200, pattern=r"\S")
-    role: Literal["viewer", "reviewer", "engineer", "admin"]
+    role: Literal["viewer", "reviewer", "engineer", "admin", "ingest"]
     expires_in_days: float | None = Field(default=None, gt=0, le=3650,
                                           description="stops working this many days from now; unset: until revoked")
 

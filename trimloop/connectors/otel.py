@@ -122,35 +122,43 @@ class OtelConnector(Connector):
             yield Problem(where, "not an OTLP trace export (no resourceSpans list)", "wrong_type",
                           "export spans with the OTLP JSON file exporter")
             return
-        spans = [s for rs in data.get("resourceSpans") or data.get("resource_spans") or []
-                 for ss in rs.get("scopeSpans") or rs.get("scope_spans") or [] for s in ss.get("spans") or []]
-        by_id = {_hex(s.get("spanId") or s.get("span_id")): s for s in spans if isinstance(s, dict)}
-        for span in by_id.values():
-            attrs = attributes(span.get("attributes"))
-            if _is_llm(attrs):
-                try:
-                    yield self._item(span, attrs, by_id, where)
-                except (ValueError, TypeError, KeyError, OverflowError) as exc:
-                    yield Problem(f"{where} span {_hex(span.get('spanId') or span.get('span_id'))}",
-                                  f"unreadable span: {exc}", "bad_span")
+        yield from export_items(data, where)
 
-    def _item(self, span: dict[str, Any], attrs: dict[str, Any], by_id: dict[str, Any], where: str) -> LogItem:
-        trace_id, span_id = _hex(span.get("traceId") or span.get("trace_id")), _hex(span.get("spanId") or span.get("span_id"))
-        start = int(span.get("startTimeUnixNano") or span.get("start_time_unix_nano"))
-        end = int(span.get("endTimeUnixNano") or span.get("end_time_unix_nano") or start)
-        link = _inherited(span, attrs, by_id)
-        inputs = maybe_json(link.get("trimloop.inputs") or attrs.get("llm.prompt_template.variables"))
-        return LogItem(
-            external_id=f"{trace_id}:{span_id}",
-            called_at=datetime.fromtimestamp(start / 1e9, tz=timezone.utc),
-            prompt=link.get("trimloop.prompt"),
-            version=_text(link.get("trimloop.prompt.version") or attrs.get("llm.prompt_template.version")),
-            inputs=inputs if isinstance(inputs, dict) else None,
-            latency_s=(end - start) / 1e9, **llm_fields(attrs),
-            meta={"trace_id": trace_id, "span_id": span_id, "span_name": span.get("name"), **_params(attrs)},
-            where=f"{where} span {span_id}",
-            sample_rate=sampling_probability(span.get("traceState") or span.get("trace_state")),
-        )
+
+def export_items(data: dict[str, Any], where: str) -> Iterator[LogItem | Problem]:
+    """The LLM calls in one ExportTraceServiceRequest (OTLP/JSON, or protobuf as a dict): what the
+    files read here and what `POST /v1/traces` receives go through this one mapping."""
+    spans = [s for rs in data.get("resourceSpans") or data.get("resource_spans") or [] if isinstance(rs, dict)
+             for ss in rs.get("scopeSpans") or rs.get("scope_spans") or [] if isinstance(ss, dict)
+             for s in ss.get("spans") or []]
+    by_id = {_hex(s.get("spanId") or s.get("span_id")): s for s in spans if isinstance(s, dict)}
+    for span in by_id.values():
+        attrs = attributes(span.get("attributes"))
+        if _is_llm(attrs):
+            try:
+                yield _item(span, attrs, by_id, where)
+            except (ValueError, TypeError, KeyError, OverflowError) as exc:
+                yield Problem(f"{where} span {_hex(span.get('spanId') or span.get('span_id'))}",
+                              f"unreadable span: {exc}", "bad_span")
+
+
+def _item(span: dict[str, Any], attrs: dict[str, Any], by_id: dict[str, Any], where: str) -> LogItem:
+    trace_id, span_id = _hex(span.get("traceId") or span.get("trace_id")), _hex(span.get("spanId") or span.get("span_id"))
+    start = int(span.get("startTimeUnixNano") or span.get("start_time_unix_nano"))
+    end = int(span.get("endTimeUnixNano") or span.get("end_time_unix_nano") or start)
+    link = _inherited(span, attrs, by_id)
+    inputs = maybe_json(link.get("trimloop.inputs") or attrs.get("llm.prompt_template.variables"))
+    return LogItem(
+        external_id=f"{trace_id}:{span_id}",
+        called_at=datetime.fromtimestamp(start / 1e9, tz=timezone.utc),
+        prompt=link.get("trimloop.prompt"),
+        version=_text(link.get("trimloop.prompt.version") or attrs.get("llm.prompt_template.version")),
+        inputs=inputs if isinstance(inputs, dict) else None,
+        latency_s=(end - start) / 1e9, **llm_fields(attrs),
+        meta={"trace_id": trace_id, "span_id": span_id, "span_name": span.get("name"), **_params(attrs)},
+        where=f"{where} span {span_id}",
+        sample_rate=sampling_probability(span.get("traceState") or span.get("trace_state")),
+    )
 
 
 MAX_THRESHOLD = 2**56  # thresholds are 56-bit: 14 hex digits

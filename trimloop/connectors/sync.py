@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -208,6 +208,50 @@ def _apply_labels(conn: Connection, pid: int, versions: dict[int, set[str]], new
     report.labels_changed += len(changed - new)
 
 
+def ingest_logs(*, engine: Engine, source: str, items: Iterable[LogItem | Problem],
+                settings: Settings | None = None) -> SyncReport:
+    """Store pushed log records (`POST /v1/traces`) as `source`'s logs, the way a sync stores a
+    connector's: resolved to prompts and versions, checked, inserted idempotently on (source,
+    external id), all in one transaction; nothing is kept when it raises."""
+    report = SyncReport(connector=source)
+    check = PriceCheck(settings) if settings is not None else None
+    with engine.connect() as conn:
+        resolver = Resolver.load(conn)
+        names = dict(conn.execute(select(Prompt.id, Prompt.name)).all()) if check is not None else {}
+    batch = _resolved(items, report, resolver, names, check, None)
+    if batch:
+        _flush(engine, source, batch, None, report)
+    if check is not None:
+        report.price_gaps = check.flagged()
+    return report
+
+
+def _resolved(items: Iterable[LogItem | Problem], report: SyncReport, resolver: Resolver, names: dict[int, str],
+              check: PriceCheck | None, sample_rate: float | None) -> list[tuple[LogItem, int, int | None, dict[str, Any]]]:
+    batch: list[tuple[LogItem, int, int | None, dict[str, Any]]] = []
+    for item in items:
+        if isinstance(item, LogItem):
+            _take(item, batch, report, resolver, names, check, sample_rate)
+        else:
+            report.add_problem(item)
+    return batch
+
+
+def _take(item: LogItem, batch: list[tuple[LogItem, int, int | None, dict[str, Any]]], report: SyncReport,
+          resolver: Resolver, names: dict[int, str], check: PriceCheck | None, sample_rate: float | None) -> None:
+    """Resolve one record into `batch`, or count the Problem that stops it."""
+    where = item.where or item.external_id
+    if item.sample_rate is None:
+        item.sample_rate = sample_rate
+    resolved = _oversize(where, LOG_LENGTHS, item) or unstorable(where, item) or resolver.resolve(item)
+    if isinstance(resolved, Problem):
+        report.add_problem(resolved)
+    else:
+        batch.append((item, *resolved))
+        if check is not None:
+            check.check(item, names.get(resolved[0]) or item.prompt or f"prompt {resolved[0]}")
+
+
 def _sync_logs(engine: Engine, connector: Connector, report: SyncReport, *, full: bool,
                batch_size: int, sample_rate: float | None = None, check: PriceCheck | None = None) -> None:
     with engine.connect() as conn:
@@ -218,16 +262,7 @@ def _sync_logs(engine: Engine, connector: Connector, report: SyncReport, *, full
     last_cursor: str | None = None
     for item in connector.read_logs(cursor=cursor):
         if isinstance(item, LogItem):
-            where = item.where or item.external_id
-            if item.sample_rate is None:
-                item.sample_rate = sample_rate
-            resolved = _oversize(where, LOG_LENGTHS, item) or unstorable(where, item) or resolver.resolve(item)
-            if isinstance(resolved, Problem):
-                report.add_problem(resolved)
-            else:
-                batch.append((item, *resolved))
-                if check is not None:
-                    check.check(item, names.get(resolved[0]) or item.prompt or f"prompt {resolved[0]}")
+            _take(item, batch, report, resolver, names, check, sample_rate)
         elif isinstance(item, Checkpoint):
             last_cursor = item.cursor
             if len(batch) >= batch_size:

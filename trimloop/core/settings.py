@@ -137,6 +137,8 @@ class ApiSettings(BaseModel):
     max_body_bytes: int = Field(default=24 * 1024 * 1024, ge=1024, description="largest API request body "
                                 "(a dataset import's 20,000,000 characters plus JSON), else 413")
     max_form_bytes: int = Field(default=64_000, ge=1024, description="largest web UI form body, else 413")
+    ingest_queue: int = Field(default=64, ge=1, le=10_000, description="OTLP span batches (POST /v1/traces) "
+                              "accepted and not yet stored; one more is answered 429 with Retry-After")
     header_timeout_s: float = Field(default=10.0, gt=0, le=300,
                                     description="time a client has to send a request's headers (slowloris)")
     body_timeout_s: float = Field(default=15.0, gt=0, le=300,

@@ -50,7 +50,7 @@ from trimloop.core.tables import (
     utcnow,
 )
 
-ROLES = ("viewer", "reviewer", "engineer", "admin")
+ROLES = ("viewer", "reviewer", "engineer", "admin", "ingest")
 TOKEN_PREFIX = "tlk"
 PBKDF2_ITERATIONS = 60_000  # the hash of tokens made before migration 0007, checked once each
 MAX_TOKEN_DAYS = 3650

@@ -39,6 +39,11 @@ def serve(host: str = typer.Option(None, help="default: api.host (127.0.0.1)"),
     app = create_app(settings, engine, scheduler=not no_scheduler)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("trimloop").setLevel(logging.INFO)  # each pass's summary, without library chatter
+    # the price map (litellm's import: seconds) is read before the server listens, not in the first
+    # request that prices a call: an OTLP exporter gives a batch 10 s before it gives up
+    from trimloop.core.catalog import import_litellm
+
+    import_litellm()
     uvicorn.Server(server_config(app, settings, host=host, port=port)).run()
 
 

@@ -15,7 +15,7 @@ ACTOR = "cli"
 
 
 @app.command("create")
-def create(role: str = typer.Option(..., help="viewer, reviewer, engineer or admin"),
+def create(role: str = typer.Option(..., help="viewer, reviewer, engineer, admin, or ingest (only sends spans to POST /v1/traces)"),
            name: str = typer.Option(..., help="who or what uses it, e.g. ana or ci-bot"),
            expires_days: float | None = typer.Option(None, help="stops working this many days from now "
                                                                "(default: until revoked)")) -> None:

@@ -14,7 +14,7 @@ from sqlmodel import col, select
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from trimloop.api import errors
-from trimloop.api.auth import Principal, SessionDep, client_address
+from trimloop.api.auth import PERMISSIONS, Principal, SessionDep, client_address
 from trimloop.api.errors import ApiError
 from trimloop.api.routes import suggestions as api
 from trimloop.api.schemas import RejectRequest
@@ -98,6 +98,10 @@ async def login(request: Request, db: SessionDep) -> Response:
         return render(request, "login.html", session, status_code=401, next=target,
                       error="Unknown, revoked or expired token. Check it (it is shown once at creation) or ask an admin "
                             "for one: trimloop tokens create --role reviewer --name YOUR-NAME")
+    if "read" not in PERMISSIONS.get(token.role, frozenset()):
+        return render(request, "login.html", session, status_code=403, next=target,
+                      error=f"A token with role {token.role} only sends spans to POST /v1/traces; sign in with "
+                            "a viewer, reviewer, engineer or admin token.")
     principal = Principal(name=token.name, role=token.role, token_id=token.id)  # type: ignore[arg-type]
     signed = store_.sign_in(session, principal)
     response = RedirectResponse(target, status_code=303)
