@@ -434,10 +434,12 @@ def _ingest(conn: Connection, connector: str, rows: list[tuple[LogItem, int, int
     claimed = traffic.claim(conn, identities)
     fresh: list[dict[str, Any]] = []
     old: list[tuple[LogItem, int, int | None, dict[str, Any]]] = []
+    source: dict[str, tuple[LogItem, int, int | None, dict[str, Any]]] = {}
     for identity, row in zip(identities, rows, strict=True):
         if identity in claimed:
             claimed.discard(identity)  # a record twice in one batch counts once
             item = row[0]
+            source[item.external_id] = row
             record = _row(connector, *row)
             record["sample_key"] = reservoir.sample_key(connector, item.external_id, seed=policy.seed,
                                                         first=reservoir.kept_first(item.feedback, item.meta))
@@ -446,6 +448,9 @@ def _ingest(conn: Connection, connector: str, rows: list[tuple[LogItem, int, int
             old.append(row)
     stored, dropped = reservoir.admit(conn, fresh, policy)
     inserted = _insert_new(conn, connector, stored)
+    if len(inserted) < len(stored):  # stored under the same id on another day: the same call, or another?
+        added = {r["external_id"] for r in inserted}
+        old.extend(source[r["external_id"]] for r in stored if r["external_id"] not in added)
     tally = traffic.Tally()
     tally.add(inserted)
     tally.add(dropped)
@@ -454,7 +459,7 @@ def _ingest(conn: Connection, connector: str, rows: list[tuple[LogItem, int, int
     tally.drop(reservoir.trim(conn, groups, policy))
     tally.write(conn)
     report.logs_added += len(inserted) + len(dropped)
-    report.logs_already_synced += len(old) + len(stored) - len(inserted)
+    report.logs_already_synced += len(old)
     if old:  # stored already: the same call again, or another one under the same id?
         for problem in _conflicts(conn, connector, old):
             report.logs_already_synced -= 1
