@@ -107,11 +107,18 @@ def count_kept(conn: Connection, rows: Iterable[Mapping[str, Any]], sign: int = 
     for r in rows:
         g = _group(r)
         counts[g] = counts.get(g, 0) + sign
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    for (prompt_id, version_id, day), n in sorted(counts.items()):
-        statement = insert(STATE).values(prompt_id=prompt_id, version_id=version_id, day=day, kept=max(n, 0))
-        conn.execute(statement.on_conflict_do_update(index_elements=["prompt_id", "version_id", "day"],
-                                                     set_={"kept": STATE.c.kept + n}))
+    if not counts:
+        return set()
+    insert = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(STATE)
+    statement = insert.on_conflict_do_update(index_elements=["prompt_id", "version_id", "day"],
+                                             set_={"kept": STATE.c.kept + insert.excluded.kept})
+    stored = sorted(counts.items())
+    if sign < 0:  # only rows that exist lose records: an update each, no insert
+        for (prompt_id, version_id, day), n in stored:
+            conn.execute(STATE.update().where(STATE.c.prompt_id == prompt_id, STATE.c.version_id == version_id,
+                                              STATE.c.day == day).values(kept=STATE.c.kept + n))
+    else:
+        conn.execute(statement, [{"prompt_id": p, "version_id": v, "day": d, "kept": n} for (p, v, d), n in stored])
     return set(counts)
 
 

@@ -212,14 +212,17 @@ class Tally:
 
 
 def _insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert new aggregate rows; one a concurrent writer inserted first is merged instead."""
+    """Insert new aggregate rows in one statement; a row a concurrent writer inserted first is merged
+    into the winner's row instead."""
     insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = insert(AGG).on_conflict_do_nothing(index_elements=list(KEYS)).returning(*(AGG.c[k] for k in KEYS))
+    done = {(_as_date(d), p, v, m) for d, p, v, m in conn.execute(statement, rows).all()}
     for row in rows:
-        statement = insert(AGG).values(**row).on_conflict_do_nothing(index_elements=list(KEYS))
-        if conn.execute(statement).rowcount == 0:  # lost a race: merge into the winner's row
-            stored = conn.execute(select(AGG).where(*(AGG.c[k] == row[k] for k in KEYS))).mappings().one()
-            group = _group_of(row)
-            conn.execute(AGG.update().where(AGG.c.id == stored["id"]).values(**_merged(stored, group, row["updated_at"])))
+        if (row["day"], row["prompt_id"], row["version_id"], row["model"]) in done:
+            continue
+        stored = conn.execute(select(AGG).where(*(AGG.c[k] == row[k] for k in KEYS))).mappings().one()
+        conn.execute(AGG.update().where(AGG.c.id == stored["id"]).values(
+            **_merged(stored, _group_of(row), row["updated_at"])))
 
 
 def _group_of(row: Mapping[str, Any]) -> Group:
