@@ -128,3 +128,17 @@ def test_retention_sweep_keeps_aggregates_and_dataset_records(engine: Engine, tm
     assert left == 1  # the dataset's record stays
     assert {k: v.records for k, v in after.items()} == {k: v.records for k, v in before.items()}
     assert all(n == kept for n, kept in invariant(engine))
+
+
+def test_the_savings_projection_counts_the_calls_the_reservoir_dropped(engine: Engine, tmp_path: Path) -> None:
+    from sqlmodel import Session
+
+    from trimloop.optimizer.baseline import log_facts
+
+    root = make_store(tmp_path)
+    calls(root, 600, 3)
+    sync_connector(engine=engine, connector=files(root), settings=settings(per_day=50))
+    with Session(engine) as session:
+        prompt_id = session.execute(select(LogRecord.prompt_id)).scalars().first()
+        facts = log_facts(session, [], prompt_id=prompt_id)
+    assert len(facts.call_times) < 600 and sum(facts.call_weights) == pytest.approx(450 + 150 * 2)

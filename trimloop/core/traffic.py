@@ -591,3 +591,15 @@ def records_ingested(conn: Any, *, prompt_id: int) -> int:
     """Every record ingested for the prompt, stored or dropped."""
     return int(conn.execute(select(func.coalesce(func.sum(AGG.c.records), 0)).where(
         AGG.c.prompt_id == prompt_id)).scalar() or 0)
+
+
+def day_scales(conn: Any, *, prompt_id: int) -> dict[tuple[int | None, date], float]:
+    """The calls each stored record of the prompt stands for beyond its own weight, per (version id,
+    day): the day's calls ÷ its stored records' calls, for the days that lost records (others: 1)."""
+    query = (select(AGG.c.version_id, AGG.c.day, func.sum(AGG.c.calls), func.sum(AGG.c.dropped_calls))
+             .where(AGG.c.prompt_id == prompt_id, AGG.c.dropped > 0).group_by(AGG.c.version_id, AGG.c.day))
+    out: dict[tuple[int | None, date], float] = {}
+    for version_id, day, calls, dropped in conn.execute(query).all():
+        if calls and calls > (dropped or 0):
+            out[(version_id or None, _as_date(day))] = calls / (calls - (dropped or 0))
+    return out
