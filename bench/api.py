@@ -36,7 +36,7 @@ import httpx
 from sqlalchemy import insert
 
 from bench._util import machine
-from trimloop.core import store
+from trimloop.core import store, traffic
 from trimloop.core.db import make_engine, session_scope, upgrade
 from trimloop.core.tables import Deployment, LogRecord, Prompt, PromptLabel, PromptVersion, Suggestion, utcnow
 from trimloop.testing.fake_openai import free_port
@@ -130,6 +130,7 @@ def seed(url: str, *, suggestions: int, logs: int, seed_: int = 7) -> str:
                 batch = []
         if batch:
             conn.execute(insert(LogRecord), batch)
+        traffic.rebuild(conn)  # bulk inserts past sync: aggregate them as migration 0010 does
     with session_scope(engine) as session:
         _, clear = store.create_token(session=session, name="bench", role="viewer", actor="bench")
     engine.dispose()

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.api.conftest import make_suggestion, synced, write_logs
+from trimloop.core import traffic as aggregates
 from trimloop.core.defaults import DAYS_PER_MONTH
 
 
@@ -326,6 +327,9 @@ def test_out_of_bound_costs_stored_earlier_do_not_break_the_reports(client, head
              "cost": cost, "latency_s": float("inf"), "model": "big/model", "inputs": {}, "feedback": [], "meta": {},
              "called_at": datetime.now(timezone.utc) + timedelta(days=days)}
             for i, (cost, version, days) in enumerate(bad)])
+        # rows stored before sync checked bounds were also stored before migration 0010, whose backfill
+        # aggregates every stored record
+        aggregates.rebuild(conn)
 
     report = client.get("/reports/savings", params={"days": 7}, headers=headers["viewer"])
     assert report.status_code == 200, report.text

@@ -24,6 +24,7 @@ from sqlalchemy import insert
 from sqlmodel import select
 
 from trimloop.api.reporting import spend
+from trimloop.core import traffic
 from trimloop.core.db import session_scope
 from trimloop.core.settings import Settings
 from trimloop.core.store import move_label
@@ -64,6 +65,7 @@ def streams(engine):
                  "inputs": {"x": i}, "output": "ok", "model": "local/gemma3-270m", "cost": cost, "latency_s": 0.2,
                  "called_at": at, "feedback": [], "meta": {}, "sample_rate": rate}
                 for i, (at, cost) in enumerate(rows)])
+        traffic.rebuild(session.connection())  # a bulk insert past the ORM: aggregate it as migration 0010 does
     return {"ids": ids, "calls": calls, "kept": kept}
 
 

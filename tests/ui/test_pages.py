@@ -148,6 +148,9 @@ def test_the_dashboard_survives_costs_stored_before_sync_checked_bounds(app_clie
             {"connector": "old", "external_id": f"bad-{i}", "cost": cost, "model": "big/model", "inputs": {},
              "feedback": [], "meta": {}, "called_at": now} for i, cost in enumerate(
                 [float("inf"), 1e308, 1e308, 0.25])])
+        from trimloop.core import traffic
+
+        traffic.rebuild(conn)  # stored before migration 0010 too: its backfill aggregates them
     sign_in(app_client, seeded["tokens"]["viewer"])
     dash = app_client.get("/ui/dashboard")
     assert dash.status_code == 200, dash.text[:500]

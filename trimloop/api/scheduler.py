@@ -52,6 +52,7 @@ class PassReport:
     queued: list[int] = field(default_factory=list)
     executed: list[OptimizationRun] = field(default_factory=list)
     notified: list[str] = field(default_factory=list)  # model.retiring notices sent
+    swept: dict[str, Any] = field(default_factory=dict)  # the retention sweep (core.reservoir.SweepReport)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +66,7 @@ class PassReport:
                            "code": d.code, "deadline": d.deadline.isoformat() if d.deadline else None}
                           for d in self.decisions],
             "notified": self.notified,
+            "swept": self.swept,
             "queued": self.queued,
             "executed": [{"run_id": r.id, "prompt_id": r.prompt_id, "status": r.status, "calls": r.calls_made,
                           "spent": r.spent_dollars, "suggestion_id": r.results.suggestion_id,
@@ -88,6 +90,8 @@ class Worker:
         synced = await asyncio.to_thread(services.sync, engine=self.engine, settings=self.settings, actor=ACTOR,
                                          pull=do_sync and bool(self.settings.connectors), now=self.clock())
         report.synced, report.superseded, report.expired = synced.reports, synced.superseded, synced.expired
+        swept = await asyncio.to_thread(services.sweep, engine=self.engine, settings=self.settings, now=self.clock())
+        report.swept = swept.to_dict()
         if synced.superseded or synced.expired:
             log.info("suggestions superseded: %s; expired: %s", synced.superseded, synced.expired)
         health = await asyncio.to_thread(services.check_health, engine=self.engine, settings=self.settings,

@@ -22,7 +22,7 @@ from sqlmodel import Session, col, select
 from trimloop.api.webhooks import HealthChange
 from trimloop.api.watch import WatchOutcome, check_watches
 from trimloop.connectors.sync import SyncReport, sync as sync_connectors
-from trimloop.core import store
+from trimloop.core import reservoir, store
 from trimloop.core.db import session_scope
 from trimloop.core.errors import Conflict, TrimloopError
 from trimloop.core.evidence import HealthReport
@@ -104,6 +104,12 @@ def sync(*, engine: Engine, settings: Settings, actor: str, only: list[str] | No
         outcome.watches = check_watches(engine=engine, settings=settings, now=now, gateway_factory=gateway_factory,
                                         transport=transport)
     return outcome
+
+
+def sweep(*, engine: Engine, settings: Settings, now: datetime | None = None) -> reservoir.SweepReport:
+    """Delete full log records older than `retention_days` (core.reservoir), a few hundred per
+    transaction; their calls stay in the traffic aggregates."""
+    return reservoir.sweep(engine, policy=reservoir.Policy.of(settings), now=now)
 
 
 @dataclass

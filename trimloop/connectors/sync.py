@@ -25,9 +25,10 @@ from trimloop.connectors import registry
 from trimloop.connectors.base import Checkpoint, Connector, LogItem, Looked, Problem, PromptItem
 from trimloop.connectors.price_check import PriceCheck, PriceGap
 from trimloop.connectors.resolve import Resolver
-from trimloop.core import store
+from trimloop.core import reservoir, store, traffic
 from trimloop.core.errors import TrimloopError
 from trimloop.core.identity import version_identity
+from trimloop.core.reservoir import Policy
 from trimloop.core.settings import Settings
 from trimloop.core.tables import (MAX_COST_PER_CALL, MAX_LATENCY_S, MAX_TOKENS, ConnectorCursor, LogRecord, Prompt,
                                   PromptLabel, PromptVersion, as_utc, utcnow)
@@ -115,7 +116,7 @@ def sync_connector(
     try:
         _sync_prompts(engine, connector, report)
         _sync_logs(engine, connector, report, full=full, batch_size=batch_size, sample_rate=sample_rate,
-                   check=check)
+                   check=check, policy=Policy.of(settings))
     except TrimloopError as exc:
         report.fatal = str(exc)
     if check is not None:
@@ -219,8 +220,8 @@ def ingest_logs(*, engine: Engine, source: str, items: Iterable[LogItem | Proble
         resolver = Resolver.load(conn)
         names = dict(conn.execute(select(Prompt.id, Prompt.name)).all()) if check is not None else {}
     batch = _resolved(items, report, resolver, names, check, None)
-    if batch:
-        _flush(engine, source, batch, None, report)
+    if batch:  # through the same write as a sync: reservoirs, identities and traffic aggregates
+        _flush(engine, source, batch, None, report, Policy.of(settings))
     if check is not None:
         report.price_gaps = check.flagged()
     return report
@@ -253,7 +254,9 @@ def _take(item: LogItem, batch: list[tuple[LogItem, int, int | None, dict[str, A
 
 
 def _sync_logs(engine: Engine, connector: Connector, report: SyncReport, *, full: bool,
-               batch_size: int, sample_rate: float | None = None, check: PriceCheck | None = None) -> None:
+               batch_size: int, sample_rate: float | None = None, check: PriceCheck | None = None,
+               policy: Policy | None = None) -> None:
+    policy = policy or Policy()
     with engine.connect() as conn:
         cursor = None if full else read_cursor(conn, connector.name, LOGS_STREAM)
         resolver = Resolver.load(conn)
@@ -266,14 +269,14 @@ def _sync_logs(engine: Engine, connector: Connector, report: SyncReport, *, full
         elif isinstance(item, Checkpoint):
             last_cursor = item.cursor
             if len(batch) >= batch_size:
-                _flush(engine, connector.name, batch, last_cursor, report)
+                _flush(engine, connector.name, batch, last_cursor, report, policy)
                 batch = []
         elif isinstance(item, Looked):
             report.looked.append(item)
         else:
             report.add_problem(item)
     if last_cursor is not None or batch:
-        _flush(engine, connector.name, batch, last_cursor, report)
+        _flush(engine, connector.name, batch, last_cursor, report, policy)
 
 
 def _limits(table: Any, fields: dict[str, str]) -> dict[str, tuple[str, int]]:
@@ -439,30 +442,84 @@ def _concurrently(report: SyncReport, write: Callable[[SyncReport], None]) -> No
 
 
 def _flush(engine: Engine, connector: str, rows: list[tuple[LogItem, int, int | None, dict[str, Any]]],
-           cursor: str | None, report: SyncReport) -> None:
-    """Insert one batch and move the cursor, in one transaction."""
-    _concurrently(report, lambda attempt: _write_batch(engine, connector, rows, cursor, attempt))
+           cursor: str | None, report: SyncReport, policy: Policy) -> None:
+    """Insert one batch, add it to the traffic aggregates and move the cursor, in one transaction."""
+    _concurrently(report, lambda attempt: _write_batch(engine, connector, rows, cursor, attempt, policy))
 
 
 def _write_batch(engine: Engine, connector: str, rows: list[tuple[LogItem, int, int | None, dict[str, Any]]],
-                 cursor: str | None, report: SyncReport) -> None:
+                 cursor: str | None, report: SyncReport, policy: Policy) -> None:
     with engine.begin() as conn:
         if rows:
             if conn.dialect.name == "sqlite":
                 # a bigger page cache keeps index inserts fast once the table outgrows the default 2 MB
                 conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KB}")
-                added = _insert_sqlite(conn, connector, rows)
-            else:  # psycopg reports no executemany rowcount: count what RETURNING gives back
-                statement = _insert_ignore(conn, LogRecord.__table__).returning(LogRecord.__table__.c.id)
-                added = len(conn.execute(statement, [_row(connector, *r) for r in rows]).all())
-            report.logs_added += added
-            report.logs_already_synced += len(rows) - added
-            if added < len(rows):  # some ids were stored already: the same call again, or another one?
-                for problem in _conflicts(conn, connector, rows):
-                    report.logs_already_synced -= 1
-                    report.add_problem(problem)
+            _ingest(conn, connector, rows, report, policy)
         if cursor is not None:
             write_cursor(conn, connector, LOGS_STREAM, cursor)
+
+
+def _ingest(conn: Connection, connector: str, rows: list[tuple[LogItem, int, int | None, dict[str, Any]]],
+            report: SyncReport, policy: Policy) -> None:
+    """Claim each record's identity (a record seen before, stored or dropped, adds nothing), store
+    the new ones its reservoir admits, trim reservoirs that grew too big, and add every new call to
+    its traffic aggregate: all in the caller's transaction."""
+    identities = [(traffic.day_number(item.called_at), traffic.record_key(connector, item.external_id))
+                  for item, *_ in rows]
+    claimed = traffic.claim(conn, identities)
+    fresh: list[dict[str, Any]] = []
+    old: list[tuple[LogItem, int, int | None, dict[str, Any]]] = []
+    source: dict[str, tuple[LogItem, int, int | None, dict[str, Any]]] = {}
+    for identity, row in zip(identities, rows, strict=True):
+        if identity in claimed:
+            claimed.discard(identity)  # a record twice in one batch counts once
+            item = row[0]
+            source[item.external_id] = row
+            record = _row(connector, *row)
+            record["sample_key"] = reservoir.sample_key(connector, item.external_id, seed=policy.seed,
+                                                        first=reservoir.kept_first(item.feedback, item.meta))
+            fresh.append(record)
+        else:
+            old.append(row)
+    stored, dropped = reservoir.admit(conn, fresh, policy)
+    inserted = _insert_new(conn, connector, stored)
+    if len(inserted) < len(stored):  # stored under the same id on another day: the same call, or another?
+        added = {r["external_id"] for r in inserted}
+        old.extend(source[r["external_id"]] for r in stored if r["external_id"] not in added)
+    tally = traffic.Tally()
+    tally.add(inserted)
+    tally.add(dropped)
+    tally.drop(dropped)
+    groups = reservoir.count_kept(conn, inserted)
+    tally.drop(reservoir.trim(conn, groups, policy))
+    tally.write(conn)
+    report.logs_added += len(inserted) + len(dropped)
+    report.logs_already_synced += len(old)
+    if old:  # stored already: the same call again, or another one under the same id?
+        for problem in _conflicts(conn, connector, old):
+            report.logs_already_synced -= 1
+            report.add_problem(problem)
+
+
+def _insert_new(conn: Connection, connector: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Insert records whose identity was just claimed; those already stored (a record older than the
+    remembered identities, kept in a frozen dataset) are left out. The records inserted."""
+    if not records:
+        return []
+    if conn.dialect.name == "sqlite":
+        before = conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM logrecord").scalar()
+        added = _insert_sqlite(conn, records)
+        if added == len(records):
+            return records
+        ids = {row[0] for row in conn.exec_driver_sql(
+            "SELECT external_id FROM logrecord WHERE id > ? AND connector = ?", (before, connector))}
+    else:  # psycopg reports no executemany rowcount: see what RETURNING gives back
+        table = LogRecord.__table__
+        statement = _insert_ignore(conn, table).returning(table.c.external_id)
+        ids = set(conn.execute(statement, records).scalars())
+        if len(ids) == len(records):
+            return records
+    return [r for r in records if r["external_id"] in ids]
 
 
 def _conflicts(conn: Connection, connector: str,
@@ -494,19 +551,19 @@ def _conflicts(conn: Connection, connector: str,
 
 _COLUMNS = ("connector", "external_id", "prompt_id", "version_id", "inputs", "output", "model",
             "input_tokens", "output_tokens", "cost", "latency_s", "called_at", "feedback", "meta", "sample_rate",
-            "cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "batch")
+            "cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "batch", "sample_key")
 _SQLITE_INSERT = (f"INSERT INTO logrecord ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
                   "ON CONFLICT (connector, external_id) DO NOTHING")
 
 
-def _insert_sqlite(conn: Connection, connector: str,
-                   rows: list[tuple[LogItem, int, int | None, dict[str, Any]]]) -> int:
+def _insert_sqlite(conn: Connection, records: list[dict[str, Any]]) -> int:
     """The hot path of a big sync: values serialised here as SQLAlchemy would, one executemany."""
     params = [
-        (connector, i.external_id, pid, vid, _json(inputs), i.output, i.model, i.input_tokens,
-         i.output_tokens, i.cost, i.latency_s, _sqlite_time(i.called_at), _json(i.feedback), _json(i.meta),
-         i.sample_rate, i.cached_input_tokens, i.cache_write_tokens, i.reasoning_tokens, 1 if i.batch else 0)
-        for i, pid, vid, inputs in rows
+        (r["connector"], r["external_id"], r["prompt_id"], r["version_id"], _json(r["inputs"]), r["output"], r["model"],
+         r["input_tokens"], r["output_tokens"], r["cost"], r["latency_s"], _sqlite_time(r["called_at"]),
+         _json(r["feedback"]), _json(r["meta"]), r["sample_rate"], r["cached_input_tokens"], r["cache_write_tokens"],
+         r["reasoning_tokens"], 1 if r["batch"] else 0, r["sample_key"])
+        for r in records
     ]
     return conn.exec_driver_sql(_SQLITE_INSERT, params).rowcount  # sqlite3 sums executemany rows
 

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, create_engine
 
+from trimloop.core import traffic  # noqa: F401  (LogRecords added through a Session update the aggregates)
 from trimloop.core.errors import ConfigError
 from trimloop.core.settings import Settings, get_settings
 

@@ -203,6 +203,17 @@ class SchedulerSettings(BaseModel):
                                                 "repair run may spend (a stronger model may be dear)")
 
 
+class ReservoirSettings(BaseModel):
+    """Full records kept per prompt version per day (core.reservoir); traffic aggregates count every call."""
+
+    model_config = {"extra": "forbid"}
+
+    per_day: int = Field(default=2000, ge=1, description="full records kept per prompt version per day")
+    seed: int = Field(default=0, ge=0, description="seed of the hash that picks which records are kept")
+    sweep_batch: int = Field(default=500, ge=1, le=100_000,
+                             description="records deleted per transaction by the retention sweep")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TRIMLOOP_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -221,6 +232,10 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     webhooks: list[WebhookConfig] = Field(default_factory=list)
     scheduler: SchedulerSettings = SchedulerSettings()
+    reservoir: ReservoirSettings = ReservoirSettings()
+    # Full records older than this are deleted by the retention sweep (every worker pass, or
+    # `trimloop sweep`); traffic aggregates are kept.
+    retention_days: int = Field(default=90, ge=1, le=36500, description="days full log records are kept")
     # Model retirements (the date from litellm's price map or `models."ID".retires_on`): a production
     # prompt whose model retires within retirement_warning_days is due first (reason model_retiring);
     # a `model.retiring` notification goes out at each of retirement_notice_days before the date, once.

@@ -10,7 +10,7 @@ from datetime import date, datetime, timezone
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, and_, case, false
+from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint, and_, case, false
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import AutoString, Field, SQLModel
 
@@ -193,6 +193,9 @@ class LogRecord(SQLModel, table=True):
     # the share of calls the source logged (0.01: one in a hundred); NULL: every call. A record
     # stands for 1 / sample_rate calls in calls per day, spend and savings.
     sample_rate: float | None = None
+    # the record's place in its version's daily reservoir (core.reservoir): the records with the
+    # lowest keys are kept; NULL for records stored before migration 0010 (they sort last)
+    sample_key: float | None = None
 
     @property
     def usage(self) -> TokenUsage:
@@ -222,6 +225,67 @@ class LogRecord(SQLModel, table=True):
         """`weight` where `counted_cost` is known, else NULL: the denominator of a weighted mean cost."""
         column = cls.__table__.c.cost  # type: ignore[attr-defined]
         return case((column.between(0, MAX_COST_PER_CALL), cls.weight()), else_=None)
+
+
+class TrafficAggregate(SQLModel, table=True):
+    """Every ingested call's numbers, summed per prompt version × model × day (core.traffic): what
+    reports, dashboards, due logic and savings read. Kept when full records are dropped (reservoir,
+    retention): `records` = the records still stored for the group + `dropped`. Sums of calls,
+    tokens and spend weigh each record by the calls it stands for (1 / sample_rate)."""
+
+    __table_args__ = (UniqueConstraint("day", "prompt_id", "version_id", "model"),
+                      Index("ix_trafficaggregate_version_day", "version_id", "day"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    day: date = Field(index=True)
+    prompt_id: int = 0  # 0: no prompt (no foreign key, so 0 can stand for none in the unique key)
+    version_id: int = 0  # 0: the record named no version
+    model: str = Field(default="", max_length=200)  # "": the record named no model
+    records: int = 0  # records ingested (stored or dropped)
+    calls: float = 0.0  # Σ 1 / sample_rate
+    input_tokens: float = 0.0  # each token class: Σ tokens × 1 / sample_rate
+    output_tokens: float = 0.0
+    cached_input_tokens: float = 0.0
+    cache_write_tokens: float = 0.0
+    reasoning_tokens: float = 0.0
+    spend: float = 0.0  # Σ counted cost × 1 / sample_rate
+    costed_calls: float = 0.0  # Σ 1 / sample_rate over records with a counted cost
+    cost_n: int = 0  # records with a counted cost, and their costs' sum and sum of squares (intervals)
+    cost_sum: float = 0.0
+    cost_sq: float = 0.0
+    errors: float = 0.0  # calls that failed (no output, or an error in the metadata), weighted
+    feedback: dict[str, Any] = _json(default_factory=dict)  # name → value → records
+    latency_sketch: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))  # DDSketch
+    latency_min: float | None = None
+    latency_max: float | None = None
+    dropped: int = 0  # records of this group deleted by the reservoir or the retention sweep
+    dropped_calls: float = 0.0  # the calls they stood for
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class LogSeen(SQLModel, table=True):
+    """Every ingested record's identity, (day, 64-bit hash of connector and external id), kept while
+    the record might be sent again (retention_days): a record the reservoir dropped is still known,
+    so sending it again adds nothing to the aggregates."""
+
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    day: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})  # days since 1970-01-01
+    key: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+
+
+class ReservoirDay(SQLModel, table=True):
+    """One version's reservoir of full records for one day (core.reservoir): how many are stored,
+    and the highest sample key among them once it is full (a new record above it is dropped)."""
+
+    __table_args__ = (UniqueConstraint("prompt_id", "version_id", "day"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    prompt_id: int = 0
+    version_id: int = 0  # 0: records that named no version (one reservoir per prompt)
+    day: date = Field(index=True)
+    kept: int = 0
+    threshold: float | None = None  # set once the reservoir is full
 
 
 class ConnectorCursor(SQLModel, table=True):
@@ -261,7 +325,7 @@ class DatasetItem(SQLModel, table=True):
     expected: str | None = _text()
     baseline_output: str | None = _text()
     feedback: list[dict[str, Any]] = _json(default_factory=list)
-    log_id: int | None = Field(default=None, foreign_key="logrecord.id")
+    log_id: int | None = Field(default=None, foreign_key="logrecord.id", index=True)  # never dropped (reservoir)
 
 
 class OptimizationRun(_Typed, SQLModel, table=True):

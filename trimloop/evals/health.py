@@ -42,6 +42,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from trimloop.core import traffic
 from trimloop.core.defaults import DEFAULT_ALPHA
 from trimloop.core.errors import ConfigError, NotFound
 from trimloop.core.evidence import HealthDay, HealthReport, HealthSignal, LabelCheck
@@ -57,7 +58,7 @@ from trimloop.evals.evaluators.text import Label, MatchesBaseline
 
 V = HealthVerdict
 MIN_ITEMS = 10  # fewer items than this decide nothing (too few to say anything)
-ERROR_MARKERS = ("ERROR", "STATUS_CODE_ERROR", "FAILED")
+ERROR_MARKERS = traffic.ERROR_MARKERS
 
 
 class HealthConfig(BaseModel):
@@ -120,12 +121,7 @@ class Call:
 
 def is_error(log: LogRecord) -> bool:
     """A call that failed at the provider: no output, or an error in what the connector kept."""
-    if log.output is None:
-        return True
-    meta = log.meta or {}
-    if meta.get("error"):
-        return True
-    return any(str(meta.get(k) or "").upper() in ERROR_MARKERS for k in ("status", "status_code", "trace_state"))
+    return traffic.is_error(log.output, log.meta)  # the rule the traffic aggregates count errors by
 
 
 # ---------------------------------------------------------------------------------------------

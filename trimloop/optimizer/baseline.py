@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from trimloop.core import traffic
 from trimloop.core.catalog import ResolvedModel, count_message_tokens, count_tokens
 from trimloop.core.errors import TemplateError
 from trimloop.core.tables import MAX_COST_PER_CALL, MAX_LATENCY_S, DatasetItem, LogRecord
@@ -50,8 +51,11 @@ def log_facts(session: Session, rows: Sequence[DatasetItem], *, prompt_id: int) 
     query = select(LogRecord.called_at, LogRecord.cost, LogRecord.latency_s, LogRecord.version_id,
                    LogRecord.sample_rate, LogRecord.input_tokens, LogRecord.cached_input_tokens,
                    LogRecord.cache_write_tokens).where(LogRecord.prompt_id == prompt_id)
+    scales = traffic.day_scales(session.connection(), prompt_id=prompt_id)  # days the reservoir thinned
     for called_at, cost, latency, version_id, rate, tokens, cached, written in session.exec(query):
         weight = 1.0 / rate if rate is not None and 0 < rate <= 1 else 1.0
+        if scales:
+            weight *= scales.get((version_id, traffic.utc_day(called_at)), 1.0)
         facts.call_times.append(called_at)
         facts.call_weights.append(weight)
         if version_id in baseline_ids:

@@ -23,9 +23,9 @@ from datetime import date, datetime, time, timedelta, timezone
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from trimloop.core import traffic
 from trimloop.core.catalog import resolve_model
 from trimloop.core.errors import TrimloopError
 from trimloop.core.retirement import Retirement, retirement_of, split_retiring, today_of
@@ -33,7 +33,6 @@ from trimloop.core.settings import Settings
 from trimloop.core.status import HealthVerdict
 from trimloop.core.store import production_version_id
 from trimloop.core.tables import (
-    LogRecord,
     OptimizationRun,
     Prompt,
     PromptHealth,
@@ -238,7 +237,8 @@ def prompt_facts(session: Session, settings: Settings, prompt: Prompt, *, now: d
     """Read the facts `decide` needs for one prompt (`now`: the clock, for retirements)."""
     pid = prompt.id
     assert pid is not None
-    logs = session.exec(select(func.count()).select_from(LogRecord).where(LogRecord.prompt_id == pid)).one()
+    conn = session.connection()
+    logs = traffic.records_ingested(conn, prompt_id=pid)
     pending = session.exec(select(Suggestion.id).where(
         Suggestion.prompt_id == pid, Suggestion.status == "pending").order_by(col(Suggestion.id))).first()
     active = session.exec(select(OptimizationRun.id, OptimizationRun.status).where(
@@ -248,8 +248,9 @@ def prompt_facts(session: Session, settings: Settings, prompt: Prompt, *, now: d
                                                    col(OptimizationRun.id).desc())).first()
     new_logs, last_candidates = 0, None
     if last is not None:
-        new_logs = session.exec(select(func.coalesce(func.sum(LogRecord.weight()), 0)).where(
-            LogRecord.prompt_id == pid, LogRecord.called_at > last[1])).one()
+        # calls after the run was created (a log at that very microsecond is not new)
+        after = as_utc(last[1]) + timedelta(microseconds=1)
+        new_logs = sum(s.calls for s in traffic.sums(conn, by=(), since=after, prompt_ids=[pid]).values())
         event = session.exec(select(RunEvent.data).where(
             RunEvent.run_id == last[0], RunEvent.kind == FINGERPRINT_EVENT).order_by(col(RunEvent.id).desc())).first()
         last_candidates = event.get("models") if event else None

@@ -6,16 +6,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 from fastapi import APIRouter, BackgroundTasks, Query
-from sqlalchemy import func
 from sqlmodel import col, select
 
 from trimloop.api import services, webhooks
 from trimloop.api.auth import EngineDep, Reader, SessionDep, SettingsDep
-from trimloop.api.reporting import CALLS, SPEND
 from trimloop.api.schemas import PromptPublic, PromptVersionPublic, TrafficSummary
 from trimloop.core.errors import NotFound
 from trimloop.core.evidence import HealthReport
-from trimloop.core.tables import MAX_LATENCY_S, LogRecord, Prompt, PromptHealth, PromptVersion, utcnow
+from trimloop.core import traffic as aggregates
+from trimloop.core.tables import Prompt, PromptHealth, PromptVersion, utcnow
 
 router = APIRouter(prefix="/prompts", tags=["prompts"])
 
@@ -70,19 +69,21 @@ def traffic(prompt_id: int, session: SessionDep, _: Reader,
             days: int = Query(30, ge=1, le=3650, description="look-back window")) -> TrafficSummary:
     _prompt(session, prompt_id)
     since = utcnow() - timedelta(days=days)
-    where = (LogRecord.prompt_id == prompt_id, LogRecord.called_at >= since)  # type: ignore[operator]
-    calls, cost = session.exec(select(func.coalesce(func.sum(CALLS), 0.0), func.coalesce(func.sum(SPEND), 0.0))
-                               .where(*where)).one()
-    calls = round(calls)
-    latencies = sorted(x for x in session.exec(select(LogRecord.latency_s).where(
-        *where, col(LogRecord.latency_s).between(0, MAX_LATENCY_S)).limit(100_000)).all() if x is not None)
-    by_version = [{"version_id": v, "calls": round(n), "cost": c} for v, n, c in session.exec(
-        select(LogRecord.version_id, func.sum(CALLS), func.coalesce(func.sum(SPEND), 0.0))
-        .where(*where).group_by(LogRecord.version_id)).all()]
-    by_model = [{"model": m, "calls": round(n), "cost": c} for m, n, c in session.exec(
-        select(LogRecord.model, func.sum(CALLS), func.coalesce(func.sum(SPEND), 0.0))
-        .where(*where).group_by(LogRecord.model)).all()]
+    conn = session.connection()
+    by = aggregates.sums(conn, by=("version_id", "model"), since=since, prompt_ids=[prompt_id])
+    calls = round(sum(s.calls for s in by.values()))
+    cost = sum(s.spend for s in by.values())
+    [p50] = aggregates.latency_quantiles(conn, qs=(0.5,), since=since, prompt_ids=[prompt_id])
+    versions: dict[int | None, list[float]] = {}
+    models: dict[str | None, list[float]] = {}
+    for (version_id, model), s in by.items():
+        for totals, key in ((versions, version_id), (models, model)):
+            acc = totals.setdefault(key, [0.0, 0.0])  # type: ignore[arg-type]
+            acc[0] += s.calls
+            acc[1] += s.spend
+    by_version = [{"version_id": v, "calls": round(n), "cost": c} for v, (n, c) in versions.items()]
+    by_model = [{"model": m, "calls": round(n), "cost": c} for m, (n, c) in models.items()]
     return TrafficSummary(prompt_id=prompt_id, days=days, calls=calls, calls_per_day=calls / days,
                           total_cost=cost, cost_per_call=cost / calls if calls else None,
-                          latency_p50_s=latencies[len(latencies) // 2] if latencies else None,
+                          latency_p50_s=p50,
                           by_version=by_version, by_model=by_model)

@@ -13,8 +13,9 @@ from sqlmodel import Session, col, select
 from trimloop.api import reporting
 from trimloop.api.ui import charts
 from trimloop.core.evidence import Evidence
+from trimloop.core import traffic
 from trimloop.core.status import OPEN_SUGGESTION, SuggestionKind, SuggestionStatus
-from trimloop.core.tables import LogRecord, Prompt, Suggestion
+from trimloop.core.tables import Prompt, Suggestion
 
 
 def short_model(model: str | None) -> str:
@@ -148,21 +149,17 @@ def spend_series(session: Session, start: date, end: date) -> dict[str, Any]:
     """Cost per day, split by prompt and by model, for [start, end] (a sampled log counts 1 / its rate)."""
     since = datetime.combine(start, time.min, tzinfo=timezone.utc)
     until = datetime.combine(end + timedelta(days=1), time.min, tzinfo=timezone.utc)
-    day = func.date(LogRecord.called_at)
-    cost = func.coalesce(func.sum(LogRecord.weighted_cost()), 0.0)  # out-of-bound costs left out
-    window = (LogRecord.called_at >= since, LogRecord.called_at < until)  # type: ignore[operator]
     by_prompt: dict[str, dict[str, float]] = defaultdict(dict)
     by_model: dict[str, dict[str, float]] = defaultdict(dict)
     table: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
-    for d, name, model, n, c in session.exec(  # one pass: day × prompt × model
-            select(day, Prompt.name, LogRecord.model, func.sum(LogRecord.weight()), cost)
-            .join(Prompt, col(Prompt.id) == LogRecord.prompt_id, isouter=True)
-            .where(*window).group_by(day, Prompt.name, LogRecord.model)).all():
-        name, model, d = name or "(unknown prompt)", short_model(model), str(d)
-        by_prompt[name][d] = by_prompt[name].get(d, 0.0) + float(c)
-        by_model[model][d] = by_model[model].get(d, 0.0) + float(c)
-        table[name][0] += float(n)
-        table[name][1] += float(c)
+    sums = traffic.sums(session.connection(), by=("day", "prompt_id", "model"), since=since, until=until)
+    names = dict(session.exec(select(Prompt.id, Prompt.name)).all()) if sums else {}
+    for (d, prompt_id, model), s in sums.items():  # day × prompt × model
+        name, model, d = names.get(prompt_id) or "(unknown prompt)", short_model(model), str(d)
+        by_prompt[name][d] = by_prompt[name].get(d, 0.0) + s.spend
+        by_model[model][d] = by_model[model].get(d, 0.0) + s.spend
+        table[name][0] += s.calls
+        table[name][1] += s.spend
     days = [str(start + timedelta(days=i)) for i in range((end - start).days + 1)]
     return {"by_prompt": charts.stacked_bars(days, by_prompt), "by_model": charts.stacked_bars(days, by_model),
             "table": sorted(((k, round(v[0]), v[1]) for k, v in table.items()), key=lambda r: -r[2]),

@@ -1,0 +1,233 @@
+"""Scale benchmark: synthetic calls over 30 days and 50 prompt versions, through the files connector,
+on SQLite and PostgreSQL; prints JSON {"sqlite": {...}, "postgresql": {...}}.
+
+    python -m bench.scale [--calls 10000000] [--days 30] [--versions 50] [--backends sqlite,postgresql]
+
+Per backend: `records_per_s` (sync of the JSONL store, aggregates and reservoir included),
+`peak_rss_mb` (the sync process), `db_mb`, `report_p50_ms` / `report_p99_ms` (the savings report and
+the finance dashboard's spend series, called in-process by `--clients` threads), `dataset_build_s`
+(one version's dataset from its reservoir), `retention_sweep_s` (a sweep with retention_days = a third
+of the span) and `longest_write_lock_ms` (the longest write transaction, ingest or sweep).
+Each backend runs in its own process, so peak RSS is that backend's alone.
+Only the files connector is measured: the OTLP receiver (`POST /v1/traces`) is built separately;
+`--via receiver` is refused until it exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from bench._util import machine
+
+PG_ADMIN_URL = os.environ.get("TRIMLOOP_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PROMPT = """---
+model: gpt-4o-mini
+params: {{temperature: 0, max_tokens: 8}}
+labels: [production]
+---
+system:
+You sort support tickets into billing, bug or other ({n}).
+
+user:
+Ticket: {{{{ticket}}}}
+"""
+LABELS = ("billing", "bug", "other")
+
+
+def write_store(root: Path, calls: int, days: int, versions: int, seed: int = 0) -> Path:
+    """A files-connector folder: `versions` prompts with one version each, `calls` calls in time order
+    over the last `days` days (streamed to disk)."""
+    from trimloop.core.tables import utcnow
+
+    for v in range(versions):
+        folder = root / "prompts" / f"p{v:02d}"
+        folder.mkdir(parents=True)
+        (folder / "1.md").write_text(PROMPT.format(n=v), encoding="utf-8")
+    (root / "logs").mkdir()
+    rng = random.Random(seed)
+    start = utcnow() - timedelta(days=days)
+    step = days * 86400 / calls
+    with (root / "logs" / "calls.jsonl").open("w", encoding="utf-8") as out:
+        for i in range(calls):
+            at = start + timedelta(seconds=i * step)
+            tokens = 40 + i % 17
+            record = {"id": f"c{i:09d}", "prompt": f"p{i % versions:02d}", "version": "1",
+                      "inputs": {"ticket": f"My card was charged twice for order {i}, please help"},
+                      "output": LABELS[i % 3], "model": "gpt-4o-mini", "input_tokens": tokens, "output_tokens": 1,
+                      "cost": tokens * 1.5e-7, "latency_s": round(rng.uniform(0.2, 2.0), 3),
+                      "called_at": at.isoformat().replace("+00:00", "Z"),
+                      "feedback": [{"name": "thumbs_up", "value": i % 2, "source": "user"}] if i % 50 == 0 else []}
+            out.write(json.dumps(record) + "\n")
+    return root
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run_backend(backend: str, store: Path, args: argparse.Namespace) -> dict[str, Any]:
+    from sqlalchemy import event, text
+
+    from trimloop.api.reporting import savings_report
+    from trimloop.api.ui.views import spend_series
+    from trimloop.connectors.files import FilesConnector
+    from trimloop.connectors.sync import sync_connector
+    from trimloop.core import reservoir
+    from trimloop.core.db import make_engine, session_scope, upgrade
+    from trimloop.core.settings import Settings
+    from trimloop.core.tables import PromptVersion, utcnow
+    from trimloop.evals.datasets import build_from_logs
+
+    with tempfile.TemporaryDirectory(prefix="trimloop-scale-") as tmp:
+        if backend == "sqlite":
+            url = f"sqlite:///{Path(tmp) / 'scale.db'}"
+            drop = None
+        else:
+            import psycopg
+
+            name = f"trimloop_scale_{os.getpid()}"
+            admin = PG_ADMIN_URL.replace("+psycopg", "")
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f"CREATE DATABASE {name}")
+            url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+            drop = (admin, name)
+        try:
+            upgrade(url)
+            engine = make_engine(url)
+            longest = {"ingest": 0.0, "read": 0.0, "sweep": 0.0}
+            phase = {"now": "ingest"}
+            started: dict[int, float] = {}
+
+            @event.listens_for(engine, "begin")
+            def _begin(conn: Any) -> None:
+                started[id(conn)] = time.perf_counter()
+
+            @event.listens_for(engine, "commit")
+            def _commit(conn: Any) -> None:
+                t0 = started.pop(id(conn), None)
+                if t0 is not None:
+                    longest[phase["now"]] = max(longest[phase["now"]], (time.perf_counter() - t0) * 1000)
+
+            settings = Settings(reservoir={"per_day": args.per_day})
+            connector = FilesConnector(name="bench", options={"path": str(store)})
+            t0 = time.perf_counter()
+            report = sync_connector(engine=engine, connector=connector, batch_size=args.batch_size, settings=settings)
+            ingest_s = time.perf_counter() - t0
+            if report.fatal or report.logs_added != args.calls:
+                raise SystemExit(f"{backend}: sync added {report.logs_added} of {args.calls}: {report.to_dict()}")
+            rss = _peak_rss_mb()
+            phase["now"] = "read"
+            latencies: list[float] = []
+            lock = threading.Lock()
+            today = utcnow().date()
+
+            def client(k: int) -> None:
+                for r in range(args.requests):
+                    t = time.perf_counter()
+                    with session_scope(engine) as session:
+                        if (k + r) % 2:
+                            savings_report(session, 30)
+                        else:
+                            spend_series(session, today - timedelta(days=29), today)
+                    with lock:
+                        latencies.append((time.perf_counter() - t) * 1000)
+
+            threads = [threading.Thread(target=client, args=(k,)) for k in range(args.clients)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            with session_scope(engine) as session:
+                version = session.get(PromptVersion, 1)
+                t0 = time.perf_counter()
+                build_from_logs(session, prompt_id=version.prompt_id, version_id=version.id, size=500)  # type: ignore[union-attr]
+                dataset_s = time.perf_counter() - t0
+            if backend == "sqlite":
+                size = sum(p.stat().st_size for p in Path(tmp).glob("scale.db*"))
+            else:
+                with engine.connect() as conn:
+                    size = conn.execute(text("select pg_database_size(current_database())")).scalar()
+            phase["now"] = "sweep"
+            policy = reservoir.Policy(per_day=args.per_day, retention_days=max(1, args.days * 2 // 3),
+                                      sweep_batch=settings.reservoir.sweep_batch)
+            swept = reservoir.sweep(engine, policy=policy)
+            with engine.connect() as conn:
+                stored = conn.execute(text("select count(*) from logrecord")).scalar()
+            engine.dispose()
+        finally:
+            if drop is not None:
+                import psycopg
+
+                with psycopg.connect(drop[0], autocommit=True) as conn:
+                    conn.execute(f"DROP DATABASE IF EXISTS {drop[1]} WITH (FORCE)")
+    return {
+        "calls": args.calls, "records_per_s": round(args.calls / ingest_s), "ingest_s": round(ingest_s, 1),
+        "peak_rss_mb": round(rss, 1), "db_mb": round(size / 2**20, 1),
+        "report_p50_ms": round(_pct(latencies, 0.5), 1), "report_p99_ms": round(_pct(latencies, 0.99), 1),
+        "report_requests": len(latencies), "dataset_build_s": round(dataset_s, 2),
+        "retention_sweep_s": round(swept.seconds, 2), "records_swept": swept.records_deleted,
+        "full_records_left": stored,
+        "longest_write_lock_ms": round(max(longest["ingest"], longest["sweep"]), 1),
+        "longest_ingest_batch_ms": round(longest["ingest"], 1), "longest_sweep_write_ms": round(longest["sweep"], 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=10_000_000)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--versions", type=int, default=50)
+    parser.add_argument("--per-day", type=int, default=2000, help="reservoir: full records per version per day")
+    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=10, help="report requests per client")
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--via", choices=("files", "receiver"), default="files")
+    parser.add_argument("--store", help=argparse.SUPPRESS)  # a child process: run one backend on this store
+    parser.add_argument("--backend", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.via == "receiver":
+        raise SystemExit("--via receiver: the OTLP receiver (POST /v1/traces) is not in this build; use --via files")
+    if args.backend:
+        result = run_backend(args.backend, Path(args.store), args)
+        print(json.dumps(result))
+        return result
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="trimloop-scale-store-") as tmp:
+        t0 = time.perf_counter()
+        store = write_store(Path(tmp) / "store", args.calls, args.days, args.versions)
+        generate_s = time.perf_counter() - t0
+        passed = [a for a in (argv if argv is not None else sys.argv[1:])]
+        for backend in args.backends.split(","):
+            child = subprocess.run([sys.executable, "-m", "bench.scale", *passed, "--backend", backend,
+                                    "--store", str(store)], capture_output=True, text=True)
+            if child.returncode != 0:
+                out[backend] = {"error": (child.stderr or child.stdout)[-2000:]}
+            else:
+                out[backend] = json.loads(child.stdout.strip().splitlines()[-1])
+    out["generate_s"] = round(generate_s, 1)
+    out["machine"] = machine()
+    print(json.dumps(out, indent=2))
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Traffic aggregates and the bounded reservoir: every call counted once, full records bounded per
+version per day, aggregates = recount of the records kept + those dropped, retention sweep."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import Engine
+
+from tests.connectors.helpers import log_line, make_store, write_logs
+from trimloop.connectors.files import FilesConnector
+from trimloop.connectors.sync import sync_connector
+from trimloop.core import reservoir, traffic
+from trimloop.core.settings import Settings
+from trimloop.core.tables import DatasetItem, LogRecord, TrafficAggregate
+
+pytestmark = pytest.mark.db
+DAY0 = datetime(2025, 6, 1, tzinfo=timezone.utc)
+
+
+def files(root: Path) -> FilesConnector:
+    return FilesConnector(name="local", options={"path": str(root)})
+
+
+def settings(per_day: int, retention_days: int = 90) -> Settings:
+    return Settings(reservoir={"per_day": per_day, "sweep_batch": 7}, retention_days=retention_days)
+
+
+def calls(root: Path, n: int, days: int, *, start: int = 0) -> None:
+    lines = []
+    for i in range(start, start + n):
+        at = DAY0 + timedelta(days=i % days, seconds=i)
+        lines.append(log_line(i, called_at=at.isoformat().replace("+00:00", "Z"), latency_s=0.1 + (i % 10) / 10,
+                              cost=0.001 * (1 + i % 3), sample_rate=0.5 if i % 4 == 0 else None,
+                              feedback=[{"name": "thumbs", "value": i % 2}] if i % 25 == 0 else []))
+    write_logs(root / "logs" / "calls.jsonl", lines)
+
+
+def invariant(engine: Engine) -> list[tuple]:
+    """Per group: (records in the aggregate, records stored + dropped); they must be equal."""
+    with engine.connect() as conn:
+        agg = conn.execute(select(TrafficAggregate.version_id, TrafficAggregate.day, func.sum(TrafficAggregate.records),
+                                  func.sum(TrafficAggregate.dropped))
+                           .group_by(TrafficAggregate.version_id, TrafficAggregate.day)).all()
+        stored = {(v, str(d)): n for v, d, n in conn.execute(text(
+            "select version_id, date(called_at), count(*) from logrecord group by version_id, date(called_at)"))}
+    return [(n, stored.get((v, str(d)), 0) + dropped) for v, d, n, dropped in agg]
+
+
+def test_every_call_is_counted_once_and_full_records_stay_bounded(engine: Engine, tmp_path: Path) -> None:
+    root = make_store(tmp_path)
+    calls(root, 600, 3)
+    report = sync_connector(engine=engine, connector=files(root), settings=settings(per_day=50), batch_size=100)
+    assert report.logs_added == 600 and report.fatal is None
+    with engine.connect() as conn:
+        stored = conn.execute(select(func.count()).select_from(LogRecord)).scalar()
+        per_day = conn.execute(text("select max(n) from (select count(*) n from logrecord "
+                                    "group by version_id, date(called_at)) t")).scalar()
+        total = traffic.sums(conn, by=())[()]
+        with_feedback = conn.execute(text("select count(*) from logrecord where cast(feedback as text) != '[]'")).scalar()
+    assert per_day <= 50 + 50 // 10 + 1 and stored < 600
+    assert with_feedback == 24  # records with feedback are kept first: none dropped
+    # calls weigh sampled records by 1 / sample_rate; every call counted, kept or dropped
+    assert total.records == 600 and total.calls == pytest.approx(450 + 150 * 2)
+    assert total.spend == pytest.approx(sum(0.001 * (1 + i % 3) * (2 if i % 4 == 0 else 1) for i in range(600)))
+    assert all(n == kept for n, kept in invariant(engine))
+    # sending every record again (a full re-sync) adds nothing, dropped ones included
+    again = sync_connector(engine=engine, connector=files(root), settings=settings(per_day=50), full=True)
+    assert again.logs_added == 0 and again.logs_already_synced == 600
+    with engine.connect() as conn:
+        assert traffic.sums(conn, by=())[()].records == 600
+
+
+def test_the_same_records_are_kept_whatever_the_order(engine: Engine, tmp_path: Path, make_db_url) -> None:
+    from trimloop.core.db import make_engine, upgrade
+
+    kept = []
+    for order in (range(300), reversed(range(300))):
+        url = make_db_url()
+        upgrade(url)
+        other = make_engine(url)
+        root = make_store(tmp_path / f"store-{len(kept)}")
+        write_logs(root / "logs" / "calls.jsonl", [log_line(i, feedback=[]) for i in order])
+        sync_connector(engine=other, connector=files(root), settings=settings(per_day=40), batch_size=50)
+        with other.connect() as conn:
+            kept.append(sorted(conn.execute(select(LogRecord.external_id)).scalars()))
+        other.dispose()
+    assert kept[0] == kept[1] and 40 <= len(kept[0]) <= 45
+
+
+def test_latency_quantiles_come_from_the_merged_sketches(engine: Engine, tmp_path: Path) -> None:
+    root = make_store(tmp_path)
+    calls(root, 200, 2)
+    sync_connector(engine=engine, connector=files(root), settings=settings(per_day=20))
+    latencies = sorted(0.1 + (i % 10) / 10 for i in range(200))
+    with engine.connect() as conn:
+        p50, p95 = traffic.latency_quantiles(conn, qs=(0.5, 0.95))
+    assert p50 == pytest.approx(latencies[99], rel=0.02) and p95 == pytest.approx(latencies[189], rel=0.02)
+    with engine.connect() as conn:
+        feedback = [f for (f,) in conn.execute(select(TrafficAggregate.feedback))]
+    assert sum(counts.get("0", 0) + counts.get("1", 0) for f in feedback for counts in f.values()) == 8
+
+
+def test_retention_sweep_keeps_aggregates_and_dataset_records(engine: Engine, tmp_path: Path) -> None:
+    root = make_store(tmp_path)
+    calls(root, 100, 10)
+    sync_connector(engine=engine, connector=files(root), settings=settings(per_day=1000))
+    with engine.begin() as conn:
+        first = conn.execute(select(LogRecord.id, LogRecord.prompt_id, LogRecord.version_id)
+                             .order_by(LogRecord.called_at)).first()
+        conn.execute(text("insert into dataset (prompt_id, version_id, name, source, content_hash, seed, config, "
+                          "created_at) values (:p, :v, 'd', 'logs', 'h', 0, '{}', :t)"),
+                     {"p": first[1], "v": first[2], "t": DAY0})
+        dataset_id = conn.execute(text("select id from dataset")).scalar()
+        conn.execute(DatasetItem.__table__.insert().values(dataset_id=dataset_id, position=0, split="search",
+                                                           inputs={}, feedback=[], log_id=first[0]))
+    with engine.connect() as conn:
+        before = traffic.sums(conn, by=("day",))
+    now = DAY0 + timedelta(days=5 + 3)  # retention 3 days: the first five days' records go
+    swept = reservoir.sweep(engine, policy=reservoir.Policy.of(settings(1000, retention_days=3)), now=now)
+    assert swept.records_deleted == 49 and swept.transactions > 7  # 7 per transaction
+    with engine.connect() as conn:
+        left = conn.execute(select(func.count()).select_from(LogRecord).where(LogRecord.called_at < DAY0 + timedelta(days=5))).scalar()
+        after = traffic.sums(conn, by=("day",))
+    assert left == 1  # the dataset's record stays
+    assert {k: v.records for k, v in after.items()} == {k: v.records for k, v in before.items()}
+    assert all(n == kept for n, kept in invariant(engine))
+
+
+def test_the_savings_projection_counts_the_calls_the_reservoir_dropped(engine: Engine, tmp_path: Path) -> None:
+    from sqlmodel import Session
+
+    from trimloop.optimizer.baseline import log_facts
+
+    root = make_store(tmp_path)
+    calls(root, 600, 3)
+    sync_connector(engine=engine, connector=files(root), settings=settings(per_day=50))
+    with Session(engine) as session:
+        prompt_id = session.execute(select(LogRecord.prompt_id)).scalars().first()
+        facts = log_facts(session, [], prompt_id=prompt_id)
+    assert len(facts.call_times) < 600 and sum(facts.call_weights) == pytest.approx(450 + 150 * 2)
