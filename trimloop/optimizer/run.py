@@ -48,9 +48,11 @@ from trimloop.evals.health import baseline_check, parse_health
 from trimloop.evals.runner import EvalItem
 from trimloop.optimizer import preflight
 from trimloop.optimizer.baseline import baseline_results, log_facts
+from trimloop.optimizer.caching import CacheModel
 from trimloop.optimizer.certify import certify
 from trimloop.optimizer.config import default_candidate_models, run_config
 from trimloop.optimizer.context import RunContext
+from trimloop.optimizer.moves.trim_output import answer_of, output_facts
 from trimloop.optimizer.record import record_candidates, record_evaluations, record_suggestion
 from trimloop.optimizer.search import SearchConfig, search
 from trimloop.optimizer.spec import MoveContext, VersionSpec
@@ -268,7 +270,11 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
                                "left_out": sorted(left_out)})
     context = MoveContext(models=models, resolve=resolve,
                           seed=config.seed, gateway=gateway, ledger=ledger,
-                          proposer_model=config.proposer_model, failures=failures, migrate=leaving is not None)
+                          proposer_model=config.proposer_model, failures=failures, migrate=leaving is not None,
+                          outputs=output_facts([base[i.id] for i in items["search"]], [n.key for n in evaluators]),
+                          answer=answer_of(evaluators),
+                          cache=CacheModel.learn(facts.cache, baseline=resolve(baseline.model), template=baseline.template,
+                                                 call_times=facts.call_times, params=baseline.params))
     run = RunContext(baseline=baseline, search_items=items["search"], holdout_items=items["holdout"],
                      baseline_results=base, evaluators=evaluators, gateway=gateway, ledger=ledger, emit=emit,
                      margin=config.margin, alpha=config.alpha, margins=dict(config.margins), power=config.power,

@@ -1,17 +1,21 @@
 """Moves: each one way to make variants, behind one signature, composable by lineage.
 
 `retarget` (a cheaper model), `shorten` (fewer words, same rules and placeholders),
-`prune_examples` (fewer few-shot examples) and `rewrite` (LLM-proposed instructions, DSPy).
+`prune_examples` (fewer few-shot examples), `trim_output` (fewer output tokens: a max_tokens cap,
+answer-only, compact JSON, no chain of thought), `cache_layout` (static text first, Anthropic cache
+breakpoints) and `rewrite` (LLM-proposed instructions, DSPy).
 """
 
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from trimloop.optimizer.moves.cache_layout import CacheLayout
 from trimloop.optimizer.moves.prune import PruneExamples
 from trimloop.optimizer.moves.retarget import Retarget
 from trimloop.optimizer.moves.rewrite import Rewrite
 from trimloop.optimizer.moves.shorten import Shorten
+from trimloop.optimizer.moves.trim_output import TrimOutput
 from trimloop.optimizer.spec import CandidateSpec, MoveContext
 
 
@@ -28,6 +32,6 @@ class Move(Protocol):
     async def propose(self, candidate: CandidateSpec, *, context: MoveContext) -> list[CandidateSpec]: ...
 
 
-MOVES: tuple[type[Move], ...] = (Retarget, Shorten, PruneExamples, Rewrite)  # in the order they propose
+MOVES: tuple[type[Move], ...] = (Retarget, Shorten, PruneExamples, TrimOutput, CacheLayout, Rewrite)  # in order
 
-__all__ = ["MOVES", "Move", "PruneExamples", "Retarget", "Rewrite", "Shorten"]
+__all__ = ["MOVES", "CacheLayout", "Move", "PruneExamples", "Retarget", "Rewrite", "Shorten", "TrimOutput"]
