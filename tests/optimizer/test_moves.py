@@ -144,7 +144,7 @@ def test_every_move_has_the_one_async_propose_signature():
 
     from trimloop.optimizer.moves import MOVES, Move
 
-    assert {cls.name for cls in MOVES} == {"retarget", "shorten", "prune_examples", "trim_output", "cache_layout",
+    assert {cls.name for cls in MOVES} == {"retarget", "reasoning", "shorten", "prune_examples", "trim_output", "cache_layout",
                                          "rewrite"}
     for cls in MOVES:
         move = cls()

@@ -3,7 +3,8 @@
 `retarget` (a cheaper model), `shorten` (fewer words, same rules and placeholders),
 `prune_examples` (fewer few-shot examples), `trim_output` (fewer output tokens: a max_tokens cap,
 answer-only, compact JSON, no chain of thought), `cache_layout` (static text first, Anthropic cache
-breakpoints) and `rewrite` (LLM-proposed instructions, DSPy).
+breakpoints), `reasoning` (lower reasoning effort, verbosity or thinking budget; a model that does
+not reason) and `rewrite` (LLM-proposed instructions, DSPy).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from trimloop.optimizer.moves.cache_layout import CacheLayout
 from trimloop.optimizer.moves.prune import PruneExamples
+from trimloop.optimizer.moves.reasoning import Reasoning
 from trimloop.optimizer.moves.retarget import Retarget
 from trimloop.optimizer.moves.rewrite import Rewrite
 from trimloop.optimizer.moves.shorten import Shorten
@@ -32,6 +34,8 @@ class Move(Protocol):
     async def propose(self, candidate: CandidateSpec, *, context: MoveContext) -> list[CandidateSpec]: ...
 
 
-MOVES: tuple[type[Move], ...] = (Retarget, Shorten, PruneExamples, TrimOutput, CacheLayout, Rewrite)  # in order
+MOVES: tuple[type[Move], ...] = (Retarget, Reasoning, Shorten, PruneExamples, TrimOutput, CacheLayout,
+                                 Rewrite)  # in the order they propose
 
-__all__ = ["MOVES", "CacheLayout", "Move", "PruneExamples", "Retarget", "Rewrite", "Shorten", "TrimOutput"]
+__all__ = ["MOVES", "CacheLayout", "Move", "PruneExamples", "Reasoning", "Retarget", "Rewrite", "Shorten",
+           "TrimOutput"]
