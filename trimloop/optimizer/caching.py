@@ -142,12 +142,9 @@ class CacheModel:
         by_traffic = (self.arrival_rate, (1 - self.arrival_rate) if not rule.automatic else 0.0) \
             if self.arrival_rate is not None else (0.0, 0.0)
         if not rule.automatic:
-            if breakpoints:  # the version sets them: the baseline's measured rates, else the traffic's
-                same = rule.provider == self.baseline_provider and self.learnt_prefix
-                return (self.hit_rate, self.write_rate) if same else by_traffic
-            if breakpoints is False or rule.provider != self.baseline_provider:
-                return 0.0, 0.0
-            return self.hit_rate, self.write_rate
+            if rule.provider == self.baseline_provider and self.learnt_prefix:
+                return self.hit_rate, self.write_rate  # the team's breakpoints, seen caching in the logs
+            return by_traffic if breakpoints else (0.0, 0.0)  # a version that sets them: priced by the traffic
         return (self.hit_rate, self.write_rate) if self.learnt_prefix else by_traffic
 
     def usage(self, model_id: str, template: Template, *, input_tokens: float, output_tokens: float,
