@@ -3,7 +3,9 @@
 sst2: a verbose few-shot Gemma-270M prompt whose "production logs" are produced by really running
 it on the 1,821 SST-2 test sentences (gold labels arrive as reviewer feedback), then a run at
 margin 0.03. e2e: order-of-fields extraction on E2E sentences, scored with json_fields.
-Prints `{"tasks": {"sst2": {...}, "e2e": {...}}}`. The response cache lives in
+Prints `{"tasks": {"sst2": {...}, "e2e": {...}}}`; each task names the `moves` behind its
+certified candidate and `saving_share` ({"input", "output", "cached"}: the share of the saving
+from each token class). The response cache lives in
 `bench-output/optimize/` so a rerun is fast.
 
     python -m bench.optimize [--tasks sst2,e2e] [--sst2-n 1821] [--e2e-n 300]
@@ -166,6 +168,9 @@ def run_task(name: str, n: int, root: Path) -> dict[str, Any]:
             e = next(iter(ev.evaluators.values()))
             tokens = ev.prompt_tokens or [None, None]
             out.update(
+                moves=[step.move for step in ev.lineage],  # the moves behind the certified candidate
+                saving_share=ev.savings.saving_share if ev.savings is not None else None,  # input / output / cached
+                output_tokens=ev.output_tokens,
                 change=[step.detail for step in ev.lineage],
                 cost_cut=1 - suggestion.candidate_cost_per_call / suggestion.baseline_cost_per_call,
                 token_cut=1 - tokens[1] / tokens[0] if tokens[0] else None,
@@ -174,7 +179,7 @@ def run_task(name: str, n: int, root: Path) -> dict[str, Any]:
                 latency_p50_before=suggestion.baseline_latency_p50_s, latency_p50_after=suggestion.candidate_latency_p50_s,
             )
         else:
-            out.update(cost_cut=0.0, token_cut=0.0, accuracy_before=results.baseline_scores,
+            out.update(moves=[], saving_share=None, cost_cut=0.0, token_cut=0.0, accuracy_before=results.baseline_scores,
                        accuracy_after=None, delta_ci_low=None)
     return out
 

@@ -77,3 +77,17 @@ def test_unknown_price_gives_no_projection() -> None:
     model = resolve_model(SETTINGS, "gpt-4.1-mini")
     assert price_pairs([((100, 1), (90, 1))], cache=cache, baseline=(model, template),
                        candidate=(mystery, template)) is None
+
+
+def test_a_teams_own_anthropic_breakpoints_seen_in_the_logs_carry_to_candidates_without_params() -> None:
+    template = chat(POLICY)
+    sonnet = resolve_model(SETTINGS, "claude-sonnet-4-5")
+    prefix = static_prefix_tokens(template)
+    traffic = CacheTraffic(calls=10, input_tokens=10 * (prefix + 20), cached_tokens=8 * prefix, cache_write_tokens=2 * prefix)
+    cache = CacheModel.learn(traffic, baseline=sonnet, template=template, params={})
+    usage = cache.usage("claude-sonnet-4-5", template, input_tokens=prefix + 20, output_tokens=5, params={})
+    assert usage.cached == round(0.8 * prefix) and usage.cache_write == round(0.2 * prefix)
+    none_seen = CacheModel.learn(CacheTraffic(calls=10, input_tokens=10 * (prefix + 20)), baseline=sonnet,
+                                 template=template, params={})
+    assert none_seen.usage("claude-sonnet-4-5", template, input_tokens=prefix + 20, output_tokens=5,
+                           params={}).cached == 0

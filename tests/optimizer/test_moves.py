@@ -144,7 +144,8 @@ def test_every_move_has_the_one_async_propose_signature():
 
     from trimloop.optimizer.moves import MOVES, Move
 
-    assert {cls.name for cls in MOVES} == {"retarget", "shorten", "prune_examples", "rewrite"}
+    assert {cls.name for cls in MOVES} == {"retarget", "reasoning", "shorten", "prune_examples", "trim_output", "cache_layout",
+                                         "rewrite"}
     for cls in MOVES:
         move = cls()
         assert isinstance(move, Move) and inspect.iscoroutinefunction(move.propose), cls

@@ -322,6 +322,25 @@ def map_retirement(model: str) -> date | None:
         return None
 
 
+REASONING_PARAMS = frozenset({"reasoning_effort", "verbosity", "thinking"})
+
+
+@lru_cache(maxsize=512)
+def reasoning_params(model: str) -> frozenset[str]:
+    """The reasoning parameters `model` takes (reasoning_effort, verbosity, Anthropic's thinking), from
+    litellm's model map (`supports_reasoning`) and its supported-parameter lists; empty when it is
+    not a reasoning model or the map does not know it."""
+    litellm = import_litellm()
+    try:
+        info = litellm.get_model_info(model)
+        takes = litellm.get_supported_openai_params(model=model) or []
+    except Exception:
+        return frozenset()
+    if not info.get("supports_reasoning"):
+        return frozenset()
+    return frozenset(takes) & REASONING_PARAMS
+
+
 @lru_cache(maxsize=1)
 def import_litellm() -> Any:
     """litellm, with its price map read offline and its telemetry and chatter off."""

@@ -132,6 +132,9 @@ class SavingsProjection(BaseModel):
     naive_monthly: float | None = Field(
         default=None, description="the saving at tokens × list price, ignoring the cache (for comparison)")
     cache_note: str | None = Field(default=None, description="what caching does to the saving, in words")
+    saving_share: dict[str, float] | None = Field(
+        default=None, description="share of the saving from each token class: input, output (reasoning "
+        "included), cached (what the prompt cache adds); they sum to 1")
 
 
 class Deadline(Record):
@@ -212,6 +215,9 @@ class Evidence(Record):
     n: int | None = Field(default=None, description="holdout items planned")
     n_wanted: int | None = Field(default=None, description="holdout items the power helper wanted")
     prompt_tokens: list[float] = Field(default_factory=list, description="mean input tokens [before, after]")
+    output_tokens: list[float] | None = Field(default=None,
+                                              description="mean output tokens, reasoning included [before, after]")
+    reasoning_tokens: list[float] | None = Field(default=None, description="mean reasoning tokens [before, after]")
     differing_items: list[DifferingItem] = Field(default_factory=list)
     savings: SavingsProjection | None = None
     search: SearchSummary | None = None

@@ -50,6 +50,7 @@ class ItemResult:
     latency_s: float = 0.0
     cached: bool = False
     error: str | None = None
+    reasoning_tokens: int = 0  # part of output_tokens (as the provider reported them)
 
 
 class Trials(dict[Any, list[ItemResult]]):
@@ -135,7 +136,7 @@ async def evaluate_one(
         # an unknown price (None) counts as 0 here: eval sums compare candidates priced alike, and
         # retarget never proposes a model without a price
         input_tokens=result.input_tokens, output_tokens=result.output_tokens, cost=result.cost or 0.0,
-        latency_s=result.latency_s, cached=result.cached,
+        latency_s=result.latency_s, cached=result.cached, reasoning_tokens=result.reasoning_tokens or 0,
     )
 
 

@@ -20,6 +20,7 @@ from trimloop.core.catalog import ResolvedModel, count_message_tokens, count_tok
 from trimloop.core.errors import TemplateError
 from trimloop.core.tables import MAX_COST_PER_CALL, MAX_LATENCY_S, DatasetItem, LogRecord
 from trimloop.core.templates import render
+from trimloop.core.usage import TokenUsage
 from trimloop.evals.evaluators import EvalContext, NamedEvaluator, score_output
 from trimloop.evals.runner import EvalItem, ItemResult, evaluate_items
 from trimloop.optimizer.caching import CacheTraffic
@@ -69,7 +70,8 @@ def log_facts(session: Session, rows: Sequence[DatasetItem], *, prompt_id: int) 
 
 
 def item_cost(model: ResolvedModel, version: VersionSpec, row: DatasetItem, log: LogRecord | None) -> tuple[float, int, int]:
-    """(cost, input tokens, output tokens) of the baseline on this item at catalog prices."""
+    """(cost, input tokens, output tokens) of the baseline on this item at catalog prices, its
+    logged reasoning tokens priced as reasoning (core.pricing); no cache (the projection adds it)."""
     tin = log.input_tokens if log is not None else None
     tout = log.output_tokens if log is not None else None
     if tin is None:
@@ -80,6 +82,11 @@ def item_cost(model: ResolvedModel, version: VersionSpec, row: DatasetItem, log:
             tin = 0
     if tout is None:
         tout = count_tokens(row.baseline_output or "")
+    reasoning = log.reasoning_tokens if log is not None else None
+    if reasoning:
+        priced = model.cost(TokenUsage(tin, tout, reasoning=reasoning))
+        if priced is not None:
+            return priced, tin, tout
     return model.price(tin, tout), tin, tout
 
 
@@ -108,6 +115,6 @@ async def baseline_results(rows: Sequence[DatasetItem], facts: LogFacts, version
             item_id=row.id, sample=0, output=output, scores={k: s.value for k, s in scores.items()},
             input_tokens=tin, output_tokens=tout, cost=cost,
             latency_s=float(log.latency_s) if log is not None and log.latency_s is not None else 0.0,
-            cached=True,
+            cached=True, reasoning_tokens=min(tout, log.reasoning_tokens or 0) if log is not None else 0,
         )
     return out

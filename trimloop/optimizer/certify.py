@@ -183,6 +183,15 @@ async def certify(*, ranked: Sequence[Arm], run: RunContext, top: int = 2,
                                      "wanted": plans[a.candidate.sha]} for a in tested]})
     out: list[Certification] = []
     for arm in tested:
+        if arm.candidate.same_text:  # only cache breakpoints added: the model gets the very same text
+            same = await unchanged_check(arm, run, order, baseline_results, alpha)
+            if same is not None:
+                say("certify.finished", {"sha": arm.candidate.sha, "passed": same.passed, "reason": same.reason,
+                                         "evidence": {k: e.to_dict() for k, e in same.evidence.items()}})
+                out.append(same)
+                if same.passed:
+                    break
+                continue
         wanted = plans[arm.candidate.sha]
         if wanted >= ALL_ITEMS:
             wanted = len(order)  # a repair with no plan: tested on the whole holdout
@@ -231,3 +240,37 @@ async def certify(*, ranked: Sequence[Arm], run: RunContext, top: int = 2,
         if cert.passed:
             break  # the first that passes is the suggestion; testing more would only spend
     return out
+
+
+SAME_TEXT_SAMPLE = 10  # holdout items a breakpoint-only candidate is checked on
+
+
+async def unchanged_check(arm: Arm, run: RunContext, order: Sequence[Any], baseline: dict[Any, ItemResult],
+                          alpha: float) -> Certification | None:
+    """A candidate that sends the baseline's very text (it only adds cache breakpoints) needs no
+    quality test, only a check that its outputs are unchanged: it passes when its outputs equal the
+    baseline's on SAME_TEXT_SAMPLE holdout items. None (test it like any other) when they differ or
+    the baseline samples at temperature > 0, where outputs vary anyway."""
+    if float(run.baseline.params.get("temperature") or 0) > 0:
+        return None
+    sample = [i for i in order if i.id in baseline][:SAME_TEXT_SAMPLE]
+    cert = Certification(arm=arm, n_planned=len(sample), n_wanted=len(sample), alpha=alpha)
+    try:
+        await evaluate_items(template=arm.candidate.version.template, model=arm.candidate.version.model,
+                             params=arm.candidate.version.params, items=sample, evaluators=run.evaluators,
+                             gateway=run.gateway, concurrency=run.concurrency, ledger=run.ledger,
+                             on_result=cert.add, samples=1, propagate=(ProviderUnavailable,))
+    except SpendCapReached as exc:
+        cert.reason = f"budget ran out during the unchanged-output check: {exc.message}"
+        return cert
+    same = sum(1 for i in sample if i.id in cert.results
+               and " ".join((cert.results[i.id][0].output or "").split()) == " ".join((baseline[i.id].output or "").split()))
+    if same < len(sample) or not sample:
+        return None
+    tested_on = [baseline[i] for i in cert.results if i in baseline]
+    cert.evidence = dict(compare_results(tested_on, cert.results.flat(), evaluators=run.keys, margin=run.margin,
+                                         margins=dict(run.margins), alpha=alpha).verdicts)
+    cert.passed = True
+    cert.reason = (f"the text sent is unchanged (only cache breakpoints added): outputs identical to the "
+                   f"baseline's on {same} of {len(sample)} holdout items")
+    return cert

@@ -128,9 +128,9 @@ def record_suggestion(
         cached_share_after=priced.cached_share_after if priced else None,
         cache_note=priced.note if priced else None,
     )
-    tokens_before = sum(base[i.id].input_tokens for i in items) / max(1, len(items))
-    tokens_after = sum(r.input_tokens for i in items for r in cert.results[i.id]) / max(
-        1, sum(len(cert.results[i.id]) for i in items))
+    if priced is not None:
+        savings.saving_share = priced.saving_share()
+    tokens_before, tokens_after = _means(items, base, cert, "input_tokens")
     evidence = Evidence(
         kind=SuggestionKind.repair if repair is not None else SuggestionKind.cost,
         repair=repair_summary(cert=cert, min_effect=repair[0], alpha=run.alpha, savings=savings, health=repair[1])
@@ -142,6 +142,8 @@ def record_suggestion(
         n=cert.n_planned,
         n_wanted=cert.n_wanted,
         prompt_tokens=[tokens_before, tokens_after],
+        output_tokens=list(_means(items, base, cert, "output_tokens")),
+        reasoning_tokens=list(_means(items, base, cert, "reasoning_tokens")),
         differing_items=differing_items(items, base, cert.results),
         savings=savings,
         search=SearchSummary(search_calls=search.search_calls, candidates=search.candidates,
@@ -180,15 +182,25 @@ def _cache_aware(items: Sequence[Any], base: Mapping[Any, ItemResult], cert: Cer
     tokens = []
     for item in items:
         results = cert.results[item.id]
-        tokens.append(((base[item.id].input_tokens, base[item.id].output_tokens),
+        b = base[item.id]
+        tokens.append(((b.input_tokens, b.output_tokens, b.reasoning_tokens),
                        (sum(r.input_tokens for r in results) / len(results),
-                        sum(r.output_tokens for r in results) / len(results))))
+                        sum(r.output_tokens for r in results) / len(results),
+                        sum(r.reasoning_tokens for r in results) / len(results))))
     if not tokens:
         return None
     base_model, cand_model = resolve(baseline.model), resolve(candidate.model)
-    cache = CacheModel.learn(facts.cache, baseline=base_model, template=baseline.template)
+    cache = CacheModel.learn(facts.cache, baseline=base_model, template=baseline.template,
+                             call_times=facts.call_times, params=baseline.params)
     return price_pairs(tokens, cache=cache, baseline=(base_model, baseline.template),
-                       candidate=(cand_model, candidate.template))
+                       candidate=(cand_model, candidate.template), params=(baseline.params, candidate.params))
+
+
+def _means(items: Sequence[Any], base: Mapping[Any, ItemResult], cert: Certification, name: str) -> tuple[float, float]:
+    """The mean of one token count over the holdout items: the baseline's, the candidate's (all samples)."""
+    before = sum(getattr(base[i.id], name) for i in items) / max(1, len(items))
+    after = [getattr(r, name) for i in items for r in cert.results[i.id]]
+    return before, sum(after) / max(1, len(after))
 
 
 def price_table(model: ResolvedModel) -> dict[str, str]:

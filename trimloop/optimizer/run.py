@@ -51,9 +51,11 @@ from trimloop.evals.runner import EvalItem
 from trimloop.optimizer import preflight
 from trimloop.optimizer import repair as repairs
 from trimloop.optimizer.baseline import baseline_results, log_facts
+from trimloop.optimizer.caching import CacheModel
 from trimloop.optimizer.certify import certify
 from trimloop.optimizer.config import default_candidate_models, run_config
 from trimloop.optimizer.context import RunContext
+from trimloop.optimizer.moves.trim_output import answer_of, output_facts
 from trimloop.optimizer.record import record_candidates, record_evaluations, record_suggestion
 from trimloop.optimizer.search import SearchConfig, search
 from trimloop.optimizer.spec import MoveContext, VersionSpec
@@ -280,7 +282,11 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
                           seed=config.seed, gateway=gateway, ledger=ledger,
                           proposer_model=config.proposer_model, failures=failures, migrate=leaving is not None,
                           repair=config.repair, answers=answers,
-                          examples=repairs.examples(items["search"], answers, seed=config.seed) if answers else [])
+                          examples=repairs.examples(items["search"], answers, seed=config.seed) if answers else [],
+                          outputs=output_facts([base[i.id] for i in items["search"]], [n.key for n in evaluators]),
+                          answer=answer_of(evaluators),
+                          cache=CacheModel.learn(facts.cache, baseline=resolve(baseline.model), template=baseline.template,
+                                                 call_times=facts.call_times, params=baseline.params))
     # A repair's test is superiority by min_effect: the same test at margin −min_effect (evals.stats).
     margin, margins = ((-config.min_effect, {k: -v for k, v in config.min_effects.items()}) if config.repair
                        else (config.margin, dict(config.margins)))

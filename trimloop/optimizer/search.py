@@ -25,6 +25,7 @@ from trimloop.core.catalog import count_message_tokens, count_tokens
 from trimloop.core.errors import ProviderUnavailable, SpendCapReached, TemplateError
 from trimloop.core.status import CandidateStatus
 from trimloop.core.templates import render
+from trimloop.core.usage import TokenUsage
 from trimloop.evals.runner import evaluate_items
 from trimloop.evals.sequential import sequential_design
 from trimloop.optimizer.context import Emit, RunContext
@@ -105,8 +106,10 @@ async def propose_candidates(baseline: VersionSpec, context: MoveContext, *, com
 
 
 def estimate_cost(version: VersionSpec, context: MoveContext, inputs: Sequence[dict[str, Any]],
-                  output_tokens: float) -> float:
-    """Cost per call from the rendered prompt's tokens and the baseline's typical output length."""
+                  output_tokens: float, reasoning_tokens: float = 0.0) -> float:
+    """Cost per call from the rendered prompt's tokens and the expected output (the baseline's
+    typical length, or what the candidate's move expects), priced by token class with the
+    baseline's prompt-cache behaviour when the context has it (optimizer.caching)."""
     model = context.resolve(version.model)
     tokens = []
     for values in inputs:
@@ -116,7 +119,27 @@ def estimate_cost(version: VersionSpec, context: MoveContext, inputs: Sequence[d
             continue
         tokens.append(count_message_tokens(prompt) if isinstance(prompt, list) else count_tokens(prompt))
     mean_in = statistics.fmean(tokens) if tokens else 0.0
+    if context.cache is not None or reasoning_tokens:
+        usage = (context.cache.usage(version.model, version.template, input_tokens=mean_in, output_tokens=output_tokens,
+                                     reasoning_tokens=reasoning_tokens, params=version.params)
+                 if context.cache is not None else
+                 TokenUsage(round(mean_in), round(output_tokens), reasoning=round(min(reasoning_tokens, output_tokens))))
+        cost = model.cost(usage)
+        if cost is not None:
+            return cost
     return model.price(round(mean_in), round(output_tokens))
+
+
+def expected_output(candidate: CandidateSpec, output_tokens: float, reasoning_tokens: float) -> tuple[float, float]:
+    """(output, reasoning) tokens a call of the candidate is expected to bill: its move's outlook
+    where it has one, else the baseline's."""
+    outlook = candidate.outlook
+    if outlook is None:
+        return output_tokens, reasoning_tokens
+    reasoning = outlook.reasoning_tokens if outlook.reasoning_tokens is not None else reasoning_tokens
+    visible = output_tokens - reasoning_tokens
+    output = outlook.output_tokens if outlook.output_tokens is not None else visible + reasoning
+    return output, min(reasoning, output)
 
 
 def family(candidate: CandidateSpec) -> tuple[Any, ...]:
@@ -214,14 +237,16 @@ async def search(
     keys = run.keys
     base_scores = {k: {i: [r.scores.get(k, 0.0)] for i, r in baseline_results.items()} for k in keys}
     out_tokens = statistics.fmean([r.output_tokens for r in baseline_results.values()] or [0])
+    reasoning = statistics.fmean([r.reasoning_tokens for r in baseline_results.values()] or [0])
     sample_inputs = [it.inputs for it in order[:20]]
-    baseline_cost = estimate_cost(baseline, context, sample_inputs, out_tokens)
+    baseline_cost = estimate_cost(baseline, context, sample_inputs, out_tokens, reasoning)
 
     quality_first = config.migrate or config.repair  # any cost; ranked by the chance of passing
     proposed = (list(candidates) if candidates is not None
                 else await propose_candidates(baseline, context, compose=config.compose, emit=say, repair=config.repair))
     proposed = [c for c in proposed if c.sha not in exclude and c.version.model not in config.exclude_models]
-    estimates = {c.sha: estimate_cost(c.version, context, sample_inputs, out_tokens) for c in proposed}
+    estimates = {c.sha: estimate_cost(c.version, context, sample_inputs, *expected_output(c, out_tokens, reasoning))
+                 for c in proposed}
     arms = select_arms(proposed, estimates, baseline_cost, config.max_candidates, migrate=quality_first)
     result = SearchResult(arms=arms, front=[], ranked=[], baseline_cost=baseline_cost)
     say("search.started", {"proposed": len(proposed), "racing": len(arms), "baseline_est_cost": baseline_cost,

@@ -12,6 +12,8 @@ API, answered in its shape), `GET /v1/models`, and control routes:
 - `POST /_hold` with `{"on": true}`: requests that arrive from now wait (unanswered) until
   `{"on": false}`, which answers them, or `{"on": false, "drop": true}`, which fails them (503).
   A test can so crash a client while its calls are in flight at a moment it chooses.
+- a request header `X-Fake-Clock: SECONDS` sets the prompt cache's clock for that request, so a
+  test can replay logged traffic with its real gaps in no time.
 - `GET /_stats` (requests, answered, peak in-flight, held …; with `?bodies=1` and the server started
   with `--track-bodies`, per distinct request body: received / answered / failed / abandoned, and
   the model and usage of each answer), `POST /_reset`.
@@ -31,9 +33,13 @@ by OpenAI's rule (≥ 1,024 tokens, 128-token steps, automatic) and reports
 `usage.prompt_tokens_details.cached_tokens`; `--prompt-cache anthropic` caches the system message
 as if it carried a `cache_control` breakpoint (per-model minimum, `--cache-minimum` to change it)
 and reports Anthropic's usage (`input_tokens` without the cache, `cache_read_input_tokens`,
-`cache_creation_input_tokens`, `output_tokens`). `--reasoning-tokens N` adds N reasoning tokens to
-every answer's completion tokens (`completion_tokens_details.reasoning_tokens`). Both imply
-`--count-tokens`.
+`cache_creation_input_tokens`, `output_tokens`). `--reasoning-tokens N` adds reasoning tokens to
+every answer's completion tokens (`completion_tokens_details.reasoning_tokens`), deterministic per
+setting: N without a reasoning parameter or at `reasoning_effort` "medium", 2N at "high", N/4 at
+"low", 0 at "minimal"; with Anthropic's `thinking`, min(N, budget_tokens) when enabled, 0 when
+disabled. Both imply `--count-tokens`. With `--explicit-breakpoints` the Anthropic cache reads only
+the caller's own `cache_control` blocks (as Anthropic does): each system block is one system
+message, and a request without a breakpoint caches nothing.
 """
 
 from __future__ import annotations
@@ -65,7 +71,7 @@ class FakeOpenAI:
     def __init__(self, *, latency_ms: float = 0.0, count_tokens: bool = False, timeout_s: float = 30.0,
                  track_bodies: bool = False, replies: dict[str, Any] | None = None,
                  prompt_cache: str | None = None, cache_minimum: int | None = None, cache_ttl_s: float = 300.0,
-                 reasoning_tokens: int = 0):
+                 reasoning_tokens: int = 0, explicit_breakpoints: bool = False):
         self.latency = latency_ms / 1000
         self.count_tokens = count_tokens or prompt_cache is not None or reasoning_tokens > 0
         self.usage_style = prompt_cache or "openai"
@@ -73,6 +79,7 @@ class FakeOpenAI:
         self.cache_minimum = cache_minimum
         self.cache_ttl_s = cache_ttl_s
         self.reasoning_tokens = reasoning_tokens
+        self.explicit_breakpoints = explicit_breakpoints
         self._caches: dict[str, PromptCache] = {}
         self.timeout_s = timeout_s
         self.track_bodies = track_bodies
@@ -124,6 +131,8 @@ class FakeOpenAI:
         try:
             raw = await request.read()
             body = json.loads(raw)
+            clock = request.headers.get("X-Fake-Clock")  # a replay's own clock for the prompt cache (seconds)
+            now = float(clock) if clock else None
             if self.track_bodies:
                 digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
                 track = self.bodies.setdefault(digest, {"received": 0, "answered": 0, "failed": 0,
@@ -161,15 +170,22 @@ class FakeOpenAI:
                 return self._failed(track, web.Response(text='{"choices": [ {"mess', content_type="application/json"))
             max_tokens = int(body.get("max_tokens") or 16)
             cached = written = 0
+            marked: int | None = None  # the index of the last message carrying a cache_control breakpoint
             if anthropic:  # the system prompt rides beside the messages; contents may be blocks
-                body["messages"] = ([{"role": "system", "content": _text_of(body["system"])}] if body.get("system")
-                                    else []) + [{"role": m.get("role"), "content": _text_of(m.get("content"))}
-                                                for m in body["messages"]]
+                if self.explicit_breakpoints:
+                    body["messages"], marked = _with_breakpoints(body.get("system"), body["messages"])
+                else:
+                    body["messages"] = ([{"role": "system", "content": _text_of(body["system"])}] if body.get("system")
+                                        else []) + [{"role": m.get("role"), "content": _text_of(m.get("content"))}
+                                                    for m in body["messages"]]
+            reasoning = self._reasoning(body)
             if chat:
                 last = body["messages"][-1]["content"]
                 prompt_tokens = _chat_tokens(body["messages"]) if self.count_tokens else 10
                 if self.prompt_cache:
-                    cached, written = self._bill_cache(str(body.get("model", "fake")), body["messages"])
+                    cached, written = self._bill_cache(str(body.get("model", "fake")), body["messages"],
+                                                       marked if self.explicit_breakpoints and anthropic else -1,
+                                                       now=now if now is not None else time.monotonic())
                 whole = "\n".join(str(m.get("content", "")) for m in body["messages"])
                 content = self._reply(whole) if self.replies else f"echo: {last[:40]}"
                 choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": content},
@@ -178,8 +194,8 @@ class FakeOpenAI:
                 prompt_tokens = _tokens(body["prompt"]) if self.count_tokens else 10
                 text = self._reply(body["prompt"]) if self.replies else f" echo: {body['prompt'][-40:]}"
                 choice = {"index": 0, "text": text, "finish_reason": "length"}
-            completion_tokens = max_tokens + self.reasoning_tokens
-            usage = self._usage(prompt_tokens, completion_tokens, cached, written)
+            completion_tokens = max_tokens + reasoning
+            usage = self._usage(prompt_tokens, completion_tokens, cached, written, reasoning)
             if anthropic:
                 usage = {"input_tokens": prompt_tokens - cached - written, "cache_creation_input_tokens": written,
                          "cache_read_input_tokens": cached, "output_tokens": completion_tokens}
@@ -205,13 +221,26 @@ class FakeOpenAI:
                 track["answered"] += 1
                 track["answers"].append({"model": body.get("model"), "prompt_tokens": prompt_tokens,
                                          "completion_tokens": completion_tokens, "cached_tokens": cached,
-                                         "cache_write_tokens": written, "reasoning_tokens": self.reasoning_tokens})
+                                         "cache_write_tokens": written, "reasoning_tokens": reasoning})
             return response
         finally:
             self.inflight -= 1
 
-    def _bill_cache(self, model: str, messages: list[dict[str, Any]]) -> tuple[int, int]:
-        """(cached, written) prompt tokens of this request, by the provider's caching rule."""
+    def _reasoning(self, body: dict[str, Any]) -> int:
+        """Reasoning tokens of this answer, deterministic per setting (see the module's docstring)."""
+        n = self.reasoning_tokens
+        if not n:
+            return 0
+        thinking = body.get("thinking")
+        if isinstance(thinking, dict):
+            return min(n, int(thinking.get("budget_tokens") or 0)) if thinking.get("type") == "enabled" else 0
+        effort = body.get("reasoning_effort")
+        return {"minimal": 0, "low": n // 4, "medium": n, "high": 2 * n}.get(str(effort), n) if effort else n
+
+    def _bill_cache(self, model: str, messages: list[dict[str, Any]], marked: int | None = -1, *,
+                    now: float) -> tuple[int, int]:
+        """(cached, written) prompt tokens of this request, by the provider's caching rule. `marked`:
+        the message whose end is the caller's breakpoint (None: none); -1: the last system message."""
         cache = self._caches.get(model)
         if cache is None:
             rule = cache_rule(model)  # the served model's own rule (claude-haiku-4-5: 4,096 tokens) …
@@ -222,11 +251,13 @@ class FakeOpenAI:
                 rule = replace(rule, minimum=self.cache_minimum)
             cache = self._caches[model] = PromptCache(rule, self.cache_ttl_s)
         tokens, ends = chat_tokens(messages)
+        if marked != -1:
+            return cache.bill(model, tokens, now, ends[marked] + 1 if marked is not None else None)
         systems = [end for end, m in zip(ends, messages, strict=True) if m.get("role") == "system"]
         breakpoint = systems[-1] + 1 if systems else None  # as if the last system message had cache_control
-        return cache.bill(model, tokens, time.monotonic(), breakpoint)
+        return cache.bill(model, tokens, now, breakpoint)
 
-    def _usage(self, prompt: int, completion: int, cached: int, written: int) -> dict[str, Any]:
+    def _usage(self, prompt: int, completion: int, cached: int, written: int, reasoning: int = 0) -> dict[str, Any]:
         """The usage object in the provider's own shape."""
         if self.usage_style == "anthropic":  # input_tokens leaves out both cache buckets
             return {"input_tokens": prompt - cached - written, "cache_read_input_tokens": cached,
@@ -236,7 +267,7 @@ class FakeOpenAI:
         if self.prompt_cache:
             usage["prompt_tokens_details"] = {"cached_tokens": cached, "audio_tokens": 0}
         if self.reasoning_tokens:
-            usage["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens, "audio_tokens": 0,
+            usage["completion_tokens_details"] = {"reasoning_tokens": reasoning, "audio_tokens": 0,
                                                   "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
         return usage
 
@@ -301,6 +332,24 @@ def _text_of(content: Any) -> str:
     return str(content or "")
 
 
+def _with_breakpoints(system: Any, messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int | None]:
+    """Anthropic's system blocks and messages as chat messages (one system message per block), and the
+    index of the last one that carries `cache_control` (None: the caller set no breakpoint)."""
+    out: list[dict[str, Any]] = []
+    marked = None
+    blocks = system if isinstance(system, list) else ([{"type": "text", "text": system}] if system else [])
+    for block in blocks:
+        out.append({"role": "system", "content": str(block.get("text", ""))})
+        if block.get("cache_control"):
+            marked = len(out) - 1
+    for message in messages:
+        content = message.get("content")
+        out.append({"role": message.get("role"), "content": _text_of(content)})
+        if isinstance(content, list) and any(isinstance(b, dict) and b.get("cache_control") for b in content):
+            marked = len(out) - 1
+    return out, marked
+
+
 def _compile_replies(spec: dict[str, Any]) -> tuple[str, list[tuple[re.Pattern[str], str]], str]:
     rules = [(re.compile(pattern), str(reply)) for pattern, reply in spec.get("rules", [])]
     return str(spec.get("after") or ""), rules, str(spec.get("default", ""))
@@ -363,13 +412,16 @@ def main() -> None:
                         help="cache prompt prefixes by this provider's rule and report its usage shape")
     parser.add_argument("--cache-minimum", type=int, help="fewest tokens cached (default: the provider's)")
     parser.add_argument("--cache-ttl-s", type=float, default=300.0)
-    parser.add_argument("--reasoning-tokens", type=int, default=0, help="reasoning tokens added to every answer")
+    parser.add_argument("--reasoning-tokens", type=int, default=0,
+                        help="reasoning tokens at the default or medium effort (see the module's docstring)")
+    parser.add_argument("--explicit-breakpoints", action="store_true",
+                        help="the Anthropic cache reads only the caller's cache_control blocks")
     args = parser.parse_args()
     replies = json.loads(args.replies.read_text()) if args.replies else None
     server = FakeOpenAI(latency_ms=args.latency_ms, count_tokens=args.count_tokens, timeout_s=args.timeout_s,
                         track_bodies=args.track_bodies, replies=replies, prompt_cache=args.prompt_cache,
                         cache_minimum=args.cache_minimum, cache_ttl_s=args.cache_ttl_s,
-                        reasoning_tokens=args.reasoning_tokens)
+                        reasoning_tokens=args.reasoning_tokens, explicit_breakpoints=args.explicit_breakpoints)
     if server.count_tokens:
         _chat_tokens([{"role": "user", "content": "warm up"}])  # load the tokenizer before the first request
     web.run_app(server.app(), host="127.0.0.1", port=args.port, print=None, access_log=None,
