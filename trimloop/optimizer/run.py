@@ -255,8 +255,6 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
             raise BaselineUnhealthy(RunResults(dataset_id=dataset_id, baseline_calls=baseline_calls, search_calls=0,
                                                certify_calls=0, calls=ledger.calls, spent=ledger.spent,
                                                baseline_health=health, no_suggestion=why))
-    failures = [{"inputs": i.inputs, "expected": i.expected} for i in items["search"]
-                 if i.expected is not None and min(base[i.id].scores.values(), default=1.0) < 1.0]
     today = today_of(now)
     leaving = retiring(settings, baseline.model, today)
     models, left_out = split_retiring(settings, config.models or default_candidate_models(settings), today)
@@ -268,7 +266,7 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
                                "left_out": sorted(left_out)})
     context = MoveContext(models=models, resolve=resolve,
                           seed=config.seed, gateway=gateway, ledger=ledger,
-                          proposer_model=config.proposer_model, failures=failures, migrate=leaving is not None)
+                          proposer_model=config.proposer_model, migrate=leaving is not None)
     run = RunContext(baseline=baseline, search_items=items["search"], holdout_items=items["holdout"],
                      baseline_results=base, evaluators=evaluators, gateway=gateway, ledger=ledger, emit=emit,
                      margin=config.margin, alpha=config.alpha, margins=dict(config.margins), power=config.power,
