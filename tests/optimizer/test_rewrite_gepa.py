@@ -98,3 +98,31 @@ async def test_rewrite_is_off_without_a_proposer_and_drops_proposals_that_lose_a
     provider = FakeProvider(responder=sneaky)
     assert await Rewrite().propose(root, context=context(provider, Ledger(max_calls=100), budget=40)) == []
     assert any(c["model"] == PROPOSER for c in provider.calls)  # it asked, and the answer was refused
+
+
+@pytest.mark.parametrize("max_calls", [120, 200])
+async def test_gepa_candidates_race_and_the_search_stays_within_its_budget(max_calls):
+    from trimloop.core.catalog import resolve_model
+    from trimloop.evals.runner import ItemResult
+    from trimloop.optimizer.context import RunContext
+    from trimloop.optimizer.search import SearchConfig, search
+
+    settings = Settings()
+    provider = FakeProvider(responder=responder)
+    ledger = Ledger(max_calls=5000)
+    evaluators = build_evaluators({"label": {"labels": ["positive", "negative"]}})
+    baseline = VersionSpec(Template.plain(PROMPT), TASK, {"max_tokens": 3})
+    base = {i.id: ItemResult(item_id=i.id, sample=0, output=" positive",
+                             scores={"label": float(i.expected == "positive")}, output_tokens=1) for i in ITEMS}
+    gateway = Gateway(settings, provider=provider)
+    run = RunContext(baseline=baseline, search_items=ITEMS, holdout_items=[], baseline_results=base,
+                     evaluators=evaluators, gateway=gateway, ledger=ledger, concurrency=2)
+    moves = MoveContext(models=[], resolve=lambda m: resolve_model(settings, m), gateway=gateway,
+                        proposer_model=PROPOSER, ledger=ledger)
+    found = await search(run=run, context=moves, config=SearchConfig(rungs=(8, 16), max_calls=max_calls))
+    assert ledger.calls <= max_calls and found.calls <= max_calls  # GEPA's share and the race together
+    gepa_calls = sum(1 for c in provider.calls if c["model"] == PROPOSER or c["prompt"].startswith(PROMPT[:40]))
+    assert 0 < gepa_calls <= max_calls * SearchConfig().rewrite_share
+    rewrites = [a for a in found.arms if a.candidate.label == "rewrite"]
+    assert rewrites and rewrites[0].n > 0  # it raced
+    assert rewrites[0].mean_score("label") == 1.0 and rewrites[0] in found.ranked

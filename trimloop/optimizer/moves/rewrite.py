@@ -176,7 +176,9 @@ def gepa_rewrite(template: Template, model: str, params: dict[str, Any], *, cont
     seed = instruction_of(template)
     share = ledger.max_calls or 0
     items = list(context.items)
-    valset_n = min(MAX_VALSET, max(MINIBATCH, len(items) // 3), len(items))
+    # The valset's seed evaluation plus at least one whole iteration must fit in the share.
+    valset_n = min(MAX_VALSET, max(MINIBATCH, len(items) // 3), max(MINIBATCH, (share - 2 * MINIBATCH - 2) // 3),
+                   len(items))
     val, train = items[:valset_n], items[valset_n:valset_n + MAX_TRAINSET] or items[:valset_n]
     per_iteration = 2 * MINIBATCH + 2 + valset_n  # parent and child minibatch, proposal (+ a shortening), full val
     reflections = share // (2 * MINIBATCH + valset_n) + 1
