@@ -219,7 +219,7 @@ async def search(
         # on the search items the race looks at last; what they spend is taken off the race's.
         budget = config.max_calls if config.max_calls is not None else (
             ledger.remaining_calls if ledger is not None else None)
-        context = replace(context, items=order[::-1], evaluators=list(run.evaluators), concurrency=run.concurrency,
+        context = replace(context, items=order[::-1], evaluators=list(run.evaluators), concurrency=run.concurrency, emit=say,
                           budget_calls=int(budget * config.rewrite_share) if budget is not None else None)
     proposed = (list(candidates) if candidates is not None
                 else await propose_candidates(baseline, context, compose=config.compose, emit=say))

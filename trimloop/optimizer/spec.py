@@ -69,6 +69,7 @@ class MoveContext:
     evaluators: list[Any] = field(default_factory=list)  # the run's NamedEvaluators: GEPA's metric
     budget_calls: int | None = None  # calls the moves that call a model may spend (a share of the search's)
     concurrency: int = 4
+    emit: Callable[[str, dict[str, Any]], None] | None = None  # the run's event sink, for moves that report
     migrate: bool = False  # the baseline's model retires: retarget to dearer models too
 
 

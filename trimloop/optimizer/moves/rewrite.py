@@ -287,6 +287,12 @@ class Rewrite:
         if context.ledger is not None and context.ledger.remaining_calls == 0:
             raise SpendCapReached("call cap reached during the rewrite move", where="ledger 'run'",
                                   hint="raise the run's budget in calls")
+        if context.emit is not None:  # what GEPA did, whether or not anything came of it
+            context.emit("rewrite.gepa", {"proposer": context.proposer_model, "share": share, "calls": outcome.calls,
+                                          "cache_hits": outcome.cache_hits, "metric_calls": outcome.metric_calls,
+                                          "max_metric_calls": outcome.max_metric_calls, "valset": outcome.valset,
+                                          "candidates": [{"instruction": t, "score": s} for t, s in outcome.candidates],
+                                          "note": outcome.note})
         sample = list(context.items)[:20]
         seed_score = next((s for text, s in outcome.candidates if text == seed), None)
         points = []
