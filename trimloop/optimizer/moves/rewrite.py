@@ -276,10 +276,9 @@ class Rewrite:
         seed = instruction_of(template)
         if not seed:
             return []
-        share = context.budget_calls if context.budget_calls is not None else 0
+        share = context.budget_calls or 0  # no share of a search budget: GEPA does not run
         if context.ledger is not None and context.ledger.remaining_calls is not None:
-            share = min(share, context.ledger.remaining_calls) if context.budget_calls is not None \
-                else context.ledger.remaining_calls
+            share = min(share, context.ledger.remaining_calls)
         ledger = ShareLedger(max_calls=share, name="rewrite (GEPA)", parent=context.ledger)
         outcome = await asyncio.to_thread(gepa_rewrite, template, candidate.version.model,
                                           dict(candidate.version.params), context=context,
