@@ -99,46 +99,6 @@ async def test_moves_compose_with_lineage(context):
     assert child.parent_sha == root(Template.plain(VERBOSE)).sha != child.sha
 
 
-async def test_rewrite_goes_through_the_gateway_via_dspy_and_keeps_examples():
-    from trimloop.core.gateway import Gateway
-    from trimloop.core.ledger import Ledger
-    from trimloop.optimizer.moves.rewrite import Rewrite
-    from trimloop.testing.fake_provider import FakeProvider
-
-    replies = iter([
-        "[[ ## shorter_instruction ## ]]\nClassify the review: answer positive or negative.\n\n[[ ## completed ## ]]",
-        "[[ ## new_instruction ## ]]\nSay positive or negative.\n\n[[ ## completed ## ]]",
-    ])
-    provider = FakeProvider(responder=lambda model, prompt: next(replies))
-    gateway = Gateway(Settings(), provider=provider)
-    ledger = Ledger(max_calls=5)
-    context = MoveContext(models=[], resolve=None, gateway=gateway, proposer_model="local/smollm2-135m",
-                          ledger=ledger, failures=[{"inputs": {"text": "meh"}, "expected": "negative"}])
-    proposals = await Rewrite().propose(root(Template.plain(VERBOSE)), context=context)
-    assert [p.lineage[-1]["detail"].split(" by ")[0] for p in proposals] == ["compress", "reflect"]
-    text = proposals[0].version.template.text
-    assert text.startswith("Classify the review: answer positive or negative.\n\nHere are some examples:")
-    assert text.endswith("Review: {{text}}\nSentiment:")
-    assert ledger.calls == 2 and len(provider.calls) == 2  # priced and capped like every other call
-    smollm = gateway.model("local/smollm2-135m")  # priced by the catalog
-    assert ledger.spent == pytest.approx(sum(smollm.price(c["input_tokens"], c["output_tokens"]) for c in provider.calls))
-    assert "meh" in provider.calls[1]["prompt"][-1]["content"]
-
-
-async def test_rewrite_is_off_without_a_proposer_and_drops_bad_proposals():
-    from trimloop.core.gateway import Gateway
-    from trimloop.optimizer.moves.rewrite import Rewrite
-    from trimloop.testing.fake_provider import FakeProvider
-
-    silent = FakeProvider()
-    off = MoveContext(models=[], resolve=None, gateway=Gateway(Settings(), provider=silent))
-    assert await Rewrite().propose(root(Template.plain(VERBOSE)), context=off) == [] and silent.attempts == 0
-    sneaky = FakeProvider(responder=lambda m, p: "[[ ## shorter_instruction ## ]]\nUse {{other}}.\n\n[[ ## completed ## ]]")
-    on = MoveContext(models=[], resolve=None, gateway=Gateway(Settings(), provider=sneaky),
-                     proposer_model="local/smollm2-135m")
-    assert await Rewrite().propose(root(Template.plain(VERBOSE)), context=on) == [] and sneaky.calls
-
-
 def test_every_move_has_the_one_async_propose_signature():
     import inspect
 

@@ -85,3 +85,40 @@ class Ledger:
 
 def _units(dollars: float) -> int:
     return round(dollars * 1e8)
+
+
+@dataclass
+class ShareLedger(Ledger):
+    """A share of another ledger: its own caps, and every call also reserved and settled on the
+    parent, so a part of a run (the rewrite move's GEPA) can never spend past its share nor the run's."""
+
+    parent: Ledger | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.parent is not None:
+            self.run_id = self.parent.run_id
+
+    def reserve(self, worst_case: float) -> None:
+        super().reserve(worst_case)
+        if self.parent is not None:
+            try:
+                self.parent.reserve(worst_case)
+            except SpendCapReached:
+                super().release(worst_case)
+                raise
+
+    def settle(self, worst_case: float, actual: float) -> None:
+        super().settle(worst_case, actual)
+        if self.parent is not None:
+            self.parent.settle(worst_case, actual)
+
+    def release(self, worst_case: float) -> None:
+        super().release(worst_case)
+        if self.parent is not None:
+            self.parent.release(worst_case)
+
+    def note_cache_hit(self) -> None:
+        super().note_cache_hit()
+        if self.parent is not None:
+            self.parent.note_cache_hit()

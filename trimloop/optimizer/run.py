@@ -267,8 +267,6 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
         answers = repairs.allowed_answers(evaluators, [r.expected for r in rows])
         emit("repair.started", {"health": health.verdict, "min_effect": config.min_effect,
                                 "min_effects": dict(config.min_effects), "answers": answers})
-    failures = [{"inputs": i.inputs, "expected": i.expected} for i in items["search"]
-                 if i.expected is not None and min(base[i.id].scores.values(), default=1.0) < 1.0]
     today = today_of(now)
     leaving = retiring(settings, baseline.model, today)
     models, left_out = split_retiring(settings, config.models or default_candidate_models(settings), today)
@@ -280,7 +278,7 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
                                "left_out": sorted(left_out)})
     context = MoveContext(models=models, resolve=resolve,
                           seed=config.seed, gateway=gateway, ledger=ledger,
-                          proposer_model=config.proposer_model, failures=failures, migrate=leaving is not None,
+                          proposer_model=config.proposer_model, migrate=leaving is not None,
                           repair=config.repair, answers=answers,
                           examples=repairs.examples(items["search"], answers, seed=config.seed) if answers else [],
                           outputs=output_facts([base[i.id] for i in items["search"]], [n.key for n in evaluators]),

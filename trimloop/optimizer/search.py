@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -46,12 +46,15 @@ class SearchConfig:
     migrate: bool = False  # the baseline's model retires: any cost, quality first
     repair: bool = False  # a repair: the repair moves, any cost, chance of superiority first
     exclude_models: frozenset[str] = frozenset()  # never candidates (retiring models)
+    rewrite_share: float = 0.25  # of the search's calls, the most the rewrite move's GEPA may spend
 
     def __post_init__(self) -> None:
         if not self.rungs or list(self.rungs) != sorted(set(self.rungs)) or self.rungs[0] < 2:
             raise ValueError(f"rungs must be increasing item counts ≥ 2, got {self.rungs}")
         if self.eta < 2:
             raise ValueError("eta must be ≥ 2")
+        if not 0 <= self.rewrite_share < 1:
+            raise ValueError(f"rewrite_share must be in [0, 1), got {self.rewrite_share}")
 
 
 @dataclass
@@ -242,13 +245,22 @@ async def search(
     baseline_cost = estimate_cost(baseline, context, sample_inputs, out_tokens, reasoning)
 
     quality_first = config.migrate or config.repair  # any cost; ranked by the chance of passing
+    before = (ledger.calls + ledger.cache_hits) if ledger is not None else 0
+    if candidates is None:
+        # The moves that call a model (rewrite: GEPA) get a share of the search's calls and run
+        # on the search items the race looks at last; what they spend is taken off the race's.
+        budget = config.max_calls if config.max_calls is not None else (
+            ledger.remaining_calls if ledger is not None else None)
+        context = replace(context, items=order[::-1], evaluators=list(run.evaluators), concurrency=run.concurrency, emit=say,
+                          budget_calls=int(budget * config.rewrite_share) if budget is not None else None)
     proposed = (list(candidates) if candidates is not None
                 else await propose_candidates(baseline, context, compose=config.compose, emit=say, repair=config.repair))
+    proposal_calls = (ledger.calls + ledger.cache_hits - before) if ledger is not None else 0
     proposed = [c for c in proposed if c.sha not in exclude and c.version.model not in config.exclude_models]
     estimates = {c.sha: estimate_cost(c.version, context, sample_inputs, *expected_output(c, out_tokens, reasoning))
                  for c in proposed}
     arms = select_arms(proposed, estimates, baseline_cost, config.max_candidates, migrate=quality_first)
-    result = SearchResult(arms=arms, front=[], ranked=[], baseline_cost=baseline_cost)
+    result = SearchResult(arms=arms, front=[], ranked=[], baseline_cost=baseline_cost, calls=proposal_calls)
     say("search.started", {"proposed": len(proposed), "racing": len(arms), "baseline_est_cost": baseline_cost,
                            "excluded": len(exclude)})
     for arm in arms:
@@ -271,7 +283,7 @@ async def search(
             break
         new_items = order[done:size]
         limits = [ledger.remaining_calls if ledger is not None else None,
-                  config.max_calls - sum(a.calls for a in arms) if config.max_calls is not None else None]
+                  config.max_calls - proposal_calls - sum(a.calls for a in arms) if config.max_calls is not None else None]
         remaining = min((x for x in limits if x is not None), default=None)
         if remaining is not None and remaining < len(racing) * len(new_items):
             # Not enough budget for the whole slice: a shorter slice for every racing arm.
@@ -302,7 +314,7 @@ async def search(
         if result.budget_exhausted or look == len(rungs):
             break  # no halving after the last look: certification takes the best few from here
         _halve(arms, config.eta, say, baseline_cost, migrate=quality_first)
-    result.calls = sum(a.calls for a in arms)
+    result.calls = sum(a.calls for a in arms) + proposal_calls
     result.front = pareto_front([a for a in arms if a.status not in (CandidateStatus.eliminated, CandidateStatus.dropped)], keys)
     result.ranked = final_ranking(arms, baseline_cost, migrate=quality_first)
     say("search.finished", {"calls": result.calls, "front": [a.candidate.sha for a in result.front],

@@ -84,7 +84,11 @@ class MoveContext:
     proposer_model: str | None = None
     ledger: Any = None
     sample_inputs: list[dict[str, Any]] = field(default_factory=list)
-    failures: list[dict[str, Any]] = field(default_factory=list)  # for reflective rewrites
+    items: list[Any] = field(default_factory=list)  # search-split EvalItems the rewrite's GEPA may run on
+    evaluators: list[Any] = field(default_factory=list)  # the run's NamedEvaluators: GEPA's metric
+    budget_calls: int | None = None  # calls the moves that call a model may spend (a share of the search's)
+    concurrency: int = 4
+    emit: Callable[[str, dict[str, Any]], None] | None = None  # the run's event sink, for moves that report
     migrate: bool = False  # the baseline's model retires: retarget to dearer models too
     repair: bool = False  # a repair: quality first, dearer models too (optimizer.repair)
     answers: list[str] = field(default_factory=list)  # the allowed answers (labels), for answer_format
