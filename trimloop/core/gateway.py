@@ -131,7 +131,10 @@ class Gateway:
         params: dict[str, Any] | None = None,
         seed: int | None = None,
         ledger: Ledger | None = None,
+        scope: str | None = None,
     ) -> CallResult:
+        """One call. `scope` caches the answer apart from the same request made outside the scope
+        (a run's baseline control arm: fresh once per run, not the answer another run paid for)."""
         prompt = _check_prompt(messages, text)
         resolved = self.model(model)
         if resolved.completion_only and isinstance(prompt, list):
@@ -144,7 +147,7 @@ class Gateway:
         wire.setdefault("max_tokens", self.settings.gateway.default_max_tokens)
         if seed is not None:
             wire["seed"] = seed
-        key = cache_key(model=model, prompt=prompt, params=wire, seed=seed)
+        key = cache_key(model=model, prompt=prompt, params=wire, seed=seed, scope=scope)
 
         if self.cache is not None:
             hit = self.cache.get(key)

@@ -105,13 +105,15 @@ def samples_for(params: dict[str, Any], samples: int | None) -> int:
 async def evaluate_one(
     *, template: Template, model: str, params: dict[str, Any], item: EvalItem, sample: int,
     evaluators: Sequence[NamedEvaluator], gateway: Any, ledger: Any = None, seeded: bool = False,
-    propagate: tuple[type[BaseException], ...] = (),
+    propagate: tuple[type[BaseException], ...] = (), scope: str | None = None,
 ) -> ItemResult:
     """One call and its scores. A failed call or a template problem is recorded, scoring 0,
-    unless it is one of `propagate`, which is raised."""
+    unless it is one of `propagate`, which is raised. `scope`: the gateway's cache scope."""
     try:
         prompt = render(template, item.inputs)
-        kwargs = {"messages": prompt} if isinstance(prompt, list) else {"text": prompt}
+        kwargs: dict[str, Any] = {"messages": prompt} if isinstance(prompt, list) else {"text": prompt}
+        if scope is not None:
+            kwargs["scope"] = scope
         result = await gateway.call(model, params=params, seed=sample if seeded else None,
                                     ledger=ledger, **kwargs)
     except (GatewayError, TemplateError) as exc:

@@ -13,6 +13,7 @@ from trimloop.core.catalog import ResolvedModel
 from trimloop.core.evidence import (
     CandidateScores,
     CertificationOutcome,
+    ControlArm,
     Deadline,
     Evidence,
     LineageStep,
@@ -87,6 +88,10 @@ def record_evaluations(session: Session, *, run_id: int, prompt_id: int, dataset
     for cert in certs:
         candidate = cert.arm.candidate
         version = version_row(session, prompt_id=prompt_id, version=candidate.version)
+        if cert.control is not None:  # the baseline re-run beside it: the side its evidence compares with
+            ids[f"control:{candidate.sha}"] = store_eval_run(
+                session, version_id=baseline_id, samples=samples_for(run.baseline.params, run.samples),
+                results=cert.control.flat(), summary={"role": "control", "sha": candidate.sha}, **common).id
         test = {"alpha": cert.alpha, "margin": run.margin, "margins": {k: run.margin_of(k) for k in run.keys},
                 "passed": cert.passed, "reason": cert.reason, "n_planned": cert.n_planned, "n_wanted": cert.n_wanted}
         ids[candidate.sha] = store_eval_run(
@@ -144,7 +149,8 @@ def record_suggestion(
         deadline=deadline,
         evaluator_config=[n.key for n in evaluators],
         baseline_feedback=feedback_summary((feedback or {}).get(i.id) for i in items),
-        baseline_eval_run_id=(eval_runs or {}).get("baseline"),
+        baseline_eval_run_id=(eval_runs or {}).get(f"control:{candidate.sha}", (eval_runs or {}).get("baseline")),
+        control=control_arm(cert, search, (eval_runs or {}).get(f"control:{candidate.sha}")),
         candidate_eval_run_id=(eval_runs or {}).get(candidate.sha),
     )
     suggestion = Suggestion(
@@ -162,6 +168,18 @@ def record_suggestion(
     session.add(suggestion)
     session.flush()
     return suggestion
+
+
+def control_arm(cert: Certification, search: RunResults, eval_run_id: int | None) -> ControlArm | None:
+    """What the control arm did for this suggestion: its calls, and how often it agreed with the logs."""
+    if cert.control is None:
+        return None
+    ran = search.control
+    tested = [r for r in cert.control.flat() if r.item_id in cert.results and r.error is None]
+    keys = sorted({k for r in tested for k in r.scores})
+    return ControlArm(on=True, reason=ran.reason if ran else "", calls=ran.calls if ran else cert.control_calls,
+                      items=len({r.item_id for r in tested}), eval_run_id=eval_run_id,
+                      agreement={k: sum(r.scores.get(k, 0.0) for r in tested) / len(tested) for k in keys} if tested else {})
 
 
 def _cache_aware(items: Sequence[Any], base: Mapping[Any, ItemResult], cert: Certification,

@@ -51,6 +51,7 @@ from trimloop.optimizer.baseline import baseline_results, log_facts
 from trimloop.optimizer.certify import certify
 from trimloop.optimizer.config import default_candidate_models, run_config
 from trimloop.optimizer.context import RunContext
+from trimloop.optimizer.objective import control_wanted, objective_of
 from trimloop.optimizer.record import record_candidates, record_evaluations, record_suggestion
 from trimloop.optimizer.search import SearchConfig, search
 from trimloop.optimizer.spec import MoveContext, VersionSpec
@@ -269,10 +270,16 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
     context = MoveContext(models=models, resolve=resolve,
                           seed=config.seed, gateway=gateway, ledger=ledger,
                           proposer_model=config.proposer_model, failures=failures, migrate=leaving is not None)
+    objective = objective_of(config)
+    use_control, control_why = control_wanted(config.control, objective, baseline_model=baseline.model,
+                                              params=baseline.params, evaluators=evaluators)
+    emit("run.control", {"on": use_control, "reason": control_why, "objective": objective.describe()})
     run = RunContext(baseline=baseline, search_items=items["search"], holdout_items=items["holdout"],
                      baseline_results=base, evaluators=evaluators, gateway=gateway, ledger=ledger, emit=emit,
                      margin=config.margin, alpha=config.alpha, margins=dict(config.margins), power=config.power,
-                     samples=config.samples, concurrency=config.concurrency, seed=config.seed)
+                     samples=config.samples, concurrency=config.concurrency, seed=config.seed,
+                     control=use_control, control_scope=f"control of run {run_id}",
+                     candidate_scope=f"run {run_id}" if objective.measures_latency else None)
     never = frozenset(left_out) | ({baseline.model} if leaving is not None else set())
     found = await search(run=run, context=context, exclude=rejected,
                          config=SearchConfig(rungs=config.rungs, eta=config.eta, max_candidates=config.max_candidates,
@@ -303,6 +310,9 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
                             for n in evaluators},
         "baseline_feedback": feedback_summary(feedback.values()),
         "baseline_health": health.model_dump(mode="json", exclude_none=True),
+        "objective": objective.describe(),
+        "control": {"on": use_control, "reason": control_why,
+                    "calls": found.control_calls + sum(c.control_calls for c in certs)},
     }
     summary = RunResults.model_validate(_jsonable(found_summary))
     if leaving is not None:

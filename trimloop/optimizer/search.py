@@ -19,11 +19,12 @@ import numpy as np
 from scipy.stats import norm
 
 from trimloop.core.catalog import count_message_tokens, count_tokens
-from trimloop.core.errors import ProviderUnavailable, SpendCapReached, TemplateError
+from trimloop.core.errors import SpendCapReached, TemplateError
 from trimloop.core.status import CandidateStatus
 from trimloop.core.templates import render
-from trimloop.evals.runner import evaluate_items
+from trimloop.evals.runner import samples_for
 from trimloop.evals.sequential import sequential_design
+from trimloop.optimizer.certify import evaluate_beside
 from trimloop.optimizer.context import Emit, RunContext
 from trimloop.optimizer.moves import MOVES, Move
 from trimloop.optimizer.race import Arm, compare, pareto_front
@@ -58,6 +59,7 @@ class SearchResult:
     calls: int = 0
     budget_exhausted: bool = False
     notes: list[str] = field(default_factory=list)
+    control_calls: int = 0  # the baseline control arm's results on the search items (RunContext.control)
 
 
 async def propose_candidates(baseline: VersionSpec, context: MoveContext, *, compose: bool,
@@ -238,6 +240,8 @@ async def search(
         limits = [ledger.remaining_calls if ledger is not None else None,
                   config.max_calls - sum(a.calls for a in arms) if config.max_calls is not None else None]
         remaining = min((x for x in limits if x is not None), default=None)
+        if remaining is not None and run.control:  # the control's calls on the new items come first
+            remaining -= len(new_items) * samples_for(baseline.params, run.samples)
         if remaining is not None and remaining < len(racing) * len(new_items):
             # Not enough budget for the whole slice: a shorter slice for every racing arm.
             per_arm = remaining // max(1, len(racing))
@@ -250,17 +254,13 @@ async def search(
             size = done + per_arm
         for arm in racing:
             try:
-                await evaluate_items(
-                    template=arm.candidate.version.template, model=arm.candidate.version.model,
-                    params=arm.candidate.version.params, items=new_items, evaluators=run.evaluators,
-                    gateway=run.gateway, concurrency=run.concurrency, ledger=ledger, on_result=arm.add,
-                    samples=run.samples,
-                    propagate=(ProviderUnavailable,),
-                )
+                await evaluate_beside(run, arm, new_items, on_result=arm.add, on_control=run.keep_control)
             except SpendCapReached as exc:
                 arm.status, arm.reason = CandidateStatus.stopped, f"budget: {exc.message}"
                 result.budget_exhausted = True
             arm.rung = look
+            if run.control:  # judged against the control's fresh results, not the logged ones
+                base_scores = control_scores(run, order[:size], keys)
             _judge(arm, base_scores, keys, run, design, look, len(rungs))
             say("candidate.scored", arm.summary() | {"look": look})
         done = size
@@ -268,11 +268,18 @@ async def search(
             break  # no halving after the last look: certification takes the best few from here
         _halve(arms, config.eta, say, baseline_cost, migrate=config.migrate)
     result.calls = sum(a.calls for a in arms)
+    result.control_calls = sum(len(run.controls.get(i.id, [])) for i in order)
     result.front = pareto_front([a for a in arms if a.status not in (CandidateStatus.eliminated, CandidateStatus.dropped)], keys)
     result.ranked = final_ranking(arms, baseline_cost, migrate=config.migrate)
     say("search.finished", {"calls": result.calls, "front": [a.candidate.sha for a in result.front],
                             "ranked": [a.candidate.sha for a in result.ranked]})
     return result
+
+
+def control_scores(run: RunContext, items: Sequence[Any], keys: list[str]) -> dict[str, dict[Any, list[float]]]:
+    """The control arm's scores on the items it has run on, shaped as the race's baseline scores."""
+    ran = run.control_on(items)
+    return {k: {i: [r.scores.get(k, 0.0)] for i, r in ran.items()} for k in keys}
 
 
 def _design(run: RunContext, base_scores: dict[str, dict[Any, list[float]]], keys: list[str], *, looks: int) -> Any:
