@@ -4,6 +4,8 @@ the baseline beside the candidate cancels it."""
 
 from __future__ import annotations
 
+import pytest
+
 from trimloop.core.gateway import Gateway
 from trimloop.core.settings import Settings
 from trimloop.core.templates import Template
@@ -95,3 +97,49 @@ async def test_control_calls_are_interleaved_with_the_candidates_and_cached_per_
         assert len(provider.calls) == 65  # the candidate from the cache, the other run's control afresh
     finally:
         await gateway.aclose()
+
+
+async def test_a_run_with_the_control_arm_stores_it_and_its_evidence_re_derives(engine, settings, seeded,
+                                                                                 gateway_for):
+    """`control = "always"`: the run's control calls are counted, its holdout results stored as the
+    side the evidence compares with, and the stored rows re-derive the evidence exactly."""
+    from sqlmodel import select
+
+    from trimloop.core.db import session_scope
+    from trimloop.core.tables import RunEvent, Suggestion
+    from trimloop.evals.report import compare_runs
+    from trimloop.optimizer.run import create_run, execute_run
+    from trimloop.testing.sentiment import classify, prompt_text
+
+    provider = FakeProvider(responder=lambda model, prompt: classify(prompt_text(prompt)))
+    with session_scope(engine) as session:
+        run_id = create_run(session=session, prompt_id=seeded, config={"control": "always"}).id
+    run = await execute_run(engine=engine, settings=settings, run_id=run_id, gateway=gateway_for(provider))
+    assert run.status == "succeeded", run.error
+    control = run.results.control
+    assert control.on and control.calls > 0 and run.results.objective == "cost"
+    assert run.calls_made == len(provider.calls)  # the control's calls are paid and counted like any other
+    with session_scope(engine) as session:
+        suggestion = session.exec(select(Suggestion)).one()
+        events = {e.kind: e.data for e in session.exec(select(RunEvent).where(RunEvent.run_id == run.id))}
+        evidence = suggestion.evidence
+        again = compare_runs(session, evidence.baseline_eval_run_id, evidence.candidate_eval_run_id)
+    assert events["run.control"]["on"] and "always" in events["run.control"]["reason"]
+    assert evidence.control.on and evidence.control.eval_run_id == evidence.baseline_eval_run_id
+    assert evidence.control.items == evidence.n and evidence.control.agreement
+    for key, verdict in evidence.evaluators.items():
+        assert again.verdicts[key].lower == pytest.approx(verdict.lower) and again.verdicts[key].passed
+
+
+async def test_auto_turns_the_control_on_for_agreement_on_a_provider_not_known_deterministic():
+    from trimloop.optimizer.objective import Objective, control_wanted
+
+    agreement = build_evaluators(["matches_baseline"])
+    gold = build_evaluators(["exact"])
+    on = lambda model, evaluators, mode="auto", objective=Objective(), params=None: control_wanted(  # noqa: E731
+        mode, objective, baseline_model=model, params=params or {}, evaluators=evaluators)[0]
+    assert on("gpt-4o-mini", agreement) and not on("local/gemma3-270m", agreement)
+    assert on("local/gemma3-270m", agreement, params={"temperature": 0.7})
+    assert not on("gpt-4o-mini", gold) and on("gpt-4o-mini", gold, mode="always")
+    assert not on("gpt-4o-mini", agreement, mode="never")
+    assert on("local/gemma3-270m", gold, objective=Objective(kind="latency"))  # latency needs fresh calls
