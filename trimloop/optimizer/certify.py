@@ -15,6 +15,7 @@ from scipy.stats import norm
 
 from trimloop.core.errors import ProviderUnavailable, SpendCapReached
 from trimloop.evals.control import Beside, rerun
+from trimloop.evals.latency import LatencyTest, latency_test
 from trimloop.evals.report import compare_results, paired
 from trimloop.evals.runner import ItemResult, Trials, evaluate_items, samples_for
 from trimloop.evals.stats import NonInferiority, items_needed, non_inferiority, paired_scores, predictive_power
@@ -71,6 +72,7 @@ class Certification:
     passed: bool = False
     reason: str = ""
     control: Trials | None = None  # the baseline re-run beside it (RunContext.control), else None
+    latency: LatencyTest | None = None  # its latency against the control's (objectives that read latency)
 
     @property
     def control_calls(self) -> int:
@@ -115,6 +117,28 @@ def calls_per_item(run: RunContext, arm: Arm) -> int:
     """Calls one holdout item costs this arm: its samples, plus the control's when it runs."""
     own = samples_for(arm.candidate.version.params, run.samples)
     return own + (samples_for(run.baseline.params, run.samples) if run.control else 0)
+
+
+def judge_latency(cert: Certification, run: RunContext) -> str | None:
+    """With an objective that reads latency: the latency test on the paired fresh calls (control vs
+    candidate; the logged latencies are never used), and why it fails, or None."""
+    objective = run.objective
+    if objective is None or not objective.measures_latency:
+        return None
+    if cert.control is None:
+        return "the objective reads latency, and latency is compared only against the control arm (control = never)"
+    cert.latency = latency_test(cert.control.flat(), cert.results.flat(), quantile=objective.quantile,
+                                min_effect=objective.min_effect if objective.kind == "latency" else 0.0,
+                                alpha=cert.alpha, seed=run.seed)
+    test = cert.latency
+    if test is None:
+        return "too few answered calls to compare latency"
+    if objective.kind == "latency" and not test.passed:
+        return (f"latency: {test.stat} ratio {test.ratio:.2f}, upper bound {test.ratio_upper:.2f} ≥ "
+                f"{1 - objective.min_effect:.2f} (not faster by {objective.min_effect:.0%}, n={test.n})")
+    if objective.max_latency_s is not None and test.after_s > objective.max_latency_s:
+        return f"latency: {test.stat} {test.after_s:.3g} s > the cap of {objective.max_latency_s:g} s"
+    return None
 
 
 def anticipated_delta(observed: float, margin: float) -> float:
@@ -231,9 +255,15 @@ async def certify(*, ranked: Sequence[Arm], run: RunContext, top: int = 2,
                                              margins=margin_of, alpha=alpha).verdicts)
         failing = [k for k in keys if k not in cert.evidence or not cert.evidence[k].passed]
         cert.passed = not failing and not cert.reason and cert.calls >= n
+        slow = judge_latency(cert, run)
+        if slow and cert.passed:
+            cert.passed, cert.reason = False, slow
         if not cert.reason:
             if cert.passed:
                 cert.reason = f"non-inferior on every evaluator at margin {margin} (n={n})"
+                if cert.latency is not None:
+                    cert.reason += f"; latency {cert.latency.stat} ×{cert.latency.ratio:.2f} " \
+                        f"(upper bound ×{cert.latency.ratio_upper:.2f}, fresh paired calls)"
             else:
                 parts = []
                 for k in failing:
@@ -243,6 +273,7 @@ async def certify(*, ranked: Sequence[Arm], run: RunContext, top: int = 2,
                 if wanted > len(order):
                     cert.reason += f"; the holdout has {len(order)} items, the power helper wanted {wanted}"
         say("certify.finished", {"sha": arm.candidate.sha, "passed": cert.passed, "reason": cert.reason,
+                                 "latency": cert.latency.to_dict() if cert.latency is not None else None,
                                  "evidence": {k: e.to_dict() for k, e in cert.evidence.items()}})
         out.append(cert)
         if cert.passed:

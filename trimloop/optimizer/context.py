@@ -41,6 +41,7 @@ class RunContext:
     control: bool = False
     control_scope: str | None = "control"  # the gateway cache scope of control calls (run.py: one per run)
     candidate_scope: str | None = None  # of candidate calls (set when latency is compared: fresh too)
+    objective: Any = None  # optimizer.objective.Objective; None: cost
     controls: Trials = field(default_factory=Trials)  # the control's results so far, by item (filled as it runs)
 
     def __post_init__(self) -> None:

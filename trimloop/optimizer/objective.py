@@ -1,5 +1,5 @@
 """What a run optimizes (issue 21): cost per call (default) or latency (p50 or p95 of the total
-time, or of the time to first token), each with an optional constraint on the other — "cheapest
+time), each with an optional constraint on the other — "cheapest
 with p95 ≤ 0.8 s" (`objective = "cost"`, `max_latency_s = 0.8`, `latency = "p95"`), "fastest at no
 more than +10 % cost" (`objective = "latency"`, `max_cost_increase = 0.10`) — and whether the
 baseline control arm runs (`control = "auto" | "always" | "never"`).
@@ -18,7 +18,7 @@ from trimloop.core.catalog import LOCAL_PREFIX
 from trimloop.evals.evaluators import NamedEvaluator
 
 ControlMode = Literal["auto", "always", "never"]
-LatencyStat = Literal["p50", "p95", "ttft_p50", "ttft_p95"]
+LatencyStat = Literal["p50", "p95"]
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,6 @@ class Objective:
     @property
     def quantile(self) -> float:
         return 0.95 if self.latency.endswith("p95") else 0.5
-
-    @property
-    def ttft(self) -> bool:
-        return self.latency.startswith("ttft")
 
     @property
     def measures_latency(self) -> bool:
@@ -76,10 +72,13 @@ def deterministic(model: str) -> bool:
 
 
 def control_wanted(mode: ControlMode, objective: Objective, *, baseline_model: str, params: dict[str, Any],
-                   evaluators: Sequence[NamedEvaluator]) -> tuple[bool, str]:
-    """Whether the run re-runs the baseline beside its candidates, and why (for the run's events)."""
+                   evaluators: Sequence[NamedEvaluator], retiring: bool = False) -> tuple[bool, str]:
+    """Whether the run re-runs the baseline beside its candidates, and why (for the run's events).
+    A migration off a retiring model (`retiring`) does not call that model unless told to ("always")."""
     if mode == "always":
         return True, "control = \"always\""
+    if retiring and mode == "auto":
+        return False, "the baseline's model is retiring: its logged answers are the reference"
     if objective.measures_latency:
         if mode == "never":
             return False, "control = \"never\": latency is compared with the baseline's logged latencies (not fair)"

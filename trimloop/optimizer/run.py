@@ -272,24 +272,26 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
                           proposer_model=config.proposer_model, failures=failures, migrate=leaving is not None)
     objective = objective_of(config)
     use_control, control_why = control_wanted(config.control, objective, baseline_model=baseline.model,
-                                              params=baseline.params, evaluators=evaluators)
+                                              params=baseline.params, evaluators=evaluators,
+                                              retiring=leaving is not None)
     emit("run.control", {"on": use_control, "reason": control_why, "objective": objective.describe()})
     run = RunContext(baseline=baseline, search_items=items["search"], holdout_items=items["holdout"],
                      baseline_results=base, evaluators=evaluators, gateway=gateway, ledger=ledger, emit=emit,
                      margin=config.margin, alpha=config.alpha, margins=dict(config.margins), power=config.power,
                      samples=config.samples, concurrency=config.concurrency, seed=config.seed,
                      control=use_control, control_scope=f"control of run {run_id}",
-                     candidate_scope=f"run {run_id}" if objective.measures_latency else None)
+                     candidate_scope=f"run {run_id}" if objective.measures_latency else None, objective=objective)
     never = frozenset(left_out) | ({baseline.model} if leaving is not None else set())
     found = await search(run=run, context=context, exclude=rejected,
                          config=SearchConfig(rungs=config.rungs, eta=config.eta, max_candidates=config.max_candidates,
                                              max_calls=config.search_budget_calls, migrate=leaving is not None,
-                                             exclude_models=never))
+                                             exclude_models=never, objective=objective))
     found.notes[:0] = notes
     search_calls = ledger.calls
     # A migration keeps the search's order (chance of holding quality first); otherwise by saving.
     certs = await certify(ranked=found.ranked, run=run, top=config.certify_top,
-                          baseline_cost=None if leaving is not None else found.baseline_cost)
+                          baseline_cost=None if leaving is not None or objective.kind == "latency"
+                          else found.baseline_cost)
     with session_scope(engine) as session:
         ids = record_candidates(session, run_id=run_id, prompt_id=prompt_id, baseline_id=baseline_id,
                                 arms=found.arms, certified={c.arm.candidate.sha: c for c in certs})
@@ -383,6 +385,9 @@ def cut_line(before: float | None, after: float | None, evidence: Any) -> str:
         n = max((v.n or 0 for v in evidence.evaluators.values()), default=0)
         margin = evidence.margin()
         parts.append(words + (f" (margin {margin:g}, n {n})" if margin is not None else ""))
+    latency = getattr(evidence, "latency", None)
+    if latency is not None and latency.line:  # a latency objective says its claim first
+        parts = [latency.line] + [p for p in parts if "cost per call" not in p]
     return ", ".join(parts) or "certified"
 
 

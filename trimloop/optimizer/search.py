@@ -42,6 +42,7 @@ class SearchConfig:
     max_calls: int | None = None  # the search's own share of the run's budget
     migrate: bool = False  # the baseline's model retires: any cost, quality first
     exclude_models: frozenset[str] = frozenset()  # never candidates (retiring models)
+    objective: Any = None  # optimizer.objective.Objective: which candidates may race (None: cheaper ones)
 
     def __post_init__(self) -> None:
         if not self.rungs or list(self.rungs) != sorted(set(self.rungs)) or self.rungs[0] < 2:
@@ -122,7 +123,7 @@ def family(candidate: CandidateSpec) -> tuple[Any, ...]:
 
 
 def select_arms(candidates: list[CandidateSpec], estimates: dict[str, float], baseline_cost: float,
-                limit: int, *, migrate: bool = False) -> list[Arm]:
+                limit: int, *, migrate: bool = False, objective: Any = None) -> list[Arm]:
     """At most `limit` cheaper-than-baseline candidates (any cost, when migrating off a retiring
     model), covering the families first.
 
@@ -130,7 +131,9 @@ def select_arms(candidates: list[CandidateSpec], estimates: dict[str, float], ba
     instruction length), round two the next cheapest of each, and so on: the race tries every
     model × example set before it spends arms on a second instruction length of one. A round with
     more families than room left is spread evenly over its cost ranking."""
-    cheaper = sorted((c for c in candidates if migrate or estimates[c.sha] < baseline_cost),
+    admits = (lambda c: estimates[c.sha] < baseline_cost) if objective is None else (  # noqa: E731
+        lambda c: objective.admits(estimates[c.sha], baseline_cost))
+    cheaper = sorted((c for c in candidates if migrate or admits(c)),
                      key=lambda c: (estimates[c.sha], c.sha))
     families: dict[tuple[Any, ...], list[CandidateSpec]] = {}
     for c in cheaper:
@@ -216,7 +219,8 @@ async def search(
                 else await propose_candidates(baseline, context, compose=config.compose, emit=say))
     proposed = [c for c in proposed if c.sha not in exclude and c.version.model not in config.exclude_models]
     estimates = {c.sha: estimate_cost(c.version, context, sample_inputs, out_tokens) for c in proposed}
-    arms = select_arms(proposed, estimates, baseline_cost, config.max_candidates, migrate=config.migrate)
+    arms = select_arms(proposed, estimates, baseline_cost, config.max_candidates, migrate=config.migrate,
+                       objective=config.objective)
     result = SearchResult(arms=arms, front=[], ranked=[], baseline_cost=baseline_cost)
     say("search.started", {"proposed": len(proposed), "racing": len(arms), "baseline_est_cost": baseline_cost,
                            "excluded": len(exclude)})
