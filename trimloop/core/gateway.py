@@ -61,6 +61,7 @@ class CallResult:
     cached_tokens: int | None = None  # prompt tokens read from the provider's cache (part of input_tokens)
     cache_write_tokens: int | None = None  # prompt tokens written to it (part of input_tokens)
     reasoning_tokens: int | None = None  # part of output_tokens
+    ttft_s: float | None = None  # time to first token, on a streamed call (params stream = true); not cached
 
     @property
     def usage(self) -> TokenUsage:
@@ -217,6 +218,7 @@ class Gateway:
             cached_tokens=reply.cached,
             cache_write_tokens=reply.cache_write,
             reasoning_tokens=reply.reasoning,
+            ttft_s=reply.ttft_s,
         )
 
     async def _prepare(self, model_id: str) -> None:

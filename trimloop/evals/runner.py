@@ -50,6 +50,7 @@ class ItemResult:
     latency_s: float = 0.0
     cached: bool = False
     error: str | None = None
+    ttft_s: float | None = None  # time to first token, on streamed calls (not stored in EvalResult rows)
 
 
 class Trials(dict[Any, list[ItemResult]]):
@@ -137,7 +138,7 @@ async def evaluate_one(
         # an unknown price (None) counts as 0 here: eval sums compare candidates priced alike, and
         # retarget never proposes a model without a price
         input_tokens=result.input_tokens, output_tokens=result.output_tokens, cost=result.cost or 0.0,
-        latency_s=result.latency_s, cached=result.cached,
+        latency_s=result.latency_s, cached=result.cached, ttft_s=getattr(result, "ttft_s", None),
     )
 
 
