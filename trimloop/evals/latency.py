@@ -37,19 +37,23 @@ class LatencyTest:
         return asdict(self) | {"passed": self.passed}
 
 
-def _by_item(results: Iterable[ItemResult]) -> dict[Any, float]:
-    """Item → the mean log latency of its answered calls (cache hits keep the original's latency)."""
+def _by_item(results: Iterable[ItemResult], ttft: bool = False) -> dict[Any, float]:
+    """Item → the mean log latency (or time to first token) of its answered calls (cache hits keep
+    the original's latency; their time to first token is not kept)."""
     logs: dict[Any, list[float]] = {}
     for r in results:
-        if r.error is None and r.latency_s > 0:
-            logs.setdefault(r.item_id, []).append(math.log(r.latency_s))
+        value = r.ttft_s if ttft else r.latency_s
+        if r.error is None and value is not None and value > 0:
+            logs.setdefault(r.item_id, []).append(math.log(value))
     return {i: float(np.mean(v)) for i, v in logs.items()}
 
 
 def latency_test(control: Iterable[ItemResult], candidate: Iterable[ItemResult], *, quantile: float = 0.5,
-                 min_effect: float = 0.05, alpha: float = 0.05, n_boot: int = 4000, seed: int = 0) -> LatencyTest | None:
-    """The candidate's latency against the control's on the items both answered; None below 2 items."""
-    base, cand = _by_item(control), _by_item(candidate)
+                 min_effect: float = 0.05, alpha: float = 0.05, n_boot: int = 4000, seed: int = 0,
+                 ttft: bool = False) -> LatencyTest | None:
+    """The candidate's latency (`ttft`: time to first token, on streamed calls) against the control's
+    on the items both answered; None below 2 items."""
+    base, cand = _by_item(control, ttft), _by_item(candidate, ttft)
     common = sorted((i for i in base if i in cand), key=str)
     if len(common) < 2:
         return None
@@ -60,14 +64,14 @@ def latency_test(control: Iterable[ItemResult], candidate: Iterable[ItemResult],
         d = c - b
         se = float(d.std(ddof=1) / math.sqrt(n))
         upper = float(d.mean() + stats.t.ppf(1 - alpha, n - 1) * se)
-        return LatencyTest(stat="p50", n=n, before_s=float(np.exp(np.median(b))), after_s=float(np.exp(np.median(c))),
+        return LatencyTest(stat="ttft p50" if ttft else "p50", n=n, before_s=float(np.exp(np.median(b))), after_s=float(np.exp(np.median(c))),
                            ratio=float(np.exp(d.mean())), ratio_upper=float(np.exp(upper)), min_effect=min_effect,
                            alpha=alpha, method="paired t on log latency")
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_boot, n))
     boot = np.quantile(c[idx], quantile, axis=1) - np.quantile(b[idx], quantile, axis=1)
     log_ratio = float(np.quantile(c, quantile) - np.quantile(b, quantile))
-    return LatencyTest(stat=f"p{round(quantile * 100)}", n=n, before_s=float(np.exp(np.quantile(b, quantile))),
+    return LatencyTest(stat=("ttft " if ttft else "") + f"p{round(quantile * 100)}", n=n, before_s=float(np.exp(np.quantile(b, quantile))),
                        after_s=float(np.exp(np.quantile(c, quantile))), ratio=float(np.exp(log_ratio)),
                        ratio_upper=float(np.exp(np.quantile(boot, 1 - alpha))), min_effect=min_effect, alpha=alpha,
                        method="paired bootstrap of the p95 ratio")

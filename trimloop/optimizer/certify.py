@@ -129,10 +129,11 @@ def judge_latency(cert: Certification, run: RunContext) -> str | None:
         return "the objective reads latency, and latency is compared only against the control arm (control = never)"
     cert.latency = latency_test(cert.control.flat(), cert.results.flat(), quantile=objective.quantile,
                                 min_effect=objective.min_effect if objective.kind == "latency" else 0.0,
-                                alpha=cert.alpha, seed=run.seed)
+                                alpha=cert.alpha, seed=run.seed, ttft=objective.ttft)
     test = cert.latency
     if test is None:
-        return "too few answered calls to compare latency"
+        return ("too few streamed calls to compare time to first token (the versions' params need stream = true)"
+                if objective.ttft else "too few answered calls to compare latency")
     if objective.kind == "latency" and not test.passed:
         return (f"latency: {test.stat} ratio {test.ratio:.2f}, upper bound {test.ratio_upper:.2f} ≥ "
                 f"{1 - objective.min_effect:.2f} (not faster by {objective.min_effect:.0%}, n={test.n})")

@@ -60,8 +60,9 @@ class RunConfig(BaseModel):
         default=None, description="the post-deploy watch's policy (evals.watch.WatchPolicy); not used by a run")
     objective: Literal["cost", "latency"] = Field(
         default="cost", description="what the run cuts: cost per call, or latency (see `latency`)")
-    latency: Literal["p50", "p95"] = Field(
-        default="p50", description="the latency statistic the objective or max_latency_s reads")
+    latency: Literal["p50", "p95", "ttft_p50", "ttft_p95"] = Field(
+        default="p50", description="the latency statistic the objective or max_latency_s reads (ttft: time to "
+        "first token, on streamed calls: params stream = true)")
     max_latency_s: float | None = Field(
         default=None, gt=0, description="with objective cost: the candidate's fresh latency must stay under this")
     max_cost_increase: float | None = Field(

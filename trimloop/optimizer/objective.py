@@ -1,5 +1,5 @@
 """What a run optimizes (issue 21): cost per call (default) or latency (p50 or p95 of the total
-time), each with an optional constraint on the other — "cheapest
+time, or of the time to first token on streamed calls), each with an optional constraint on the other — "cheapest
 with p95 ≤ 0.8 s" (`objective = "cost"`, `max_latency_s = 0.8`, `latency = "p95"`), "fastest at no
 more than +10 % cost" (`objective = "latency"`, `max_cost_increase = 0.10`) — and whether the
 baseline control arm runs (`control = "auto" | "always" | "never"`).
@@ -18,7 +18,7 @@ from trimloop.core.catalog import LOCAL_PREFIX
 from trimloop.evals.evaluators import NamedEvaluator
 
 ControlMode = Literal["auto", "always", "never"]
-LatencyStat = Literal["p50", "p95"]
+LatencyStat = Literal["p50", "p95", "ttft_p50", "ttft_p95"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,11 @@ class Objective:
     @property
     def quantile(self) -> float:
         return 0.95 if self.latency.endswith("p95") else 0.5
+
+    @property
+    def ttft(self) -> bool:
+        """Time to first token: measured on streamed calls (the prompt's params say stream = true)."""
+        return self.latency.startswith("ttft")
 
     @property
     def measures_latency(self) -> bool:
