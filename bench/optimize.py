@@ -120,8 +120,10 @@ async def produce_logs(folder: Path, name: str, task: dict[str, Any], rows: list
     (folder / "store" / "logs" / "calls.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def run_task(name: str, n: int, root: Path) -> dict[str, Any]:
+def run_task(name: str, n: int, root: Path, options: dict[str, Any] | None = None) -> dict[str, Any]:
     task = TASKS[name]
+    if options:  # e.g. objective = "latency", control = "always" (issue 21)
+        task = task | {"options": task["options"] | options}
     path = DATA / task["file"]
     if not path.exists():
         return {"skipped": f"{path} not found (the shared datasets folder is absent)"}
@@ -160,6 +162,9 @@ def run_task(name: str, n: int, root: Path) -> dict[str, Any]:
         "calls": run.calls_made, "cache_hits": results.cache_hits, "logs_wall_s": round(logs_s, 1),
         "wall_s": round(opt_s, 1), "no_suggestion": results.no_suggestion,
         "certifications": [c.model_dump(mode="json") for c in results.certifications] or None,
+        "objective": results.objective,
+        "control": results.control.model_dump(mode="json") if results.control is not None else None,
+        "control_calls": results.control.calls if results.control is not None else 0,
     }
     with session_scope(engine) as session:
         suggestion = session.exec(select(Suggestion).where(Suggestion.run_id == run.id)).first()
@@ -177,6 +182,7 @@ def run_task(name: str, n: int, root: Path) -> dict[str, Any]:
                 accuracy_before=e.baseline_mean, accuracy_after=e.candidate_mean,
                 delta=e.delta, delta_ci_low=e.lower, delta_ci_high=e.upper, n=e.n,
                 latency_p50_before=suggestion.baseline_latency_p50_s, latency_p50_after=suggestion.candidate_latency_p50_s,
+                latency=ev.latency.model_dump(mode="json") if ev.latency is not None else None,
             )
         else:
             out.update(moves=[], saving_share=None, cost_cut=0.0, token_cut=0.0, accuracy_before=results.baseline_scores,
@@ -197,10 +203,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sst2-n", type=int, default=1821)
     parser.add_argument("--e2e-n", type=int, default=300)
     parser.add_argument("--dir", type=Path, default=Path("bench-output/optimize"))
+    parser.add_argument("--objective", choices=["cost", "latency"], default=None, help="the runs' objective")
+    parser.add_argument("--latency", choices=["p50", "p95"], default=None, help="the latency statistic")
+    parser.add_argument("--control", choices=["auto", "always", "never"], default=None, help="the control arm")
     args = parser.parse_args(argv)
+    options = {k: v for k, v in (("objective", args.objective), ("latency", args.latency),
+                                 ("control", args.control)) if v is not None}
     root = args.dir.resolve()
     sizes = {"sst2": args.sst2_n, "e2e": args.e2e_n}
-    tasks = {name: run_task(name, sizes[name], root) for name in args.tasks.split(",") if name}
+    tasks = {name: run_task(name, sizes[name], root, options) for name in args.tasks.split(",") if name}
     result = {"bench": "optimize", "tasks": tasks, "machine": machine()}
     print(json.dumps(result, indent=2, default=str))
     return result

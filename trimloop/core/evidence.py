@@ -164,6 +164,38 @@ class FeedbackSummary(Record):
     values: dict[str, int] | None = None
 
 
+class ControlArm(Record):
+    """The baseline control arm (issue 21): the baseline re-run beside the candidates, so that the
+    comparison is against fresh answers made at the same time (the provider's noise cancels)."""
+
+    on: bool = False
+    reason: str = Field(default="", examples=["the objective reads latency (latency p95)"])
+    calls: int | None = Field(default=None, description="control calls asked for (search + certification)")
+    items: int | None = Field(default=None, description="holdout items the candidate was compared with it on")
+    agreement: dict[str, float] = Field(
+        default_factory=dict, description="evaluator → the control's mean score against the logged outputs")
+    eval_run_id: int | None = Field(default=None, description="the control's holdout results (EvalRun)")
+
+
+class LatencyClaim(Record):
+    """A latency comparison on paired fresh calls (control vs candidate, same items, same time):
+    a one-sided test on the paired log-latency differences, with a minimum effect."""
+
+    objective: str = Field(default="", examples=["latency p95"])
+    stat: str = Field(default="", examples=["p95", "ttft_p50"])
+    n: int | None = None
+    before_s: float | None = Field(default=None, description="the control's latency (the stat)")
+    after_s: float | None = Field(default=None, description="the candidate's latency (the stat)")
+    ratio: float | None = Field(default=None, description="after / before")
+    ratio_upper: float | None = Field(default=None, description="one-sided (1 − α) upper bound of the ratio")
+    min_effect: float | None = Field(default=None, description="passes when ratio_upper < 1 − min_effect")
+    alpha: float | None = None
+    method: str | None = Field(default=None, examples=["paired t on log latency", "paired bootstrap"])
+    passed: bool | None = None
+    cost_change: float | None = Field(default=None, description="candidate cost per call / baseline's − 1")
+    line: str | None = Field(default=None, examples=["p95 1.9 s → 1.1 s, −42 %, cost +3 %"])
+
+
 class QualityGain(Record):
     """One evaluator's gain on a repair: the holdout means before → after, the difference and its
     one-sided (1 − α) interval, from the superiority test (the same numbers as its Verdict)."""
@@ -231,6 +263,8 @@ class Evidence(Record):
     candidate_eval_run_id: int | None = Field(
         default=None, description="the candidate's holdout results (EvalRun); with the baseline's, the evaluators' "
         "tests re-derive from these rows (GET /suggestions/{id}/items)")
+    control: ControlArm | None = Field(default=None, description="the baseline control arm, when it ran")
+    latency: LatencyClaim | None = Field(default=None, description="the latency test on fresh paired calls")
     unreadable: dict[str, Any] = Field(default_factory=dict,
                                        description="stored fields that no longer validate (older rows)")
 
@@ -335,6 +369,8 @@ class RunResults(Record):
     baseline_feedback: dict[str, FeedbackSummary] = Field(default_factory=dict)
     suggestion_id: int | None = None
     no_suggestion: str | None = Field(default=None, description="why the run made no suggestion")
+    objective: str | None = Field(default=None, examples=["cost", "latency p95"], description="what the run cut")
+    control: ControlArm | None = Field(default=None, description="whether the baseline control arm ran, and its calls")
     migration: Migration | None = Field(default=None, description="set when the baseline's model retires")
     repair: RepairOutcome | None = Field(default=None, description="set on a repair run")
     suggestion_cut: str | None = Field(default=None, description="the suggestion in one line",

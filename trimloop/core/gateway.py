@@ -61,6 +61,7 @@ class CallResult:
     cached_tokens: int | None = None  # prompt tokens read from the provider's cache (part of input_tokens)
     cache_write_tokens: int | None = None  # prompt tokens written to it (part of input_tokens)
     reasoning_tokens: int | None = None  # part of output_tokens
+    ttft_s: float | None = None  # time to first token, on a streamed call (params stream = true); not cached
 
     @property
     def usage(self) -> TokenUsage:
@@ -131,7 +132,10 @@ class Gateway:
         params: dict[str, Any] | None = None,
         seed: int | None = None,
         ledger: Ledger | None = None,
+        scope: str | None = None,
     ) -> CallResult:
+        """One call. `scope` caches the answer apart from the same request made outside the scope
+        (a run's baseline control arm: fresh once per run, not the answer another run paid for)."""
         prompt = _check_prompt(messages, text)
         resolved = self.model(model)
         if resolved.completion_only and isinstance(prompt, list):
@@ -144,7 +148,7 @@ class Gateway:
         wire.setdefault("max_tokens", self.settings.gateway.default_max_tokens)
         if seed is not None:
             wire["seed"] = seed
-        key = cache_key(model=model, prompt=prompt, params=wire, seed=seed)
+        key = cache_key(model=model, prompt=prompt, params=wire, seed=seed, scope=scope)
 
         if self.cache is not None:
             hit = self.cache.get(key)
@@ -214,6 +218,7 @@ class Gateway:
             cached_tokens=reply.cached,
             cache_write_tokens=reply.cache_write,
             reasoning_tokens=reply.reasoning,
+            ttft_s=reply.ttft_s,
         )
 
     async def _prepare(self, model_id: str) -> None:

@@ -37,8 +37,11 @@ class CachedCall:
     latency_s: float
 
 
-def cache_key(*, model: str, prompt: Any, params: dict[str, Any], seed: int | None) -> str:
-    return sha256_of({"model": model, "prompt": prompt, "params": params, "seed": seed})
+def cache_key(*, model: str, prompt: Any, params: dict[str, Any], seed: int | None, scope: str | None = None) -> str:
+    """The content address of a call; `scope` (e.g. "control of run 12") keeps a call apart from
+    the same request made elsewhere, so it is answered afresh once per scope, then from the cache."""
+    content = {"model": model, "prompt": prompt, "params": params, "seed": seed}
+    return sha256_of(content if scope is None else content | {"scope": scope})
 
 
 class ResponseCache:

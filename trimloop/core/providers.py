@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import aiohttp
@@ -29,6 +30,7 @@ class RawReply:
     cached: int | None = None
     cache_write: int | None = None
     reasoning: int | None = None
+    ttft_s: float | None = None  # time to the first token, on a streamed call (params `stream = true`)
 
 
 def reply_with_usage(text: str, usage: Any) -> RawReply:
@@ -72,6 +74,48 @@ def api_key_for(model: ResolvedModel) -> str | None:
     return key
 
 
+def _events(raw: bytes) -> list[dict[str, Any]]:
+    """The JSON events of a server-sent-events body (`data: {...}` lines, up to `data: [DONE]`)."""
+    out = []
+    for line in raw.decode("utf-8", "replace").splitlines():
+        line = line.strip()
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            break
+        out.append(json.loads(data))
+    return out
+
+
+def _piece(event: dict[str, Any], chat: bool) -> str:
+    choices = event.get("choices") or []
+    if not choices:
+        return ""
+    part = (choices[0].get("delta") or {}).get("content") if chat else choices[0].get("text")
+    return part if isinstance(part, str) else ""
+
+
+def _has_token(line: bytes, chat: bool) -> bool:
+    """Whether this stream line carries the first piece of the answer."""
+    try:
+        return any(_piece(e, chat) for e in _events(line))
+    except ValueError:
+        return False
+
+
+def _streamed_reply(raw: bytes, chat: bool, ttft: float | None) -> RawReply:
+    try:
+        events = _events(raw)
+    except ValueError as exc:
+        raise Retryable(f"malformed stream ({exc.__class__.__name__}): {_snippet(raw)}") from None
+    if not events:
+        raise Retryable(f"empty stream: {_snippet(raw)}")
+    text = "".join(_piece(e, chat) for e in events)
+    usage = next((e["usage"] for e in reversed(events) if e.get("usage")), {})
+    return replace(reply_with_usage(text, usage), ttft_s=ttft)
+
+
 class DirectProvider:
     """OpenAI-compatible `/chat/completions` and `/completions` over one pooled aiohttp session."""
 
@@ -99,11 +143,24 @@ class DirectProvider:
         key = api_key_for(model)
         if key:
             headers["Authorization"] = f"Bearer {key}"
+        streamed = bool(params.get("stream"))
+        if streamed:  # the usage rides on the last chunk (OpenAI's stream_options.include_usage)
+            body["stream_options"] = {"include_usage": True}
+        first: float | None = None
         try:
+            sent = time.perf_counter()
             # never follow a redirect: allowed_hosts was checked for api_base, not for where it points
             async with self._client().post(url, json=body, headers=headers, allow_redirects=False) as resp:
                 status = resp.status
-                raw = await resp.read()
+                if streamed and status == 200:
+                    chunks = []
+                    async for line in resp.content:
+                        chunks.append(line)
+                        if first is None and _has_token(line, chat):
+                            first = time.perf_counter() - sent
+                    raw = b"".join(chunks)
+                else:
+                    raw = await resp.read()
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
                 location = resp.headers.get("Location", "?")
         except asyncio.TimeoutError:
@@ -120,6 +177,8 @@ class DirectProvider:
                              "call cannot leave the hosts allowed_hosts lists)")
         if status >= 400:
             raise Fatal(f"{status} from {url}: {_snippet(raw)}", hint=_hint_for(status))
+        if streamed:
+            return _streamed_reply(raw, chat, first)
         try:
             data = json.loads(raw)
             choice = data["choices"][0]

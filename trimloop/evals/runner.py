@@ -51,6 +51,7 @@ class ItemResult:
     cached: bool = False
     error: str | None = None
     reasoning_tokens: int = 0  # part of output_tokens (as the provider reported them)
+    ttft_s: float | None = None  # time to first token, on streamed calls (not stored in EvalResult rows)
 
 
 class Trials(dict[Any, list[ItemResult]]):
@@ -106,13 +107,15 @@ def samples_for(params: dict[str, Any], samples: int | None) -> int:
 async def evaluate_one(
     *, template: Template, model: str, params: dict[str, Any], item: EvalItem, sample: int,
     evaluators: Sequence[NamedEvaluator], gateway: Any, ledger: Any = None, seeded: bool = False,
-    propagate: tuple[type[BaseException], ...] = (),
+    propagate: tuple[type[BaseException], ...] = (), scope: str | None = None,
 ) -> ItemResult:
     """One call and its scores. A failed call or a template problem is recorded, scoring 0,
-    unless it is one of `propagate`, which is raised."""
+    unless it is one of `propagate`, which is raised. `scope`: the gateway's cache scope."""
     try:
         prompt = render(template, item.inputs)
-        kwargs = {"messages": prompt} if isinstance(prompt, list) else {"text": prompt}
+        kwargs: dict[str, Any] = {"messages": prompt} if isinstance(prompt, list) else {"text": prompt}
+        if scope is not None:
+            kwargs["scope"] = scope
         result = await gateway.call(model, params=params, seed=sample if seeded else None,
                                     ledger=ledger, **kwargs)
     except (GatewayError, TemplateError) as exc:
@@ -137,6 +140,7 @@ async def evaluate_one(
         # retarget never proposes a model without a price
         input_tokens=result.input_tokens, output_tokens=result.output_tokens, cost=result.cost or 0.0,
         latency_s=result.latency_s, cached=result.cached, reasoning_tokens=result.reasoning_tokens or 0,
+        ttft_s=getattr(result, "ttft_s", None),
     )
 
 

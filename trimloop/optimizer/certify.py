@@ -17,6 +17,8 @@ import numpy as np
 from scipy.stats import norm
 
 from trimloop.core.errors import ProviderUnavailable, SpendCapReached
+from trimloop.evals.control import Beside, rerun
+from trimloop.evals.latency import LatencyTest, latency_test
 from trimloop.evals.report import compare_results, paired
 from trimloop.evals.runner import ItemResult, Trials, evaluate_items, samples_for
 from trimloop.evals.stats import NonInferiority, items_needed, non_inferiority, paired_scores, predictive_power
@@ -39,7 +41,7 @@ def _futile(cert: "Certification", baseline: dict[Any, ItemResult], keys: list[s
     inferior (the upper bound at level α / LOOKS is below −margin); (2) it is hopeless: the
     predictive power of going on to `n_final` items is below HOPELESS. Stopping only to fail never
     raises the chance of a false pass; it leaves the calls to the next candidate."""
-    tested_on = [baseline[i] for i in cert.results if i in baseline]
+    tested_on = reference(cert, baseline)
     for key in keys:
         base, cand = paired(tested_on, cert.results.flat(), key)
         if len(base) < 20:
@@ -72,6 +74,12 @@ class Certification:
     evidence: dict[str, NonInferiority] = field(default_factory=dict)
     passed: bool = False
     reason: str = ""
+    control: Trials | None = None  # the baseline re-run beside it (RunContext.control), else None
+    latency: LatencyTest | None = None  # its latency against the control's (objectives that read latency)
+
+    @property
+    def control_calls(self) -> int:
+        return self.control.calls if self.control is not None else 0
 
     def add(self, result: ItemResult) -> None:
         self.results.add(result)
@@ -79,6 +87,62 @@ class Certification:
     @property
     def calls(self) -> int:
         return self.results.calls
+
+
+def reference(cert: Certification, baseline: dict[Any, ItemResult]) -> list[ItemResult]:
+    """The baseline side of the comparison: the control arm's fresh results when it ran, else
+    the baseline's (logged) results on the items the candidate was tested on."""
+    if cert.control is not None:
+        return [r for r in cert.control.flat() if r.item_id in cert.results]
+    return [baseline[i] for i in cert.results if i in baseline]
+
+
+async def evaluate_beside(run: RunContext, arm: Arm, items: Sequence[Any], *, on_result: Any,
+                          on_control: Any) -> None:
+    """The arm on `items`; with the run's control arm on, the baseline re-run on the same items,
+    its calls interleaved with the arm's (evals.control.rerun)."""
+    version = arm.candidate.version
+    if not run.control:
+        await evaluate_items(template=version.template, model=version.model, params=version.params, items=items,
+                             evaluators=run.evaluators, gateway=run.gateway, concurrency=run.concurrency,
+                             ledger=run.ledger, on_result=on_result, samples=run.samples,
+                             propagate=(ProviderUnavailable,))
+        return
+    await rerun(template=run.baseline.template, model=run.baseline.model, params=run.baseline.params, items=items,
+                evaluators=run.evaluators, gateway=run.gateway, samples=run.samples, concurrency=run.concurrency,
+                ledger=run.ledger, scope=run.control_scope, on_result=on_control,
+                beside=Beside(version.template, version.model, version.params, samples=run.samples,
+                              on_result=on_result, scope=run.candidate_scope),
+                propagate=(ProviderUnavailable,))
+
+
+def calls_per_item(run: RunContext, arm: Arm) -> int:
+    """Calls one holdout item costs this arm: its samples, plus the control's when it runs."""
+    own = samples_for(arm.candidate.version.params, run.samples)
+    return own + (samples_for(run.baseline.params, run.samples) if run.control else 0)
+
+
+def judge_latency(cert: Certification, run: RunContext) -> str | None:
+    """With an objective that reads latency: the latency test on the paired fresh calls (control vs
+    candidate; the logged latencies are never used), and why it fails, or None."""
+    objective = run.objective
+    if objective is None or not objective.measures_latency:
+        return None
+    if cert.control is None:
+        return "the objective reads latency, and latency is compared only against the control arm (control = never)"
+    cert.latency = latency_test(cert.control.flat(), cert.results.flat(), quantile=objective.quantile,
+                                min_effect=objective.min_effect if objective.kind == "latency" else 0.0,
+                                alpha=cert.alpha, seed=run.seed, ttft=objective.ttft)
+    test = cert.latency
+    if test is None:
+        return ("too few streamed calls to compare time to first token (the versions' params need stream = true)"
+                if objective.ttft else "too few answered calls to compare latency")
+    if objective.kind == "latency" and not test.passed:
+        return (f"latency: {test.stat} ratio {test.ratio:.2f}, upper bound {test.ratio_upper:.2f} ≥ "
+                f"{1 - objective.min_effect:.2f} (not faster by {objective.min_effect:.0%}, n={test.n})")
+    if objective.max_latency_s is not None and test.after_s > objective.max_latency_s:
+        return f"latency: {test.stat} {test.after_s:.3g} s > the cap of {objective.max_latency_s:g} s"
+    return None
 
 
 def anticipated_delta(observed: float, margin: float) -> float:
@@ -165,6 +229,8 @@ async def certify(*, ranked: Sequence[Arm], run: RunContext, top: int = 2,
     say, items, ledger, samples, margin = run.say, run.holdout_items, run.ledger, run.samples, run.margin
     evaluators, power = run.evaluators, run.power
     baseline_results = search_baseline = dict(run.baseline_results)  # looked up by the items each arm has
+    if run.control:  # the search raced against the control: the power helper plans on that
+        search_baseline = search_baseline | run.control_on(run.search_items)
     margin_of = dict(run.margins)
     tested = list(ranked)[:top]
     alpha = run.alpha / max(1, len(tested))
@@ -175,7 +241,7 @@ async def certify(*, ranked: Sequence[Arm], run: RunContext, top: int = 2,
     if baseline_cost is not None:
         left = ledger.remaining_calls if ledger is not None else None
         available = {a.candidate.sha: min(len(order), len(order) if left is None
-                                          else left // samples_for(a.candidate.version.params, samples))
+                                          else left // calls_per_item(run, a))
                      for a in tested}
         tested = certification_order(tested, plans, available=available, baseline_cost=baseline_cost,
                                      alpha=alpha, power=power)
@@ -198,34 +264,36 @@ async def certify(*, ranked: Sequence[Arm], run: RunContext, top: int = 2,
         # A repair is tested on the whole holdout: the plan says it can pass on fewer, but its gain
         # is a number the reviewer reads (the interval narrows with every item), and repairs are rare.
         n = len(order) if run.repair else min(wanted, len(order))
-        cert = Certification(arm=arm, n_planned=n, n_wanted=wanted, alpha=alpha)
+        cert = Certification(arm=arm, n_planned=n, n_wanted=wanted, alpha=alpha,
+                             control=Trials() if run.control else None)
         say("certify.started", {"sha": arm.candidate.sha, "label": arm.candidate.label, "items": n,
                                 "wanted": wanted})
         chunk = look_size(n)
         try:
             for start in range(0, n, chunk):
-                await evaluate_items(
-                    template=arm.candidate.version.template, model=arm.candidate.version.model,
-                    params=arm.candidate.version.params, items=order[start:min(n, start + chunk)],
-                    evaluators=evaluators, gateway=run.gateway, concurrency=run.concurrency, ledger=ledger,
-                    on_result=cert.add, samples=samples,
-                    propagate=(ProviderUnavailable,),
-                )
+                await evaluate_beside(run, arm, order[start:min(n, start + chunk)], on_result=cert.add,
+                                      on_control=cert.control.add if cert.control is not None else None)
                 futile = _futile(cert, baseline_results, keys, margin_of, margin, alpha=alpha, n_final=n)
                 if futile and start + chunk < n:
                     cert.reason = futile
                     break
         except SpendCapReached as exc:
             cert.reason = f"budget ran out during certification: {exc.message}"
-        tested_on = [baseline_results[i] for i in cert.results if i in baseline_results]
+        tested_on = reference(cert, baseline_results)
         cert.evidence = dict(compare_results(tested_on, cert.results.flat(), evaluators=keys, margin=margin,
                                              margins=margin_of, alpha=alpha).verdicts)
         failing = [k for k in keys if k not in cert.evidence or not cert.evidence[k].passed]
         cert.passed = not failing and not cert.reason and cert.calls >= n
+        slow = judge_latency(cert, run)
+        if slow and cert.passed:
+            cert.passed, cert.reason = False, slow
         if not cert.reason:
             if cert.passed:
                 cert.reason = (f"better by at least {-margin:g} on every evaluator (superiority, n={n})" if run.repair
                                else f"non-inferior on every evaluator at margin {margin} (n={n})")
+                if cert.latency is not None:
+                    cert.reason += f"; latency {cert.latency.stat} ×{cert.latency.ratio:.2f} " \
+                        f"(upper bound ×{cert.latency.ratio_upper:.2f}, fresh paired calls)"
             else:
                 parts = []
                 for k in failing:
@@ -235,6 +303,7 @@ async def certify(*, ranked: Sequence[Arm], run: RunContext, top: int = 2,
                 if wanted > len(order):
                     cert.reason += f"; the holdout has {len(order)} items, the power helper wanted {wanted}"
         say("certify.finished", {"sha": arm.candidate.sha, "passed": cert.passed, "reason": cert.reason,
+                                 "latency": cert.latency.to_dict() if cert.latency is not None else None,
                                  "evidence": {k: e.to_dict() for k, e in cert.evidence.items()}})
         out.append(cert)
         if cert.passed:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
@@ -63,6 +63,20 @@ class RunConfig(BaseModel):
     health: dict[str, Any] | None = Field(default=None, description="prompt health options (evals.health.HealthConfig)")
     watch: dict[str, Any] | None = Field(
         default=None, description="the post-deploy watch's policy (evals.watch.WatchPolicy); not used by a run")
+    objective: Literal["cost", "latency"] = Field(
+        default="cost", description="what the run cuts: cost per call, or latency (see `latency`)")
+    latency: Literal["p50", "p95", "ttft_p50", "ttft_p95"] = Field(
+        default="p50", description="the latency statistic the objective or max_latency_s reads (ttft: time to "
+        "first token, on streamed calls: params stream = true)")
+    max_latency_s: float | None = Field(
+        default=None, gt=0, description="with objective cost: the candidate's fresh latency must stay under this")
+    max_cost_increase: float | None = Field(
+        default=None, ge=0, description="with objective latency: how much dearer a candidate may be (0.1 = +10 %)")
+    min_latency_effect: float = Field(
+        default=0.05, ge=0, lt=1, description="a latency win must be at least this share of the baseline's latency")
+    control: Literal["auto", "always", "never"] = Field(
+        default="auto", description="re-run the baseline beside each candidate (auto: for latency, and for "
+        "agreement-based evaluators on providers not known to be deterministic)")
     dataset: int | None = Field(
         default=None, ge=1, description="id of an imported gold set of this prompt to optimize on instead of a "
         "sample of its logs; items without a baseline output are run once through the baseline (paid calls)")

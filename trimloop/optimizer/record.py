@@ -13,6 +13,8 @@ from trimloop.core.catalog import ResolvedModel
 from trimloop.core.evidence import (
     CandidateScores,
     CertificationOutcome,
+    ControlArm,
+    LatencyClaim,
     Deadline,
     Evidence,
     HealthReport,
@@ -24,6 +26,7 @@ from trimloop.core.evidence import (
 from trimloop.core.status import CandidateStatus, SuggestionKind, SuggestionStatus
 from trimloop.core.tables import Candidate, EvalResult, EvalRun, PromptVersion, Suggestion
 from trimloop.evals.feedback import feedback_summary
+from trimloop.evals.latency import claim_line
 from trimloop.evals.runner import ItemResult, samples_for, store_eval_run
 from trimloop.optimizer.baseline import LogFacts
 from trimloop.optimizer.caching import CacheModel, PricedPairs, price_pairs
@@ -89,6 +92,10 @@ def record_evaluations(session: Session, *, run_id: int, prompt_id: int, dataset
     for cert in certs:
         candidate = cert.arm.candidate
         version = version_row(session, prompt_id=prompt_id, version=candidate.version)
+        if cert.control is not None:  # the baseline re-run beside it: the side its evidence compares with
+            ids[f"control:{candidate.sha}"] = store_eval_run(
+                session, version_id=baseline_id, samples=samples_for(run.baseline.params, run.samples),
+                results=cert.control.flat(), summary={"role": "control", "sha": candidate.sha}, **common).id
         test = {"alpha": cert.alpha, "margin": run.margin, "margins": {k: run.margin_of(k) for k in run.keys},
                 **({"test": "superiority"} if run.repair else {}),  # at margin −min_effect
                 "passed": cert.passed, "reason": cert.reason, "n_planned": cert.n_planned, "n_wanted": cert.n_wanted}
@@ -119,8 +126,10 @@ def record_suggestion(
     logged = facts.logged_costs or [b for b, _ in pairs]
     savings = project(
         call_times=facts.call_times, call_weights=facts.call_weights, logged_costs=logged,
-        cost_weights=facts.cost_weights if facts.logged_costs else None, baseline_latencies=facts.latencies or
-        [base[i.id].latency_s for i in items], paired_costs=priced.pairs if priced else pairs,
+        cost_weights=facts.cost_weights if facts.logged_costs else None,
+        # with the control arm, the baseline's latency is its fresh one beside the candidate, not the logged one
+        baseline_latencies=[r.latency_s for r in cert.control.flat() if r.error is None and r.item_id in cert.results]
+        if cert.control is not None else facts.latencies or [base[i.id].latency_s for i in items], paired_costs=priced.pairs if priced else pairs,
         candidate_latencies=[r.latency_s for i in items for r in cert.results[i.id] if r.error is None],
         optimization_spend=spend, now=now, window_days=window_days,
         naive_costs=priced.naive if priced else None,
@@ -153,7 +162,9 @@ def record_suggestion(
         deadline=deadline,
         evaluator_config=[n.key for n in evaluators],
         baseline_feedback=feedback_summary((feedback or {}).get(i.id) for i in items),
-        baseline_eval_run_id=(eval_runs or {}).get("baseline"),
+        baseline_eval_run_id=(eval_runs or {}).get(f"control:{candidate.sha}", (eval_runs or {}).get("baseline")),
+        control=control_arm(cert, search, (eval_runs or {}).get(f"control:{candidate.sha}")),
+        latency=latency_claim(cert, run, savings.baseline_cost_per_call, savings.candidate_cost_per_call),
         candidate_eval_run_id=(eval_runs or {}).get(candidate.sha),
     )
     suggestion = Suggestion(
@@ -172,6 +183,32 @@ def record_suggestion(
     session.add(suggestion)
     session.flush()
     return suggestion
+
+
+def control_arm(cert: Certification, search: RunResults, eval_run_id: int | None) -> ControlArm | None:
+    """What the control arm did for this suggestion: its calls, and how often it agreed with the logs."""
+    if cert.control is None:
+        return None
+    ran = search.control
+    tested = [r for r in cert.control.flat() if r.item_id in cert.results and r.error is None]
+    keys = sorted({k for r in tested for k in r.scores})
+    return ControlArm(on=True, reason=ran.reason if ran else "", calls=ran.calls if ran else cert.control_calls,
+                      items=len({r.item_id for r in tested}), eval_run_id=eval_run_id,
+                      agreement={k: sum(r.scores.get(k, 0.0) for r in tested) / len(tested) for k in keys} if tested else {})
+
+
+def latency_claim(cert: Certification, run: RunContext, cost_before: float | None,
+                  cost_after: float | None) -> LatencyClaim | None:
+    """The certification's latency test, in the evidence's words ("p95 1.9 s → 1.1 s, −42 %, cost +3 %")."""
+    test = cert.latency
+    if test is None:
+        return None
+    cost_change = cost_after / cost_before - 1 if cost_before and cost_after is not None else None
+    return LatencyClaim(objective=run.objective.describe() if run.objective is not None else "", stat=test.stat,
+                        n=test.n, before_s=test.before_s, after_s=test.after_s, ratio=test.ratio,
+                        ratio_upper=test.ratio_upper, min_effect=test.min_effect, alpha=test.alpha,
+                        method=test.method, passed=test.passed, cost_change=cost_change,
+                        line=claim_line(test, cost_change))
 
 
 def _cache_aware(items: Sequence[Any], base: Mapping[Any, ItemResult], cert: Certification,

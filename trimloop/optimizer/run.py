@@ -56,6 +56,7 @@ from trimloop.optimizer.certify import certify
 from trimloop.optimizer.config import default_candidate_models, run_config
 from trimloop.optimizer.context import RunContext
 from trimloop.optimizer.moves.trim_output import answer_of, output_facts
+from trimloop.optimizer.objective import control_wanted, objective_of
 from trimloop.optimizer.record import record_candidates, record_evaluations, record_suggestion
 from trimloop.optimizer.search import SearchConfig, search
 from trimloop.optimizer.spec import MoveContext, VersionSpec
@@ -288,20 +289,28 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
     # A repair's test is superiority by min_effect: the same test at margin −min_effect (evals.stats).
     margin, margins = ((-config.min_effect, {k: -v for k, v in config.min_effects.items()}) if config.repair
                        else (config.margin, dict(config.margins)))
+    objective = objective_of(config)
+    use_control, control_why = control_wanted(config.control, objective, baseline_model=baseline.model,
+                                              params=baseline.params, evaluators=evaluators,
+                                              retiring=leaving is not None)
+    emit("run.control", {"on": use_control, "reason": control_why, "objective": objective.describe()})
     run = RunContext(baseline=baseline, search_items=items["search"], holdout_items=items["holdout"],
                      baseline_results=base, evaluators=evaluators, gateway=gateway, ledger=ledger, emit=emit,
                      margin=margin, alpha=config.alpha, margins=margins, power=config.power,
-                     samples=config.samples, concurrency=config.concurrency, seed=config.seed, repair=config.repair)
+                     samples=config.samples, concurrency=config.concurrency, seed=config.seed, repair=config.repair,
+                     control=use_control, control_scope=f"control of run {run_id}",
+                     candidate_scope=f"run {run_id}" if objective.measures_latency else None, objective=objective)
     never = frozenset(left_out) | ({baseline.model} if leaving is not None else set())
     found = await search(run=run, context=context, exclude=rejected,
                          config=SearchConfig(rungs=config.rungs, eta=config.eta, max_candidates=config.max_candidates,
                                              max_calls=config.search_budget_calls, migrate=leaving is not None,
-                                             repair=config.repair, exclude_models=never))
+                                             repair=config.repair, exclude_models=never, objective=objective))
     found.notes[:0] = notes
     search_calls = ledger.calls
     # A migration keeps the search's order (chance of holding quality first); otherwise by saving.
     certs = await certify(ranked=found.ranked, run=run, top=config.certify_top,
-                          baseline_cost=None if leaving is not None or config.repair else found.baseline_cost)
+                          baseline_cost=None if leaving is not None or config.repair or objective.kind == "latency"
+                          else found.baseline_cost)
     with session_scope(engine) as session:
         ids = record_candidates(session, run_id=run_id, prompt_id=prompt_id, baseline_id=baseline_id,
                                 arms=found.arms, certified={c.arm.candidate.sha: c for c in certs})
@@ -322,6 +331,9 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
                             for n in evaluators},
         "baseline_feedback": feedback_summary(feedback.values()),
         "baseline_health": health.model_dump(mode="json", exclude_none=True),
+        "objective": objective.describe(),
+        "control": {"on": use_control, "reason": control_why,
+                    "calls": found.control_calls + sum(c.control_calls for c in certs)},
     }
     summary = RunResults.model_validate(_jsonable(found_summary))
     if leaving is not None:
@@ -399,6 +411,9 @@ def cut_line(before: float | None, after: float | None, evidence: Any) -> str:
         n = max((v.n or 0 for v in evidence.evaluators.values()), default=0)
         margin = evidence.margin()
         parts.append(words + (f" (margin {margin:g}, n {n})" if margin is not None else ""))
+    latency = getattr(evidence, "latency", None)
+    if latency is not None and latency.line:  # a latency objective says its claim first
+        parts = [latency.line] + [p for p in parts if "cost per call" not in p]
     return ", ".join(parts) or "certified"
 
 

@@ -22,12 +22,13 @@ import numpy as np
 from scipy.stats import norm
 
 from trimloop.core.catalog import count_message_tokens, count_tokens
-from trimloop.core.errors import ProviderUnavailable, SpendCapReached, TemplateError
+from trimloop.core.errors import SpendCapReached, TemplateError
 from trimloop.core.status import CandidateStatus
 from trimloop.core.templates import render
 from trimloop.core.usage import TokenUsage
-from trimloop.evals.runner import evaluate_items
+from trimloop.evals.runner import samples_for
 from trimloop.evals.sequential import sequential_design
+from trimloop.optimizer.certify import evaluate_beside
 from trimloop.optimizer.context import Emit, RunContext
 from trimloop.optimizer.moves import MOVES, REPAIR_MOVES, Move
 from trimloop.optimizer.race import Arm, compare, pareto_front
@@ -47,6 +48,7 @@ class SearchConfig:
     repair: bool = False  # a repair: the repair moves, any cost, chance of superiority first
     exclude_models: frozenset[str] = frozenset()  # never candidates (retiring models)
     rewrite_share: float = 0.25  # of the search's calls, the most the rewrite move's GEPA may spend
+    objective: Any = None  # optimizer.objective.Objective: which candidates may race (None: cheaper ones)
 
     def __post_init__(self) -> None:
         if not self.rungs or list(self.rungs) != sorted(set(self.rungs)) or self.rungs[0] < 2:
@@ -66,6 +68,7 @@ class SearchResult:
     calls: int = 0
     budget_exhausted: bool = False
     notes: list[str] = field(default_factory=list)
+    control_calls: int = 0  # the baseline control arm's results on the search items (RunContext.control)
 
 
 async def propose_candidates(baseline: VersionSpec, context: MoveContext, *, compose: bool,
@@ -153,7 +156,7 @@ def family(candidate: CandidateSpec) -> tuple[Any, ...]:
 
 
 def select_arms(candidates: list[CandidateSpec], estimates: dict[str, float], baseline_cost: float,
-                limit: int, *, migrate: bool = False) -> list[Arm]:
+                limit: int, *, migrate: bool = False, objective: Any = None) -> list[Arm]:
     """At most `limit` cheaper-than-baseline candidates (any cost, when migrating off a retiring
     model), covering the families first.
 
@@ -161,7 +164,9 @@ def select_arms(candidates: list[CandidateSpec], estimates: dict[str, float], ba
     instruction length), round two the next cheapest of each, and so on: the race tries every
     model × example set before it spends arms on a second instruction length of one. A round with
     more families than room left is spread evenly over its cost ranking."""
-    cheaper = sorted((c for c in candidates if migrate or estimates[c.sha] < baseline_cost),
+    admits = (lambda c: estimates[c.sha] < baseline_cost) if objective is None else (  # noqa: E731
+        lambda c: objective.admits(estimates[c.sha], baseline_cost))
+    cheaper = sorted((c for c in candidates if migrate or admits(c)),
                      key=lambda c: (estimates[c.sha], c.sha))
     families: dict[tuple[Any, ...], list[CandidateSpec]] = {}
     for c in cheaper:
@@ -259,7 +264,8 @@ async def search(
     proposed = [c for c in proposed if c.sha not in exclude and c.version.model not in config.exclude_models]
     estimates = {c.sha: estimate_cost(c.version, context, sample_inputs, *expected_output(c, out_tokens, reasoning))
                  for c in proposed}
-    arms = select_arms(proposed, estimates, baseline_cost, config.max_candidates, migrate=quality_first)
+    arms = select_arms(proposed, estimates, baseline_cost, config.max_candidates, migrate=quality_first,
+                       objective=config.objective)
     result = SearchResult(arms=arms, front=[], ranked=[], baseline_cost=baseline_cost, calls=proposal_calls)
     say("search.started", {"proposed": len(proposed), "racing": len(arms), "baseline_est_cost": baseline_cost,
                            "excluded": len(exclude)})
@@ -285,6 +291,8 @@ async def search(
         limits = [ledger.remaining_calls if ledger is not None else None,
                   config.max_calls - proposal_calls - sum(a.calls for a in arms) if config.max_calls is not None else None]
         remaining = min((x for x in limits if x is not None), default=None)
+        if remaining is not None and run.control:  # the control's calls on the new items come first
+            remaining -= len(new_items) * samples_for(baseline.params, run.samples)
         if remaining is not None and remaining < len(racing) * len(new_items):
             # Not enough budget for the whole slice: a shorter slice for every racing arm.
             per_arm = remaining // max(1, len(racing))
@@ -297,17 +305,13 @@ async def search(
             size = done + per_arm
         for arm in racing:
             try:
-                await evaluate_items(
-                    template=arm.candidate.version.template, model=arm.candidate.version.model,
-                    params=arm.candidate.version.params, items=new_items, evaluators=run.evaluators,
-                    gateway=run.gateway, concurrency=run.concurrency, ledger=ledger, on_result=arm.add,
-                    samples=run.samples,
-                    propagate=(ProviderUnavailable,),
-                )
+                await evaluate_beside(run, arm, new_items, on_result=arm.add, on_control=run.keep_control)
             except SpendCapReached as exc:
                 arm.status, arm.reason = CandidateStatus.stopped, f"budget: {exc.message}"
                 result.budget_exhausted = True
             arm.rung = look
+            if run.control:  # judged against the control's fresh results, not the logged ones
+                base_scores = control_scores(run, order[:size], keys)
             _judge(arm, base_scores, keys, run, design, look, len(rungs))
             say("candidate.scored", arm.summary() | {"look": look})
         done = size
@@ -315,11 +319,18 @@ async def search(
             break  # no halving after the last look: certification takes the best few from here
         _halve(arms, config.eta, say, baseline_cost, migrate=quality_first)
     result.calls = sum(a.calls for a in arms) + proposal_calls
+    result.control_calls = sum(len(run.controls.get(i.id, [])) for i in order)
     result.front = pareto_front([a for a in arms if a.status not in (CandidateStatus.eliminated, CandidateStatus.dropped)], keys)
     result.ranked = final_ranking(arms, baseline_cost, migrate=quality_first)
     say("search.finished", {"calls": result.calls, "front": [a.candidate.sha for a in result.front],
                             "ranked": [a.candidate.sha for a in result.ranked]})
     return result
+
+
+def control_scores(run: RunContext, items: Sequence[Any], keys: list[str]) -> dict[str, dict[Any, list[float]]]:
+    """The control arm's scores on the items it has run on, shaped as the race's baseline scores."""
+    ran = run.control_on(items)
+    return {k: {i: [r.scores.get(k, 0.0)] for i, r in ran.items()} for k in keys}
 
 
 def _design(run: RunContext, base_scores: dict[str, dict[Any, list[float]]], keys: list[str], *, looks: int) -> Any:

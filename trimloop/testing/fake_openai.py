@@ -71,8 +71,11 @@ class FakeOpenAI:
     def __init__(self, *, latency_ms: float = 0.0, count_tokens: bool = False, timeout_s: float = 30.0,
                  track_bodies: bool = False, replies: dict[str, Any] | None = None,
                  prompt_cache: str | None = None, cache_minimum: int | None = None, cache_ttl_s: float = 300.0,
-                 reasoning_tokens: int = 0, explicit_breakpoints: bool = False):
+                 reasoning_tokens: int = 0, explicit_breakpoints: bool = False, first_token_ms: float = 0.0,
+                 stream_rest_ms: float = 0.0):
         self.latency = latency_ms / 1000
+        self.first_token = first_token_ms / 1000  # a streamed answer's first chunk comes after this
+        self.stream_rest = stream_rest_ms / 1000  # and the rest of it after this much more
         self.count_tokens = count_tokens or prompt_cache is not None or reasoning_tokens > 0
         self.usage_style = prompt_cache or "openai"
         self.prompt_cache = prompt_cache
@@ -203,6 +206,9 @@ class FakeOpenAI:
                     "id": f"msg_{self.requests}", "type": "message", "role": "assistant",
                     "model": body.get("model", "fake"), "content": [{"type": "text", "text": content}],
                     "stop_reason": "max_tokens", "stop_sequence": None, "usage": usage})
+            elif body.get("stream"):
+                return await self._stream(request, track, body, chat=chat, choice=choice, usage=usage,
+                                          prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
             else:
                 response = web.json_response({
                     "id": f"cmpl-{self.requests}",
@@ -225,6 +231,40 @@ class FakeOpenAI:
             return response
         finally:
             self.inflight -= 1
+
+    async def _stream(self, request: web.Request, track: dict[str, Any] | None, body: dict[str, Any], *, chat: bool,
+                      choice: dict[str, Any], usage: dict[str, Any], prompt_tokens: int,
+                      completion_tokens: int) -> web.StreamResponse:
+        """The answer as server-sent events, OpenAI's way: a first chunk after `first_token_ms`,
+        the rest after `stream_rest_ms`, the usage on a last chunk (stream_options.include_usage)."""
+        text = choice["message"]["content"] if chat else choice["text"]
+        half = max(1, len(text) // 2)
+        kind = "chat.completion.chunk" if chat else "text_completion"
+
+        def event(piece: str | None, finish: str | None = None, with_usage: bool = False) -> bytes:
+            choices = [] if piece is None else [
+                {"index": 0, "delta": {"content": piece}, "finish_reason": finish} if chat
+                else {"index": 0, "text": piece, "finish_reason": finish}]
+            data = {"id": f"cmpl-{self.requests}", "object": kind, "model": body.get("model", "fake"), "choices": choices}
+            if with_usage and (body.get("stream_options") or {}).get("include_usage"):
+                data["usage"] = usage
+            return f"data: {json.dumps(data)}\n\n".encode()
+
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await asyncio.sleep(self.first_token)
+        await response.write(event(text[:half]))
+        await asyncio.sleep(self.stream_rest)
+        await response.write(event(text[half:], finish=choice["finish_reason"]))
+        await response.write(event(None, with_usage=True))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        self.answered += 1
+        if track is not None:
+            track["answered"] += 1
+            track["answers"].append({"model": body.get("model"), "prompt_tokens": prompt_tokens,
+                                     "completion_tokens": completion_tokens, "stream": True})
+        return response
 
     def _reasoning(self, body: dict[str, Any]) -> int:
         """Reasoning tokens of this answer, deterministic per setting (see the module's docstring)."""
@@ -416,12 +456,15 @@ def main() -> None:
                         help="reasoning tokens at the default or medium effort (see the module's docstring)")
     parser.add_argument("--explicit-breakpoints", action="store_true",
                         help="the Anthropic cache reads only the caller's cache_control blocks")
+    parser.add_argument("--first-token-ms", type=float, default=0.0, help="a streamed answer's first chunk delay")
+    parser.add_argument("--stream-rest-ms", type=float, default=0.0, help="then the rest of it after this")
     args = parser.parse_args()
     replies = json.loads(args.replies.read_text()) if args.replies else None
     server = FakeOpenAI(latency_ms=args.latency_ms, count_tokens=args.count_tokens, timeout_s=args.timeout_s,
                         track_bodies=args.track_bodies, replies=replies, prompt_cache=args.prompt_cache,
                         cache_minimum=args.cache_minimum, cache_ttl_s=args.cache_ttl_s,
-                        reasoning_tokens=args.reasoning_tokens, explicit_breakpoints=args.explicit_breakpoints)
+                        reasoning_tokens=args.reasoning_tokens, explicit_breakpoints=args.explicit_breakpoints,
+                        first_token_ms=args.first_token_ms, stream_rest_ms=args.stream_rest_ms)
     if server.count_tokens:
         _chat_tokens([{"role": "user", "content": "warm up"}])  # load the tokenizer before the first request
     web.run_app(server.app(), host="127.0.0.1", port=args.port, print=None, access_log=None,
