@@ -42,6 +42,9 @@ from trimloop.core.tables import Deployment, LogRecord, Prompt, PromptLabel, Pro
 from trimloop.testing.fake_openai import free_port
 
 PROMPTS = 50
+# idle connections are dropped before the server's 5 s keep-alive closes them: at httpx's default (5 s,
+# the same) a request could be sent on a connection the server was closing and fail with ReadError
+KEEPALIVE_S = 2.0
 MODELS = ("gpt-4o", "gpt-4o-mini", "claude-3-5-haiku", "local/gemma3-270m")
 STATUSES = (("pending", 0.55), ("approved", 0.1), ("rejected", 0.1), ("superseded", 0.1),
             ("deployed", 0.1), ("rolled_back", 0.05))
@@ -154,7 +157,7 @@ async def load(url: str, token: str, *, seconds: float, concurrency: int) -> dic
     latencies: dict[str, list[float]] = {"suggestions": [], "savings": [], "savings_csv": []}
     errors: dict[str, int] = {}
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60,
-                                 limits=httpx.Limits(max_connections=concurrency)) as client:
+                                 limits=httpx.Limits(max_connections=concurrency, keepalive_expiry=KEEPALIVE_S)) as client:
         for _, path in plan[:4]:  # warm up
             (await client.get(path)).raise_for_status()
         deadline = time.monotonic() + seconds
@@ -229,7 +232,7 @@ async def burst(url: str, token: str, *, clients: int, requests_each: int) -> di
     assert prober.stdout is not None and prober.stdin is not None
     prober.stdout.readline()  # "ready"
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120,
-                                 limits=httpx.Limits(max_connections=clients)) as client:
+                                 limits=httpx.Limits(max_connections=clients, keepalive_expiry=KEEPALIVE_S)) as client:
 
         async def one_client(i: int) -> None:
             nonlocal without_retry_after
