@@ -49,3 +49,15 @@ def test_unsafe_secret_refused_outside_development(monkeypatch):
 def test_postgres_url_uses_psycopg3(monkeypatch):
     monkeypatch.setenv("TRIMLOOP_DATABASE_URL", "postgresql://u@127.0.0.1:5432/db")
     assert load_settings().db_url.startswith("postgresql+psycopg://")
+
+
+@pytest.mark.parametrize(("cores", "turns"), [(1, 4), (2, 8), (4, 16), (64, 16), (None, 4)])
+def test_request_turns_default_to_four_per_core_at_most_sixteen(monkeypatch, cores, turns):
+    monkeypatch.setattr("trimloop.core.settings.os.cpu_count", lambda: cores)
+    assert load_settings().api.concurrent_requests == turns
+
+
+def test_request_turns_set_in_the_environment_win_over_the_core_count(monkeypatch):
+    monkeypatch.setattr("trimloop.core.settings.os.cpu_count", lambda: 2)
+    monkeypatch.setenv("TRIMLOOP_API__CONCURRENT_REQUESTS", "16")
+    assert load_settings().api.concurrent_requests == 16

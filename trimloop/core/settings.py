@@ -117,6 +117,14 @@ WEBHOOK_EVENTS = ("suggestion.created", "suggestion.approved", "suggestion.deplo
                   "model.retiring", "prompt.unhealthy", "watch.regressed")
 
 
+def default_turns() -> int:
+    """`api.concurrent_requests` by default: 4 per CPU core, at most 16. Requests past what the cores
+    can run only wait for the GIL: with 16 turns on 2 cores, `GET /health` (on the event loop) waited
+    behind 16 busy worker threads during a 100-client burst (p99 up to 535 ms; 8 turns: 32-79 ms, and
+    the load phase's throughput did not drop: bench/api.py, 2026-12-06)."""
+    return max(1, min(16, 4 * (os.cpu_count() or 1)))
+
+
 class ApiSettings(BaseModel):
     """The REST API server (`trimloop serve`)."""
 
@@ -130,8 +138,10 @@ class ApiSettings(BaseModel):
     public_url: str = Field(default="http://127.0.0.1:8000", description="base of links in webhooks")
     failed_logins_per_minute: int = Field(default=10, ge=1, description="per client, then 429")
     concurrent_requests: int = Field(
-        default=16, ge=1, le=16, description="requests holding a database session at once; the rest wait "
-        "(asynchronously) for a turn; each needs up to 2 of the pool's 40 connections, 8 are kept for the rest")
+        default_factory=default_turns, ge=1, le=16,
+        description="requests holding a database session at once (default 4 per CPU core, at most 16); the "
+        "rest wait (asynchronously) for a turn; each needs up to 2 of the pool's 40 connections, 8 are kept "
+        "for the rest")
     queue_timeout_s: float = Field(default=20.0, gt=0, le=300,
                                    description="longest wait for a turn, then 503 with Retry-After")
     max_body_bytes: int = Field(default=24 * 1024 * 1024, ge=1024, description="largest API request body "
@@ -229,7 +239,7 @@ class Settings(BaseSettings):
     connectors: dict[str, ConnectorConfig] = Field(default_factory=dict)
     # Per-prompt options (evaluators, margin, budgets), validated by the package that reads them.
     prompts: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    api: ApiSettings = ApiSettings()
+    api: ApiSettings = Field(default_factory=ApiSettings)  # a factory: its turns follow the cores
     webhooks: list[WebhookConfig] = Field(default_factory=list)
     scheduler: SchedulerSettings = SchedulerSettings()
     reservoir: ReservoirSettings = ReservoirSettings()
