@@ -301,3 +301,26 @@ async def test_without_usage_the_gateway_counts_tokens_itself():
     assert (counted.input_tokens, counted.output_tokens) == (reported.input_tokens, reported.output_tokens) == (
         count_tokens("Review: fine\nSentiment:"), count_tokens("a fine answer"))
     assert counted.cost == reported.cost
+
+
+@pytest.mark.parametrize("params", [
+    {"api_base": "{server}/v1"}, {"base_url": "{server}/v1"}, {"extra_headers": {"X-Leak": "1"}},
+    {"aws_bedrock_runtime_endpoint": "{server}"}, {"langfuse_host": "{server}"}, {"vertex_credentials": "{}"},
+])
+async def test_a_prompts_params_cannot_send_the_call_and_its_key_elsewhere(server, monkeypatch, params):
+    # a hosted model (no api_base in trimloop.toml) with its key in the environment: before, a prompt
+    # whose params (from its store) said api_base sent the request and the key to that address
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-for-the-prompt-store")
+    params = {k: v.replace("{server}", server) if isinstance(v, str) else v for k, v in params.items()}
+    async with Gateway(make_settings(server, max_retries=0)) as gw:
+        with pytest.raises(ConfigError, match="would choose where the call goes") as raised:
+            await gw.call("openai/gpt-4o", messages=CHAT, params={"max_tokens": 3, **params})
+    assert next(iter(params)) in raised.value.hint and "trimloop.toml" in raised.value.hint
+    assert stats(server)["requests"] == 0
+
+
+async def test_request_params_that_look_like_routing_ones_still_go_through(server):
+    async with Gateway(make_settings(server)) as gw:
+        result = await gw.call("fake/m", messages=CHAT, params={
+            "max_tokens": 3, "prompt_cache_key": "support-bot", "max_completion_tokens": 3, "timeout": 5})
+    assert result.output.startswith("echo")

@@ -78,6 +78,44 @@ class GatewayStats:
     failures: int = 0
 
 
+# A prompt's params come from its store (front-matter, a Langfuse config, an MLflow model_config):
+# whoever can edit a prompt there must not be able to send the call, and the key that goes with it,
+# somewhere else, or switch on litellm's callbacks and overrides. Where a call goes and with which
+# credentials is set in trimloop.toml (`[models."id"]`, checked against allowed_hosts) and the
+# environment, nowhere else. These names and shapes are litellm's own routing, credential,
+# callback and pricing arguments (`litellm.types.utils.all_litellm_params` and the provider
+# credentials litellm reads from kwargs), not a provider's request parameters.
+ROUTING_PARAMS = frozenset({
+    "api_base", "base_url", "api_key", "api_version", "api_type", "organization", "custom_llm_provider",
+    "extra_headers", "headers", "deployment_id", "model_list", "shared_session", "client", "fallbacks",
+    "context_window_fallback_dict", "mock_response", "mock_timeout", "logger_fn", "callbacks",
+    "success_callback", "failure_callback", "ssl_verify", "proxy", "http_client", "model_info", "base_model", "region_name",
+    "tenant_id", "client_id", "client_secret"})
+ROUTING_PREFIXES = ("aws_", "vertex_", "vertexai_", "azure_", "watsonx_", "sagemaker_", "bedrock_", "litellm_",
+                    "langfuse_", "langsmith_", "s3_", "gcs_", "dd_", "arize_", "posthog_", "newrelic_", "wandb_",
+                    "humanloop_", "anthropic_identity", "anthropic_issuer", "anthropic_keycloak", "openai_identity",
+                    "token_exchange_", "input_cost_", "output_cost_", "cache_read_input", "cache_creation_input")
+ROUTING_SUFFIXES = ("_api_key", "_key_id", "_secret", "_secret_key", "_token", "_url", "_endpoint", "_host",
+                    "_base", "_credentials", "_password", "_file")
+PROVIDER_PARAMS_LIKE_THOSE = frozenset({"prompt_cache_key"})  # OpenAI's own request field, sent as is
+
+
+def check_params(model: str, params: dict[str, Any]) -> None:
+    """Refuse params that would route, authenticate or reconfigure the call (see ROUTING_PARAMS)."""
+    refused = sorted(
+        name for name in params
+        if name not in PROVIDER_PARAMS_LIKE_THOSE and (
+            name in ROUTING_PARAMS or name.startswith(ROUTING_PREFIXES) or name.endswith(ROUTING_SUFFIXES)))
+    if refused:
+        raise ConfigError(
+            f"{model}: the prompt's params {', '.join(refused)} would choose where the call goes, with which "
+            "credentials or callbacks; the gateway takes those only from trimloop.toml and the environment",
+            where="the prompt version's params (from its store)",
+            hint=f'remove {", ".join(refused)} from the prompt\'s params in its store; set an endpoint as '
+                 f'api_base under [models."{model}"] in trimloop.toml (checked against allowed_hosts) and '
+                 "keys in environment variables")
+
+
 def _check_prompt(messages: list[dict[str, str]] | None, text: str | None) -> Prompt:
     if (messages is None) == (text is None):
         raise UserError("give either messages or text, not both or neither", where="gateway call")
@@ -145,6 +183,7 @@ class Gateway:
                 hint="give it a plain-text template (completion style)",
             )
         wire = {k: v for k, v in (params or {}).items() if v is not None}
+        check_params(model, wire)
         wire.setdefault("max_tokens", self.settings.gateway.default_max_tokens)
         if seed is not None:
             wire["seed"] = seed
