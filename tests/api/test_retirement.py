@@ -5,7 +5,7 @@ clock set: the files store's `triage` prompt runs on `big/model`, which settings
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from fastapi.testclient import TestClient
@@ -136,3 +136,52 @@ def test_models_list_shows_retirement_dates(tmp_path, monkeypatch):
     assert "—" in rows["local/smollm2-135m"]
     bad = CliRunner().invoke(cli_app, ["models", "list", "--model", "local/nope"])
     assert bad.exit_code == 2 and "unknown local model" in bad.output
+
+
+async def test_a_notice_a_webhook_did_not_take_is_sent_again_by_a_later_pass_to_that_webhook_only(
+        retiring, engine, monkeypatch):
+    """Before, a receiver down for the pass that sent the 30-day notice never got it: the row was
+    marked undelivered and no pass looked at it again."""
+    monkeypatch.setenv("TEST_HOOK_SECRET", SECRET)
+    down, up = Receiver(fail_first=10**6), Receiver()
+    try:
+        settings = hooked(retiring, down.url, events=["model.retiring"], max_retries=1)
+        settings = settings.model_copy(update={"webhooks": [*settings.webhooks, *hooked(
+            retiring, up.url, events=["model.retiring"]).webhooks]})
+        synced(engine, settings)
+
+        async def at(minutes: int) -> list[int]:
+            now = NOW + timedelta(minutes=minutes)
+            return [n["threshold_days"] for n in
+                    await webhooks.announce_retirements(engine=engine, settings=settings, now=now)]
+
+        assert await at(0) == [30]
+        assert (len(down.requests), len(up.requests)) == (2, 1)  # two attempts at the one that is down
+        assert await at(1) == []  # too soon for another pass at it
+        down.fail_first = 0  # the receiver is back
+        assert await at(6) == [30]
+        assert (len(down.requests), len(up.requests)) == (3, 1)  # the one that had it is not sent it twice
+        assert await at(20) == []  # delivered: never again
+        with session_scope(engine) as session:
+            [notice] = session.exec(select(Notification)).all()
+        assert notice.delivered and notice.attempts == 2 and notice.failed_hooks == []
+        assert json.loads(down.requests[-1][1])["data"]["threshold_days"] == 30
+    finally:
+        down.close()
+        up.close()
+
+
+async def test_a_webhook_that_stays_down_is_tried_a_bounded_number_of_passes(retiring, engine, monkeypatch):
+    monkeypatch.setenv("TEST_HOOK_SECRET", SECRET)
+    down = Receiver(fail_first=10**6)
+    try:
+        settings = hooked(retiring, down.url, events=["model.retiring"], max_retries=0)
+        synced(engine, settings)
+        sent = [await webhooks.announce_retirements(engine=engine, settings=settings,
+                                                    now=NOW + timedelta(hours=hour)) for hour in range(12)]
+        assert sum(len(s) for s in sent) == webhooks.NOTICE_ATTEMPTS == len(down.requests)
+        with session_scope(engine) as session:
+            [notice] = session.exec(select(Notification)).all()
+        assert not notice.delivered and len(notice.failed_hooks) == 1 and notice.attempts == webhooks.NOTICE_ATTEMPTS
+    finally:
+        down.close()

@@ -5,7 +5,9 @@ timestamp in `X-Trimloop-Timestamp`, keyed by the secret in `secret_env` (defaul
 A webhook whose `secret_env` is unset or empty is not sent (recorded as `secret_env_unset`).
 `model.retiring` goes out for each production prompt whose model retires, at each of
 `retirement_notice_days` before the date, once: a `Notification` row under a unique key is written
-before the send, so a second pass (or worker) never sends it again.
+before the send, so a second pass (or worker) never sends it again. A webhook that did not take it
+(down, 5xx past its retries) gets it again from a later pass (at least 5 minutes on, up to 8
+passes), and only that webhook.
 Every delivery (its attempts and outcome) is recorded as an AuditEvent `webhook.delivery`;
 only the URL's host is recorded, since incoming-webhook URLs carry their secret in the path.
 A webhook's host must be in `allowed_hosts` (checked when settings load, and again before each
@@ -23,11 +25,12 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -85,10 +88,16 @@ def body_for(settings: Settings, hook: WebhookConfig, event: str, data: dict[str
     return {"event": event, "id": str(uuid.uuid4()), "at": time.time(), "link": url, "data": data}
 
 
+def hook_id(hook: WebhookConfig) -> str:
+    """A webhook's name in the store: a hash of its URL (the URL itself may carry a secret)."""
+    return hashlib.sha256(hook.url.encode()).hexdigest()[:16]
+
+
 @dataclass
 class Delivery:
     host: str
     event: str
+    hook: str = ""  # hook_id
     ok: bool = False
     attempts: list[dict[str, Any]] = field(default_factory=list)
 
@@ -97,7 +106,7 @@ async def _send(client: httpx.AsyncClient, settings: Settings, hook: WebhookConf
                 data: dict[str, Any]) -> Delivery:
     payload = body_for(settings, hook, event, data)
     body = json.dumps(payload, separators=(",", ":"), default=str).encode()
-    delivery = Delivery(host=urlsplit(hook.url).hostname or "?", event=event)
+    delivery = Delivery(host=urlsplit(hook.url).hostname or "?", event=event, hook=hook_id(hook))
     try:
         settings.egress.check(hook.url, who="webhook")
     except HostNotAllowed:
@@ -134,9 +143,10 @@ async def _send(client: httpx.AsyncClient, settings: Settings, hook: WebhookConf
 
 
 async def notify(*, engine: Engine, settings: Settings, event: str, data: dict[str, Any],
-                 transport: httpx.AsyncBaseTransport | None = None) -> list[Delivery]:
-    """Deliver `event` to every webhook subscribed to it and record each delivery."""
-    hooks = [h for h in settings.webhooks if event in h.events]
+                 transport: httpx.AsyncBaseTransport | None = None, only: set[str] | None = None) -> list[Delivery]:
+    """Deliver `event` to every webhook subscribed to it (`only`: those with these hook_ids) and
+    record each delivery."""
+    hooks = [h for h in settings.webhooks if event in h.events and (only is None or hook_id(h) in only)]
     if not hooks:
         return []
     async with httpx.AsyncClient(transport=transport, follow_redirects=False, event_hooks={
@@ -282,33 +292,56 @@ async def announce_retirements(*, engine: Engine, settings: Settings, now: datet
     if not any(RETIRING in hook.events for hook in settings.webhooks):
         return []
 
-    def claim() -> list[tuple[int, dict[str, Any]]]:
-        claimed = []
+    def claim() -> list[tuple[int, dict[str, Any], set[str] | None]]:
+        claimed: list[tuple[int, dict[str, Any], set[str] | None]] = []
         with session_scope(engine) as session:
             due = retiring_notices(session, settings, now=now)
         for key, data in due:
             try:
                 with session_scope(engine) as session:
-                    if session.exec(select(Notification.id).where(Notification.key == key)).first() is not None:
-                        continue
-                    row = Notification(event=RETIRING, key=key, data=data, sent_at=now)
-                    session.add(row)
-                    session.flush()
-                    claimed.append((row.id, data))
+                    row = session.exec(select(Notification).where(Notification.key == key)).first()
+                    if row is None:
+                        row = Notification(event=RETIRING, key=key, data=data, sent_at=now)
+                        session.add(row)
+                        session.flush()
+                        claimed.append((row.id, data, None))
+                    elif _retry_due(row, now):
+                        # claimed by whoever moves `attempts` on first; the others' update matches no row
+                        moved = session.execute(
+                            update(Notification)
+                            .where(col(Notification.id) == row.id, col(Notification.attempts) == row.attempts,
+                                   col(Notification.delivered).is_(False))
+                            .values(attempts=row.attempts + 1, sent_at=now)).rowcount
+                        if moved == 1:
+                            claimed.append((row.id, data, set(row.failed_hooks) or None))
             except IntegrityError:  # another worker claimed it between the read and the insert
                 continue
         return claimed
 
     claimed = await asyncio.to_thread(claim)
-    for row_id, data in claimed:
-        deliveries = await notify(engine=engine, settings=settings, event=RETIRING, data=data, transport=transport)
-        ok = bool(deliveries) and all(d.ok for d in deliveries)
-        await asyncio.to_thread(_mark_delivered, engine, row_id, ok)
-    return [data for _, data in claimed]
+    for row_id, data, only in claimed:
+        deliveries = await notify(engine=engine, settings=settings, event=RETIRING, data=data, transport=transport,
+                                  only=only)
+        failed = sorted(d.hook for d in deliveries if not d.ok)
+        await asyncio.to_thread(_mark_delivered, engine, row_id, failed)
+    return [data for _, data, _ in claimed]
 
 
-def _mark_delivered(engine: Engine, row_id: int, ok: bool) -> None:
+NOTICE_ATTEMPTS = 8  # passes that send one notice at most (8 h at the scheduler's default interval)
+NOTICE_RETRY_AFTER = timedelta(minutes=5)  # a failed notice waits this long for its next pass
+
+
+def _retry_due(row: Notification, now: datetime) -> bool:
+    """Whether a notice that some webhook did not take should be sent again at `now`."""
+    now_utc = (now.astimezone(timezone.utc) if now.tzinfo else now).replace(tzinfo=None)
+    sent_utc = (row.sent_at.astimezone(timezone.utc) if row.sent_at.tzinfo else row.sent_at).replace(tzinfo=None)
+    return not row.delivered and row.attempts < NOTICE_ATTEMPTS and now_utc - sent_utc >= NOTICE_RETRY_AFTER
+
+
+def _mark_delivered(engine: Engine, row_id: int, failed: list[str]) -> None:
+    """After a pass sent a notice: done when every webhook took it (or none is left to take it)."""
     with session_scope(engine) as session:
         row = session.get(Notification, row_id)
         if row is not None:
-            row.delivered = ok
+            row.delivered = not failed
+            row.failed_hooks = failed

@@ -544,14 +544,18 @@ class AuditEvent(SQLModel, table=True):
 
 class Notification(SQLModel, table=True):
     """A notification that must go out once (`model.retiring` at 60, 30 and 7 days): its row is
-    written, under a unique key, before it is sent, so two workers never send it twice."""
+    written, under a unique key, before it is sent, so two workers never send it twice. A delivery
+    that failed is sent again by a later pass to the webhooks that did not take it (`failed_hooks`),
+    claimed by a conditional update on `attempts`."""
 
     id: int | None = Field(default=None, primary_key=True)
     event: str = Field(max_length=50)
     key: str = Field(unique=True, max_length=400)  # e.g. model.retiring:prompt 3:gpt-5-mini:2026-12-11:30
     data: dict[str, Any] = _json(default_factory=dict)
     delivered: bool = False
-    sent_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime = Field(default_factory=utcnow)  # the last pass that sent it
+    attempts: int = 1  # passes that sent it
+    failed_hooks: list[str] = _json(default_factory=list)  # webhooks.hook_id of those that did not take it
 
 
 class CachedResponse(SQLModel, table=True):
