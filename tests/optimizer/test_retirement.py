@@ -94,6 +94,23 @@ def test_a_prompt_on_gpt_5_mini_is_due_with_model_retiring_first_in_line(engine,
     assert first_run.prompt_id == retiring_id and len(queued) == 2
 
 
+def test_a_pending_suggestion_on_the_retiring_model_does_not_hold_up_its_migration(engine, settings):
+    """Before, any pending suggestion kept a prompt whose model retires in 10 days from being due:
+    a shorter prompt on gpt-5-mini, waiting for review, blocked the search for a replacement."""
+    from tests.api.conftest import make_suggestion
+    prompt_id = seed(engine, settings, "triage", "gpt-5-mini")
+    make_suggestion(engine, prompt_id, savings=40.0)  # stays on gpt-5-mini
+
+    def decision():
+        with session_scope(engine) as session:
+            return next(d for d in due_prompts(session, settings, now=NOW) if d.prompt_name == "triage")
+
+    assert decision().due and decision().code == DueCode.model_retiring
+    migration = make_suggestion(engine, prompt_id, savings=5.0, retires_on=DEADLINE)
+    waiting = decision()
+    assert not waiting.due and waiting.code == DueCode.pending_review and f"suggestion {migration} migrates" in waiting.reason
+
+
 def test_model_retiring_is_due_once_per_warning_unless_the_ordinary_rules_say_so():
     policy = DuePolicy(min_new_logs=50, max_days_between_runs=7)
     leaving = retirement_of(Settings(), "gpt-5-mini")
@@ -110,9 +127,17 @@ def test_model_retiring_is_due_once_per_warning_unless_the_ordinary_rules_say_so
     # 70 days before the date it is an ordinary prompt
     early = decide(facts, policy, now=datetime(2026, 10, 2, tzinfo=timezone.utc))
     assert early.code != DueCode.model_retiring and early.deadline is None
-    # a pending suggestion still waits for its review
-    waiting = decide(PromptFacts(**{**facts.__dict__, "pending_suggestion": 9}), policy, now=NOW)
+    # a pending migration waits for its review
+    waiting = decide(PromptFacts(**{**facts.__dict__, "pending_suggestion": 9, "pending_migration": 9}),
+                     policy, now=NOW)
     assert not waiting.due and waiting.code == DueCode.pending_review
+    assert "suggestion 9 migrates it off gpt-5-mini: review it before 2026-12-11" in waiting.reason
+    # one that keeps the retiring model (a shorter prompt on gpt-5-mini) does not hold up the replacement
+    stays = decide(PromptFacts(**{**facts.__dict__, "pending_suggestion": 8}), policy, now=NOW)
+    assert stays.due and stays.code == DueCode.model_retiring
+    # far from the date, any pending suggestion waits for its review
+    assert decide(PromptFacts(**{**facts.__dict__, "pending_suggestion": 8}), policy,
+                  now=datetime(2026, 10, 2, tzinfo=timezone.utc)).code == DueCode.pending_review
 
 
 async def _run(engine, settings, prompt_id, gateway):

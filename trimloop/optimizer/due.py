@@ -107,6 +107,7 @@ class PromptFacts:
     has_production: bool
     logs: int
     pending_suggestion: int | None = None
+    pending_migration: int | None = None  # a pending suggestion that moves the prompt off its retiring model
     active_run: tuple[int, str] | None = None  # (run id, status)
     last_run: tuple[int, datetime] | None = None  # (run id, created_at)
     new_logs: int = 0  # calls after the last run was created (a sampled log counts 1 / sample_rate)
@@ -145,7 +146,11 @@ def decide(facts: PromptFacts, policy: DuePolicy, *, now: datetime) -> DueDecisi
         return no(f"invalid optimization options: {facts.config_error}", DueCode.invalid_options)
     if facts.active_run is not None:
         return no(f"run {facts.active_run[0]} is {facts.active_run[1]}", DueCode.run_active)
-    if facts.pending_suggestion is not None:
+    if facts.pending_migration is not None and leaving is not None:
+        return no(f"suggestion {facts.pending_migration} migrates it off {leaving.model}: review it before "
+                  f"{leaving.retires_on.isoformat()}", DueCode.pending_review)
+    # a pending suggestion that keeps the retiring model does not hold up the search for a replacement
+    if facts.pending_suggestion is not None and leaving is None:
         return no(f"suggestion {facts.pending_suggestion} is pending review", DueCode.pending_review)
     if facts.health == HealthVerdict.broken:
         if policy.repair:
@@ -241,6 +246,9 @@ def prompt_facts(session: Session, settings: Settings, prompt: Prompt, *, now: d
     logs = traffic.records_ingested(conn, prompt_id=pid)
     pending = session.exec(select(Suggestion.id).where(
         Suggestion.prompt_id == pid, Suggestion.status == "pending").order_by(col(Suggestion.id))).first()
+    migration = session.exec(select(Suggestion.id).where(
+        Suggestion.prompt_id == pid, Suggestion.status == "pending", col(Suggestion.retires_on).is_not(None))
+        .order_by(col(Suggestion.id))).first() if pending is not None else None
     active = session.exec(select(OptimizationRun.id, OptimizationRun.status).where(
         OptimizationRun.prompt_id == pid, col(OptimizationRun.status).in_(("queued", "running")))).first()
     last = session.exec(select(OptimizationRun.id, OptimizationRun.created_at).where(
@@ -269,7 +277,7 @@ def prompt_facts(session: Session, settings: Settings, prompt: Prompt, *, now: d
     model = session.get(PromptVersion, production).model if production is not None else None  # type: ignore[union-attr]
     return PromptFacts(
         prompt_id=pid, name=prompt.name, has_production=production is not None,
-        logs=int(logs), pending_suggestion=pending, active_run=tuple(active) if active else None,  # type: ignore[arg-type]
+        logs=int(logs), pending_suggestion=pending, pending_migration=migration, active_run=tuple(active) if active else None,  # type: ignore[arg-type]
         last_run=tuple(last) if last else None, new_logs=round(float(new_logs)),  # type: ignore[arg-type]
         last_candidates=last_candidates, candidates=candidates, config_error=config_error,
         retirement=retirement_of(settings, model),
