@@ -324,3 +324,20 @@ async def test_request_params_that_look_like_routing_ones_still_go_through(serve
         result = await gw.call("fake/m", messages=CHAT, params={
             "max_tokens": 3, "prompt_cache_key": "support-bot", "max_completion_tokens": 3, "timeout": 5})
     assert result.output.startswith("echo")
+
+
+async def test_a_cache_hit_reports_the_token_classes_of_the_call_it_replays(engine):
+    """Before, a hit had no cached or reasoning tokens: a rerun measured a reasoning candidate at 0."""
+    long_system = "You sort support tickets. " * 300  # over OpenAI's 1,024-token caching minimum
+    messages = [{"role": "system", "content": long_system}, {"role": "user", "content": "Ticket: refund please"}]
+    with running("--reasoning-tokens", "40", "--prompt-cache", "openai") as url:
+        settings = make_settings(url)
+        async with Gateway(settings, engine=engine) as gw:
+            await gw.call("fake/m", messages=messages, params={"max_tokens": 5, "seed": 1})  # writes the prefix
+            paid = await gw.call("fake/m", messages=messages, params={"max_tokens": 5})
+        async with Gateway(settings, engine=engine) as again:
+            hit = await again.call("fake/m", messages=messages, params={"max_tokens": 5})
+        assert stats(url)["answered"] == 2
+    assert paid.reasoning_tokens == 40 and paid.cached_tokens and paid.cached_tokens > 1000
+    assert hit.cached and hit.spent == 0
+    assert hit.usage == paid.usage and hit.cost == pytest.approx(paid.cost)

@@ -240,7 +240,8 @@ class Gateway:
             ledger.settle(worst, spent)
         self.stats.calls += 1
         if self.cache is not None:  # committed before the caller sees the result: a crash cannot lose it
-            await self.cache.store(key, model.id, CachedCall(reply.output, input_tokens, output_tokens, spent, latency),
+            await self.cache.store(key, model.id, CachedCall(reply.output, input_tokens, output_tokens, spent, latency,
+                                                             reply.cached, reply.cache_write, reply.reasoning),
                                    run_id=ledger.run_id if ledger else None)
         return CallResult(
             output=reply.output,
@@ -336,6 +337,9 @@ class Gateway:
             cost_is_estimate=model.price_is_estimate,
             key=key,
             attempts=0,
+            cached_tokens=hit.cached_tokens,
+            cache_write_tokens=hit.cache_write_tokens,
+            reasoning_tokens=hit.reasoning_tokens,
         )
 
     def flush(self) -> None:

@@ -35,6 +35,11 @@ class CachedCall:
     output_tokens: int
     cost: float
     latency_s: float
+    # the token classes the provider reported (None: not reported), so a hit bills and measures
+    # like the call it replays (a reasoning lever's saving is read from reasoning tokens)
+    cached_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
 
 
 def cache_key(*, model: str, prompt: Any, params: dict[str, Any], seed: int | None, scope: str | None = None) -> str:
@@ -49,12 +54,13 @@ class ResponseCache:
         self.engine = engine
         mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
         self._select_sql = (
-            "SELECT output, input_tokens, output_tokens, cost, latency_s FROM cachedresponse "
-            f"WHERE key = {mark}"
+            "SELECT output, input_tokens, output_tokens, cost, latency_s, cached_tokens, cache_write_tokens, "
+            f"reasoning_tokens FROM cachedresponse WHERE key = {mark}"
         )
         self._insert_sql = (
-            "INSERT INTO cachedresponse (key, model, output, input_tokens, output_tokens, cost, "
-            f"latency_s, created_at, run_id) VALUES ({', '.join([mark] * 9)}) ON CONFLICT (key) DO NOTHING"
+            "INSERT INTO cachedresponse (key, model, output, input_tokens, output_tokens, cost, latency_s, "
+            "cached_tokens, cache_write_tokens, reasoning_tokens, created_at, run_id) "
+            f"VALUES ({', '.join([mark] * 12)}) ON CONFLICT (key) DO NOTHING"
         )
         self._paid_sql = f"SELECT count(*), coalesce(sum(cost), 0) FROM cachedresponse WHERE run_id = {mark}"
         self._conn: Any = None
@@ -71,7 +77,7 @@ class ResponseCache:
     def get(self, key: str) -> CachedCall | None:
         row = self._pending.get(key)
         if row is not None:
-            return CachedCall(row[2], row[3], row[4], row[5], row[6])
+            return CachedCall(*row[2:10])
         with self._lock:
             cursor = self._connection().cursor()
             try:
@@ -95,8 +101,8 @@ class ResponseCache:
         return int(calls), float(dollars)
 
     def _row(self, key: str, model: str, call: CachedCall, run_id: int | None) -> tuple[Any, ...]:
-        return (key, model, call.output, call.input_tokens, call.output_tokens, call.cost,
-                call.latency_s, utcnow(), run_id)
+        return (key, model, call.output, call.input_tokens, call.output_tokens, call.cost, call.latency_s,
+                call.cached_tokens, call.cache_write_tokens, call.reasoning_tokens, utcnow(), run_id)
 
     def put(self, key: str, model: str, call: CachedCall, run_id: int | None = None) -> None:
         """Write a response now (blocking); in async code use `store`."""

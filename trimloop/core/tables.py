@@ -568,6 +568,9 @@ class CachedResponse(SQLModel, table=True):
     output_tokens: int
     cost: float
     latency_s: float
+    cached_tokens: int | None = None  # the token classes the provider reported (migration 0013)
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
     # the optimization run that paid for this call (written with the response, in one commit),
     # so a run resumed after a crash knows what its earlier attempt spent
