@@ -100,8 +100,8 @@ async def test_rewrite_is_off_without_a_proposer_and_drops_proposals_that_lose_a
     assert any(c["model"] == PROPOSER for c in provider.calls)  # it asked, and the answer was refused
 
 
-@pytest.mark.parametrize("max_calls", [120, 200])
-async def test_gepa_candidates_race_and_the_search_stays_within_its_budget(max_calls):
+@pytest.mark.parametrize(("max_calls", "share"), [(120, 0.25), (200, 0.25), (400, 0.1)])
+async def test_gepa_candidates_race_and_the_search_stays_within_its_budget(max_calls, share):
     from trimloop.core.catalog import resolve_model
     from trimloop.evals.runner import ItemResult
     from trimloop.optimizer.context import RunContext
@@ -119,10 +119,23 @@ async def test_gepa_candidates_race_and_the_search_stays_within_its_budget(max_c
                      evaluators=evaluators, gateway=gateway, ledger=ledger, concurrency=2)
     moves = MoveContext(models=[], resolve=lambda m: resolve_model(settings, m), gateway=gateway,
                         proposer_model=PROPOSER, ledger=ledger)
-    found = await search(run=run, context=moves, config=SearchConfig(rungs=(8, 16), max_calls=max_calls))
+    found = await search(run=run, context=moves, config=SearchConfig(rungs=(8, 16), max_calls=max_calls,
+                                                                    rewrite_share=share))
     assert ledger.calls <= max_calls and found.calls <= max_calls  # GEPA's share and the race together
     gepa_calls = sum(1 for c in provider.calls if c["model"] == PROPOSER or c["prompt"].startswith(PROMPT[:40]))
-    assert 0 < gepa_calls <= max_calls * SearchConfig().rewrite_share
+    assert 0 < gepa_calls <= max_calls * share
     rewrites = [a for a in found.arms if a.candidate.label == "rewrite"]
     assert rewrites and rewrites[0].n > 0  # it raced
     assert rewrites[0].mean_score("label") == 1.0 and rewrites[0] in found.ranked
+
+
+def test_the_rewrite_share_is_a_run_option_with_its_range_checked():
+    from trimloop.core.errors import ConfigError
+    from trimloop.optimizer.config import run_config
+
+    settings = Settings(prompts={"triage": {"rewrite_share": 0.1}})
+    assert run_config(settings, "triage").rewrite_share == 0.1
+    assert run_config(settings, "other").rewrite_share == 0.25
+    assert run_config(settings, "triage", {"rewrite_share": 0}).rewrite_share == 0
+    with pytest.raises(ConfigError, match="rewrite_share"):
+        run_config(settings, "triage", {"rewrite_share": 1.0})

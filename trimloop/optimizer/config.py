@@ -42,6 +42,8 @@ class RunConfig(BaseModel):
     rungs: tuple[int, ...] = (16, 48, 144)
     eta: int = Field(default=3, ge=2)
     max_candidates: int = Field(default=12, ge=1)
+    rewrite_share: float = Field(default=0.25, ge=0, lt=1, description="of the search's calls, the most the "
+                                 "rewrite move's GEPA may spend (0: no rewrites)")
     certify_top: int = Field(default=2, ge=1)
     concurrency: int = Field(default=4, ge=1)
     seed: int = 0

@@ -304,7 +304,8 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
     found = await search(run=run, context=context, exclude=rejected,
                          config=SearchConfig(rungs=config.rungs, eta=config.eta, max_candidates=config.max_candidates,
                                              max_calls=config.search_budget_calls, migrate=leaving is not None,
-                                             repair=config.repair, exclude_models=never, objective=objective))
+                                             repair=config.repair, exclude_models=never, objective=objective,
+                                             rewrite_share=config.rewrite_share))
     found.notes[:0] = notes
     search_calls = ledger.calls
     # A migration keeps the search's order (chance of holding quality first); otherwise by saving.
