@@ -295,12 +295,13 @@ def claim(conn: Connection, keys: Iterable[tuple[int, int]]) -> set[tuple[int, i
     if conn.dialect.name == "postgresql":  # one statement per 50,000: the pairs as two arrays
         for start in range(0, len(pairs), 50_000):
             chunk = pairs[start:start + 50_000]
-            found.update(conn.exec_driver_sql(_CLAIM_PG, ([d for d, _ in chunk], [k for _, k in chunk])).all())
+            rows = conn.exec_driver_sql(_CLAIM_PG, ([d for d, _ in chunk], [k for _, k in chunk])).all()
+            found.update(map(tuple, rows))  # plain tuples: a Row compares with a tuple slowly
         return found
     for start in range(0, len(pairs), _CLAIM_SQLITE_ROWS):  # multi-row VALUES, written here (SQLAlchemy's is slower)
         chunk = pairs[start:start + _CLAIM_SQLITE_ROWS]
         statement = _CLAIM_SQLITE.format(values=",".join(("(?,?)",) * len(chunk)))
-        found.update(conn.exec_driver_sql(statement, tuple(x for pair in chunk for x in pair)).all())
+        found.update(map(tuple, conn.exec_driver_sql(statement, tuple(x for pair in chunk for x in pair)).all()))
     return found
 
 
