@@ -5,7 +5,7 @@
                                             # (--with-optimize adds the slow real-model ones,
                                             #  --with-soak the 5-minute soak of the API under load)
     python -m bench NAME [-- ARGS...]       # one bench (gateway, savings, gate, ingest, ui, api, peers, health,
-                                            #   watch, optimize, peers_search)
+                                            #   watch, optimize, peers_search, scale)
     python -m bench docs                    # rewrite docs/benchmarks.md from the last `all` results
 
 Each bench runs as its own process (`python -m bench.NAME`) with a timeout, one after another
@@ -47,6 +47,9 @@ BENCHES: dict[str, dict[str, Any]] = {  # in running order; timeouts in seconds
     "optimize": {"timeout": 7200, "slow": True},
     # after optimize: reads its sst2 store (trimloop's side of the comparison)
     "peers_search": {"timeout": 3600, "slow": True},
+    # 10 million calls on SQLite and PostgreSQL (~3 GB of JSONL in a temp folder); `python -m bench scale
+    # --calls 200000` for a short run
+    "scale": {"timeout": 7200, "slow": True},
 }
 
 
@@ -544,7 +547,40 @@ def section_peers_search(r: dict[str, Any]) -> tuple[list[str], list[str]]:
     return lines, notes
 
 
-SECTIONS = {"gateway": ("Gateway", section_gateway), "peers": ("Evaluation throughput against peers", section_peers),
+def section_scale(r: dict[str, Any]) -> tuple[list[str], list[str]]:
+    rows, notes = [], []
+    for backend in ("sqlite", "postgresql"):
+        b = r.get(backend)
+        if not isinstance(b, dict):
+            continue
+        if "error" in b:
+            notes.append(f"bench.scale failed on {backend}: {(str(b['error']).strip().splitlines() or ['?'])[-1]}")
+            continue
+        rate_goal = 20000 if backend == "sqlite" else None
+        checks = [_ge(b.get("records_per_s"), rate_goal) if rate_goal else None, _le(b.get("peak_rss_mb"), 500),
+                  _le(b.get("db_mb"), 2048), _le(b.get("report_p50_ms"), 200)]
+        rows.append([backend, fmt(b.get("records_per_s")), fmt(b.get("peak_rss_mb"), 0, " MB"),
+                     fmt(b.get("db_mb"), 0, " MB"),
+                     f"{fmt(b.get('report_p50_ms'), 0)} / {fmt(b.get('report_p99_ms'), 0)} ms",
+                     fmt(b.get("dataset_build_s"), 1, " s"), fmt(b.get("retention_sweep_s"), 1, " s"),
+                     fmt(b.get("longest_write_lock_ms"), 0, " ms"),
+                     "**missed**" if False in checks else "met"])
+        for label, ok, value, goal in (("records/s", checks[0], b.get("records_per_s"), "≥ 20,000"),
+                                       ("peak RSS", checks[1], b.get("peak_rss_mb"), "≤ 500 MB"),
+                                       ("database size", checks[2], b.get("db_mb"), "≤ 2,048 MB"),
+                                       ("report p50", checks[3], b.get("report_p50_ms"), "≤ 200 ms")):
+            if ok is False:
+                notes.append(f"bench.scale on {backend} missed {label}: {fmt(value, 0)} against {goal}.")
+    first = next((r[k] for k in ("sqlite", "postgresql") if isinstance(r.get(k), dict) and "calls" in r[k]), {})
+    return [f"Command: `python -m bench.scale` — {fmt(first.get('calls'))} synthetic calls (30 days, 50 prompt "
+            f"versions) through {first.get('via', 'files')}; reports: the savings report and the spend series "
+            "under 16 in-process clients. Targets: ≥ 20,000 records/s on SQLite, peak RSS ≤ 500 MB, "
+            "database ≤ 2 GB, report p50 ≤ 200 ms.", "",
+            *table(["backend", "records/s", "peak RSS", "database", "report p50 / p99", "dataset build",
+                    "retention sweep", "longest write", "targets"], rows)], notes
+
+
+SECTIONS = {"gateway": ("Gateway", section_gateway), "scale": ("Scale: 10 million calls", section_scale), "peers": ("Evaluation throughput against peers", section_peers),
             "gate": ("Non-inferiority gate", section_gate), "ingest": ("Ingest", section_ingest),
             "api": ("API under load", section_api), "ui": ("Web UI", section_ui),
             "soak": ("Soak: the API under mixed load for minutes", section_soak),
@@ -595,7 +631,7 @@ def render_docs(doc: dict[str, Any], by_hand: Path | None = BY_HAND) -> str:
             f"Calls repeated by an immediate rerun: trimloop {fmt(peers['trimloop'].get('rerun', {}).get('calls'))}, "
             + ", ".join(f"{t} {fmt(peers[t].get('rerun', {}).get('calls'))}" for t in ("promptfoo", "dspy")
                         if peers.get(t, {}).get("rerun")) + ".", ""]
-    order = [n for n in ("peers", "peers_search", "gateway", "gate", "ingest", "api", "ui", "soak", "optimize")
+    order = [n for n in ("peers", "peers_search", "gateway", "gate", "ingest", "scale", "api", "ui", "soak", "optimize")
              if n in benches]
     for name in order:
         entry = benches[name]
@@ -679,7 +715,8 @@ def main(argv: list[str] | None = None) -> int:
                            "with_soak": args.with_soak, "benches": {}, "skipped": {}}
     for name, spec in BENCHES.items():
         if spec.get("slow") and not args.with_optimize:
-            doc["skipped"][name] = "slow (real models, 15+ min each); run with --with-optimize"
+            doc["skipped"][name] = ("slow (10 million calls, an hour or more); run with --with-optimize" if name == "scale"
+                                    else "slow (real models, 15+ min each); run with --with-optimize")
             continue
         if spec.get("soak") and not args.with_soak:
             doc["skipped"][name] = "a 5-minute soak of the API under mixed load; run with --with-soak"

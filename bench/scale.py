@@ -3,14 +3,22 @@ on SQLite and PostgreSQL; prints JSON {"sqlite": {...}, "postgresql": {...}}.
 
     python -m bench.scale [--calls 10000000] [--days 30] [--versions 50] [--backends sqlite,postgresql]
 
-Per backend: `records_per_s` (sync of the JSONL store, aggregates and reservoir included),
+Per backend: `records_per_s` (sync of the JSONL store, aggregates and reservoir included; `ingest_cpu_s`
+is the process's CPU time in it, steadier than wall time on a shared machine),
 `peak_rss_mb` (the sync process), `db_mb`, `report_p50_ms` / `report_p99_ms` (the savings report and
 the finance dashboard's spend series, called in-process by `--clients` threads), `dataset_build_s`
 (one version's dataset from its reservoir), `retention_sweep_s` (a sweep with retention_days = a third
 of the span) and `longest_write_lock_ms` (the longest write transaction, ingest or sweep).
-Each backend runs in its own process, so peak RSS is that backend's alone.
-Only the files connector is measured: the OTLP receiver (`POST /v1/traces`) is built separately;
-`--via receiver` is refused until it exists.
+Each backend runs in its own process, so peak RSS is that backend's alone. The price catalog
+(litellm's map) is loaded before the clock starts, as `trimloop serve` does before it listens; its
+load time is `price_catalog_load_s`.
+
+`--via receiver` sends the same calls as OTLP GenAI spans (`--span-batch` spans per gzipped protobuf
+request, `--receiver-clients` concurrent clients) to a `trimloop serve --no-scheduler` on the
+backend's database, its prompts synced first; `records_per_s` runs from the first request to the
+last answer (a batch is answered once committed) and `peak_rss_mb` is the server's. Spans carry no
+cost or feedback: the receiver prices them from their tokens. The requests are encoded before the
+clock starts and held in memory (~150 B a span), so keep `--calls` to a few million.
 """
 
 from __future__ import annotations
@@ -74,6 +82,77 @@ def write_store(root: Path, calls: int, days: int, versions: int, seed: int = 0)
     return root
 
 
+def span_batches(calls: int, days: int, versions: int, size: int) -> list[bytes]:
+    """The calls `write_store` writes, as gzipped OTLP protobuf requests of `size` GenAI spans each
+    (same ids, times, prompts, tokens and latencies)."""
+    import gzip
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    from trimloop.core.tables import utcnow
+
+    def kv(key: str, value: object) -> KeyValue:
+        return KeyValue(key=key, value=AnyValue(int_value=value) if isinstance(value, int) else AnyValue(string_value=value))
+
+    rng = random.Random(0)
+    start_ns = int((utcnow() - timedelta(days=days)).timestamp() * 1e9)
+    step_ns = days * 86400 * 10**9 // calls
+    out = []
+    for first in range(0, calls, size):
+        request = ExportTraceServiceRequest()
+        scope = request.resource_spans.add().scope_spans.add()
+        for i in range(first, min(first + size, calls)):
+            at = start_ns + i * step_ns
+            latency_ns = int(round(rng.uniform(0.2, 2.0), 3) * 1e9)
+            span = scope.spans.add(trace_id=(i + 1).to_bytes(16, "big"), span_id=(i + 1).to_bytes(8, "big"),
+                                   name="chat gpt-4o-mini", start_time_unix_nano=at, end_time_unix_nano=at + latency_ns)
+            span.attributes.extend([
+                kv("gen_ai.operation.name", "chat"), kv("gen_ai.request.model", "gpt-4o-mini"),
+                kv("gen_ai.response.model", "gpt-4o-mini"), kv("trimloop.prompt", f"p{i % versions:02d}"),
+                kv("trimloop.prompt.version", "1"),
+                kv("trimloop.inputs", json.dumps({"ticket": f"My card was charged twice for order {i}, please help"})),
+                kv("gen_ai.completion.0.role", "assistant"), kv("gen_ai.completion.0.content", LABELS[i % 3]),
+                kv("gen_ai.usage.input_tokens", 40 + i % 17), kv("gen_ai.usage.output_tokens", 1)])
+        out.append(gzip.compress(request.SerializeToString()))
+    return out
+
+
+def via_receiver(url: str, engine: Any, store: Path, tmp: Path, args: argparse.Namespace) -> tuple[float, float]:
+    """Push the calls as spans to a `trimloop serve` on `url`: (seconds from the first request to the
+    last answer, the server's peak RSS in MB)."""
+    import signal
+
+    from bench.otlp import _peak_rss_kb, _push, _wait_healthy
+    from trimloop.connectors.files import FilesConnector
+    from trimloop.connectors.sync import sync_connector
+    from trimloop.core import store as records
+    from trimloop.core.db import session_scope
+    from trimloop.testing.fake_openai import free_port
+
+    (store / "no-logs").mkdir(exist_ok=True)  # the prompts only: the calls go through the receiver
+    prompts = FilesConnector(name="bench", options={"path": str(store), "logs_dir": "no-logs"})
+    sync_connector(engine=engine, connector=prompts)
+    with session_scope(engine) as session:
+        _, token = records.create_token(session=session, name="bench", role="ingest", actor="bench")
+    bodies = span_batches(args.calls, args.days, args.versions, args.span_batch)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMLOOP_")}
+    env.update(TRIMLOOP_HOME=str(tmp / "home"), TRIMLOOP_DATABASE_URL=url, TRIMLOOP_API__PORT=str(port),
+               TRIMLOOP_RESERVOIR__PER_DAY=str(args.per_day))
+    server = subprocess.Popen([sys.executable, "-c", "from trimloop.api.cli import main; main()", "serve",
+                               "--no-scheduler"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(base, server)
+        pushed = _push(base, token, bodies, args.receiver_clients)
+        peak_kb = _peak_rss_kb(server.pid)
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=60)
+    return pushed["seconds"], peak_kb / 1024
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -91,6 +170,7 @@ def run_backend(backend: str, store: Path, args: argparse.Namespace) -> dict[str
     from trimloop.connectors.files import FilesConnector
     from trimloop.connectors.sync import sync_connector
     from trimloop.core import reservoir
+    from trimloop.core.catalog import import_litellm
     from trimloop.core.db import make_engine, session_scope, upgrade
     from trimloop.core.settings import Settings
     from trimloop.core.tables import PromptVersion, utcnow
@@ -127,13 +207,25 @@ def run_backend(backend: str, store: Path, args: argparse.Namespace) -> dict[str
                     longest[phase["now"]] = max(longest[phase["now"]], (time.perf_counter() - t0) * 1000)
 
             settings = Settings(reservoir={"per_day": args.per_day})
-            connector = FilesConnector(name="bench", options={"path": str(store)})
             t0 = time.perf_counter()
-            report = sync_connector(engine=engine, connector=connector, batch_size=args.batch_size, settings=settings)
-            ingest_s = time.perf_counter() - t0
-            if report.fatal or report.logs_added != args.calls:
-                raise SystemExit(f"{backend}: sync added {report.logs_added} of {args.calls}: {report.to_dict()}")
-            rss = _peak_rss_mb()
+            import_litellm()  # the price catalog: loaded once per process, before any ingest
+            catalog_s = time.perf_counter() - t0
+            ingest_cpu_s = None  # through the receiver the CPU is the server's
+            if args.via == "receiver":
+                ingest_s, rss = via_receiver(url, engine, store, Path(tmp), args)
+                with engine.connect() as conn:
+                    ingested = conn.execute(text("select count(*) from logseen")).scalar()
+                if ingested != args.calls:
+                    raise SystemExit(f"{backend}: the receiver stored {ingested} of {args.calls} spans")
+            else:
+                connector = FilesConnector(name="bench", options={"path": str(store)})
+                t0, cpu0 = time.perf_counter(), time.process_time()
+                report = sync_connector(engine=engine, connector=connector, batch_size=args.batch_size,
+                                        settings=settings)
+                ingest_s, ingest_cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
+                if report.fatal or report.logs_added != args.calls:
+                    raise SystemExit(f"{backend}: sync added {report.logs_added} of {args.calls}: {report.to_dict()}")
+                rss = _peak_rss_mb()
             phase["now"] = "read"
             latencies: list[float] = []
             lock = threading.Lock()
@@ -179,14 +271,17 @@ def run_backend(backend: str, store: Path, args: argparse.Namespace) -> dict[str
                 with psycopg.connect(drop[0], autocommit=True) as conn:
                     conn.execute(f"DROP DATABASE IF EXISTS {drop[1]} WITH (FORCE)")
     return {
-        "calls": args.calls, "records_per_s": round(args.calls / ingest_s), "ingest_s": round(ingest_s, 1),
-        "peak_rss_mb": round(rss, 1), "db_mb": round(size / 2**20, 1),
+        "via": args.via, "calls": args.calls, "records_per_s": round(args.calls / ingest_s),
+        "ingest_s": round(ingest_s, 1), "ingest_cpu_s": None if ingest_cpu_s is None else round(ingest_cpu_s, 1),
+        "price_catalog_load_s": round(catalog_s, 1), "peak_rss_mb": round(rss, 1), "db_mb": round(size / 2**20, 1),
         "report_p50_ms": round(_pct(latencies, 0.5), 1), "report_p99_ms": round(_pct(latencies, 0.99), 1),
         "report_requests": len(latencies), "dataset_build_s": round(dataset_s, 2),
         "retention_sweep_s": round(swept.seconds, 2), "records_swept": swept.records_deleted,
         "full_records_left": stored,
-        "longest_write_lock_ms": round(max(longest["ingest"], longest["sweep"]), 1),
-        "longest_ingest_batch_ms": round(longest["ingest"], 1), "longest_sweep_write_ms": round(longest["sweep"], 1),
+        # through the receiver the ingest transactions are the server's: not timed here
+        "longest_write_lock_ms": round(max(longest["ingest"] if args.via == "files" else 0, longest["sweep"]), 1),
+        "longest_ingest_batch_ms": round(longest["ingest"], 1) if args.via == "files" else None,
+        "longest_sweep_write_ms": round(longest["sweep"], 1),
     }
 
 
@@ -200,12 +295,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=10, help="report requests per client")
     parser.add_argument("--backends", default="sqlite,postgresql")
-    parser.add_argument("--via", choices=("files", "receiver"), default="files")
+    parser.add_argument("--via", choices=("files", "receiver"), default="files",
+                        help="ingest through the files connector, or as OTLP spans through a running trimloop serve")
+    parser.add_argument("--span-batch", type=int, default=1000, help="--via receiver: spans per request")
+    parser.add_argument("--receiver-clients", type=int, default=4, help="--via receiver: concurrent exporters")
     parser.add_argument("--store", help=argparse.SUPPRESS)  # a child process: run one backend on this store
     parser.add_argument("--backend", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.via == "receiver":
-        raise SystemExit("--via receiver: the OTLP receiver (POST /v1/traces) is not in this build; use --via files")
     if args.backend:
         result = run_backend(args.backend, Path(args.store), args)
         print(json.dumps(result))

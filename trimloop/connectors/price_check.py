@@ -22,6 +22,7 @@ from trimloop.core.tables import MAX_COST_PER_CALL
 from trimloop.core.usage import TokenUsage
 
 TOLERANCE = 0.05
+COST_CACHE_SIZE = 100_000
 
 
 @dataclass
@@ -59,6 +60,7 @@ class PriceCheck:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._models: dict[str, ResolvedModel | None] = {}
+        self._costs: dict[tuple[Any, ...], float | None] = {}  # (model, token classes, batch) → cost
         self.groups: dict[tuple[str, str], PriceGap] = {}
 
     def _model(self, name: str) -> ResolvedModel | None:
@@ -76,8 +78,16 @@ class PriceCheck:
         model = self._model(item.model)
         if model is None:
             return
-        priced = model.cost(TokenUsage(item.input_tokens, item.output_tokens, item.cached_input_tokens,
-                                       item.cache_write_tokens, item.reasoning_tokens, item.batch))
+        key = (item.model, item.input_tokens, item.output_tokens, item.cached_input_tokens, item.cache_write_tokens,
+               item.reasoning_tokens, item.batch)
+        if key in self._costs:  # calls repeat their token counts: price each combination once
+            priced = self._costs[key]
+        else:
+            priced = model.cost(TokenUsage(item.input_tokens, item.output_tokens, item.cached_input_tokens,
+                                           item.cache_write_tokens, item.reasoning_tokens, item.batch))
+            if len(self._costs) >= COST_CACHE_SIZE:
+                self._costs.clear()
+            self._costs[key] = priced
         if priced is None:
             return
         if item.cost is None:

@@ -513,10 +513,8 @@ def _insert_new(conn: Connection, connector: str, records: list[dict[str, Any]])
             return records
         ids = {row[0] for row in conn.exec_driver_sql(
             "SELECT external_id FROM logrecord WHERE id > ? AND connector = ?", (before, connector))}
-    else:  # psycopg reports no executemany rowcount: see what RETURNING gives back
-        table = LogRecord.__table__
-        statement = _insert_ignore(conn, table).returning(table.c.external_id)
-        ids = set(conn.execute(statement, records).scalars())
+    else:
+        ids = _insert_postgresql(conn, records)
         if len(ids) == len(records):
             return records
     return [r for r in records if r["external_id"] in ids]
@@ -568,6 +566,32 @@ def _insert_sqlite(conn: Connection, records: list[dict[str, Any]]) -> int:
     return conn.exec_driver_sql(_SQLITE_INSERT, params).rowcount  # sqlite3 sums executemany rows
 
 
+_PG_INSERT = (f"INSERT INTO logrecord ({', '.join(_COLUMNS)}) VALUES "
+              f"({', '.join('%s::json' if c in ('inputs', 'feedback', 'meta') else '%s' for c in _COLUMNS)}) "
+              "ON CONFLICT (connector, external_id) DO NOTHING RETURNING external_id")
+
+
+def _insert_postgresql(conn: Connection, records: list[dict[str, Any]]) -> set[str]:
+    """The hot path on PostgreSQL: one short statement executed for every record through psycopg's
+    pipeline mode (executemany), not SQLAlchemy's multi-row VALUES, whose long text psycopg would
+    parse again for every batch. The external ids inserted (a conflicting row returns none)."""
+    params = [
+        (r["connector"], r["external_id"], r["prompt_id"], r["version_id"], _json(r["inputs"]), r["output"], r["model"],
+         r["input_tokens"], r["output_tokens"], r["cost"], r["latency_s"], r["called_at"], _json(r["feedback"]),
+         _json(r["meta"]), r["sample_rate"], r["cached_input_tokens"], r["cache_write_tokens"], r["reasoning_tokens"],
+         bool(r["batch"]), r["sample_key"])
+        for r in records
+    ]
+    ids: set[str] = set()
+    with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+        cursor.executemany(_PG_INSERT, params, returning=True)
+        while True:
+            ids.update(row[0] for row in cursor.fetchall())
+            if not cursor.nextset():
+                break
+    return ids
+
+
 def _sqlite_time(value: datetime) -> str:
     """How SQLAlchemy stores an aware datetime in SQLite: UTC, no zone, microseconds."""
     if value.tzinfo is not timezone.utc:
@@ -577,12 +601,6 @@ def _sqlite_time(value: datetime) -> str:
 
 def _json(value: Any) -> str:
     return "{}" if value == {} else "[]" if value == [] else orjson.dumps(value).decode()
-
-
-def _insert_ignore(conn: Connection, table: Any) -> Any:
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-    return pg_insert(table).on_conflict_do_nothing(index_elements=["connector", "external_id"])
 
 
 def read_cursor(conn: Connection, connector: str, stream: str) -> str | None:

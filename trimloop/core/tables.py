@@ -520,7 +520,7 @@ class ShadowScore(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     watch_id: int = Field(foreign_key="watch.id", index=True)
-    log_id: int = Field(foreign_key="logrecord.id")
+    log_id: int = Field(foreign_key="logrecord.id", index=True)  # the sweep keeps records scored here
     new_scores: dict[str, Any] = _json(default_factory=dict)
     old_scores: dict[str, Any] = _json(default_factory=dict)
     old_output: str | None = _text()

@@ -22,7 +22,7 @@ from typing import Any
 from ddsketch import DDSketch
 from ddsketch.pb.ddsketch_pb2 import DDSketch as SketchMessage
 from ddsketch.pb.proto import DDSketchProto
-from sqlalchemy import event, func, select
+from sqlalchemy import bindparam, event, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -42,7 +42,8 @@ def is_error(output: str | None, meta: Mapping[str, Any] | None) -> bool:
     """A call that failed at the provider: no output, or an error in what the connector kept."""
     if output is None:
         return True
-    meta = meta or {}
+    if not meta:  # most records: nothing kept beside the output
+        return False
     if meta.get("error"):
         return True
     return any(str(meta.get(k) or "").upper() in ERROR_MARKERS for k in ("status", "status_code", "trace_state"))
@@ -64,6 +65,8 @@ def day_number(at: datetime) -> int:
 
 
 def utc_day(at: datetime) -> date:
+    if at.tzinfo is timezone.utc:  # most times are UTC already: skip the conversion
+        return at.date()
     return (at.astimezone(timezone.utc) if at.tzinfo else at).date()
 
 
@@ -116,10 +119,17 @@ class Group:
         w = weight_of(r.get("sample_rate"))
         self.records += 1
         self.calls += w
-        for name in ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens"):
-            tokens = r.get(name)
-            if tokens:
-                setattr(self, name, getattr(self, name) + tokens * w)
+        get = r.get
+        if tokens := get("input_tokens"):  # written out: this runs for every ingested record
+            self.input_tokens += tokens * w
+        if tokens := get("output_tokens"):
+            self.output_tokens += tokens * w
+        if tokens := get("cached_input_tokens"):
+            self.cached_input_tokens += tokens * w
+        if tokens := get("cache_write_tokens"):
+            self.cache_write_tokens += tokens * w
+        if tokens := get("reasoning_tokens"):
+            self.reasoning_tokens += tokens * w
         cost = r.get("cost")
         if isinstance(cost, int | float) and 0 <= cost <= MAX_COST_PER_CALL:
             self.spend += cost * w
@@ -200,13 +210,18 @@ class Tally:
                     existing[key] = row
         now = utcnow()
         inserts = []
+        updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}  # the columns set → one executemany each
         for key in keys:
             g = self.groups[key]
             row = existing.get(key)
             if row is None:
                 inserts.append(_new_row(key, g, now))
             else:
-                conn.execute(AGG.update().where(AGG.c.id == row["id"]).values(**_merged(row, g, now)))
+                values = _merged(row, g, now)
+                updates.setdefault(tuple(values), []).append({"row_id": row["id"], **{f"new_{k}": v for k, v in values.items()}})
+        for columns, params in updates.items():
+            conn.execute(AGG.update().where(AGG.c.id == bindparam("row_id"))
+                         .values({c: bindparam(f"new_{c}") for c in columns}), params)
         if inserts:
             _insert_rows(conn, inserts)
 
@@ -273,16 +288,27 @@ def _merged(row: Mapping[str, Any], g: Group, now: datetime) -> dict[str, Any]:
 def claim(conn: Connection, keys: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
     """Remember records' identities (day number, key); the ones no earlier ingest had (a concurrent
     ingest of the same record waits for the other transaction, then finds it)."""
-    rows = [{"day": d, "key": k} for d, k in dict.fromkeys(keys)]
-    if not rows:
+    pairs = list(dict.fromkeys(keys))
+    if not pairs:
         return set()
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    table = LogSeen.__table__  # type: ignore[attr-defined]
-    statement = insert(table).on_conflict_do_nothing().returning(table.c.day, table.c.key)
     found: set[tuple[int, int]] = set()
-    for start in range(0, len(rows), 5000):
-        found.update((d, k) for d, k in conn.execute(statement, rows[start:start + 5000]).all())
+    if conn.dialect.name == "postgresql":  # one statement per 50,000: the pairs as two arrays
+        for start in range(0, len(pairs), 50_000):
+            chunk = pairs[start:start + 50_000]
+            rows = conn.exec_driver_sql(_CLAIM_PG, ([d for d, _ in chunk], [k for _, k in chunk])).all()
+            found.update(map(tuple, rows))  # plain tuples: a Row compares with a tuple slowly
+        return found
+    for start in range(0, len(pairs), _CLAIM_SQLITE_ROWS):  # multi-row VALUES, written here (SQLAlchemy's is slower)
+        chunk = pairs[start:start + _CLAIM_SQLITE_ROWS]
+        statement = _CLAIM_SQLITE.format(values=",".join(("(?,?)",) * len(chunk)))
+        found.update(map(tuple, conn.exec_driver_sql(statement, tuple(x for pair in chunk for x in pair)).all()))
     return found
+
+
+_CLAIM_PG = ("INSERT INTO logseen (day, key) SELECT * FROM unnest(%s::integer[], %s::bigint[]) "
+             "ON CONFLICT DO NOTHING RETURNING day, key")
+_CLAIM_SQLITE = "INSERT INTO logseen (day, key) VALUES {values} ON CONFLICT DO NOTHING RETURNING day, key"
+_CLAIM_SQLITE_ROWS = 5000  # 10,000 variables: under SQLite's limit of 32,766
 
 
 def mark_seen(conn: Connection, keys: Iterable[tuple[int, int]]) -> None:
@@ -405,14 +431,32 @@ def sums(conn: Any, *, by: tuple[str, ...], since: datetime | None = None, until
         query = select(*cols, func.sum(AGG.c.records), func.sum(AGG.c.calls), func.sum(AGG.c.spend),
                        func.sum(AGG.c.costed_calls), func.sum(AGG.c.cost_n), func.sum(AGG.c.cost_sum),
                        func.sum(AGG.c.cost_sq)).where(*where).group_by(*cols)
-        for row in conn.execute(query).all():
-            key = tuple(_key_value(k, v) for k, v in zip(by, row[:len(by)], strict=True))
-            out.setdefault(key, Sums()).add(Sums(int(row[-7] or 0), *(float(x or 0) for x in row[-6:-3]),
-                                                 int(row[-3] or 0), float(row[-2] or 0), float(row[-1] or 0)))
+        n = len(by)
+        keys = [_KEY_VALUES.get(k, _same) for k in by]
+        for row in conn.execute(query).all():  # one pass, one Sums per row (reports read thousands)
+            key = tuple(f(v) for f, v in zip(keys, row, strict=False))
+            part = Sums(int(row[n] or 0), float(row[n + 1] or 0), float(row[n + 2] or 0), float(row[n + 3] or 0),
+                        int(row[n + 4] or 0), float(row[n + 5] or 0), float(row[n + 6] or 0))
+            found = out.get(key)
+            if found is None:
+                out[key] = part
+            else:  # prompt or version 0 and NULL are both "none"
+                found.add(part)
     for start, end in _partial_days(since, until, first, last):
         for key, part in _stored(conn, by, start, end, prompt_ids, version_ids).items():
             out.setdefault(key, Sums()).add(part)
     return out
+
+
+def _or_none(value: Any) -> Any:
+    return value or None
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+_KEY_VALUES = {"day": _as_date, "prompt_id": _or_none, "version_id": _or_none, "model": _or_none}
 
 
 def _key_value(name: str, value: Any) -> Any:
