@@ -1,7 +1,7 @@
 """An index on shadowscore.log_id
 
-Revision ID: 0011_shadow_log_index
-Revises: 0010_traffic_aggregates
+Revision ID: 0014_shadow_log_index
+Revises: 0013_cache_token_classes
 Create Date: 2026-12-06
 
 The reservoir's trim and the retention sweep keep every record a shadow score points at
@@ -13,8 +13,8 @@ from typing import Sequence, Union
 
 from alembic import op
 
-revision: str = "0011_shadow_log_index"
-down_revision: Union[str, None] = "0010_traffic_aggregates"
+revision: str = "0014_shadow_log_index"
+down_revision: Union[str, None] = "0013_cache_token_classes"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
