@@ -141,7 +141,8 @@ def record_suggestion(
         savings.saving_share = priced.saving_share()
     tokens_before, tokens_after = _means(items, base, cert, "input_tokens")
     evidence = Evidence(
-        kind=SuggestionKind.repair if repair is not None else SuggestionKind.cost,
+        kind=(SuggestionKind.repair if repair is not None else SuggestionKind.latency
+              if run.objective is not None and run.objective.kind == "latency" else SuggestionKind.cost),
         repair=repair_summary(cert=cert, min_effect=repair[0], alpha=run.alpha, savings=savings, health=repair[1])
         if repair is not None else None,
         changes=changes(baseline, candidate.version),
