@@ -355,6 +355,7 @@ class TrialPublic(BaseModel):
     output_tokens: int
     cost: float = Field(description="USD at catalog prices (the baseline's: its logged tokens)")
     latency_s: float
+    ttft_s: float | None = Field(default=None, description="time to first token, on a streamed call (stream = true)")
     cached: bool = Field(description="answered from the response cache or, for the baseline, from its logs")
     error: str | None = None
 

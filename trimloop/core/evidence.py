@@ -194,6 +194,11 @@ class LatencyClaim(Record):
     passed: bool | None = None
     cost_change: float | None = Field(default=None, description="candidate cost per call / baseline's − 1")
     line: str | None = Field(default=None, examples=["p95 1.9 s → 1.1 s, −42 %, cost +3 %"])
+    ttft_p50_s: list[float] | None = Field(
+        default=None, description="time to first token, median [control, candidate], on the paired streamed calls "
+        "(params stream = true); reported beside the total latency whatever the objective reads")
+    ttft_p95_s: list[float] | None = Field(default=None, description="time to first token, p95 [control, candidate]")
+    ttft_n: int | None = Field(default=None, description="items with a streamed call in both arms")
 
 
 class QualityGain(Record):

@@ -407,6 +407,7 @@ class EvalResult(SQLModel, table=True):
     output_tokens: int = 0
     cost: float = 0.0
     latency_s: float = 0.0
+    ttft_s: float | None = None  # time to first token, on a streamed call (None: not streamed, or a cache hit)
     cached: bool = False
     error: str | None = _text()
 
