@@ -128,3 +128,22 @@ def test_a_cost_suggestion_says_cost_and_its_cut() -> None:
     assert s.claim == "−40 % cost per call, label holds (margin 0.02, n 240)"
     event = suggestion_event(s)
     assert event["objective"] == "cost" and event["latency"] is None and "projected savings" in event["summary"]
+
+
+def test_optimize_rows_show_the_time_to_first_token_of_streamed_calls() -> None:
+    from trimloop.core.evidence import Evidence
+
+    claim = {"objective": "latency ttft p50", "stat": "ttft p50", "n": 60, "before_s": 0.4, "after_s": 0.2,
+             "ratio": 0.5, "ratio_upper": 0.56, "min_effect": 0.05, "passed": True, "cost_change": 0.0,
+             "line": "ttft p50 0.4 s → 0.2 s, −50 %, cost +0 %", "ttft_p50_s": [0.4, 0.2], "ttft_p95_s": [0.61, 0.33],
+             "ttft_n": 60}
+    s = Suggestion(id=5, prompt_id=1, baseline_version_id=1, candidate_version_id=2, candidate_sha="x", kind="latency",
+                   baseline_cost_per_call=0.001, candidate_cost_per_call=0.001,
+                   evidence=Evidence.model_validate({"kind": "latency", "latency": claim}))
+    run = OptimizationRun(id=3, prompt_id=1, status="succeeded", results={"suggestion_id": 5, "suggestion_cut": s.claim})
+    console = Console(record=True, width=300)
+    print_run("chat", run, s, console)
+    text = console.export_text()
+    assert re.search(r"│ objective +│ latency ttft p50: ttft p50 0\.4 s → 0\.2 s, −50 %, cost \+0 %", text), text
+    assert re.search(r"│ time to first token +│ p50 0\.4 s → 0\.2 s, p95 0\.61 s → 0\.33 s \(streamed calls, n 60\)", text), text
+    assert run_summary("chat", run, s)["suggestion"]["latency"]["ttft_p95_s"] == [0.61, 0.33]

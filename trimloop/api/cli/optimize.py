@@ -201,6 +201,10 @@ def print_run(prompt: str, run: OptimizationRun, suggestion: Suggestion | None, 
     if claim is not None and None not in (claim.before_s, claim.after_s, claim.ratio, claim.ratio_upper):
         table.add_row(f"latency {claim.stat}", f"{claim.before_s:.3g} s → {claim.after_s:.3g} s (×{claim.ratio:.2f}, "
                       f"upper bound ×{claim.ratio_upper:.2f}, n {claim.n}; fresh paired calls against the control)")
+    if claim is not None and claim.ttft_p50_s and claim.ttft_p95_s:
+        (b50, a50), (b95, a95) = claim.ttft_p50_s, claim.ttft_p95_s
+        table.add_row("time to first token", f"p50 {b50:.3g} s → {a50:.3g} s, p95 {b95:.3g} s → {a95:.3g} s "
+                      f"(streamed calls, n {claim.ttft_n})")
     table.add_row("projected $/month", f"{money(suggestion.projected_monthly_savings)} "
                   f"[{money(suggestion.savings_low)}, {money(suggestion.savings_high)}]")
     table.add_row("optimization spend", spend)
