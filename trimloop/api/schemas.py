@@ -12,7 +12,7 @@ from sqlmodel import Session
 from trimloop.core import store
 from trimloop.core.errors import UserError
 
-from trimloop.core.evidence import Evidence, RunResults
+from trimloop.core.evidence import Evidence, LatencyClaim, RunResults
 from trimloop.core.status import RunStatus as RunState
 from trimloop.core.status import SuggestionKind, SuggestionStatus, WatchVerdict
 from trimloop.core.tables import PromptVersion
@@ -260,9 +260,19 @@ class SuggestionPublic(Public):
     payback_days: float | None
     retires_on: date | None = Field(default=None, description="set on a migration off a retiring model: the "
                                     "day its baseline model stops being served; the queue lists these first")
-    kind: SuggestionKind = Field(default=SuggestionKind.cost, examples=["cost", "repair"],
-                                 description="cost: cheaper, quality holds (non-inferiority); repair: better quality "
-                                 "(superiority test), the cost may rise; the queue lists repairs after migrations")
+    kind: SuggestionKind = Field(default=SuggestionKind.cost, examples=["cost", "latency", "repair"],
+                                 description="cost: cheaper, quality holds (non-inferiority); latency: faster on "
+                                 "fresh paired calls against the control arm, quality holds, the cost may change; "
+                                 "repair: better quality (superiority test), the cost may rise; the queue lists "
+                                 "repairs after migrations")
+    objective: str = Field(default="cost", examples=["cost", "latency p95", "cost (p95 ≤ 0.8 s)", "repair"],
+                           description="what the suggestion serves: the run's objective, in words")
+    claim: str = Field(default="", examples=["p95 1.9 s → 1.1 s, −42 %, cost +3 %, label holds (margin 0.02, n 240)"],
+                       description="the suggestion in one line: its latency claim first when the objective read "
+                       "latency, else the cost cut; then whether quality holds")
+    latency: LatencyClaim | None = Field(
+        default=None, description="the latency test on fresh paired calls (control vs candidate, same items, same "
+        "time), when the run measured latency: before → after, ratio and its one-sided upper bound, n")
     reason: str | None
     created_at: datetime
     decided_at: datetime | None
@@ -345,6 +355,7 @@ class TrialPublic(BaseModel):
     output_tokens: int
     cost: float = Field(description="USD at catalog prices (the baseline's: its logged tokens)")
     latency_s: float
+    ttft_s: float | None = Field(default=None, description="time to first token, on a streamed call (stream = true)")
     cached: bool = Field(description="answered from the response cache or, for the baseline, from its logs")
     error: str | None = None
 

@@ -211,8 +211,13 @@ def suggestion_event(s: Suggestion) -> dict[str, Any]:
     repair = s.evidence.repair if s.kind == "repair" else None
     if repair is not None:
         summary = f"repair suggestion {s.id} for prompt {s.prompt_id}: {repair.line()}"
+    elif s.latency is not None and s.objective.startswith("latency"):
+        summary = f"{s.objective} suggestion {s.id} for prompt {s.prompt_id}: {s.claim}"
+    latency = s.latency
     return {"suggestion_id": s.id, "prompt_id": s.prompt_id, "run_id": s.run_id, "status": s.status,
-            "kind": str(s.kind), "projected_monthly_savings": s.projected_monthly_savings, "summary": summary}
+            "kind": str(s.kind), "objective": s.objective, "claim": s.claim,
+            "latency": latency.model_dump(mode="json", exclude_none=True) if latency is not None else None,
+            "projected_monthly_savings": s.projected_monthly_savings, "summary": summary}
 
 
 @dataclass

@@ -194,6 +194,11 @@ class LatencyClaim(Record):
     passed: bool | None = None
     cost_change: float | None = Field(default=None, description="candidate cost per call / baseline's − 1")
     line: str | None = Field(default=None, examples=["p95 1.9 s → 1.1 s, −42 %, cost +3 %"])
+    ttft_p50_s: list[float] | None = Field(
+        default=None, description="time to first token, median [control, candidate], on the paired streamed calls "
+        "(params stream = true); reported beside the total latency whatever the objective reads")
+    ttft_p95_s: list[float] | None = Field(default=None, description="time to first token, p95 [control, candidate]")
+    ttft_n: int | None = Field(default=None, description="items with a streamed call in both arms")
 
 
 class QualityGain(Record):
@@ -236,9 +241,10 @@ class RepairSummary(Record):
 class Evidence(Record):
     """A suggestion's evidence: what changed, how it was found, the test per evaluator, the savings.
     `kind` is `repair` on a repair (certified by the superiority test; `repair` has the gain and
-    the cost change), else `cost` (None on rows written before repairs)."""
+    the cost change), `latency` when the run's objective was latency (`latency` has the claim),
+    else `cost` (None on rows written before repairs)."""
 
-    kind: str | None = Field(default=None, examples=["cost", "repair"])
+    kind: str | None = Field(default=None, examples=["cost", "latency", "repair"])
     repair: RepairSummary | None = None
     changes: Changes = Field(default_factory=Changes)
     lineage: list[LineageStep] = Field(default_factory=list)
@@ -275,6 +281,37 @@ class Evidence(Record):
 
     def passes(self) -> int:
         return sum(1 for v in self.evaluators.values() if v.ok)
+
+    def objective(self) -> str:
+        """What the suggestion serves, in words: "latency p95", "cost", "cost (p95 ≤ 0.8 s)", "repair"."""
+        if self.kind == "repair" or self.repair is not None:
+            return "repair"
+        if self.latency is not None and self.latency.objective:
+            return self.latency.objective
+        return self.kind or "cost"
+
+    def cut_line(self, before: float | None, after: float | None) -> str:
+        """The suggestion in one line, from the baseline's and the candidate's cost per call:
+        "−38 % cost per call, label holds (margin 0.02, n 240)"; a latency claim first when the
+        objective read latency ("p95 1.9 s → 1.1 s, −42 %, cost +3 %, label holds …"); a repair's
+        "repair: label +0.62 (0.02 → 0.64, lower bound +0.54 > +0.05), cost per call +35 %"."""
+        if self.repair is not None:
+            return "repair: " + (self.repair.line() or "certified")
+        parts = []
+        if before and after is not None:
+            change = (after - before) / before * 100
+            parts.append(f"{'−' if change < 0 else '+'}{abs(change):.0f} % cost per call")
+        keys = sorted(self.evaluators)
+        if keys:
+            held = [k for k in keys if self.evaluators[k].ok]
+            words = (f"{', '.join(held)} hold{'s' if len(held) == 1 else ''}" if len(held) == len(keys)
+                     else f"{len(held)} of {len(keys)} evaluators hold")
+            n = max((v.n or 0 for v in self.evaluators.values()), default=0)
+            margin = self.margin()
+            parts.append(words + (f" (margin {margin:g}, n {n})" if margin is not None else ""))
+        if self.latency is not None and self.latency.line:  # the latency claim (with its cost change) first
+            parts = [self.latency.line] + [p for p in parts if "cost per call" not in p]
+        return ", ".join(parts) or "certified"
 
 
 class CandidateScores(Record):

@@ -43,10 +43,13 @@ class SuggestionStatus(StrEnum):
 
 
 class SuggestionKind(StrEnum):
-    """What a suggestion is for: a `cost` cut that holds quality (non-inferiority), or a `repair`
-    that raises it (superiority), possibly at a higher cost (optimizer.repair)."""
+    """What a suggestion is for: a `cost` cut that holds quality (non-inferiority), a `latency` cut
+    that holds quality (measured on fresh paired calls against the control arm; the cost may
+    change), or a `repair` that raises quality (superiority), possibly at a higher cost
+    (optimizer.repair)."""
 
     cost = "cost"
+    latency = "latency"
     repair = "repair"
 
 

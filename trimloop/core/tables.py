@@ -14,7 +14,7 @@ from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, Text, Uniqu
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import AutoString, Field, SQLModel
 
-from trimloop.core.evidence import CandidateScores, Evidence, HealthReport, Record, RunResults
+from trimloop.core.evidence import CandidateScores, Evidence, HealthReport, LatencyClaim, Record, RunResults
 from trimloop.core.status import (
     CandidateStatus,
     HealthVerdict,
@@ -407,6 +407,7 @@ class EvalResult(SQLModel, table=True):
     output_tokens: int = 0
     cost: float = 0.0
     latency_s: float = 0.0
+    ttft_s: float | None = None  # time to first token, on a streamed call (None: not streamed, or a cache hit)
     cached: bool = False
     error: str | None = _text()
 
@@ -442,6 +443,22 @@ class Suggestion(_Typed, SQLModel, table=True):
     reason: str | None = _text()
     created_at: datetime = Field(default_factory=utcnow)
     decided_at: datetime | None = None
+
+    # Read-only views of the evidence, for the API, the UI, the CLI and webhooks alike.
+    @property
+    def objective(self) -> str:
+        """What it serves: "cost", "latency p95", "cost (p95 ≤ 0.8 s)", "repair"."""
+        return self.evidence.objective()
+
+    @property
+    def claim(self) -> str:
+        """The suggestion in one line: "p95 1.9 s → 1.1 s, −42 %, cost +3 %, label holds (margin 0.02, n 240)"."""
+        return self.evidence.cut_line(self.baseline_cost_per_call, self.candidate_cost_per_call)
+
+    @property
+    def latency(self) -> LatencyClaim | None:
+        """The latency test on fresh paired calls (control vs candidate), when the run measured latency."""
+        return self.evidence.latency
 
 
 class PromptHealth(_Typed, SQLModel, table=True):

@@ -77,6 +77,28 @@ def latency_test(control: Iterable[ItemResult], candidate: Iterable[ItemResult],
                        method="paired bootstrap of the p95 ratio")
 
 
+@dataclass(frozen=True)
+class TtftSummary:
+    """Time to first token on the items both arms streamed: [control, candidate] per statistic."""
+
+    n: int
+    p50_s: tuple[float, float]
+    p95_s: tuple[float, float]
+
+
+def ttft_summary(control: Iterable[ItemResult], candidate: Iterable[ItemResult]) -> TtftSummary | None:
+    """The two arms' time to first token on the items both answered with a streamed call (each
+    item's calls by their geometric mean); None when no item has one in both arms."""
+    base, cand = _by_item(control, ttft=True), _by_item(candidate, ttft=True)
+    common = sorted((i for i in base if i in cand), key=str)
+    if not common:
+        return None
+    b = np.exp([base[i] for i in common])
+    c = np.exp([cand[i] for i in common])
+    return TtftSummary(n=len(common), p50_s=(float(np.quantile(b, 0.5)), float(np.quantile(c, 0.5))),
+                       p95_s=(float(np.quantile(b, 0.95)), float(np.quantile(c, 0.95))))
+
+
 def claim_line(test: LatencyTest, cost_change: float | None) -> str:
     """"p95 1.9 s → 1.1 s, −42 %, cost +3 %": a latency claim in one line."""
     change = (test.ratio - 1) * 100

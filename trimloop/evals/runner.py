@@ -51,7 +51,7 @@ class ItemResult:
     cached: bool = False
     error: str | None = None
     reasoning_tokens: int = 0  # part of output_tokens (as the provider reported them)
-    ttft_s: float | None = None  # time to first token, on streamed calls (not stored in EvalResult rows)
+    ttft_s: float | None = None  # time to first token, on streamed calls (EvalResult.ttft_s)
 
 
 class Trials(dict[Any, list[ItemResult]]):
@@ -220,7 +220,7 @@ def store_eval_run(
     session.add_all(EvalResult(
         eval_run_id=run.id, item_id=int(r.item_id), sample=r.sample, output=r.output, scores=dict(r.scores),
         reasons=dict(r.reasons), input_tokens=r.input_tokens, output_tokens=r.output_tokens, cost=r.cost,
-        latency_s=r.latency_s, cached=r.cached, error=r.error) for r in results)
+        latency_s=r.latency_s, ttft_s=r.ttft_s, cached=r.cached, error=r.error) for r in results)
     session.flush()
     return run
 
@@ -229,7 +229,7 @@ def _as_item_result(row: EvalResult) -> ItemResult:
     return ItemResult(item_id=row.item_id, sample=row.sample, output=row.output,
                       scores=dict(row.scores), reasons=dict(row.reasons),
                       input_tokens=row.input_tokens, output_tokens=row.output_tokens, cost=row.cost,
-                      latency_s=row.latency_s, cached=row.cached, error=row.error)
+                      latency_s=row.latency_s, ttft_s=row.ttft_s, cached=row.cached, error=row.error)
 
 
 def stored_results(session: Session, eval_run_id: int) -> Trials:

@@ -21,6 +21,9 @@ class Arm:
     reason: str = ""
     evidence: dict[str, NonInferiority] = field(default_factory=dict)
     rung: int = 0
+    # latency objectives: its measured latency / the control's on the same items (paired, geometric
+    # mean; below 1 is faster), set by the search after each look
+    speed_ratio: float | None = None
 
     def add(self, result: ItemResult) -> None:
         self.results.add(result)
@@ -68,6 +71,7 @@ class Arm:
             "est_cost": self.est_cost,
             "cost_per_call": self.cost_per_call,
             "latency_p50_s": self.latency_p50,
+            **({"latency_ratio": self.speed_ratio} if self.speed_ratio is not None else {}),
             "evidence": {k: e.to_dict() for k, e in self.evidence.items()},
         }
 

@@ -26,7 +26,7 @@ from trimloop.core.evidence import (
 from trimloop.core.status import CandidateStatus, SuggestionKind, SuggestionStatus
 from trimloop.core.tables import Candidate, EvalResult, EvalRun, PromptVersion, Suggestion
 from trimloop.evals.feedback import feedback_summary
-from trimloop.evals.latency import claim_line
+from trimloop.evals.latency import claim_line, ttft_summary
 from trimloop.evals.runner import ItemResult, samples_for, store_eval_run
 from trimloop.optimizer.baseline import LogFacts
 from trimloop.optimizer.caching import CacheModel, PricedPairs, price_pairs
@@ -141,7 +141,8 @@ def record_suggestion(
         savings.saving_share = priced.saving_share()
     tokens_before, tokens_after = _means(items, base, cert, "input_tokens")
     evidence = Evidence(
-        kind=SuggestionKind.repair if repair is not None else SuggestionKind.cost,
+        kind=(SuggestionKind.repair if repair is not None else SuggestionKind.latency
+              if run.objective is not None and run.objective.kind == "latency" else SuggestionKind.cost),
         repair=repair_summary(cert=cert, min_effect=repair[0], alpha=run.alpha, savings=savings, health=repair[1])
         if repair is not None else None,
         changes=changes(baseline, candidate.version),
@@ -204,11 +205,14 @@ def latency_claim(cert: Certification, run: RunContext, cost_before: float | Non
     if test is None:
         return None
     cost_change = cost_after / cost_before - 1 if cost_before and cost_after is not None else None
+    ttft = ttft_summary(cert.control.flat(), cert.results.flat()) if cert.control is not None else None
     return LatencyClaim(objective=run.objective.describe() if run.objective is not None else "", stat=test.stat,
                         n=test.n, before_s=test.before_s, after_s=test.after_s, ratio=test.ratio,
                         ratio_upper=test.ratio_upper, min_effect=test.min_effect, alpha=test.alpha,
                         method=test.method, passed=test.passed, cost_change=cost_change,
-                        line=claim_line(test, cost_change))
+                        line=claim_line(test, cost_change),
+                        ttft_p50_s=list(ttft.p50_s) if ttft else None, ttft_p95_s=list(ttft.p95_s) if ttft else None,
+                        ttft_n=ttft.n if ttft else None)
 
 
 def _cache_aware(items: Sequence[Any], base: Mapping[Any, ItemResult], cert: Certification,

@@ -123,8 +123,3 @@ def outcome(*, certs: Sequence[Any], arms: Sequence[Any], min_effect: float, not
         out.message = (f"no repair found: no candidate of {len(arms)} was shown better than the baseline by "
                        f"{min_effect:g} on every evaluator ({'; '.join(why)}){shown}")
     return out
-
-
-def cut_line(repair: RepairSummary) -> str:
-    """A repair in one line: "repair: label +0.62 (0.02 → 0.64, lower bound +0.54 > +0.05), cost per call +35 %"."""
-    return "repair: " + (repair.line() or "certified")

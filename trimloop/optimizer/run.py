@@ -362,9 +362,7 @@ async def _optimize(*, engine: Engine, settings: Settings, run_id: int, prompt_i
             repair=(config.min_effect, health) if config.repair else None,
         )
         summary.suggestion_id = suggestion.id
-        summary.suggestion_cut = (repairs.cut_line(suggestion.evidence.repair) if suggestion.evidence.repair
-                                  else cut_line(suggestion.baseline_cost_per_call, suggestion.candidate_cost_per_call,
-                                                suggestion.evidence))
+        summary.suggestion_cut = suggestion.claim
     emit("suggestion.created", {"suggestion_id": summary.suggestion_id, "sha": best.arm.candidate.sha})
     return summary
 
@@ -396,26 +394,6 @@ def migration_outcome(leaving: Retirement, today: Any, left_out: dict[str, Retir
     if not passed:
         out.message = f"no certified replacement: needs a person before {leaving.retires_on.isoformat()}"
     return out
-
-
-def cut_line(before: float | None, after: float | None, evidence: Any) -> str:
-    """"−38 % cost per call, label holds (margin 0.02, n 240)": a suggestion in one line."""
-    parts = []
-    if before and after is not None:
-        change = (after - before) / before * 100
-        parts.append(f"{'−' if change < 0 else '+'}{abs(change):.0f} % cost per call")
-    keys = sorted(evidence.evaluators)
-    if keys:
-        held = [k for k in keys if evidence.evaluators[k].ok]
-        words = (f"{', '.join(held)} hold{'s' if len(held) == 1 else ''}" if len(held) == len(keys)
-                 else f"{len(held)} of {len(keys)} evaluators hold")
-        n = max((v.n or 0 for v in evidence.evaluators.values()), default=0)
-        margin = evidence.margin()
-        parts.append(words + (f" (margin {margin:g}, n {n})" if margin is not None else ""))
-    latency = getattr(evidence, "latency", None)
-    if latency is not None and latency.line:  # a latency objective says its claim first
-        parts = [latency.line] + [p for p in parts if "cost per call" not in p]
-    return ", ".join(parts) or "certified"
 
 
 def _mean(values: list[float]) -> float | None:

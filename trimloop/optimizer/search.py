@@ -2,7 +2,10 @@
 search split (successive halving; the sequential test's futility side stops losers early), and
 keep the score–cost–latency Pareto front. Deterministic for a seed; never sees the holdout.
 
-Objectives, in order: non-inferior on every evaluator, then cost per call, then latency p50.
+Objectives, in order: non-inferior on every evaluator, then cost per call, then latency p50. With
+a latency objective (and its control arm) the race orders by speed instead: candidates are picked
+by estimated latency (prompt tokens + 20 × output tokens) and ranked by their latency measured
+against the control's on the same items × their chance of holding quality.
 A migration (`SearchConfig.migrate`: the baseline's model retires) races candidates on other
 models whatever they cost, ranked by their chance of holding quality, then by cost. A repair
 (`SearchConfig.repair`) proposes with the repair moves (moves.REPAIR_MOVES) and races candidates
@@ -26,6 +29,7 @@ from trimloop.core.errors import SpendCapReached, TemplateError
 from trimloop.core.status import CandidateStatus
 from trimloop.core.templates import render
 from trimloop.core.usage import TokenUsage
+from trimloop.evals.latency import latency_test
 from trimloop.evals.runner import samples_for
 from trimloop.evals.sequential import sequential_design
 from trimloop.optimizer.certify import evaluate_beside
@@ -111,12 +115,8 @@ async def propose_candidates(baseline: VersionSpec, context: MoveContext, *, com
     return proposed
 
 
-def estimate_cost(version: VersionSpec, context: MoveContext, inputs: Sequence[dict[str, Any]],
-                  output_tokens: float, reasoning_tokens: float = 0.0) -> float:
-    """Cost per call from the rendered prompt's tokens and the expected output (the baseline's
-    typical length, or what the candidate's move expects), priced by token class with the
-    baseline's prompt-cache behaviour when the context has it (optimizer.caching)."""
-    model = context.resolve(version.model)
+def prompt_tokens(version: VersionSpec, inputs: Sequence[dict[str, Any]]) -> float:
+    """The mean tokens of the version's rendered prompt on these inputs."""
     tokens = []
     for values in inputs:
         try:
@@ -124,7 +124,26 @@ def estimate_cost(version: VersionSpec, context: MoveContext, inputs: Sequence[d
         except TemplateError:
             continue
         tokens.append(count_message_tokens(prompt) if isinstance(prompt, list) else count_tokens(prompt))
-    mean_in = statistics.fmean(tokens) if tokens else 0.0
+    return statistics.fmean(tokens) if tokens else 0.0
+
+
+DECODE_WEIGHT = 20  # an output token takes about as long as this many prompt tokens (decoding vs prefill)
+
+
+def estimate_latency(version: VersionSpec, inputs: Sequence[dict[str, Any]], output_tokens: float) -> float:
+    """A call's latency before any is measured, in prompt-token units: prompt tokens + 20 × output
+    tokens (each output token is one decoding step; the prompt is read in parallel). For ordering
+    the candidates of a latency objective only; the race then measures them against the control."""
+    return prompt_tokens(version, inputs) + DECODE_WEIGHT * output_tokens
+
+
+def estimate_cost(version: VersionSpec, context: MoveContext, inputs: Sequence[dict[str, Any]],
+                  output_tokens: float, reasoning_tokens: float = 0.0) -> float:
+    """Cost per call from the rendered prompt's tokens and the expected output (the baseline's
+    typical length, or what the candidate's move expects), priced by token class with the
+    baseline's prompt-cache behaviour when the context has it (optimizer.caching)."""
+    model = context.resolve(version.model)
+    mean_in = prompt_tokens(version, inputs)
     if context.cache is not None or reasoning_tokens:
         usage = (context.cache.usage(version.model, version.template, input_tokens=mean_in, output_tokens=output_tokens,
                                      reasoning_tokens=reasoning_tokens, params=version.params)
@@ -156,18 +175,21 @@ def family(candidate: CandidateSpec) -> tuple[Any, ...]:
 
 
 def select_arms(candidates: list[CandidateSpec], estimates: dict[str, float], baseline_cost: float,
-                limit: int, *, migrate: bool = False, objective: Any = None) -> list[Arm]:
+                limit: int, *, migrate: bool = False, objective: Any = None,
+                speed: dict[str, float] | None = None) -> list[Arm]:
     """At most `limit` cheaper-than-baseline candidates (any cost, when migrating off a retiring
-    model), covering the families first.
+    model; for a latency objective, within its cost limit), covering the families first.
 
     Round one takes the cheapest candidate of every family (same model and examples, any
     instruction length), round two the next cheapest of each, and so on: the race tries every
     model × example set before it spends arms on a second instruction length of one. A round with
-    more families than room left is spread evenly over its cost ranking."""
+    more families than room left is spread evenly over its cost ranking. With `speed` (estimated
+    latencies, for a latency objective) "cheapest" reads "fastest" throughout."""
     admits = (lambda c: estimates[c.sha] < baseline_cost) if objective is None else (  # noqa: E731
         lambda c: objective.admits(estimates[c.sha], baseline_cost))
+    order = speed if speed is not None else estimates
     cheaper = sorted((c for c in candidates if migrate or admits(c)),
-                     key=lambda c: (estimates[c.sha], c.sha))
+                     key=lambda c: (order[c.sha], c.sha))
     families: dict[tuple[Any, ...], list[CandidateSpec]] = {}
     for c in cheaper:
         families.setdefault(family(c), []).append(c)
@@ -177,13 +199,13 @@ def select_arms(candidates: list[CandidateSpec], estimates: dict[str, float], ba
         layer = [members[depth] for members in families.values() if len(members) > depth]
         if not layer:
             break
-        layer.sort(key=lambda c: (estimates[c.sha], c.sha))
+        layer.sort(key=lambda c: (order[c.sha], c.sha))
         room = limit - len(picked)
         if len(layer) > room:
             layer = [layer[i] for i in np.unique(np.linspace(0, len(layer) - 1, room).round().astype(int))]
         picked += layer
         depth += 1
-    picked.sort(key=lambda c: (estimates[c.sha], c.sha))
+    picked.sort(key=lambda c: (order[c.sha], c.sha))
     return [Arm(c, estimates[c.sha]) for c in picked]
 
 
@@ -200,32 +222,39 @@ def chance(arm: Arm) -> float:
     return p
 
 
-def prospect(arm: Arm, baseline_cost: float, *, migrate: bool = False) -> float:
+def prospect(arm: Arm, baseline_cost: float, *, migrate: bool = False, latency: bool = False) -> float:
     """Expected saving: the share of the baseline's cost the arm saves, times its `chance`.
     A cheap arm with a doubtful record ranks below a dearer one that looks like parity. When
-    migrating off a retiring model the baseline cannot stay, so only the chance counts."""
+    migrating off a retiring model the baseline cannot stay, so only the chance counts. For a
+    latency objective (`latency`): the share of the control's latency it was measured to save on
+    the same items (`Arm.speed_ratio`), times its chance."""
     if migrate:
         return chance(arm)
+    if latency:
+        return max(0.0, 1 - arm.speed_ratio) * chance(arm) if arm.speed_ratio is not None else 0.0
     if not arm.evidence or baseline_cost <= 0:
         return 0.0
     return arm.saving(baseline_cost) * chance(arm)
 
 
-def rank(arms: list[Arm], baseline_cost: float, *, migrate: bool = False) -> list[Arm]:
-    """Best first: by expected saving (see `prospect`), then cheaper (a migration's ties), then
-    faster; arms that halving dropped after those still racing. Small slices give wide intervals,
-    so a cheap arm is not written off on a few unlucky items; later looks and certification do the proving."""
+def rank(arms: list[Arm], baseline_cost: float, *, migrate: bool = False, latency: bool = False) -> list[Arm]:
+    """Best first: by expected saving (see `prospect`; for a latency objective, of latency), then
+    cheaper (a migration's ties), then faster; arms that halving dropped after those still racing.
+    Small slices give wide intervals, so a cheap arm is not written off on a few unlucky items;
+    later looks and certification do the proving."""
     def key(arm: Arm) -> tuple[Any, ...]:
-        return (arm.status == CandidateStatus.dropped, -round(prospect(arm, baseline_cost, migrate=migrate), 9),
+        return (arm.status == CandidateStatus.dropped,
+                -round(prospect(arm, baseline_cost, migrate=migrate, latency=latency), 9),
                 arm.est_cost if migrate else 0.0, arm.latency_p50 or math.inf, arm.candidate.sha)
 
     return sorted((a for a in arms if a.status != CandidateStatus.eliminated and a.n), key=key)
 
 
-def final_ranking(arms: list[Arm], baseline_cost: float, *, migrate: bool = False) -> list[Arm]:
+def final_ranking(arms: list[Arm], baseline_cost: float, *, migrate: bool = False,
+                  latency: bool = False) -> list[Arm]:
     """For certification: the arms still in the race, then those halving dropped for budget (not
     shown inferior) that may still be non-inferior, so a futile first pick is not the end."""
-    ranked = rank(arms, baseline_cost, migrate=migrate)
+    ranked = rank(arms, baseline_cost, migrate=migrate, latency=latency)
     return [a for a in ranked if a.status != CandidateStatus.dropped or all(e.upper > -e.margin for e in a.evidence.values())]
 
 
@@ -264,8 +293,13 @@ async def search(
     proposed = [c for c in proposed if c.sha not in exclude and c.version.model not in config.exclude_models]
     estimates = {c.sha: estimate_cost(c.version, context, sample_inputs, *expected_output(c, out_tokens, reasoning))
                  for c in proposed}
+    # A latency objective ranks by speed: estimated first, then measured against the control arm.
+    by_speed = (not quality_first and config.objective is not None and config.objective.kind == "latency"
+                and run.control)
+    speed = ({c.sha: estimate_latency(c.version, sample_inputs, expected_output(c, out_tokens, reasoning)[0])
+              for c in proposed} if by_speed else None)
     arms = select_arms(proposed, estimates, baseline_cost, config.max_candidates, migrate=quality_first,
-                       objective=config.objective)
+                       objective=config.objective, speed=speed)
     result = SearchResult(arms=arms, front=[], ranked=[], baseline_cost=baseline_cost, calls=proposal_calls)
     say("search.started", {"proposed": len(proposed), "racing": len(arms), "baseline_est_cost": baseline_cost,
                            "excluded": len(exclude)})
@@ -312,19 +346,29 @@ async def search(
             arm.rung = look
             if run.control:  # judged against the control's fresh results, not the logged ones
                 base_scores = control_scores(run, order[:size], keys)
+            if by_speed:
+                arm.speed_ratio = measured_ratio(run, arm, config.objective)
             _judge(arm, base_scores, keys, run, design, look, len(rungs))
             say("candidate.scored", arm.summary() | {"look": look})
         done = size
         if result.budget_exhausted or look == len(rungs):
             break  # no halving after the last look: certification takes the best few from here
-        _halve(arms, config.eta, say, baseline_cost, migrate=quality_first)
+        _halve(arms, config.eta, say, baseline_cost, migrate=quality_first, latency=by_speed)
     result.calls = sum(a.calls for a in arms) + proposal_calls
     result.control_calls = sum(len(run.controls.get(i.id, [])) for i in order)
     result.front = pareto_front([a for a in arms if a.status not in (CandidateStatus.eliminated, CandidateStatus.dropped)], keys)
-    result.ranked = final_ranking(arms, baseline_cost, migrate=quality_first)
+    result.ranked = final_ranking(arms, baseline_cost, migrate=quality_first, latency=by_speed)
     say("search.finished", {"calls": result.calls, "front": [a.candidate.sha for a in result.front],
                             "ranked": [a.candidate.sha for a in result.ranked]})
     return result
+
+
+def measured_ratio(run: RunContext, arm: Arm, objective: Any) -> float | None:
+    """The arm's latency / the control's on the items both answered (the paired geometric mean,
+    time to first token when the objective reads it); None below 2 such items."""
+    control = [r for rs in run.controls.values() for r in rs if r.item_id in arm.results]
+    test = latency_test(control, arm.results.flat(), min_effect=0.0, alpha=run.alpha, ttft=objective.ttft)
+    return test.ratio if test is not None else None
 
 
 def control_scores(run: RunContext, items: Sequence[Any], keys: list[str]) -> dict[str, dict[Any, list[float]]]:
@@ -375,10 +419,11 @@ def _judge(arm: Arm, base: dict[str, dict[Any, list[float]]], keys: list[str], r
         arm.status, arm.reason = CandidateStatus.qualified, f"non-inferior on every evaluator after {arm.n} items"
 
 
-def _halve(arms: list[Arm], eta: int, say: Emit, baseline_cost: float, *, migrate: bool = False) -> None:
+def _halve(arms: list[Arm], eta: int, say: Emit, baseline_cost: float, *, migrate: bool = False,
+           latency: bool = False) -> None:
     racing = [a for a in arms if a.status == CandidateStatus.racing]
     keep = max(1, math.ceil(len(racing) / eta))
-    for arm in rank(racing, baseline_cost, migrate=migrate)[keep:]:
+    for arm in rank(racing, baseline_cost, migrate=migrate, latency=latency)[keep:]:
         arm.status = CandidateStatus.dropped  # out of the race for budget, not shown inferior
         arm.reason = arm.reason or f"successive halving: not in the best {keep} after {arm.n} items"
         say("candidate.eliminated", {"sha": arm.candidate.sha, "reason": arm.reason, "n": arm.n})

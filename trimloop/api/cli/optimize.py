@@ -111,7 +111,9 @@ def run_summary(prompt: str, run: OptimizationRun, suggestion: Suggestion | None
     if suggestion is not None:
         evidence = suggestion.evidence
         out["suggestion"] = {
-            "id": suggestion.id, "kind": suggestion.kind, "model": evidence.changes.model or None,
+            "id": suggestion.id, "kind": suggestion.kind, "objective": suggestion.objective,
+            "claim": suggestion.claim, "model": evidence.changes.model or None,
+            "latency": suggestion.latency.model_dump(mode="json", exclude_none=True) if suggestion.latency else None,
             "repair": evidence.repair.model_dump(mode="json", exclude_none=True) if evidence.repair else None,
             "lineage": [step.model_dump(mode="json") for step in evidence.lineage],
             "evaluators": {key: v.model_dump(mode="json") for key, v in evidence.evaluators.items()},
@@ -182,6 +184,7 @@ def print_run(prompt: str, run: OptimizationRun, suggestion: Suggestion | None, 
     table.add_column("", style="bold")
     table.add_column("")
     table.add_row("prompt", prompt)
+    table.add_row("objective", f"{suggestion.objective}: {suggestion.claim}")
     if suggestion.kind == "repair":
         table.add_row("kind", "repair: better quality, certified by the superiority test (the cost may rise)")
     deadline = suggestion.evidence.deadline
@@ -194,6 +197,14 @@ def print_run(prompt: str, run: OptimizationRun, suggestion: Suggestion | None, 
     before, after = suggestion.baseline_cost_per_call, suggestion.candidate_cost_per_call
     cut = f" ({'+' if after >= before else '−'}{abs(100 * (after / before - 1)):.0f}%)" if before and after is not None else ""
     table.add_row("cost per call", f"{money(before)} → {money(after)}{cut}")
+    claim = suggestion.latency
+    if claim is not None and None not in (claim.before_s, claim.after_s, claim.ratio, claim.ratio_upper):
+        table.add_row(f"latency {claim.stat}", f"{claim.before_s:.3g} s → {claim.after_s:.3g} s (×{claim.ratio:.2f}, "
+                      f"upper bound ×{claim.ratio_upper:.2f}, n {claim.n}; fresh paired calls against the control)")
+    if claim is not None and claim.ttft_p50_s and claim.ttft_p95_s:
+        (b50, a50), (b95, a95) = claim.ttft_p50_s, claim.ttft_p95_s
+        table.add_row("time to first token", f"p50 {b50:.3g} s → {a50:.3g} s, p95 {b95:.3g} s → {a95:.3g} s "
+                      f"(streamed calls, n {claim.ttft_n})")
     table.add_row("projected $/month", f"{money(suggestion.projected_monthly_savings)} "
                   f"[{money(suggestion.savings_low)}, {money(suggestion.savings_high)}]")
     table.add_row("optimization spend", spend)

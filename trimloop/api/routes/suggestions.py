@@ -39,7 +39,7 @@ def list_suggestions(session: SessionDep, _: Reader,
                      status: SuggestionStatus | None = Query(None, examples=["pending"]),
                      prompt_id: int | None = None,
                      min_savings: float | None = Query(None, description="projected USD per month", examples=[100]),
-                     kind: SuggestionKind | None = Query(None, description="cost or repair", examples=["repair"]),
+                     kind: SuggestionKind | None = Query(None, description="cost, latency or repair", examples=["repair"]),
                      limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> list[Suggestion]:
     return store.list_suggestions(session=session, status=status, prompt_id=prompt_id,
                                   min_savings=min_savings, kind=kind, limit=limit, offset=offset)

@@ -87,15 +87,16 @@ def queue_cards(session: Session, limit: int = 100, *, today: date | None = None
                Suggestion.savings_high, evidence["prompt_tokens"], evidence[("changes", "model")],
                evidence[("changes", "params")], evidence[("changes", "template_chars")], evidence["evaluators"],
                Suggestion.retires_on, Suggestion.kind, Suggestion.baseline_cost_per_call,
-               Suggestion.candidate_cost_per_call)
+               Suggestion.candidate_cost_per_call, evidence["latency"])
         .where(pending).order_by(*queue_order())
         .limit(limit)).all()
     cards = []
     for (sid, prompt_id, monthly, low, high, tokens, model, params, chars, evaluators, retires_on, kind,
-         before, after) in rows:
+         before, after, latency) in rows:
         changes = {k: v for k, v in (("model", model), ("params", params), ("template_chars", chars)) if v is not None}
         ev = Evidence.load({k: v for k, v in (("prompt_tokens", tokens), ("changes", changes),
-                                              ("evaluators", evaluators), ("kind", kind)) if v is not None})
+                                              ("evaluators", evaluators), ("kind", kind),
+                                              ("latency", latency)) if v is not None})
         words, ok = verdict(ev)
         repair = kind == SuggestionKind.repair
         cost = None
@@ -106,7 +107,8 @@ def queue_cards(session: Session, limit: int = 100, *, today: date | None = None
         cards.append({"id": sid, "prompt": names.get(prompt_id, "?"), "change": change_in_words(ev),
                       "monthly": charts.money(monthly), "range": f"{charts.money(low)} – {charts.money(high)}",
                       "verdict": words, "ok": ok, "deadline": deadline_words(retires_on, today),
-                      "repair": repair, "cost": cost})
+                      "repair": repair, "cost": cost, "objective": ev.objective(), "kind": str(kind or "cost"),
+                      "latency": ev.latency.line if ev.latency is not None else None})
     return cards, int(count)
 
 
