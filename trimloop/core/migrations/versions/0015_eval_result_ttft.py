@@ -1,7 +1,7 @@
 """eval result: time to first token
 
-Revision ID: 0011_eval_result_ttft
-Revises: 0010_traffic_aggregates
+Revision ID: 0015_eval_result_ttft
+Revises: 0014_shadow_log_index
 Create Date: 2026-12-06
 
 `evalresult.ttft_s`: the time to the first token of a streamed call (params `stream = true`),
@@ -13,8 +13,8 @@ from typing import Sequence, Union
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0011_eval_result_ttft"
-down_revision: Union[str, None] = "0010_traffic_aggregates"
+revision: str = "0015_eval_result_ttft"
+down_revision: Union[str, None] = "0014_shadow_log_index"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
