@@ -14,6 +14,7 @@ request loads the price catalog (litellm's import, seconds).
 splits the batches and the clients evenly over them; `spans_per_s` is then over all of them, and
 `batch_p50_ms`/`batch_p99_ms` the worst server's. `aggregated_spans` is what the traffic
 aggregates counted (records kept + dropped by the reservoir): it must equal `--spans`.
+`server_cpu_s` is the servers' CPU time (start-up included), for machines shared with other work.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             else:
                 result = _push_spread(bases, token, bodies, args.clients)
             peak_kb = sum(_peak_rss_kb(server.pid) for server in servers)
+            cpu_s = sum(_cpu_s(server.pid) for server in servers)
         finally:
             for server in servers:
                 server.send_signal(signal.SIGINT)
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     out = {"backend": url.split(":", 1)[0], "spans": args.spans, "batch": args.batch, "clients": args.clients,
            "servers": args.servers, **result, "spans_per_s": round(args.spans / result["seconds"]),
            "aggregated_spans": int(counted), "stored_records": int(stored),
-           "server_peak_rss_mb": round(peak_kb / 1024, 1)}
+           "server_peak_rss_mb": round(peak_kb / 1024, 1), "server_cpu_s": round(cpu_s, 1)}
     print(json.dumps(out))
     return out
 
@@ -225,6 +227,13 @@ def _peak_rss_kb(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     return 0
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far: on a shared machine, spans per CPU
+    second say more about scale-out than spans per wall second."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":
