@@ -1,7 +1,7 @@
 """OTLP receiver benchmark: GenAI spans pushed to a real `trimloop serve` at `POST /v1/traces`
 (protobuf, gzip, an ingest token) by `--clients` concurrent clients; prints JSON.
 
-    python -m bench.otlp [--spans 20000] [--batch 500] [--clients 4] [--db-url URL]
+    python -m bench.otlp [--spans 20000] [--batch 500] [--clients 4] [--servers 1] [--db-url URL]
 
 Reports `spans_per_s` (from the first request to the last answer, every span stored, counted in
 the database afterwards), `batch_p50_ms`/`batch_p99_ms` (one export request, queue wait
@@ -9,6 +9,12 @@ included), `rejected_429` (batches answered 429 and sent again after Retry-After
 exporters do) and the server's peak RSS. Batches are encoded before the clock starts: this
 measures the receiver, not the client. One span is sent first, unclocked: the server's first
 request loads the price catalog (litellm's import, seconds).
+
+`--servers N` starts N `serve` processes on the one database (scale-out: use PostgreSQL) and
+splits the batches and the clients evenly over them; `spans_per_s` is then over all of them, and
+`batch_p50_ms`/`batch_p99_ms` the worst server's. `aggregated_spans` is what the traffic
+aggregates counted (records kept + dropped by the reservoir): it must equal `--spans`.
+`server_cpu_s` is the servers' CPU time (start-up included), for machines shared with other work.
 """
 
 from __future__ import annotations
@@ -80,6 +86,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--spans", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--servers", type=int, default=1, help="serve processes on the one database")
     parser.add_argument("--db-url", default=None, help="an empty database (default: SQLite in a temp folder)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="trimloop-otlp-") as tmp:
@@ -92,32 +99,46 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         sync_connector(engine=engine, connector=FilesConnector(name="local", options={"path": str(root / "store")}))
         with session_scope(engine) as session:
             _, token = store.create_token(session=session, name="bench", role="ingest", actor="bench")
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMLOOP_")}
-        env.update(TRIMLOOP_HOME=str(root / "home"), TRIMLOOP_DATABASE_URL=url, TRIMLOOP_API__PORT=str(port))
-        server = subprocess.Popen([sys.executable, "-c", "from trimloop.api.cli import main; main()", "serve", "--no-scheduler"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        base = f"http://127.0.0.1:{port}"
+        servers, bases = [], []
+        for _ in range(args.servers):
+            port = free_port()
+            env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMLOOP_")}
+            env.update(TRIMLOOP_HOME=str(root / "home"), TRIMLOOP_DATABASE_URL=url, TRIMLOOP_API__PORT=str(port))
+            servers.append(subprocess.Popen([sys.executable, "-c", "from trimloop.api.cli import main; main()", "serve", "--no-scheduler"], env=env,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            bases.append(f"http://127.0.0.1:{port}")
         try:
-            _wait_healthy(base, server)
+            for base, server in zip(bases, servers):
+                _wait_healthy(base, server)
             bodies = batches(args.spans, args.batch)
-            warm = httpx.post(f"{base}/v1/traces", content=batches(1, 1, first_id=args.spans + 1)[0], timeout=120,
-                              headers={"Authorization": f"Bearer {token}", "Content-Type": "application/x-protobuf",
-                                       "Content-Encoding": "gzip"})  # the first request loads the price catalog
-            warm.raise_for_status()
-            result = _push(base, token, bodies, args.clients)
-            peak_kb = _peak_rss_kb(server.pid)
+            for n, base in enumerate(bases):
+                warm = httpx.post(f"{base}/v1/traces", content=batches(1, 1, first_id=args.spans + 1 + n)[0], timeout=120,
+                                  headers={"Authorization": f"Bearer {token}", "Content-Type": "application/x-protobuf",
+                                           "Content-Encoding": "gzip"})  # the first request loads the price catalog
+                warm.raise_for_status()
+            if len(bases) == 1:
+                result = _push(bases[0], token, bodies, args.clients)
+            else:
+                result = _push_spread(bases, token, bodies, args.clients)
+            peak_kb = sum(_peak_rss_kb(server.pid) for server in servers)
+            cpu_s = sum(_cpu_s(server.pid) for server in servers)
         finally:
-            server.send_signal(signal.SIGINT)
-            server.wait(timeout=60)
+            for server in servers:
+                server.send_signal(signal.SIGINT)
+            for server in servers:
+                server.wait(timeout=60)
+        warmups = len(bases)
         with engine.connect() as conn:
-            stored = conn.execute(text("select count(*) from logrecord where connector = 'otlp'")).scalar() - 1
+            stored = conn.execute(text("select count(*) from logrecord where connector = 'otlp'")).scalar() - warmups
+            counted = conn.execute(text("select coalesce(sum(records), 0) from trafficaggregate")).scalar() - warmups
         engine.dispose()
-    if stored != args.spans:
-        print(json.dumps({"error": f"{stored} of {args.spans} spans stored"}), file=sys.stderr)
+    if counted != args.spans:
+        print(json.dumps({"error": f"{counted} of {args.spans} spans counted in the aggregates"}), file=sys.stderr)
         raise SystemExit(1)
     out = {"backend": url.split(":", 1)[0], "spans": args.spans, "batch": args.batch, "clients": args.clients,
-           **result, "spans_per_s": round(args.spans / result["seconds"]), "server_peak_rss_mb": round(peak_kb / 1024, 1)}
+           "servers": args.servers, **result, "spans_per_s": round(args.spans / result["seconds"]),
+           "aggregated_spans": int(counted), "stored_records": int(stored),
+           "server_peak_rss_mb": round(peak_kb / 1024, 1), "server_cpu_s": round(cpu_s, 1)}
     print(json.dumps(out))
     return out
 
@@ -163,6 +184,30 @@ def _push(base: str, token: str, bodies: list[bytes], clients: int) -> dict[str,
             "rejected_429": rejected}
 
 
+def _push_spread(bases: list[str], token: str, bodies: list[bytes], clients: int) -> dict[str, float]:
+    """`_push` to every server at once, each with its share of the batches and the clients."""
+    results: list[dict[str, float]] = []
+    lock = threading.Lock()
+
+    def one(n: int) -> None:
+        share = _push(bases[n], token, bodies[n::len(bases)], max(1, clients // len(bases)))
+        with lock:
+            results.append(share)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(len(bases))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if len(results) != len(bases):
+        raise SystemExit("a server's clients failed (see the error above)")
+    return {"seconds": round(time.perf_counter() - started, 2),
+            "batch_p50_ms": max(r["batch_p50_ms"] for r in results),
+            "batch_p99_ms": max(r["batch_p99_ms"] for r in results),
+            "rejected_429": sum(r["rejected_429"] for r in results)}
+
+
 def _wait_healthy(base: str, server: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -182,6 +227,13 @@ def _peak_rss_kb(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     return 0
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far: on a shared machine, spans per CPU
+    second say more about scale-out than spans per wall second."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":

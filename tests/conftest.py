@@ -10,7 +10,8 @@ through these fixtures, which follow the switch:
   PostgreSQL database through TRIMLOOP_DATABASE_URL);
 - `test_databases`: the session-wide factory behind them, for module-scoped fixtures.
 
-A test that uses any of them carries the `db` marker, which is how the PostgreSQL pass selects its
+A test marked `postgresql_only` (several processes writing one database at once) also carries
+`db` and is deselected on SQLite, named in the summary. A test that uses any of them carries the `db` marker, which is how the PostgreSQL pass selects its
 tests (`-m db`): tests that touch no database run once. `sqlite_url` and `pg_url` stay for the few
 tests about one backend (schema comparison, the PostgreSQL driver's URL forms). A guard fails any
 test that leaves a SQLite database in its tmp folder without asking for one of these fixtures (it
@@ -50,6 +51,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"TRIMLOOP_TEST_DB={BACKEND!r}: use one of {', '.join(BACKENDS)}")
     config.addinivalue_line("markers", "db: uses a database fixture that follows TRIMLOOP_TEST_DB "
                                        "(set automatically; the PostgreSQL pass runs `-m db`)")
+    config.addinivalue_line("markers", "postgresql_only: needs PostgreSQL as the test database (several "
+                                       "processes writing at once); implies `db`, skipped on the SQLite pass")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -60,8 +63,14 @@ def pytest_report_header(config: pytest.Config) -> str:
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if DB_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if DB_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("postgresql_only"):
             item.add_marker(pytest.mark.db)
+    if BACKEND != "postgresql":  # deselected, not skipped: TRIMLOOP_REQUIRE_SERVICES=1 fails every skip
+        only_pg = [item for item in items if item.get_closest_marker("postgresql_only")]
+        if only_pg:
+            items[:] = [item for item in items if not item.get_closest_marker("postgresql_only")]
+            config.hook.pytest_deselected(items=only_pg)
+            _DESELECTED_PG.extend(item.nodeid for item in only_pg)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -242,6 +251,7 @@ class TestDatabases:
 
 
 _LEAKS: list[tuple[str, int]] = []
+_DESELECTED_PG: list[str] = []  # postgresql_only tests left out of a SQLite pass (named in the summary)
 
 
 @pytest.fixture(scope="session")
@@ -254,6 +264,11 @@ def test_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestDat
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _DESELECTED_PG:
+        terminalreporter.section("postgresql_only tests deselected on SQLite")
+        terminalreporter.line(f"{len(_DESELECTED_PG)} test(s) need several processes writing one database at "
+                              "once: they run in the PostgreSQL pass (TRIMLOOP_TEST_DB=postgresql, -m db), "
+                              f"e.g. {_DESELECTED_PG[0]}")
     if _LEAKS:
         terminalreporter.section("database sessions left open (closed by DROP DATABASE … WITH (FORCE))")
         for who, count in _LEAKS:

@@ -1,21 +1,23 @@
 """The failed-login limiter: counts and checks in one step (concurrent bad tokens cannot all slip
 through), believes X-Forwarded-For only from configured proxies (`trimloop serve` too), and keeps
-a bounded number of addresses."""
+its counts in the database (two apps on one database share them), forgetting ended windows."""
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlmodel import Session, select
 
 from tests.api.test_serve import _healthy, _serve
 from tests.optimizer.provider_workspace import poll_until
 from trimloop.api.app import create_app
 from trimloop.api.auth import LoginLimiter
 from trimloop.api.errors import ApiError
+from trimloop.core.db import make_engine
 from trimloop.core.settings import Settings
+from trimloop.core.tables import LoginFailure
 
 BAD = {"Authorization": "Bearer tlk_00000000_not-a-real-secret"}
 
@@ -68,26 +70,65 @@ def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(settings, engine,
         assert direct.get("/prompts", headers={**BAD, "X-Forwarded-For": "203.0.113.77"}).status_code == 429
 
 
-def test_good_tokens_do_not_count_and_addresses_are_bounded():
-    limiter = LoginLimiter(2, window_s=60.0, max_clients=100)
+class Clock:
+    """A clock the test moves by hand (epoch seconds)."""
+
+    def __init__(self, now: float = 1_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_good_tokens_do_not_count_and_ended_windows_are_forgotten(engine):
+    clock = Clock()
+    limiter = LoginLimiter(engine, 2, window_s=60.0, clock=clock)
     known = {"good": "row"}
     for _ in range(5):
         assert limiter.verify("10.0.0.1", "good", known.get) == "row"
     assert limiter.verify("10.0.0.1", "bad", known.get) is None
+    clock.now += 30
     assert limiter.verify("10.0.0.1", "bad", known.get) is None
     with pytest.raises(ApiError) as refused:
         limiter.verify("10.0.0.1", "bad", known.get)
-    assert refused.value.status == 429 and int(refused.value.headers["Retry-After"]) >= 1
+    # the window is fixed: it started at the first failure, 30 s ago, so it ends in 30 s
+    assert refused.value.status == 429 and refused.value.headers["Retry-After"] == "30"
+    with pytest.raises(ApiError):
+        limiter.check("10.0.0.1")  # no token at all: refused too, not counted
     assert limiter.verify("10.0.0.1", "good", known.get) == "row"  # a token that worked is no guess
-    for i in range(1000):
+    for i in range(300):
         limiter.fail(f"10.1.{i // 256}.{i % 256}")
-    assert len(limiter.failures) <= 100
-    quick = LoginLimiter(1, window_s=0.05)
-    for i in range(50):
-        quick.fail(f"10.2.0.{i}")
-    time.sleep(0.1)
-    quick.fail("10.3.0.1")
-    assert list(quick.failures) == ["10.3.0.1"]  # expired addresses are forgotten
+    clock.now += 61  # every window above has ended
+    limiter.fail("10.3.0.1")  # a new window: the ended ones are deleted
+    with Session(engine) as session:
+        assert [(f.client, f.failures) for f in session.exec(select(LoginFailure))] == [("10.3.0.1", 1)]
+    limiter.check("10.0.0.1")  # its lock ended with its window
+    assert limiter.verify("10.0.0.1", "bad", known.get) is None
+
+
+def test_a_token_that_verifies_takes_its_count_back(engine):
+    """An unknown token is counted before it is checked; a good one must not leave that count behind."""
+    limiter = LoginLimiter(engine, 1, window_s=60.0, clock=Clock())
+    assert limiter.verify("10.0.0.2", "new-good", {"new-good": "row"}.get) == "row"
+    assert limiter.verify("10.0.0.2", "bad", {}.get) is None  # the one failure allowed
+    with pytest.raises(ApiError):
+        limiter.verify("10.0.0.2", "bad", {}.get)
+
+
+def test_two_apps_on_one_database_share_the_limit(settings, make_db_url):
+    """Two `serve` processes are two apps on one database URL: a client's failures at one count at the other."""
+    url = make_db_url(migrated=True)
+    engines = [make_engine(url), make_engine(url)]
+    try:
+        first, second = (TestClient(create_app(limited(settings, 4), e)) for e in engines)
+        with first, second:
+            codes = [(first if i % 2 else second).get("/prompts", headers=BAD).status_code for i in range(6)]
+            assert codes == [401] * 4 + [429] * 2, codes
+            assert first.get("/prompts").status_code == 429  # without a token: the lock holds at both
+            assert second.get("/prompts").status_code == 429
+    finally:
+        for e in engines:
+            e.dispose()
 
 
 def test_trusted_proxies_must_be_addresses():

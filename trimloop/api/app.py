@@ -100,7 +100,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, g
                   lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
     app.state.settings, app.state.engine, app.state.runs, app.state.passes = settings, engine, run_scheduler, passes
     app.state.clock = clock
-    app.state.login_limiter = LoginLimiter(settings.api.failed_logins_per_minute)
+    app.state.login_limiter = LoginLimiter(engine, settings.api.failed_logins_per_minute)
     app.state.turns = Turns(settings.api.concurrent_requests, settings.api.queue_timeout_s)
     app.state.ingest = otlp.IngestQueue(settings.api.ingest_queue)
     app.add_middleware(BodyLimit, api_bytes=settings.api.max_body_bytes, form_bytes=settings.api.max_form_bytes,

@@ -1,4 +1,5 @@
-"""Bearer-token authentication, roles, the per-client limit on failed logins, and the session.
+"""Bearer-token authentication, roles, the per-client limit on failed logins (counted in the
+database, so shared by every `serve` process), and the session.
 
 Roles grant permissions; every role but `ingest` reads, and the rest are split so that no one
 both approves and deploys unless they are an admin:
@@ -14,23 +15,26 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import math
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import update
+from sqlalchemy import Float, case, delete, literal, null, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from trimloop.api.errors import ApiError
 from trimloop.core.settings import Settings
 from trimloop.core.store import Superseded, verify_token
-from trimloop.core.tables import ApiToken, as_utc, utcnow
+from trimloop.core.tables import ApiToken, LoginFailure, as_utc, utcnow
 
 PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": frozenset({"read"}),
@@ -41,6 +45,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 }
 
 T = TypeVar("T")
+FAILURES = LoginFailure.__table__  # type: ignore[attr-defined]
 bearer = HTTPBearer(auto_error=False, description="an API token: `trimloop tokens create --role ROLE --name NAME`")
 
 
@@ -74,18 +79,26 @@ SessionDep = Annotated[Session, Depends(get_db, scope="function")]
 
 
 class LoginLimiter:
-    """At most `limit` failed logins per client address per `window_s`; then 429 until the window
-    clears. A token not seen to work before is checked and, when wrong, counted while that
-    address's lock is held, so concurrent bad tokens cannot all be checked before the first is
-    counted; tokens that worked skip the lock (a burst with a good token is not serialised after
-    its first request). At most `max_clients` addresses are kept (least recently seen first,
-    expired ones at once). Counts live in this process: N `serve` processes allow N × the limit."""
+    """At most `limit` failed logins per client address in a fixed window of `window_s` that starts
+    at the address's first failure; then 429 until the window ends. The counts live in the database
+    (table `loginfailure`), so every `trimloop serve` process on it shares one limit. A token not
+    seen to work before is counted *before* it is checked, in one conditional upsert that returns
+    the new count, and the count is taken back when the token verifies: concurrent bad tokens, in
+    any number of processes, cannot all be checked before the first is counted. Tokens seen to work
+    skip the count: `good` caches their digests in this process (no counts; the token itself is
+    still checked against the database on every request, so a revoked one fails and is counted), and
+    within a process one address's unknown tokens are checked one at a time, so a burst with a new
+    good token is counted once and taken back, not refused."""
 
+    GOOD_CACHE = 1024
     STRIPES = 64
 
-    def __init__(self, limit: int, window_s: float = 60.0, max_clients: int = 10_000):
-        self.limit, self.window_s, self.max_clients = limit, window_s, max_clients
-        self.failures: OrderedDict[str, deque[float]] = OrderedDict()
+    def __init__(self, engine: Engine, limit: int, window_s: float = 60.0,
+                 clock: Callable[[], float] = time.time):
+        if limit < 1 or window_s <= 0:
+            raise ValueError(f"LoginLimiter: limit {limit} and window_s {window_s} must be positive "
+                             "(api.failed_logins_per_minute)")
+        self.engine, self.limit, self.window_s, self.clock = engine, limit, window_s, clock
         self.good: OrderedDict[str, None] = OrderedDict()  # sha256 of tokens that verified
         self.lock = threading.Lock()
         self.stripes = [threading.Lock() for _ in range(self.STRIPES)]
@@ -94,50 +107,79 @@ class LoginLimiter:
         """`check(token)` under the limit: 429 when `client` is over it, its failures counted."""
         digest = hashlib.sha256(token.encode()).hexdigest()
         if digest in self.good:
+            return self._known(client, token, digest, check)
+        with self.stripes[hash(client) % self.STRIPES]:  # a burst's first request verifies, the rest find it
+            if digest in self.good:
+                return self._known(client, token, digest, check)
+            failures, window_start = self._count(client)
+            if failures > self.limit:
+                raise self._refusal(client, window_start)
             found = check(token)
-            if found is None:  # revoked or expired since: a failure like any other
-                self.good.pop(digest, None)
-                self.fail(client)
-            return found
-        with self.stripes[hash(client) % self.STRIPES]:
-            self.check(client)
-            found = check(token)
-            if found is None:
-                self.fail(client)
-            else:
+            if found is not None:
+                self._uncount(client, window_start)
                 with self.lock:
                     self.good[digest] = None
-                    while len(self.good) > 1024:
+                    while len(self.good) > self.GOOD_CACHE:
                         self.good.popitem(last=False)
             return found
 
+    def _known(self, client: str, token: str, digest: str, check: Callable[[str], T | None]) -> T | None:
+        found = check(token)
+        if found is None:  # revoked or expired since: a failure like any other
+            with self.lock:
+                self.good.pop(digest, None)
+            self.fail(client)
+        return found
+
     def check(self, client: str) -> None:
-        """429 (with Retry-After) when `client` has `limit` failures in the window."""
-        with self.lock:
-            now = time.monotonic()
-            times = self._recent(client, now)
-            if len(times) >= self.limit:
-                wait = max(1, int(self.window_s - (now - times[0])) + 1)
-                raise ApiError(429, "too_many_failed_logins",
-                               f"too many failed logins from {client}", where="Authorization header",
-                               hint=f"wait {wait} s, then use a valid token", headers={"Retry-After": str(wait)})
+        """429 (with Retry-After) when `client` has `limit` failures in its window."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(FAILURES.c.window_start, FAILURES.c.locked_until)
+                               .where(FAILURES.c.client == client)).first()
+        if row is not None and row.locked_until is not None and row.locked_until > self.clock():
+            raise self._refusal(client, row.window_start)
 
-    def fail(self, client: str) -> None:
-        with self.lock:
-            now = time.monotonic()
-            self._recent(client, now).append(now)
+    def fail(self, client: str) -> int:
+        """Count one failed login from `client`; its failures in the window so far."""
+        return self._count(client)[0]
 
-    def _recent(self, client: str, now: float) -> deque[float]:
-        times = self.failures.pop(client, None) or deque()
-        while times and now - times[0] > self.window_s:
-            times.popleft()
-        while self.failures:  # forget expired addresses, and the least recently seen past the cap
-            oldest, old = next(iter(self.failures.items()))
-            if len(self.failures) < self.max_clients and old and now - old[-1] <= self.window_s:
-                break
-            del self.failures[oldest]
-        self.failures[client] = times  # now the most recently seen
-        return times
+    def _count(self, client: str) -> tuple[int, float]:
+        """Add a failure to `client`'s window (a new window when none is open): (failures, window start).
+        Starting a window also deletes the windows that have ended, so the table stays small."""
+        now = self.clock()
+        ends = now + self.window_s
+        t = FAILURES.c
+        expired = t.window_start <= now - self.window_s
+        insert = (pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert)(FAILURES)
+        statement = insert.values(client=client, window_start=now, failures=1,
+                                  locked_until=ends if self.limit <= 1 else None)
+        statement = statement.on_conflict_do_update(index_elements=["client"], set_={
+            "window_start": case((expired, literal(now, Float)), else_=t.window_start),
+            "failures": case((expired, 1), else_=t.failures + 1),
+            "locked_until": case((expired, literal(ends, Float) if self.limit <= 1 else null()),
+                                 (t.failures + 1 >= self.limit, t.window_start + self.window_s),
+                                 else_=null()),
+        }).returning(t.failures, t.window_start)
+        with self.engine.begin() as conn:
+            failures, window_start = conn.execute(statement).one()
+            if failures == 1:
+                conn.execute(delete(FAILURES).where(t.window_start <= now - self.window_s))
+        return int(failures), float(window_start)
+
+    def _uncount(self, client: str, window_start: float) -> None:
+        """Take back a failure counted for a token that verified (if its window is still the same)."""
+        t = FAILURES.c
+        with self.engine.begin() as conn:
+            conn.execute(update(FAILURES).where(t.client == client, t.window_start == window_start,
+                                                t.failures > 0)
+                         .values(failures=t.failures - 1,
+                                 locked_until=case((t.failures - 1 >= self.limit, t.locked_until), else_=null())))
+
+    def _refusal(self, client: str, window_start: float) -> ApiError:
+        wait = max(1, math.ceil(window_start + self.window_s - self.clock()))
+        return ApiError(429, "too_many_failed_logins", f"too many failed logins from {client}",
+                        where="Authorization header", hint=f"wait {wait} s, then use a valid token",
+                        headers={"Retry-After": str(wait)})
 
 
 def client_address(request: Request) -> str:

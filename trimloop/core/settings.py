@@ -136,7 +136,7 @@ class ApiSettings(BaseModel):
         "X-Forwarded-For believed (failed-login limit). Empty: the header is ignored")
     port: int = Field(default=8000, ge=1, le=65535)
     public_url: str = Field(default="http://127.0.0.1:8000", description="base of links in webhooks")
-    failed_logins_per_minute: int = Field(default=10, ge=1, description="per client, then 429")
+    failed_logins_per_minute: int = Field(default=10, ge=1, description="per client, shared by every serve process on the database, then 429")
     concurrent_requests: int = Field(
         default_factory=default_turns, ge=1, le=16,
         description="requests holding a database session at once (default 4 per CPU core, at most 16); the "

@@ -618,6 +618,17 @@ class ApiToken(SQLModel, table=True):
         return self.expires_at is None or as_utc(self.expires_at) > (now or utcnow())
 
 
+class LoginFailure(SQLModel, table=True):
+    """Failed logins from one client address in its current window, shared by every `trimloop serve`
+    process (api.auth.LoginLimiter). The window is fixed: it starts at the first failure and lasts
+    the limiter's window; times are epoch seconds from the limiter's clock."""
+
+    client: str = Field(primary_key=True, max_length=64)  # an IP address (or "unknown")
+    window_start: float = Field(index=True)
+    failures: int = 0
+    locked_until: float | None = None  # set once `failures` reaches the limit: the window's end
+
+
 class UiSession(SQLModel, table=True):
     """A web UI browser session, shared by every `trimloop serve` process and kept across restarts.
 
