@@ -1,7 +1,7 @@
 """Failed-login counts in the database, shared by every `trimloop serve` process
 
-Revision ID: 0011_login_failures
-Revises: 0010_traffic_aggregates
+Revision ID: 0016_login_failures
+Revises: 0015_eval_result_ttft
 Create Date: 2026-12-06
 
 `loginfailure`: one row per client address with failed logins in its current fixed window
@@ -13,8 +13,8 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision: str = "0011_login_failures"
-down_revision: Union[str, None] = "0010_traffic_aggregates"
+revision: str = "0016_login_failures"
+down_revision: Union[str, None] = "0015_eval_result_ttft"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
