@@ -343,3 +343,20 @@ def test_out_of_bound_costs_stored_earlier_do_not_break_the_reports(client, head
     traffic = client.get(f"/prompts/{prompt_id}/traffic", headers=headers["viewer"])
     assert traffic.status_code == 200, traffic.text
     assert traffic.json()["total_cost"] == pytest.approx(0.045) and traffic.json()["latency_p50_s"] == 0.2
+
+
+def test_the_spend_window_is_whole_utc_days_read_from_the_aggregates_alone(engine, monkeypatch):
+    """`days=7` is today and the 6 UTC days before it, from midnight: no partial day, so the
+    stored records are never read for spend (they may have been trimmed by the reservoir)."""
+    from trimloop.api import reporting
+    from trimloop.core import traffic
+    from trimloop.core.db import session_scope
+
+    stored_reads = []
+    real = traffic._stored
+    monkeypatch.setattr(traffic, "_stored", lambda *a, **k: stored_reads.append(a[2:4]) or real(*a, **k))
+    with session_scope(engine) as session:
+        report = reporting.savings_report(session, 7)
+    today = traffic.utc_day(datetime.now(timezone.utc))
+    assert report.since == traffic.day_start(today - timedelta(days=6))
+    assert stored_reads == []
