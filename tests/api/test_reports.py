@@ -360,3 +360,25 @@ def test_the_spend_window_is_whole_utc_days_read_from_the_aggregates_alone(engin
     today = traffic.utc_day(datetime.now(timezone.utc))
     assert report.since == traffic.day_start(today - timedelta(days=6))
     assert stored_reads == []
+
+
+def test_a_repairs_extra_cost_is_shown_apart_not_netted_against_the_savings(engine, settings, headers):
+    """Before, the finance dashboard and the report summed a repair's negative "savings" (its extra
+    cost) into the projected savings: $300 of savings and a $40 repair read as $260 of savings."""
+    from fastapi.testclient import TestClient
+
+    from trimloop.api.app import create_app
+    from tests.ui.conftest import sign_in
+
+    prompt_id = synced(engine, settings)
+    make_suggestion(engine, prompt_id, savings=300.0)
+    make_suggestion(engine, prompt_id, savings=-40.0, kind="repair")
+    with TestClient(create_app(settings, engine), follow_redirects=False) as client:
+        report = client.get("/reports/savings", headers=headers["viewer"]).json()
+        assert report["total_projected_monthly"] == pytest.approx(300.0)
+        assert report["total_projected_extra_cost_monthly"] == pytest.approx(40.0)
+        assert sorted(r["projected_monthly_savings"] for r in report["projected"]) == [-40.0, 300.0]
+        sign_in(client, headers["viewer"]["Authorization"].split()[1])
+        page = client.get("/ui/dashboard").text
+    assert '<dd id="total-projected">$300.00 / month</dd>' in page
+    assert '<dd id="total-extra-cost">$40.00 / month</dd>' in page

@@ -172,7 +172,8 @@ def savings_report(session: Session, days: int = 30) -> SavingsReport:
     return SavingsReport(
         since=since, spend_by_day=by_day, spend_by_prompt=by_prompt, spend_by_model=by_model,
         projected=projected, realized=done,
-        total_projected_monthly=sum(r.projected_monthly_savings or 0 for r in projected),
+        total_projected_monthly=sum(max(0.0, r.projected_monthly_savings or 0) for r in projected),
+        total_projected_extra_cost_monthly=sum(max(0.0, -(r.projected_monthly_savings or 0)) for r in projected),
         total_realized_monthly=sum(r.realized_monthly_savings or 0 for r in done if r.status == "deployed"))
 
 
