@@ -343,3 +343,42 @@ def test_out_of_bound_costs_stored_earlier_do_not_break_the_reports(client, head
     traffic = client.get(f"/prompts/{prompt_id}/traffic", headers=headers["viewer"])
     assert traffic.status_code == 200, traffic.text
     assert traffic.json()["total_cost"] == pytest.approx(0.045) and traffic.json()["latency_p50_s"] == 0.2
+
+
+def test_the_spend_window_is_whole_utc_days_read_from_the_aggregates_alone(engine, monkeypatch):
+    """`days=7` is today and the 6 UTC days before it, from midnight: no partial day, so the
+    stored records are never read for spend (they may have been trimmed by the reservoir)."""
+    from trimloop.api import reporting
+    from trimloop.core import traffic
+    from trimloop.core.db import session_scope
+
+    stored_reads = []
+    real = traffic._stored
+    monkeypatch.setattr(traffic, "_stored", lambda *a, **k: stored_reads.append(a[2:4]) or real(*a, **k))
+    with session_scope(engine) as session:
+        report = reporting.savings_report(session, 7)
+    today = traffic.utc_day(datetime.now(timezone.utc))
+    assert report.since == traffic.day_start(today - timedelta(days=6))
+    assert stored_reads == []
+
+
+def test_a_repairs_extra_cost_is_shown_apart_not_netted_against_the_savings(engine, settings, headers):
+    """Before, the finance dashboard and the report summed a repair's negative "savings" (its extra
+    cost) into the projected savings: $300 of savings and a $40 repair read as $260 of savings."""
+    from fastapi.testclient import TestClient
+
+    from trimloop.api.app import create_app
+    from tests.ui.conftest import sign_in
+
+    prompt_id = synced(engine, settings)
+    make_suggestion(engine, prompt_id, savings=300.0)
+    make_suggestion(engine, prompt_id, savings=-40.0, kind="repair")
+    with TestClient(create_app(settings, engine), follow_redirects=False) as client:
+        report = client.get("/reports/savings", headers=headers["viewer"]).json()
+        assert report["total_projected_monthly"] == pytest.approx(300.0)
+        assert report["total_projected_extra_cost_monthly"] == pytest.approx(40.0)
+        assert sorted(r["projected_monthly_savings"] for r in report["projected"]) == [-40.0, 300.0]
+        sign_in(client, headers["viewer"]["Authorization"].split()[1])
+        page = client.get("/ui/dashboard").text
+    assert '<dd id="total-projected">$300.00 / month</dd>' in page
+    assert '<dd id="total-extra-cost">$40.00 / month</dd>' in page

@@ -151,7 +151,11 @@ def _quality(session: Session, rows: list[SavingsRow]) -> None:
 
 
 def savings_report(session: Session, days: int = 30) -> SavingsReport:
-    since = utcnow() - timedelta(days=days)
+    """Spend over the last `days` UTC days (today included, from 00:00 UTC of the first): whole
+    days, so spend is read from the traffic aggregates alone. A window starting mid-day also read
+    that day's part from the stored records (up to the reservoir's 2,000 per version), a third of
+    the report's time on a 200k-call store."""
+    since = traffic.day_start(traffic.utc_day(utcnow()) - timedelta(days=max(1, days) - 1))
     by_day, by_prompt, by_model = spend(session, since)
     names = dict(session.exec(select(Prompt.id, Prompt.name)).all())
     projected = [SavingsRow(suggestion_id=sid, prompt=names.get(prompt_id, "?"), status=status,
@@ -168,7 +172,8 @@ def savings_report(session: Session, days: int = 30) -> SavingsReport:
     return SavingsReport(
         since=since, spend_by_day=by_day, spend_by_prompt=by_prompt, spend_by_model=by_model,
         projected=projected, realized=done,
-        total_projected_monthly=sum(r.projected_monthly_savings or 0 for r in projected),
+        total_projected_monthly=sum(max(0.0, r.projected_monthly_savings or 0) for r in projected),
+        total_projected_extra_cost_monthly=sum(max(0.0, -(r.projected_monthly_savings or 0)) for r in projected),
         total_realized_monthly=sum(r.realized_monthly_savings or 0 for r in done if r.status == "deployed"))
 
 

@@ -444,7 +444,11 @@ class SavingsReport(BaseModel):
     spend_by_model: list[SpendRow]
     projected: list[SavingsRow]
     realized: list[SavingsRow]
-    total_projected_monthly: float
+    total_projected_monthly: float = Field(description="projected monthly savings of the open suggestions that "
+                                          "save (a repair or a faster version that costs more is not counted here)")
+    total_projected_extra_cost_monthly: float = Field(
+        0.0, description="projected monthly extra cost of the open suggestions that cost more (repairs, faster "
+        "versions): shown apart, never netted against the savings")
     total_realized_monthly: float
 
 

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/reports", tags=["reports"])
 
 @router.get("/savings", response_model=SavingsReport, summary="spend, projected and realized savings",
             responses={200: {"content": {"text/csv": {"example": "section,day,prompt,...\n"}}}})
-def savings(session: SessionDep, _: Reader, days: int = Query(30, ge=1, le=3650, description="spend window"),
+def savings(session: SessionDep, _: Reader, days: int = Query(30, ge=1, le=3650, description="spend window: the last `days` UTC days, today included"),
             format: Literal["json", "csv"] = Query("json", description="csv: one table for spreadsheets")
             ) -> SavingsReport | Response:
     report = savings_report(session, days)

@@ -41,13 +41,13 @@ def dashboard(request: Request, db: SessionDep, start: str | None = None, end: s
     session = pages.signed_in(request, db)
     first, last = _range(start, end)
     days = (utcnow().date() - first).days + 1
-    projected, count, total = views.open_savings(db, today=pages.today(request))
+    projected, count, total, extra = views.open_savings(db, today=pages.today(request))
     done = views.realized_rows(db)
     realized = [(f"#{r.suggestion_id} {r.prompt}", r.projected_monthly_savings, r.realized_monthly_savings)
                 for r in done]
     return render(request, "dashboard.html", session, start=first.isoformat(), end=last.isoformat(),
                   spend=views.spend_series(db, first, last), projected=projected, projected_count=count,
-                  total_projected=total, realized=done, realized_chart=charts.paired_bars(realized),
+                  total_projected=total, total_extra_cost=extra, realized=done, realized_chart=charts.paired_bars(realized),
                   total_realized=sum(r.realized_monthly_savings or 0 for r in done if r.status == "deployed"),
                   days=max(1, days))
 

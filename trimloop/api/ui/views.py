@@ -169,15 +169,19 @@ def spend_series(session: Session, start: date, end: date) -> dict[str, Any]:
 
 
 def open_savings(session: Session, limit: int = 100, *, today: date | None = None
-                 ) -> tuple[list[dict[str, Any]], int, float]:
+                 ) -> tuple[list[dict[str, Any]], int, float, float]:
     """Pending and approved suggestions — migrations off a retiring model first (nearest date first,
-    flagged), then by projected savings — (the top `limit`), their count and total.
+    flagged), then by projected savings — (the top `limit`), their count, the total projected
+    savings of those that save and the total extra cost of those that cost more (repairs, faster
+    versions), kept apart so a repair's cost never shrinks the savings finance reads.
 
     Reads only the columns it shows: loading 1,000 suggestions' evidence would cost ~300 ms."""
     today = today or datetime.now(timezone.utc).date()
     status = col(Suggestion.status).in_(OPEN_SUGGESTION)
-    count, total = session.exec(select(func.count(), func.coalesce(func.sum(Suggestion.projected_monthly_savings),
-                                                                   0.0)).where(status)).one()
+    savings = col(Suggestion.projected_monthly_savings)
+    count, total, extra = session.exec(select(
+        func.count(), func.coalesce(func.sum(case((savings > 0, savings), else_=0.0)), 0.0),
+        func.coalesce(func.sum(case((savings < 0, -savings), else_=0.0)), 0.0)).where(status)).one()
     rows = session.exec(
         select(Suggestion.id, Prompt.name, Suggestion.status, Suggestion.projected_monthly_savings,
                Suggestion.savings_low, Suggestion.savings_high, Suggestion.retires_on)
@@ -189,7 +193,7 @@ def open_savings(session: Session, limit: int = 100, *, today: date | None = Non
     out = [dict(zip(keys, r, strict=True)) for r in rows]
     for row in out:
         row["deadline"] = deadline_words(row["retires_on"], today)
-    return out, int(count), float(total)
+    return out, int(count), float(total), float(extra)
 
 
 def realized_rows(session: Session) -> list[Any]:
