@@ -77,3 +77,22 @@ def test_a_zero_price_for_billed_calls_is_flagged_without_an_infinite_gap(engine
     [gap] = report.price_gaps
     assert (gap.flagged, gap.median_gap) == (1, None) and report.to_dict()["price_gaps"][0]["median_gap"] is None
     assert "charged although tokens × price is $0" in str(gap)
+
+
+def test_a_sync_whose_costs_all_disagree_keeps_a_bounded_sample_of_gaps() -> None:
+    """Before, every flagged gap was kept: 10M disagreeing logs held 10M floats (~350 MB) through the
+    sync. Now a seeded uniform sample of GAP_SAMPLE, whose median stays close to the true one."""
+    import random
+    import statistics
+
+    from trimloop.connectors.price_check import GAP_SAMPLE, PriceGap
+
+    rng = random.Random(5)
+    gaps = sorted(rng.uniform(0.1, 0.9) for _ in range(5 * GAP_SAMPLE))  # growing: a first-N sample would be low
+    group = PriceGap("triage", "gpt-4o-mini")
+    for gap in gaps:
+        group.add_gap(gap)
+    assert group.flagged == len(gaps) and len(group.gaps) == GAP_SAMPLE
+    assert abs(group.median_gap - statistics.median(gaps)) < 0.01
+    assert max(group.gaps) > 0.85 and min(group.gaps) < 0.15  # drawn from the whole run, not its start
+    assert group.to_dict()["median_gap"] == round(group.median_gap, 4)
