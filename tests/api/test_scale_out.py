@@ -101,9 +101,13 @@ def push(base: str, token: str, bodies: list[bytes], answers: list[int]) -> None
     """Send each batch, again after Retry-After on 429 (as OTLP exporters do); note the final codes."""
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/x-protobuf",
                "Content-Encoding": "gzip"}
+    deadline = time.monotonic() + 120
     with httpx.Client(base_url=base, headers=headers, timeout=60) as http:
         for body in bodies:
+            # 429 is the receiver's backpressure: wait what it asks (the exporter's protocol, not a
+            # guess at timing), until the batch is taken or the deadline says the queue never drained
             while (reply := http.post("/v1/traces", content=body)).status_code == 429:
+                assert time.monotonic() < deadline, f"{base}: ingest queue still full after 120 s"
                 time.sleep(float(reply.headers.get("Retry-After", "1")))
             answers.append(reply.status_code)
 
