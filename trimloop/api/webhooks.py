@@ -25,7 +25,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,7 +41,7 @@ from trimloop.core.errors import TrimloopError
 from trimloop.core.retirement import retirement_of, today_of
 from trimloop.core.settings import Settings, WebhookConfig
 from trimloop.core.store import production_version_id, record_audit
-from trimloop.core.tables import Notification, OptimizationRun, Prompt, PromptVersion, Suggestion
+from trimloop.core.tables import Notification, OptimizationRun, Prompt, PromptVersion, Suggestion, as_utc
 
 log = logging.getLogger("trimloop.api.webhooks")
 RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
@@ -338,9 +338,8 @@ NOTICE_RETRY_AFTER = timedelta(minutes=5)  # a failed notice waits this long for
 
 def _retry_due(row: Notification, now: datetime) -> bool:
     """Whether a notice that some webhook did not take should be sent again at `now`."""
-    now_utc = (now.astimezone(timezone.utc) if now.tzinfo else now).replace(tzinfo=None)
-    sent_utc = (row.sent_at.astimezone(timezone.utc) if row.sent_at.tzinfo else row.sent_at).replace(tzinfo=None)
-    return not row.delivered and row.attempts < NOTICE_ATTEMPTS and now_utc - sent_utc >= NOTICE_RETRY_AFTER
+    return (not row.delivered and row.attempts < NOTICE_ATTEMPTS
+            and as_utc(now) - as_utc(row.sent_at) >= NOTICE_RETRY_AFTER)
 
 
 def _mark_delivered(engine: Engine, row_id: int, failed: list[str]) -> None:
