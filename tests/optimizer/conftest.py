@@ -25,34 +25,39 @@ def settings(tmp_path) -> Settings:
                                                                     "holdout_fraction": 0.6}})
 
 
+def seed_sentiment(session, settings: Settings, *, model: str, params: dict, seed: int,  # type: ignore[no-untyped-def]
+                   latency_s: float, n: int = 200) -> int:
+    """The `sentiment` prompt in `session`: the verbose few-shot text template on `model` labelled
+    production, and `n` logged calls over the 27 days before now (right labels, priced at 160 + 1
+    tokens); its id."""
+    rng = random.Random(seed)
+    now = utcnow()
+    template = {"kind": "text", "text": VERBOSE}
+    priced = resolve_model(settings, model)
+    prompt = Prompt(name="sentiment", connector="files")
+    session.add(prompt)
+    session.flush()
+    version = PromptVersion(prompt_id=prompt.id, sha=version_identity(template=template, model=model, params=params),
+                            template=template, model=model, params=params, connector="files", external_version="1")
+    session.add(version)
+    session.flush()
+    move_label(session=session, prompt_id=prompt.id, label="production", version_id=version.id)
+    for i in range(n):
+        text, label = review(rng, i)
+        session.add(LogRecord(connector="files", external_id=f"log-{i}", prompt_id=prompt.id,
+                              version_id=version.id, inputs={"text": text}, output=f" {label}",
+                              model=model, input_tokens=160, output_tokens=1,
+                              cost=priced.price(160, 1), latency_s=latency_s,
+                              called_at=now - timedelta(days=27) + timedelta(hours=3 * i)))
+    return prompt.id  # type: ignore[return-value]
+
+
 @pytest.fixture
 def seeded(engine, settings):  # type: ignore[no-untyped-def]
     """The `sentiment` prompt: a verbose few-shot Gemma version labelled production, 200 logs."""
-    rng = random.Random(7)
-    now = utcnow()
-    template = {"kind": "text", "text": VERBOSE}
-    params = {"max_tokens": 3, "temperature": 0}
-    gemma = resolve_model(settings, "local/gemma3-270m")
     with session_scope(engine) as session:
-        prompt = Prompt(name="sentiment", connector="files")
-        session.add(prompt)
-        session.flush()
-        version = PromptVersion(prompt_id=prompt.id, sha=version_identity(template=template, model="local/gemma3-270m",
-                                                                          params=params),
-                                template=template, model="local/gemma3-270m", params=params, connector="files",
-                                external_version="1")
-        session.add(version)
-        session.flush()
-        move_label(session=session, prompt_id=prompt.id, label="production", version_id=version.id)
-        for i in range(200):
-            text, label = review(rng, i)
-            output = f" {label}"
-            session.add(LogRecord(connector="files", external_id=f"log-{i}", prompt_id=prompt.id,
-                                  version_id=version.id, inputs={"text": text}, output=output,
-                                  model="local/gemma3-270m", input_tokens=160, output_tokens=1,
-                                  cost=gemma.price(160, 1), latency_s=0.3,
-                                  called_at=now - timedelta(days=27) + timedelta(hours=3 * i)))
-        return prompt.id
+        return seed_sentiment(session, settings, model="local/gemma3-270m",
+                              params={"max_tokens": 3, "temperature": 0}, seed=7, latency_s=0.3)
 
 
 @pytest.fixture

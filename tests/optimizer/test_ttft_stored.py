@@ -6,23 +6,20 @@ latency claim reports both arms' TTFT beside the total latency."""
 from __future__ import annotations
 
 import json
-import random
-from datetime import timedelta
 
 import pytest
 from sqlmodel import select
 
-from trimloop.core.catalog import resolve_model
 from trimloop.core.db import session_scope
 from trimloop.core.gateway import Gateway
-from trimloop.core.identity import version_identity
 from trimloop.core.settings import GatewaySettings, ModelConfig, Settings
-from trimloop.core.store import move_label
-from trimloop.core.tables import EvalResult, LogRecord, Prompt, PromptVersion, Suggestion, utcnow
+from trimloop.core.tables import EvalResult, Suggestion
 from trimloop.evals.runner import stored_results
 from trimloop.optimizer.run import create_run, execute_run
 from trimloop.testing.fake_openai import running
-from trimloop.testing.sentiment import REPLIES, VERBOSE, review
+from trimloop.testing.sentiment import REPLIES
+
+from tests.optimizer.conftest import seed_sentiment
 
 FIRST_TOKEN_S, REST_S = 0.06, 0.03
 PARAMS = {"max_tokens": 3, "temperature": 0, "stream": True}
@@ -43,27 +40,9 @@ async def test_streamed_calls_store_their_time_to_first_token_and_the_claim_repo
                                                         input_per_mtok=5, output_per_mtok=10),
                                 "fake/small": ModelConfig(api_base=f"{server}/v1", completion_only=True,
                                                           input_per_mtok=1, output_per_mtok=2)})
-    big = resolve_model(settings, "fake/big")
-    rng, now = random.Random(3), utcnow()
-    template = {"kind": "text", "text": VERBOSE}
     with session_scope(engine) as session:
-        prompt = Prompt(name="sentiment", connector="files")
-        session.add(prompt)
-        session.flush()
-        version = PromptVersion(prompt_id=prompt.id, sha=version_identity(template=template, model="fake/big",
-                                                                          params=PARAMS),
-                                template=template, model="fake/big", params=PARAMS, connector="files",
-                                external_version="1")
-        session.add(version)
-        session.flush()
-        move_label(session=session, prompt_id=prompt.id, label="production", version_id=version.id)
-        for i in range(200):
-            text, label = review(rng, i)
-            session.add(LogRecord(connector="files", external_id=f"log-{i}", prompt_id=prompt.id, version_id=version.id,
-                                  inputs={"text": text}, output=f" {label}", model="fake/big", input_tokens=160,
-                                  output_tokens=1, cost=big.price(160, 1), latency_s=1.0,
-                                  called_at=now - timedelta(days=27) + timedelta(hours=3 * i)))
-        run_id = create_run(session=session, prompt_id=prompt.id, config={
+        prompt_id = seed_sentiment(session, settings, model="fake/big", params=PARAMS, seed=3, latency_s=1.0)
+        run_id = create_run(session=session, prompt_id=prompt_id, config={
             "models": ["fake/small"], "margin": 0.05, "dataset_size": 200, "rungs": [8, 24], "concurrency": 8,
             "max_latency_s": 5.0, "evaluators": {"matches_baseline": {"labels": ["positive", "negative"]}}}).id
     async with Gateway(settings, engine=engine) as gateway:
