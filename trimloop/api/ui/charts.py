@@ -60,13 +60,20 @@ def _nice_max(value: float) -> float:
     return 10 * magnitude
 
 
+MAX_SERIES = 6
+
+
 def stacked_bars(days: list[str], series: dict[str, dict[str, float]], width: int = 640, height: int = 220,
-                 max_series: int = 6) -> Chart:
-    """Cost per day stacked by series (prompt or model); the smallest series merge into "other"."""
+                 max_series: int = MAX_SERIES, other: dict[str, float] | None = None) -> Chart:
+    """Cost per day stacked by series (prompt or model); the smallest series merge into "other".
+    `other`: the caller already merged them (per day), `series` holds the largest ones."""
     chart = Chart(width=width, height=height)
     totals = {name: sum(values.values()) for name, values in series.items()}
     names = sorted(totals, key=lambda n: -totals[n])
-    if len(names) > max_series:
+    if other is not None:
+        series = series | {"other": other}
+        names = names + ["other"]
+    elif len(names) > max_series:
         keep, rest = names[:max_series - 1], names[max_series - 1:]
         other: dict[str, float] = {}
         for name in rest:
