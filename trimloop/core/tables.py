@@ -166,16 +166,16 @@ class LogRecord(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("connector", "external_id"),
         Index("ix_logrecord_prompt_time", "prompt_id", "called_at"),
-        # cost (and prompt, model) in the index: the savings report reads only the index, not the rows
-        Index("ix_logrecord_version_time", "version_id", "called_at", "cost"),  # realized savings per version
-        Index("ix_logrecord_time", "called_at", "prompt_id", "model", "cost"),  # spend per day, prompt, model
+        # reports read the traffic aggregates (migration 0017 slimmed these back from covering indexes)
+        Index("ix_logrecord_version_time", "version_id", "called_at"),  # a version's records (reservoir, watch)
+        Index("ix_logrecord_time", "called_at"),  # the retention sweep; a window's part-days
     )
 
     id: int | None = Field(default=None, primary_key=True)
     connector: str = Field(max_length=100)
     external_id: str = Field(max_length=400)
     prompt_id: int | None = Field(default=None, foreign_key="prompt.id")
-    version_id: int | None = Field(default=None, foreign_key="promptversion.id", index=True)
+    version_id: int | None = Field(default=None, foreign_key="promptversion.id")  # ix_logrecord_version_time
     inputs: dict[str, Any] = _json(default_factory=dict)
     output: str | None = _text()
     model: str | None = Field(default=None, max_length=200)
