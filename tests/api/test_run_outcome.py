@@ -68,7 +68,7 @@ def test_the_openapi_schema_documents_the_outcome_and_the_findings(client, heade
 
 async def test_a_blocked_run_is_announced_with_its_root_cause_and_fix(engine, tmp_path, monkeypatch):
     from tests.api.test_webhooks import SECRET, Receiver, hooked
-    from tests.optimizer.test_preflight import SELF_HOSTED, quiet_provider, run_it, seed_prompt
+    from tests.optimizer.test_preflight import ENOUGH, SELF_HOSTED, quiet_provider, run_it, seed_prompt
     from trimloop.api import webhooks
     from trimloop.core.settings import Settings
 
@@ -76,7 +76,7 @@ async def test_a_blocked_run_is_announced_with_its_root_cause_and_fix(engine, tm
     receiver = Receiver()
     try:
         settings = hooked(Settings(home=tmp_path / "home"), receiver.url)  # every event, the default
-        prompt_id = seed_prompt(engine, settings, name="support-bot", model=SELF_HOSTED, distinct=300, cost=None)
+        prompt_id = seed_prompt(engine, settings, name="support-bot", model=SELF_HOSTED, distinct=ENOUGH, cost=None)
         gateway = Gateway(settings, engine=engine, provider=quiet_provider())
         run = await run_it(engine, settings, prompt_id, gateway)
         await gateway.aclose()

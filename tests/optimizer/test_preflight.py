@@ -3,6 +3,7 @@ with the root cause first and its fix, and the fake provider behind the real gat
 
 from __future__ import annotations
 
+import math
 import random
 import tomllib
 from datetime import timedelta
@@ -17,13 +18,19 @@ from trimloop.core.identity import version_identity
 from trimloop.core.settings import Settings
 from trimloop.core.status import RUN_DONE, RunStatus, allowed
 from trimloop.core.tables import LogRecord, Prompt, PromptVersion, RunEvent, Suggestion, utcnow
+from trimloop.evals.report import compare_results
+from trimloop.evals.runner import ItemResult
 from trimloop.evals.stats import items_needed
-from trimloop.optimizer.preflight import check_prompt, fewest_items, problems, resolver
+from trimloop.optimizer.preflight import check_prompt, fewest_for_superiority, fewest_items, problems, resolver
 from trimloop.optimizer.run import create_run, execute_run
 from trimloop.testing.fake_provider import FakeProvider, fake_model
 from trimloop.testing.sentiment import VERBOSE, classify, prompt_text, review
 
 SELF_HOSTED = "acme-selfhosted-8b"  # in no price map, and not configured
+# Distinct inputs enough for the default margin 0.02: 192 holdout items at holdout_fraction 0.6, and a
+# candidate that never disagrees is shown within 0.02 from 189 on at α 0.05 / 2 arms tested
+# (certify_top = 2; 133 at the full α, so 300 inputs were enough before the preflight planned at α / 2).
+ENOUGH = 320
 
 
 def seed_prompt(engine: Any, settings: Settings, *, name: str, model: str, distinct: int, calls: int | None = None,
@@ -73,7 +80,7 @@ def findings_of(engine: Any, settings: Settings, prompt_id: int, **overrides: An
 
 async def test_an_unpriced_model_blocks_the_run_before_any_call_and_says_how_to_price_it(engine, settings,
                                                                                         gateway_for):
-    prompt_id = seed_prompt(engine, settings, name="support-bot", model=SELF_HOSTED, distinct=300, cost=None)
+    prompt_id = seed_prompt(engine, settings, name="support-bot", model=SELF_HOSTED, distinct=ENOUGH, cost=None)
     provider = quiet_provider()
     run = await run_it(engine, settings, prompt_id, gateway_for(provider))
 
@@ -103,19 +110,25 @@ async def test_six_distinct_inputs_say_how_many_the_power_helper_needs(engine, s
 
     assert run.status == "blocked" and provider.attempts == 0 and run.calls_made == 0
     [root] = run.results.problems()
-    wanted = items_needed(margin=0.02, discordance=0.02, alpha=0.05, power=0.8)  # the power helper's plan
+    # The power helper's plan at the level each arm is tested at: α 0.05 / certify_top 2 (549 items; 425 at α).
+    wanted = items_needed(margin=0.02, discordance=0.02, alpha=0.025, power=0.8)
     assert root.code == "too_few_inputs" and root.message.startswith("6 distinct inputs among 31 logged calls (4 in the holdout")
-    assert f"the power helper plans at least {wanted} holdout items at margin 0.02" in root.message
-    assert f"needs {fewest_items(0.02, 0.05)} holdout items" in root.message  # even a perfect candidate
+    assert f"the power helper plans at least {wanted} holdout items at margin 0.02 and α 0.025 " \
+        "(0.05 / 2 candidates tested)" \
+        in root.message
+    floor = fewest_items(0.02, 0.025)  # even a perfect candidate needs it (189; 133 at α)
+    assert f"needs {floor} holdout items at α 0.025 (0.05 / 2 candidates tested)" in root.message
     assert root.data["distinct_inputs"] == 6 and root.data["holdout_needed"] == wanted
-    assert root.data["distinct_inputs_needed"] == -(-wanted // 0.6)
+    assert root.data["distinct_inputs_needed"] == math.ceil(wanted / 0.6) == 915  # 915 × 0.6 = 549 in the holdout
     support = root.data["supported_margin"]
-    assert 0.3 < support < 0.6 and f"the most these items can support is margin {support:g}" in root.message
-    assert items_needed(margin=support, discordance=0.02) <= 4 < items_needed(margin=support - 0.01, discordance=0.02)
+    assert 0.3 < support < 0.6 and f"the most these items can support at that level is margin {support:g}" \
+        in root.message
+    assert items_needed(margin=support, discordance=0.02, alpha=0.025) <= 4 \
+        < items_needed(margin=support - 0.01, discordance=0.02, alpha=0.025)
 
 
 async def test_no_gold_for_gold_evaluators_blocks_and_names_the_feedback_to_use(engine, settings, gateway_for):
-    prompt_id = seed_prompt(engine, settings, name="graded", model="local/gemma3-270m", distinct=300,
+    prompt_id = seed_prompt(engine, settings, name="graded", model="local/gemma3-270m", distinct=ENOUGH,
                             feedback=[{"name": "correct_label", "source": "reviewer"}])
     provider = quiet_provider()
     run = await run_it(engine, settings, prompt_id, gateway_for(provider), evaluators=["exact"])
@@ -123,13 +136,13 @@ async def test_no_gold_for_gold_evaluators_blocks_and_names_the_feedback_to_use(
     assert run.status == "blocked" and provider.attempts == 0
     [root] = run.results.problems()
     assert root.code == "no_gold" and root.message == "evaluator exact compares against gold answers, and none of " \
-                                                      "the 300 items has one"
+                                                      f"the {ENOUGH} items has one"
     assert 'expected_from = "correct_label" in [prompts.graded]' in root.fix and "matches_baseline" in root.fix
 
     # expected_from naming feedback the logs do not carry: the names they do carry, and the line.
     found = findings_of(engine, settings, prompt_id, expected_from="expected")
     gold = found["gold_missing"]
-    assert gold.level == "problem" and "feedback names in its logs: 'correct_label' on 300 logs" in gold.message
+    assert gold.level == "problem" and f"feedback names in its logs: 'correct_label' on {ENOUGH} logs" in gold.message
     assert 'set expected_from = "correct_label"' in gold.fix
     # With it set right, the gold is found and nothing blocks.
     assert found_ok(engine, settings, prompt_id, expected_from="correct_label")
@@ -137,18 +150,18 @@ async def test_no_gold_for_gold_evaluators_blocks_and_names_the_feedback_to_use(
 
 def found_ok(engine: Any, settings: Settings, prompt_id: int, **overrides: Any) -> bool:
     found = findings_of(engine, settings, prompt_id, **overrides)
-    return found["gold"].message == "300 of 300 items carry gold answers (feedback 'correct_label')" and \
+    return found["gold"].message == f"{ENOUGH} of {ENOUGH} items carry gold answers (feedback 'correct_label')" and \
         not problems(list(found.values()))
 
 
 def test_agreement_only_is_a_warning_that_points_at_usable_feedback(engine, settings):
-    prompt_id = seed_prompt(engine, settings, name="agree", model="local/gemma3-270m", distinct=300,
+    prompt_id = seed_prompt(engine, settings, name="agree", model="local/gemma3-270m", distinct=ENOUGH,
                             feedback=[{"name": "correct_label", "source": "reviewer"}])
     found = findings_of(engine, settings, prompt_id)
     warning = found["agreement_only"]
     assert warning.level == "warning" and "agreement with the production model's own outputs" in warning.message
     assert 'expected_from = "correct_label"' in warning.fix
-    bare = seed_prompt(engine, settings, name="bare", model="local/gemma3-270m", distinct=300)
+    bare = seed_prompt(engine, settings, name="bare", model="local/gemma3-270m", distinct=ENOUGH)
     assert "POST /datasets/import" in findings_of(engine, settings, bare)["agreement_only"].fix
 
 
@@ -156,7 +169,7 @@ async def test_unusable_candidate_models_block_the_run_and_say_which_and_why(eng
                                                                              monkeypatch):
     monkeypatch.delenv("PAID_X_KEY", raising=False)
     settings = settings.model_copy(update={"models": {"paid-x": fake_model(0.01, 0.02, api_key_env="PAID_X_KEY")}})
-    prompt_id = seed_prompt(engine, settings, name="cands", model="local/gemma3-270m", distinct=300)
+    prompt_id = seed_prompt(engine, settings, name="cands", model="local/gemma3-270m", distinct=ENOUGH)
     provider = quiet_provider()
     run = await run_it(engine, settings, prompt_id, gateway_for(provider, settings=settings),
                        models=["acme-mystery-3b", "paid-x"])
@@ -216,3 +229,58 @@ async def test_the_issue_case_names_both_causes_price_first(engine, settings, ga
     assert run.status == "blocked" and provider.attempts == 0
     assert [f.code for f in run.results.problems()] == ["baseline_price_unknown", "too_few_inputs"]
     assert "no move produced" not in run.error
+
+
+def zero_disagreements(n: int) -> tuple[list[ItemResult], list[ItemResult]]:
+    """A baseline and a candidate that agree on every one of `n` items (0/1 scores, both kinds)."""
+    baseline = [ItemResult(item_id=i, sample=0, output="x", scores={"label": float(i % 3 > 0)}) for i in range(n)]
+    return baseline, [ItemResult(item_id=r.item_id, sample=0, output="x", scores=dict(r.scores)) for r in baseline]
+
+
+def test_the_preflight_plans_at_the_level_certification_tests_each_arm_at(engine, settings):
+    """certify() tests each of the first certify_top arms at α / certify_top (Bonferroni). A holdout
+    of 60 items is enough at α 0.05 (Tango's bound with no disagreement: −0.046 > −0.05) but not at
+    α 0.025 (−0.060): with certify_top = 2 even a candidate that never disagrees cannot pass, so the
+    preflight must say so before the run spends anything, with the level it planned at and why."""
+    prompt_id = seed_prompt(engine, settings, name="sixty", model="local/gemma3-270m", distinct=100)
+    options = {"margin": 0.05, "alpha": 0.05}
+    found = findings_of(engine, settings, prompt_id, certify_top=2, **options)
+    holdout = next(f for f in found.values() if "holdout" in f.data).data["holdout"]
+    assert holdout == 60
+
+    # The real test certification runs, on a candidate with zero disagreements on those 60 items:
+    baseline, candidate = zero_disagreements(holdout)
+    at = {a: compare_results(baseline, candidate, evaluators=["label"], margin=0.05, alpha=a).verdicts["label"]
+          for a in (0.05, 0.05 / 2)}
+    assert at[0.05].passed and not at[0.05 / 2].passed  # certify_top = 1 passes it, certify_top = 2 cannot
+
+    root = found["too_few_inputs"]  # so the preflight refuses it at certify_top = 2 ...
+    assert root.level == "problem" and problems(list(found.values())) == [root]
+    floor = fewest_items(0.05, 0.025)
+    assert holdout < floor and root.data["holdout_minimum"] == floor and root.data["alpha"] == 0.025
+    assert f"needs {floor} holdout items at α 0.025 (0.05 / 2 candidates tested)" in root.message
+    assert root.data["holdout_needed"] == items_needed(margin=0.05, discordance=0.02, alpha=0.025, power=0.8)
+    assert "certify_top = 1" in root.fix  # one arm tested at the full α: these items are enough for it
+
+    one = findings_of(engine, settings, prompt_id, certify_top=1, **options)  # ... and accepts it at certify_top = 1
+    assert not problems(list(one.values())) and one["few_inputs"].data["alpha"] == 0.05
+    assert one["few_inputs"].data["holdout_minimum"] == fewest_items(0.05, 0.05) <= holdout
+
+
+def test_a_repair_is_planned_at_the_level_its_superiority_test_runs_at(engine, settings):
+    """A repair is certified by the same certify() (α / certify_top): a holdout of 4 items on which
+    a repair wins every item shows a gain of 0.05 at α 0.05 but not at α 0.025."""
+    prompt_id = seed_prompt(engine, settings, name="tiny", model="local/gemma3-270m", distinct=7)
+    found = findings_of(engine, settings, prompt_id, repair=True, min_effect=0.05, certify_top=2)
+    holdout = found["too_few_inputs"].data["holdout"]
+    assert holdout == 4
+    wins = [ItemResult(item_id=i, sample=0, output="x", scores={"label": 1.0}) for i in range(holdout)]
+    losses = [ItemResult(item_id=i, sample=0, output="x", scores={"label": 0.0}) for i in range(holdout)]
+    at = {a: compare_results(losses, wins, evaluators=["label"], margin=-0.05, alpha=a).verdicts["label"]
+          for a in (0.05, 0.025)}
+    assert at[0.05].passed and not at[0.025].passed
+    root = found["too_few_inputs"]
+    assert root.data["holdout_minimum"] == fewest_for_superiority(0.05, 0.025) > holdout
+    assert "at α 0.025 (0.05 / 2 candidates tested)" in root.message
+    one = findings_of(engine, settings, prompt_id, repair=True, min_effect=0.05, certify_top=1)
+    assert one["enough_inputs"].data["holdout_minimum"] == fewest_for_superiority(0.05, 0.05) <= holdout

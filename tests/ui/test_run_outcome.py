@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
-from tests.optimizer.test_preflight import SELF_HOSTED, quiet_provider, run_it, seed_prompt
+from tests.optimizer.test_preflight import ENOUGH, SELF_HOSTED, quiet_provider, run_it, seed_prompt
 from tests.ui.conftest import sign_in
 from trimloop.core.db import session_scope
 from trimloop.core.gateway import Gateway
@@ -20,7 +20,7 @@ from trimloop.core.tables import OptimizationRun
 def blocked_run(engine: Engine, tmp_path: Path) -> int:
     """A real run on a prompt whose model has no price: blocked by the preflight."""
     settings = Settings(home=tmp_path / "home")
-    prompt_id = seed_prompt(engine, settings, name="support-bot", model=SELF_HOSTED, distinct=300, cost=None)
+    prompt_id = seed_prompt(engine, settings, name="support-bot", model=SELF_HOSTED, distinct=ENOUGH, cost=None)
 
     async def go() -> int:
         gateway = Gateway(settings, engine=engine, provider=quiet_provider())

@@ -154,6 +154,12 @@ def anticipated_delta(observed: float, margin: float) -> float:
     return max(min(observed, 0.0), -margin / 2)
 
 
+def arm_level(alpha: float, arms: int) -> float:
+    """The level each arm is tested at when `arms` are tested on the holdout: α / arms
+    (Bonferroni, see `certify`). The preflight plans the holdout at `arm_level(α, certify_top)`."""
+    return alpha / max(1, arms)
+
+
 ALL_ITEMS = 10**6  # "as many as there are": a superiority test whose search gain gives no plan
 
 
@@ -233,7 +239,7 @@ async def certify(*, ranked: Sequence[Arm], run: RunContext, top: int = 2,
         search_baseline = search_baseline | run.control_on(run.search_items)
     margin_of = dict(run.margins)
     tested = list(ranked)[:top]
-    alpha = run.alpha / max(1, len(tested))
+    alpha = arm_level(run.alpha, len(tested))
     keys = run.keys
     order = [items[i] for i in np.random.default_rng(run.seed + 1).permutation(len(items))]
     plans = {arm.candidate.sha: max(planned_items(arm, search_baseline, [k], margin=margin_of.get(k, margin),

@@ -7,7 +7,8 @@ Four checks, root cause first:
   else every candidate is compared with a $0 baseline and none can be cheaper;
 - **data**: enough distinct inputs for the holdout to certify at the run's margin (the power
   helper's numbers, and the margin the data can support); on a repair, enough for the
-  superiority test at its min effect (and the smallest gain the items can show);
+  superiority test at its min effect (and the smallest gain the items can show). All of it at
+  the level certification tests each arm at: α / certify_top (certify.arm_level, Bonferroni);
 - **signal**: gold answers or feedback the evaluators can use, and what to configure if not;
 - **candidates**: which candidate models are unusable (unpriced, no key, unknown) and why.
 
@@ -37,6 +38,7 @@ from trimloop.core.tables import MAX_COST_PER_CALL, Dataset, LogRecord, Prompt
 from trimloop.evals.datasets import dataset_items, default_evaluators, log_rows, production_version, sample_and_split
 from trimloop.evals.evaluators import NamedEvaluator, build_evaluators
 from trimloop.evals.stats import items_needed, tango_bounds
+from trimloop.optimizer.certify import arm_level
 from trimloop.optimizer.config import RunConfig, default_candidate_models, run_config
 from trimloop.optimizer.moves.retarget import typical_price
 
@@ -211,6 +213,29 @@ def resolver(settings: Settings, findings: Sequence[Finding]) -> Callable[[str],
 
 
 # -- data -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Level:
+    """The level certification tests each arm at, and why: α / the arms it tests (certify.certify
+    tests the first certify_top ranked arms, a repair's too). Planned for all certify_top arms: a
+    run whose search ranks fewer tests at a higher level, which only makes passing easier."""
+
+    alpha: float  # α / arms
+    run_alpha: float
+    arms: int
+
+    @classmethod
+    def of(cls, config: RunConfig) -> Level:
+        arms = max(1, config.certify_top)
+        return cls(alpha=arm_level(config.alpha, arms), run_alpha=config.alpha, arms=arms)
+
+    def __str__(self) -> str:
+        """"α 0.025 (0.05 / 2 candidates tested)", or "α 0.05" when one is tested."""
+        return f"α {self.alpha:g}" + (f" ({self.run_alpha:g} / {self.arms} candidates tested)" if self.arms > 1 else "")
+
+    def data(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "run_alpha": self.run_alpha, "arms_tested": self.arms}
+
+
 @lru_cache(maxsize=256)
 def fewest_items(margin: float, alpha: float) -> int:
     """Holdout items below which even a candidate that agrees with the baseline on every item
@@ -304,19 +329,24 @@ def smallest_gain(holdout: int, *, min_effect: float, alpha: float, power: float
 def _repair_data(facts: _Facts) -> Finding:
     """A repair's data check: enough holdout items for the superiority test at the min effect."""
     config = facts.config
+    level = Level.of(config)
     effect = min([config.min_effect, *config.min_effects.values()])
-    floor = fewest_for_superiority(effect, config.alpha)
-    gain = smallest_gain(facts.holdout, min_effect=effect, alpha=config.alpha, power=config.power)
+    floor = fewest_for_superiority(effect, level.alpha)
+    gain = smallest_gain(facts.holdout, min_effect=effect, alpha=level.alpha, power=config.power)
     data = {"distinct_inputs": facts.items, "search": facts.search, "holdout": facts.holdout, "min_effect": effect,
-            "holdout_minimum": floor, "smallest_gain": gain, "source": facts.source}
+            "holdout_minimum": floor, "smallest_gain": gain, "source": facts.source, **level.data()}
     have = f"{facts.items} distinct inputs ({facts.holdout} in the holdout, {facts.search} for the search)"
     if facts.holdout < floor or facts.search < 2:
-        why = (f"even a repair that fixes every item needs {floor} holdout items to be shown better by {effect:g}"
-               if facts.holdout < floor else "the search needs at least 2 items to race candidates")
-        return Finding("problem", "too_few_inputs", f"{have} cannot certify a repair: {why}",
-                       "sync more logs of the production version, or import a larger gold set", data)
-    shown = (f"a repair that gains {gain:g} or more can be shown better by {effect:g} with power {config.power:g}"
-             if gain is not None else f"only a repair that fixes almost every item can be shown better by {effect:g}")
+        why = (f"even a repair that fixes every item needs {floor} holdout items to be shown better by {effect:g} "
+               f"at {level}" if facts.holdout < floor else "the search needs at least 2 items to race candidates")
+        fix = "sync more logs of the production version, or import a larger gold set"
+        if facts.search >= 2 and level.arms > 1 and facts.holdout >= fewest_for_superiority(effect, config.alpha):
+            fix += (f", or test one candidate at the full α {config.alpha:g}: certify_top = 1 in "
+                    f"[prompts.{facts.prompt}]")
+        return Finding("problem", "too_few_inputs", f"{have} cannot certify a repair: {why}", fix, data)
+    shown = (f"a repair that gains {gain:g} or more can be shown better by {effect:g} with power {config.power:g} "
+             f"at {level}" if gain is not None
+             else f"only a repair that fixes almost every item can be shown better by {effect:g} at {level}")
     return Finding("ok", "enough_inputs", f"{have}: {shown}", data=data)
 
 
@@ -327,35 +357,45 @@ def _data(facts: _Facts) -> Finding:
     evaluators = _evaluators(facts) or []
     graded = bool(evaluators) and all(n.evaluator.name in GRADED for n in evaluators)
     margin = min([config.margin, *[config.margins.get(n.key, config.margin) for n in evaluators]])
-    want = planned(margin, alpha=config.alpha, power=config.power, graded=graded)
-    floor = 2 if graded else fewest_items(margin, config.alpha)
-    support = supported_margin(facts.holdout, alpha=config.alpha, power=config.power, graded=graded)
+    level = Level.of(config)
+    want = planned(margin, alpha=level.alpha, power=config.power, graded=graded)
+    floor = 2 if graded else fewest_items(margin, level.alpha)
+    support = supported_margin(facts.holdout, alpha=level.alpha, power=config.power, graded=graded)
     distinct_wanted = math.ceil(want / config.holdout_fraction)
     data = {"distinct_inputs": facts.items, "search": facts.search, "holdout": facts.holdout,
             "margin": margin, "holdout_needed": want, "holdout_minimum": floor,
-            "distinct_inputs_needed": distinct_wanted, "supported_margin": support, "source": facts.source}
+            "distinct_inputs_needed": distinct_wanted, "supported_margin": support, "source": facts.source,
+            **level.data()}
     gold = " with a gold answer" if config.expected_from else ""
     among = f" among {facts.logs} logged calls" if facts.source == "logs" else f" in {facts.source}"
     have = (f"{facts.items} distinct input{'s' if facts.items != 1 else ''}{gold}{among} ({facts.holdout} in the "
             f"holdout, {facts.search} for the search)")
-    plan = (f"the power helper plans at least {want} holdout items at margin {margin:g} "
-            f"(about {distinct_wanted} distinct inputs at holdout_fraction {config.holdout_fraction:g})")
-    can = (f"the most these items can support is margin {support:g}" if support is not None
+    plan = (f"the power helper plans at least {want} holdout items at margin {margin:g} and {level}, "
+            f"about {distinct_wanted} distinct inputs at holdout_fraction {config.holdout_fraction:g}")
+    can = (f"the most these items can support at that level is margin {support:g}" if support is not None
            else "they support no margin below 1")
     more = ("sync more logs of the production version" if facts.source == "logs" else "import a larger gold set")
     wider = (f", or widen the margin: margin = {support:g} in [prompts.{facts.prompt}]"
              if support is not None and support <= USEFUL_MARGIN else
              f" (a margin these items could support, over {USEFUL_MARGIN:g}, would say little about quality)")
+    # Testing one candidate keeps the full α: offered when that alone makes these items enough
+    # (for a perfect candidate when they are too few, for the plan when they are few).
+    single = (f"; or test one candidate at the full α {config.alpha:g}: certify_top = 1 in [prompts.{facts.prompt}]"
+              if level.arms > 1 else "")
     if facts.holdout < floor or facts.search < 2:
-        why = (f"even a candidate that agrees with the baseline on every item needs {floor} holdout items"
+        why = (f"even a candidate that agrees with the baseline on every item needs {floor} holdout items at {level}"
                if facts.holdout < floor else "the search needs at least 2 items to race candidates")
+        one_enough = facts.search >= 2 and facts.holdout >= (2 if graded else fewest_items(margin, config.alpha))
         return Finding("problem", "too_few_inputs", f"{have} cannot certify anything: {why}; {plan}; {can}",
-                       f"{more} (at least {distinct_wanted} distinct inputs){wider}", data)
-    if facts.holdout < want:
-        return Finding("warning", "few_inputs", f"{have}: {plan}, so only a candidate that almost never disagrees "
-                       f"with the baseline can pass; {can}", f"{more} (about {distinct_wanted} distinct inputs){wider}",
+                       f"{more} (at least {distinct_wanted} distinct inputs){wider}{single if one_enough else ''}",
                        data)
-    return Finding("ok", "enough_inputs", f"{have}: enough for margin {margin:g} (the plan needs {want})", data=data)
+    if facts.holdout < want:
+        one_enough = facts.holdout >= planned(margin, alpha=config.alpha, power=config.power, graded=graded)
+        return Finding("warning", "few_inputs", f"{have}: {plan}, so only a candidate that almost never disagrees "
+                       f"with the baseline can pass; {can}",
+                       f"{more} (about {distinct_wanted} distinct inputs){wider}{single if one_enough else ''}", data)
+    return Finding("ok", "enough_inputs", f"{have}: enough for margin {margin:g} at {level}, whose plan needs {want}",
+                   data=data)
 
 
 # -- quality signal --------------------------------------------------------------------------------
