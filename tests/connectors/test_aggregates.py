@@ -142,3 +142,33 @@ def test_the_savings_projection_counts_the_calls_the_reservoir_dropped(engine: E
         prompt_id = session.execute(select(LogRecord.prompt_id)).scalars().first()
         facts = log_facts(session, [], prompt_id=prompt_id)
     assert len(facts.call_times) < 600 and sum(facts.call_weights) == pytest.approx(450 + 150 * 2)
+
+
+def test_records_a_dataset_pins_stay_and_the_rest_are_the_lowest_keys(engine: Engine, tmp_path: Path) -> None:
+    """The trim reads a group once: the record after the last one it deletes sets the threshold. The
+    dataset's records (here those with the highest keys) stay whatever their keys; every other record
+    kept has a lower key than every record dropped, as if the calls had come in any other order."""
+    root = make_store(tmp_path)
+    write_logs(root / "logs" / "calls.jsonl", [log_line(i, feedback=[]) for i in range(20)])
+    sync_connector(engine=engine, connector=files(root), settings=settings(per_day=20), batch_size=10)
+    with engine.begin() as conn:
+        top = conn.execute(select(LogRecord.id, LogRecord.prompt_id, LogRecord.version_id, LogRecord.external_id)
+                           .order_by(LogRecord.sample_key.desc()).limit(3)).all()
+        conn.execute(text("insert into dataset (prompt_id, version_id, name, source, content_hash, seed, config, "
+                          "created_at) values (:p, :v, 'd', 'logs', 'h', 0, '{}', :t)"),
+                     {"p": top[0][1], "v": top[0][2], "t": DAY0})
+        dataset_id = conn.execute(text("select id from dataset")).scalar()
+        conn.execute(DatasetItem.__table__.insert(), [
+            {"dataset_id": dataset_id, "position": k, "split": "search", "inputs": {}, "feedback": [], "log_id": row[0]}
+            for k, row in enumerate(top)])
+    write_logs(root / "logs" / "calls.jsonl", [log_line(i, feedback=[]) for i in range(20, 200)])
+    report = sync_connector(engine=engine, connector=files(root), settings=settings(per_day=20), batch_size=10)
+    assert report.logs_added == 180
+    pinned = {row[3] for row in top}
+    key = {f"call-{i}": reservoir.sample_key("local", f"call-{i}", first=False) for i in range(200)}
+    with engine.connect() as conn:
+        kept = set(conn.execute(select(LogRecord.external_id)).scalars())
+    assert pinned <= kept and 20 <= len(kept) <= 20 + 20 // 10 + 1
+    free = sorted((k for k in key if k not in pinned), key=key.get)
+    assert sorted(kept - pinned, key=key.get) == free[:len(kept - pinned)]
+    assert all(n == stored for n, stored in invariant(engine))

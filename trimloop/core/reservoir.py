@@ -146,7 +146,9 @@ def _in_group(prompt_id: int, version_id: int, day: date) -> list[Any]:
 
 def trim(conn: Connection, groups: Iterable[tuple[int, int, date]], policy: Policy) -> list[dict[str, Any]]:
     """Delete the records with the highest keys from every reservoir in `groups` that grew past
-    `per_day` + slack, back to `per_day`; set its threshold. The records deleted (for the tally)."""
+    `per_day` + slack, back to `per_day`; set its threshold: the highest key among the records left
+    that it could drop (a pinned record stays whatever its key, so a new record above that threshold
+    would be the first dropped anyway). The records deleted (for the tally)."""
     states = _states(conn, groups)
     deleted: list[dict[str, Any]] = []
     for (prompt_id, version_id, day), state in sorted(states.items()):
@@ -154,11 +156,20 @@ def trim(conn: Connection, groups: Iterable[tuple[int, int, date]], policy: Poli
             continue
         where = _in_group(prompt_id, version_id, day)
         excess = state["kept"] - policy.per_day
+        key = func.coalesce(LOG.c.sample_key, 2.0)
+        # one more than it deletes: that record's key is the new threshold, so the group is read once
         rows = [dict(r) for r in conn.execute(
-            select(*DROP_COLUMNS).where(*where, *_not_pinned())
-            .order_by(func.coalesce(LOG.c.sample_key, 2.0).desc(), LOG.c.id.desc()).limit(excess)).mappings()]
+            select(*DROP_COLUMNS, key.label("key")).where(*where, *_not_pinned())
+            .order_by(key.desc(), LOG.c.id.desc()).limit(excess + 1)).mappings()]
+        if len(rows) > excess:
+            threshold = rows.pop()["key"]  # pinned records stay whatever their keys: not a threshold
+        else:  # every record it may drop goes: the pinned ones are left
+            threshold = None
+        for r in rows:
+            del r["key"]
         _delete(conn, [r["id"] for r in rows])
-        threshold = conn.execute(select(func.max(func.coalesce(LOG.c.sample_key, 2.0))).where(*where)).scalar()
+        if threshold is None:
+            threshold = conn.execute(select(func.max(key)).where(*where)).scalar()
         conn.execute(STATE.update().where(STATE.c.id == state["id"]).values(
             kept=state["kept"] - len(rows), threshold=threshold))
         deleted.extend(rows)
