@@ -65,6 +65,8 @@ def write_store(root: Path, calls: int, days: int, versions: int, seed: int = 0)
         folder.mkdir(parents=True)
         (folder / "1.md").write_text(PROMPT.format(n=v), encoding="utf-8")
     (root / "logs").mkdir()
+    if calls == 0:
+        return root
     rng = random.Random(seed)
     start = utcnow() - timedelta(days=days)
     step = days * 86400 / calls
@@ -309,7 +311,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="trimloop-scale-store-") as tmp:
         t0 = time.perf_counter()
-        store = write_store(Path(tmp) / "store", args.calls, args.days, args.versions)
+        # through the receiver the calls are sent as spans: the store holds the prompts only
+        store = write_store(Path(tmp) / "store", args.calls if args.via == "files" else 0, args.days, args.versions)
         generate_s = time.perf_counter() - t0
         passed = [a for a in (argv if argv is not None else sys.argv[1:])]
         for backend in args.backends.split(","):
