@@ -71,6 +71,7 @@ async def test_a_fixed_answer_format_is_a_certified_repair(engine, settings, gat
         assert verdict.margin == -0.05 and verdict.lower > 0.05 and verdict.ok
         gain = evidence.repair.gains["label"]
         assert gain.before < 0.1 and gain.after == 1.0 and gain.lower > 0.5 and gain.n == verdict.n
+        assert evidence.repair.alpha == verdict.alpha  # the level its bounds are at (α / certify_top)
         before, after = evidence.repair.cost_per_call
         assert before > 0 and after > 0 and evidence.repair.cost_change == pytest.approx(after / before - 1)
         assert evidence.repair.baseline_health == "broken" and evidence.repair.health_reasons

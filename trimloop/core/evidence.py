@@ -220,7 +220,7 @@ class RepairSummary(Record):
     call before → after, which may rise (a stronger model); `monthly_cost_change` > 0 is a rise."""
 
     min_effect: float | None = None
-    alpha: float | None = None
+    alpha: float | None = Field(default=None, description="the level the gains' bounds are at: the run's α / certify_top")
     gains: dict[str, QualityGain] = Field(default_factory=dict, description="evaluator key → its gain")
     cost_per_call: list[float | None] = Field(default_factory=list, description="[before, after], $")
     cost_change: float | None = Field(default=None, description="after / before − 1 (+0.4: 40 % dearer)")

@@ -143,7 +143,7 @@ def record_suggestion(
     evidence = Evidence(
         kind=(SuggestionKind.repair if repair is not None else SuggestionKind.latency
               if run.objective is not None and run.objective.kind == "latency" else SuggestionKind.cost),
-        repair=repair_summary(cert=cert, min_effect=repair[0], alpha=run.alpha, savings=savings, health=repair[1])
+        repair=repair_summary(cert=cert, min_effect=repair[0], alpha=cert.alpha, savings=savings, health=repair[1])
         if repair is not None else None,
         changes=changes(baseline, candidate.version),
         lineage=[LineageStep.model_validate(step) for step in candidate.lineage],
