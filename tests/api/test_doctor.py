@@ -134,6 +134,19 @@ def test_a_healthy_workspace_exits_zero_and_says_what_it_checked(healthy: Path) 
         seen["prompt.ready"][0]["message"]
 
 
+def test_a_prompt_whose_records_were_sampled_says_how_many_calls_they_stand_for(tmp_path: Path, home_db: str) -> None:
+    """The reservoir keeps 100 records a day of the 800 calls; the aggregates still count all 800."""
+    write_config(tmp_path, PRICES + "\n[reservoir]\nper_day = 100\n", store=write_store(tmp_path / "store"))
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    assert runner.invoke(app, ["sync"]).exit_code == 0
+    _, report = doctor()
+    ready = findings(report)["prompt.ready"][0]
+    kept = ready["data"]["logs"]
+    assert ready["data"]["calls"] == 800 and kept < 800 and ready["data"]["production_logs"] == kept
+    assert f"{kept} logs ({kept} of that version; 800 calls counted, their full records sampled to these)" in \
+        ready["message"]
+
+
 def test_the_printed_report_groups_lines_and_shows_the_fix(healthy: Path, tmp_path: Path) -> None:
     (healthy / "prompts" / "router").mkdir()
     (healthy / "prompts" / "router" / "1.md").write_text(PROMPT.format(model="acme/big"))

@@ -26,7 +26,8 @@ def test_engineers_get_the_findings_grouped_and_typed(client: TestClient, header
     # big/model has no price, but its logs carry a cost that stands in for the baseline
     assert codes["prices.unknown_logged"]["level"] == "warning"
     assert '[models."big/model"]' in codes["prices.unknown_logged"]["fix"]
-    assert codes["prompt.ready"]["data"] == {"prompt": "triage", "logs": 20, "production_logs": 20, "pending": 0}
+    assert codes["prompt.ready"]["data"] == {"prompt": "triage", "logs": 20, "production_logs": 20, "pending": 0,
+                                              "calls": 20}
     assert sum(body["counts"].values()) == sum(len(s["findings"]) for s in body["sections"])
     assert body["level"] == max((f["level"] for s in body["sections"] for f in s["findings"]),
                                 key=("ok", "warning", "problem").index)

@@ -18,7 +18,7 @@ from trimloop.core.egress import HostNotAllowed
 from trimloop.core.errors import TrimloopError
 from trimloop.core.findings import Finding, ok, problem, warning
 from trimloop.core.settings import Settings
-from trimloop.core.tables import LogRecord, Prompt, PromptVersion
+from trimloop.core.tables import LogRecord, Prompt, PromptVersion, TrafficAggregate
 from trimloop.optimizer import preflight
 from trimloop.optimizer.config import check_run_config, default_candidate_models, run_config
 
@@ -37,6 +37,7 @@ class PromptFacts:
     production: str | None = None  # external version labelled production
     model: str | None = None  # its model
     logs: int = 0  # stored
+    calls: int = 0  # ingested, from the traffic aggregates (the reservoir and retention drop records, not counts)
     production_logs: int = 0  # stored, of the production version
     logs_with_cost: int = 0  # stored with a logged cost
     pending: int = 0  # the next sync would store
@@ -152,6 +153,10 @@ def prompt_facts(engine: Engine | None, previews: dict[str, Preview]) -> dict[st
                 fact.logs_with_cost += with_cost
                 if pid in production and vid == production[pid][0]:
                     fact.production_logs += n
+            for pid, calls in session.exec(select(TrafficAggregate.prompt_id, func.sum(TrafficAggregate.calls))
+                                           .group_by(TrafficAggregate.prompt_id)).all():
+                if pid in prompts:
+                    facts[prompts[pid][0]].calls = round(calls or 0)
     for connector, preview in previews.items():
         for name, seen in preview.prompts.items():
             fact = facts.setdefault(name, PromptFacts(name, connector=connector))
@@ -287,7 +292,8 @@ def _preflight(settings: Settings, fact: PromptFacts, engine: Engine | None) -> 
 
 def _prompt(settings: Settings, fact: PromptFacts) -> list[Finding]:
     name = fact.name
-    data = {"prompt": name, "logs": fact.logs, "production_logs": fact.production_logs, "pending": fact.pending}
+    data = {"prompt": name, "logs": fact.logs, "production_logs": fact.production_logs, "pending": fact.pending,
+            "calls": fact.calls}
     out: list[Finding] = []
     try:
         check_run_config(settings, name)
@@ -314,8 +320,11 @@ def _prompt(settings: Settings, fact: PromptFacts) -> list[Finding]:
                            f"version {fact.production}{waiting}", "check that the calls log the production "
                            "version (or its rendered messages), then `trimloop sync`", **data))
     else:
+        # the reservoir keeps a sample of each day's records: say how many calls they stand for
+        counted = (f"; {fact.calls} calls counted, their full records sampled to these"
+                   if fact.calls > fact.logs else "")
         out.append(ok("prompt.ready", f"{name}: production version {fact.production} on {fact.model}, "
-                      f"{fact.logs} logs ({fact.production_logs} of that version){waiting}", **data))
+                      f"{fact.logs} logs ({fact.production_logs} of that version{counted}){waiting}", **data))
     return out
 
 
