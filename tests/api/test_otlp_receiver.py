@@ -129,6 +129,14 @@ def test_real_exporters_send_real_instrumented_calls_to_serve(fake_openai: str, 
         assert model == "gpt-4o-mini" and version == "1"
         assert input_tokens > 0 and output_tokens > 0 and latency_s > 0
         assert cost is not None and cost > 0  # tokens × the catalog's gpt-4o-mini prices
+    # the docs' setup as an app runs it: a BatchSpanProcessor (one span a request, so each call's span
+    # leaves before the app span naming the prompt), no message content, the TrimloopAttributes processor
+    sent = send(server, fake_openai, "protobuf", "genai-batched", times=1)
+    assert sent == {"spans": 6, "results": ["1:SUCCESS"] * 6}
+    rows = server.logs()
+    assert len(rows) == 9 and all(r[-1] == "1" for r in rows)
+    assert sorted(stored_json(r[1])["ticket"] for r in rows) == sorted(
+        ["I was charged twice", "The app crashes on start", "Where is my invoice?"] * 3)
 
     # what the receiver refuses, with the one error shape
     spans = b'{"resourceSpans": []}'
@@ -145,7 +153,7 @@ def test_real_exporters_send_real_instrumented_calls_to_serve(fake_openai: str, 
     bomb = httpx.post(f"{server.url}/v1/traces", content=gzip.compress(b"{" + b" " * MAX_BODY * 5 + b"}"),
                       headers={"Content-Type": "application/json", "Content-Encoding": "gzip", **server.bearer("ingest")})
     assert bomb.status_code == 413, bomb.text  # small on the wire, over the cap once inflated
-    assert len(server.logs()) == 6
+    assert len(server.logs()) == 9
 
 
 def _export(ids: range) -> bytes:
@@ -241,6 +249,32 @@ def test_protobuf_gzip_and_partial_success(app_client: TestClient, headers: dict
     with engine.connect() as conn:
         ids = conn.execute(text("select external_id from logrecord where connector = 'otlp' order by 1")).scalars().all()
     assert ids == [f"{i:032x}:{i:016x}" for i in range(1, 4)]  # the same ids OTLP/JSON gives
+
+
+def test_a_call_span_exported_before_its_parent_is_rejected_with_the_cause(app_client: TestClient, headers: dict,
+                                                                          engine: Engine, settings: Settings) -> None:
+    """A BatchSpanProcessor can export an LLM span before the span around it that names the prompt:
+    the span is rejected (not stored, not counted) with the reason and the fix, not a generic one."""
+    _prompt_synced(engine, settings)
+    data = json.loads(_export(range(1, 3)))
+    spans = data["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    for span in spans:
+        span["attributes"] = [a for a in span["attributes"] if not a["key"].startswith("trimloop.")]
+    spans[0]["parentSpanId"] = f"{99:016x}"  # its parent went in another export
+    counted = "select coalesce(sum(records), 0) from trafficaggregate"
+    with engine.connect() as conn:
+        before = conn.execute(text(counted)).scalar()
+    reply = app_client.post("/v1/traces", content=json.dumps(data), headers={"Content-Type": "application/json",
+                                                                            **headers["ingest"]})
+    assert reply.status_code == 200, reply.text
+    answer = reply.json()["partialSuccess"]
+    assert answer["rejectedSpans"] == "2"
+    assert f"its parent span {99:016x} was not in this export" in answer["errorMessage"]
+    assert "TrimloopAttributes" in answer["errorMessage"]  # the fix, in the hint
+    assert "records no messages to match against the prompts" in answer["errorMessage"]  # the root span's
+    with engine.connect() as conn:
+        assert conn.execute(text("select count(*) from logrecord where connector = 'otlp'")).scalar() == 0
+        assert conn.execute(text(counted)).scalar() == before
 
 
 @pytest.mark.parametrize("content_type,encoding,body,status,code", [

@@ -136,10 +136,34 @@ def export_items(data: dict[str, Any], where: str) -> Iterator[LogItem | Problem
         attrs = attributes(span.get("attributes"))
         if _is_llm(attrs):
             try:
-                yield _item(span, attrs, by_id, where)
+                item = _item(span, attrs, by_id, where)
+                yield _unnamed(span, item, by_id) or item
             except (ValueError, TypeError, KeyError, OverflowError) as exc:
                 yield Problem(f"{where} span {_hex(span.get('spanId') or span.get('span_id'))}",
                               f"unreadable span: {exc}", "bad_span")
+
+
+def _unnamed(span: dict[str, Any], item: LogItem, by_id: dict[str, Any]) -> Problem | None:
+    """The Problem of an LLM span that names no prompt (no trimloop.prompt on it or an ancestor in
+    this export) and records no messages to match: nothing can tell which prompt it was. Its
+    parent's absence from the export is the usual cause: an SDK's BatchSpanProcessor exports a
+    span when it ends, so a call's span can leave in an earlier export than the span around it."""
+    if item.prompt is not None or item.rendered is not None or item.version_sha:
+        return None
+    parent = _hex(span.get("parentSpanId") or span.get("parent_span_id") or "")
+    copy = ("copy trimloop.* onto each span when it starts (the TrimloopAttributes span processor in "
+            "docs/connectors.md)")
+    if parent and parent not in by_id:
+        return Problem(item.where or item.external_id,
+                       f"LLM span names no prompt and records no messages; its parent span {parent} was not in "
+                       "this export, and trimloop.* attributes are read from the span's ancestors in the same "
+                       "export only", "missing_field",
+                       f"{copy}, or record message content (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true) "
+                       "so the messages are matched to the prompt")
+    return Problem(item.where or item.external_id,
+                   "LLM span names no prompt and records no messages to match against the prompts",
+                   "missing_field", "set trimloop.prompt (and trimloop.prompt.version, trimloop.inputs) on the "
+                   f"span or a span around the call and {copy}, or record message content")
 
 
 def _item(span: dict[str, Any], attrs: dict[str, Any], by_id: dict[str, Any], where: str) -> LogItem:
