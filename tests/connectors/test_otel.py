@@ -145,8 +145,9 @@ def test_old_and_new_gen_ai_names_and_openinference(tmp_path: Path) -> None:
 
 def test_a_span_time_past_year_9999_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     """`startTimeUnixNano` of 10^30 raised OverflowError out of the connector, ending the sync."""
-    ok = span("a" * 16, {"gen_ai.request.model": "m", "gen_ai.system": "openai"})
-    late = {**span("b" * 16, {"gen_ai.request.model": "m", "gen_ai.system": "openai"}),
+    named = {"gen_ai.request.model": "m", "gen_ai.system": "openai", "trimloop.prompt": "triage"}
+    ok = span("a" * 16, named)
+    late = {**span("b" * 16, named),
             "startTimeUnixNano": "1" + "0" * 30}
     (tmp_path / "spans.jsonl").write_text(export(ok, late) + "\n", encoding="utf-8")
     items = list(OtelConnector(name="o", options={"path": str(tmp_path)}).read_logs(cursor=None))

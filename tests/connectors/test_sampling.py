@@ -52,7 +52,7 @@ def test_otel_reads_the_probability_from_the_trace_state(tmp_path: Path) -> None
     assert sampling_probability("ot=th:fd70a3d70a3d71") == pytest.approx(0.01)
     for unknown in (None, "", "ot=p:8", "ot=th:", "ot=th:xyz", "ot=th:" + "f" * 15):
         assert sampling_probability(unknown) is None
-    llm = {"gen_ai.system": "openai", "gen_ai.request.model": "m"}
+    llm = {"gen_ai.system": "openai", "gen_ai.request.model": "m", "trimloop.prompt": "triage"}
     sampled = {**span("a" * 16, llm), "traceState": "ot=th:fd70a3d70a3d71"}
     (tmp_path / "spans.jsonl").write_text(export(sampled, span("b" * 16, llm)) + "\n", encoding="utf-8")
     items = {i.external_id[-16:]: i for i in OtelConnector(name="o", options={"path": str(tmp_path)}).read_logs(
