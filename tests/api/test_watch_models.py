@@ -7,16 +7,24 @@ lowers max_tokens (3 → 2); it is approved and deployed through the API.
 - Fresh traffic it handles as well (new SST-2 sentences, really answered by the deployed version),
   with paired shadow scoring (the old version re-run on the same live inputs through the gateway):
   `holding`, and no alert.
-- The same deployment whose model is swapped behind its name after the deploy (the calls are
-  answered by SmolLM2 135M, well below Gemma on this prompt), with shadow scoring: `regressed`
-  within a bounded number of items, at most 250 (on its own traffic alone, against 160 pre-deploy
-  calls, 200 items were not enough to be sure), the alert delivered to a webhook receiver, `production` rolled back in the files store
-  under policy rollback, and the audit entries written.
+- The same deployment after its provider changes the model behind its name (a test double: the
+  deployed version's real answers, except that one input in four, fixed by its id, now gets a
+  refusal — what a safety-tuning update does), with shadow scoring: `regressed` within a bounded
+  number of items, the alert delivered to a webhook receiver, `production` rolled back in the files
+  store under policy rollback, and the audit entries written.
+
+Why not a real smaller model behind the name: SmolLM2 135M answers this prompt only ~5 points
+below Gemma (0.849 vs 0.898 on 1,621 SST-2 sentences), no more than the 5-point margin, so no
+watch should call that `regressed` (bench.watch: a 5-point drop against a 2-point margin takes a
+median of 700 shadow-scored items); an earlier version of this test passed on the luck of its
+first 200 sentences and failed on another build of llama.cpp.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -175,16 +183,26 @@ def test_fresh_traffic_it_handles_as_well_holds_without_alert(engine, workspace,
         assert session.get(Suggestion, sid).status == "deployed"  # type: ignore[union-attr]
 
 
-def test_a_model_swapped_behind_its_name_regresses_and_is_rolled_back(engine, workspace, receiver, sentences):
+REFUSAL = "I'm sorry, but I can't help with that request."
+
+
+def refuse_some(results: list[Any], items: list[dict[str, str]]) -> list[Any]:
+    """The provider's update: one input in four (fixed by a hash of its id) is refused."""
+    return [dataclasses.replace(r, output=REFUSAL, output_tokens=12)
+            if hashlib.sha256(str(item["id"]).encode()).digest()[0] % 4 == 0 else r
+            for r, item in zip(results, items, strict=True)]
+
+
+def test_a_model_changed_behind_its_name_regresses_and_is_rolled_back(engine, workspace, receiver, sentences):
     folder, settings = workspace
     settings = prompts(settings, on_regression="rollback", shadow_per_day=200)
     sid, version = deploy(engine, settings)
     start = datetime.now(timezone.utc) + timedelta(seconds=1)
     shadow = lambda: Gateway(settings, engine=engine)  # noqa: E731 - the old version, re-run on live inputs
     looks = []
-    for batch in range(10):  # 25 live calls per sync, answered by the model now behind the name
+    for batch in range(8):  # 25 live calls per sync, answered by the model now behind the name
         fresh = sentences[200 + 25 * batch:225 + 25 * batch]
-        results = asyncio.run(answer(settings, "local/smollm2-135m", NEW_PARAMS, fresh))
+        results = refuse_some(asyncio.run(answer(settings, "local/gemma3-270m", NEW_PARAMS, fresh)), fresh)
         with (folder / "logs" / "new.jsonl").open("a") as handle:
             handle.write(log_lines(results, fresh, version, "local/gemma3-270m", start + timedelta(minutes=5 * batch),
                                    f"new{batch}"))
@@ -196,7 +214,7 @@ def test_a_model_swapped_behind_its_name_regresses_and_is_rolled_back(engine, wo
             break
     assert looks[-1].verdict == "regressed" and looks[-1].action == "rolled_back", looks[-1]
     items = 25 * len(looks)
-    assert items <= 250, f"regressed only after {items} items"  # caught at 200 when measured: not on the edge
+    assert items <= 150, f"regressed only after {items} items"  # caught at 75 when measured (0.68 vs 0.92)
     [check] = looks[-1].checks
     assert check["mode"] == "paired" and check["high"] < -0.05 and check["mean_new"] < check["mean_old"]
     labels = yaml.safe_load((folder / "prompts" / "sentiment" / "labels.yaml").read_text())
