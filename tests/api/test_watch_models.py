@@ -16,8 +16,8 @@ lowers max_tokens (3 → 2); it is approved and deployed through the API.
 Why not a real smaller model behind the name: SmolLM2 135M answers this prompt only ~5 points
 below Gemma (0.849 vs 0.898 on 1,621 SST-2 sentences), no more than the 5-point margin, so no
 watch should call that `regressed` (bench.watch: a 5-point drop against a 2-point margin takes a
-median of 700 shadow-scored items); an earlier version of this test passed on the luck of its
-first 200 sentences and failed on another build of llama.cpp.
+median of 700 shadow-scored items); an earlier version of this test passed in earlier CI runs and
+then, with the same code, was inconclusive at 200 items (0.84 vs 0.91, high +0.033).
 """
 
 from __future__ import annotations
@@ -93,6 +93,16 @@ def log_lines(results: list[Any], items: list[dict[str, str]], version: str, mod
         "cost": r.cost, "latency_s": r.latency_s, "called_at": (start + timedelta(seconds=5 * k)).isoformat(),
         "feedback": [{"name": "expected", "value": item["label"], "source": "reviewer"}]}) + "\n"
         for k, (r, item) in enumerate(zip(results, items, strict=True)))
+
+
+REFUSAL = "I'm sorry, but I can't help with that request."
+
+
+def refuse_some(results: list[Any], items: list[dict[str, str]]) -> list[Any]:
+    """The provider's update: one input in four (fixed by a hash of its id) is refused."""
+    return [dataclasses.replace(r, output=REFUSAL, output_tokens=12)
+            if hashlib.sha256(str(item["id"]).encode()).digest()[0] % 4 == 0 else r
+            for r, item in zip(results, items, strict=True)]
 
 
 @pytest.fixture(scope="module")
@@ -181,16 +191,6 @@ def test_fresh_traffic_it_handles_as_well_holds_without_alert(engine, workspace,
         watch = session.exec(select(Watch).where(Watch.suggestion_id == sid)).one()
         assert watch.shadow_items == 200 and watch.shadow_cost > 0
         assert session.get(Suggestion, sid).status == "deployed"  # type: ignore[union-attr]
-
-
-REFUSAL = "I'm sorry, but I can't help with that request."
-
-
-def refuse_some(results: list[Any], items: list[dict[str, str]]) -> list[Any]:
-    """The provider's update: one input in four (fixed by a hash of its id) is refused."""
-    return [dataclasses.replace(r, output=REFUSAL, output_tokens=12)
-            if hashlib.sha256(str(item["id"]).encode()).digest()[0] % 4 == 0 else r
-            for r, item in zip(results, items, strict=True)]
 
 
 def test_a_model_changed_behind_its_name_regresses_and_is_rolled_back(engine, workspace, receiver, sentences):
