@@ -141,7 +141,8 @@ def via_receiver(url: str, engine: Any, store: Path, tmp: Path, args: argparse.N
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMLOOP_")}
     env.update(TRIMLOOP_HOME=str(tmp / "home"), TRIMLOOP_DATABASE_URL=url, TRIMLOOP_API__PORT=str(port),
-               TRIMLOOP_RESERVOIR__PER_DAY=str(args.per_day))
+               TRIMLOOP_RESERVOIR__PER_DAY=str(args.per_day),
+               TRIMLOOP_RESERVOIR__HEADROOM=str(args.headroom))
     server = subprocess.Popen([sys.executable, "-c", "from trimloop.api.cli import main; main()", "serve",
                                "--no-scheduler"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
@@ -208,7 +209,7 @@ def run_backend(backend: str, store: Path, args: argparse.Namespace) -> dict[str
                 if t0 is not None:
                     longest[phase["now"]] = max(longest[phase["now"]], (time.perf_counter() - t0) * 1000)
 
-            settings = Settings(reservoir={"per_day": args.per_day})
+            settings = Settings(reservoir={"per_day": args.per_day, "headroom": args.headroom})
             t0 = time.perf_counter()
             import_litellm()  # the price catalog: loaded once per process, before any ingest
             catalog_s = time.perf_counter() - t0
@@ -273,7 +274,7 @@ def run_backend(backend: str, store: Path, args: argparse.Namespace) -> dict[str
                 with psycopg.connect(drop[0], autocommit=True) as conn:
                     conn.execute(f"DROP DATABASE IF EXISTS {drop[1]} WITH (FORCE)")
     return {
-        "via": args.via, "calls": args.calls, "records_per_s": round(args.calls / ingest_s),
+        "via": args.via, "calls": args.calls, "headroom": args.headroom, "records_per_s": round(args.calls / ingest_s),
         "ingest_s": round(ingest_s, 1), "ingest_cpu_s": None if ingest_cpu_s is None else round(ingest_cpu_s, 1),
         "price_catalog_load_s": round(catalog_s, 1), "peak_rss_mb": round(rss, 1), "db_mb": round(size / 2**20, 1),
         "report_p50_ms": round(_pct(latencies, 0.5), 1), "report_p99_ms": round(_pct(latencies, 0.99), 1),
@@ -293,6 +294,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--versions", type=int, default=50)
     parser.add_argument("--per-day", type=int, default=2000, help="reservoir: full records per version per day")
+    parser.add_argument("--headroom", type=float, default=1.5,
+                        help="reservoir.headroom: 0 writes every record the reservoir may keep, then trims")
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=10, help="report requests per client")

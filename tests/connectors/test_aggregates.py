@@ -3,7 +3,7 @@ version per day, aggregates = recount of the records kept + those dropped, reten
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -171,4 +171,102 @@ def test_records_a_dataset_pins_stay_and_the_rest_are_the_lowest_keys(engine: En
     assert pinned <= kept and 20 <= len(kept) <= 20 + 20 // 10 + 1
     free = sorted((k for k in key if k not in pinned), key=key.get)
     assert sorted(kept - pinned, key=key.get) == free[:len(kept - pinned)]
+    assert all(n == stored for n, stored in invariant(engine))
+
+
+def days_of_calls(root: Path, counts: list[int], *, first_day: int = 0, feedback_every: int = 0) -> None:
+    """counts[k] calls spread over day first_day + k (ids day-d-j); feedback on every feedback_every-th."""
+    lines = []
+    for d, n in enumerate(counts, start=first_day):
+        for j in range(n):
+            at = DAY0 + timedelta(days=d, seconds=j * 86400 // n)
+            fb = [{"name": "thumbs", "value": 1}] if feedback_every and j % feedback_every == 0 else []
+            lines.append(log_line(0, id=f"day-{d}-{j}", called_at=at.isoformat().replace("+00:00", "Z"), feedback=fb))
+    write_logs(root / "logs" / "calls.jsonl", lines)
+
+
+def kept_by_day(engine: Engine) -> dict[str, list[str]]:
+    """Each day's stored records, lowest sample key first."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(LogRecord.external_id).order_by(LogRecord.sample_key, LogRecord.id)).scalars()
+        out: dict[str, list[str]] = {}
+        for external_id in rows:
+            out.setdefault(external_id.split("-")[1], []).append(external_id)
+    return out
+
+
+def lowest_keys(external_ids: list[str], first: set[str]) -> list[str]:
+    return sorted(external_ids, key=lambda e: reservoir.sample_key("local", e, first=e in first))
+
+
+def spy_admit(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """Every record `admit` lets through to be written."""
+    written: list[dict] = []
+    admit = reservoir.admit
+
+    def spy(conn, rows, policy):  # type: ignore[no-untyped-def]
+        stored, dropped = admit(conn, rows, policy)
+        written.extend(stored)
+        return stored, dropped
+
+    monkeypatch.setattr(reservoir, "admit", spy)
+    return written
+
+
+def test_a_day_its_version_s_earlier_days_predict_drops_records_unwritten_keeping_the_same_lowest_keys(
+        engine: Engine, tmp_path: Path, make_db_url, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three days of 300 calls, 40 kept a day. Day 2's history is day 1 (a complete day: day 0 has
+    calls too), so its records above 1 + 40 × 1.5 / 300 = 1.2 are dropped without being written;
+    each day still keeps its lowest keys, the same ones as with the estimate off (headroom 0)."""
+    from trimloop.core.db import make_engine, upgrade
+
+    written: dict[float, list[dict]] = {}
+    kept: dict[float, dict[str, list[str]]] = {}
+    for headroom in (1.5, 0):
+        url = make_db_url()
+        upgrade(url)
+        other = make_engine(url)
+        root = make_store(tmp_path / f"store-{headroom}")
+        added = 0
+        with monkeypatch.context() as patch:
+            written[headroom] = spy_admit(patch)
+            for first_day, counts in ((0, [300, 300]), (2, [300])):  # two syncs: days 0-1, then day 2
+                days_of_calls(root, counts, first_day=first_day, feedback_every=100)
+                added += sync_connector(engine=other, connector=files(root), batch_size=50,
+                                        settings=Settings(reservoir={"per_day": 40, "headroom": headroom})).logs_added
+        assert added == 900
+        kept[headroom] = kept_by_day(other)
+        assert all(n == stored for n, stored in invariant(other))
+        other.dispose()
+    first = {f"day-{d}-{j}" for d in range(3) for j in (0, 100, 200)}
+    for day in ("0", "1", "2"):
+        every = lowest_keys([f"day-{day}-{j}" for j in range(300)], first)
+        for headroom in (1.5, 0):
+            assert 40 <= len(kept[headroom][day]) <= 40 + 40 // 10 + 1
+            assert kept[headroom][day] == every[:len(kept[headroom][day])]  # the day's lowest keys
+    day_2 = [r for r in written[1.5] if r["external_id"].startswith("day-2-")]
+    assert all(r["sample_key"] <= 1 + 40 * 1.5 / 300 for r in day_2)
+    assert len(day_2) < 40 * 1.5 + 15  # ~ the 60 below the threshold
+    exact_day_2 = [r for r in written[0] if r["external_id"].startswith("day-2-")]
+    assert len(exact_day_2) > 100  # without the estimate: 40 + about 40 × ln(300 / 40) written
+    assert {r["external_id"] for r in day_2 if r["external_id"] in first} == {"day-2-0", "day-2-100", "day-2-200"}
+
+
+def test_a_day_with_far_fewer_calls_than_its_history_keeps_every_record_below_the_estimate(
+        engine: Engine, tmp_path: Path) -> None:
+    """Day 2 brings 50 calls after two days of 300: the estimate (300) says keep keys below 1.2, so
+    the day keeps the ~10 records below it, not 40 — still its lowest keys, every call counted."""
+    root = make_store(tmp_path)
+    added = 0
+    for first_day, counts in ((0, [300, 300]), (2, [50])):
+        days_of_calls(root, counts, first_day=first_day)
+        added += sync_connector(engine=engine, connector=files(root), batch_size=50,
+                                settings=Settings(reservoir={"per_day": 40, "headroom": 1.5})).logs_added
+    assert added == 650
+    day_2 = kept_by_day(engine)["2"]
+    below = [e for e in lowest_keys([f"day-2-{j}" for j in range(50)], set())
+             if reservoir.sample_key("local", e, first=False) <= 1.2]
+    assert day_2 == below and 0 < len(day_2) < 40
+    with engine.connect() as conn:
+        assert traffic.sums(conn, by=("day",))[(date(2025, 6, 3),)].records == 50
     assert all(n == stored for n, stored in invariant(engine))

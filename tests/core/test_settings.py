@@ -61,3 +61,14 @@ def test_request_turns_set_in_the_environment_win_over_the_core_count(monkeypatc
     monkeypatch.setattr("trimloop.core.settings.os.cpu_count", lambda: 2)
     monkeypatch.setenv("TRIMLOOP_API__CONCURRENT_REQUESTS", "16")
     assert load_settings().api.concurrent_requests == 16
+
+
+def test_a_reservoir_headroom_between_zero_and_one_is_refused(tmp_path, monkeypatch):
+    """Headroom below 1 would drop records a usual day's reservoir keeps: only 0 (off) or ≥ 1."""
+    (tmp_path / "trimloop.toml").write_text("[reservoir]\nheadroom = 0.5\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "reservoir.headroom" in info.value.message and "at least 1" in info.value.message
+    monkeypatch.setenv("TRIMLOOP_RESERVOIR__HEADROOM", "0")
+    (tmp_path / "trimloop.toml").write_text("")
+    assert load_settings().reservoir.headroom == 0

@@ -222,6 +222,19 @@ class ReservoirSettings(BaseModel):
     seed: int = Field(default=0, ge=0, description="seed of the hash that picks which records are kept")
     sweep_batch: int = Field(default=500, ge=1, le=100_000,
                              description="records deleted per transaction by the retention sweep")
+    headroom: float = Field(
+        default=1.5, ge=0,
+        description="drop a record at once, unwritten, when its key is above the share of the day the "
+                    "reservoir would keep if the day had its version's fewest calls of the last 7 days ÷ "
+                    "headroom; 0: never (every record the reservoir may keep is written, then trimmed)")
+
+    @field_validator("headroom")
+    @classmethod
+    def _headroom(cls, value: float) -> float:
+        if 0 < value < 1:
+            raise ValueError("headroom must be 0 (off) or at least 1 (1.5: a day with two thirds of its "
+                             "version's usual calls still fills its reservoir)")
+        return value
 
 
 class Settings(BaseSettings):
