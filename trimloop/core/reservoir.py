@@ -109,13 +109,10 @@ def admit(conn: Connection, rows: list[dict[str, Any]], policy: Policy) -> tuple
     groups = {_group(r) for r in rows}
     states = _states(conn, groups)
     expected = expected_thresholds(conn, groups, policy)
-    limits: dict[tuple[int, int, date], float] = {}
-    for g in groups:
-        state = states.get(g)
-        if state is not None and state["threshold"] is not None and state["kept"] >= policy.per_day:
-            limits[g] = min(state["threshold"], expected.get(g, 2.0))
-        elif g in expected:
-            limits[g] = expected[g]
+    limits = dict(expected)  # the lower of the two where both apply
+    for g, state in states.items():
+        if state["threshold"] is not None and state["kept"] >= policy.per_day:
+            limits[g] = min(state["threshold"], limits.get(g, state["threshold"]))
     stored, dropped = [], []
     for r in rows:
         limit = limits.get(_group(r))

@@ -224,9 +224,9 @@ class ReservoirSettings(BaseModel):
                              description="records deleted per transaction by the retention sweep")
     headroom: float = Field(
         default=1.5, ge=0,
-        description="drop a record at once, unwritten, when its key is above the share of the day the "
-                    "reservoir would keep if the day had its version's fewest calls of the last 7 days ÷ "
-                    "headroom; 0: never (every record the reservoir may keep is written, then trimmed)")
+        description="drop a record unwritten when its key is above the share per_day × headroom of its "
+                    "version's fewest calls a day (last 7 complete days); 0: never (every record the "
+                    "reservoir may keep is written, then trimmed)")
 
     @field_validator("headroom")
     @classmethod
