@@ -211,52 +211,6 @@ def test_a_crash_midway_then_rerun_gives_the_same_store(engine: Engine, tmp_path
     clean.dispose()
 
 
-class Counted(FilesConnector):
-    """Counts the log items it has handed out and notes when its stream is closed."""
-
-    read = 0
-    closed = False
-
-    def read_logs(self, *, cursor: str | None) -> Iterator[LogItem | Problem | Checkpoint]:
-        try:
-            for item in super().read_logs(cursor=cursor):
-                if isinstance(item, LogItem):
-                    self.read += 1
-                yield item
-        finally:
-            self.closed = True
-
-
-def test_a_failed_write_stops_the_reading_ahead_and_closes_the_stream(engine: Engine, tmp_path: Path) -> None:
-    """Logs are read in a second thread, one batch ahead of the writes: when a write fails, the sync
-    raises that error, keeps the batches committed before it, and the reading stops (it does not run
-    on through the stream) with the stream closed."""
-    root = make_store(tmp_path / "store")
-    write_logs(root / "logs" / "a.jsonl", [log_line(i) for i in range(20000)])
-    counted = Counted(name="local", options={"path": str(root)})
-
-    moves = []
-
-    def fail_second_batch(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        if statement.lstrip().upper().startswith("UPDATE CONNECTORCURSOR"):  # each batch moves its cursor
-            moves.append(statement)
-            if len(moves) == 2:
-                raise RuntimeError("disk full")
-
-    event.listen(engine, "before_cursor_execute", fail_second_batch)
-    try:
-        with pytest.raises(RuntimeError, match="disk full"):
-            sync_connector(engine=engine, connector=counted, batch_size=1000)
-    finally:
-        event.remove(engine, "before_cursor_execute", fail_second_batch)
-    [(kept,)] = rows(engine, "select sum(records) from trafficaggregate")
-    assert 1000 <= kept < 20000  # the first batch committed, the failed one rolled back
-    assert counted.closed
-    # read no further than: the batch committed, the one that failed, one waiting, one being read
-    # (a batch ends at the first checkpoint after 1,000 records)
-    assert counted.read <= 5000
-
-
 def test_a_line_still_being_written_waits_for_the_next_sync(engine: Engine, tmp_path: Path) -> None:
     root = make_store(tmp_path)
     log = root / "logs" / "calls.jsonl"

@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 import math
-import queue
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -69,14 +67,6 @@ class SyncReport:
         self.skipped[problem.reason] += 1
         if len(self.problems) < MAX_KEPT_PROBLEMS:
             self.problems.append(problem)
-
-    def merge(self, part: SyncReport) -> None:
-        """Add what `part` counted (a committed write, or what a reading thread found) to this report."""
-        for name in ("prompts_added", "versions_added", "labels_changed", "logs_added", "logs_already_synced"):
-            setattr(self, name, getattr(self, name) + getattr(part, name))
-        self.skipped.update(part.skipped)
-        self.problems.extend(part.problems[:MAX_KEPT_PROBLEMS - len(self.problems)])
-        self.looked.extend(part.looked)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -266,82 +256,27 @@ def _take(item: LogItem, batch: list[tuple[LogItem, int, int | None, dict[str, A
 def _sync_logs(engine: Engine, connector: Connector, report: SyncReport, *, full: bool,
                batch_size: int, sample_rate: float | None = None, check: PriceCheck | None = None,
                policy: Policy | None = None) -> None:
-    """Read, check and resolve the connector's logs in a second thread while this one writes the
-    batch before: the writes spend much of their time in the database driver, which lets go of the
-    GIL (SQLite's steps and checkpoints, PostgreSQL's round trips). One batch is read ahead at most;
-    batches are written in the order read, each with the cursor that covers it, so a sync that stops
-    keeps what it committed and nothing after, as before."""
     policy = policy or Policy()
     with engine.connect() as conn:
         cursor = None if full else read_cursor(conn, connector.name, LOGS_STREAM)
         resolver = Resolver.load(conn)
         names = dict(conn.execute(select(Prompt.id, Prompt.name)).all()) if check is not None else {}
-    ahead: queue.Queue[_Chunk | BaseException] = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def put(entry: _Chunk | BaseException) -> bool:
-        """Hand `entry` over, waiting while the writer is busy; False once the writer has stopped."""
-        while not stop.is_set():
-            try:
-                ahead.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
-        chunk = _Chunk(SyncReport(connector=connector.name))
-        logs: Iterable[LogItem | Checkpoint | Looked | Problem] = ()
-        try:
-            logs = connector.read_logs(cursor=cursor)
-            for item in logs:
-                if isinstance(item, LogItem):
-                    _take(item, chunk.batch, chunk.report, resolver, names, check, sample_rate)
-                elif isinstance(item, Checkpoint):
-                    chunk.cursor = item.cursor
-                    if len(chunk.batch) >= batch_size:
-                        if not put(chunk):
-                            return
-                        chunk = _Chunk(SyncReport(connector=connector.name), cursor=chunk.cursor)
-                elif isinstance(item, Looked):
-                    chunk.report.looked.append(item)
-                else:
-                    chunk.report.add_problem(item)
-            chunk.last = True
-            put(chunk)
-        except BaseException as exc:  # raised again by the writing thread, after the batches read before it
-            put(exc)
-        finally:
-            close = getattr(logs, "close", None)
-            if close is not None:
-                close()
-
-    reader = threading.Thread(target=read, name=f"trimloop-sync-read-{connector.name}", daemon=True)
-    reader.start()
-    try:
-        while True:
-            entry = ahead.get()
-            if isinstance(entry, BaseException):
-                raise entry
-            report.merge(entry.report)
-            if entry.batch or entry.cursor is not None or not entry.last:
-                _flush(engine, connector.name, entry.batch, entry.cursor, report, policy)
-            if entry.last:
-                return
-    finally:
-        stop.set()
-        reader.join()
-
-
-@dataclass
-class _Chunk:
-    """What the reading thread hands the writing one: records resolved since the last batch, the
-    newest cursor read, and the problems and places read with them."""
-
-    report: SyncReport
-    batch: list[tuple[LogItem, int, int | None, dict[str, Any]]] = field(default_factory=list)
-    cursor: str | None = None  # the newest checkpoint read so far, written with the batch
-    last: bool = False  # the stream ended
+    batch: list[tuple[LogItem, int, int | None, dict[str, Any]]] = []
+    last_cursor: str | None = None
+    for item in connector.read_logs(cursor=cursor):
+        if isinstance(item, LogItem):
+            _take(item, batch, report, resolver, names, check, sample_rate)
+        elif isinstance(item, Checkpoint):
+            last_cursor = item.cursor
+            if len(batch) >= batch_size:
+                _flush(engine, connector.name, batch, last_cursor, report, policy)
+                batch = []
+        elif isinstance(item, Looked):
+            report.looked.append(item)
+        else:
+            report.add_problem(item)
+    if last_cursor is not None or batch:
+        _flush(engine, connector.name, batch, last_cursor, report, policy)
 
 
 def _limits(table: Any, fields: dict[str, str]) -> dict[str, tuple[str, int]]:
@@ -499,7 +434,10 @@ def _concurrently(report: SyncReport, write: Callable[[SyncReport], None]) -> No
             if last:
                 raise
             continue
-        report.merge(attempt)
+        for name in ("prompts_added", "versions_added", "labels_changed", "logs_added", "logs_already_synced"):
+            setattr(report, name, getattr(report, name) + getattr(attempt, name))
+        report.skipped.update(attempt.skipped)
+        report.problems.extend(attempt.problems[:MAX_KEPT_PROBLEMS - len(report.problems)])
         return
 
 
