@@ -179,7 +179,7 @@ def _item(span: dict[str, Any], attrs: dict[str, Any], by_id: dict[str, Any], wh
         version=_text(link.get("trimloop.prompt.version") or attrs.get("llm.prompt_template.version")),
         inputs=inputs if isinstance(inputs, dict) else None,
         latency_s=(end - start) / 1e9, **llm_fields(attrs),
-        meta={"trace_id": trace_id, "span_id": span_id, "span_name": span.get("name"), **_params(attrs)},
+        meta={"span_name": span.get("name"), **_params(attrs)},  # trace and span ids: in external_id
         where=f"{where} span {span_id}",
         sample_rate=sampling_probability(span.get("traceState") or span.get("trace_state")),
     )

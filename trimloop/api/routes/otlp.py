@@ -29,6 +29,7 @@ from fastapi import APIRouter, Request, Response
 from trimloop.api.auth import EngineDep, Ingester, SettingsDep
 from trimloop.api.errors import ApiError
 from trimloop.api.limits import BodyTooLarge
+from trimloop.connectors.base import LogItem, Problem
 from trimloop.connectors.otel import export_items
 from trimloop.connectors.otlp import decode_traces
 from trimloop.connectors.sync import SyncReport, ingest_logs
@@ -83,19 +84,27 @@ async def receive_traces(request: Request, _: Ingester, settings: SettingsDep, e
                        headers={"Retry-After": "1"})
     try:
         body = await request.body()
-        if encoding == "gzip":
-            body = _gunzip(body, settings.api.max_body_bytes)
-        try:
-            data = decode_traces(body, protobuf=kind == PROTOBUF)
-        except ValueError as exc:
-            raise ApiError(400, "invalid_otlp", str(exc), where="request body",
-                           hint="send an ExportTraceServiceRequest, as the OTLP/HTTP exporters do") from None
-        items = list(export_items(data, "POST /v1/traces"))
+        # inflating, decoding and mapping a batch take tens of ms: in a worker thread, so the other
+        # requests on this process are not held, and outside the writer lock, so the next batch is
+        # decoded while this one is written
+        items = await anyio.to_thread.run_sync(_items, body, kind, encoding, settings.api.max_body_bytes)
         report = await anyio.to_thread.run_sync(
             queue.write, lambda: ingest_logs(engine=engine, source=SOURCE, items=items, settings=settings))
     finally:
         queue.release()
     return _answer(report, kind)
+
+
+def _items(body: bytes, kind: str, encoding: str, limit: int) -> list[LogItem | Problem]:
+    """The LogItems of one request body (400 when it does not decode, 413 when it inflates too far)."""
+    if encoding == "gzip":
+        body = _gunzip(body, limit)
+    try:
+        data = decode_traces(body, protobuf=kind == PROTOBUF)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_otlp", str(exc), where="request body",
+                       hint="send an ExportTraceServiceRequest, as the OTLP/HTTP exporters do") from None
+    return list(export_items(data, "POST /v1/traces"))
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:
