@@ -9,6 +9,7 @@ import pytest
 from tests.connectors.helpers import log_line
 from trimloop.connectors import files_logs
 from trimloop.connectors.files_logs import full_path, parse_line
+from trimloop.connectors.sync import unstorable
 
 
 @pytest.mark.parametrize("line", [
@@ -21,6 +22,21 @@ def test_fast_path_matches_the_full_validator(line: str) -> None:
     raw = line.encode()
     fast = files_logs._fast_path(raw, "x:1")
     assert fast is not None and fast == full_path(raw, "x:1") == parse_line(raw, "x:1")
+
+
+def test_a_fast_path_line_without_a_nul_escape_skips_the_nul_walk() -> None:
+    """JSON holds a NUL only as the escape \\u0000 and no number that is inf or nan (orjson refuses
+    them), so a line without that escape needs no walk through its strings; one with it does."""
+    plain = files_logs._fast_path(log_line(1, meta={"a": [{"b": "c"}]}).encode(), "x:1")
+    nul = files_logs._fast_path(log_line(2, meta={"a": [{"b": "c\u0000"}]}).encode(), "x:2")
+    escaped = files_logs._fast_path(log_line(3, meta={"a": "\\u0000"}).encode(), "x:3")  # a backslash, no NUL
+    assert plain is not None and plain.plain_text and unstorable("x:1", plain) is None
+    assert nul is not None and not nul.plain_text
+    problem = unstorable("x:2", nul)
+    assert problem is not None and (problem.reason, problem.where) == ("nul_character", "x:2")
+    assert problem.message.startswith("meta.a[0].b contains")
+    assert escaped is not None and not escaped.plain_text and unstorable("x:3", escaped) is None
+    assert not full_path(log_line(4).encode(), "x:4").plain_text  # only the fast path says so
 
 
 @pytest.mark.parametrize("change", [

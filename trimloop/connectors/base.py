@@ -70,6 +70,9 @@ class LogItem:
     cache_write_tokens: int | None = None
     reasoning_tokens: int | None = None
     batch: bool = False
+    # the reader knows that no string holds a NUL and no number is inf or nan (a JSON line with no
+    # \u0000 escape: JSON has neither a raw NUL nor a non-finite number); sync then skips that walk
+    plain_text: bool = field(default=False, compare=False)
 
     def set_usage(self, usage: TokenUsage) -> "LogItem":
         """Take the token classes of `usage` (what the source reported; None leaves a field as it is)."""

@@ -233,6 +233,7 @@ def _fast_path(raw: bytes, where: str) -> LogItem | None:
         latency_s=latency, meta=meta, where=where, sample_rate=rate, cached_input_tokens=cached,
         cache_write_tokens=written, reasoning_tokens=reasoning, batch=batch,
         feedback=[{"name": f["name"], "value": f["value"], "source": f.get("source", "user")} for f in feedback],
+        plain_text=b"\\u0000" not in raw,
     )
 
 

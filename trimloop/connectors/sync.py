@@ -327,6 +327,8 @@ def unstorable(where: str, item: LogItem) -> Problem | None:
         if value is not None and not (type(value) is int and 0 <= value <= MAX_TOKENS):
             return Problem(where, f"{attr} is {value!r}; it must be a whole number from 0 to {MAX_TOKENS}",
                            "out_of_range", f"check the {attr} in the source")
+    if item.plain_text:
+        return None
     fields = {"id": item.external_id, "prompt": item.prompt, "version": item.version, "output": item.output,
               "model": item.model, "inputs": item.inputs, "messages": item.rendered,
               "feedback": item.feedback, "meta": item.meta}
