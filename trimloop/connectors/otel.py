@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -298,10 +299,13 @@ def _text(value: Any) -> str | None:
     return str(value) if value is not None else None
 
 
+_HEX_ID = re.compile(r"[0-9a-fA-F]{16}(?:[0-9a-fA-F]{16})?")
+
+
 def _hex(value: Any) -> str:
     """Span and trace ids: hex in OTLP/JSON, base64 in protobuf's JSON mapping; hex either way."""
     text = str(value or "")
-    if text and all(c in "0123456789abcdefABCDEF" for c in text) and len(text) in (16, 32):
+    if _HEX_ID.fullmatch(text):
         return text.lower()
     try:
         return base64.b64decode(text, validate=True).hex()

@@ -26,8 +26,11 @@ def any_value(value: Any) -> Any:
     return None
 
 
-def attributes(items: list[dict[str, Any]] | None) -> dict[str, Any]:
-    """`[{"key": k, "value": AnyValue}]` as a dict."""
+def attributes(items: list[dict[str, Any]] | dict[str, Any] | None) -> dict[str, Any]:
+    """`[{"key": k, "value": AnyValue}]` as a dict; a dict is flat already (decode_traces builds
+    protobuf attributes that way)."""
+    if type(items) is dict:
+        return items
     return {item.get("key"): any_value(item.get("value")) for item in items or [] if isinstance(item, dict)}
 
 
@@ -65,28 +68,29 @@ def decode_traces(body: bytes, *, protobuf: bool) -> dict[str, Any]:
 
 
 def _request_dict(message: Any) -> dict[str, Any]:
-    """The OTLP/JSON shape of a protobuf request, with only what the mapping reads."""
+    """The OTLP/JSON shape of a protobuf request, with only what the mapping reads; attributes as
+    the flat dict `attributes` returns (a list of AnyValue dicts would only be flattened again)."""
     return {"resourceSpans": [{"scopeSpans": [{"spans": [{
         "traceId": span.trace_id.hex(), "spanId": span.span_id.hex(), "parentSpanId": span.parent_span_id.hex(),
         "name": span.name, "traceState": span.trace_state, "startTimeUnixNano": span.start_time_unix_nano,
-        "endTimeUnixNano": span.end_time_unix_nano, "attributes": _pairs(span.attributes),
+        "endTimeUnixNano": span.end_time_unix_nano, "attributes": _flat(span.attributes),
     } for span in scope.spans]} for scope in resource.scope_spans]} for resource in message.resource_spans]}
 
 
-def _pairs(items: Any) -> list[dict[str, Any]]:
-    return [{"key": item.key, "value": _any(item.value)} for item in items]
+def _flat(items: Any) -> dict[str, Any]:
+    return {item.key: _plain(item.value) for item in items}
 
 
-_SCALAR = {"string_value": "stringValue", "int_value": "intValue", "double_value": "doubleValue",
-           "bool_value": "boolValue", "bytes_value": "bytesValue"}
+_SCALAR = frozenset(("string_value", "int_value", "double_value", "bool_value", "bytes_value"))
 
 
-def _any(value: Any) -> dict[str, Any]:
+def _plain(value: Any) -> Any:
+    """What `any_value` makes of the same AnyValue in OTLP/JSON."""
     kind = value.WhichOneof("value")
     if kind in _SCALAR:
-        return {_SCALAR[kind]: getattr(value, kind)}
+        return getattr(value, kind)
     if kind == "array_value":
-        return {"arrayValue": {"values": [_any(v) for v in value.array_value.values]}}
+        return [_plain(v) for v in value.array_value.values]
     if kind == "kvlist_value":
-        return {"kvlistValue": {"values": _pairs(value.kvlist_value.values)}}
-    return {}
+        return _flat(value.kvlist_value.values)
+    return None
