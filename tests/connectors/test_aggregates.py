@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
@@ -102,6 +103,52 @@ def test_latency_quantiles_come_from_the_merged_sketches(engine: Engine, tmp_pat
     with engine.connect() as conn:
         feedback = [f for (f,) in conn.execute(select(TrafficAggregate.feedback))]
     assert sum(counts.get("0", 0) + counts.get("1", 0) for f in feedback for counts in f.values()) == 8
+
+
+def test_a_sketch_merged_batch_after_batch_is_one_sketch_of_every_latency(engine: Engine, tmp_path: Path) -> None:
+    """Merges take this process's last sketch of a row back instead of parsing its bytes; a row
+    another process changed in between has other bytes and is read from the store."""
+    root = make_store(tmp_path)
+    calls(root, 120, 1)
+    sync_connector(engine=engine, connector=files(root), settings=settings(per_day=1000), batch_size=10)
+    with engine.begin() as conn:  # another process adds five calls of 50 s to the day's row
+        ((row_id, data),) = conn.execute(select(TrafficAggregate.id, TrafficAggregate.latency_sketch)).all()
+        other = traffic.load_sketch(data)
+        assert other is not None and other.count == 120
+        for _ in range(5):
+            other.add(50.0)
+        conn.execute(TrafficAggregate.__table__.update().where(TrafficAggregate.id == row_id)
+                     .values(latency_sketch=traffic._sketch_bytes(other)))
+    calls(root, 120, 1, start=120)
+    sync_connector(engine=engine, connector=files(root), settings=settings(per_day=1000), batch_size=10)
+    with engine.connect() as conn:
+        merged = traffic.load_sketch(conn.execute(select(TrafficAggregate.latency_sketch)).scalar_one())
+    whole = traffic.load_sketch(data)
+    assert whole is not None and merged is not None
+    for i in range(120, 240):
+        whole.add(0.1 + (i % 10) / 10)
+    for _ in range(5):
+        whole.add(50.0)
+    assert merged.count == 245
+    assert [merged.get_quantile_value(q) for q in (0.1, 0.5, 0.9, 0.99)] == pytest.approx(
+        [whole.get_quantile_value(q) for q in (0.1, 0.5, 0.9, 0.99)])
+
+
+def test_the_sketch_cache_hands_a_sketch_out_once_and_forgets_the_oldest() -> None:
+    cache = traffic.SketchCache(size=2)
+    sketches = [traffic.load_sketch(traffic._sketch_bytes(_sketch(v))) for v in (1.0, 2.0, 3.0)]
+    keys = [cache.keep(traffic._sketch_bytes(s), s) for s in sketches if s is not None]
+    assert cache.take(keys[0]) is None  # forgotten: the third pushed it out
+    assert cache.take(keys[2]) is sketches[2] and cache.take(keys[2]) is None  # once
+    assert cache.take(None) is None and cache.take(b"") is None
+
+
+def _sketch(value: float) -> Any:
+    from ddsketch import DDSketch
+
+    sketch = DDSketch()
+    sketch.add(value)
+    return sketch
 
 
 def test_retention_sweep_keeps_aggregates_and_dataset_records(engine: Engine, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
@@ -89,6 +90,35 @@ def load_sketch(data: bytes | None) -> DDSketch | None:
     message = SketchMessage()
     message.ParseFromString(data)
     return DDSketchProto.from_proto(message)  # type: ignore[return-value]
+
+
+class SketchCache:
+    """The sketches this process wrote last, by their stored bytes: an ingest that updates the same
+    aggregate rows batch after batch takes the parsed sketch back instead of parsing its bytes
+    again (ddsketch's from_proto adds bin by bin: most of a merge's time). A row another process
+    changed meanwhile has other bytes and is parsed; a sketch is taken out before it is merged, so
+    a rolled-back merge leaves no wrong entry behind, only one that nothing matches."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self._kept: dict[bytes, DDSketch] = {}
+        self._lock = threading.Lock()
+
+    def take(self, data: bytes | None) -> DDSketch | None:
+        if not data:
+            return None
+        with self._lock:
+            return self._kept.pop(bytes(data), None)
+
+    def keep(self, data: bytes, sketch: DDSketch) -> bytes:
+        with self._lock:
+            self._kept[data] = sketch
+            while len(self._kept) > self.size:  # the oldest first
+                del self._kept[next(iter(self._kept))]
+        return data
+
+
+_SKETCHES = SketchCache()
 
 
 @dataclass
@@ -273,12 +303,13 @@ def _merged(row: Mapping[str, Any], g: Group, now: datetime) -> dict[str, Any]:
                 kept[value] = kept.get(value, 0) + n
         values["feedback"] = feedback
     if g.sketch is not None:
-        sketch = load_sketch(row["latency_sketch"])
+        stored = row["latency_sketch"]
+        sketch = _SKETCHES.take(stored) or load_sketch(stored)
         if sketch is None:
             sketch = g.sketch
         else:
             sketch.merge(g.sketch)
-        values["latency_sketch"] = _sketch_bytes(sketch)
+        values["latency_sketch"] = _SKETCHES.keep(_sketch_bytes(sketch), sketch)
         values["latency_min"] = min(x for x in (row["latency_min"], g.latency_min) if x is not None)
         values["latency_max"] = max(x for x in (row["latency_max"], g.latency_max) if x is not None)
     values["updated_at"] = now
