@@ -288,7 +288,11 @@ def _params(attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _first(attrs: dict[str, Any], keys: tuple[str, ...]) -> Any:
-    return next((attrs[k] for k in keys if attrs.get(k) is not None), None)
+    for key in keys:  # a loop, not next(generator): this runs seven times for every span
+        value = attrs.get(key)
+        if value is not None:
+            return value
+    return None
 
 
 def _int(value: Any) -> int | None:
