@@ -53,6 +53,9 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "(set automatically; the PostgreSQL pass runs `-m db`)")
     config.addinivalue_line("markers", "postgresql_only: needs PostgreSQL as the test database (several "
                                        "processes writing at once); implies `db`, skipped on the SQLite pass")
+    config.addinivalue_line("markers", "sqlite_only: runs once, in the SQLite pass, though it uses a database "
+                                       "fixture: a bundled-model test whose store work the fake-gateway tests "
+                                       "cover on PostgreSQL (it is slow: minutes of llama.cpp per pass)")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -63,6 +66,8 @@ def pytest_report_header(config: pytest.Config) -> str:
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
+        if item.get_closest_marker("sqlite_only"):  # not `db`: the PostgreSQL pass (`-m db`) leaves it out
+            continue
         if DB_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("postgresql_only"):
             item.add_marker(pytest.mark.db)
     if BACKEND != "postgresql":  # deselected, not skipped: TRIMLOOP_REQUIRE_SERVICES=1 fails every skip

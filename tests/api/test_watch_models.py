@@ -48,7 +48,8 @@ from trimloop.core.settings import ConnectorConfig, Settings, WebhookConfig
 from trimloop.core.tables import AuditEvent, Prompt, PromptVersion, Suggestion, Watch
 from trimloop.core.templates import Template, render
 
-pytestmark = pytest.mark.integration
+# the bundled models run once, on SQLite; the fake-gateway twin runs on PostgreSQL too
+pytestmark = [pytest.mark.integration, pytest.mark.sqlite_only]
 
 SST2 = next((p / "shared" / "datasets" / "sst2" / "test.jsonl" for p in Path(__file__).resolve().parents
              if (p / "shared" / "datasets" / "sst2" / "test.jsonl").exists()),

@@ -39,7 +39,8 @@ from trimloop.core.tables import EvalResult, EvalRun, LogRecord, Prompt, PromptV
 from trimloop.core.templates import Template, render
 from trimloop.optimizer.run import create_run, execute_run
 
-pytestmark = pytest.mark.integration
+# the bundled models run once, on SQLite; the fake-gateway twin runs on PostgreSQL too
+pytestmark = [pytest.mark.integration, pytest.mark.sqlite_only]
 
 SST2 = next((p / "shared" / "datasets" / "sst2" / "test.jsonl" for p in Path(__file__).resolve().parents
              if (p / "shared" / "datasets" / "sst2" / "test.jsonl").exists()),

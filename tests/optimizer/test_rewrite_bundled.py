@@ -22,7 +22,8 @@ from trimloop.optimizer.context import RunContext
 from trimloop.optimizer.search import SearchConfig, search
 from trimloop.optimizer.spec import MoveContext, VersionSpec
 
-pytestmark = pytest.mark.integration
+# the bundled models run once, on SQLite; the fake-gateway twin runs on PostgreSQL too
+pytestmark = [pytest.mark.integration, pytest.mark.sqlite_only]
 DEV = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "sst2" / "dev.jsonl"
 TASK, PROPOSER = "local/gemma3-270m", "local/smollm2-135m"
 MAX_CALLS = 96  # the search's budget: GEPA may spend a quarter of it
