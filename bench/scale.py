@@ -7,7 +7,8 @@ Per backend: `records_per_s` (sync of the JSONL store, aggregates and reservoir 
 is the process's CPU time in it, steadier than wall time on a shared machine),
 `peak_rss_mb` (the sync process), `db_mb`, `report_p50_ms` / `report_p99_ms` (the savings report and
 the finance dashboard's spend series, called in-process by `--clients` threads), `dataset_build_s`
-(one version's dataset from its reservoir), `retention_sweep_s` (a sweep with retention_days = a third
+(one version's dataset from its reservoir), `db_tables_mb` (the largest tables, indexes included, when
+`db_mb` is read), `retention_sweep_s` (a sweep with retention_days = a third
 of the span) and `longest_write_lock_ms` (the longest write transaction, ingest or sweep).
 Each backend runs in its own process, so peak RSS is that backend's alone. The price catalog
 (litellm's map) is loaded before the clock starts, as `trimloop serve` does before it listens; its
@@ -260,6 +261,7 @@ def run_backend(backend: str, store: Path, args: argparse.Namespace) -> dict[str
             else:
                 with engine.connect() as conn:
                     size = conn.execute(text("select pg_database_size(current_database())")).scalar()
+            tables = table_sizes_mb(engine, backend)
             phase["now"] = "sweep"
             policy = reservoir.Policy(per_day=args.per_day, retention_days=max(1, args.days * 2 // 3),
                                       sweep_batch=settings.reservoir.sweep_batch)
@@ -277,6 +279,7 @@ def run_backend(backend: str, store: Path, args: argparse.Namespace) -> dict[str
         "via": args.via, "calls": args.calls, "headroom": args.headroom, "records_per_s": round(args.calls / ingest_s),
         "ingest_s": round(ingest_s, 1), "ingest_cpu_s": None if ingest_cpu_s is None else round(ingest_cpu_s, 1),
         "price_catalog_load_s": round(catalog_s, 1), "peak_rss_mb": round(rss, 1), "db_mb": round(size / 2**20, 1),
+        "db_tables_mb": tables,
         "report_p50_ms": round(_pct(latencies, 0.5), 1), "report_p99_ms": round(_pct(latencies, 0.99), 1),
         "report_requests": len(latencies), "dataset_build_s": round(dataset_s, 2),
         "retention_sweep_s": round(swept.seconds, 2), "records_swept": swept.records_deleted,
@@ -286,6 +289,27 @@ def run_backend(backend: str, store: Path, args: argparse.Namespace) -> dict[str
         "longest_ingest_batch_ms": round(longest["ingest"], 1) if args.via == "files" else None,
         "longest_sweep_write_ms": round(longest["sweep"], 1),
     }
+
+
+def table_sizes_mb(engine: Any, backend: str, top: int = 6) -> dict[str, float] | None:
+    """The largest tables with their indexes (and TOAST on PostgreSQL), in MB, largest first; None where
+    SQLite was built without the dbstat table."""
+    from sqlalchemy import text
+
+    if backend == "sqlite":
+        query = ("select coalesce(m.tbl_name, d.name), sum(d.pgsize) from dbstat d "
+                 "left join sqlite_master m on m.name = d.name group by 1")
+    else:
+        query = ("select c.relname, pg_total_relation_size(c.oid) from pg_class c "
+                 "join pg_namespace n on n.oid = c.relnamespace "
+                 "where c.relkind = 'r' and n.nspname = current_schema()")
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text(query)).all()
+    except Exception:  # noqa: BLE001 - SQLite without SQLITE_ENABLE_DBSTAT_VTAB
+        return None
+    rows.sort(key=lambda row: -row[1])
+    return {name: round(size / 2**20, 1) for name, size in rows[:top]}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -31,3 +31,7 @@ def test_scale_bench_runs_small(via: str) -> None:
     # 3,000 calls over 3 days and 5 versions: 200 a version-day, 100 kept each; the sweep takes the oldest
     assert result["full_records_left"] <= 3 * 5 * (100 + 100 // 10 + 1)
     assert result["records_swept"] > 0
+    # the size breakdown names the log table, largest first, and adds up to no more than the file
+    tables = result["db_tables_mb"]
+    assert "logrecord" in tables and list(tables.values()) == sorted(tables.values(), reverse=True)
+    assert sum(tables.values()) <= result["db_mb"] + 0.1
