@@ -5,7 +5,8 @@ on SQLite and PostgreSQL; prints JSON {"sqlite": {...}, "postgresql": {...}}.
 
 Per backend: `records_per_s` (sync of the JSONL store, aggregates and reservoir included; `ingest_cpu_s`
 is the process's CPU time in it, steadier than wall time on a shared machine),
-`peak_rss_mb` (the sync process), `db_mb`, `report_p50_ms` / `report_p99_ms` (the savings report and
+`peak_rss_mb` (the sync process at the end of the sync; `peak_rss_after_mb` has its peak after each
+later phase too), `db_mb`, `report_p50_ms` / `report_p99_ms` (the savings report and
 the finance dashboard's spend series, called in-process by `--clients` threads), `dataset_build_s`
 (one version's dataset from its reservoir), `db_tables_mb` (the largest tables, indexes included, when
 `db_mb` is read), `retention_sweep_s` (a sweep with retention_days = a third
@@ -230,6 +231,7 @@ def run_backend(backend: str, store: Path, args: argparse.Namespace) -> dict[str
                 if report.fatal or report.logs_added != args.calls:
                     raise SystemExit(f"{backend}: sync added {report.logs_added} of {args.calls}: {report.to_dict()}")
                 rss = _peak_rss_mb()
+            after = {"ingest": rss}
             phase["now"] = "read"
             latencies: list[float] = []
             lock = threading.Lock()
@@ -251,11 +253,13 @@ def run_backend(backend: str, store: Path, args: argparse.Namespace) -> dict[str
                 thread.start()
             for thread in threads:
                 thread.join()
+            after["reports"] = _peak_rss_mb()
             with session_scope(engine) as session:
                 version = session.get(PromptVersion, 1)
                 t0 = time.perf_counter()
                 build_from_logs(session, prompt_id=version.prompt_id, version_id=version.id, size=500)  # type: ignore[union-attr]
                 dataset_s = time.perf_counter() - t0
+            after["dataset"] = _peak_rss_mb()
             if backend == "sqlite":
                 size = sum(p.stat().st_size for p in Path(tmp).glob("scale.db*"))
             else:
@@ -266,6 +270,7 @@ def run_backend(backend: str, store: Path, args: argparse.Namespace) -> dict[str
             policy = reservoir.Policy(per_day=args.per_day, retention_days=max(1, args.days * 2 // 3),
                                       sweep_batch=settings.reservoir.sweep_batch)
             swept = reservoir.sweep(engine, policy=policy)
+            after["sweep"] = _peak_rss_mb()
             with engine.connect() as conn:
                 stored = conn.execute(text("select count(*) from logrecord")).scalar()
             engine.dispose()
@@ -280,6 +285,8 @@ def run_backend(backend: str, store: Path, args: argparse.Namespace) -> dict[str
         "ingest_s": round(ingest_s, 1), "ingest_cpu_s": None if ingest_cpu_s is None else round(ingest_cpu_s, 1),
         "price_catalog_load_s": round(catalog_s, 1), "peak_rss_mb": round(rss, 1), "db_mb": round(size / 2**20, 1),
         "db_tables_mb": tables,
+        # this process's peak RSS after each phase (through the receiver, "ingest" is the server's)
+        "peak_rss_after_mb": {name: round(mb, 1) for name, mb in after.items()},
         "report_p50_ms": round(_pct(latencies, 0.5), 1), "report_p99_ms": round(_pct(latencies, 0.99), 1),
         "report_requests": len(latencies), "dataset_build_s": round(dataset_s, 2),
         "retention_sweep_s": round(swept.seconds, 2), "records_swept": swept.records_deleted,
