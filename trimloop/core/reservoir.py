@@ -35,7 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from trimloop.core.settings import Settings
 from trimloop.core.tables import DatasetItem, LogRecord, LogSeen, ReservoirDay, ShadowScore, TrafficAggregate, utcnow
-from trimloop.core.traffic import EPOCH, Tally, day_start, utc_day
+from trimloop.core.traffic import EPOCH, Tally, as_date, day_start, utc_day
 
 LOG = LogRecord.__table__  # type: ignore[attr-defined]
 STATE = ReservoirDay.__table__  # type: ignore[attr-defined]
@@ -92,14 +92,10 @@ def _states(conn: Connection, groups: Iterable[tuple[int, int, date]]) -> dict[t
     for start in range(0, len(days), 200):
         for row in conn.execute(select(STATE).where(STATE.c.day.in_(days[start:start + 200]),
                                                     STATE.c.version_id.in_(versions))).mappings():
-            key = (row["prompt_id"], row["version_id"], _as_date(row["day"]))
+            key = (row["prompt_id"], row["version_id"], as_date(row["day"]))
             if key in wanted:
                 out[key] = row
     return out
-
-
-def _as_date(value: Any) -> date:
-    return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
 def admit(conn: Connection, rows: list[dict[str, Any]], policy: Policy) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -139,7 +135,7 @@ def expected_thresholds(conn: Connection, groups: Iterable[tuple[int, int, date]
                AGGREGATE.c.day < days[-1])
         .group_by(AGGREGATE.c.prompt_id, AGGREGATE.c.version_id, AGGREGATE.c.day))
     for prompt_id, version_id, day, n in rows:
-        calls.setdefault((prompt_id, version_id), {})[_as_date(day)] = n
+        calls.setdefault((prompt_id, version_id), {})[as_date(day)] = n
     out = {}
     for prompt_id, version_id, day in wanted:
         history = calls.get((prompt_id, version_id), {})
@@ -180,7 +176,7 @@ def recount(conn: Connection) -> None:
     rows = conn.execute(select(LOG.c.prompt_id, LOG.c.version_id, day, func.count())
                         .group_by(LOG.c.prompt_id, LOG.c.version_id, day)).all()
     if rows:
-        conn.execute(STATE.insert(), [{"prompt_id": p or 0, "version_id": v or 0, "day": _as_date(d), "kept": n}
+        conn.execute(STATE.insert(), [{"prompt_id": p or 0, "version_id": v or 0, "day": as_date(d), "kept": n}
                                       for p, v, d, n in rows])
 
 

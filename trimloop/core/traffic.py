@@ -235,7 +235,7 @@ class Tally:
             if conn.dialect.name == "postgresql":
                 query = query.with_for_update()
             for row in conn.execute(query).mappings():
-                key = (_as_date(row["day"]), row["prompt_id"], row["version_id"], row["model"])
+                key = (as_date(row["day"]), row["prompt_id"], row["version_id"], row["model"])
                 if key in self.groups:
                     existing[key] = row
         now = utcnow()
@@ -261,7 +261,7 @@ def _insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
     into the winner's row instead."""
     insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     statement = insert(AGG).on_conflict_do_nothing(index_elements=list(KEYS)).returning(*(AGG.c[k] for k in KEYS))
-    done = {(_as_date(d), p, v, m) for d, p, v, m in conn.execute(statement, rows).all()}
+    done = {(as_date(d), p, v, m) for d, p, v, m in conn.execute(statement, rows).all()}
     for row in rows:
         if (row["day"], row["prompt_id"], row["version_id"], row["model"]) in done:
             continue
@@ -281,7 +281,8 @@ _SUMS = ("records", "calls", "input_tokens", "output_tokens", "cached_input_toke
          "dropped_calls")
 
 
-def _as_date(value: Any) -> date:
+def as_date(value: Any) -> date:
+    """A DATE column's value as a date (SQLite returns 'YYYY-MM-DD' from some raw statements)."""
     return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
@@ -487,12 +488,12 @@ def _same(value: Any) -> Any:
     return value
 
 
-_KEY_VALUES = {"day": _as_date, "prompt_id": _or_none, "version_id": _or_none, "model": _or_none}
+_KEY_VALUES = {"day": as_date, "prompt_id": _or_none, "version_id": _or_none, "model": _or_none}
 
 
 def _key_value(name: str, value: Any) -> Any:
     if name == "day":
-        return _as_date(value)
+        return as_date(value)
     if name in ("prompt_id", "version_id"):
         return value or None
     if name == "model":
@@ -527,11 +528,11 @@ def _stored(conn: Any, by: tuple[str, ...], start: datetime, end: datetime, prom
              .where(LOG.c.called_at >= start, LOG.c.called_at < end, *_filters(LOG, prompt_ids, version_ids))
              .group_by(*cols, *extra))
     rows = conn.execute(query).all()
-    scales = _scales(conn, {(r[len(by)] or 0, r[len(by) + 1] or 0, _as_date(r[len(by) + 2])) for r in rows})
+    scales = _scales(conn, {(r[len(by)] or 0, r[len(by) + 1] or 0, as_date(r[len(by) + 2])) for r in rows})
     out: dict[tuple[Any, ...], Sums] = {}
     for r in rows:
         key = tuple(_key_value(k, v) for k, v in zip(by, r[:len(by)], strict=True))
-        scale = scales.get((r[len(by)] or 0, r[len(by) + 1] or 0, _as_date(r[len(by) + 2])), 1.0)
+        scale = scales.get((r[len(by)] or 0, r[len(by) + 1] or 0, as_date(r[len(by) + 2])), 1.0)
         n, calls, spend, costed, k, total, squares = r[len(by) + 3:]
         out.setdefault(key, Sums()).add(Sums(int(n), float(calls or 0), float(spend or 0), float(costed or 0),
                                              int(k or 0), float(total or 0), float(squares or 0)), scale)
@@ -550,7 +551,7 @@ def _scales(conn: Any, groups: set[tuple[int, int, date]]) -> dict[tuple[int, in
     for version_id, prompt_id, day, calls, dropped in conn.execute(query).all():
         kept = (calls or 0) - (dropped or 0)
         if kept > 0:
-            out[(version_id, prompt_id, _as_date(day))] = calls / kept
+            out[(version_id, prompt_id, as_date(day))] = calls / kept
     return out
 
 
@@ -615,8 +616,8 @@ def window_sums(conn: Any, windows: list[tuple[int, datetime | None, datetime | 
                        func.sum(AGG.c.cost_sum), func.sum(AGG.c.cost_sq), func.sum(AGG.c.dropped_calls))
                 .where(AGG.c.version_id.in_(versions[start:start + 500]))
                 .group_by(AGG.c.version_id, AGG.c.day)).all():
-            dropped_calls[(v, _as_date(d))] = float(dropped or 0)
-            daily[v][_as_date(d)] = Sums(int(n or 0), float(calls or 0), float(spend or 0), float(costed or 0),
+            dropped_calls[(v, as_date(d))] = float(dropped or 0)
+            daily[v][as_date(d)] = Sums(int(n or 0), float(calls or 0), float(spend or 0), float(costed or 0),
                                          int(k or 0), float(total or 0), float(squares or 0))
     cuts = {(v, utc_day(s)) for v, since, until in windows
             for s, _ in _partial_days(since, until, *_whole_days(since, until))}
@@ -676,5 +677,5 @@ def day_scales(conn: Any, *, prompt_id: int) -> dict[tuple[int | None, date], fl
     out: dict[tuple[int | None, date], float] = {}
     for version_id, day, calls, dropped in conn.execute(query).all():
         if calls and calls > (dropped or 0):
-            out[(version_id or None, _as_date(day))] = calls / (calls - (dropped or 0))
+            out[(version_id or None, as_date(day))] = calls / (calls - (dropped or 0))
     return out
