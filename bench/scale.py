@@ -260,11 +260,14 @@ def run_backend(backend: str, store: Path, args: argparse.Namespace) -> dict[str
                 build_from_logs(session, prompt_id=version.prompt_id, version_id=version.id, size=500)  # type: ignore[union-attr]
                 dataset_s = time.perf_counter() - t0
             after["dataset"] = _peak_rss_mb()
+            autovacuum = None
             if backend == "sqlite":
                 size = sum(p.stat().st_size for p in Path(tmp).glob("scale.db*"))
             else:
                 with engine.connect() as conn:
                     size = conn.execute(text("select pg_database_size(current_database())")).scalar()
+                    # off, dead rows (trimmed records, rewritten aggregates) are never reclaimed: db_mb grows
+                    autovacuum = conn.execute(text("show autovacuum")).scalar()
             tables = table_sizes_mb(engine, backend)
             phase["now"] = "sweep"
             policy = reservoir.Policy(per_day=args.per_day, retention_days=max(1, args.days * 2 // 3),
@@ -284,7 +287,7 @@ def run_backend(backend: str, store: Path, args: argparse.Namespace) -> dict[str
         "via": args.via, "calls": args.calls, "headroom": args.headroom, "records_per_s": round(args.calls / ingest_s),
         "ingest_s": round(ingest_s, 1), "ingest_cpu_s": None if ingest_cpu_s is None else round(ingest_cpu_s, 1),
         "price_catalog_load_s": round(catalog_s, 1), "peak_rss_mb": round(rss, 1), "db_mb": round(size / 2**20, 1),
-        "db_tables_mb": tables,
+        "db_tables_mb": tables, "pg_autovacuum": autovacuum,
         # this process's peak RSS after each phase (through the receiver, "ingest" is the server's)
         "peak_rss_after_mb": {name: round(mb, 1) for name, mb in after.items()},
         "report_p50_ms": round(_pct(latencies, 0.5), 1), "report_p99_ms": round(_pct(latencies, 0.99), 1),
