@@ -223,6 +223,26 @@ def test_a_model_whose_key_variable_is_unset_is_a_warning(healthy: Path, tmp_pat
     assert "prices.key_missing" not in findings(report) and "S3CRET" not in json.dumps(report)
 
 
+def test_postgresql_with_autovacuum_off_is_a_warning_and_sqlite_never(healthy: Path, home_db: str) -> None:
+    code, report = doctor()
+    warned = findings(report, "warning").get("database.autovacuum_off", [])
+    if home_db.startswith("sqlite"):
+        assert warned == []
+        return
+    from sqlalchemy import create_engine
+
+    engine = create_engine(home_db)
+    try:
+        with engine.connect() as conn:
+            off = conn.exec_driver_sql("SHOW autovacuum").scalar() == "off"
+    finally:
+        engine.dispose()
+    # the server's own setting decides (the test machines run with it off, PostgreSQL's default is on)
+    assert len(warned) == (1 if off else 0) and code == 0
+    if off:
+        assert "autovacuum = on" in warned[0]["fix"] and "never reclaimed" in warned[0]["message"]
+
+
 def test_a_database_behind_its_migrations_is_named_and_left_alone(tmp_path: Path, home_db: str) -> None:
     upgrade(home_db, "0005")
     write_config(tmp_path, PRICES, store=write_store(tmp_path / "store"))

@@ -87,7 +87,28 @@ def database(settings: Settings, engine: Engine | None) -> tuple[list[Finding], 
                         f"the database {shown} is at revision {', '.join(state.current)}; this trimloop needs "
                         f"{', '.join(state.head)} ({state.behind} migration{'s' if state.behind != 1 else ''} "
                         "to apply)", MIGRATE_FIX, behind=state.behind, **data)], None
-    return [ok("database.ok", f"{shown}: reachable, schema at {', '.join(state.current)} (the newest)", **data)], engine
+    found = [ok("database.ok", f"{shown}: reachable, schema at {', '.join(state.current)} (the newest)", **data)]
+    return found + _autovacuum(engine, shown), engine
+
+
+def _autovacuum(engine: Engine, shown: str) -> list[Finding]:
+    """PostgreSQL with autovacuum off: the reservoir deletes records and every ingest rewrites aggregate
+    rows, and nothing reclaims their dead rows, so the database grows and reads slow down."""
+    if engine.dialect.name != "postgresql":
+        return []
+    try:
+        with engine.connect() as conn:
+            setting = conn.exec_driver_sql("SHOW autovacuum").scalar()
+    except SQLAlchemyError:  # a server that hides its settings: nothing to say
+        return []
+    if setting != "off":
+        return []
+    return [warning("database.autovacuum_off",
+                    f"{shown}: the PostgreSQL server runs with autovacuum off, so the rows trimloop deletes "
+                    "(records past the reservoir and retention) and rewrites (traffic aggregates, on every "
+                    "ingest) are never reclaimed: the database grows and reports slow down",
+                    "set `autovacuum = on` in postgresql.conf (PostgreSQL's default) and reload, or run "
+                    "VACUUM (ANALYZE) on the trimloop database regularly, e.g. daily from cron", url=shown)]
 
 
 def egress(settings: Settings) -> list[Finding]:
