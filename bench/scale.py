@@ -305,6 +305,7 @@ def table_sizes_mb(engine: Any, backend: str, top: int = 6) -> dict[str, float] 
     """The largest tables with their indexes (and TOAST on PostgreSQL), in MB, largest first; None where
     SQLite was built without the dbstat table."""
     from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
 
     if backend == "sqlite":
         query = ("select coalesce(m.tbl_name, d.name), sum(d.pgsize) from dbstat d "
@@ -316,7 +317,7 @@ def table_sizes_mb(engine: Any, backend: str, top: int = 6) -> dict[str, float] 
     try:
         with engine.connect() as conn:
             rows = conn.execute(text(query)).all()
-    except Exception:  # noqa: BLE001 - SQLite without SQLITE_ENABLE_DBSTAT_VTAB
+    except OperationalError:  # SQLite built without SQLITE_ENABLE_DBSTAT_VTAB: "no such table: dbstat"
         return None
     rows.sort(key=lambda row: -row[1])
     return {name: round(size / 2**20, 1) for name, size in rows[:top]}
