@@ -10,7 +10,7 @@ from datetime import date, datetime, timezone
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint, and_, case, false
+from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint, and_, case, false, text
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import AutoString, Field, SQLModel
 
@@ -160,12 +160,18 @@ MAX_LATENCY_S = 86_400.0  # one day
 MAX_TOKENS = 2**31 - 1  # the token columns are 32-bit integers (PostgreSQL INTEGER)
 
 
+UNVERSIONED = "version_id IS NULL"  # ix_logrecord_unversioned's condition (migration 0018)
+
+
 class LogRecord(SQLModel, table=True):
     """One production call. Idempotent on (connector, external_id)."""
 
     __table_args__ = (
         UniqueConstraint("connector", "external_id"),
-        Index("ix_logrecord_prompt_time", "prompt_id", "called_at"),
+        # records that named no version, by prompt (their reservoir): a record with a version is
+        # found through ix_logrecord_version_time, so this index holds only the few without one
+        Index("ix_logrecord_unversioned", "prompt_id", "called_at", sqlite_where=text(UNVERSIONED),
+              postgresql_where=text(UNVERSIONED)),
         # reports read the traffic aggregates (migration 0017 slimmed these back from covering indexes)
         Index("ix_logrecord_version_time", "version_id", "called_at"),  # a version's records (reservoir, watch)
         Index("ix_logrecord_time", "called_at"),  # the retention sweep; a window's part-days

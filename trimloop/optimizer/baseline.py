@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
 from trimloop.core import traffic
 from trimloop.core.catalog import ResolvedModel, count_message_tokens, count_tokens
 from trimloop.core.errors import TemplateError
-from trimloop.core.tables import MAX_COST_PER_CALL, MAX_LATENCY_S, DatasetItem, LogRecord
+from trimloop.core.tables import MAX_COST_PER_CALL, MAX_LATENCY_S, DatasetItem, LogRecord, PromptVersion
 from trimloop.core.templates import render
 from trimloop.core.usage import TokenUsage
 from trimloop.evals.evaluators import EvalContext, NamedEvaluator, score_output
@@ -49,9 +50,14 @@ def log_facts(session: Session, rows: Sequence[DatasetItem], *, prompt_id: int) 
     by_log = {r.log_id: r.id for r in rows if r.log_id is not None}
     facts.per_item = {by_log[k]: v for k, v in facts.per_item.items() if k in by_log}
     baseline_ids = {r.version_id for r in facts.per_item.values()}
+    # the prompt's records: those of its versions (ix_logrecord_version_time) and those that named
+    # none (ix_logrecord_unversioned); no index holds a prompt's records as such
+    versions = list(session.exec(select(PromptVersion.id).where(PromptVersion.prompt_id == prompt_id)))
     query = select(LogRecord.called_at, LogRecord.cost, LogRecord.latency_s, LogRecord.version_id,
                    LogRecord.sample_rate, LogRecord.input_tokens, LogRecord.cached_input_tokens,
-                   LogRecord.cache_write_tokens).where(LogRecord.prompt_id == prompt_id)
+                   LogRecord.cache_write_tokens).where(
+        LogRecord.prompt_id == prompt_id,
+        or_(col(LogRecord.version_id).in_(versions), col(LogRecord.version_id).is_(None)))
     scales = traffic.day_scales(session.connection(), prompt_id=prompt_id)  # days the reservoir thinned
     for called_at, cost, latency, version_id, rate, tokens, cached, written in session.exec(query):
         weight = 1.0 / rate if rate is not None and 0 < rate <= 1 else 1.0
