@@ -209,22 +209,59 @@ def _apply_labels(conn: Connection, pid: int, versions: dict[int, set[str]], new
     report.labels_changed += len(changed - new)
 
 
-def ingest_logs(*, engine: Engine, source: str, items: Iterable[LogItem | Problem],
-                settings: Settings | None = None) -> SyncReport:
-    """Store pushed log records (`POST /v1/traces`) as `source`'s logs, the way a sync stores a
-    connector's: resolved to prompts and versions, checked, inserted idempotently on (source,
-    external id), all in one transaction; nothing is kept when it raises."""
+@dataclass
+class PushedLogs:
+    """One push of log records (`POST /v1/traces`), resolved and checked, not yet stored; `report`
+    counts both steps. `prepare_logs` makes it, `store_logs` stores it the way a sync stores a
+    connector's logs: idempotently on (source, external id), with reservoirs, identities and
+    traffic aggregates."""
+
+    rows: list[tuple[LogItem, int, int | None, dict[str, Any]]]
+    report: SyncReport
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def prepare_logs(*, engine: Engine, source: str, items: Iterable[LogItem | Problem],
+                 settings: Settings | None = None) -> PushedLogs:
+    """Resolve pushed records to prompts and versions and check them (reads only): the records to
+    store, and the report with those that cannot be stored and why."""
     report = SyncReport(connector=source)
     check = PriceCheck(settings) if settings is not None else None
     with engine.connect() as conn:
         resolver = Resolver.load(conn)
         names = dict(conn.execute(select(Prompt.id, Prompt.name)).all()) if check is not None else {}
-    batch = _resolved(items, report, resolver, names, check, None)
-    if batch:  # through the same write as a sync: reservoirs, identities and traffic aggregates
-        _flush(engine, source, batch, None, report, Policy.of(settings))
+    rows = _resolved(items, report, resolver, names, check, None)
     if check is not None:
         report.price_gaps = check.flagged()
-    return report
+    return PushedLogs(rows, report)
+
+
+def store_logs(*, engine: Engine, source: str, pushed: list[PushedLogs], settings: Settings | None = None) -> None:
+    """Store several pushes in one transaction (reservoirs, identities, one write of the traffic
+    aggregates they touch), each counted in its own report; nothing is kept when it raises. A record
+    sent in two of them counts once."""
+    pushed = [p for p in pushed if p.rows]
+    if not pushed:
+        return
+    policy = Policy.of(settings)
+    for last in (False, True):  # once more after a concurrent writer inserted the same rows first
+        attempts = [SyncReport(connector=source) for _ in pushed]
+        try:
+            with engine.begin() as conn:
+                _cache_pages(conn)
+                tally = traffic.Tally()
+                for p, attempt in zip(pushed, attempts, strict=True):
+                    _ingest(conn, source, p.rows, attempt, policy, tally)
+                tally.write(conn)
+        except IntegrityError:
+            if last:
+                raise
+            continue
+        for p, attempt in zip(pushed, attempts, strict=True):
+            _merge(p.report, attempt)
+        return
 
 
 def _resolved(items: Iterable[LogItem | Problem], report: SyncReport, resolver: Resolver, names: dict[int, str],
@@ -436,11 +473,16 @@ def _concurrently(report: SyncReport, write: Callable[[SyncReport], None]) -> No
             if last:
                 raise
             continue
-        for name in ("prompts_added", "versions_added", "labels_changed", "logs_added", "logs_already_synced"):
-            setattr(report, name, getattr(report, name) + getattr(attempt, name))
-        report.skipped.update(attempt.skipped)
-        report.problems.extend(attempt.problems[:MAX_KEPT_PROBLEMS - len(report.problems)])
+        _merge(report, attempt)
         return
+
+
+def _merge(report: SyncReport, attempt: SyncReport) -> None:
+    """Add a committed attempt's counts and problems to `report`."""
+    for name in ("prompts_added", "versions_added", "labels_changed", "logs_added", "logs_already_synced"):
+        setattr(report, name, getattr(report, name) + getattr(attempt, name))
+    report.skipped.update(attempt.skipped)
+    report.problems.extend(attempt.problems[:MAX_KEPT_PROBLEMS - len(report.problems)])
 
 
 def _flush(engine: Engine, connector: str, rows: list[tuple[LogItem, int, int | None, dict[str, Any]]],
@@ -453,19 +495,24 @@ def _write_batch(engine: Engine, connector: str, rows: list[tuple[LogItem, int, 
                  cursor: str | None, report: SyncReport, policy: Policy) -> None:
     with engine.begin() as conn:
         if rows:
-            if conn.dialect.name == "sqlite":
-                # a bigger page cache keeps index inserts fast once the table outgrows the default 2 MB
-                conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KB}")
+            _cache_pages(conn)
             _ingest(conn, connector, rows, report, policy)
         if cursor is not None:
             write_cursor(conn, connector, LOGS_STREAM, cursor)
 
 
+def _cache_pages(conn: Connection) -> None:
+    if conn.dialect.name == "sqlite":
+        # a bigger page cache keeps index inserts fast once the table outgrows the default 2 MB
+        conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KB}")
+
+
 def _ingest(conn: Connection, connector: str, rows: list[tuple[LogItem, int, int | None, dict[str, Any]]],
-            report: SyncReport, policy: Policy) -> None:
+            report: SyncReport, policy: Policy, tally: traffic.Tally | None = None) -> None:
     """Claim each record's identity (a record seen before, stored or dropped, adds nothing), store
     the new ones its reservoir admits, trim reservoirs that grew too big, and add every new call to
-    its traffic aggregate: all in the caller's transaction."""
+    its traffic aggregate: all in the caller's transaction. With `tally`, the calls are added to it
+    for the caller to write once (several pushes in one transaction)."""
     identities = [(traffic.day_number(item.called_at), traffic.record_key(connector, item.external_id))
                   for item, *_ in rows]
     claimed = traffic.claim(conn, identities)
@@ -488,13 +535,15 @@ def _ingest(conn: Connection, connector: str, rows: list[tuple[LogItem, int, int
     if len(inserted) < len(stored):  # stored under the same id on another day: the same call, or another?
         added = {r["external_id"] for r in inserted}
         old.extend(source[r["external_id"]] for r in stored if r["external_id"] not in added)
-    tally = traffic.Tally()
+    own = tally is None
+    tally = traffic.Tally() if tally is None else tally
     tally.add(inserted)
     tally.add(dropped)
     tally.drop(dropped)
     groups = reservoir.count_kept(conn, inserted)
     tally.drop(reservoir.trim(conn, groups, policy))
-    tally.write(conn)
+    if own:
+        tally.write(conn)
     report.logs_added += len(inserted) + len(dropped)
     report.logs_already_synced += len(old)
     if old:  # stored already: the same call again, or another one under the same id?

@@ -5,12 +5,12 @@
   gzipped (`Content-Encoding: gzip`); the declared and the inflated size are both capped by
   `api.max_body_bytes` (413). The token is checked before the body is read (api.limits).
 - The spans go through the `otel` connector's mapping (GenAI semconv, OpenInference, OpenLLMetry)
-  and sync's write path (`connectors.sync.ingest_logs`): logs are unique on (`otlp`, trace:span
-  id), so a batch sent again adds nothing.
-- Backpressure: at most `api.ingest_queue` batches are accepted and not yet stored; batches are
-  stored one at a time, in one transaction each. One more is answered 429 with Retry-After before
-  its body is read (the OTLP exporters retry it). A batch is answered 200 only once it is
-  committed: nothing acknowledged is lost.
+  and sync's write path (`connectors.sync.prepare_logs`, `store_logs`): logs are unique on
+  (`otlp`, trace:span id), so a batch sent again adds nothing.
+- Backpressure: at most `api.ingest_queue` batches are accepted and not yet stored; one writer
+  at a time stores the batches waiting, together in one transaction (`IngestQueue`). One more is
+  answered 429 with Retry-After before its body is read (the OTLP exporters retry it). A batch is
+  answered 200 only once it is committed: nothing acknowledged is lost.
 - Spans that are LLM calls but cannot be stored (no known prompt, out-of-range values) are
   counted in the response's `partialSuccess.rejectedSpans` with the first reasons.
 """
@@ -25,6 +25,7 @@ from typing import TypeVar
 import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Request, Response
+from sqlalchemy.engine import Engine
 
 from trimloop.api.auth import EngineDep, Ingester, SettingsDep
 from trimloop.api.errors import ApiError
@@ -32,7 +33,8 @@ from trimloop.api.limits import BodyTooLarge
 from trimloop.connectors.base import LogItem, Problem
 from trimloop.connectors.otel import export_items
 from trimloop.connectors.otlp import decode_traces
-from trimloop.connectors.sync import SyncReport, ingest_logs
+from trimloop.connectors.sync import PushedLogs, SyncReport, prepare_logs, store_logs
+from trimloop.core.settings import Settings
 
 SOURCE = "otlp"  # the connector name the received logs are stored under
 PROTOBUF, JSON = "application/x-protobuf", "application/json"
@@ -42,12 +44,15 @@ router = APIRouter(tags=["ingest"])
 
 
 class IngestQueue:
-    """At most `size` batches accepted and not yet stored; they are stored one at a time."""
+    """At most `size` batches accepted and not yet stored. They are stored by one writer at a time,
+    and the writer takes every batch waiting (up to `GROUP_SPANS` spans) into its transaction: one
+    commit and one write of the traffic aggregates for all of them, not one per batch."""
 
     def __init__(self, size: int):
         self.size, self.pending = size, 0
         self._count = threading.Lock()
         self._writer = threading.Lock()
+        self._waiting: list[_Job] = []
 
     def reserve(self) -> bool:
         with self._count:
@@ -60,9 +65,47 @@ class IngestQueue:
         with self._count:
             self.pending -= 1
 
-    def write(self, store: Callable[[], T]) -> T:
+    def write(self, pushed: PushedLogs, store: Callable[[list[PushedLogs]], None]) -> None:
+        """Store `pushed` (alone or with the batches waiting beside it); returns once it is committed,
+        raises what its transaction raised."""
+        job = _Job(pushed)
+        with self._count:
+            self._waiting.append(job)
         with self._writer:
-            return store()
+            if not job.done:  # no writer took it along: this thread writes it and the others waiting
+                with self._count:
+                    group, spans = [], 0
+                    while self._waiting and (not group or spans + len(self._waiting[0].pushed) <= GROUP_SPANS):
+                        group.append(self._waiting.pop(0))
+                        spans += len(group[-1].pushed)
+                _store(group, store)
+        if job.error is not None:
+            raise job.error
+
+
+GROUP_SPANS = 5000  # spans stored in one transaction at most (a sync's batch): keeps each write lock short
+
+
+class _Job:
+    def __init__(self, pushed: PushedLogs):
+        self.pushed = pushed
+        self.done = False
+        self.error: BaseException | None = None
+
+
+def _store(group: list[_Job], store: Callable[[list[PushedLogs]], None]) -> None:
+    """One transaction for the group; if it fails, each batch alone, so one batch's failure is not
+    the others' (a batch whose own transaction fails gets that error)."""
+    try:
+        store([job.pushed for job in group])
+    except Exception as exc:  # noqa: BLE001 - handed to the request it belongs to
+        if len(group) == 1:
+            group[0].error = exc
+        else:
+            for job in group:
+                _store([job], store)
+    for job in group:
+        job.done = True
 
 
 @router.post("/v1/traces", summary="receive OTLP/HTTP spans (protobuf or JSON, gzip); role ingest",
@@ -84,15 +127,21 @@ async def receive_traces(request: Request, _: Ingester, settings: SettingsDep, e
                        headers={"Retry-After": "1"})
     try:
         body = await request.body()
-        # inflating, decoding and mapping a batch take tens of ms: in a worker thread, so the other
-        # requests on this process are not held, and outside the writer lock, so the next batch is
-        # decoded while this one is written
-        items = await anyio.to_thread.run_sync(_items, body, kind, encoding, settings.api.max_body_bytes)
-        report = await anyio.to_thread.run_sync(
-            queue.write, lambda: ingest_logs(engine=engine, source=SOURCE, items=items, settings=settings))
+        # inflating, decoding, mapping and resolving a batch take tens of ms: in a worker thread, so
+        # the other requests on this process are not held, and outside the writer lock, so the next
+        # batches are made ready while this one is written
+        pushed = await anyio.to_thread.run_sync(_prepare, engine, body, kind, encoding, settings)
+        await anyio.to_thread.run_sync(
+            queue.write, pushed, lambda group: store_logs(engine=engine, source=SOURCE, pushed=group, settings=settings))
     finally:
         queue.release()
-    return _answer(report, kind)
+    return _answer(pushed.report, kind)
+
+
+def _prepare(engine: Engine, body: bytes, kind: str, encoding: str, settings: Settings) -> PushedLogs:
+    """A request body's spans, decoded, mapped, resolved and checked: ready for the writer."""
+    items = _items(body, kind, encoding, settings.api.max_body_bytes)
+    return prepare_logs(engine=engine, source=SOURCE, items=items, settings=settings)
 
 
 def _items(body: bytes, kind: str, encoding: str, limit: int) -> list[LogItem | Problem]:

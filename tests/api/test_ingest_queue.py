@@ -1,0 +1,115 @@
+"""The receiver's writer (`api.routes.otlp.IngestQueue`) stores the batches waiting together, in one
+transaction, and a failing group falls back to one batch at a time; `connectors.sync.store_logs`
+counts each push in its own report and a record in two pushes once."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from tests.connectors.helpers import make_store
+from trimloop.api.routes.otlp import GROUP_SPANS, IngestQueue
+from trimloop.connectors.base import LogItem
+from trimloop.connectors.files import FilesConnector
+from trimloop.connectors.sync import PushedLogs, SyncReport, prepare_logs, store_logs, sync_connector
+from trimloop.core.settings import Settings
+
+
+def pushed(n: int, name: str = "") -> PushedLogs:
+    return PushedLogs(rows=[(LogItem(external_id=f"{name}{i}", called_at=datetime.now(timezone.utc)), 1, 1, {})
+                            for i in range(n)], report=SyncReport(connector=name or "otlp"))
+
+
+class Writer:
+    """A store that records each group it is given; the first call waits until `go` is set, so the
+    next batches queue up behind it; batches named in `bad` make any group holding them fail."""
+
+    def __init__(self, bad: frozenset[str] = frozenset()):
+        self.groups: list[list[str]] = []
+        self.go, self.first = threading.Event(), True
+        self.bad = bad
+
+    def __call__(self, group: list[PushedLogs]) -> None:
+        if self.first:
+            self.first = False
+            assert self.go.wait(10)
+        names = [p.report.connector for p in group]
+        self.groups.append(names)
+        if self.bad & set(names):
+            raise RuntimeError(f"cannot store {sorted(self.bad & set(names))}")
+
+
+def write_all(queue: IngestQueue, writer: Writer, batches: list[PushedLogs]) -> dict[str, BaseException | None]:
+    """The first batch is written while the others arrive; then they are let through."""
+    outcome: dict[str, BaseException | None] = {}
+
+    def send(p: PushedLogs) -> None:
+        try:
+            queue.write(p, writer)
+            outcome[p.report.connector] = None
+        except RuntimeError as exc:
+            outcome[p.report.connector] = exc
+
+    threads = [threading.Thread(target=send, args=(batches[0],))]
+    threads[0].start()
+    while writer.first:  # the first batch holds the writer
+        threading.Event().wait(0.001)
+    for p in batches[1:]:
+        threads.append(threading.Thread(target=send, args=(p,)))
+        threads[-1].start()
+    while len(queue._waiting) < len(batches) - 1:  # every other batch waits
+        threading.Event().wait(0.001)
+    writer.go.set()
+    for thread in threads:
+        thread.join(10)
+    return outcome
+
+
+def test_batches_waiting_for_the_writer_are_stored_together_in_arrival_order() -> None:
+    writer = Writer()
+    outcome = write_all(IngestQueue(64), writer, [pushed(10, n) for n in "abcd"])
+    assert writer.groups == [["a"], ["b", "c", "d"]]
+    assert outcome == dict.fromkeys("abcd")
+
+
+def test_a_group_stays_under_group_spans() -> None:
+    writer = Writer()
+    half = GROUP_SPANS // 2
+    write_all(IngestQueue(64), writer, [pushed(10, "a"), pushed(half, "b"), pushed(half, "c"), pushed(1, "d")])
+    assert writer.groups == [["a"], ["b", "c"], ["d"]]
+
+
+def test_a_failing_group_is_retried_batch_by_batch_and_only_the_bad_one_fails() -> None:
+    writer = Writer(bad=frozenset("c"))
+    outcome = write_all(IngestQueue(64), writer, [pushed(10, n) for n in "abcd"])
+    assert writer.groups == [["a"], ["b", "c", "d"], ["b"], ["c"], ["d"]]
+    assert outcome["a"] is None and outcome["b"] is None and outcome["d"] is None
+    assert isinstance(outcome["c"], RuntimeError)
+
+
+def test_pushes_stored_together_count_apart_and_a_shared_record_once(engine: Engine, tmp_path: Path) -> None:
+    report = sync_connector(engine=engine, connector=FilesConnector(name="local", options={
+        "path": str(make_store(tmp_path / "store"))}))
+    assert report.versions_added == 1
+    at = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
+
+    def item(i: int, **over) -> LogItem:
+        return LogItem(**{"external_id": f"t:{i}", "called_at": at, "prompt": "triage", "version": "1",
+                          "inputs": {"ticket": f"t{i}"}, "output": "billing", "model": "gpt-4o-mini",
+                          "input_tokens": 20, "output_tokens": 1, "latency_s": 0.2, **over})
+
+    settings = Settings()
+    first = prepare_logs(engine=engine, source="otlp", items=[item(1), item(2), item(3)], settings=settings)
+    second = prepare_logs(engine=engine, source="otlp", items=[item(3), item(4), item(5, prompt="nope")],
+                          settings=settings)
+    assert len(first) == 3 and len(second) == 2 and second.report.skipped_total == 1  # unknown prompt
+    store_logs(engine=engine, source="otlp", pushed=[first, second], settings=settings)
+    assert (first.report.logs_added, first.report.logs_already_synced) == (3, 0)
+    assert (second.report.logs_added, second.report.logs_already_synced) == (1, 1)  # t:3 came in `first`
+    with engine.connect() as conn:
+        assert conn.execute(text("select count(*) from logrecord where connector = 'otlp'")).scalar() == 4
+        assert conn.execute(text("select sum(calls), sum(records) from trafficaggregate")).one() == (4, 4)
