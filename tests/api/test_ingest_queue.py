@@ -28,10 +28,10 @@ class Writer:
     """A store that records each group it is given; the first call waits until `go` is set, so the
     next batches queue up behind it; batches named in `bad` make any group holding them fail."""
 
-    def __init__(self, bad: frozenset[str] = frozenset()):
+    def __init__(self, bad: frozenset[str] = frozenset(), error: type[BaseException] = RuntimeError):
         self.groups: list[list[str]] = []
         self.go, self.first = threading.Event(), True
-        self.bad = bad
+        self.bad, self.error = bad, error
 
     def __call__(self, group: list[PushedLogs]) -> None:
         if self.first:
@@ -40,7 +40,7 @@ class Writer:
         names = [p.report.connector for p in group]
         self.groups.append(names)
         if self.bad & set(names):
-            raise RuntimeError(f"cannot store {sorted(self.bad & set(names))}")
+            raise self.error(f"cannot store {sorted(self.bad & set(names))}")
 
 
 def write_all(queue: IngestQueue, writer: Writer, batches: list[PushedLogs]) -> dict[str, BaseException | None]:
@@ -51,7 +51,7 @@ def write_all(queue: IngestQueue, writer: Writer, batches: list[PushedLogs]) -> 
         try:
             queue.write(p, writer)
             outcome[p.report.connector] = None
-        except RuntimeError as exc:
+        except BaseException as exc:  # noqa: BLE001 - what the request would see
             outcome[p.report.connector] = exc
 
     threads = [threading.Thread(target=send, args=(batches[0],))]
@@ -113,3 +113,11 @@ def test_pushes_stored_together_count_apart_and_a_shared_record_once(engine: Eng
     with engine.connect() as conn:
         assert conn.execute(text("select count(*) from logrecord where connector = 'otlp'")).scalar() == 4
         assert conn.execute(text("select sum(calls), sum(records) from trafficaggregate")).one() == (4, 4)
+
+
+def test_a_writer_stopped_mid_group_acknowledges_none_of_the_batches_it_took() -> None:
+    writer = Writer(bad=frozenset("c"), error=KeyboardInterrupt)  # the writing thread is interrupted
+    outcome = write_all(IngestQueue(64), writer, [pushed(10, n) for n in "abcd"])
+    assert writer.groups == [["a"], ["b", "c", "d"]]  # no batch retried alone: the thread is stopping
+    assert outcome["a"] is None
+    assert sorted(type(outcome[n]).__name__ for n in "bcd") == ["KeyboardInterrupt", "RuntimeError", "RuntimeError"]

@@ -95,7 +95,7 @@ class _Job:
 
 def _store(group: list[_Job], store: Callable[[list[PushedLogs]], None]) -> None:
     """One transaction for the group; if it fails, each batch alone, so one batch's failure is not
-    the others' (a batch whose own transaction fails gets that error)."""
+    the others' (a batch whose own transaction fails gets that error). Every job leaves done."""
     try:
         store([job.pushed for job in group])
     except Exception as exc:  # noqa: BLE001 - handed to the request it belongs to
@@ -104,8 +104,13 @@ def _store(group: list[_Job], store: Callable[[list[PushedLogs]], None]) -> None
         else:
             for job in group:
                 _store([job], store)
-    for job in group:
-        job.done = True
+    except BaseException:  # this thread is stopping: the batches it took are not stored, and say so
+        for job in group:
+            job.error = RuntimeError("the writer stopped before this batch was stored")
+        raise
+    finally:
+        for job in group:
+            job.done = True
 
 
 @router.post("/v1/traces", summary="receive OTLP/HTTP spans (protobuf or JSON, gzip); role ingest",
