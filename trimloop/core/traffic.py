@@ -491,16 +491,6 @@ def _same(value: Any) -> Any:
 _KEY_VALUES = {"day": as_date, "prompt_id": _or_none, "version_id": _or_none, "model": _or_none}
 
 
-def _key_value(name: str, value: Any) -> Any:
-    if name == "day":
-        return as_date(value)
-    if name in ("prompt_id", "version_id"):
-        return value or None
-    if name == "model":
-        return value or None
-    return value
-
-
 def _partial_days(since: datetime | None, until: datetime | None, first: date | None,
                   last: date | None) -> list[tuple[datetime, datetime]]:
     """The parts of [since, until) outside its whole days."""
@@ -531,7 +521,7 @@ def _stored(conn: Any, by: tuple[str, ...], start: datetime, end: datetime, prom
     scales = _scales(conn, {(r[len(by)] or 0, r[len(by) + 1] or 0, as_date(r[len(by) + 2])) for r in rows})
     out: dict[tuple[Any, ...], Sums] = {}
     for r in rows:
-        key = tuple(_key_value(k, v) for k, v in zip(by, r[:len(by)], strict=True))
+        key = tuple(_KEY_VALUES.get(k, _same)(v) for k, v in zip(by, r[:len(by)], strict=True))
         scale = scales.get((r[len(by)] or 0, r[len(by) + 1] or 0, as_date(r[len(by) + 2])), 1.0)
         n, calls, spend, costed, k, total, squares = r[len(by) + 3:]
         out.setdefault(key, Sums()).add(Sums(int(n), float(calls or 0), float(spend or 0), float(costed or 0),
