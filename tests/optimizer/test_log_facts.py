@@ -32,7 +32,8 @@ def test_log_facts_reads_the_prompts_records_with_and_without_a_version_and_no_o
             ids[name] = (prompt.id, versions)
         # prompt a: 3 calls on version 1 (the baseline), 2 on version 2, 4 that named no version;
         # prompt b: 5 on its version 1 and 6 without a version
-        plan = [("a", 0, 3, 0.001), ("a", 1, 2, 0.002), ("a", None, 4, 0.003), ("b", 0, 5, 0.004), ("b", None, 6, 0.005)]
+        plan = [("a", 0, 3, 0.001), ("a", 1, 2, 0.002), ("a", None, 4, 0.003), ("b", 0, 5, 0.004),
+                ("b", None, 6, 0.005)]
         anchor = None
         for name, version, count, cost in plan:
             prompt_id, versions = ids[name]

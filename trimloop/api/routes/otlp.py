@@ -20,7 +20,6 @@ from __future__ import annotations
 import threading
 import zlib
 from collections.abc import Callable
-from typing import TypeVar
 
 import anyio.to_thread
 import orjson
@@ -38,7 +37,6 @@ from trimloop.core.settings import Settings
 
 SOURCE = "otlp"  # the connector name the received logs are stored under
 PROTOBUF, JSON = "application/x-protobuf", "application/json"
-T = TypeVar("T")
 
 router = APIRouter(tags=["ingest"])
 
@@ -136,8 +134,8 @@ async def receive_traces(request: Request, _: Ingester, settings: SettingsDep, e
         # the other requests on this process are not held, and outside the writer lock, so the next
         # batches are made ready while this one is written
         pushed = await anyio.to_thread.run_sync(_prepare, engine, body, kind, encoding, settings)
-        await anyio.to_thread.run_sync(
-            queue.write, pushed, lambda group: store_logs(engine=engine, source=SOURCE, pushed=group, settings=settings))
+        await anyio.to_thread.run_sync(queue.write, pushed, lambda group: store_logs(
+            engine=engine, source=SOURCE, pushed=group, settings=settings))
     finally:
         queue.release()
     return _answer(pushed.report, kind)
