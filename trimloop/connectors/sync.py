@@ -138,7 +138,7 @@ def _sync_prompts(engine: Engine, connector: Connector, report: SyncReport) -> N
             damaged.add(item.prompt or "")
         else:
             items.append(item)
-    _concurrently(report, lambda attempt: _store_prompts(engine, connector, items, damaged, attempt))
+    _concurrently([report], lambda attempts: _store_prompts(engine, connector, items, damaged, attempts[0]))
 
 
 def _store_prompts(engine: Engine, connector: Connector, items: list[PromptItem], damaged: set[str],
@@ -246,22 +246,16 @@ def store_logs(*, engine: Engine, source: str, pushed: list[PushedLogs], setting
     if not pushed:
         return
     policy = Policy.of(settings)
-    for last in (False, True):  # once more after a concurrent writer inserted the same rows first
-        attempts = [SyncReport(connector=source) for _ in pushed]
-        try:
-            with engine.begin() as conn:
-                _cache_pages(conn)
-                tally = traffic.Tally()
-                for p, attempt in zip(pushed, attempts, strict=True):
-                    _ingest(conn, source, p.rows, attempt, policy, tally)
-                tally.write(conn)
-        except IntegrityError:
-            if last:
-                raise
-            continue
-        for p, attempt in zip(pushed, attempts, strict=True):
-            _merge(p.report, attempt)
-        return
+
+    def write(attempts: list[SyncReport]) -> None:
+        with engine.begin() as conn:
+            _cache_pages(conn)
+            tally = traffic.Tally()
+            for p, attempt in zip(pushed, attempts, strict=True):
+                _ingest(conn, source, p.rows, attempt, policy, tally)
+            tally.write(conn)
+
+    _concurrently([p.report for p in pushed], write)
 
 
 def _resolved(items: Iterable[LogItem | Problem], report: SyncReport, resolver: Resolver, names: dict[int, str],
@@ -461,19 +455,20 @@ def _row(connector: str, item: LogItem, prompt_id: int, version_id: int | None,
     }
 
 
-def _concurrently(report: SyncReport, write: Callable[[SyncReport], None]) -> None:
+def _concurrently(reports: list[SyncReport], write: Callable[[list[SyncReport]], None]) -> None:
     """Run one write transaction, once more if a concurrent sync of the same store inserted the same
-    prompt, version or cursor first (the retry reads its rows); `write` counts into a fresh report
-    that is merged into `report` only when it commits."""
+    prompt, version or cursor first (the retry reads its rows); `write` counts into fresh reports,
+    one per report, merged into `reports` only when it commits."""
     for last in (False, True):
-        attempt = SyncReport(connector=report.connector)
+        attempts = [SyncReport(connector=r.connector) for r in reports]
         try:
-            write(attempt)
+            write(attempts)
         except IntegrityError:
             if last:
                 raise
             continue
-        _merge(report, attempt)
+        for report, attempt in zip(reports, attempts, strict=True):
+            _merge(report, attempt)
         return
 
 
@@ -488,7 +483,7 @@ def _merge(report: SyncReport, attempt: SyncReport) -> None:
 def _flush(engine: Engine, connector: str, rows: list[tuple[LogItem, int, int | None, dict[str, Any]]],
            cursor: str | None, report: SyncReport, policy: Policy) -> None:
     """Insert one batch, add it to the traffic aggregates and move the cursor, in one transaction."""
-    _concurrently(report, lambda attempt: _write_batch(engine, connector, rows, cursor, attempt, policy))
+    _concurrently([report], lambda attempts: _write_batch(engine, connector, rows, cursor, attempts[0], policy))
 
 
 def _write_batch(engine: Engine, connector: str, rows: list[tuple[LogItem, int, int | None, dict[str, Any]]],
