@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from sqlalchemy import text
@@ -49,9 +50,13 @@ def test_a_log_without_cost_is_priced_by_the_same_cost_function(engine: Engine, 
                             settings=Settings())
     assert report.price_gaps == []
     with engine.connect() as conn:
-        costs = dict(conn.execute(text("select external_id, cost from logrecord")).all())
+        rows = conn.execute(text("select external_id, cost, meta from logrecord")).all()
+    costs = {eid: cost for eid, cost, _ in rows}
+    meta = {eid: json.loads(m) if isinstance(m, str) else m for eid, _, m in rows}
     assert abs(costs["call-1"] - (200 * 0.15 * M + 800 * 0.075 * M + 10 * 0.60 * M)) < 1e-15
+    assert meta["call-1"]["cost_from"] == "tokens"  # the record says its cost was computed
     assert costs["call-2"] is None  # unknown price: unknown cost, not 0
+    assert "cost_from" not in meta["call-2"]
 
 
 def test_a_custom_price_setting_is_what_the_logs_are_checked_against(engine: Engine, tmp_path: Path) -> None:

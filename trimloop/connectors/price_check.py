@@ -112,7 +112,8 @@ class PriceCheck:
         if item.cost is None:
             if priced <= MAX_COST_PER_CALL:
                 item.cost = priced
-                item.meta = {**item.meta, "cost_from": f"tokens × price ({model.price_source})"}
+                # a word, not the price's source (~60 bytes on every such record): `trimloop models` shows it
+                item.meta = {**item.meta, "cost_from": "tokens"}
             return
         group = self.groups.get((prompt, item.model))
         if group is None:
