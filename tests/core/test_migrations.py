@@ -225,3 +225,55 @@ def test_an_old_sqlite_stops_migration_0008_with_what_to_do(sqlite_url, monkeypa
     monkeypatch.undo()
     upgrade(sqlite_url)  # nothing was left half done
     assert schema(sqlite_url)[1] == []
+
+
+def test_0019_gives_stored_records_their_key_and_keeps_them_unique_by_it(db_url):
+    """Records stored before 0019 get the key sync computes (more than one fill batch of them); the
+    unique key then refuses the same identity again; the partial index keeps its condition; a
+    downgrade restores the unique (connector, external_id) constraint with the rows."""
+    from datetime import datetime, timezone
+
+    import sqlalchemy as sa
+    from alembic import command
+    from sqlalchemy.exc import IntegrityError
+    from sqlmodel.sql.sqltypes import UTCDateTime
+
+    from trimloop.core.tables import record_key
+
+    before = "0018_unversioned_log_index"
+    upgrade(db_url, before)
+    log = sa.table("logrecord", *(sa.column(c) for c in ("connector", "external_id")),
+                   *(sa.column(c, sa.JSON()) for c in ("inputs", "feedback", "meta")),
+                   sa.column("batch", sa.Boolean()), sa.column("called_at", UTCDateTime()))
+    at = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    rows = [{"connector": "otel" if i % 2 else "files", "external_id": f"{i:032x}:{i:016x}", "inputs": {},
+             "feedback": [], "meta": {}, "batch": False, "called_at": at} for i in range(10_500)]
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.insert(log), rows)
+        upgrade(db_url)
+        with engine.connect() as conn:
+            stored = conn.execute(sa.text("SELECT connector, external_id, key FROM logrecord")).all()
+            assert len(stored) == len(rows)
+            assert all(key == record_key(connector, eid) for connector, eid, key in stored)
+            indexes = {i["name"]: i for i in sa.inspect(conn).get_indexes("logrecord")}
+            assert indexes["ux_logrecord_key"]["unique"] and indexes["ux_logrecord_key"]["column_names"] == ["key"]
+            assert sa.inspect(conn).get_unique_constraints("logrecord") == []
+            if engine.dialect.name == "sqlite":
+                sql = conn.execute(sa.text("SELECT sql FROM sqlite_master WHERE name = 'ix_logrecord_unversioned'"))
+                assert sql.scalar().endswith("WHERE version_id IS NULL")
+        with pytest.raises(IntegrityError), engine.begin() as conn:  # the same identity again
+            conn.execute(sa.insert(log), [rows[7]])
+        assert schema(db_url)[1] == []
+        engine.dispose()
+        command.downgrade(alembic_config(db_url), before)
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM logrecord")).scalar() == len(rows)
+            assert [tuple(u["column_names"]) for u in sa.inspect(conn).get_unique_constraints("logrecord")] == [
+                ("connector", "external_id")]
+        engine.dispose()
+        upgrade(db_url)
+        assert schema(db_url)[1] == []
+    finally:
+        engine.dispose()

@@ -520,6 +520,7 @@ def _ingest(conn: Connection, connector: str, rows: list[tuple[LogItem, int, int
             item = row[0]
             source[item.external_id] = row
             record = _row(connector, *row)
+            record["key"] = identity[1]
             record["sample_key"] = reservoir.sample_key(connector, item.external_id, seed=policy.seed,
                                                         first=reservoir.kept_first(item.feedback, item.meta))
             fresh.append(record)
@@ -569,21 +570,31 @@ def _insert_new(conn: Connection, connector: str, records: list[dict[str, Any]])
 def _conflicts(conn: Connection, connector: str,
                rows: list[tuple[LogItem, int, int | None, dict[str, Any]]]) -> list[Problem]:
     """Records whose id is stored with a different call (time, inputs or output): a source that
-    reuses ids would otherwise lose calls silently, counted as "already synced"."""
+    reuses ids would otherwise lose calls silently, counted as "already synced". Found by the
+    identity's 64-bit key, so a different id under the same key (a hash collision) is reported too."""
     table = LogRecord.__table__
-    ids = list(dict.fromkeys(item.external_id for item, *_ in rows))
-    stored: dict[str, tuple[datetime, Any, Any]] = {}
+    keys = {item.external_id: traffic.record_key(connector, item.external_id) for item, *_ in rows}
+    ids = list(dict.fromkeys(keys.values()))
+    stored: dict[int, tuple[str, str, datetime, Any, Any]] = {}
     for start in range(0, len(ids), 1000):
-        query = select(table.c.external_id, table.c.called_at, table.c.inputs, table.c.output).where(
-            table.c.connector == connector, table.c.external_id.in_(ids[start:start + 1000]))
-        stored.update((eid, (as_utc(at), inputs, output)) for eid, at, inputs, output in conn.execute(query))
+        query = select(table.c.key, table.c.connector, table.c.external_id, table.c.called_at, table.c.inputs,
+                       table.c.output).where(table.c.key.in_(ids[start:start + 1000]))
+        stored.update((key, (source, eid, as_utc(at), inputs, output))
+                      for key, source, eid, at, inputs, output in conn.execute(query))
     problems = []
     for item, _, _, inputs in rows:
-        kept = stored.get(item.external_id)
+        kept = stored.get(keys[item.external_id])
         if kept is None:
             continue
+        source, eid, *call = kept
+        if (source, eid) != (connector, item.external_id):
+            problems.append(Problem(
+                item.where or item.external_id, f"id {item.external_id!r} has the same 64-bit identity key as "
+                f"the stored record {eid!r} of connector {source!r} (a hash collision); this record is not synced",
+                "identity_collision", "give this call another id (any change to it gives another key)"))
+            continue
         mine = (item.called_at, inputs, item.output)
-        differs = [name for name, old, new in zip(("called_at", "inputs", "output"), kept, mine, strict=True)
+        differs = [name for name, old, new in zip(("called_at", "inputs", "output"), call, mine, strict=True)
                    if old != new]
         if differs:
             problems.append(Problem(
@@ -593,18 +604,18 @@ def _conflicts(conn: Connection, connector: str,
     return problems
 
 
-_COLUMNS = ("connector", "external_id", "prompt_id", "version_id", "inputs", "output", "model",
+_COLUMNS = ("connector", "external_id", "key", "prompt_id", "version_id", "inputs", "output", "model",
             "input_tokens", "output_tokens", "cost", "latency_s", "called_at", "feedback", "meta", "sample_rate",
             "cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "batch", "sample_key")
 _SQLITE_INSERT = (f"INSERT INTO logrecord ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
-                  "ON CONFLICT (connector, external_id) DO NOTHING")
+                  "ON CONFLICT (key) DO NOTHING")
 
 
 def _insert_sqlite(conn: Connection, records: list[dict[str, Any]]) -> int:
     """The hot path of a big sync: values serialised here as SQLAlchemy would, one executemany."""
     params = [
-        (r["connector"], r["external_id"], r["prompt_id"], r["version_id"], _json(r["inputs"]), r["output"], r["model"],
-         r["input_tokens"], r["output_tokens"], r["cost"], r["latency_s"], _sqlite_time(r["called_at"]),
+        (r["connector"], r["external_id"], r["key"], r["prompt_id"], r["version_id"], _json(r["inputs"]), r["output"],
+         r["model"], r["input_tokens"], r["output_tokens"], r["cost"], r["latency_s"], _sqlite_time(r["called_at"]),
          _json(r["feedback"]), _json(r["meta"]), r["sample_rate"], r["cached_input_tokens"], r["cache_write_tokens"],
          r["reasoning_tokens"], 1 if r["batch"] else 0, r["sample_key"])
         for r in records
@@ -614,7 +625,7 @@ def _insert_sqlite(conn: Connection, records: list[dict[str, Any]]) -> int:
 
 _PG_INSERT = (f"INSERT INTO logrecord ({', '.join(_COLUMNS)}) VALUES "
               f"({', '.join('%s::json' if c in ('inputs', 'feedback', 'meta') else '%s' for c in _COLUMNS)}) "
-              "ON CONFLICT (connector, external_id) DO NOTHING RETURNING external_id")
+              "ON CONFLICT (key) DO NOTHING RETURNING external_id")
 
 
 def _insert_postgresql(conn: Connection, records: list[dict[str, Any]]) -> set[str]:
@@ -622,9 +633,9 @@ def _insert_postgresql(conn: Connection, records: list[dict[str, Any]]) -> set[s
     pipeline mode (executemany), not SQLAlchemy's multi-row VALUES, whose long text psycopg would
     parse again for every batch. The external ids inserted (a conflicting row returns none)."""
     params = [
-        (r["connector"], r["external_id"], r["prompt_id"], r["version_id"], _json(r["inputs"]), r["output"], r["model"],
-         r["input_tokens"], r["output_tokens"], r["cost"], r["latency_s"], r["called_at"], _json(r["feedback"]),
-         _json(r["meta"]), r["sample_rate"], r["cached_input_tokens"], r["cache_write_tokens"], r["reasoning_tokens"],
+        (r["connector"], r["external_id"], r["key"], r["prompt_id"], r["version_id"], _json(r["inputs"]), r["output"],
+         r["model"], r["input_tokens"], r["output_tokens"], r["cost"], r["latency_s"], r["called_at"],
+         _json(r["feedback"]), _json(r["meta"]), r["sample_rate"], r["cached_input_tokens"], r["cache_write_tokens"], r["reasoning_tokens"],
          bool(r["batch"]), r["sample_key"])
         for r in records
     ]

@@ -12,7 +12,6 @@ so results on a store that dropped nothing are what a scan of every record gave.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
 from collections.abc import Iterable, Mapping
@@ -29,7 +28,15 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from trimloop.core.tables import MAX_COST_PER_CALL, MAX_LATENCY_S, LogRecord, LogSeen, TrafficAggregate, utcnow
+from trimloop.core.tables import (
+    MAX_COST_PER_CALL,
+    MAX_LATENCY_S,
+    LogRecord,
+    LogSeen,
+    TrafficAggregate,
+    record_key,
+    utcnow,
+)
 
 SKETCH_ACCURACY = 0.01  # DDSketch relative accuracy of latency quantiles (1 %)
 ERROR_MARKERS = ("ERROR", "STATUS_CODE_ERROR", "FAILED")
@@ -53,12 +60,6 @@ def is_error(output: str | None, meta: Mapping[str, Any] | None) -> bool:
 def weight_of(rate: float | None) -> float:
     """The calls one record stands for: 1 / sample_rate (1 when unsampled or out of (0, 1])."""
     return 1.0 / rate if rate is not None and 0 < rate <= 1 else 1.0
-
-
-def record_key(connector: str, external_id: str) -> int:
-    """A record's identity as a signed 64-bit integer (LogSeen.key)."""
-    digest = hashlib.blake2b(f"{connector}\x00{external_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 def day_number(at: datetime) -> int:
