@@ -121,3 +121,32 @@ def test_a_writer_stopped_mid_group_acknowledges_none_of_the_batches_it_took() -
     assert writer.groups == [["a"], ["b", "c", "d"]]  # no batch retried alone: the thread is stopping
     assert outcome["a"] is None
     assert sorted(type(outcome[n]).__name__ for n in "bcd") == ["KeyboardInterrupt", "RuntimeError", "RuntimeError"]
+
+
+def test_no_pooled_sqlite_connection_keeps_the_ingest_page_cache(sqlite_url: str, tmp_path: Path) -> None:
+    """A push is written with a 16 MB page cache; the server's pushes go through whichever pooled
+    connection is free, and each kept its 16 MB (the SQLite receiver's server grew past 500 MB).
+    After the write, every idle connection is back to SQLite's default."""
+    from contextlib import ExitStack
+
+    from trimloop.connectors.sync import SQLITE_DEFAULT_CACHE_KB
+    from trimloop.core.db import make_engine, upgrade
+
+    upgrade(sqlite_url)
+    engine = make_engine(sqlite_url)
+    try:
+        sync_connector(engine=engine, connector=FilesConnector(name="local", options={
+            "path": str(make_store(tmp_path / "store"))}))
+        items = [LogItem(external_id=f"t:{i}", called_at=datetime.now(timezone.utc), prompt="triage", version="1",
+                         inputs={"ticket": f"t{i}"}, output="bug", model="gpt-4o-mini") for i in range(3)]
+        push = prepare_logs(engine=engine, source="otlp", items=items, settings=Settings())
+        store_logs(engine=engine, source="otlp", pushed=[push], settings=Settings())
+        assert push.report.logs_added == 3
+        idle = engine.pool.checkedin()
+        assert idle >= 1
+        with ExitStack() as stack:  # every idle connection at once
+            caches = [stack.enter_context(engine.connect()).exec_driver_sql("PRAGMA cache_size").scalar()
+                      for _ in range(idle)]
+        assert caches == [-SQLITE_DEFAULT_CACHE_KB] * idle
+    finally:
+        engine.dispose()

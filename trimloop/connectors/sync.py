@@ -36,6 +36,7 @@ from trimloop.core.tables import (MAX_COST_PER_CALL, MAX_LATENCY_S, MAX_TOKENS, 
 LOGS_STREAM = "logs"
 MAX_KEPT_PROBLEMS = 200
 SQLITE_CACHE_KB = 16 * 1024
+SQLITE_DEFAULT_CACHE_KB = 2000  # SQLite's own default page cache (cache_size=-2000)
 
 
 @dataclass
@@ -254,6 +255,9 @@ def store_logs(*, engine: Engine, source: str, pushed: list[PushedLogs], setting
             for p, attempt in zip(pushed, attempts, strict=True):
                 _ingest(conn, source, p.rows, attempt, policy, tally)
             tally.write(conn)
+            # a server's pushes go through whichever pooled connection is free: each kept its own 16 MB
+            # of pages (the SQLite receiver's server at 10M: 503 MB); a sync reuses its one connection
+            _cache_pages(conn, SQLITE_DEFAULT_CACHE_KB)
 
     _concurrently([p.report for p in pushed], write)
 
@@ -496,10 +500,11 @@ def _write_batch(engine: Engine, connector: str, rows: list[tuple[LogItem, int, 
             write_cursor(conn, connector, LOGS_STREAM, cursor)
 
 
-def _cache_pages(conn: Connection) -> None:
+def _cache_pages(conn: Connection, kb: int = SQLITE_CACHE_KB) -> None:
     if conn.dialect.name == "sqlite":
-        # a bigger page cache keeps index inserts fast once the table outgrows the default 2 MB
-        conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KB}")
+        # a bigger page cache keeps index inserts fast once the table outgrows the default 2 MB;
+        # back to the default, the connection frees the pages past it
+        conn.exec_driver_sql(f"PRAGMA cache_size=-{kb}")
 
 
 def _ingest(conn: Connection, connector: str, rows: list[tuple[LogItem, int, int | None, dict[str, Any]]],
