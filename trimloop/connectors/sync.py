@@ -640,8 +640,8 @@ def _insert_postgresql(conn: Connection, records: list[dict[str, Any]]) -> set[s
     params = [
         (r["connector"], r["external_id"], r["key"], r["prompt_id"], r["version_id"], _json(r["inputs"]), r["output"],
          r["model"], r["input_tokens"], r["output_tokens"], r["cost"], r["latency_s"], r["called_at"],
-         _json(r["feedback"]), _json(r["meta"]), r["sample_rate"], r["cached_input_tokens"], r["cache_write_tokens"], r["reasoning_tokens"],
-         bool(r["batch"]), r["sample_key"])
+         _json(r["feedback"]), _json(r["meta"]), r["sample_rate"], r["cached_input_tokens"], r["cache_write_tokens"],
+         r["reasoning_tokens"], bool(r["batch"]), r["sample_key"])
         for r in records
     ]
     ids: set[str] = set()
