@@ -6,10 +6,10 @@ Create Date: 2026-12-07
 
 `logrecord.key` is the blake2b-64 hash of (connector, external_id) that `logseen` already keeps
 (core.tables.record_key), and `ux_logrecord_key` replaces the unique (connector, external_id)
-constraint. Through the OTLP receiver an external id is a 49-character `trace:span`; the text
-index took ~90 B a record on SQLite and ~97 on PostgreSQL (random order, pages split half empty),
-the key index ~25. Existing rows get their key here, in batches (about a minute per million
-records); on SQLite the table is rebuilt to drop the constraint.
+constraint. Through the OTLP receiver an external id is a 49-character `trace:span`; at 1M calls
+through it the text index took 95 B a record on SQLite and 145 B on PostgreSQL, the key index 19 B
+and 47 B. Existing rows get their key here, in batches; on SQLite the table is rebuilt to drop the
+constraint (1M records: 18 s on SQLite, 33 s on PostgreSQL, 2 cores).
 """
 import hashlib
 from typing import Sequence, Union
