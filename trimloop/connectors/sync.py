@@ -517,7 +517,7 @@ def _ingest(conn: Connection, connector: str, rows: list[tuple[LogItem, int, int
                   for item, *_ in rows]
     claimed = traffic.claim(conn, identities)
     fresh: list[dict[str, Any]] = []
-    old: list[tuple[LogItem, int, int | None, dict[str, Any]]] = []
+    old: list[tuple[int, tuple[LogItem, int, int | None, dict[str, Any]]]] = []  # (key, row)
     source: dict[str, tuple[LogItem, int, int | None, dict[str, Any]]] = {}
     for identity, row in zip(identities, rows, strict=True):
         if identity in claimed:
@@ -530,12 +530,12 @@ def _ingest(conn: Connection, connector: str, rows: list[tuple[LogItem, int, int
                                                         first=reservoir.kept_first(item.feedback, item.meta))
             fresh.append(record)
         else:
-            old.append(row)
+            old.append((identity[1], row))
     stored, dropped = reservoir.admit(conn, fresh, policy)
     inserted = _insert_new(conn, connector, stored)
     if len(inserted) < len(stored):  # stored under the same id on another day: the same call, or another?
         added = {r["external_id"] for r in inserted}
-        old.extend(source[r["external_id"]] for r in stored if r["external_id"] not in added)
+        old.extend((r["key"], source[r["external_id"]]) for r in stored if r["external_id"] not in added)
     own = tally is None
     tally = traffic.Tally() if tally is None else tally
     tally.add(inserted)
@@ -573,13 +573,13 @@ def _insert_new(conn: Connection, connector: str, records: list[dict[str, Any]])
 
 
 def _conflicts(conn: Connection, connector: str,
-               rows: list[tuple[LogItem, int, int | None, dict[str, Any]]]) -> list[Problem]:
+               rows: list[tuple[int, tuple[LogItem, int, int | None, dict[str, Any]]]]) -> list[Problem]:
     """Records whose id is stored with a different call (time, inputs or output): a source that
     reuses ids would otherwise lose calls silently, counted as "already synced". Found by the
-    identity's 64-bit key, so a different id under the same key (a hash collision) is reported too."""
+    identity's 64-bit key (`rows` are (key, row) pairs), so a different id under the same key (a hash
+    collision) is reported too."""
     table = LogRecord.__table__
-    keys = {item.external_id: traffic.record_key(connector, item.external_id) for item, *_ in rows}
-    ids = list(dict.fromkeys(keys.values()))
+    ids = list(dict.fromkeys(key for key, _ in rows))
     stored: dict[int, tuple[str, str, datetime, Any, Any]] = {}
     for start in range(0, len(ids), 1000):
         query = select(table.c.key, table.c.connector, table.c.external_id, table.c.called_at, table.c.inputs,
@@ -587,8 +587,8 @@ def _conflicts(conn: Connection, connector: str,
         stored.update((key, (source, eid, as_utc(at), inputs, output))
                       for key, source, eid, at, inputs, output in conn.execute(query))
     problems = []
-    for item, _, _, inputs in rows:
-        kept = stored.get(keys[item.external_id])
+    for key, (item, _, _, inputs) in rows:
+        kept = stored.get(key)
         if kept is None:
             continue
         source, eid, *call = kept

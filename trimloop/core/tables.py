@@ -180,7 +180,7 @@ class LogRecord(SQLModel, table=True):
     """One production call. Idempotent on (connector, external_id), through `key`, its 64-bit hash."""
 
     __table_args__ = (
-        # 8 bytes an entry where the text (a 49-character trace:span id through OTLP) took ~60 (migration 0019)
+        # 19 B a record on SQLite where the text index over OTLP's 49-character trace:span ids took 95 (migration 0019)
         Index("ux_logrecord_key", "key", unique=True),
         # records that named no version, by prompt (their reservoir): a record with a version is
         # found through ix_logrecord_version_time, so this index holds only the few without one
