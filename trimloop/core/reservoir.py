@@ -186,9 +186,23 @@ def _not_pinned() -> list[Any]:
 
 
 def _in_group(prompt_id: int, version_id: int, day: date) -> list[Any]:
-    version = LOG.c.version_id == version_id if version_id else LOG.c.version_id.is_(None)
+    if version_id:  # a version is of one prompt: its reservoir is read from the version's index alone
+        return [LOG.c.version_id == version_id, LOG.c.called_at >= day_start(day),
+                LOG.c.called_at < day_start(day + timedelta(days=1))]
+    version = LOG.c.version_id.is_(None)
     return [version, LOG.c.prompt_id == prompt_id if prompt_id else LOG.c.prompt_id.is_(None),
             LOG.c.called_at >= day_start(day), LOG.c.called_at < day_start(day + timedelta(days=1))]
+
+
+RESERVOIR_KEY = func.coalesce(LOG.c.sample_key, 2.0)  # records stored before 0010 (no key) sort last
+
+
+def highest_keys(where: list[Any], limit: int) -> Any:
+    """The ids and keys of the `limit` records under `where` a trim may drop, highest key first: for a
+    version's day, read from ix_logrecord_version_time alone (it holds the keys, migration 0020); the
+    columns the tally needs come back from the DELETE."""
+    return (select(LOG.c.id, RESERVOIR_KEY).where(*where, *_not_pinned())
+            .order_by(RESERVOIR_KEY.desc(), LOG.c.id.desc()).limit(limit))
 
 
 def trim(conn: Connection, groups: Iterable[tuple[int, int, date]], policy: Policy) -> list[dict[str, Any]]:
@@ -203,29 +217,29 @@ def trim(conn: Connection, groups: Iterable[tuple[int, int, date]], policy: Poli
             continue
         where = _in_group(prompt_id, version_id, day)
         excess = state["kept"] - policy.per_day
-        key = func.coalesce(LOG.c.sample_key, 2.0)
         # one more than it deletes: that record's key is the new threshold, so the group is read once
-        rows = [dict(r) for r in conn.execute(
-            select(*DROP_COLUMNS, key.label("key")).where(*where, *_not_pinned())
-            .order_by(key.desc(), LOG.c.id.desc()).limit(excess + 1)).mappings()]
-        if len(rows) > excess:
-            threshold = rows.pop()["key"]  # pinned records stay whatever their keys: not a threshold
+        found = [tuple(r) for r in conn.execute(highest_keys(where, excess + 1))]
+        if len(found) > excess:
+            threshold = found.pop()[1]  # pinned records stay whatever their keys: not a threshold
         else:  # every record it may drop goes: the pinned ones are left
             threshold = None
-        for r in rows:
-            del r["key"]
-        _delete(conn, [r["id"] for r in rows])
+        rows = _delete(conn, [i for i, _ in found])
         if threshold is None:
-            threshold = conn.execute(select(func.max(key)).where(*where)).scalar()
+            threshold = conn.execute(select(func.max(RESERVOIR_KEY)).where(*where)).scalar()
         conn.execute(STATE.update().where(STATE.c.id == state["id"]).values(
             kept=state["kept"] - len(rows), threshold=threshold))
         deleted.extend(rows)
     return deleted
 
 
-def _delete(conn: Connection, ids: list[int]) -> None:
+def _delete(conn: Connection, ids: list[int]) -> list[dict[str, Any]]:
+    """Delete records by id; their DROP_COLUMNS (for the tally)."""
+    names = [c.name for c in DROP_COLUMNS]
+    deleted: list[dict[str, Any]] = []
     for start in range(0, len(ids), 900):
-        conn.execute(LOG.delete().where(LOG.c.id.in_(ids[start:start + 900])))
+        result = conn.execute(LOG.delete().where(LOG.c.id.in_(ids[start:start + 900])).returning(*DROP_COLUMNS))
+        deleted.extend(dict(zip(names, row, strict=True)) for row in result)
+    return deleted
 
 
 @dataclass

@@ -186,8 +186,9 @@ class LogRecord(SQLModel, table=True):
         # found through ix_logrecord_version_time, so this index holds only the few without one
         Index("ix_logrecord_unversioned", "prompt_id", "called_at", sqlite_where=text(UNVERSIONED),
               postgresql_where=text(UNVERSIONED)),
-        # reports read the traffic aggregates (migration 0017 slimmed these back from covering indexes)
-        Index("ix_logrecord_version_time", "version_id", "called_at"),  # a version's records (reservoir, watch)
+        # reports read the traffic aggregates (migration 0017 slimmed these back from covering indexes);
+        # a version's records (reservoir, watch), with their reservoir keys: a trim reads this alone (0020)
+        Index("ix_logrecord_version_time", "version_id", "called_at", "sample_key"),
         Index("ix_logrecord_time", "called_at"),  # the retention sweep; a window's part-days
     )
 
