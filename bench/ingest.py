@@ -1,6 +1,6 @@
 """Ingest benchmark: N JSONL log lines synced into SQLite by the files connector; prints JSON.
 
-    python -m bench.ingest [--lines 1000000] [--batch-size 5000]
+    python -m bench.ingest [--lines 1000000] [--batch-size N]
 
 Reports records per second and peak resident memory (`records_per_s`, `peak_rss_mb`). The file
 is streamed, so memory should not grow with --lines (compare 100000 and 1000000).
@@ -57,7 +57,7 @@ def write_store(root: Path, lines: int) -> Path:
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
-    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--batch-size", type=int, help="records per sync transaction (default: the sync's own)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="trimloop-ingest-") as tmp:
         root = write_store(Path(tmp) / "store", args.lines)
@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         connector = FilesConnector(name="bench", options={"path": str(root)})
         rss_before = _peak_rss_mb()
         started = time.perf_counter()
-        report = sync_connector(engine=engine, connector=connector, batch_size=args.batch_size)
+        batch = {"batch_size": args.batch_size} if args.batch_size else {}
+        report = sync_connector(engine=engine, connector=connector, **batch)
         seconds = time.perf_counter() - started
         engine.dispose()
     if report.fatal or report.logs_added != args.lines:

@@ -225,8 +225,8 @@ def run_backend(backend: str, store: Path, args: argparse.Namespace) -> dict[str
             else:
                 connector = FilesConnector(name="bench", options={"path": str(store)})
                 t0, cpu0 = time.perf_counter(), time.process_time()
-                report = sync_connector(engine=engine, connector=connector, batch_size=args.batch_size,
-                                        settings=settings)
+                batch = {"batch_size": args.batch_size} if args.batch_size else {}
+                report = sync_connector(engine=engine, connector=connector, settings=settings, **batch)
                 ingest_s, ingest_cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
                 if report.fatal or report.logs_added != args.calls:
                     raise SystemExit(f"{backend}: sync added {report.logs_added} of {args.calls}: {report.to_dict()}")
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--per-day", type=int, default=2000, help="reservoir: full records per version per day")
     parser.add_argument("--headroom", type=float, default=1.5,
                         help="reservoir.headroom: 0 writes every record the reservoir may keep, then trims")
-    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--batch-size", type=int, help="records per sync transaction (default: the sync's own)")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=10, help="report requests per client")
     parser.add_argument("--backends", default="sqlite,postgresql")

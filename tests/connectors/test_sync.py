@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 import threading
@@ -209,6 +210,27 @@ def test_a_crash_midway_then_rerun_gives_the_same_store(engine: Engine, tmp_path
     assert rows(engine, "select sum(records), sum(dropped) from trafficaggregate") == [(4200, 4200 - stored)]
     assert 2000 <= stored <= 2000 + 2000 // 10 + 1
     clean.dispose()
+
+
+def test_long_records_cut_a_batch_short(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch is written at batch_size records or once their text reaches BATCH_TEXT_CHARS, so a
+    sync of long records (big RAG contexts) holds a bounded amount in memory."""
+    sync_module = importlib.import_module("trimloop.connectors.sync")  # the package exports `sync`, a function
+    files_module = importlib.import_module("trimloop.connectors.files")
+    root = make_store(tmp_path)
+    write_logs(root / "logs" / "calls.jsonl",
+               [log_line(i, inputs={"ticket": "x" * 700}, output="y" * 300) for i in range(30)])
+    monkeypatch.setattr(sync_module, "BATCH_TEXT_CHARS", 2500)  # three records of ~1,000 characters
+    monkeypatch.setattr(files_module, "CHECKPOINT_EVERY", 1)  # a batch ends at a checkpoint (every 1,000 lines)
+    written: list[int] = []
+    write_batch = sync_module._write_batch
+    monkeypatch.setattr(sync_module, "_write_batch",
+                        lambda engine, connector, rows, *rest: written.append(len(rows)) or write_batch(
+                            engine, connector, rows, *rest))
+    report = sync_connector(engine=engine, connector=files(root), batch_size=1000)
+    assert report.logs_added == 30 and report.skipped_total == 0
+    assert written == [3] * 10 + [0]  # the last write moves the cursor past the end
+    assert rows(engine, "select count(*) from logrecord") == [(30,)]
 
 
 def test_a_line_still_being_written_waits_for_the_next_sync(engine: Engine, tmp_path: Path) -> None:

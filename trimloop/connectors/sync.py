@@ -36,6 +36,8 @@ from trimloop.core.tables import (MAX_COST_PER_CALL, MAX_LATENCY_S, MAX_TOKENS, 
 LOGS_STREAM = "logs"
 MAX_KEPT_PROBLEMS = 200
 SQLITE_CACHE_KB = 16 * 1024
+BATCH_SIZE = 20_000  # records a sync writes per transaction (fewer, bigger commits: see _sync_logs)
+BATCH_TEXT_CHARS = 32_000_000  # ... or fewer, when their text adds up to this many characters
 SQLITE_DEFAULT_CACHE_KB = 2000  # SQLite's own default page cache (cache_size=-2000)
 
 
@@ -92,7 +94,7 @@ def sync(
     settings: Settings,
     only: list[str] | None = None,
     full: bool = False,
-    batch_size: int = 5000,
+    batch_size: int = BATCH_SIZE,
 ) -> list[SyncReport]:
     """Sync every configured connector (or those named in `only`); one report each."""
     reports = []
@@ -106,7 +108,7 @@ def sync(
 
 
 def sync_connector(
-    *, engine: Engine, connector: Connector, full: bool = False, batch_size: int = 5000,
+    *, engine: Engine, connector: Connector, full: bool = False, batch_size: int = BATCH_SIZE,
     sample_rate: float | None = None, settings: Settings | None = None,
 ) -> SyncReport:
     """Sync one connector: its prompts (all, labels refreshed), then its logs since the cursor.
@@ -296,22 +298,43 @@ def _sync_logs(engine: Engine, connector: Connector, report: SyncReport, *, full
         cursor = None if full else read_cursor(conn, connector.name, LOGS_STREAM)
         resolver = Resolver.load(conn)
         names = dict(conn.execute(select(Prompt.id, Prompt.name)).all()) if check is not None else {}
+    # a transaction per batch: every batch rewrites the pages of the identity indexes it touches, which
+    # are random (a hash of the id), so bigger batches write each page fewer times (SQLite at 1M calls:
+    # commits 8.6 s at 5,000 records, 4.1 s at 20,000); long texts cut a batch short to bound memory
     batch: list[tuple[LogItem, int, int | None, dict[str, Any]]] = []
+    chars = 0
     last_cursor: str | None = None
     for item in connector.read_logs(cursor=cursor):
         if isinstance(item, LogItem):
+            chars += _text_chars(item)
             _take(item, batch, report, resolver, names, check, sample_rate)
         elif isinstance(item, Checkpoint):
             last_cursor = item.cursor
-            if len(batch) >= batch_size:
+            if len(batch) >= batch_size or chars >= BATCH_TEXT_CHARS:
                 _flush(engine, connector.name, batch, last_cursor, report, policy)
-                batch = []
+                batch, chars = [], 0
         elif isinstance(item, Looked):
             report.looked.append(item)
         else:
             report.add_problem(item)
     if last_cursor is not None or batch:
         _flush(engine, connector.name, batch, last_cursor, report, policy)
+
+
+def _text_chars(item: LogItem) -> int:
+    """About how much text a record holds: its output, inputs and rendered messages (100 for each
+    value that is not a string)."""
+    chars = len(item.output or "")
+    for value in (item.inputs or {}).values():
+        chars += len(value) if type(value) is str else 100
+    rendered = item.rendered
+    if type(rendered) is str:
+        chars += len(rendered)
+    elif rendered:
+        for message in rendered:
+            content = message.get("content") if type(message) is dict else None
+            chars += len(content) if type(content) is str else 100
+    return chars
 
 
 def _limits(table: Any, fields: dict[str, str]) -> dict[str, tuple[str, int]]:
