@@ -36,9 +36,9 @@ from trimloop.core.tables import (MAX_COST_PER_CALL, MAX_LATENCY_S, MAX_TOKENS, 
 LOGS_STREAM = "logs"
 MAX_KEPT_PROBLEMS = 200
 SQLITE_CACHE_KB = 16 * 1024
+SQLITE_DEFAULT_CACHE_KB = 2000  # SQLite's own default page cache (cache_size=-2000)
 BATCH_SIZE = 20_000  # records a sync writes per transaction (fewer, bigger commits: see _sync_logs)
 BATCH_TEXT_CHARS = 32_000_000  # ... or fewer, when their text adds up to this many characters
-SQLITE_DEFAULT_CACHE_KB = 2000  # SQLite's own default page cache (cache_size=-2000)
 
 
 @dataclass

@@ -223,7 +223,7 @@ def trim(conn: Connection, groups: Iterable[tuple[int, int, date]], policy: Poli
             threshold = found.pop()[1]  # pinned records stay whatever their keys: not a threshold
         else:  # every record it may drop goes: the pinned ones are left
             threshold = None
-        rows = _delete(conn, [i for i, _ in found])
+        rows = _delete(conn, [i for i, _ in found], returning=True)
         if threshold is None:
             threshold = conn.execute(select(func.max(RESERVOIR_KEY)).where(*where)).scalar()
         conn.execute(STATE.update().where(STATE.c.id == state["id"]).values(
@@ -232,13 +232,17 @@ def trim(conn: Connection, groups: Iterable[tuple[int, int, date]], policy: Poli
     return deleted
 
 
-def _delete(conn: Connection, ids: list[int]) -> list[dict[str, Any]]:
-    """Delete records by id; their DROP_COLUMNS (for the tally)."""
+def _delete(conn: Connection, ids: list[int], *, returning: bool = False) -> list[dict[str, Any]]:
+    """Delete records by id; with `returning`, their DROP_COLUMNS (for the tally)."""
     names = [c.name for c in DROP_COLUMNS]
     deleted: list[dict[str, Any]] = []
     for start in range(0, len(ids), 900):
-        result = conn.execute(LOG.delete().where(LOG.c.id.in_(ids[start:start + 900])).returning(*DROP_COLUMNS))
-        deleted.extend(dict(zip(names, row, strict=True)) for row in result)
+        statement = LOG.delete().where(LOG.c.id.in_(ids[start:start + 900]))
+        if returning:
+            rows = conn.execute(statement.returning(*DROP_COLUMNS))
+            deleted.extend(dict(zip(names, row, strict=True)) for row in rows)
+        else:
+            conn.execute(statement)
     return deleted
 
 
