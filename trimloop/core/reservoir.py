@@ -186,12 +186,11 @@ def _not_pinned() -> list[Any]:
 
 
 def _in_group(prompt_id: int, version_id: int, day: date) -> list[Any]:
+    during = [LOG.c.called_at >= day_start(day), LOG.c.called_at < day_start(day + timedelta(days=1))]
     if version_id:  # a version is of one prompt: its reservoir is read from the version's index alone
-        return [LOG.c.version_id == version_id, LOG.c.called_at >= day_start(day),
-                LOG.c.called_at < day_start(day + timedelta(days=1))]
-    version = LOG.c.version_id.is_(None)
-    return [version, LOG.c.prompt_id == prompt_id if prompt_id else LOG.c.prompt_id.is_(None),
-            LOG.c.called_at >= day_start(day), LOG.c.called_at < day_start(day + timedelta(days=1))]
+        return [LOG.c.version_id == version_id, *during]
+    return [LOG.c.version_id.is_(None), LOG.c.prompt_id == prompt_id if prompt_id else LOG.c.prompt_id.is_(None),
+            *during]
 
 
 RESERVOIR_KEY = func.coalesce(LOG.c.sample_key, 2.0)  # records stored before 0010 (no key) sort last
