@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.engine import Engine
 
 from tests.connectors.helpers import log_line, make_store, write_logs
@@ -175,6 +175,57 @@ def test_retention_sweep_keeps_aggregates_and_dataset_records(engine: Engine, tm
     assert left == 1  # the dataset's record stays
     assert {k: v.records for k, v in after.items()} == {k: v.records for k, v in before.items()}
     assert all(n == kept for n, kept in invariant(engine))
+
+
+def test_part_days_and_the_sweep_reach_every_record_through_the_version_index(engine: Engine, tmp_path: Path) -> None:
+    """No index holds the records by time alone (migration 0021): a window's part-days and the sweep
+    read time ranges after a version id, or after NULL. Records with a version, with a prompt and no
+    version, and with neither are all summed and swept, and no read scans the table."""
+    from sqlmodel import Session
+
+    root = make_store(tmp_path)
+    write_logs(root / "logs" / "calls.jsonl", [
+        log_line(i, called_at=(DAY0 + timedelta(hours=i)).isoformat().replace("+00:00", "Z"), feedback=[])
+        for i in range(48)])  # one an hour over two days
+    sync_connector(engine=engine, connector=files(root), settings=settings(per_day=1000))
+    with engine.connect() as conn:
+        prompt_id = conn.execute(select(LogRecord.prompt_id)).scalars().first()
+    with Session(engine) as session:
+        for i in range(48):
+            session.add(LogRecord(connector="other", external_id=f"o-{i}", called_at=DAY0 + timedelta(hours=i),
+                                  prompt_id=prompt_id if i % 2 else None, cost=0.5))
+        session.commit()
+    since, until = DAY0 + timedelta(hours=6), DAY0 + timedelta(hours=30)  # 18 h of day 0, 6 h of day 1
+    with engine.connect() as conn:
+        window = traffic.sums(conn, by=("version_id",), since=since, until=until)
+        only_prompt = traffic.sums(conn, by=(), since=since, until=until, prompt_ids=[prompt_id])[()]
+    assert {k: v.records for k, v in window.items()} == {(None,): 24, (1,): 24}
+    assert window[(None,)].spend == pytest.approx(12.0) and only_prompt.records == 24 + 12
+    if engine.dialect.name == "sqlite":
+        statements: list[str] = []
+
+        def plan(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+            if statement.lstrip().upper().startswith("SELECT") and "logrecord" in statement and not many:
+                rows = cursor.connection.execute("EXPLAIN QUERY PLAN " + statement, parameters).fetchall()
+                statements.append(" ".join(row[-1] for row in rows))
+
+        event.listen(engine, "before_cursor_execute", plan)
+        try:
+            with engine.connect() as conn:
+                traffic.sums(conn, by=("day",), since=since, until=until)
+            swept = reservoir.sweep(engine, policy=reservoir.Policy.of(settings(1000, retention_days=1)),
+                                    now=DAY0 + timedelta(days=2))
+        finally:
+            event.remove(engine, "before_cursor_execute", plan)
+        reads = [p for p in statements if "logrecord" in p.lower() or "ix_logrecord" in p]
+        assert reads and not [p for p in reads if "SCAN logrecord" in p], reads
+    else:
+        swept = reservoir.sweep(engine, policy=reservoir.Policy.of(settings(1000, retention_days=1)),
+                                now=DAY0 + timedelta(days=2))
+    assert swept.records_deleted == 48  # day 0: 24 with a version, 12 with a prompt only, 12 with neither
+    with engine.connect() as conn:
+        left = conn.execute(select(func.count()).select_from(LogRecord).where(LogRecord.called_at < DAY0 + timedelta(days=1))).scalar()
+    assert left == 0
 
 
 def test_the_savings_projection_counts_the_calls_the_reservoir_dropped(engine: Engine, tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from trimloop.core.settings import Settings
 from trimloop.core.tables import DatasetItem, LogRecord, LogSeen, ReservoirDay, ShadowScore, TrafficAggregate, utcnow
-from trimloop.core.traffic import EPOCH, Tally, as_date, day_start, utc_day
+from trimloop.core.traffic import EPOCH, Tally, as_date, day_start, utc_day, versions_of
 
 LOG = LogRecord.__table__  # type: ignore[attr-defined]
 STATE = ReservoirDay.__table__  # type: ignore[attr-defined]
@@ -268,23 +268,27 @@ def sweep(engine: Engine, *, policy: Policy, now: datetime | None = None) -> Swe
     cutoff = day_start(cutoff_day)
     report = SweepReport()
     started = clock.perf_counter()
-    while True:
-        t0 = clock.perf_counter()
-        with engine.begin() as conn:
-            rows = [dict(r) for r in conn.execute(
-                select(*DROP_COLUMNS).where(LOG.c.called_at < cutoff, *_not_pinned())
-                .order_by(LOG.c.called_at, LOG.c.id).limit(policy.sweep_batch)).mappings()]
-            if rows:
-                tally = Tally()
-                tally.drop(rows)
-                tally.write(conn)
-                count_kept(conn, rows, sign=-1)
-                _delete(conn, [r["id"] for r in rows])
-        report.transactions += 1
-        report.longest_write_ms = max(report.longest_write_ms, (clock.perf_counter() - t0) * 1000)
-        report.records_deleted += len(rows)
-        if len(rows) < policy.sweep_batch:
-            break
+    with engine.connect() as conn:  # one version at a time, read from ix_logrecord_version_time oldest first
+        groups = [[LOG.c.version_id == v] for v in versions_of(conn)] + [[LOG.c.version_id.is_(None)]]
+    for group in groups:
+        while True:
+            t0 = clock.perf_counter()
+            with engine.begin() as conn:
+                rows = [dict(r) for r in conn.execute(
+                    select(*DROP_COLUMNS).where(*group, LOG.c.called_at < cutoff, *_not_pinned())
+                    .order_by(LOG.c.called_at).limit(policy.sweep_batch)).mappings()]
+                if rows:
+                    tally = Tally()
+                    tally.drop(rows)
+                    tally.write(conn)
+                    count_kept(conn, rows, sign=-1)
+                    _delete(conn, [r["id"] for r in rows])
+            if rows:  # a group with nothing to delete took no write
+                report.transactions += 1
+                report.longest_write_ms = max(report.longest_write_ms, (clock.perf_counter() - t0) * 1000)
+            report.records_deleted += len(rows)
+            if len(rows) < policy.sweep_batch:
+                break
     cutoff_number = (cutoff_day - EPOCH).days
     while True:
         t0 = clock.perf_counter()

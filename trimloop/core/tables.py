@@ -188,8 +188,9 @@ class LogRecord(SQLModel, table=True):
               postgresql_where=text(UNVERSIONED)),
         # reports read the traffic aggregates (migration 0017 slimmed these back from covering indexes);
         # a version's records (reservoir, watch), with their reservoir keys: a trim reads this alone (0020)
+        # no index by time alone (0021): the sweep and a window's part-days read time ranges here after
+        # a version id, or after NULL (traffic.versions_of)
         Index("ix_logrecord_version_time", "version_id", "called_at", "sample_key"),
-        Index("ix_logrecord_time", "called_at"),  # the retention sweep; a window's part-days
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -33,6 +33,7 @@ from trimloop.core.tables import (
     MAX_LATENCY_S,
     LogRecord,
     LogSeen,
+    PromptVersion,
     TrafficAggregate,
     record_key,
     utcnow,
@@ -505,6 +506,25 @@ def _partial_days(since: datetime | None, until: datetime | None, first: date | 
     return parts
 
 
+def versions_of(conn: Any, prompt_ids: list[int] | None = None) -> list[int]:
+    """The ids of every version (of `prompt_ids`, if given). No index holds the records by time alone
+    (migration 0021): a time range is read from ix_logrecord_version_time after a version id, or
+    after NULL for the records that named no version."""
+    query = select(PromptVersion.__table__.c.id)  # type: ignore[attr-defined]
+    if prompt_ids is not None:
+        query = query.where(PromptVersion.__table__.c.prompt_id.in_(prompt_ids))  # type: ignore[attr-defined]
+    return list(conn.execute(query.order_by("id")).scalars())
+
+
+def _indexed(conn: Any, prompt_ids: list[int] | None, version_ids: list[int] | None) -> list[list[Any]]:
+    """`_filters` as conditions that each lead ix_logrecord_version_time to a time range."""
+    if version_ids is not None:
+        return [_filters(LOG, prompt_ids, version_ids)]
+    versions = versions_of(conn, prompt_ids)
+    unversioned = [LOG.c.version_id.is_(None), *_filters(LOG, prompt_ids, None)]
+    return [[LOG.c.version_id.in_(versions)], unversioned] if versions else [unversioned]
+
+
 def _stored(conn: Any, by: tuple[str, ...], start: datetime, end: datetime, prompt_ids: list[int] | None,
             version_ids: list[int] | None) -> dict[tuple[Any, ...], Sums]:
     """Sums over the stored records in [start, end) (a part of at most two days), each scaled by
@@ -512,13 +532,15 @@ def _stored(conn: Any, by: tuple[str, ...], start: datetime, end: datetime, prom
     day = func.date(LOG.c.called_at)
     cols = [day if k == "day" else LOG.c[k] for k in by]
     extra = [LOG.c.version_id, LOG.c.prompt_id, day]
-    query = (select(*cols, *extra, func.count(), func.sum(LogRecord.weight()), func.sum(LogRecord.weighted_cost()),
-                    func.sum(LogRecord.costed_weight()), func.count(LogRecord.counted_cost()),
-                    func.sum(LogRecord.counted_cost()),
-                    func.sum(LogRecord.counted_cost() * LogRecord.counted_cost()))
-             .where(LOG.c.called_at >= start, LOG.c.called_at < end, *_filters(LOG, prompt_ids, version_ids))
-             .group_by(*cols, *extra))
-    rows = conn.execute(query).all()
+    rows = []
+    for group in _indexed(conn, prompt_ids, version_ids):  # groups differ in version_id: no row is in two
+        query = (select(*cols, *extra, func.count(), func.sum(LogRecord.weight()),
+                        func.sum(LogRecord.weighted_cost()), func.sum(LogRecord.costed_weight()),
+                        func.count(LogRecord.counted_cost()), func.sum(LogRecord.counted_cost()),
+                        func.sum(LogRecord.counted_cost() * LogRecord.counted_cost()))
+                 .where(*group, LOG.c.called_at >= start, LOG.c.called_at < end)
+                 .group_by(*cols, *extra))
+        rows.extend(conn.execute(query).all())
     scales = _scales(conn, {(r[len(by)] or 0, r[len(by) + 1] or 0, as_date(r[len(by) + 2])) for r in rows})
     out: dict[tuple[Any, ...], Sums] = {}
     for r in rows:
