@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 from trimloop.core import traffic
 from trimloop.core.catalog import ResolvedModel, count_message_tokens, count_tokens
 from trimloop.core.errors import TemplateError
-from trimloop.core.tables import MAX_COST_PER_CALL, MAX_LATENCY_S, DatasetItem, LogRecord, PromptVersion
+from trimloop.core.tables import MAX_COST_PER_CALL, MAX_LATENCY_S, DatasetItem, LogRecord
 from trimloop.core.templates import render
 from trimloop.core.usage import TokenUsage
 from trimloop.evals.evaluators import EvalContext, NamedEvaluator, score_output
@@ -52,7 +52,7 @@ def log_facts(session: Session, rows: Sequence[DatasetItem], *, prompt_id: int) 
     baseline_ids = {r.version_id for r in facts.per_item.values()}
     # the prompt's records: those of its versions (ix_logrecord_version_time) and those that named
     # none (ix_logrecord_unversioned); no index holds a prompt's records as such
-    versions = list(session.exec(select(PromptVersion.id).where(PromptVersion.prompt_id == prompt_id)))
+    versions = traffic.versions_of(session.connection(), [prompt_id])
     query = select(LogRecord.called_at, LogRecord.cost, LogRecord.latency_s, LogRecord.version_id,
                    LogRecord.sample_rate, LogRecord.input_tokens, LogRecord.cached_input_tokens,
                    LogRecord.cache_write_tokens).where(
